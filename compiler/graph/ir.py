@@ -1,0 +1,148 @@
+"""The graph IR: ONNX semantics with every shape and dtype static.
+
+Contract: ``Graph.nodes`` is in topological order; every ``Value`` has a
+``TensorType`` with concrete dims; constants (initializers and folded values)
+are Values with ``const`` set and no producer. A node's ``attrs`` hold plain
+Python values (int, float, str, bytes, lists of them, numpy arrays for tensor
+attributes, ``onnx.GraphProto`` for subgraphs). ``opset`` is the version of the
+node's domain that the model imports, which lowerings consult where an op
+changed between versions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.errors import describe_node
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: DType
+    shape: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def __str__(self) -> str:
+        return f"{self.dtype.value}[{'x'.join(map(str, self.shape))}]"
+
+
+@dataclass(eq=False)
+class Value:
+    """An SSA tensor: a graph input, a constant, or one output of one node."""
+
+    name: str
+    type: TensorType
+    producer: "Node | None" = None
+    const: np.ndarray | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    def __repr__(self) -> str:
+        return f"%{self.name}:{self.type}"
+
+
+@dataclass(eq=False)
+class Node:
+    op_type: str
+    name: str
+    inputs: list[Value | None]
+    outputs: list[Value]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    opset: int = 0
+
+    def describe(self) -> str:
+        return describe_node(self.op_type, self.name, self.opset, self.domain)
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def input(self, i: int) -> Value | None:
+        """Input ``i``, or None where it is omitted (ONNX's empty name or a short list)."""
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    def __repr__(self) -> str:
+        return f"{self.describe()}({', '.join(map(repr, self.inputs))}) -> {self.outputs}"
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str
+    nodes: list[Node]
+    inputs: list[Value]
+    outputs: list[Value]
+    opsets: dict[str, int] = field(default_factory=dict)
+    _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    def fresh_name(self, hint: str) -> str:
+        taken = {v.name for v in self.values()}
+        while True:
+            name = f"{hint}__{next(self._names)}"
+            if name not in taken:
+                return name
+
+    def values(self) -> Iterator[Value]:
+        seen: set[int] = set()
+        for v in itertools.chain(self.inputs, (i for n in self.nodes for i in n.inputs if i is not None),
+                                 (o for n in self.nodes for o in n.outputs), self.outputs):
+            if id(v) not in seen:
+                seen.add(id(v))
+                yield v
+
+    def constants(self) -> list[Value]:
+        return [v for v in self.values() if v.is_const]
+
+    def consumers(self) -> dict[int, list[Node]]:
+        """Map ``id(value)`` to the nodes reading it, in graph order."""
+        users: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            for v in node.inputs:
+                if v is not None:
+                    users.setdefault(id(v), []).append(node)
+        return users
+
+    def replace_uses(self, old: Value, new: Value) -> None:
+        """Point every reader of ``old`` (nodes and graph outputs) at ``new``."""
+        for node in self.nodes:
+            node.inputs = [new if v is old else v for v in node.inputs]
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def add_const(self, name_hint: str, array: np.ndarray) -> Value:
+        array = np.asarray(array)
+        return Value(self.fresh_name(name_hint), TensorType(DType.from_numpy(array.dtype), tuple(array.shape)),
+                     const=array)
+
+    def __str__(self) -> str:
+        lines = [f"graph {self.name}({', '.join(map(repr, self.inputs))}):"]
+        for node in self.nodes:
+            args = ", ".join("_" if v is None else f"%{v.name}" for v in node.inputs)
+            outs = ", ".join(repr(o) for o in node.outputs)
+            lines.append(f"  {outs} = {node.op_type}({args})")
+        lines.append(f"  return {', '.join('%' + v.name for v in self.outputs)}")
+        return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""tilec's deployable runtime: loads a .tilec artifact and runs it (numpy + ctypes + stdlib)."""
