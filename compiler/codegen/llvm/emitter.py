@@ -1,0 +1,442 @@
+"""Loop IR → LLVM IR (llvmlite), one function per kernel.
+
+Contract: a kernel becomes ``void @name(ptr ctx, ptr noalias %buf...)`` with one
+pointer per global buffer in ``Kernel.params`` order. Loop kinds map as:
+
+- serial: a counted loop;
+- unrolled: the body emitted once per iteration with the variable a constant;
+- vectorized: the body emitted once with the variable as the lane vector
+  ``<0, 1, ..., W-1>``; accesses contiguous in it become vector loads/stores,
+  invariant ones scalars (broadcast where mixed), others gathers/scatters;
+- parallel: the body is outlined into ``void (ptr closure, i64 begin, i64 end)``
+  and handed to ``tilec_parallel_for`` from the support library.
+Local buffers become entry-block allocas, which LLVM promotes to registers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import llvmlite
+import llvmlite.ir as ir
+
+from compiler.dtypes import DType
+from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient, substitute
+from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
+from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
+
+if llvmlite.ir_layer_typed_pointers_enabled:
+    raise ImportError("tilec needs llvmlite's opaque-pointer IR layer: import compiler before llvmlite "
+                      "(or set LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS=0)")
+
+# Functions with no LLVM intrinsic: called per lane from libm (float / double spellings).
+_LIBM = {"erf": ("erff", "erf"), "asinh": ("asinhf", "asinh"), "acosh": ("acoshf", "acosh"),
+         "atanh": ("atanhf", "atanh"), "atan2": ("atan2f", "atan2")}
+_INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
+              "tan": "llvm.tan", "asin": "llvm.asin", "acos": "llvm.acos", "atan": "llvm.atan",
+              "sinh": "llvm.sinh", "cosh": "llvm.cosh", "tanh": "llvm.tanh", "floor": "llvm.floor",
+              "ceil": "llvm.ceil", "round": "llvm.roundeven", "trunc": "llvm.trunc", "abs": "llvm.fabs",
+              "fma": "llvm.fma", "pow": "llvm.pow", "max": "llvm.maximum", "min": "llvm.minimum"}
+_FCMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+@dataclass
+class ModuleEmitter:
+    module: ir.Module
+    functions: dict[str, ir.Function] = field(default_factory=dict)
+    outlined: int = 0
+
+    def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        if name not in self.functions:
+            existing = self.module.globals.get(name)
+            self.functions[name] = existing or ir.Function(self.module, ir.FunctionType(ret, args), name)
+        return self.functions[name]
+
+    def intrinsic(self, base: str, t: ir.Type, nargs: int) -> ir.Function:
+        return self.declare(f"{base}.{mangle(t)}", t, [t] * nargs)
+
+    def parallel_for(self) -> ir.Function:
+        return self.declare("tilec_parallel_for", VOID, [PTR, PTR, PTR, I64])
+
+    def add_kernel(self, kernel: Kernel) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (1 + len(kernel.params))), kernel.name)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        for i, arg in enumerate(fn.args[1:]):
+            arg.add_attribute("noalias")
+            arg.name = kernel.params[i].name
+        fn.args[0].name = "ctx"
+        pointers = {b.name: arg for b, arg in zip(kernel.params, fn.args[1:])}
+        body = FunctionEmitter(self, fn, fn.args[0], pointers, {})
+        body.stmt(kernel.body)
+        body.finish()
+        return fn
+
+
+class FunctionEmitter:
+    def __init__(self, mod: ModuleEmitter, fn: ir.Function, ctx: ir.Value, pointers: dict[str, ir.Value],
+                 env: dict[Var, ir.Value]) -> None:
+        self.mod = mod
+        self.fn = fn
+        self.ctx = ctx
+        self.pointers = dict(pointers)
+        self.env = dict(env)
+        self.entry = fn.append_basic_block("entry")
+        self.allocas = ir.IRBuilder(self.entry)
+        body = fn.append_basic_block("body")
+        self.b = ir.IRBuilder(body)
+        self.vector: tuple[Var, int] | None = None
+
+    def put(self, value: ir.Value, ptr: ir.Value, align: int | None = None) -> None:
+        """Store without llvmlite's pointee check: a vector may be stored through a scalar's address."""
+        st = ir.instructions.StoreInstr(self.b.block, value, ptr)
+        st.align = align
+        self.b._insert(st)  # noqa: SLF001 - IRBuilder.store would reject opaque-pointer stores of other types
+
+    def finish(self) -> None:
+        self.allocas.branch(self.fn.basic_blocks[1])
+        self.b.ret_void()
+
+    # --- statements -----------------------------------------------------------------
+
+    def stmt(self, s: Stmt) -> None:
+        if isinstance(s, Seq):
+            for child in s.stmts:
+                self.stmt(child)
+        elif isinstance(s, Store):
+            self.store(s)
+        elif isinstance(s, Alloc):
+            t = memory_type(s.buffer.dtype)
+            self.pointers[s.buffer.name] = self.allocas.alloca(ir.ArrayType(t, s.buffer.numel), name=s.buffer.name)
+            self.stmt(s.body)
+        elif isinstance(s, For):
+            self.loop(s)
+        else:
+            raise TypeError(f"cannot emit {type(s).__name__}")
+
+    def loop(self, s: For) -> None:
+        if s.extent == 0:
+            return
+        if s.kind is ForKind.UNROLLED:
+            for k in range(s.extent):
+                self.env[s.var] = ir.Constant(I64, k)
+                self.stmt(s.body)
+            del self.env[s.var]
+        elif s.kind is ForKind.VECTORIZED and s.extent > 1:
+            if self.vector is not None:
+                raise ValueError(f"nested vectorized loops ({self.vector[0].name}, {s.var.name})")
+            self.vector = (s.var, s.extent)
+            self.env[s.var] = ir.Constant(ir.VectorType(I64, s.extent), list(range(s.extent)))
+            self.stmt(s.body)
+            self.vector = None
+            del self.env[s.var]
+        elif s.kind is ForKind.PARALLEL and self.vector is None and s.extent > 1:
+            self.parallel(s)
+        else:
+            self.counted_loop(s.var, ir.Constant(I64, 0), ir.Constant(I64, s.extent), s.body)
+
+    def counted_loop(self, var: Var, begin: ir.Value, end: ir.Value, body: Stmt) -> None:
+        pre = self.b.block
+        head = self.fn.append_basic_block(f"{var.name}.head")
+        loop = self.fn.append_basic_block(f"{var.name}.body")
+        done = self.fn.append_basic_block(f"{var.name}.done")
+        self.b.branch(head)
+        self.b.position_at_end(head)
+        i = self.b.phi(I64, name=var.name)
+        i.add_incoming(begin, pre)
+        self.b.cbranch(self.b.icmp_signed("<", i, end), loop, done)
+        self.b.position_at_end(loop)
+        self.env[var] = i
+        self.stmt(body)
+        del self.env[var]
+        i.add_incoming(self.b.add(i, ir.Constant(I64, 1), flags=["nsw"]), self.b.block)
+        self.b.branch(head)
+        self.b.position_at_end(done)
+
+    def parallel(self, s: For) -> None:
+        """Outline ``s``'s body and run it as ``tilec_parallel_for(ctx, fn, closure, extent)``."""
+        used = _used_buffers(s.body)
+        captured_ptrs = [(name, p) for name, p in self.pointers.items() if name in used]
+        captured_vars = list(self.env.items())
+        fields = [PTR] * (1 + len(captured_ptrs)) + [v.type for _, v in captured_vars]
+        closure_t = ir.LiteralStructType(fields)
+        self.mod.outlined += 1
+        worker = ir.Function(self.mod.module, ir.FunctionType(VOID, [PTR, I64, I64]),
+                             f"{self.fn.name}.par{self.mod.outlined}")
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        closure = self.allocas.alloca(closure_t, name="closure")
+        values = [self.ctx] + [p for _, p in captured_ptrs] + [v for _, v in captured_vars]
+        for k, value in enumerate(values):
+            self.put(value, self.b.gep(closure, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
+                                           source_etype=closure_t))
+        inner = FunctionEmitter(self.mod, worker, None, {}, {})
+        arg, begin, end = worker.args
+        loaded = [inner.b.load(inner.b.gep(arg, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
+                                           source_etype=closure_t), typ=fields[k])
+                  for k in range(len(values))]
+        inner.ctx = loaded[0]
+        inner.pointers = {name: loaded[1 + k] for k, (name, _) in enumerate(captured_ptrs)}
+        inner.env = {var: loaded[1 + len(captured_ptrs) + k] for k, (var, _) in enumerate(captured_vars)}
+        inner.counted_loop(s.var, begin, end, s.body)
+        inner.finish()
+        self.b.call(self.mod.parallel_for(), [self.ctx, worker, closure, ir.Constant(I64, s.extent)])
+
+    # --- memory ---------------------------------------------------------------------
+
+    def _address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> tuple[str, ir.Value]:
+        """('scalar'|'contiguous', pointer) or ('gather', vector of pointers as a Python list)."""
+        offset = flat_index(buffer, indices)
+        base = self.pointers[buffer.name]
+        mtype = memory_type(buffer.dtype)
+        if self.vector is None:
+            return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
+        var, _ = self.vector
+        coeff = linear_coefficient(offset, var)
+        if coeff == 0:
+            return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
+        if coeff == 1:
+            start = self.index(substitute(offset, {var: Const(0)}))
+            return "contiguous", self.b.gep(base, [start], inbounds=True, source_etype=mtype)
+        return "gather", self.index(offset)
+
+    def index(self, e: Expr) -> ir.Value:
+        v = self.expr(e)
+        if v.type != I64 and not (is_vector(v) and v.type.element == I64):
+            raise TypeError(f"index expression is {v.type}, not i64")
+        return v
+
+    def load(self, e: Load) -> ir.Value:
+        dtype = e.buffer.dtype
+        mtype = memory_type(dtype)
+        kind, where = self._address(e.buffer, e.indices)
+        if kind == "scalar":
+            return self._from_memory(self.b.load(where, typ=mtype, align=mtype_align(mtype)), dtype)
+        lanes = self.vector[1]
+        if kind == "contiguous":
+            vt = ir.VectorType(mtype, lanes)
+            return self._from_memory(self.b.load(where, typ=vt, align=mtype_align(mtype)), dtype)
+        base = self.pointers[e.buffer.name]
+        result = ir.Constant(ir.VectorType(mtype, lanes), None)
+        for lane in range(lanes):
+            idx = self.b.extract_element(where, ir.Constant(I32, lane))
+            ptr = self.b.gep(base, [idx], inbounds=True, source_etype=mtype)
+            result = self.b.insert_element(result, self.b.load(ptr, typ=mtype), ir.Constant(I32, lane))
+        return self._from_memory(result, dtype)
+
+    def store(self, s: Store) -> None:
+        dtype = s.buffer.dtype
+        mtype = memory_type(dtype)
+        value = self.expr(s.value)
+        kind, where = self._address(s.buffer, s.indices)
+        if kind == "scalar":
+            if is_vector(value):
+                raise ValueError(f"store of a vector into one element of {s.buffer.name}")
+            self.put(self._to_memory(value, dtype), where, align=mtype_align(mtype))
+            return
+        lanes = self.vector[1]
+        value = self._to_memory(self.broadcast(value, lanes), dtype)
+        if kind == "contiguous":
+            self.put(value, where, align=mtype_align(mtype))
+            return
+        base = self.pointers[s.buffer.name]
+        for lane in range(lanes):
+            idx = self.b.extract_element(where, ir.Constant(I32, lane))
+            ptr = self.b.gep(base, [idx], inbounds=True, source_etype=mtype)
+            self.put(self.b.extract_element(value, ir.Constant(I32, lane)), ptr)
+
+    def _from_memory(self, v: ir.Value, dtype: DType) -> ir.Value:
+        lanes = v.type.count if is_vector(v) else None
+        if dtype is DType.BOOL:
+            return self.b.icmp_unsigned("!=", v, ir.Constant(v.type, None))
+        if dtype is DType.BF16:
+            wide = self.b.zext(v, vectorized(I32, lanes))
+            shifted = self.b.shl(wide, self.broadcast(ir.Constant(I32, 16), lanes))
+            return self.b.bitcast(shifted, vectorized(ir.FloatType(), lanes))
+        return v
+
+    def _to_memory(self, v: ir.Value, dtype: DType) -> ir.Value:
+        lanes = v.type.count if is_vector(v) else None
+        if dtype is DType.BOOL:
+            return self.b.zext(v, vectorized(I8, lanes))
+        if dtype is DType.BF16:
+            return self._float_to_bf16(v, lanes)
+        return v
+
+    def _float_to_bf16(self, v: ir.Value, lanes: int | None) -> ir.Value:
+        # Round to nearest even on the dropped 16 bits; NaN stays a (quiet) NaN.
+        i32 = vectorized(I32, lanes)
+        bits = self.b.bitcast(v, i32)
+        c = lambda k: self.broadcast(ir.Constant(I32, k), lanes)  # noqa: E731
+        lsb = self.b.and_(self.b.lshr(bits, c(16)), c(1))
+        rounded = self.b.add(bits, self.b.add(c(0x7FFF), lsb))
+        is_nan = self.b.fcmp_unordered("uno", v, v)
+        out = self.b.select(is_nan, self.b.or_(bits, c(0x400000)), rounded)
+        return self.b.trunc(self.b.lshr(out, c(16)), vectorized(ir.IntType(16), lanes))
+
+    # --- expressions ----------------------------------------------------------------
+
+    def broadcast(self, v: ir.Value, lanes: int | None) -> ir.Value:
+        if lanes is None or is_vector(v):
+            return v
+        vt = ir.VectorType(v.type, lanes)
+        if isinstance(v, ir.Constant):
+            return ir.Constant(vt, [v.constant] * lanes)
+        one = self.b.insert_element(ir.Constant(vt, None), v, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+    def _match(self, *vals: ir.Value) -> list[ir.Value]:
+        lanes = next((v.type.count for v in vals if is_vector(v)), None)
+        return [self.broadcast(v, lanes) for v in vals]
+
+    def expr(self, e: Expr) -> ir.Value:
+        if isinstance(e, Const):
+            return constant(e)
+        if isinstance(e, Var):
+            try:
+                return self.env[e]
+            except KeyError:
+                raise ValueError(f"variable {e.name} is not bound") from None
+        if isinstance(e, Load):
+            return self.load(e)
+        if isinstance(e, Binary):
+            return self.binary(e)
+        if isinstance(e, Call):
+            return self.call(e)
+        if isinstance(e, Select):
+            c, t, f = self._match(self.expr(e.cond), self.expr(e.true_value), self.expr(e.false_value))
+            return self.b.select(c, t, f)
+        if isinstance(e, Cast):
+            return self.cast(self.expr(e.value), e.value.dtype, e.type)
+        raise TypeError(f"cannot emit {type(e).__name__}")
+
+    def binary(self, e: Binary) -> ir.Value:
+        a, b = self._match(self.expr(e.a), self.expr(e.b))
+        dtype = e.a.dtype
+        op = e.op
+        if op in _FCMP:
+            if dtype.is_float:
+                return self.b.fcmp_unordered("!=", a, b) if op == "ne" else self.b.fcmp_ordered(_FCMP[op], a, b)
+            cmp = self.b.icmp_signed if dtype.is_signed else self.b.icmp_unsigned
+            return cmp(_FCMP[op], a, b)
+        if dtype.is_float:
+            simple = {"add": self.b.fadd, "sub": self.b.fsub, "mul": self.b.fmul, "div": self.b.fdiv,
+                      "rem": self.b.frem}
+            if op in simple:
+                # contract: let LLVM fuse a*b+c into one FMA (one rounding instead of two).
+                return simple[op](a, b, flags=("contract",))
+            if op in ("min", "max", "pow"):
+                return self.b.call(self.mod.intrinsic(_INTRINSIC[op], a.type, 2), [a, b])
+            if op == "atan2":
+                return self.libm("atan2", dtype, [a, b])
+            raise ValueError(f"float op {op}")
+        signed = dtype.is_signed
+        simple = {"add": self.b.add, "sub": self.b.sub, "mul": self.b.mul, "and": self.b.and_, "or": self.b.or_,
+                  "xor": self.b.xor, "shl": self.b.shl, "div": self.b.sdiv if signed else self.b.udiv,
+                  "rem": self.b.srem if signed else self.b.urem, "shr": self.b.ashr if signed else self.b.lshr}
+        if op in simple:
+            return simple[op](a, b)
+        if op in ("min", "max"):
+            cmp = self.b.icmp_signed if signed else self.b.icmp_unsigned
+            return self.b.select(cmp("<" if op == "min" else ">", a, b), a, b)
+        raise ValueError(f"integer op {op}")
+
+    def call(self, e: Call) -> ir.Value:
+        args = self._match(*(self.expr(a) for a in e.args))
+        x = args[0]
+        dtype = e.args[0].dtype
+        f = e.func
+        if f == "neg":
+            return self.b.fneg(x) if dtype.is_float else self.b.neg(x)
+        if f == "not":
+            return self.b.not_(x)
+        if f == "isnan":
+            return self.b.fcmp_unordered("uno", x, x)
+        if f in ("isinf_pos", "isinf_neg"):
+            inf = self.broadcast(ir.Constant(value_type(dtype), math.inf if f == "isinf_pos" else -math.inf),
+                                 x.type.count if is_vector(x) else None)
+            return self.b.fcmp_ordered("==", x, inf)
+        if f == "sign":
+            return self.sign(x, dtype)
+        if f == "abs" and not dtype.is_float:
+            if not dtype.is_signed:
+                return x
+            return self.b.select(self.b.icmp_signed("<", x, ir.Constant(x.type, None)), self.b.neg(x), x)
+        if f in _LIBM:
+            return self.libm(f, dtype, args)
+        if f in _INTRINSIC:
+            return self.b.call(self.mod.intrinsic(_INTRINSIC[f], x.type, len(args)), args)
+        raise ValueError(f"unknown function {f}")
+
+    def sign(self, x: ir.Value, dtype: DType) -> ir.Value:
+        lanes = x.type.count if is_vector(x) else None
+        const_of = lambda k: self.broadcast(ir.Constant(value_type(dtype), k), lanes)  # noqa: E731
+        zero, one, minus = const_of(0), const_of(1), const_of(-1)
+        if dtype.is_float:
+            # NaN and signed zeros pass through, as numpy.sign does.
+            inner = self.b.select(self.b.fcmp_ordered("<", x, zero), minus, x)
+            return self.b.select(self.b.fcmp_ordered(">", x, zero), one, inner)
+        cmp = self.b.icmp_signed if dtype.is_signed else self.b.icmp_unsigned
+        return self.b.select(cmp(">", x, zero), one, self.b.select(cmp("<", x, zero), minus, zero))
+
+    def libm(self, name: str, dtype: DType, args: list[ir.Value]) -> ir.Value:
+        """Call a libm function lane by lane (no LLVM intrinsic exists for it)."""
+        scalar_t = value_type(dtype)
+        fn = self.mod.declare(_LIBM[name][dtype is DType.F64], scalar_t, [scalar_t] * len(args))
+        if not is_vector(args[0]):
+            return self.b.call(fn, args)
+        out = ir.Constant(args[0].type, None)
+        for lane in range(args[0].type.count):
+            k = ir.Constant(I32, lane)
+            out = self.b.insert_element(out, self.b.call(fn, [self.b.extract_element(a, k) for a in args]), k)
+        return out
+
+    def cast(self, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+        lanes = v.type.count if is_vector(v) else None
+        target = vectorized(value_type(dst), lanes)
+        if value_type(src) == value_type(dst):
+            return v
+        if dst is DType.BOOL:
+            zero = self.broadcast(ir.Constant(value_type(src), 0), lanes)
+            return self.b.fcmp_unordered("!=", v, zero) if src.is_float else self.b.icmp_unsigned("!=", v, zero)
+        if src is DType.BOOL:
+            return self.b.uitofp(v, target) if dst.is_float else self.b.zext(v, target)
+        if src.is_float and dst.is_float:
+            wider = _float_bits(dst) > _float_bits(src)
+            return self.b.fpext(v, target) if wider else self.b.fptrunc(v, target)
+        if src.is_float:
+            return self.b.fptosi(v, target) if dst.is_signed else self.b.fptoui(v, target)
+        if dst.is_float:
+            return self.b.sitofp(v, target) if src.is_signed else self.b.uitofp(v, target)
+        if dst.bits < src.bits:
+            return self.b.trunc(v, target)
+        return self.b.sext(v, target) if src.is_signed else self.b.zext(v, target)
+
+
+def _float_bits(d: DType) -> int:
+    return 32 if d is DType.BF16 else d.bits
+
+
+def mtype_align(t: ir.Type) -> int:
+    if isinstance(t, ir.IntType):
+        return max(1, t.width // 8)
+    return {ir.HalfType: 2, ir.FloatType: 4, ir.DoubleType: 8}[type(t)]
+
+
+def constant(e: Const) -> ir.Constant:
+    t = value_type(e.dtype)
+    if e.dtype is DType.BOOL:
+        return ir.Constant(I1, int(bool(e.value)))
+    if e.dtype.is_float:
+        return ir.Constant(t, float(e.value))
+    value = int(e.value)
+    if not e.dtype.is_signed and value < 0:
+        value &= (1 << e.dtype.bits) - 1
+    return ir.Constant(t, value)
+
+
+def _used_buffers(s: Stmt) -> set[str]:
+    names = {b.name for b, _ in loads_and_stores(s)}
+    names |= {n.buffer.name for n in walk_stmts(s) if isinstance(n, Alloc)}
+    return names

@@ -1,0 +1,101 @@
+"""Kernels + launch plan → one LLVM module with ``tilec_run`` → optimized object code.
+
+``tilec_run(ctx, inputs, outputs, weights, workspace)`` (see docs/ARCHITECTURE.md)
+calls every kernel in plan order with pointers computed from the memory plan,
+so a model run is a single foreign call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from compiler.codegen.llvm.emitter import ModuleEmitter
+from compiler.codegen.llvm.types import I32, I64, PTR
+from compiler.codegen.target import Target
+from compiler.errors import ToolchainError
+from compiler.loopir.stmt import Kernel
+
+
+@dataclass(frozen=True)
+class BufferRef:
+    """Where a kernel argument lives: ``inputs[index]``, ``outputs[index]``, or ``weights``/``workspace`` + offset."""
+
+    kind: str
+    index: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    kernel: Kernel
+    args: tuple[BufferRef, ...]
+
+
+def build_module(calls: list[KernelCall], target: Target, name: str = "model") -> ir.Module:
+    module = ir.Module(name=name)
+    module.triple = target.triple
+    emitter = ModuleEmitter(module)
+    functions = [emitter.add_kernel(call.kernel) for call in calls]
+    run = ir.Function(module, ir.FunctionType(I32, [PTR] * 5), "tilec_run")
+    ctx, inputs, outputs, weights, workspace = run.args
+    b = ir.IRBuilder(run.append_basic_block("entry"))
+    for fn, call in zip(functions, calls):
+        args = [ctx]
+        for ref in call.args:
+            if ref.kind in ("input", "output"):
+                table = inputs if ref.kind == "input" else outputs
+                args.append(b.load(b.gep(table, [ir.Constant(I64, ref.index)], source_etype=PTR), typ=PTR))
+            else:
+                base = weights if ref.kind == "weights" else workspace
+                args.append(b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8)))
+        b.call(fn, args)
+    b.ret(ir.Constant(I32, 0))
+    return module
+
+
+def target_machine(target: Target) -> llvm.TargetMachine:
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    try:
+        llvm_target = llvm.Target.from_triple(target.triple)
+    except RuntimeError as exc:
+        raise ToolchainError(f"LLVM has no backend for {target.triple}: {exc}") from None
+    return llvm_target.create_target_machine(cpu=target.cpu, features=target.llvm_features, opt=3,
+                                             reloc="pic", codemodel="default")
+
+
+def _optimized(module: ir.Module, target: Target, timings: dict[str, float]) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
+    start = time.perf_counter()
+    try:
+        parsed = llvm.parse_assembly(str(module))
+        parsed.verify()
+    except RuntimeError as exc:
+        raise ToolchainError(f"generated LLVM IR is invalid (a compiler bug): {exc}") from None
+    tm = target_machine(target)
+    timings["llvm.parse"] = time.perf_counter() - start
+    start = time.perf_counter()
+    options = llvm.create_pipeline_tuning_options(speed_level=3)
+    builder = llvm.create_pass_builder(tm, options)
+    builder.getModulePassManager().run(parsed, builder)
+    timings["llvm.optimize"] = time.perf_counter() - start
+    return parsed, tm
+
+
+def compile_module(module: ir.Module, target: Target, timings: dict[str, float] | None = None) -> bytes:
+    """Verify, optimize (O3) and emit an ELF object for ``target``."""
+    timings = {} if timings is None else timings
+    parsed, tm = _optimized(module, target, timings)
+    start = time.perf_counter()
+    obj = tm.emit_object(parsed)
+    timings["llvm.emit"] = time.perf_counter() - start
+    return obj
+
+
+def emit_assembly(module: ir.Module, target: Target) -> str:
+    """The optimized module as target assembly (for tests that check instruction selection)."""
+    parsed, tm = _optimized(module, target, {})
+    return tm.emit_assembly(parsed)

@@ -1,0 +1,105 @@
+"""Computations: what an op lowering declares, and how it becomes a loop nest.
+
+A ``Computation`` says ``output[index] = epilogue(reduce(combiner, body over
+axes))`` (or ``output[index] = body`` without axes). Op lowerings only build
+these; ``build_loops`` turns one into the canonical loop nest, which the
+schedules in ``compiler.schedule`` then transform. Loops of extent 1 are not
+built: their variable is replaced by 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.dtypes import DType
+from compiler.loopir.expr import Buffer, Const, Expr, Var, binary, const, substitute
+from compiler.loopir.stmt import Alloc, For, Stmt, Store, seq
+
+COMBINERS = ("sum", "prod", "max", "min")
+
+
+@dataclass(frozen=True)
+class ReduceAxis:
+    var: Var
+    extent: int
+
+
+@dataclass(frozen=True)
+class Computation:
+    output: Buffer
+    index: tuple[Var, ...]
+    body: Expr
+    axes: tuple[ReduceAxis, ...] = ()
+    combiner: str | None = None
+    # In terms of ``index`` and ``acc_var(self)``: applied to the reduced value before the store.
+    epilogue: Expr | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.index) != len(self.output.shape):
+            raise ValueError(f"{self.output.name}: {len(self.index)} index vars for rank {len(self.output.shape)}")
+        if bool(self.axes) != (self.combiner is not None):
+            raise ValueError("a reduction needs both axes and a combiner")
+        if self.combiner is not None and self.combiner not in COMBINERS:
+            raise ValueError(f"unknown combiner {self.combiner}")
+
+    @property
+    def is_reduction(self) -> bool:
+        return bool(self.axes)
+
+    @property
+    def acc(self) -> Var:
+        return acc_var(self.body.dtype)
+
+    def value_expr(self) -> Expr:
+        """For a pointwise computation: the stored value, epilogue applied."""
+        assert not self.is_reduction
+        return self.body if self.epilogue is None else substitute(self.epilogue, {self.acc: self.body})
+
+
+def acc_var(dtype: DType) -> Var:
+    """The placeholder an epilogue uses for the reduced value."""
+    return Var("acc", dtype)
+
+
+def reduce_init(combiner: str, dtype: DType) -> Const:
+    if combiner == "sum":
+        return const(0, dtype)
+    if combiner == "prod":
+        return const(1, dtype)
+    if dtype.is_float:
+        return const(-math.inf if combiner == "max" else math.inf, dtype)
+    if dtype is DType.BOOL:
+        return const(combiner == "min", dtype)
+    bits = dtype.bits
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dtype.is_signed else (0, (1 << bits) - 1)
+    return const(lo if combiner == "max" else hi, dtype)
+
+
+def combine(combiner: str, acc: Expr, value: Expr) -> Expr:
+    op = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}[combiner]
+    return binary(op, acc, value)
+
+
+def build_loops(c: Computation) -> Stmt:
+    """The canonical nest: spatial loops outside, the reduction (if any) inside with a scalar accumulator."""
+    unit = {v: Const(0) for v, n in zip(c.index, c.output.shape) if n == 1}
+    unit.update({a.var: Const(0) for a in c.axes if a.extent == 1})
+    index = tuple(substitute(v, unit) for v in c.index)
+    body = substitute(c.body, unit)
+    if not c.is_reduction:
+        inner: Stmt = Store(c.output, index, substitute(c.value_expr(), unit))
+    else:
+        acc_buf = Buffer(f"{c.output.name}_acc", body.dtype, (1,), "local")
+        acc = acc_buf[0]
+        update: Stmt = Store(acc_buf, (Const(0),), combine(c.combiner, acc, body))
+        for axis in reversed(c.axes):
+            if axis.extent > 1:
+                update = For(axis.var, axis.extent, update)
+        result = acc if c.epilogue is None else substitute(substitute(c.epilogue, unit), {c.acc: acc})
+        inner = Alloc(acc_buf, seq(Store(acc_buf, (Const(0),), reduce_init(c.combiner, body.dtype)),
+                                   update, Store(c.output, index, result)))
+    for var, extent in reversed(list(zip(c.index, c.output.shape))):
+        if extent > 1:
+            inner = For(var, extent, inner)
+    return inner

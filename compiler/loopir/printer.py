@@ -1,0 +1,80 @@
+"""Readable text for the loop IR, used by golden tests and ``tilec compile --dump-ir``.
+
+Example::
+
+    kernel k0 "Relu" (x: float32[4, 8], y: float32[4, 8]) {
+      for i0 in 0..4 {
+        vectorized for i1 in 0..8 {
+          y[i0, i1] = max(x[i0, i1], 0.0)
+        }
+      }
+    }
+"""
+
+from __future__ import annotations
+
+from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var
+from compiler.loopir.stmt import Alloc, For, Kernel, Seq, Stmt, Store
+
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "lt": "<", "le": "<=", "gt": ">",
+          "ge": ">=", "eq": "==", "ne": "!=", "and": "&&", "or": "||", "xor": "^", "shl": "<<", "shr": ">>"}
+
+
+def format_expr(e: Expr) -> str:
+    if isinstance(e, Const):
+        if isinstance(e.value, bool):
+            return "true" if e.value else "false"
+        return repr(e.value) if e.dtype is not e.dtype.I64 else str(e.value)
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, Load):
+        return f"{e.buffer.name}[{', '.join(format_expr(i) for i in e.indices)}]"
+    if isinstance(e, Binary):
+        if e.op in _INFIX:
+            return f"({format_expr(e.a)} {_INFIX[e.op]} {format_expr(e.b)})"
+        return f"{e.op}({format_expr(e.a)}, {format_expr(e.b)})"
+    if isinstance(e, Call):
+        return f"{e.func}({', '.join(format_expr(a) for a in e.args)})"
+    if isinstance(e, Select):
+        return f"select({format_expr(e.cond)}, {format_expr(e.true_value)}, {format_expr(e.false_value)})"
+    if isinstance(e, Cast):
+        return f"{e.type.value}({format_expr(e.value)})"
+    raise TypeError(f"cannot print {type(e).__name__}")
+
+
+def format_buffer(b: Buffer) -> str:
+    return f"{b.name}: {b.dtype.value}[{', '.join(map(str, b.shape))}]"
+
+
+def _format_stmt(s: Stmt, indent: int, out: list[str]) -> None:
+    pad = "  " * indent
+    if isinstance(s, For):
+        out.append(f"{pad}{s.kind.value} {s.var.name} in 0..{s.extent} {{")
+        _format_stmt(s.body, indent + 1, out)
+        out.append(f"{pad}}}")
+    elif isinstance(s, Seq):
+        for child in s.stmts:
+            _format_stmt(child, indent, out)
+    elif isinstance(s, Alloc):
+        out.append(f"{pad}alloc {format_buffer(s.buffer)} {s.buffer.scope}")
+        _format_stmt(s.body, indent, out)
+    elif isinstance(s, Store):
+        target = f"{s.buffer.name}[{', '.join(format_expr(i) for i in s.indices)}]"
+        out.append(f"{pad}{target} = {format_expr(s.value)}")
+    else:
+        raise TypeError(f"cannot print {type(s).__name__}")
+
+
+def format_stmt(s: Stmt) -> str:
+    out: list[str] = []
+    _format_stmt(s, 0, out)
+    return "\n".join(out)
+
+
+def format_kernel(k: Kernel) -> str:
+    params = ", ".join(format_buffer(b) for b in k.params)
+    label = f' "{k.label}"' if k.label else ""
+    out = [f"kernel {k.name}{label} ({params}) {{"]
+    _format_stmt(k.body, 1, out)
+    out.append("}")
+    return "\n".join(out)

@@ -1,0 +1,143 @@
+"""Loop IR statements: loop nests over buffers, with schedule annotations on loops.
+
+A ``Kernel`` is one native function: its parameters are global buffers, its
+body a statement tree of ``For`` (serial / parallel / vectorized / unrolled),
+``Store``, ``Seq`` and ``Alloc`` (a local scratch buffer, e.g. a register
+accumulator tile). Loops always start at 0 with a constant extent. Statements
+are frozen dataclasses, so schedule transforms return new trees and tests can
+compare them structurally.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+from compiler.loopir.expr import Buffer, Expr, Load, Var, substitute, walk
+
+
+class ForKind(enum.Enum):
+    SERIAL = "for"
+    PARALLEL = "parallel for"
+    VECTORIZED = "vectorized for"
+    UNROLLED = "unrolled for"
+
+
+@dataclass(frozen=True)
+class Stmt:
+    pass
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    var: Var
+    extent: int
+    body: Stmt
+    kind: ForKind = ForKind.SERIAL
+
+
+@dataclass(frozen=True)
+class Store(Stmt):
+    buffer: Buffer
+    indices: tuple[Expr, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Seq(Stmt):
+    stmts: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Alloc(Stmt):
+    """``buffer`` (scope local) exists while ``body`` runs."""
+
+    buffer: Buffer
+    body: Stmt
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    params: tuple[Buffer, ...]
+    body: Stmt
+    # What the kernel computes, for the printer, profiles and the manifest (e.g. "Conv+Relu").
+    label: str = ""
+
+
+def seq(*stmts: Stmt) -> Stmt:
+    """A sequence, flattening nested sequences and dropping empty ones."""
+    flat: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, Seq):
+            flat.extend(s.stmts)
+        else:
+            flat.append(s)
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def stmt_children(s: Stmt) -> tuple[Stmt, ...]:
+    if isinstance(s, (For, Alloc)):
+        return (s.body,)
+    if isinstance(s, Seq):
+        return s.stmts
+    return ()
+
+
+def with_children(s: Stmt, kids: tuple[Stmt, ...]) -> Stmt:
+    if isinstance(s, (For, Alloc)):
+        return replace(s, body=kids[0])
+    if isinstance(s, Seq):
+        return seq(*kids)
+    return s
+
+
+def walk_stmts(s: Stmt) -> Iterator[Stmt]:
+    yield s
+    for c in stmt_children(s):
+        yield from walk_stmts(c)
+
+
+def map_stmts(s: Stmt, fn: Callable[[Stmt], Stmt | None]) -> Stmt:
+    """Rewrite bottom-up: ``fn`` returns a replacement or None to keep the (rebuilt) node."""
+    kids = stmt_children(s)
+    if kids:
+        new = tuple(map_stmts(c, fn) for c in kids)
+        if new != kids:
+            s = with_children(s, new)
+    out = fn(s)
+    return s if out is None else out
+
+
+def substitute_stmt(s: Stmt, mapping: dict[Var, Expr]) -> Stmt:
+    def rewrite(node: Stmt) -> Stmt | None:
+        if isinstance(node, Store):
+            return Store(node.buffer, tuple(substitute(i, mapping) for i in node.indices),
+                         substitute(node.value, mapping))
+        return None
+
+    return map_stmts(s, rewrite)
+
+
+def stmt_exprs(s: Stmt) -> Iterator[Expr]:
+    """Every expression directly held by statements in ``s`` (store indices and values)."""
+    for node in walk_stmts(s):
+        if isinstance(node, Store):
+            yield from node.indices
+            yield node.value
+
+
+def loads_and_stores(s: Stmt) -> Iterator[tuple[Buffer, bool]]:
+    """(buffer, is_store) for every access in ``s``."""
+    for node in walk_stmts(s):
+        if isinstance(node, Store):
+            yield node.buffer, True
+            for e in (*node.indices, node.value):
+                for sub in walk(e):
+                    if isinstance(sub, Load):
+                        yield sub.buffer, False
+
+
+def find_loops(s: Stmt, name: str) -> list[For]:
+    return [n for n in walk_stmts(s) if isinstance(n, For) and n.var.name == name]

@@ -1,0 +1,114 @@
+"""Default schedules: pick transforms for a computation from its shape and the target.
+
+Three classes, recognised from the computation itself rather than from op names:
+
+- contraction: a sum of products whose innermost output index is contiguous in
+  one operand and absent from another (MatMul, Gemm, Conv, ConvTranspose-as-
+  gather...). It gets a register tile: ``rows`` × ``lanes`` accumulators kept in
+  vector registers while the reduction streams (``hoist_reduction``), rows
+  unrolled, lanes vectorized.
+- other reductions and pointwise computations: innermost loop vectorized where
+  every access is contiguous or invariant along it.
+- every computation: the outermost loop runs on the thread pool when there is
+  enough work to pay for a fork/join.
+"""
+
+from __future__ import annotations
+
+from compiler.codegen.target import Target
+from compiler.loopir.compute import Computation, build_loops
+from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
+from compiler.loopir.stmt import ForKind, Stmt
+from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, reorder, split
+
+# Below this many scalar operations a kernel runs on the calling thread.
+MIN_PARALLEL_WORK = 1 << 15
+
+
+def _loads(c: Computation) -> list[Load]:
+    return [e for e in walk(c.body) if isinstance(e, Load)]
+
+
+def _coefficients(c: Computation, v: Var) -> list[int | None]:
+    return [linear_coefficient(flat_index(ld.buffer, ld.indices), v) for ld in _loads(c)]
+
+
+def _live_index(c: Computation) -> list[tuple[Var, int]]:
+    return [(v, n) for v, n in zip(c.index, c.output.shape) if n > 1]
+
+
+def _vectorizable(c: Computation, v: Var) -> bool:
+    return all(k in (0, 1) for k in _coefficients(c, v))
+
+
+def _work(c: Computation) -> int:
+    total = c.output.numel
+    for axis in c.axes:
+        total *= axis.extent
+    return total
+
+
+def _contraction_rows(c: Computation, lanes_var: Var) -> Var | None:
+    """The index var to block rows on: one some operand does not depend on (so it is reused across rows)."""
+    loads = _loads(c)
+    for v, _ in reversed(_live_index(c)):
+        if v == lanes_var:
+            continue
+        if any(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in loads):
+            return v
+    return None
+
+
+def _is_contraction(c: Computation) -> bool:
+    return c.combiner == "sum" and len(_loads(c)) >= 2 and c.body.dtype.is_float
+
+
+def schedule_computation(c: Computation, target: Target) -> Stmt:
+    s = build_loops(c)
+    live = _live_index(c)
+    if not live:
+        return s
+    lanes = target.vector_lanes(c.body.dtype.itemsize)
+    inner, inner_extent = live[-1]
+    vectorize = _vectorizable(c, inner)
+    if c.is_reduction and _is_contraction(c) and vectorize:
+        s = _register_tile(c, s, target, lanes)
+    elif vectorize and inner_extent >= max(2, lanes // 4):
+        if inner_extent > 2 * lanes:
+            s = split(s, inner.name, 2 * lanes)
+            s = annotate(s, f"{inner.name}_i", ForKind.VECTORIZED)
+        else:
+            s = annotate(s, inner.name, ForKind.VECTORIZED)
+    if _work(c) >= MIN_PARALLEL_WORK:
+        outer = outermost_loop(s)
+        if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:
+            s = annotate(s, outer.var.name, ForKind.PARALLEL)
+    return s
+
+
+def _register_tile(c: Computation, s: Stmt, target: Target, lanes: int) -> Stmt:
+    live = _live_index(c)
+    col, col_extent = live[-1]
+    vectors = 2 if col_extent >= 2 * lanes else 1
+    width = min(col_extent, vectors * lanes)
+    row = _contraction_rows(c, col)
+    # Keep the accumulator tile plus a few operand registers within the register file.
+    max_rows = max(1, (target.vector_registers - 4) // vectors)
+    s = split(s, col.name, width)
+    col_inner = f"{col.name}_i" if col_extent > width else col.name
+    order = [v.name for v, _ in live if v not in (row, col)]
+    if row is None:
+        s = reorder(s, order + [f"{col.name}_o", col_inner])
+        tile = [col_inner]
+    else:
+        row_extent = dict(live)[row]
+        rows = min(row_extent, max_rows)
+        s = split(s, row.name, rows)
+        row_inner = f"{row.name}_i" if row_extent > rows else row.name
+        s = reorder(s, order + [f"{row.name}_o", f"{col.name}_o", row_inner, col_inner])
+        tile = [row_inner, col_inner]
+        s = hoist_reduction(s, tile)
+        s = annotate(s, row_inner, ForKind.UNROLLED)
+        return annotate(s, col_inner, ForKind.VECTORIZED)
+    s = hoist_reduction(s, tile)
+    return annotate(s, col_inner, ForKind.VECTORIZED)

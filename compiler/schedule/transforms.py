@@ -1,0 +1,179 @@
+"""Schedule transforms: loop IR → loop IR rewrites that keep the computed values.
+
+Loops are addressed by variable name. A transform applies to every loop with
+that name, so a split's remainder (tail) nest, whose loops keep the names of
+the main nest, is scheduled the same way. Transforms that do not find their
+loops leave the tree as it is, which lets default schedules be written once
+for every shape an op can take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, children, rebuild, substitute
+from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, map_stmts, seq, substitute_stmt
+
+
+def split(s: Stmt, name: str, factor: int) -> Stmt:
+    """``for v in 0..n`` → ``for v_o in 0..n/f { for v_i in 0..f }`` plus a ``for v_i in 0..n%f`` tail."""
+
+    def rewrite(node: Stmt) -> Stmt | None:
+        if not (isinstance(node, For) and node.var.name == name) or node.extent <= factor:
+            return None
+        outer, inner = Var(f"{name}_o"), Var(f"{name}_i")
+        count, rest = divmod(node.extent, factor)
+        main = For(inner, factor, substitute_stmt(node.body, {node.var: outer * factor + inner}))
+        parts: list[Stmt] = [For(outer, count, main, node.kind) if count > 1 else substitute_stmt(main, {outer: Const(0)})]
+        if rest:
+            parts.append(For(inner, rest, substitute_stmt(node.body, {node.var: inner + count * factor})))
+        return seq(*parts)
+
+    return map_stmts(s, rewrite)
+
+
+def _perfect_chain(loop: For, names: set[str]) -> list[For]:
+    chain = [loop]
+    while isinstance(chain[-1].body, For) and chain[-1].body.var.name in names:
+        chain.append(chain[-1].body)
+    return chain
+
+
+def reorder(s: Stmt, names: list[str]) -> Stmt:
+    """Permute perfectly nested loops named in ``names`` into that order (outermost first).
+
+    A named loop around a sequence (as a split's main part and tail) is first
+    distributed over it; that is sound because reorder is for spatial loops,
+    whose iterations write disjoint outputs.
+    """
+    wanted = set(names)
+
+    def visit(node: Stmt) -> Stmt:
+        if isinstance(node, For) and node.var.name in wanted:
+            chain = _perfect_chain(node, wanted)
+            if isinstance(chain[-1].body, Seq):
+                return seq(*(visit(_wrap(chain, c)) for c in chain[-1].body.stmts))
+            body = visit(chain[-1].body)
+            for loop in sorted(chain, key=lambda f: names.index(f.var.name), reverse=True):
+                body = replace(loop, body=body)
+            return body
+        if isinstance(node, (For, Alloc)):
+            return replace(node, body=visit(node.body))
+        if isinstance(node, Seq):
+            return seq(*(visit(c) for c in node.stmts))
+        return node
+
+    return visit(s)
+
+
+def annotate(s: Stmt, name: str, kind: ForKind) -> Stmt:
+    """Mark loops ``name`` as parallel, vectorized, unrolled or serial."""
+    return map_stmts(s, lambda n: replace(n, kind=kind) if isinstance(n, For) and n.var.name == name else None)
+
+
+def fuse(s: Stmt, outer: str, inner: str, fused: str | None = None) -> Stmt:
+    """``for a { for b { S } }`` → ``for ab in 0..A*B { S[a := ab / B, b := ab % B] }``."""
+
+    def rewrite(node: Stmt) -> Stmt | None:
+        if not (isinstance(node, For) and node.var.name == outer and isinstance(node.body, For)
+                and node.body.var.name == inner):
+            return None
+        b = node.body
+        v = Var(fused or f"{outer}_{inner}")
+        body = substitute_stmt(b.body, {node.var: v // b.extent, b.var: v % b.extent})
+        return For(v, node.extent * b.extent, body, node.kind)
+
+    return map_stmts(s, rewrite)
+
+
+def _replace_loads(e: Expr, buffer: Buffer, index: tuple[Expr, ...], new: Buffer) -> Expr:
+    if isinstance(e, Load) and e.buffer == buffer:
+        return Load(new, index)
+    kids = children(e)
+    if not kids:
+        return e
+    return rebuild(e, tuple(_replace_loads(k, buffer, index, new) for k in kids))
+
+
+def _retarget_accumulator(s: Stmt, old: Buffer, new: Buffer, index: tuple[Expr, ...]) -> Stmt:
+    def rewrite(node: Stmt) -> Stmt | None:
+        if isinstance(node, Store):
+            target, idx = (new, index) if node.buffer == old else (node.buffer, node.indices)
+            return Store(target, idx, _replace_loads(node.value, old, index, new))
+        return None
+
+    return map_stmts(s, rewrite)
+
+
+def _innermost_body(s: Stmt) -> Stmt:
+    while isinstance(s, For):
+        s = s.body
+    return s
+
+
+def _wrap(loops: list[For], body: Stmt) -> Stmt:
+    for loop in reversed(loops):
+        body = replace(loop, body=body)
+    return body
+
+
+def hoist_reduction(s: Stmt, names: list[str]) -> Stmt:
+    """Register-tile a reduction: move spatial loops ``names`` inside its reduction loops.
+
+    ``for i { for j { acc = init; for k { acc += f } ; out = g(acc) } }`` becomes
+    ``acc[I, J] = init; for k { for i { for j { acc[i, j] += f } } }; for i { for j { out = g(acc[i, j]) } }``,
+    so the accumulator tile stays in registers while ``k`` streams.
+    """
+    wanted = set(names)
+
+    def rewrite(node: Stmt) -> Stmt | None:
+        if not (isinstance(node, For) and node.var.name == names[0]):
+            return None
+        chain = _perfect_chain(node, wanted)
+        inner = chain[-1].body
+        if {f.var.name for f in chain} != wanted or not isinstance(inner, Alloc) or inner.buffer.shape != (1,):
+            return None
+        parts = inner.body.stmts if isinstance(inner.body, Seq) else (inner.body,)
+        if len(parts) != 3:
+            return None
+        init, update, final = parts
+        acc = inner.buffer
+        tile = Buffer(acc.name, acc.dtype, tuple(f.extent for f in chain), "local")
+        index = tuple(f.var for f in chain)
+        spatial = [replace(f, body=Seq(())) for f in chain]
+        red_loops: list[For] = []
+        cursor = update
+        while isinstance(cursor, For):
+            red_loops.append(replace(cursor, body=Seq(())))
+            cursor = cursor.body
+        new_update = _wrap(red_loops, _wrap(spatial, _retarget_accumulator(cursor, acc, tile, index)))
+        return Alloc(tile, seq(
+            _wrap(spatial, _retarget_accumulator(init, acc, tile, index)),
+            new_update,
+            _wrap(spatial, _retarget_accumulator(final, acc, tile, index)),
+        ))
+
+    return map_stmts(s, rewrite)
+
+
+def outermost_loop(s: Stmt) -> For | None:
+    """The first loop reached from the root through sequences and allocations."""
+    if isinstance(s, For):
+        return s
+    if isinstance(s, Alloc):
+        return outermost_loop(s.body)
+    if isinstance(s, Seq) and s.stmts:
+        return outermost_loop(s.stmts[0])
+    return None
+
+
+def loop_vars_outside_in(s: Stmt) -> list[Var]:
+    """Variables of the perfectly nested loops at the top of ``s``, outermost first."""
+    out: list[Var] = []
+    while isinstance(s, For):
+        out.append(s.var)
+        s = s.body
+    return out
+
+
+__all__ = ["annotate", "fuse", "hoist_reduction", "loop_vars_outside_in", "outermost_loop", "reorder", "split"]
