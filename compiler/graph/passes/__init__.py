@@ -1,0 +1,23 @@
+"""Stage 2, graph passes: graph IR -> graph IR, same semantics, fewer and simpler nodes.
+
+``run_passes`` applies, in order: :func:`.cleanup.cleanup` (constant folding,
+Identity/Dropout removal, dead-code elimination) and
+:func:`.fold_batchnorm.fold_batchnorm`. Fusion is a separate pass that the
+caller runs after ``run_passes``; it is deliberately not called here.
+"""
+
+from __future__ import annotations
+
+from compiler.graph.ir import Graph
+from compiler.graph.passes.cleanup import cleanup
+from compiler.graph.passes.fold_batchnorm import fold_batchnorm
+
+__all__ = ["run_passes", "cleanup", "fold_batchnorm"]
+
+
+def run_passes(graph: Graph) -> Graph:
+    """Run the non-fusion passes on ``graph`` (in place) and return it."""
+    graph = cleanup(graph)
+    graph = fold_batchnorm(graph)
+    # --- fusion goes here: the caller runs it after run_passes (not this module's job). ---
+    return graph

@@ -1,0 +1,419 @@
+"""Stage 1b: compile-time constant folding at the ONNX level.
+
+Contract of :func:`fold_model`: given a loaded (checked, converted) model,
+return a :class:`FoldedGraph` in which, iterated to a fixpoint together with
+shape inference,
+
+* every node whose inputs are all constants (initializers, Constant nodes,
+  earlier folded values) was evaluated with ``onnx.reference`` and replaced by
+  a constant,
+* ``Shape``/``Size`` of a value with a fully static shape became constants,
+* ``If`` nodes with a constant condition were replaced by the chosen branch,
+
+so that shape computations (``Shape -> Gather -> Concat -> Reshape``) leave
+only static shapes behind. Random ops and nodes with subgraphs (other than a
+constant-condition ``If``) are never folded. A node the reference evaluator
+cannot run is kept: the lowering may still support it.
+
+This module also owns the one node evaluator (:func:`evaluate_node`) and its
+graph-IR front (:func:`evaluate_ir_node`), reused by the graph-level cleanup.
+Evaluating with the reference implementation is compile time only; it never
+reaches generated code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from compiler.dtypes import DType
+from compiler.frontend.loader import (
+    graph_inputs,
+    infer_types,
+    normalize_domain,
+    opsets_of,
+    outer_names,
+)
+from compiler.graph.ir import Graph, Node, Value
+
+#: Ops whose result differs per run: folding would freeze one sample.
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                        "Bernoulli", "Multinomial"})
+
+#: Domains the reference evaluator implements.
+_FOLDABLE_DOMAINS = frozenset({"", "ai.onnx.ml"})
+
+#: Safety net against a pathological model; real models reach a fixpoint in a few rounds.
+_MAX_ROUNDS = 64
+
+
+@dataclass
+class FoldedGraph:
+    """A model after folding: remaining nodes, constants as numpy arrays, every value's type."""
+
+    name: str
+    nodes: list[onnx.NodeProto]
+    inputs: list[onnx.ValueInfoProto]  # real graph inputs (initializers excluded)
+    outputs: list[onnx.ValueInfoProto]
+    constants: dict[str, np.ndarray]
+    opsets: dict[str, int]
+    types: dict[str, onnx.TypeProto] = field(default_factory=dict)
+    declared: list[onnx.ValueInfoProto] = field(default_factory=list)  # value_info, fallback types
+
+    def as_graph(self) -> onnx.GraphProto:
+        """The graph without initializers (constants travel separately to shape inference)."""
+        return helper.make_graph(self.nodes, self.name or "g", self.inputs, self.outputs, value_info=self.declared)
+
+    def infer(self) -> None:
+        self.types = infer_types(self.as_graph(), self.opsets, self.constants)
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        if name in self.constants:
+            return tuple(self.constants[name].shape)
+        t = self.types.get(name)
+        return static_shape(t) if t is not None else None
+
+
+def fold_model(model: onnx.ModelProto) -> FoldedGraph:
+    """Fold ``model`` to a fixpoint (see the module docstring); the model itself is not modified."""
+    graph = model.graph
+    state = FoldedGraph(
+        name=graph.name,
+        nodes=list(graph.node),
+        inputs=graph_inputs(graph),
+        outputs=list(graph.output),
+        constants={t.name: numpy_helper.to_array(t) for t in graph.initializer},
+        opsets=opsets_of(model),
+        declared=list(graph.value_info),
+    )
+    names = _NameSource(_all_names(graph))
+    for _ in range(_MAX_ROUNDS):
+        _drop_unused_constants(state)
+        state.infer()
+        if not _fold_round(state, names):
+            break
+    return state
+
+
+def static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
+    """The shape of a tensor type if every dimension is a known value, else None."""
+    if t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape"):
+        return None
+    dims = t.tensor_type.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    return tuple(d.dim_value for d in dims)
+
+
+# --- one round ------------------------------------------------------------------------
+
+
+def _fold_round(state: FoldedGraph, names: "_NameSource") -> bool:
+    """Fold what the current types allow, in graph order; True if anything changed."""
+    changed = False
+    kept: list[onnx.NodeProto] = []
+    for node in state.nodes:
+        replacement = _fold_node(node, state, names)
+        if replacement is None:
+            kept.append(node)
+        else:
+            kept.extend(replacement)
+            changed = True
+    state.nodes = kept
+    return changed
+
+
+def _fold_node(node: onnx.NodeProto, state: FoldedGraph, names: "_NameSource") -> list[onnx.NodeProto] | None:
+    """None to keep ``node``; otherwise the nodes replacing it (constants land in ``state``)."""
+    if normalize_domain(node.domain) not in _FOLDABLE_DOMAINS or node.op_type in RANDOM_OPS:
+        return None
+    if _has_subgraph(node):
+        if node.op_type == "If" and node.input[0] in state.constants:
+            return _inline_if(node, state, names)
+        return None
+    folded = _fold_shape_query(node, state)
+    if folded is None and all(not n or n in state.constants for n in node.input):
+        folded = _try_evaluate(node, state)
+    if folded is None:
+        return None
+    for name, array in zip(node.output, folded):
+        if name:
+            state.constants[name] = array
+    return []
+
+
+def _fold_shape_query(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarray] | None:
+    """Shape/Size of a value whose shape is static, even if its data is not."""
+    if node.op_type not in ("Shape", "Size"):
+        return None
+    shape = state.static_shape(node.input[0])
+    if shape is None:
+        return None
+    if node.op_type == "Size":
+        return [np.array(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    # ONNX's start/end clamping is exactly Python's slice semantics.
+    start, end = attrs.get("start", 0), attrs.get("end", len(shape))
+    return [np.array(shape[start:end], dtype=np.int64)]
+
+
+def _try_evaluate(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarray] | None:
+    inputs = [state.constants[n] if n else None for n in node.input]
+    try:
+        results = evaluate_node(node, inputs, state.opsets)
+    except Exception:  # noqa: BLE001 - the reference lacks the op/form: keep the node for the lowering
+        return None
+    if any(r is None for r, name in zip(results, node.output) if name):
+        return None
+    return [r if r is None or not name else _as_inferred_dtype(r, state.types.get(name))
+            for r, name in zip(results, node.output)]
+
+
+def _as_inferred_dtype(array: np.ndarray, inferred: onnx.TypeProto | None) -> np.ndarray:
+    """Cast to the element type shape inference promised, should the reference deviate from the spec."""
+    if inferred is None or inferred.WhichOneof("value") != "tensor_type" or not inferred.tensor_type.elem_type:
+        return array
+    expected = helper.tensor_dtype_to_np_dtype(inferred.tensor_type.elem_type)
+    return array if array.dtype == expected else array.astype(expected)
+
+
+def _drop_unused_constants(state: FoldedGraph) -> None:
+    """Forget constants nothing reads any more (inputs of folded nodes), to keep memory and inference small."""
+    used = {o.name for o in state.outputs}
+    for node in state.nodes:
+        used |= {n for n in node.input if n}
+        for attr in node.attribute:
+            for sub in _graph_attrs(attr):
+                used |= outer_names(sub)
+    for name in [n for n in state.constants if n not in used]:
+        del state.constants[name]
+
+
+# --- the node evaluator ---------------------------------------------------------------
+
+
+def is_foldable(op_type: str, domain: str, has_subgraph: bool) -> bool:
+    """Whether a node with all-constant inputs may be evaluated at compile time."""
+    return normalize_domain(domain) in _FOLDABLE_DOMAINS and op_type not in RANDOM_OPS and not has_subgraph
+
+
+def evaluate_node(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None],
+                  opsets: Mapping[str, int]) -> list[np.ndarray | None]:
+    """Run one node with the ONNX reference implementation; one array per output (None where omitted).
+
+    Raises whatever the reference raises; callers treat that as "cannot fold".
+    A non-tensor result (a sequence, a map) raises TypeError.
+    """
+    feeds: dict[str, np.ndarray] = {}
+    in_names: list[str] = []
+    graph_ins: list[onnx.ValueInfoProto] = []
+    for i, array in enumerate(inputs):
+        if array is None:
+            in_names.append("")
+            continue
+        name = f"in{i}"
+        array = np.asarray(array)
+        in_names.append(name)
+        feeds[name] = array
+        graph_ins.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype),
+                                                       list(array.shape)))
+    out_names = [f"out{i}" if n else "" for i, n in enumerate(node.output)]
+    single = onnx.NodeProto()
+    single.CopyFrom(node)
+    del single.input[:], single.output[:]
+    single.input.extend(in_names)
+    single.output.extend(out_names)
+    graph = helper.make_graph([single], "fold", graph_ins,
+                              [helper.make_value_info(n, onnx.TypeProto()) for n in out_names if n])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    results = iter(ReferenceEvaluator(model).run(None, feeds))
+    outputs: list[np.ndarray | None] = []
+    for name in out_names:
+        if not name:
+            outputs.append(None)
+            continue
+        result = next(results)
+        if not isinstance(result, (np.ndarray, np.generic)):
+            raise TypeError(f"{node.op_type} produced a {type(result).__name__}, not a tensor")
+        outputs.append(np.asarray(result))
+    return outputs
+
+
+# --- the graph-IR front of the evaluator ------------------------------------------------
+
+
+def evaluate_ir_node(node: Node, opsets: Mapping[str, int]) -> list[tuple[DType, np.ndarray] | None] | None:
+    """Evaluate a graph-IR node whose inputs are all constants; None if it must not or cannot be folded.
+
+    Results come in IR form (see :func:`ir_constant`).
+    """
+    has_subgraph = any(isinstance(v, onnx.GraphProto) or (isinstance(v, list) and v and isinstance(v[0], onnx.GraphProto))
+                       for v in node.attrs.values())
+    if not is_foldable(node.op_type, node.domain, has_subgraph):
+        return None
+    if any(v is not None and not v.is_const for v in node.inputs):
+        return None
+    inputs = [None if v is None else onnx_array(v.dtype, v.const) for v in node.inputs]
+    try:
+        proto = node_to_proto(node)
+        results = evaluate_node(proto, inputs, {**opsets, normalize_domain(node.domain): node.opset})
+        return [None if r is None else ir_constant(r) for r in results]
+    except Exception:  # noqa: BLE001 - unknown to the reference, or an unsupported result dtype
+        return None
+
+
+def ir_constant(array: np.ndarray) -> tuple[DType, np.ndarray]:
+    """The IR type and storage of a constant: bfloat16 is carried as uint16 bits.
+
+    Raises ValueError for element types the IR has no DType for.
+    """
+    array = np.asarray(array)
+    if array.dtype == np.dtype(ml_dtypes.bfloat16):
+        return DType.BF16, array.view(np.uint16)
+    return DType.from_numpy(array.dtype), array
+
+
+def onnx_array(dtype: DType, array: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`ir_constant`: the numpy array ONNX tools expect."""
+    return array.view(ml_dtypes.bfloat16) if dtype is DType.BF16 else array
+
+
+def node_to_proto(node: Node) -> onnx.NodeProto:
+    """A graph-IR node as a NodeProto (value names as they are, attributes back to protobuf)."""
+    proto = helper.make_node(node.op_type, ["" if v is None else v.name for v in node.inputs],
+                             [v.name for v in node.outputs], name=node.name, domain=node.domain)
+    for key, value in node.attrs.items():
+        proto.attribute.append(_make_attribute(node, key, value))
+    return proto
+
+
+def graph_to_model(graph: Graph) -> onnx.ModelProto:
+    """The graph IR as an ONNX model, constants as initializers: for tests and debugging dumps."""
+    def info(v: Value) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(v.name, v.dtype.onnx, list(v.shape))
+
+    initializers = [numpy_helper.from_array(onnx_array(v.dtype, v.const), v.name) for v in graph.constants()]
+    proto = helper.make_graph([node_to_proto(n) for n in graph.nodes], graph.name, [info(v) for v in graph.inputs],
+                              [info(v) for v in graph.outputs], initializers)
+    opsets = [helper.make_opsetid(d, v) for d, v in graph.opsets.items()]
+    # The oldest IR version that can express these opsets, so that older runtimes accept the dump.
+    return helper.make_model(proto, opset_imports=opsets, ir_version=max(helper.find_min_ir_version_for(opsets), 4))
+
+
+def _make_attribute(node: Node, key: str, value: Any) -> onnx.AttributeProto:
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(key, numpy_helper.from_array(value))
+    if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+        return helper.make_attribute(key, [numpy_helper.from_array(v) for v in value])
+    if isinstance(value, list) and not value:
+        # An empty list carries no element type; the schema knows it.
+        schema = onnx.defs.get_schema(node.op_type, node.opset, node.domain)
+        return helper.make_attribute(key, [], attr_type=schema.attributes[key].type)
+    return helper.make_attribute(key, value)
+
+
+# --- If inlining ----------------------------------------------------------------------
+
+
+def _inline_if(node: onnx.NodeProto, state: FoldedGraph, names: "_NameSource") -> list[onnx.NodeProto] | None:
+    """The chosen branch's nodes, renamed so they cannot collide and so they produce the If's outputs."""
+    cond = state.constants[node.input[0]]
+    if cond.size != 1:
+        return None
+    attrs = {a.name: a.g for a in node.attribute}
+    branch = attrs["then_branch"] if bool(cond.reshape(-1)[0]) else attrs["else_branch"]
+    prefix = f"{node.name or 'If'}/"
+    defined = [t.name for t in branch.initializer] + [o for n in branch.node for o in n.output if o]
+    mapping: dict[str, str] = {}
+    # Branch outputs computed inside the branch take the If's output names directly.
+    for inner, outer in zip(branch.output, node.output):
+        if outer and inner.name in defined and inner.name not in mapping:
+            mapping[inner.name] = outer
+    for name in defined:
+        if name not in mapping:
+            mapping[name] = names.fresh(prefix + name)
+    for t in branch.initializer:
+        state.constants[mapping[t.name]] = numpy_helper.to_array(t)
+    inlined = [_renamed_node(n, mapping, names.fresh(prefix + (n.name or n.op_type))) for n in branch.node]
+    # Outputs that are outer values, or repeat another output, need a copy under the If's name.
+    for inner, outer in zip(branch.output, node.output):
+        source = mapping.get(inner.name, inner.name)
+        if outer and source != outer:
+            inlined.append(helper.make_node("Identity", [source], [outer], name=names.fresh(prefix + "output")))
+    return inlined
+
+
+def _renamed_node(node: onnx.NodeProto, mapping: Mapping[str, str], name: str) -> onnx.NodeProto:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = name
+    _rename_list(copy.input, mapping)
+    _rename_list(copy.output, mapping)
+    for attr in copy.attribute:
+        for sub in _graph_attrs(attr):
+            _rename_outer_refs(sub, mapping)
+    return copy
+
+
+def _rename_outer_refs(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
+    """Rename a nested subgraph's reads of renamed outer values (names it defines itself shadow them)."""
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    visible = {k: v for k, v in mapping.items() if k not in local}
+    for node in graph.node:
+        _rename_list(node.input, visible)
+        for attr in node.attribute:
+            for sub in _graph_attrs(attr):
+                _rename_outer_refs(sub, visible)
+    for out in graph.output:
+        out.name = visible.get(out.name, out.name)
+
+
+def _rename_list(names: Any, mapping: Mapping[str, str]) -> None:
+    for i, n in enumerate(names):
+        if n in mapping:
+            names[i] = mapping[n]
+
+
+def _graph_attrs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    if attr.type == onnx.AttributeProto.GRAPH:
+        return [attr.g]
+    if attr.type == onnx.AttributeProto.GRAPHS:
+        return list(attr.graphs)
+    return []
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(_graph_attrs(a) for a in node.attribute)
+
+
+class _NameSource:
+    """Fresh value/node names, unique against every name in the model (subgraphs included)."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self._taken = taken
+        self._counter = itertools.count()
+
+    def fresh(self, hint: str) -> str:
+        name = hint
+        while name in self._taken:
+            name = f"{hint}__{next(self._counter)}"
+        self._taken.add(name)
+        return name
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    names = {i.name for i in graph.input} | {o.name for o in graph.output} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names |= set(node.input) | set(node.output) | {node.name}
+        for attr in node.attribute:
+            for sub in _graph_attrs(attr):
+                names |= _all_names(sub)
+    return names

@@ -1,0 +1,184 @@
+"""Stage 1c: the folded ONNX graph -> graph IR.
+
+Contract of :func:`import_graph`: given a :class:`FoldedGraph`, return a
+:class:`~compiler.graph.ir.Graph` whose
+
+* nodes are in topological order, each with a unique non-empty name, plain
+  Python attributes (strings as ``str``, tensors as numpy arrays, subgraphs
+  as ``GraphProto``), ``None`` for omitted optional inputs, and ``opset`` set
+  from the model's import for the node's domain ('ai.onnx' is spelled '');
+* values all have a static ``TensorType``; constants the graph reads are
+  Values with ``const`` set (bfloat16 as uint16 bits); unused ones are dropped;
+* inputs are the real graph inputs (never initializers), outputs the ONNX
+  outputs under their ONNX names.
+
+A dimension that is still unknown or symbolic raises ``ShapeError`` naming the
+value (and, for a graph input, the dimension and how to bind it). Operator
+support is not checked here: the lowering does that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from compiler.dtypes import DType
+from compiler.errors import CompileError, ShapeError, UnsupportedOpError, describe_node
+from compiler.frontend.folding import FoldedGraph, ir_constant
+from compiler.frontend.loader import normalize_domain, topological_sort
+from compiler.graph.ir import Graph, Node, TensorType, Value
+
+
+def import_graph(folded: FoldedGraph) -> Graph:
+    """Build the graph IR from ``folded`` (see the module docstring)."""
+    _check_inputs_static(folded.inputs)
+    values: dict[str, Value] = {}
+    inputs = [_input_value(vi) for vi in folded.inputs]
+    values.update((v.name, v) for v in inputs)
+    ordered = topological_sort(folded.nodes, [*values, *folded.constants])
+    if ordered is None:
+        raise CompileError(f"graph '{folded.name}' has a cycle or reads a value nothing defines")
+    nodes: list[Node] = []
+    node_names = _unique_node_names(ordered)
+    for proto, name in zip(ordered, node_names):
+        nodes.append(_import_node(proto, name, folded, values))
+    outputs = [_lookup(o.name, folded, values, reader=f"graph output '{o.name}'") for o in folded.outputs]
+    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets))
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def _check_inputs_static(inputs: Sequence[onnx.ValueInfoProto]) -> None:
+    """Every graph input must be static; name each bad dimension and how to bind it."""
+    problems: list[str] = []
+    for vi in inputs:
+        dims = _dims(vi.type)
+        if dims is None:
+            problems.append(f"graph input '{vi.name}' has no declared shape; bind it with "
+                            f"input_shapes={{'{vi.name}': (...)}} / --input-shape {vi.name}=AxB")
+            continue
+        unknown = [(i, d) for i, d in enumerate(dims) if not isinstance(d, int)]
+        if unknown:
+            where = ", ".join(f"dimension {i} ('{d}')" if d != "?" else f"dimension {i} (unnamed)" for i, d in unknown)
+            example = tuple(d if isinstance(d, int) else 1 for d in dims)
+            problems.append(
+                f"graph input '{vi.name}' has shape [{', '.join(map(str, dims))}] with symbolic {where}; "
+                f"bind it with input_shapes={{'{vi.name}': {example}}} / "
+                f"--input-shape {vi.name}={'x'.join(map(str, example))} (sizes of your choice)")
+    if problems:
+        raise ShapeError("tilec needs static shapes: " + "; ".join(problems))
+
+
+def _dims(t: onnx.TypeProto) -> list[int | str] | None:
+    """Dimensions of a tensor type: ints where known, the symbol (or '?') where not; None if no shape."""
+    if t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.tensor_type.shape.dim]
+
+
+def _input_value(vi: onnx.ValueInfoProto) -> Value:
+    return Value(vi.name, _tensor_type(f"graph input '{vi.name}'", vi.type))
+
+
+def _tensor_type(label: str, t: onnx.TypeProto) -> TensorType:
+    """A static TensorType, or a ShapeError/CompileError saying what is missing; ``label`` names the value."""
+    kind = t.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedOpError(f"{label} is a {kind or 'value of unknown type'}; tilec supports tensors only")
+    dims = _dims(t)
+    if t.tensor_type.elem_type == 0 or dims is None:
+        raise ShapeError(f"the type of {label} could not be inferred at compile time")
+    unknown = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    if unknown:
+        raise ShapeError(f"{label} has shape [{', '.join(map(str, dims))}] whose dimension(s) "
+                         f"{', '.join(map(str, unknown))} stay unknown after shape inference and constant "
+                         "folding (a data-dependent size); tilec needs static shapes")
+    try:
+        dtype = DType.from_onnx(t.tensor_type.elem_type)
+    except KeyError as exc:
+        raise CompileError(f"{label}: {exc.args[0]}") from None
+    return TensorType(dtype, tuple(int(d) for d in dims))
+
+
+def _const_value(name: str, array: np.ndarray) -> Value:
+    try:
+        dtype, data = ir_constant(array)
+    except ValueError:
+        raise CompileError(f"constant '{name}' has element type {array.dtype}, which tilec does not support") from None
+    return Value(name, TensorType(dtype, tuple(data.shape)), const=data)
+
+
+def _lookup(name: str, folded: FoldedGraph, values: dict[str, Value], reader: str) -> Value:
+    """The Value called ``name``, creating constants on first use."""
+    if name not in values:
+        if name not in folded.constants:
+            raise CompileError(f"{reader} reads '{name}', which nothing defines")
+        values[name] = _const_value(name, folded.constants[name])
+    return values[name]
+
+
+# --- nodes ----------------------------------------------------------------------------
+
+
+def _unique_node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+    """Node names for diagnostics and kernel names: empty ones generated, duplicates suffixed."""
+    taken = {n.name for n in nodes if n.name}
+    seen: set[str] = set()
+    names: list[str] = []
+    for index, node in enumerate(nodes):
+        base = node.name or f"{node.op_type}_{index}"
+        name, k = base, 1
+        while name in seen or (name != node.name and name in taken):
+            name, k = f"{base}__{k}", k + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: dict[str, Value]) -> Node:
+    domain = normalize_domain(proto.domain)
+    opset = folded.opsets.get(domain, 0)
+    node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset)
+    reader = describe_node(proto.op_type, name, opset, domain)
+    node.inputs = [None if not n else _lookup(n, folded, values, reader) for n in proto.input]
+    outputs = list(proto.output)
+    while outputs and not outputs[-1]:
+        outputs.pop()  # trailing omitted outputs simply do not exist in the IR
+    for index, out in enumerate(outputs):
+        if not out:
+            # An omitted output before a present one keeps its position under a private name; it
+            # is never read, and the placeholder type keeps the every-value-is-typed invariant.
+            out = f"{name}__unused{index}"
+            values[out] = Value(out, TensorType(DType.F32, (0,)), producer=node)
+        else:
+            t = folded.types.get(out)
+            label = f"value '{out}' (output {index} of {reader})"
+            if t is None:
+                raise ShapeError(f"the type of {label} could not be inferred at compile time")
+            values[out] = Value(out, _tensor_type(label, t), producer=node)
+        node.outputs.append(values[out])
+    return node
+
+
+def _attributes(proto: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: _attribute_value(a) for a in proto.attribute}
+
+
+def _attribute_value(attr: onnx.AttributeProto) -> Any:
+    value = helper.get_attribute_value(attr)
+    if attr.type == onnx.AttributeProto.STRING:
+        return value.decode("utf-8")
+    if attr.type == onnx.AttributeProto.STRINGS:
+        return [v.decode("utf-8") for v in value]
+    if attr.type == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(value)
+    if attr.type == onnx.AttributeProto.TENSORS:
+        return [numpy_helper.to_array(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return value

@@ -1,0 +1,346 @@
+"""Stage 1a: read an ONNX model and bring it into canonical form.
+
+Contract of :func:`load_model`: given a path, serialized bytes or a
+``ModelProto``, return a ``ModelProto`` that
+
+* passed ``onnx.checker`` (nodes topologically sorted first, so a file listing
+  its nodes out of order is accepted),
+* has the user's ``input_shapes`` bound onto its graph inputs,
+* uses default-domain opset :data:`CANONICAL_OPSET` when the model was older
+  and ``onnx.version_converter`` could convert it (otherwise the original
+  opset is kept: lowerings consult ``Node.opset``),
+* carries shape-inference results in ``graph.value_info``.
+
+Every failure to read the model is a ``ModelLoadError`` whose one-line
+message names the source; binding errors are ``ShapeError``.
+
+:func:`infer_types` is the one shape-inference entry point; the folding stage
+calls it again after every round. It never serializes large constants: they
+reach ONNX's inference as typed graph inputs, so models with big (or folded)
+weights stay cheap to re-infer and below protobuf's 2 GB limit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference, version_converter
+
+from compiler.errors import ModelLoadError, ShapeError
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+InputShapes = Mapping[str, Sequence[int]]
+
+#: Default-domain opset older models are converted to.
+CANONICAL_OPSET = 17
+
+#: Constants with more elements than this reach shape inference as typed inputs
+#: only: their values never matter for shapes (shape tensors are tiny).
+_INFERENCE_VALUE_LIMIT = 4096
+
+#: The IR version of the throw-away models handed to shape inference; recent
+#: enough that initializers need not be listed as graph inputs.
+_PROXY_IR_VERSION = 8
+
+
+def load_model(model: ModelSource, input_shapes: InputShapes | None = None) -> onnx.ModelProto:
+    """Read, check, bind, convert and shape-infer ``model`` (see the module docstring)."""
+    proto, source = read_model(model)
+    sort_graph(proto.graph)
+    check_model(proto, source)
+    bind_input_shapes(proto.graph, input_shapes or {})
+    proto = convert_opset(proto)
+    types = infer_types(proto.graph, opsets_of(proto), constants=None)
+    _store_value_info(proto.graph, types)
+    return proto
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def read_model(model: ModelSource) -> tuple[onnx.ModelProto, str]:
+    """Return the model and a description of where it came from, for messages."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # binding and conversion must not touch the caller's object
+        return copy, f"ONNX model '{model.graph.name or '<unnamed>'}'"
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        source = f"ONNX model from {len(model)} bytes"
+        try:
+            return onnx.load_model_from_string(bytes(model)), source
+        except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise assorted types for bad bytes
+            raise ModelLoadError(f"{source}: not an ONNX model ({_one_line(exc)})") from exc
+    if isinstance(model, (str, os.PathLike)):
+        path = pathlib.Path(model)
+        source = f"model file '{path}'"
+        if not path.exists():
+            raise ModelLoadError(f"{source}: no such file")
+        if not path.is_file():
+            raise ModelLoadError(f"{source}: not a regular file")
+        try:
+            return onnx.load(str(path)), source
+        except OSError as exc:  # unreadable file, or missing external-data file
+            raise ModelLoadError(f"{source}: cannot be read ({_one_line(exc)})") from exc
+        except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise assorted types for bad bytes
+            raise ModelLoadError(f"{source}: not an ONNX model ({_one_line(exc)})") from exc
+    raise ModelLoadError(f"cannot load a model from a {type(model).__name__}: pass a path, bytes or onnx.ModelProto")
+
+
+def check_model(model: onnx.ModelProto, source: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelLoadError(f"{source}: invalid ONNX model: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --- topological order ------------------------------------------------------------
+
+
+def sort_graph(graph: onnx.GraphProto) -> None:
+    """Sort ``graph.node`` topologically in place; leave it alone if that is impossible.
+
+    An unsortable graph (a cycle, an undefined input) is left for the checker
+    to reject with its own message.
+    """
+    available = [i.name for i in graph.input] + [t.name for t in graph.initializer]
+    ordered = topological_sort(list(graph.node), available)
+    if ordered is not None and [id(n) for n in ordered] != [id(n) for n in graph.node]:
+        copies = [_copy_node(n) for n in ordered]
+        del graph.node[:]
+        graph.node.extend(copies)
+
+
+def topological_sort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto] | None:
+    """Kahn's algorithm, stable (keeps the given order where it is valid); None if impossible.
+
+    Names read only inside a node's subgraphs count as its inputs too.
+    """
+    produced_by: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in node.output:
+            if name:
+                produced_by[name] = index
+    known = set(available)
+    deps: list[set[int]] = []
+    for node in nodes:
+        deps.append({produced_by[n] for n in node_reads(node) if n in produced_by and n not in known})
+    users: dict[int, list[int]] = {}
+    for index, ds in enumerate(deps):
+        for d in ds:
+            users.setdefault(d, []).append(index)
+    pending = [len(ds) for ds in deps]
+    ready = sorted(i for i, p in enumerate(pending) if p == 0)
+    order: list[int] = []
+    heapq.heapify(ready)
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for user in users.get(index, []):
+            pending[user] -= 1
+            if pending[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) != len(nodes):
+        return None
+    return [nodes[i] for i in order]
+
+
+def node_reads(node: onnx.NodeProto) -> set[str]:
+    """Every value name ``node`` reads: its inputs and the outer names its subgraphs use."""
+    reads = {n for n in node.input if n}
+    for attr in node.attribute:
+        for sub in _subgraphs(attr):
+            reads |= outer_names(sub)
+    return reads
+
+
+def outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads from enclosing scopes (not defined inside it)."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    reads: set[str] = set()
+    for node in graph.node:
+        reads |= node_reads(node) - defined
+        defined |= set(node.output)
+    reads |= {o.name for o in graph.output} - defined
+    return reads
+
+
+def _subgraphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    if attr.type == onnx.AttributeProto.GRAPH:
+        return [attr.g]
+    if attr.type == onnx.AttributeProto.GRAPHS:
+        return list(attr.graphs)
+    return []
+
+
+def _copy_node(node: onnx.NodeProto) -> onnx.NodeProto:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    return copy
+
+
+# --- input shapes -------------------------------------------------------------------
+
+
+def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """The real graph inputs: old models list initializers as inputs too."""
+    initializers = {t.name for t in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
+
+
+def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None:
+    """Write the user's static shapes onto the graph inputs (in place)."""
+    inputs = {i.name: i for i in graph_inputs(graph)}
+    for name, dims in input_shapes.items():
+        if name not in inputs:
+            known = ", ".join(f"'{n}'" for n in inputs) or "none"
+            raise ShapeError(f"input_shapes names '{name}', which is not a graph input (inputs: {known})")
+        dims = _check_dims(name, dims)
+        tensor_type = inputs[name].type.tensor_type
+        if tensor_type.HasField("shape"):
+            declared = tensor_type.shape.dim
+            if len(declared) != len(dims):
+                raise ShapeError(f"input_shapes gives input '{name}' rank {len(dims)} ({_fmt_dims(dims)}), "
+                                 f"but the model declares rank {len(declared)} ({_fmt_proto_dims(declared)})")
+            for axis, (have, want) in enumerate(zip(declared, dims)):
+                if have.HasField("dim_value") and have.dim_value != want:
+                    raise ShapeError(f"input_shapes gives input '{name}' dimension {axis} = {want}, "
+                                     f"but the model fixes it to {have.dim_value} ({_fmt_proto_dims(declared)})")
+        tensor_type.ClearField("shape")
+        for d in dims:
+            tensor_type.shape.dim.add().dim_value = d
+
+
+def _check_dims(name: str, dims: Sequence[int]) -> tuple[int, ...]:
+    try:
+        out = tuple(int(d) for d in dims)
+    except (TypeError, ValueError):
+        raise ShapeError(f"input_shapes['{name}'] must be a sequence of integers, got {dims!r}") from None
+    if any(d < 0 for d in out) or any(int(d) != d for d in dims):
+        raise ShapeError(f"input_shapes['{name}'] must hold non-negative integers, got {dims!r}")
+    return out
+
+
+def _fmt_dims(dims: Sequence[int]) -> str:
+    return "x".join(map(str, dims)) or "scalar"
+
+
+def _fmt_proto_dims(dims: Iterable[onnx.TensorShapeProto.Dimension]) -> str:
+    parts = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    return "[" + ", ".join(parts) + "]"
+
+
+# --- opset conversion ---------------------------------------------------------------
+
+
+def opsets_of(model: onnx.ModelProto) -> dict[str, int]:
+    """The model's opset imports, with 'ai.onnx' spelled as the default domain ''."""
+    return {normalize_domain(o.domain): o.version for o in model.opset_import}
+
+
+def normalize_domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Convert a model older than CANONICAL_OPSET; keep it unchanged if conversion fails.
+
+    The converter lacks adapters for some ops/versions; the lowerings handle
+    the original opsets too, so a failed conversion is not an error.
+    """
+    version = opsets_of(model).get("")
+    if version is None or version >= CANONICAL_OPSET:
+        return model
+    try:
+        converted = version_converter.convert_version(model, CANONICAL_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception:  # noqa: BLE001 - any converter failure means "keep the original"
+        return model
+    return converted
+
+
+# --- shape inference ----------------------------------------------------------------
+
+
+def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
+                constants: Mapping[str, np.ndarray] | None) -> dict[str, onnx.TypeProto]:
+    """Run ONNX shape inference (non-strict, with data propagation) and return every value's type.
+
+    ``graph`` supplies nodes, inputs, outputs and (unless ``constants`` is
+    given) initializers; ``constants`` replaces ``graph.initializer`` with
+    numpy values. Declared shapes of outputs and ``value_info`` are not fed
+    in, because binding input shapes can make them stale; where inference
+    leaves a value without a type, the declared one is used instead.
+    """
+    proxy = onnx.GraphProto(name=graph.name or "g")
+    proxy.node.extend(graph.node)
+    proxy.input.extend(graph_inputs(graph))
+    for out in graph.output:
+        elem_type = out.type.tensor_type.elem_type if out.type.HasField("tensor_type") else 0
+        proxy.output.append(helper.make_tensor_value_info(out.name, elem_type, None) if elem_type
+                            else helper.make_value_info(out.name, onnx.TypeProto()))
+    if constants is None:
+        _add_initializer_protos(proxy, graph.initializer)
+    else:
+        _add_constants(proxy, constants)
+    model = helper.make_model(proxy, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              ir_version=_PROXY_IR_VERSION)
+    inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    declared = {vi.name: vi.type for vi in [*graph.value_info, *graph.output] if _has_type(vi.type)}
+    types = dict(declared)
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        if not _has_type(vi.type):
+            continue
+        # Inference wins (declared shapes may predate the input binding), unless it is less static.
+        if vi.name in declared and _is_static(declared[vi.name]) and not _is_static(vi.type):
+            continue
+        types[vi.name] = vi.type
+    return types
+
+
+def _is_static(t: onnx.TypeProto) -> bool:
+    return t.WhichOneof("value") == "tensor_type" and t.tensor_type.HasField("shape") and all(
+        d.HasField("dim_value") for d in t.tensor_type.shape.dim)
+
+
+def _has_type(t: onnx.TypeProto) -> bool:
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return t.tensor_type.elem_type != 0 and t.tensor_type.HasField("shape")
+    return kind is not None
+
+
+def _add_initializer_protos(proxy: onnx.GraphProto, initializers: Iterable[onnx.TensorProto]) -> None:
+    for t in initializers:
+        numel = int(np.prod(t.dims, dtype=np.int64))
+        if numel <= _INFERENCE_VALUE_LIMIT and t.data_location != onnx.TensorProto.EXTERNAL:
+            proxy.initializer.append(t)
+        else:
+            proxy.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+
+
+def _add_constants(proxy: onnx.GraphProto, constants: Mapping[str, np.ndarray]) -> None:
+    for name, array in constants.items():
+        if array.size <= _INFERENCE_VALUE_LIMIT:
+            proxy.initializer.append(numpy_helper.from_array(array, name))
+        else:
+            elem_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+            proxy.input.append(helper.make_tensor_value_info(name, elem_type, list(array.shape)))
+
+
+def _store_value_info(graph: onnx.GraphProto, types: Mapping[str, onnx.TypeProto]) -> None:
+    """Record inferred types of intermediate values (not inputs/outputs/initializers) in value_info."""
+    skip = {i.name for i in graph.input} | {o.name for o in graph.output} | {t.name for t in graph.initializer}
+    del graph.value_info[:]
+    for node in graph.node:
+        for name in node.output:
+            if name and name not in skip and name in types:
+                graph.value_info.append(helper.make_value_info(name, types[name]))

@@ -1,0 +1,158 @@
+"""Stage 1b: compile-time constant folding, Shape/Size folding, If inlining."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from compiler.errors import ShapeError
+from compiler.frontend import load_graph
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _f32(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _const(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _torch_flatten_model(batch) -> onnx.ModelProto:
+    """x.view(x.size(0), -1) as torch exports it."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape"),
+    ]
+    inits = [_const("zero", np.array(0, np.int64)), _const("axes0", np.array([0], np.int64)),
+             _const("minus1", np.array([-1], np.int64))]
+    return _model(nodes, [_f32("x", [batch, 3, 4, 5])], [_f32("y", [batch, None])], inits)
+
+
+@pytest.mark.parametrize("batch,bind", [(2, None), ("N", {"x": (2, 3, 4, 5)})])
+def test_shape_subgraph_folds_to_constant_reshape(batch, bind):
+    graph = load_graph(_torch_flatten_model(batch), input_shapes=bind)
+    assert [n.op_type for n in graph.nodes] == ["Reshape"]
+    reshape = graph.nodes[0]
+    assert reshape.inputs[0] is graph.inputs[0]
+    assert reshape.inputs[1].is_const and reshape.inputs[1].const.tolist() == [2, -1]
+    assert graph.outputs[0].name == "y" and graph.outputs[0].shape == (2, 60)
+
+
+def test_folding_iterates_with_shape_inference():
+    # The second Shape only becomes static after the first Reshape's shape is folded.
+    model = _torch_flatten_model("N")
+    model.graph.node.extend([
+        helper.make_node("Shape", ["y"], ["s2"], name="shape2"),
+        helper.make_node("Reshape", ["y", "s2"], ["z"], name="reshape2"),
+    ])
+    model.graph.output.append(_f32("z", [None, None]))
+    graph = load_graph(model, input_shapes={"x": (2, 3, 4, 5)})
+    assert [n.op_type for n in graph.nodes] == ["Reshape", "Reshape"]
+    assert graph.nodes[1].inputs[1].const.tolist() == [2, 60]
+
+
+def test_shape_start_end_and_size():
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape", start=1, end=-1),
+             helper.make_node("Size", ["x"], ["n"], name="size")]
+    graph = load_graph(_model(nodes, [_f32("x", [2, 3, 4, 5])],
+                              [helper.make_tensor_value_info("s", TensorProto.INT64, [None]),
+                               helper.make_tensor_value_info("n", TensorProto.INT64, [])]))
+    assert graph.nodes == []
+    assert graph.outputs[0].const.tolist() == [3, 4] and graph.outputs[0].name == "s"
+    assert int(graph.outputs[1].const) == 120 and graph.outputs[1].name == "n"
+
+
+def test_constant_of_shape_weights_become_constants():
+    nodes = [
+        helper.make_node("ConstantOfShape", ["wshape"], ["w"], name="cos",
+                         value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        helper.make_node("Constant", [], ["b"], name="const", value_floats=[1.0, 2.0]),
+        helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="gemm"),
+    ]
+    graph = load_graph(_model(nodes, [_f32("x", [4, 3])], [_f32("y", [4, 2])],
+                              [_const("wshape", np.array([3, 2], np.int64))]))
+    assert [n.op_type for n in graph.nodes] == ["Gemm"]
+    _, w, b = graph.nodes[0].inputs
+    assert w.is_const and w.const.dtype == np.float32 and w.shape == (3, 2) and np.all(w.const == 0.5)
+    assert b.const.tolist() == [1.0, 2.0]
+
+
+def _if_model(cond: bool) -> onnx.ModelProto:
+    then_branch = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["t_out"], name="add")], "then", [], [_f32("t_out", [2])],
+        [_const("one", np.ones(2, np.float32))])
+    # The else branch forwards an outer value and also names a value like the outer graph does.
+    else_branch = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e_tmp"], name="neg"),
+         helper.make_node("Mul", ["e_tmp", "x"], ["e_out"], name="mul")], "else", [], [_f32("e_out", [2])])
+    nodes = [
+        helper.make_node("Constant", [], ["c"], name="cond",
+                         value=numpy_helper.from_array(np.array(cond))),
+        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("Relu", ["y"], ["z"], name="relu"),
+    ]
+    return _model(nodes, [_f32("x", [2])], [_f32("z", [2])])
+
+
+@pytest.mark.parametrize("cond,ops", [(True, ["Add", "Relu"]), (False, ["Neg", "Mul", "Relu"])])
+def test_if_with_constant_condition_is_inlined(cond, ops):
+    model = _if_model(cond)
+    graph = load_graph(model)
+    assert [n.op_type for n in graph.nodes] == ops
+    assert graph.nodes[-2].outputs[0].name == "y"  # the branch output took the If's output name
+    assert graph.outputs[0].name == "z" and graph.outputs[0].shape == (2,)
+    assert len({n.name for n in graph.nodes}) == len(graph.nodes)
+    # The inlined graph computes what the If did.
+    x = np.array([-1.5, 2.0], np.float32)
+    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    values = {"x": x}
+    for node in graph.nodes:
+        ins = {f"i{k}": (values[v.name] if not v.is_const else v.const) for k, v in enumerate(node.inputs)}
+        single = _model([helper.make_node(node.op_type, list(ins), ["o"])],
+                        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                         for k, a in ins.items()], [_f32("o", None)])
+        values[node.outputs[0].name] = ReferenceEvaluator(single).run(None, ins)[0]
+    np.testing.assert_allclose(values["z"], expected)
+
+
+def test_if_with_runtime_condition_is_kept():
+    model = _if_model(True)
+    del model.graph.node[0]  # the condition now comes from a graph input
+    model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    graph = load_graph(model)
+    assert [n.op_type for n in graph.nodes] == ["If", "Relu"]
+    assert isinstance(graph.nodes[0].attrs["then_branch"], onnx.GraphProto)
+
+
+def test_random_ops_are_not_folded():
+    nodes = [helper.make_node("RandomNormal", [], ["r"], name="rand", shape=[2], dtype=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "r"], ["y"], name="add")]
+    graph = load_graph(_model(nodes, [_f32("x", [2])], [_f32("y", [2])]))
+    assert [n.op_type for n in graph.nodes] == ["RandomNormal", "Add"]
+
+
+def test_data_dependent_shape_is_a_shape_error_naming_the_value():
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="nonzero")]
+    with pytest.raises(ShapeError, match=r"'nz'.*NonZero 'nonzero' \(opset 17\)"):
+        load_graph(_model(nodes, [_f32("x", [4])], [helper.make_tensor_value_info("nz", TensorProto.INT64, [1, None])]))
+
+
+def test_non_zero_of_constant_is_folded():
+    nodes = [helper.make_node("NonZero", ["c"], ["nz"], name="nonzero"),
+             helper.make_node("Cast", ["nz"], ["nzf"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "nzf"], ["y"], name="add")]
+    graph = load_graph(_model(nodes, [_f32("x", [1, 2])], [_f32("y", [None, None])],
+                              [_const("c", np.array([0, 3, 0, 1], np.float32))]))
+    assert [n.op_type for n in graph.nodes] == ["Add"]
+    assert graph.nodes[0].inputs[1].const.tolist() == [[1.0, 3.0]]

@@ -1,0 +1,145 @@
+"""Stage 1a: reading, checking, binding input shapes, opset conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.errors import ModelLoadError, ShapeError
+from compiler.frontend import load_graph, load_model
+from compiler.frontend import loader
+from compiler.frontend.loader import CANONICAL_OPSET
+
+
+def _relu_model(shape: list[int | str | None] = [2, 3], opset: int = 17) -> onnx.ModelProto:  # noqa: B006
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("form", ["path", "str", "bytes", "proto"])
+def test_load_from_every_source(tmp_path, form):
+    model = _relu_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    source = {"path": path, "str": str(path), "bytes": model.SerializeToString(), "proto": model}[form]
+    graph = load_graph(source)
+    assert [n.op_type for n in graph.nodes] == ["Relu"]
+    assert graph.inputs[0].name == "x" and graph.inputs[0].shape == (2, 3)
+    assert graph.outputs[0].name == "y" and graph.outputs[0].producer is graph.nodes[0]
+
+
+def test_loading_a_proto_leaves_it_untouched():
+    model = _relu_model(["N", 3])
+    before = model.SerializeToString()
+    load_graph(model, input_shapes={"x": (4, 3)})
+    assert model.SerializeToString() == before
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"nope\.onnx.*no such file"):
+        load_graph(tmp_path / "nope.onnx")
+
+
+def test_directory_is_not_a_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        load_graph(tmp_path)
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe this is not protobuf \x00\x01", b"\x08" * 7])
+def test_garbage_bytes(garbage):
+    with pytest.raises(ModelLoadError) as info:
+        load_graph(garbage)
+    assert "\n" not in str(info.value)
+
+
+def test_garbage_file_names_the_file(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"\xff\xfe this is not protobuf \x00\x01")
+    with pytest.raises(ModelLoadError, match="garbage.onnx"):
+        load_graph(path)
+
+
+def test_checker_failure_is_one_line_naming_file_and_complaint(tmp_path):
+    model = _relu_model()
+    model.graph.node[0].input[0] = "undefined_value"  # reads a value nothing defines
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_graph(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "bad.onnx" in message and "invalid ONNX model" in message and "undefined_value" in message
+
+
+def test_nodes_out_of_order_are_sorted():
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["t"], ["y"], name="second"), helper.make_node("Relu", ["x"], ["t"], name="first")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert [n.name for n in load_graph(model).nodes] == ["first", "second"]
+
+
+def test_unknown_input_shapes_name():
+    with pytest.raises(ShapeError, match=r"'z'.*not a graph input.*'x'"):
+        load_graph(_relu_model(["N", 3]), input_shapes={"z": (1, 3)})
+
+
+def test_input_shapes_rank_mismatch():
+    with pytest.raises(ShapeError, match="rank 3.*rank 2"):
+        load_graph(_relu_model(["N", 3]), input_shapes={"x": (1, 3, 5)})
+
+
+def test_input_shapes_contradicting_a_static_dim():
+    with pytest.raises(ShapeError, match="dimension 1 = 4"):
+        load_graph(_relu_model(["N", 3]), input_shapes={"x": (1, 4)})
+
+
+def test_symbolic_batch_error_names_input_and_dim_and_binding_fixes_it():
+    model = _relu_model(["batch", 3])
+    with pytest.raises(ShapeError) as info:
+        load_graph(model)
+    message = str(info.value)
+    assert "'x'" in message and "dimension 0" in message and "'batch'" in message
+    assert "input_shapes=" in message and "--input-shape x=1x3" in message
+    graph = load_graph(model, input_shapes={"x": (5, 3)})
+    assert graph.inputs[0].shape == (5, 3) and graph.outputs[0].shape == (5, 3)
+
+
+def test_unnamed_unknown_dim_is_reported():
+    with pytest.raises(ShapeError, match=r"'x'.*dimension 1 \(unnamed\)"):
+        load_graph(_relu_model([2, None]))
+
+
+def test_old_opset_is_converted_to_canonical():
+    # Opset 9 BatchNormalization (with running-stat outputs era semantics) and Dropout.
+    c = 3
+    inits = [numpy_helper.from_array(np.full(c, v, np.float32), n)
+             for n, v in [("s", 2.0), ("b", 0.5), ("m", 0.1), ("v", 4.0)]]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["t"], name="bn", epsilon=1e-5),
+             helper.make_node("Dropout", ["t"], ["y"], name="drop", ratio=0.5)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 4
+    loaded = load_model(model)
+    assert {o.domain: o.version for o in loaded.opset_import}[""] == CANONICAL_OPSET
+    graph_ir = load_graph(model)
+    assert graph_ir.opsets[""] == CANONICAL_OPSET
+    assert all(n.opset == CANONICAL_OPSET for n in graph_ir.nodes)
+    assert [n.op_type for n in graph_ir.nodes] == ["BatchNormalization", "Dropout"]
+
+
+def test_failed_conversion_keeps_original_opset(monkeypatch):
+    def refuse(model, target):
+        raise RuntimeError("no adapter")
+
+    monkeypatch.setattr(loader.version_converter, "convert_version", refuse)
+    graph_ir = load_graph(_relu_model(opset=9))
+    assert graph_ir.opsets[""] == 9 and graph_ir.nodes[0].opset == 9
+    assert graph_ir.outputs[0].shape == (2, 3)
