@@ -1,1 +1,28 @@
 """tilec's deployable runtime: loads a .tilec artifact and runs it (numpy + ctypes + stdlib)."""
+
+from __future__ import annotations
+
+from runtime_stub.errors import (
+    ArtifactError,
+    CorruptArtifactError,
+    ExecutionError,
+    IncompatibleArtifactError,
+    InvalidInputError,
+    InvalidOutputNameError,
+    NotAnArtifactError,
+    TilecError,
+)
+from runtime_stub.session import InferenceSession, NodeArg
+
+__all__ = [
+    "ArtifactError",
+    "CorruptArtifactError",
+    "ExecutionError",
+    "IncompatibleArtifactError",
+    "InferenceSession",
+    "InvalidInputError",
+    "InvalidOutputNameError",
+    "NodeArg",
+    "NotAnArtifactError",
+    "TilecError",
+]

@@ -1,0 +1,232 @@
+/*
+ * tilec support library: the part of the native ABI that is not generated code.
+ *
+ * Linked into every CPU artifact (see docs/ARCHITECTURE.md, "Native ABI"). Exports
+ *   int32_t tilec_abi_version(void)                     -> 1
+ *   void   *tilec_create(int32_t num_threads)            -> context, NULL on failure
+ *   void    tilec_destroy(void *ctx)
+ *   int32_t tilec_num_threads(void *ctx)
+ *   void    tilec_parallel_for(ctx, fn, closure, n)      -> fn(closure, b, e) over a partition of [0, n)
+ *
+ * The context owns a small fork/join pool of num_threads - 1 workers; the calling
+ * thread is the last member. There is no global state, so several contexts (several
+ * sessions, several artifacts in one process) never interfere.
+ *
+ * Protocol: the caller publishes a job (fn, closure, n, chunk) and bumps `generation`.
+ * Workers spin on `generation` for a bounded number of iterations (fork latency of a
+ * few hundred nanoseconds between back-to-back kernels), then sleep on `wake`. Each
+ * worker runs its one contiguous chunk and decrements `pending`; the last one signals
+ * `done`. The caller runs chunk 0 itself, then spins briefly and sleeps on `done`.
+ *
+ * Only libc + pthreads + C11 atomics, so it builds with `zig cc` for every Linux target.
+ */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define TILEC_ABI_VERSION 1
+/* Upper bound on threads: protects against absurd requests, not a tuning knob. */
+#define TILEC_MAX_THREADS 1024
+/* Spin iterations before sleeping; with a pause instruction this is roughly 50-500 us. */
+#define TILEC_SPIN_ITERATIONS 4096
+
+typedef void (*tilec_body_fn)(void *closure, int64_t begin, int64_t end);
+
+typedef struct tilec_context tilec_context;
+
+typedef struct {
+    tilec_context *ctx;
+    int32_t index; /* chunk index this worker runs: 1 .. num_threads-1 */
+    pthread_t thread;
+} tilec_worker;
+
+struct tilec_context {
+    int32_t num_threads;
+    int32_t num_workers; /* workers actually started: num_threads - 1 */
+    tilec_worker *workers;
+
+    pthread_mutex_t mutex;
+    pthread_cond_t wake; /* workers sleep here waiting for a new generation */
+    pthread_cond_t done; /* the caller sleeps here waiting for pending == 0 */
+    int32_t sleepers;    /* workers blocked on `wake`, guarded by mutex */
+
+    /* The current job: written by the caller before the release-store of generation. */
+    tilec_body_fn fn;
+    void *closure;
+    int64_t n;
+    int64_t chunk;
+
+    _Atomic uint64_t generation;
+    _Atomic int32_t pending; /* workers that have not finished the current generation */
+    _Atomic int32_t busy;    /* 1 while a parallel_for is in flight: nested calls run serially */
+    _Atomic int32_t stop;
+};
+
+static inline void tilec_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void tilec_run_chunk(tilec_context *ctx, int64_t index) {
+    int64_t begin = index * ctx->chunk;
+    int64_t end = begin + ctx->chunk;
+    if (end > ctx->n) end = ctx->n;
+    if (begin < end) ctx->fn(ctx->closure, begin, end);
+}
+
+/* Wait until generation differs from `seen`; returns the new generation. */
+static uint64_t tilec_wait_for_job(tilec_context *ctx, uint64_t seen) {
+    for (int i = 0; i < TILEC_SPIN_ITERATIONS; ++i) {
+        uint64_t gen = atomic_load_explicit(&ctx->generation, memory_order_acquire);
+        if (gen != seen) return gen;
+        tilec_cpu_relax();
+    }
+    pthread_mutex_lock(&ctx->mutex);
+    uint64_t gen;
+    /* Checked under the mutex the caller holds while bumping, so no wake-up is lost. */
+    while ((gen = atomic_load_explicit(&ctx->generation, memory_order_acquire)) == seen) {
+        ctx->sleepers++;
+        pthread_cond_wait(&ctx->wake, &ctx->mutex);
+        ctx->sleepers--;
+    }
+    pthread_mutex_unlock(&ctx->mutex);
+    return gen;
+}
+
+static void *tilec_worker_main(void *arg) {
+    tilec_worker *self = (tilec_worker *)arg;
+    tilec_context *ctx = self->ctx;
+    uint64_t seen = 0;
+    for (;;) {
+        seen = tilec_wait_for_job(ctx, seen);
+        if (atomic_load_explicit(&ctx->stop, memory_order_acquire)) return NULL;
+        tilec_run_chunk(ctx, self->index);
+        if (atomic_fetch_sub_explicit(&ctx->pending, 1, memory_order_acq_rel) == 1) {
+            /* Last one out: the mutex orders this signal after the caller's check. */
+            pthread_mutex_lock(&ctx->mutex);
+            pthread_cond_signal(&ctx->done);
+            pthread_mutex_unlock(&ctx->mutex);
+        }
+    }
+}
+
+static void tilec_wait_for_workers(tilec_context *ctx) {
+    for (int i = 0; i < TILEC_SPIN_ITERATIONS; ++i) {
+        if (atomic_load_explicit(&ctx->pending, memory_order_acquire) == 0) return;
+        tilec_cpu_relax();
+    }
+    pthread_mutex_lock(&ctx->mutex);
+    while (atomic_load_explicit(&ctx->pending, memory_order_acquire) != 0)
+        pthread_cond_wait(&ctx->done, &ctx->mutex);
+    pthread_mutex_unlock(&ctx->mutex);
+}
+
+/* Wake every worker for the job already stored in ctx (or for shutdown). */
+static void tilec_publish(tilec_context *ctx) {
+    pthread_mutex_lock(&ctx->mutex);
+    atomic_fetch_add_explicit(&ctx->generation, 1, memory_order_release);
+    if (ctx->sleepers > 0) pthread_cond_broadcast(&ctx->wake);
+    pthread_mutex_unlock(&ctx->mutex);
+}
+
+static void tilec_stop_workers(tilec_context *ctx, int32_t started) {
+    atomic_store_explicit(&ctx->stop, 1, memory_order_release);
+    tilec_publish(ctx);
+    for (int32_t i = 0; i < started; ++i) pthread_join(ctx->workers[i].thread, NULL);
+}
+
+int32_t tilec_abi_version(void) { return TILEC_ABI_VERSION; }
+
+void *tilec_create(int32_t num_threads) {
+    if (num_threads <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        num_threads = online > 0 ? (int32_t)(online < TILEC_MAX_THREADS ? online : TILEC_MAX_THREADS) : 1;
+    }
+    if (num_threads > TILEC_MAX_THREADS) num_threads = TILEC_MAX_THREADS;
+
+    tilec_context *ctx = (tilec_context *)calloc(1, sizeof(tilec_context));
+    if (!ctx) return NULL;
+    ctx->num_threads = num_threads;
+    atomic_init(&ctx->generation, 0);
+    atomic_init(&ctx->pending, 0);
+    atomic_init(&ctx->busy, 0);
+    atomic_init(&ctx->stop, 0);
+    if (pthread_mutex_init(&ctx->mutex, NULL) != 0) goto fail_mutex;
+    if (pthread_cond_init(&ctx->wake, NULL) != 0) goto fail_wake;
+    if (pthread_cond_init(&ctx->done, NULL) != 0) goto fail_done;
+
+    int32_t wanted = num_threads - 1;
+    if (wanted > 0) {
+        ctx->workers = (tilec_worker *)calloc((size_t)wanted, sizeof(tilec_worker));
+        if (!ctx->workers) goto fail_workers;
+    }
+    for (int32_t i = 0; i < wanted; ++i) {
+        ctx->workers[i].ctx = ctx;
+        ctx->workers[i].index = i + 1;
+        if (pthread_create(&ctx->workers[i].thread, NULL, tilec_worker_main, &ctx->workers[i]) != 0) {
+            tilec_stop_workers(ctx, i);
+            goto fail_workers;
+        }
+    }
+    ctx->num_workers = wanted;
+    return ctx;
+
+fail_workers:
+    free(ctx->workers);
+    pthread_cond_destroy(&ctx->done);
+fail_done:
+    pthread_cond_destroy(&ctx->wake);
+fail_wake:
+    pthread_mutex_destroy(&ctx->mutex);
+fail_mutex:
+    free(ctx);
+    return NULL;
+}
+
+void tilec_destroy(void *opaque) {
+    tilec_context *ctx = (tilec_context *)opaque;
+    if (!ctx) return;
+    tilec_stop_workers(ctx, ctx->num_workers);
+    free(ctx->workers);
+    pthread_cond_destroy(&ctx->done);
+    pthread_cond_destroy(&ctx->wake);
+    pthread_mutex_destroy(&ctx->mutex);
+    free(ctx);
+}
+
+int32_t tilec_num_threads(void *opaque) {
+    tilec_context *ctx = (tilec_context *)opaque;
+    return ctx ? ctx->num_threads : 1;
+}
+
+void tilec_parallel_for(void *opaque, tilec_body_fn fn, void *closure, int64_t n) {
+    tilec_context *ctx = (tilec_context *)opaque;
+    if (n <= 0) return;
+    if (!ctx || ctx->num_workers == 0 || n == 1) {
+        fn(closure, 0, n);
+        return;
+    }
+    /* A nested call (from inside fn) or a second concurrent caller runs serially
+       instead of deadlocking on the pool. */
+    if (atomic_exchange_explicit(&ctx->busy, 1, memory_order_acquire) != 0) {
+        fn(closure, 0, n);
+        return;
+    }
+    int64_t parts = ctx->num_threads < n ? ctx->num_threads : n;
+    ctx->fn = fn;
+    ctx->closure = closure;
+    ctx->n = n;
+    ctx->chunk = (n + parts - 1) / parts;
+    /* Every worker takes part in every generation; those past n get an empty chunk. */
+    atomic_store_explicit(&ctx->pending, ctx->num_workers, memory_order_relaxed);
+    tilec_publish(ctx);
+    tilec_run_chunk(ctx, 0);
+    tilec_wait_for_workers(ctx);
+    atomic_store_explicit(&ctx->busy, 0, memory_order_release);
+}

@@ -1,0 +1,197 @@
+"""Reading .tilec artifacts (file format version 1, docs/ARCHITECTURE.md).
+
+Contract:
+
+* The format constants live here (``MAGIC``, ``FORMAT_VERSION``, ``ALIGNMENT``,
+  ``HEADER_SIZE``); the compiler's writer imports them, never the other way round.
+* ``read_artifact(source)`` accepts a path or the artifact's bytes and returns an
+  ``Artifact`` whose sections are read-only numpy views of the file: for a path they
+  are slices of one ``np.memmap`` (no copy; the weights are paged in on demand).
+* Failures: ``NotAnArtifactError`` (wrong magic; the message says what the file looks
+  like), ``CorruptArtifactError`` (truncated, bad manifest JSON, checksum mismatch),
+  ``IncompatibleArtifactError`` (a format version this runtime does not know).
+
+Only numpy and the standard library are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+from runtime_stub.errors import CorruptArtifactError, IncompatibleArtifactError, NotAnArtifactError
+
+MAGIC = b"TILEC\x00\x01\n"
+MAGIC_PREFIX = MAGIC[:6]  # byte 6 is the format generation; a different value is a newer format
+FORMAT_VERSION = 1
+ALIGNMENT = 4096
+HEADER_SIZE = 16  # magic + u64 manifest length
+CHECKSUM_ALGORITHM = "sha256"
+WEIGHTS_SECTION = "weights"
+NATIVE_SECTION = "native"
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+
+def align_up(value: int, alignment: int = ALIGNMENT) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+def data_start(manifest_length: int) -> int:
+    """File offset where the section area (and the checksummed bytes) begins."""
+    return align_up(HEADER_SIZE + manifest_length)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A parsed artifact. ``sections`` maps names to read-only uint8 views of the file."""
+
+    manifest: dict[str, Any]
+    sections: Mapping[str, np.ndarray]
+    path: pathlib.Path | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The weights section (page-aligned inside the file), empty if the model has none."""
+        section = self.sections.get(WEIGHTS_SECTION)
+        return _readonly(np.zeros(0, np.uint8)) if section is None else section
+
+    @property
+    def native(self) -> bytes:
+        """The native shared object (a copy: it is small and ctypes needs a file anyway)."""
+        section = self.sections.get(NATIVE_SECTION)
+        return b"" if section is None else section.tobytes()
+
+
+def read_artifact(source: Source, verify_checksum: bool = True) -> Artifact:
+    """Parse and validate an artifact from a path or from its bytes."""
+    buffer, label, path = _open(source)
+    _check_magic(buffer, label)
+    if len(buffer) < HEADER_SIZE:
+        raise CorruptArtifactError(f"{label} is truncated: {len(buffer)} bytes, shorter than the header")
+    (manifest_length,) = struct.unpack("<Q", buffer[8:HEADER_SIZE].tobytes())
+    if HEADER_SIZE + manifest_length > len(buffer):
+        raise CorruptArtifactError(
+            f"{label} is truncated: the manifest needs {HEADER_SIZE + manifest_length} bytes "
+            f"but the file has {len(buffer)}"
+        )
+    manifest = _parse_manifest(buffer[HEADER_SIZE:HEADER_SIZE + manifest_length], label)
+    _check_version(manifest, label)
+    start = data_start(manifest_length)
+    layout = _section_layout(manifest, label, start, len(buffer))
+    if verify_checksum:
+        _verify_checksum(manifest, buffer, start, label)
+    sections = {name: _readonly(buffer[off:off + size]) for name, (off, size) in layout.items()}
+    return Artifact(manifest=manifest, sections=sections, path=path)
+
+
+def describe_content(head: bytes) -> str:
+    """A best guess at what a non-artifact file is, from its first bytes."""
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x7fELF"):
+        return "an ELF binary (a native executable or shared object), not a .tilec artifact"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (e.g. a PyTorch checkpoint), not a .tilec artifact"
+    if head.startswith(b"\x93NUMPY"):
+        return "a numpy .npy file, not a .tilec artifact"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (e.g. a Keras model), not a .tilec artifact"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file, not a .tilec artifact"
+    if head[:1] == b"\x08":
+        # ModelProto field 1 (ir_version, varint) encodes as tag byte 0x08.
+        return "an ONNX model (protobuf); compile it with tilec first to get a .tilec artifact"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON document, not a .tilec artifact"
+    return f"unknown content (first bytes {head[:8].hex(' ')}), not a .tilec artifact"
+
+
+def _open(source: Source) -> tuple[np.ndarray, str, pathlib.Path | None]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return np.frombuffer(source, dtype=np.uint8), "the given artifact bytes", None
+    path = pathlib.Path(os.fspath(source))
+    label = f"'{path}'"
+    if path.stat().st_size == 0:  # np.memmap cannot map an empty file
+        raise NotAnArtifactError(f"{label} is not a tilec artifact: it is an empty file")
+    return np.memmap(path, dtype=np.uint8, mode="r"), label, path
+
+
+def _check_magic(buffer: np.ndarray, label: str) -> None:
+    head = buffer[:len(MAGIC)].tobytes()
+    if head == MAGIC:
+        return
+    if head.startswith(MAGIC_PREFIX) and len(head) == len(MAGIC):
+        raise IncompatibleArtifactError(
+            f"{label} uses artifact format generation {head[6]}, but this runtime reads only "
+            f"format {FORMAT_VERSION}; rebuild it with a matching tilec or upgrade the runtime"
+        )
+    if MAGIC.startswith(head):
+        raise CorruptArtifactError(f"{label} is truncated: only {len(head)} bytes")
+    raise NotAnArtifactError(f"{label} is not a tilec artifact: it looks like {describe_content(head)}")
+
+
+def _parse_manifest(raw: np.ndarray, label: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptArtifactError(f"{label} has an unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise CorruptArtifactError(f"{label} has a manifest that is not a JSON object")
+    return manifest
+
+
+def _check_version(manifest: dict[str, Any], label: str) -> None:
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IncompatibleArtifactError(
+            f"{label} has format_version {version!r}, but this runtime reads only version "
+            f"{FORMAT_VERSION}; rebuild it with a matching tilec or upgrade the runtime"
+        )
+
+
+def _section_layout(manifest: dict[str, Any], label: str, start: int, file_size: int) -> dict[str, tuple[int, int]]:
+    sections = manifest.get("sections")
+    if not isinstance(sections, dict):
+        raise CorruptArtifactError(f"{label} has no 'sections' table in its manifest")
+    layout: dict[str, tuple[int, int]] = {}
+    for name, entry in sections.items():
+        try:
+            offset, size = int(entry["offset"]), int(entry["size"])
+        except (TypeError, KeyError, ValueError):
+            raise CorruptArtifactError(f"{label}: section {name!r} has no valid offset/size") from None
+        if offset < start or offset % ALIGNMENT or size < 0:
+            raise CorruptArtifactError(f"{label}: section {name!r} has an invalid offset {offset} or size {size}")
+        if offset + size > file_size:
+            raise CorruptArtifactError(
+                f"{label} is truncated: section {name!r} ends at byte {offset + size} "
+                f"but the file has only {file_size} bytes"
+            )
+        layout[name] = (offset, size)
+    return layout
+
+
+def _verify_checksum(manifest: dict[str, Any], buffer: np.ndarray, start: int, label: str) -> None:
+    checksum = manifest.get("checksum")
+    if not isinstance(checksum, dict) or checksum.get("algorithm") != CHECKSUM_ALGORITHM:
+        raise CorruptArtifactError(f"{label} has no {CHECKSUM_ALGORITHM} checksum in its manifest")
+    # hashlib reads the (memory-mapped) buffer directly: no copy of the weights.
+    actual = hashlib.sha256(memoryview(buffer[start:])).hexdigest()
+    if actual != checksum.get("value"):
+        raise CorruptArtifactError(
+            f"{label} is corrupt: checksum mismatch (manifest says {checksum.get('value')}, "
+            f"content hashes to {actual}); the file was modified or damaged, rebuild or re-copy it"
+        )
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -1,0 +1,132 @@
+"""Loading an artifact's native shared object and owning its context (ctypes + stdlib).
+
+Contract: ``NativeModule(so_bytes, num_threads)`` loads the ELF bytes without leaving a
+file behind (``memfd_create`` + ``dlopen("/proc/self/fd/N")``; a temporary file where
+memfd or /proc is unavailable), checks ``tilec_abi_version() == ABI_VERSION``, and
+creates one context with ``tilec_create(num_threads)`` (``<= 0``: all online CPUs).
+``run(...)`` calls ``tilec_run`` with raw pointers and returns its status code.
+``close()`` (or garbage collection) destroys the context, unloads the library and
+releases the file. The caller serialises ``run``: a context serves one call at a time.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import ctypes
+import os
+import tempfile
+import weakref
+from typing import Callable, Sequence
+
+from runtime_stub.errors import ExecutionError, IncompatibleArtifactError
+
+ABI_VERSION = 1
+
+_vp = ctypes.c_void_p
+_SIGNATURES: dict[str, tuple[list, object]] = {
+    "tilec_abi_version": ([], ctypes.c_int32),
+    "tilec_create": ([ctypes.c_int32], _vp),
+    "tilec_destroy": ([_vp], None),
+    "tilec_num_threads": ([_vp], ctypes.c_int32),
+    "tilec_run": ([_vp, ctypes.POINTER(_vp), ctypes.POINTER(_vp), _vp, _vp], ctypes.c_int32),
+}
+
+
+class NativeModule:
+    """One loaded artifact library plus the thread-pool context it runs on."""
+
+    def __init__(self, so_bytes: bytes, num_threads: int = 0) -> None:
+        path, release_file = _materialize(so_bytes)
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as exc:
+            release_file()
+            raise IncompatibleArtifactError(f"cannot load the artifact's native code on this machine: {exc}") from None
+        try:
+            functions = _bind(lib)
+            version = functions["tilec_abi_version"]()
+            if version != ABI_VERSION:
+                raise IncompatibleArtifactError(
+                    f"the artifact's native code uses ABI version {version}; this runtime speaks version {ABI_VERSION}"
+                )
+            ctx = functions["tilec_create"](int(num_threads))
+            if not ctx:
+                raise ExecutionError(f"tilec_create({num_threads}) failed: could not start the thread pool")
+        except BaseException:
+            _unload(lib._handle, release_file)
+            raise
+        self._run = functions["tilec_run"]
+        self._ctx = ctx
+        self.num_threads: int = functions["tilec_num_threads"](ctx)
+        # The finalizer holds what it needs, not self, so the module can be collected.
+        self._finalizer = weakref.finalize(self, _release, functions["tilec_destroy"], ctx, lib._handle, release_file)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def run(self, inputs: Sequence[int], outputs: Sequence[int], weights: int, workspace: int) -> int:
+        """Call ``tilec_run`` with buffer addresses; returns its status (0 = success)."""
+        if self.closed:
+            raise ExecutionError("the native module is closed")
+        in_array = (_vp * len(inputs))(*inputs)
+        out_array = (_vp * len(outputs))(*outputs)
+        # ctypes drops the GIL for the call; the pool's threads run without Python.
+        return int(self._run(self._ctx, in_array, out_array, weights, workspace))
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _bind(lib: ctypes.CDLL) -> dict[str, Callable]:
+    functions = {}
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise IncompatibleArtifactError(f"the artifact's native code does not export {name}") from None
+        fn.argtypes = argtypes
+        fn.restype = restype
+        functions[name] = fn
+    return functions
+
+
+def _release(destroy: Callable, ctx: int, handle: int, release_file: Callable[[], None]) -> None:
+    destroy(ctx)  # joins the worker threads, so no thread is left inside the library
+    _unload(handle, release_file)
+
+
+def _unload(handle: int, release_file: Callable[[], None]) -> None:
+    # dlclose before freeing the name: glibc matches dlopen requests by path, and a
+    # reused /proc/self/fd/N or temp path must never resolve to this stale library.
+    _ctypes.dlclose(handle)
+    release_file()
+
+
+def _materialize(data: bytes) -> tuple[str, Callable[[], None]]:
+    """A path dlopen can read ``data`` from, and a function that frees it."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.memfd_create("tilec-native", os.MFD_CLOEXEC)
+        except OSError:
+            pass
+        else:
+            try:
+                _write_all(fd, data)
+            except BaseException:
+                os.close(fd)
+                raise
+            return f"/proc/self/fd/{fd}", lambda: os.close(fd)
+    fd, path = tempfile.mkstemp(prefix="tilec-native-", suffix=".so")
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+    return path, lambda: os.unlink(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -1,0 +1,98 @@
+"""Does this machine run an artifact's native code? (stdlib only)
+
+Contract:
+
+* ``host_info()`` returns this machine's OS, architecture (``platform.machine()``
+  normalised: amd64→x86_64, arm64→aarch64, armv7l→arm) and CPU feature flags, read from
+  ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on ARM) — the spelling
+  ``target.features`` uses in the manifest.
+* ``check_target(target)`` raises ``IncompatibleArtifactError`` naming the artifact's
+  architecture and this machine's, or listing the CPU features this machine lacks.
+  Only ``kind == "cpu"`` targets are checked here; other kinds belong to their executor.
+
+Checking before loading matters: running code that uses a missing instruction set
+kills the whole process with SIGILL instead of raising.
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from runtime_stub.errors import IncompatibleArtifactError
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8b": "aarch64"}
+_CPUINFO = "/proc/cpuinfo"
+_FEATURE_KEYS = ("flags", "features")  # x86 spells it 'flags', ARM 'Features'
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What the runtime knows about this machine. ``features`` is None when unreadable."""
+
+    system: str
+    arch: str
+    features: frozenset[str] | None
+
+
+def normalize_arch(machine: str) -> str:
+    name = machine.strip().lower()
+    if name.startswith("armv") and not name.startswith("armv8b"):
+        return "arm"  # armv7l, armv6l, armv8l (32-bit userland on a 64-bit core)
+    return _ARCH_ALIASES.get(name, name)
+
+
+def parse_cpuinfo_features(text: str) -> frozenset[str]:
+    """Feature flags of the first processor listed (all cores share one instruction set)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in _FEATURE_KEYS:
+            return frozenset(value.split())
+    return frozenset()
+
+
+def host_info() -> HostInfo:
+    try:
+        with open(_CPUINFO, encoding="utf-8", errors="replace") as f:
+            features: frozenset[str] | None = parse_cpuinfo_features(f.read())
+    except OSError:
+        features = None
+    return HostInfo(system=platform.system(), arch=normalize_arch(platform.machine()), features=features)
+
+
+def check_target(target: Mapping[str, Any], host: HostInfo | None = None) -> None:
+    """Raise IncompatibleArtifactError unless this machine can run a ``cpu`` artifact for ``target``."""
+    host = host or host_info()
+    kind = target.get("kind")
+    if kind != "cpu":
+        raise IncompatibleArtifactError(f"check_target handles 'cpu' artifacts only, not kind {kind!r}")
+    if host.system != "Linux":
+        raise IncompatibleArtifactError(
+            f"this artifact contains Linux native code; this machine runs {host.system}"
+        )
+    arch = normalize_arch(str(target.get("arch", "")))
+    if arch != host.arch:
+        raise IncompatibleArtifactError(
+            f"this artifact was built for {arch} (triple {target.get('triple')}), "
+            f"but this machine is {host.arch}; recompile the model for this machine's target"
+        )
+    _check_features(target, host)
+
+
+def _check_features(target: Mapping[str, Any], host: HostInfo) -> None:
+    required = sorted(set(target.get("features") or ()))
+    if not required:
+        return
+    if host.features is None:
+        # Without /proc/cpuinfo nothing can be verified; loading is still the user's call.
+        warnings.warn(f"cannot read {_CPUINFO}; not checking CPU features {required}", RuntimeWarning, stacklevel=3)
+        return
+    missing = [f for f in required if f not in host.features]
+    if missing:
+        cpu = target.get("cpu") or "the target CPU"
+        raise IncompatibleArtifactError(
+            f"this artifact was built for {cpu} and needs CPU features this machine lacks: "
+            f"{', '.join(missing)}; recompile for this machine or for a more generic CPU"
+        )

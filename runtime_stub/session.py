@@ -1,0 +1,258 @@
+"""``InferenceSession``: run a .tilec artifact like an onnxruntime session.
+
+Contract:
+
+* ``InferenceSession(path_or_bytes, threads=None)`` reads and verifies the artifact,
+  checks that this machine can run it, and loads it with an executor picked by
+  ``target.kind`` (only ``"cpu"`` exists). ``threads=None`` (or 0) uses every CPU this
+  process may run on.
+* ``get_inputs()`` / ``get_outputs()`` return ``NodeArg``s with ``.name``, ``.shape``
+  and ``.type`` spelled as onnxruntime does (``tensor(float)``), plus ``.dtype``.
+* ``run(output_names, input_feed)`` validates every input strictly — exact dtype and
+  shape, no silent casts — and returns the requested outputs (all when
+  ``output_names`` is None) as new numpy arrays. bfloat16 tensors are carried as
+  uint16 bit patterns (an ml_dtypes bfloat16 array is accepted too).
+* ``run`` may be called from several Python threads: calls into one native context are
+  serialised by a lock; validation and output allocation happen outside it.
+* ``close()`` / ``with`` release the native code; so does garbage collection.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
+
+import numpy as np
+
+from runtime_stub.artifact import Artifact, read_artifact
+from runtime_stub.errors import (
+    CorruptArtifactError,
+    ExecutionError,
+    IncompatibleArtifactError,
+    InvalidInputError,
+    InvalidOutputNameError,
+)
+from runtime_stub.native import NativeModule
+from runtime_stub.platform_check import check_target
+
+WORKSPACE_ALIGNMENT = 64
+_ORT_NAMES = {"float32": "float", "float64": "double"}  # every other type keeps its own name
+_SUPPORTED_DTYPES = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "bfloat16", "float32", "float64",
+)
+
+PathOrBytes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output of the model, as onnxruntime describes it."""
+
+    name: str
+    shape: list[int]
+    type: str
+    dtype: np.dtype  # the numpy dtype of the arrays run() takes or returns
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.type}, shape {self.shape})"
+
+
+def _node_arg(entry: Any, role: str) -> NodeArg:
+    try:
+        name, dtype_name, shape = str(entry["name"]), str(entry["dtype"]), [int(d) for d in entry["shape"]]
+    except (TypeError, KeyError, ValueError):
+        raise CorruptArtifactError(f"the manifest has a malformed {role} entry: {entry!r}") from None
+    if dtype_name not in _SUPPORTED_DTYPES:
+        raise IncompatibleArtifactError(f"{role} {name!r} has element type {dtype_name!r}, unknown to this runtime")
+    numpy_dtype = np.dtype("uint16") if dtype_name == "bfloat16" else np.dtype(dtype_name)
+    return NodeArg(name, shape, f"tensor({_ORT_NAMES.get(dtype_name, dtype_name)})", numpy_dtype)
+
+
+class Executor(Protocol):
+    """Runs one artifact on one kind of device. ``run`` fills ``outputs`` in place."""
+
+    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _aligned_empty(nbytes: int, alignment: int = WORKSPACE_ALIGNMENT) -> np.ndarray:
+    """A uint8 buffer of ``nbytes`` whose address is a multiple of ``alignment``."""
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + nbytes]
+
+
+def _aligned_weights(weights: np.ndarray) -> np.ndarray:
+    # Sections of a mapped file are page-aligned; artifact bytes handed over in memory may not be.
+    if weights.ctypes.data % WORKSPACE_ALIGNMENT == 0:
+        return weights
+    copy_ = _aligned_empty(weights.nbytes)
+    copy_[:] = weights
+    return copy_
+
+
+class CpuExecutor:
+    """Runs the artifact's native shared object on this CPU through the tilec ABI."""
+
+    def __init__(self, artifact: Artifact, threads: int) -> None:
+        check_target(artifact.manifest["target"])
+        if not artifact.native:
+            raise CorruptArtifactError("the artifact has no 'native' section")
+        self._weights = _aligned_weights(artifact.weights)
+        workspace_size = int(artifact.manifest.get("workspace_size", 0))
+        # One arena reused by every call: calls are serialised, so it is private to each.
+        self._workspace = _aligned_empty(max(workspace_size, 1))
+        self._native = NativeModule(artifact.native, threads)
+        self._lock = threading.Lock()
+
+    @property
+    def num_threads(self) -> int:
+        return self._native.num_threads
+
+    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+        in_ptrs = [a.ctypes.data for a in inputs]
+        out_ptrs = [a.ctypes.data for a in outputs]
+        with self._lock:
+            status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, self._workspace.ctypes.data)
+        if status != 0:
+            raise ExecutionError(f"the native code failed with status {status}")
+
+    def close(self) -> None:
+        with self._lock:  # never unload the library under a running call
+            self._native.close()
+
+
+def _cuda_executor(artifact: Artifact, threads: int) -> Executor:
+    raise IncompatibleArtifactError("CUDA artifacts need the CUDA executor, which this runtime does not include yet")
+
+
+# Dispatch point: one executor factory per target kind.
+_EXECUTORS: Mapping[str, Callable[[Artifact, int], Executor]] = {"cpu": CpuExecutor, "cuda": _cuda_executor}
+
+
+def _default_threads() -> int:
+    # Affinity, not the machine's CPU count: containers and taskset limit the usable CPUs.
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return 0  # tilec_create(0) asks sysconf for the online CPUs
+
+
+class InferenceSession:
+    """Loads a .tilec artifact and runs it; mirrors onnxruntime.InferenceSession."""
+
+    def __init__(self, path_or_bytes: PathOrBytes, threads: int | None = None) -> None:
+        if threads is not None and (not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
+        artifact = read_artifact(path_or_bytes)
+        self._manifest = artifact.manifest
+        self._inputs = [_node_arg(e, "input") for e in self._manifest.get("inputs", [])]
+        self._outputs = [_node_arg(e, "output") for e in self._manifest.get("outputs", [])]
+        target = self._manifest.get("target")
+        kind = target.get("kind") if isinstance(target, dict) else None
+        factory = _EXECUTORS.get(kind)  # type: ignore[arg-type]
+        if factory is None:
+            raise IncompatibleArtifactError(
+                f"artifacts for target kind {kind!r} cannot run here; this runtime has executors for: "
+                f"{', '.join(sorted(_EXECUTORS))}"
+            )
+        self._executor: Executor | None = factory(artifact, threads or _default_threads())
+
+    # --- introspection ------------------------------------------------------------
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy of the artifact's manifest (target, kernels, build info, ...)."""
+        return copy.deepcopy(self._manifest)
+
+    @property
+    def num_threads(self) -> int:
+        return int(getattr(self._open_executor(), "num_threads", 1))
+
+    # --- running ------------------------------------------------------------------
+
+    def run(self, output_names: Iterable[str] | None, input_feed: Mapping[str, Any],
+            run_options: Any = None) -> list[np.ndarray]:
+        """Run the model; ``run_options`` is accepted for onnxruntime compatibility and ignored."""
+        executor = self._open_executor()
+        selected = self._output_indices(output_names)
+        inputs = self._marshal_inputs(input_feed)
+        outputs = [np.empty(arg.shape, dtype=arg.dtype) for arg in self._outputs]
+        executor.run(inputs, outputs)
+        return [outputs[i] for i in selected]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+    def __enter__(self) -> "InferenceSession":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _open_executor(self) -> Executor:
+        if self._executor is None:
+            raise ExecutionError("the session is closed")
+        return self._executor
+
+    def _output_indices(self, output_names: Iterable[str] | None) -> list[int]:
+        if output_names is None:
+            return list(range(len(self._outputs)))
+        if isinstance(output_names, str):
+            raise InvalidOutputNameError(f"output_names must be a list of names, not the string {output_names!r}")
+        index = {arg.name: i for i, arg in enumerate(self._outputs)}
+        selected = []
+        for name in output_names:
+            if name not in index:
+                valid = ", ".join(repr(arg.name) for arg in self._outputs)
+                raise InvalidOutputNameError(f"the model has no output {name!r}; its outputs are: {valid}")
+            selected.append(index[name])
+        return selected
+
+    def _marshal_inputs(self, input_feed: Mapping[str, Any]) -> list[np.ndarray]:
+        if not isinstance(input_feed, Mapping):
+            raise InvalidInputError(f"input_feed must be a dict of name -> numpy array, got {type(input_feed).__name__}")
+        expected = "; ".join(arg.describe() for arg in self._inputs) or "none"
+        known = {arg.name for arg in self._inputs}
+        unknown = [name for name in input_feed if name not in known]
+        if unknown:
+            raise InvalidInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are: {expected}")
+        missing = [arg.name for arg in self._inputs if arg.name not in input_feed]
+        if missing:
+            raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: {expected}")
+        return [_checked_array(arg, input_feed[arg.name]) for arg in self._inputs]
+
+
+def _checked_array(arg: NodeArg, value: Any) -> np.ndarray:
+    """The value as a C-contiguous, aligned array of exactly ``arg``'s dtype and shape."""
+    if not isinstance(value, (np.ndarray, np.generic)):
+        raise InvalidInputError(
+            f"input {arg.name!r} must be a numpy array, got {type(value).__name__}; "
+            f"wrap it with np.asarray(value, dtype=np.{arg.dtype.name})"
+        )
+    array = np.asarray(value)
+    if arg.type == "tensor(bfloat16)" and array.dtype.name == "bfloat16" and array.dtype.itemsize == 2:
+        array = array.view(np.uint16)  # ml_dtypes.bfloat16: same bits
+    if array.dtype != arg.dtype:
+        raise InvalidInputError(
+            f"input {arg.name!r} has dtype {array.dtype}, expected {arg.dtype} ({arg.type}); "
+            f"tilec does not convert silently, use .astype(np.{arg.dtype.name})"
+        )
+    if list(array.shape) != arg.shape:
+        raise InvalidInputError(f"input {arg.name!r} has shape {list(array.shape)}, expected {arg.shape}")
+    return np.require(array, requirements=("C_CONTIGUOUS", "ALIGNED"))

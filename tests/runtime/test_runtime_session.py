@@ -1,0 +1,143 @@
+"""InferenceSession on the fake artifact: numerics, threads, concurrency, input validation."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+
+import numpy as np
+import pytest
+from runtime_fake_model import SHAPE, expected_outputs, random_inputs
+
+from runtime_stub import (
+    ExecutionError,
+    InferenceSession,
+    InvalidInputError,
+    InvalidOutputNameError,
+)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2, 3])
+def test_run_matches_numpy(fake_artifact: pathlib.Path, threads: int | None) -> None:
+    feed = random_inputs()
+    with InferenceSession(fake_artifact, threads=threads) as sess:
+        if threads is not None:
+            assert sess.num_threads == threads
+        total, prod = sess.run(None, feed)
+    want_sum, want_prod = expected_outputs(feed["a"], feed["b"])
+    np.testing.assert_array_equal(total, want_sum)
+    np.testing.assert_array_equal(prod, want_prod)
+    assert total.dtype == np.float32 and total.shape == SHAPE
+
+
+def test_repeated_runs_are_stable(fake_artifact: pathlib.Path) -> None:
+    with InferenceSession(fake_artifact, threads=4) as sess:
+        for seed in range(200):  # many fork/joins through the pool
+            feed = random_inputs(seed)
+            total, prod = sess.run(None, feed)
+            want_sum, want_prod = expected_outputs(feed["a"], feed["b"])
+            np.testing.assert_array_equal(total, want_sum)
+            np.testing.assert_array_equal(prod, want_prod)
+
+
+def test_concurrent_runs_from_python_threads(fake_artifact: pathlib.Path) -> None:
+    sess = InferenceSession(fake_artifact, threads=2)
+
+    def one(seed: int) -> bool:
+        feed = random_inputs(seed)
+        total, prod = sess.run(["sum", "prod"], feed)
+        want_sum, want_prod = expected_outputs(feed["a"], feed["b"])
+        return bool(np.array_equal(total, want_sum) and np.array_equal(prod, want_prod))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, range(64)))
+    sess.close()
+    assert all(results)
+
+
+def test_node_args_mirror_onnxruntime(fake_artifact: pathlib.Path) -> None:
+    with InferenceSession(fake_artifact) as sess:
+        inputs, outputs = sess.get_inputs(), sess.get_outputs()
+        assert [i.name for i in inputs] == ["a", "b"]
+        assert [o.name for o in outputs] == ["sum", "prod"]
+        assert inputs[0].shape == list(SHAPE)
+        assert inputs[0].type == "tensor(float)"
+        assert sess.manifest["kernels"][0]["name"] == "k0_fake"
+
+
+def test_output_selection_and_order(fake_artifact: pathlib.Path) -> None:
+    feed = random_inputs()
+    with InferenceSession(fake_artifact) as sess:
+        (prod,) = sess.run(["prod"], feed)
+        prod2, total = sess.run(["prod", "sum"], feed)
+    np.testing.assert_array_equal(prod, prod2)
+    np.testing.assert_array_equal(total, expected_outputs(feed["a"], feed["b"])[0])
+
+
+def test_loads_from_bytes(fake_artifact: pathlib.Path) -> None:
+    feed = random_inputs()
+    # An odd offset makes the weights misaligned in memory: the session must realign them.
+    data = memoryview(b"x" + fake_artifact.read_bytes())[1:]
+    with InferenceSession(data) as sess:
+        total, _ = sess.run(None, feed)
+    np.testing.assert_array_equal(total, expected_outputs(feed["a"], feed["b"])[0])
+
+
+def test_non_contiguous_inputs_are_accepted(fake_artifact: pathlib.Path) -> None:
+    feed = random_inputs()
+    a_fortran = np.asfortranarray(feed["a"])
+    with InferenceSession(fake_artifact) as sess:
+        total, _ = sess.run(None, {"a": a_fortran, "b": feed["b"]})
+    np.testing.assert_array_equal(total, expected_outputs(feed["a"], feed["b"])[0])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f.pop("b"), r"missing input\(s\) 'b'.*a \(tensor\(float\), shape \[4, 257\]\)"),
+        (lambda f: f.update(c=f["a"]), r"unknown input\(s\) 'c'"),
+        (lambda f: f.update(a=f["a"].astype(np.float64)), r"'a' has dtype float64, expected float32"),
+        (lambda f: f.update(a=f["a"].astype(">f4")), r"'a' has dtype >f4, expected float32"),
+        (lambda f: f.update(a=f["a"][:, :256]), r"'a' has shape \[4, 256\], expected \[4, 257\]"),
+        (lambda f: f.update(a=f["a"].tolist()), r"'a' must be a numpy array, got list"),
+    ],
+)
+def test_invalid_inputs(fake_artifact: pathlib.Path, change, message: str) -> None:
+    feed = random_inputs()
+    change(feed)
+    with InferenceSession(fake_artifact) as sess, pytest.raises(InvalidInputError, match=message):
+        sess.run(None, feed)
+
+
+def test_unknown_output_name(fake_artifact: pathlib.Path) -> None:
+    with InferenceSession(fake_artifact) as sess, pytest.raises(InvalidOutputNameError, match=r"'nope'.*'sum', 'prod'"):
+        sess.run(["nope"], random_inputs())
+
+
+def test_native_failure_is_execution_error(fake_artifact: pathlib.Path) -> None:
+    feed = random_inputs()
+    feed["a"][0, 0] = np.nan
+    with InferenceSession(fake_artifact) as sess:
+        with pytest.raises(ExecutionError, match="status 7"):
+            sess.run(None, feed)
+        sess.run(None, random_inputs())  # the session survives a failed call
+
+
+def test_closed_session_refuses_to_run(fake_artifact: pathlib.Path) -> None:
+    sess = InferenceSession(fake_artifact)
+    sess.close()
+    sess.close()  # idempotent
+    with pytest.raises(ExecutionError, match="closed"):
+        sess.run(None, random_inputs())
+
+
+def test_many_sessions_load_and_unload(make_artifact) -> None:
+    # Distinct artifacts loaded one after another must never resolve to a stale library.
+    paths = [make_artifact(f"m{i}.tilec") for i in range(3)]
+    feed = random_inputs()
+    for _ in range(3):
+        sessions = [InferenceSession(p, threads=2) for p in paths]
+        for sess in sessions:
+            total, _ = sess.run(None, feed)
+            np.testing.assert_array_equal(total, expected_outputs(feed["a"], feed["b"])[0])
+        del sessions  # garbage collection releases the native code
