@@ -34,6 +34,9 @@ class Computation:
     combiner: str | None = None
     # In terms of ``index`` and ``acc_var(self)``: applied to the reduced value before the store.
     epilogue: Expr | None = None
+    # Writes only the box ``offsets + [0, extents)`` of ``output`` (default: all of it).
+    extents: tuple[int, ...] | None = None
+    offsets: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.index) != len(self.output.shape):
@@ -42,6 +45,15 @@ class Computation:
             raise ValueError("a reduction needs both axes and a combiner")
         if self.combiner is not None and self.combiner not in COMBINERS:
             raise ValueError(f"unknown combiner {self.combiner}")
+
+    @property
+    def writes_whole_output(self) -> bool:
+        return self.extents is None or (self.extents == self.output.shape and not any(self.offsets or ()))
+
+    @property
+    def space(self) -> tuple[int, ...]:
+        """The iteration space: one extent per index var."""
+        return self.extents if self.extents is not None else self.output.shape
 
     @property
     def is_reduction(self) -> bool:
@@ -83,9 +95,10 @@ def combine(combiner: str, acc: Expr, value: Expr) -> Expr:
 
 def build_loops(c: Computation) -> Stmt:
     """The canonical nest: spatial loops outside, the reduction (if any) inside with a scalar accumulator."""
-    unit = {v: Const(0) for v, n in zip(c.index, c.output.shape) if n == 1}
+    unit = {v: Const(0) for v, n in zip(c.index, c.space) if n == 1}
     unit.update({a.var: Const(0) for a in c.axes if a.extent == 1})
-    index = tuple(substitute(v, unit) for v in c.index)
+    offsets = c.offsets or (0,) * len(c.index)
+    index = tuple(substitute(v + k, unit) for v, k in zip(c.index, offsets))
     body = substitute(c.body, unit)
     if not c.is_reduction:
         inner: Stmt = Store(c.output, index, substitute(c.value_expr(), unit))
@@ -99,7 +112,7 @@ def build_loops(c: Computation) -> Stmt:
         result = acc if c.epilogue is None else substitute(substitute(c.epilogue, unit), {c.acc: acc})
         inner = Alloc(acc_buf, seq(Store(acc_buf, (Const(0),), reduce_init(c.combiner, body.dtype)),
                                    update, Store(c.output, index, result)))
-    for var, extent in reversed(list(zip(c.index, c.output.shape))):
+    for var, extent in reversed(list(zip(c.index, c.space))):
         if extent > 1:
             inner = For(var, extent, inner)
     return inner

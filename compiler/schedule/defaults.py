@@ -15,6 +15,8 @@ Three classes, recognised from the computation itself rather than from op names:
 
 from __future__ import annotations
 
+import math
+
 from compiler.codegen.target import Target
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
@@ -34,7 +36,7 @@ def _coefficients(c: Computation, v: Var) -> list[int | None]:
 
 
 def _live_index(c: Computation) -> list[tuple[Var, int]]:
-    return [(v, n) for v, n in zip(c.index, c.output.shape) if n > 1]
+    return [(v, n) for v, n in zip(c.index, c.space) if n > 1]
 
 
 def _vectorizable(c: Computation, v: Var) -> bool:
@@ -42,7 +44,7 @@ def _vectorizable(c: Computation, v: Var) -> bool:
 
 
 def _work(c: Computation) -> int:
-    total = c.output.numel
+    total = math.prod(c.space)
     for axis in c.axes:
         total *= axis.extent
     return total
@@ -63,22 +65,44 @@ def _is_contraction(c: Computation) -> bool:
     return c.combiner == "sum" and len(_loads(c)) >= 2 and c.body.dtype.is_float
 
 
+def _store_coefficient(c: Computation, v: Var) -> int | None:
+    offsets = c.offsets or (0,) * len(c.index)
+    return linear_coefficient(flat_index(c.output, tuple(i + k for i, k in zip(c.index, offsets))), v)
+
+
+def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
+    """The index var to vectorize a contraction over: every operand contiguous or invariant along it.
+
+    Prefer the one that fills the most vector lanes (up to two registers), then one whose
+    output store is contiguous (so e.g. a 7-wide conv output row loses to 64 channels).
+    """
+    best, best_key = None, None
+    for v, n in _live_index(c):
+        if not _vectorizable(c, v):
+            continue
+        key = (min(n, 2 * lanes), _store_coefficient(c, v) == 1)
+        if best_key is None or key > best_key:
+            best, best_key = v, key
+    return best
+
+
 def schedule_computation(c: Computation, target: Target) -> Stmt:
     s = build_loops(c)
     live = _live_index(c)
     if not live:
         return s
     lanes = target.vector_lanes(c.body.dtype.itemsize)
-    inner, inner_extent = live[-1]
-    vectorize = _vectorizable(c, inner)
-    if c.is_reduction and _is_contraction(c) and vectorize:
-        s = _register_tile(c, s, target, lanes)
-    elif vectorize and inner_extent >= max(2, lanes // 4):
-        if inner_extent > 2 * lanes:
-            s = split(s, inner.name, 2 * lanes)
-            s = annotate(s, f"{inner.name}_i", ForKind.VECTORIZED)
-        else:
-            s = annotate(s, inner.name, ForKind.VECTORIZED)
+    tile_var = _contraction_lanes(c, lanes) if c.is_reduction and _is_contraction(c) else None
+    if tile_var is not None:
+        s = _register_tile(c, s, target, lanes, tile_var)
+    else:
+        inner, inner_extent = live[-1]
+        if _vectorizable(c, inner) and _store_coefficient(c, inner) == 1 and inner_extent >= max(2, lanes // 4):
+            if inner_extent > 2 * lanes:
+                s = split(s, inner.name, 2 * lanes)
+                s = annotate(s, f"{inner.name}_i", ForKind.VECTORIZED)
+            else:
+                s = annotate(s, inner.name, ForKind.VECTORIZED)
     if _work(c) >= MIN_PARALLEL_WORK:
         outer = outermost_loop(s)
         if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:
@@ -86,9 +110,9 @@ def schedule_computation(c: Computation, target: Target) -> Stmt:
     return s
 
 
-def _register_tile(c: Computation, s: Stmt, target: Target, lanes: int) -> Stmt:
+def _register_tile(c: Computation, s: Stmt, target: Target, lanes: int, col: Var) -> Stmt:
     live = _live_index(c)
-    col, col_extent = live[-1]
+    col_extent = dict(live)[col]
     vectors = 2 if col_extent >= 2 * lanes else 1
     width = min(col_extent, vectors * lanes)
     row = _contraction_rows(c, col)
@@ -96,19 +120,16 @@ def _register_tile(c: Computation, s: Stmt, target: Target, lanes: int) -> Stmt:
     max_rows = max(1, (target.vector_registers - 4) // vectors)
     s = split(s, col.name, width)
     col_inner = f"{col.name}_i" if col_extent > width else col.name
-    order = [v.name for v, _ in live if v not in (row, col)]
+    others = [v.name for v, _ in live if v not in (row, col)]
     if row is None:
-        s = reorder(s, order + [f"{col.name}_o", col_inner])
-        tile = [col_inner]
-    else:
-        row_extent = dict(live)[row]
-        rows = min(row_extent, max_rows)
-        s = split(s, row.name, rows)
-        row_inner = f"{row.name}_i" if row_extent > rows else row.name
-        s = reorder(s, order + [f"{row.name}_o", f"{col.name}_o", row_inner, col_inner])
-        tile = [row_inner, col_inner]
-        s = hoist_reduction(s, tile)
-        s = annotate(s, row_inner, ForKind.UNROLLED)
+        s = reorder(s, others + [f"{col.name}_o", col_inner])
+        s = hoist_reduction(s, [col_inner])
         return annotate(s, col_inner, ForKind.VECTORIZED)
-    s = hoist_reduction(s, tile)
+    row_extent = dict(live)[row]
+    rows = min(row_extent, max_rows)
+    s = split(s, row.name, rows)
+    row_inner = f"{row.name}_i" if row_extent > rows else row.name
+    s = reorder(s, others + [f"{row.name}_o", f"{col.name}_o", row_inner, col_inner])
+    s = hoist_reduction(s, [row_inner, col_inner])
+    s = annotate(s, row_inner, ForKind.UNROLLED)
     return annotate(s, col_inner, ForKind.VECTORIZED)

@@ -1,0 +1,66 @@
+"""Fusion: partition the graph's nodes into groups that each become one kernel.
+
+An elementwise node joins the group of the node producing one of its inputs
+when that input has no other reader, is not a graph output and has the node's
+output shape (so the producer's iteration space is the node's). Chains such as
+Conv → Add(bias) → Relu or MatMul → Add → Erf → Mul become one group; the
+lowering then inlines the elementwise work into the producer's store. View
+ops (Reshape & co.) stay alone: they produce no kernel at all.
+
+A group runs at the position of its last node; every value a group reads from
+outside is produced before that, and its only visible output is the last
+node's, so the order stays topological.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from compiler.graph.ir import Graph, Node
+
+
+@dataclass(eq=False)
+class FusedGroup:
+    nodes: list[Node] = field(default_factory=list)
+    kind: str = "compute"
+
+    @property
+    def label(self) -> str:
+        return "+".join(n.op_type for n in self.nodes)
+
+
+def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup]:
+    users = graph.consumers()
+    outputs = {id(v) for v in graph.outputs}
+    group_of: dict[int, FusedGroup] = {}  # id(node) → its group
+    groups: list[FusedGroup] = []
+    for node in graph.nodes:
+        kind = kind_of(node)
+        target = _fusable_producer(node, users, outputs, group_of) if kind == "elementwise" else None
+        if target is None:
+            target = FusedGroup(kind=kind)
+            groups.append(target)
+        target.nodes.append(node)
+        group_of[id(node)] = target
+    # A group runs where its last node was: order groups by that position.
+    position = {id(n): k for k, n in enumerate(graph.nodes)}
+    groups.sort(key=lambda g: position[id(g.nodes[-1])])
+    return groups
+
+
+def _fusable_producer(node: Node, users: dict[int, list[Node]], outputs: set[int],
+                      group_of: dict[int, FusedGroup]) -> FusedGroup | None:
+    out_shape = node.outputs[0].shape
+    for value in node.inputs:
+        if value is None or value.producer is None or id(value) in outputs:
+            continue
+        group = group_of.get(id(value.producer))
+        if group is None or group.kind == "view" or group.nodes[-1] is not value.producer:
+            continue
+        if len(users.get(id(value), [])) != 1 or value.shape != out_shape:
+            continue
+        if len(value.producer.outputs) != 1:
+            continue
+        return group
+    return None

@@ -1,0 +1,1 @@
+"""Lowering (stage 3): fused graph groups → loop IR kernels, schedules applied, buffers placed."""

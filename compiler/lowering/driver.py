@@ -1,0 +1,312 @@
+"""Graph IR → kernels: lower each fused group, inline, fuse epilogues, schedule, place buffers.
+
+Contract: ``lower_graph(graph, target)`` returns a ``Program``: kernels in run
+order, each with the storage of every parameter (graph input/output slot,
+weights offset, or arena buffer with a lifetime), the packed weights and the
+workspace plan. Every unsupported node is reported at once, each with its
+name, op type and opset.
+
+Inside a group, temporaries written by pointwise computations are inlined into
+their readers (compute-inline); a reduction read only at its own output index
+by a pointwise computation takes that computation as its epilogue (the Conv →
+bias → Relu case); any other temporary is stored in the arena.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from compiler.artifact.memory_plan import BufferLifetime, plan_arena
+from compiler.codegen.llvm.module import BufferRef, KernelCall
+from compiler.codegen.target import Target
+from compiler.errors import CompileError, UnsupportedOpError
+from compiler.graph.ir import Graph, Node, TensorType, Value
+from compiler.graph.passes.fusion import FusedGroup, fuse_groups
+from compiler.loopir.compute import Computation
+from compiler.loopir.expr import Buffer, Expr, Load, Var, children, rebuild, substitute, walk
+from compiler.loopir.stmt import Kernel, loads_and_stores, seq
+from compiler.ops.api import LoweringContext, Tensor
+from compiler.ops.registry import lookup
+from compiler.ops.shape import reshape_copy
+from compiler.schedule.defaults import schedule_computation
+
+WEIGHT_ALIGNMENT = 64
+
+
+@dataclass
+class Program:
+    calls: list[KernelCall]
+    weights: bytes
+    workspace_size: int
+    inputs: list[Value]
+    outputs: list[Value]
+
+
+@dataclass
+class _Storage:
+    """Where a buffer's bytes live; views share their root's storage."""
+
+    kind: str  # input | output | weights | arena
+    index: int = 0
+    key: str = ""  # constant name (weights) or arena buffer key
+
+
+@dataclass
+class _State:
+    target: Target
+    names: Callable[[str], str]
+    storage: dict[str, _Storage] = field(default_factory=dict)  # buffer name → storage
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    arena: dict[str, list[int]] = field(default_factory=dict)  # key → [size, first, last]
+    calls: list[tuple[Kernel, int]] = field(default_factory=list)  # (kernel, step)
+
+
+def _namer() -> Callable[[str], str]:
+    counter = itertools.count()
+
+    def fresh(hint: str) -> str:
+        clean = re.sub(r"[^A-Za-z0-9_]", "_", hint)[:40] or "t"
+        return f"{clean}_{next(counter)}"
+
+    return fresh
+
+
+def check_supported(graph: Graph) -> None:
+    missing = [n for n in graph.nodes if lookup(n.op_type, n.domain) is None]
+    if missing:
+        seen: dict[tuple[str, str, int], Node] = {}
+        for n in missing:
+            seen.setdefault((n.domain, n.op_type, n.opset), n)
+        lines = [f"  {n.describe()}" + (f" and {sum(1 for m in missing if m.op_type == n.op_type) - 1} more"
+                                        if sum(1 for m in missing if m.op_type == n.op_type) > 1 else "")
+                 for n in seen.values()]
+        raise UnsupportedOpError("unsupported operators:\n" + "\n".join(lines))
+
+
+def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | None = None) -> Program:
+    check_supported(graph)
+    state = _State(target, _namer())
+    buffers: dict[int, Buffer] = {}
+
+    def buffer_of(v: Value) -> Buffer:
+        if id(v) not in buffers:
+            buffers[id(v)] = Buffer(state.names(v.name), v.dtype, v.shape)
+        return buffers[id(v)]
+
+    for k, v in enumerate(graph.inputs):
+        state.storage[buffer_of(v).name] = _Storage("input", k)
+    for v in graph.constants():
+        name = buffer_of(v).name
+        state.constants[name] = v.const
+        state.storage[name] = _Storage("weights", key=name)
+    outputs = _output_buffers(graph, buffer_of, state)
+    groups = fuse_groups(graph, lambda n: lookup(n.op_type, n.domain).kind)
+    for step, group in enumerate(groups):
+        if progress:
+            progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
+        if group.kind == "view":
+            node = group.nodes[0]
+            state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
+            continue
+        _lower_group(group, step, buffer_of, state)
+    for k, (value, copy_from) in enumerate(outputs):
+        if copy_from is not None:
+            _emit_copy(buffer_of(copy_from), buffer_of(value), len(groups) + k, state)
+    return _finish(graph, state)
+
+
+def _output_buffers(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _State) -> list[tuple[Value, Value | None]]:
+    """Give each graph output its slot; outputs that are inputs, constants, views or repeats need a copy."""
+    result: list[tuple[Value, Value | None]] = []
+    claimed: set[int] = set()
+    for k, v in enumerate(graph.outputs):
+        is_view = v.producer is not None and lookup(v.producer.op_type, v.producer.domain).kind == "view"
+        if v.producer is None or is_view or id(v) in claimed:
+            # A fresh value with the output's name, filled by a copy kernel at the end.
+            out = Value(v.name, v.type)
+            graph.outputs[k] = out
+            state.storage[buffer_of(out).name] = _Storage("output", k)
+            result.append((out, v))
+        else:
+            state.storage[buffer_of(v).name] = _Storage("output", k)
+            result.append((v, None))
+        claimed.add(id(v))
+    return result
+
+
+def _emit_copy(src: Buffer, dst: Buffer, step: int, state: _State) -> None:
+    node = Node("Identity", f"copy_{dst.name}", [], [Value(dst.name, TensorType(dst.dtype, dst.shape))], opset=1)
+    ctx = LoweringContext(node, state.target, [Tensor(src)], state.names)
+    result = reshape_copy(ctx)[0]
+    comps = [_retarget(c, {result.buffer.name: dst}) for c in ctx.computations]
+    _add_kernel(comps, f"copy_{dst.name}", "Copy", step, state)
+
+
+def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
+    produced: dict[int, Tensor] = {}
+    computations: list[Computation] = []
+    materialized: set[str] = set()
+    for node in group.nodes:
+        inputs = [None if v is None else produced.get(id(v)) or Tensor(buffer_of(v)) for v in node.inputs]
+        ctx = LoweringContext(node, state.target, inputs, state.names)
+        try:
+            results = lookup(node.op_type, node.domain).lower(ctx)
+        except CompileError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AssertionError) as exc:
+            raise UnsupportedOpError(f"{node.describe()}: cannot lower this node ({type(exc).__name__}: {exc})") from exc
+        if len(results) < len([o for o in node.outputs if o is not None]):
+            raise CompileError(f"{node.describe()}: lowering produced {len(results)} outputs")
+        computations.extend(ctx.computations)
+        materialized |= ctx.materialized
+        for name, array in ctx.constants.items():
+            state.constants[name] = array
+            state.storage[name] = _Storage("weights", key=name)
+        for value, tensor in zip(node.outputs, results):
+            produced[id(value)] = tensor
+    # The group's visible outputs take the values' buffers; everything else is a temporary.
+    last = group.nodes[-1]
+    renames: dict[str, Buffer] = {}
+    for value in last.outputs:
+        tensor = produced[id(value)]
+        target = buffer_of(value)
+        if tensor.buffer.name in state.storage or tensor.buffer.name in renames:
+            # The lowering returned an existing tensor (e.g. an input): copy it.
+            computations.append(_copy_computation(tensor, target))
+        else:
+            renames[tensor.buffer.name] = target
+    computations = [_retarget(c, renames) for c in computations]
+    keep = {b.name for b in renames.values()}
+    computations = _inline(computations, keep | materialized, keep)
+    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, node_name=last.name)
+
+
+def _copy_computation(src: Tensor, dst: Buffer) -> Computation:
+    index = tuple(Var(f"c{k}") for k in range(len(dst.shape)))
+    return Computation(dst, index, Load(src.buffer, index))
+
+
+def _retarget(c: Computation, renames: dict[str, Buffer]) -> Computation:
+    if not renames:
+        return c
+
+    def fix(e: Expr) -> Expr:
+        if isinstance(e, Load) and e.buffer.name in renames:
+            return Load(renames[e.buffer.name], tuple(fix(i) for i in e.indices))
+        kids = children(e)
+        return rebuild(e, tuple(fix(k) for k in kids)) if kids else e
+
+    return Computation(renames.get(c.output.name, c.output), c.index, fix(c.body), c.axes, c.combiner,
+                       None if c.epilogue is None else fix(c.epilogue), c.extents, c.offsets)
+
+
+def _reads(c: Computation, name: str) -> list[Load]:
+    exprs = [c.body] + ([c.epilogue] if c.epilogue is not None else [])
+    return [e for x in exprs for e in walk(x) if isinstance(e, Load) and e.buffer.name == name]
+
+
+def _inline_loads(e: Expr, producer: Computation) -> Expr:
+    if isinstance(e, Load) and e.buffer.name == producer.output.name:
+        index = tuple(_inline_loads(i, producer) for i in e.indices)
+        return substitute(producer.value_expr(), dict(zip(producer.index, index)))
+    kids = children(e)
+    return rebuild(e, tuple(_inline_loads(k, producer) for k in kids)) if kids else e
+
+
+def _inline(comps: list[Computation], pinned: set[str], outputs: set[str]) -> list[Computation]:
+    """Remove temporaries: inline pointwise producers, fold reductions into pointwise epilogues."""
+    changed = True
+    while changed:
+        changed = False
+        for p in comps:
+            name = p.output.name
+            writers = [c for c in comps if c.output.name == name]
+            if name in pinned or len(writers) != 1 or not p.writes_whole_output:
+                continue
+            readers = [c for c in comps if c is not p and _reads(c, name)]
+            if not p.is_reduction:
+                comps = [c if c is p else _replace_reads(c, p) for c in comps if c is not p]
+                changed = True
+                break
+            if len(readers) == 1 and _is_epilogue_of(readers[0], p):
+                fused = _as_epilogue(readers[0], p)
+                comps = [fused if c is readers[0] else c for c in comps if c is not p]
+                changed = True
+                break
+    return comps
+
+
+def _replace_reads(c: Computation, producer: Computation) -> Computation:
+    return Computation(c.output, c.index, _inline_loads(c.body, producer), c.axes, c.combiner,
+                       None if c.epilogue is None else _inline_loads(c.epilogue, producer), c.extents, c.offsets)
+
+
+def _is_epilogue_of(reader: Computation, producer: Computation) -> bool:
+    if reader.is_reduction or not reader.writes_whole_output or reader.output.shape != producer.output.shape:
+        return False
+    return all(ld.indices == reader.index for ld in _reads(reader, producer.output.name))
+
+
+def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
+    """``reader`` (pointwise over ``producer``'s output at the same index) becomes ``producer``'s epilogue."""
+    acc = producer.acc
+    reduced = acc if producer.epilogue is None else producer.epilogue
+
+    def swap(e: Expr) -> Expr:
+        if isinstance(e, Load) and e.buffer.name == producer.output.name:
+            return reduced
+        kids = children(e)
+        return rebuild(e, tuple(swap(k) for k in kids)) if kids else e
+
+    epilogue = substitute(swap(reader.value_expr()), dict(zip(reader.index, producer.index)))
+    return Computation(reader.output, producer.index, producer.body, producer.axes, producer.combiner, epilogue)
+
+
+def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State, node_name: str = "") -> None:
+    for c in comps:
+        if c.output.name not in state.storage:
+            state.storage[c.output.name] = _Storage("arena", key=c.output.name)
+    body = seq(*(schedule_computation(c, state.target) for c in comps))
+    params: dict[str, Buffer] = {}
+    for buffer, _ in loads_and_stores(body):
+        if buffer.scope == "global":
+            params.setdefault(buffer.name, buffer)
+    for buffer in params.values():
+        storage = state.storage[buffer.name]
+        if storage.kind == "arena":
+            entry = state.arena.setdefault(storage.key, [buffer.numel * buffer.dtype.itemsize, step, step])
+            entry[0] = max(entry[0], buffer.numel * buffer.dtype.itemsize)
+            entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
+    kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label)
+    state.calls.append((kernel, step))
+
+
+def _finish(graph: Graph, state: _State) -> Program:
+    plan = plan_arena([BufferLifetime(k, size, first, last) for k, (size, first, last) in sorted(state.arena.items())])
+    offsets: dict[str, int] = {}
+    blob = bytearray()
+    used = {b.name for kernel, _ in state.calls for b in kernel.params}
+    used_keys = {state.storage[n].key for n in used if state.storage[n].kind == "weights"}
+    for name in sorted(used_keys):
+        array = np.ascontiguousarray(state.constants[name])
+        blob.extend(b"\0" * (-len(blob) % WEIGHT_ALIGNMENT))
+        offsets[name] = len(blob)
+        blob.extend(array.tobytes())
+    calls = []
+    for kernel, _ in state.calls:
+        refs = []
+        for b in kernel.params:
+            s = state.storage[b.name]
+            if s.kind in ("input", "output"):
+                refs.append(BufferRef(s.kind, index=s.index))
+            elif s.kind == "weights":
+                refs.append(BufferRef("weights", offset=offsets[s.key]))
+            else:
+                refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
+        calls.append(KernelCall(kernel, tuple(refs)))
+    return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs))

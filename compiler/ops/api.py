@@ -1,0 +1,175 @@
+"""The interface op lowerings are written against.
+
+A lowering is ``def lower(ctx: LoweringContext) -> list[Tensor]``: it reads its
+inputs as ``Tensor`` s, describes its results with ``ctx.compute`` (pointwise:
+output index → expression) and ``ctx.reduce`` (adds reduction axes and a
+combiner), and returns one tensor per node output. It never builds loops: the
+lowering driver inlines, fuses, schedules and emits them.
+
+Example, all of Relu::
+
+    def relu(ctx):
+        x = ctx.input(0)
+        return [ctx.compute(x.shape, lambda i: max_(x[i], 0.0))]
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from compiler.codegen.target import Target
+from compiler.dtypes import DType
+from compiler.errors import ShapeError, UnsupportedOpError
+from compiler.graph.ir import Node, Value
+from compiler.loopir.compute import Computation, ReduceAxis, acc_var
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, substitute
+
+Index = tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor a lowering reads: indexing it gives a load expression."""
+
+    buffer: Buffer
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.buffer.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.buffer.dtype
+
+    @property
+    def rank(self) -> int:
+        return len(self.buffer.shape)
+
+    def __getitem__(self, index: "Expr | int | Sequence[Expr | int]") -> Expr:
+        if not isinstance(index, (tuple, list)):
+            index = (index,)
+        if len(index) != self.rank:
+            raise ValueError(f"{self.buffer.name}: {len(index)} indices for rank {self.rank}")
+        return Load(self.buffer, tuple(as_expr(i) for i in index))
+
+    def at_broadcast(self, index: Index) -> Expr:
+        """Load with numpy broadcasting against an output index of rank >= this tensor's."""
+        offset = len(index) - self.rank
+        return self[[Const(0) if dim == 1 else index[offset + k] for k, dim in enumerate(self.shape)]]
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(np.broadcast_shapes(*shapes))
+
+
+@dataclass
+class LoweringContext:
+    node: Node
+    target: Target
+    inputs: list[Tensor | None]
+    names: Callable[[str], str]
+    computations: list[Computation] = field(default_factory=list)
+    # Temporaries that must be stored rather than inlined into their readers.
+    materialized: set[str] = field(default_factory=set)
+    # Constants the lowering derived at compile time (e.g. weights repacked into a kernel's layout).
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    _vars: "itertools.count[int]" = field(default_factory=itertools.count)
+
+    # --- reading the node -----------------------------------------------------------
+
+    @property
+    def opset(self) -> int:
+        return self.node.opset
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.node.attrs.get(name, default)
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.inputs) and self.inputs[i] is not None
+
+    def input(self, i: int) -> Tensor:
+        if not self.has_input(i):
+            self.unsupported(f"input {i} is required")
+        return self.inputs[i]
+
+    def input_value(self, i: int) -> Value | None:
+        return self.node.input(i)
+
+    def const_input(self, i: int, what: str = "") -> np.ndarray | None:
+        """Input ``i`` as a compile-time constant (None when omitted); data-dependent values are refused."""
+        value = self.node.input(i)
+        if value is None:
+            return None
+        if value.const is None:
+            raise ShapeError(f"{self.node.describe()}: input {i} ({what or value.name}) must be a compile-time "
+                             f"constant, but it depends on the model's inputs at run time")
+        return value.const
+
+    def output_type(self, i: int = 0):
+        return self.node.outputs[i].type
+
+    def unsupported(self, reason: str) -> None:
+        raise UnsupportedOpError(f"{self.node.describe()}: {reason}")
+
+    # --- describing results ---------------------------------------------------------
+
+    def fresh_vars(self, n: int, prefix: str = "i") -> tuple[Var, ...]:
+        return tuple(Var(f"{prefix}{next(self._vars)}") for _ in range(n))
+
+    def temp(self, shape: Sequence[int], dtype: DType, hint: str = "t") -> Buffer:
+        return Buffer(self.names(hint), dtype, tuple(int(d) for d in shape))
+
+    def compute(self, shape: Sequence[int], fn: Callable[[Index], Expr | float | int | bool],
+                dtype: DType | None = None, name: str = "t", materialize: bool = False) -> Tensor:
+        """``out[i] = fn(i)`` for every index ``i`` of ``shape``."""
+        index = self.fresh_vars(len(shape))
+        body = fn(index)
+        body = as_expr(body, dtype or DType.F32) if not isinstance(body, Expr) else body
+        out = self.temp(shape, dtype or body.dtype, name)
+        if dtype is not None and body.dtype is not dtype:
+            raise TypeError(f"{self.node.describe()}: computed {body.dtype.value}, declared {dtype.value}")
+        self.computations.append(Computation(out, index, body))
+        if materialize:
+            self.materialized.add(out.name)
+        return Tensor(out)
+
+    def reduce(self, shape: Sequence[int], extents: Sequence[int], fn: Callable[[Index, Index], Expr],
+               combiner: str = "sum", epilogue: Callable[[Expr, Index], Expr] | None = None,
+               name: str = "t", materialize: bool = False) -> Tensor:
+        """``out[i] = epilogue(combine over r of fn(i, r), i)``; ``extents`` are the reduction ranges."""
+        index = self.fresh_vars(len(shape))
+        rvars = self.fresh_vars(len(extents), "r")
+        body = fn(index, rvars)
+        acc = acc_var(body.dtype)
+        post = epilogue(acc, index) if epilogue is not None else None
+        dtype = post.dtype if post is not None else body.dtype
+        out = self.temp(shape, dtype, name)
+        axes = tuple(ReduceAxis(v, int(e)) for v, e in zip(rvars, extents))
+        if not axes:
+            # A reduction over nothing is the epilogue of the single element.
+            value = post if post is not None else body
+            self.computations.append(Computation(out, index, substitute(value, {acc: body})))
+        else:
+            self.computations.append(Computation(out, index, body, axes, combiner, post))
+        if materialize:
+            self.materialized.add(out.name)
+        return Tensor(out)
+
+    def add_constant(self, array: np.ndarray, hint: str = "c") -> Tensor:
+        """A compile-time array (weights in a packed layout, folded BatchNorm scales) as a tensor."""
+        array = np.ascontiguousarray(array)
+        buffer = Buffer(self.names(hint), DType.from_numpy(array.dtype), tuple(array.shape))
+        self.constants[buffer.name] = array
+        return Tensor(buffer)
+
+    def write_region(self, out: Buffer, offsets: Sequence[int], extents: Sequence[int],
+                     fn: Callable[[Index], Expr]) -> None:
+        """``out[offsets + i] = fn(i)`` for ``i`` in ``extents`` (e.g. one input of a Concat)."""
+        index = self.fresh_vars(len(extents))
+        self.computations.append(Computation(out, index, fn(index), extents=tuple(extents),
+                                             offsets=tuple(offsets)))
+        self.materialized.add(out.name)

@@ -1,0 +1,54 @@
+"""Normalizations: BatchNormalization (inference) and LRN.
+
+A BatchNormalization that did not fold into a Conv becomes ``x * a[c] + b[c]``
+with ``a`` and ``b`` precomputed at compile time, an elementwise op that fuses
+like any other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.loopir.expr import Const, Expr, binary, compare, const, logical_and, max_, min_, select
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.registry import OpDef, defop
+
+
+def batch_norm(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    if ctx.attr("training_mode", 0):
+        ctx.unsupported("training_mode=1 (batch statistics) is not an inference computation")
+    scale, bias, mean, var = (ctx.const_input(i, name).astype(np.float64)
+                              for i, name in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    a = scale / np.sqrt(var + eps)
+    b = bias - mean * a
+    a_t = ctx.add_constant(a.astype(x.dtype.numpy), "bn_scale")
+    b_t = ctx.add_constant(b.astype(x.dtype.numpy), "bn_shift")
+    channel = 1 if x.rank > 1 else 0
+    return [ctx.compute(x.shape, lambda i: x[i] * a_t[i[channel]] + b_t[i[channel]], dtype=x.dtype, name="bn")]
+
+
+def lrn(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    size = int(ctx.attr("size"))
+    alpha, beta, bias = (float(ctx.attr(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    before = (size - 1) // 2
+    channels = x.shape[1]
+
+    def body(i: Index, r: Index) -> Expr:
+        c = i[1] + r[0] - before
+        inside = logical_and(compare("ge", c, 0), compare("lt", c, channels))
+        v = x[[i[0], min_(max_(c, Const(0)), Const(channels - 1)), *i[2:]]]
+        return select(inside, v * v, const(0.0, x.dtype))
+
+    def epilogue(acc: Expr, i: Index) -> Expr:
+        base = const(bias, x.dtype) + const(alpha / size, x.dtype) * acc
+        return x[i] / binary("pow", base, const(beta, x.dtype))
+
+    return [ctx.reduce(x.shape, [size], body, "sum", epilogue, name="lrn")]
+
+
+OPS: list[OpDef] = [defop("BatchNormalization", batch_norm, "elementwise"), defop("LRN", lrn)]

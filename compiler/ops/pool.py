@@ -1,0 +1,108 @@
+"""Pooling: MaxPool, AveragePool, LpPool and their global forms, as windowed reductions.
+
+A window position outside the input reads as the combiner's identity (no
+padded copy: pools are cheap next to convs and the select is loop-invariant in
+most of the window). AveragePool divides by the window size, or, with
+count_include_pad=0 and padding, by the count of in-bounds positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.conv import spatial_pads
+from compiler.ops.registry import OpDef, defop
+
+
+def _window(ctx: LoweringContext, x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], list[int]]:
+    rank = x.rank - 2
+    kernel = tuple(ctx.attr("kernel_shape"))
+    strides = tuple(ctx.attr("strides", [1] * rank))
+    dilations = tuple(ctx.attr("dilations", [1] * rank))
+    pads = spatial_pads(ctx, x.shape[2:], ctx.output_type(0).shape[2:], kernel, strides, dilations)
+    return kernel, strides, dilations, pads
+
+
+def _window_load(x: Tensor, i: Index, r: Index, strides, dilations, begins, fill: float) -> tuple[Expr, Expr]:
+    """(value or ``fill`` outside the input, in-bounds predicate) at window offset ``r`` of output ``i``."""
+    rank = len(r)
+    pos = [i[2 + d] * strides[d] + r[d] * dilations[d] - begins[d] for d in range(rank)]
+    inside: Expr = Const(True, x.dtype.BOOL)
+    clamped = []
+    for d in range(rank):
+        inside = logical_and(inside, logical_and(compare("ge", pos[d], 0), compare("lt", pos[d], x.shape[2 + d])))
+        clamped.append(min_(max_(pos[d], Const(0)), Const(x.shape[2 + d] - 1)))
+    value = x[[i[0], i[1], *clamped]]
+    return select(inside, value, const(fill, x.dtype)), inside
+
+
+def max_pool(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1] is not None:
+        ctx.unsupported("the Indices output of MaxPool is not supported")
+    kernel, strides, dilations, pads = _window(ctx, x)
+    lowest = -math.inf if x.dtype.is_float else -(1 << (x.dtype.bits - 1)) if x.dtype.is_signed else 0
+    return [ctx.reduce(ctx.output_type(0).shape, kernel,
+                       lambda i, r: _window_load(x, i, r, strides, dilations, pads, lowest)[0], "max",
+                       name="maxpool")]
+
+
+def average_pool(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    out = ctx.output_type(0)
+    kernel, strides, dilations, pads = _window(ctx, x)
+    rank = len(kernel)
+    include_pad = bool(ctx.attr("count_include_pad", 0))
+    padded = any(pads)
+    overhang = any((out.shape[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1
+                   > x.shape[2 + d] + pads[d] + pads[rank + d] for d in range(rank))
+    if not overhang and (include_pad or not padded):
+        size = const(math.prod(kernel), x.dtype)
+        return [ctx.reduce(out.shape, kernel, lambda i, r: _window_load(x, i, r, strides, dilations, pads, 0.0)[0],
+                           "sum", lambda acc, i: acc / size, name="avgpool")]
+    # The divisor varies with the position: count the window's positions inside the (padded) input.
+    limit_pads = pads if include_pad else [0] * (2 * rank)
+
+    def counted(i: Index, r: Index) -> Expr:
+        inside: Expr = Const(True, x.dtype.BOOL)
+        for d in range(rank):
+            p = i[2 + d] * strides[d] + r[d] * dilations[d] - pads[d]
+            inside = logical_and(inside, logical_and(compare("ge", p, -limit_pads[d]),
+                                                     compare("lt", p, x.shape[2 + d] + limit_pads[rank + d])))
+        return cast(inside, x.dtype)
+
+    count = ctx.reduce(out.shape, kernel, counted, "sum", name="avgpool_count", materialize=True)
+    return [ctx.reduce(out.shape, kernel, lambda i, r: _window_load(x, i, r, strides, dilations, pads, 0.0)[0],
+                       "sum", lambda acc, i: acc / count[i], name="avgpool")]
+
+
+def lp_pool(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    kernel, strides, dilations, pads = _window(ctx, x)
+    p = float(ctx.attr("p", 2))
+
+    def body(i: Index, r: Index) -> Expr:
+        v = _window_load(x, i, r, strides, dilations, pads, 0.0)[0]
+        return call("abs", v) if p == 1 else binary("pow", call("abs", v), const(p, v.dtype))
+
+    return [ctx.reduce(ctx.output_type(0).shape, kernel, body, "sum",
+                       lambda acc, i: binary("pow", acc, const(1.0 / p, acc.dtype)), name="lppool")]
+
+
+def _global(combiner: str, average: bool):
+    def lower(ctx: LoweringContext) -> list[Tensor]:
+        x = ctx.input(0)
+        spatial = x.shape[2:]
+        count = const(math.prod(spatial), x.dtype)
+        return [ctx.reduce(ctx.output_type(0).shape, spatial, lambda i, r: x[[i[0], i[1], *r]], combiner,
+                           (lambda acc, i: acc / count) if average else None, name="globalpool")]
+
+    return lower
+
+
+OPS: list[OpDef] = [
+    defop("MaxPool", max_pool), defop("AveragePool", average_pool), defop("LpPool", lp_pool),
+    defop("GlobalAveragePool", _global("sum", True)), defop("GlobalMaxPool", _global("max", False)),
+]

@@ -1,0 +1,80 @@
+"""Reduce* ops (axes as attribute or, from opset 13/18, as an input; keepdims; noop_with_empty_axes)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from compiler.loopir.expr import Expr, call, cast, const
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.registry import OpDef, defop
+
+# name: (combiner, per-element map, epilogue(acc, count))
+_REDUCTIONS: dict[str, tuple[str, Callable[[Expr], Expr], Callable[[Expr, int], Expr]]] = {
+    "ReduceSum": ("sum", lambda v: v, lambda a, n: a),
+    "ReduceMean": ("sum", lambda v: v, lambda a, n: a / const(n, a.dtype)),
+    "ReduceMax": ("max", lambda v: v, lambda a, n: a),
+    "ReduceMin": ("min", lambda v: v, lambda a, n: a),
+    "ReduceProd": ("prod", lambda v: v, lambda a, n: a),
+    "ReduceL1": ("sum", lambda v: call("abs", v), lambda a, n: a),
+    "ReduceL2": ("sum", lambda v: v * v, lambda a, n: call("sqrt", a)),
+    "ReduceSumSquare": ("sum", lambda v: v * v, lambda a, n: a),
+    "ReduceLogSum": ("sum", lambda v: v, lambda a, n: call("log", a)),
+}
+
+
+def reduce_axes(ctx: LoweringContext, rank: int, input_index: int = 1) -> list[int]:
+    """The reduced axes, normalized and sorted; all axes when none are given (unless noop_with_empty_axes)."""
+    axes = ctx.const_input(input_index, "axes") if ctx.has_input(input_index) else ctx.attr("axes")
+    if axes is None or len(axes) == 0:
+        return [] if ctx.attr("noop_with_empty_axes", 0) else list(range(rank))
+    return sorted(int(a) % rank for a in axes)
+
+
+def source_index(rank: int, axes: list[int], keepdims: bool, i: Index, r: Index) -> list[Expr]:
+    """The input index read for output index ``i`` and reduction index ``r``."""
+    src, ri, oi = [], iter(r), iter(i)
+    for d in range(rank):
+        if d in axes:
+            src.append(next(ri))
+            if keepdims:
+                next(oi)
+        else:
+            src.append(next(oi))
+    return src
+
+
+def _lower(name: str):
+    combiner, element, finish = _REDUCTIONS[name]
+
+    def lower(ctx: LoweringContext) -> list[Tensor]:
+        x = ctx.input(0)
+        axes = reduce_axes(ctx, x.rank)
+        keep = bool(ctx.attr("keepdims", 1))
+        out = ctx.output_type(0)
+        count = 1
+        for a in axes:
+            count *= x.shape[a]
+
+        return [ctx.reduce(out.shape, [x.shape[a] for a in axes],
+                           lambda i, r: element(x[source_index(x.rank, axes, keep, i, r)]), combiner,
+                           lambda acc, i: cast(finish(acc, count), out.dtype), name=name.lower())]
+
+    return lower
+
+
+def _log_sum_exp(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    axes = reduce_axes(ctx, x.rank)
+    keep = bool(ctx.attr("keepdims", 1))
+    out = ctx.output_type(0)
+
+    def source(i: Index, r: Index) -> list[Expr]:
+        return source_index(x.rank, axes, keep, i, r)
+
+    extents = [x.shape[a] for a in axes]
+    peak = ctx.reduce(out.shape, extents, lambda i, r: x[source(i, r)], "max", name="lse_max", materialize=True)
+    return [ctx.reduce(out.shape, extents, lambda i, r: call("exp", x[source(i, r)] - peak[i]), "sum",
+                       lambda acc, i: call("log", acc) + peak[i], name="logsumexp")]
+
+
+OPS: list[OpDef] = [defop(name, _lower(name)) for name in _REDUCTIONS] + [defop("ReduceLogSumExp", _log_sum_exp)]

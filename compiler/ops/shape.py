@@ -1,0 +1,81 @@
+"""Data movement: views (Reshape, Flatten, Squeeze, Unsqueeze, Identity), Transpose, Concat, Cast.
+
+Views are ``kind="view"``: the driver gives their output the input's storage
+and emits no kernel. Their lowering, a row-major re-indexing copy, is used only
+where a copy is required (a view that is itself a graph output).
+"""
+
+from __future__ import annotations
+
+from compiler.loopir.expr import Const, Expr, cast
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.registry import OpDef, defop
+
+
+def _unravel(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:
+    index: list[Expr] = []
+    for k, dim in enumerate(shape):
+        inner = 1
+        for d in shape[k + 1:]:
+            inner *= d
+        index.append(Const(0) if dim == 1 else (flat // inner) % dim if k else flat // inner)
+    return index
+
+
+def _ravel(index: Index, shape: tuple[int, ...]) -> Expr:
+    flat: Expr = Const(0)
+    for i, dim in zip(index, shape):
+        flat = flat * dim + i
+    return flat
+
+
+def reshape_copy(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    out = ctx.output_type(0)
+    if x.shape == out.shape:
+        return [ctx.compute(out.shape, lambda i: x[i], dtype=x.dtype, name="copy")]
+    return [ctx.compute(out.shape, lambda i: x[_unravel(_ravel(i, out.shape), x.shape)], dtype=x.dtype,
+                        name="reshape")]
+
+
+def transpose(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    perm = list(ctx.attr("perm", list(range(x.rank))[::-1]))
+
+    def value(i: Index) -> Expr:
+        src: list[Expr] = [Const(0)] * x.rank
+        for k, p in enumerate(perm):
+            src[p] = i[k]
+        return x[src]
+
+    return [ctx.compute(ctx.output_type(0).shape, value, dtype=x.dtype, name="transpose")]
+
+
+def concat(ctx: LoweringContext) -> list[Tensor]:
+    out = ctx.output_type(0)
+    axis = int(ctx.attr("axis")) % len(out.shape)
+    result = ctx.temp(out.shape, out.dtype, "concat")
+    offset = 0
+    for k in range(len(ctx.node.inputs)):
+        if not ctx.has_input(k) or 0 in ctx.input(k).shape:
+            continue
+        x = ctx.input(k)
+        offsets = [offset if d == axis else 0 for d in range(len(out.shape))]
+        ctx.write_region(result, offsets, x.shape, lambda i, x=x: x[i])
+        offset += x.shape[axis]
+    return [Tensor(result)]
+
+
+def cast_op(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    out = ctx.output_type(0)
+    return [ctx.compute(out.shape, lambda i: cast(x[i], out.dtype), dtype=out.dtype, name="cast")]
+
+
+VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+OPS: list[OpDef] = [defop(name, reshape_copy, "view") for name in VIEW_OPS] + [
+    defop("Transpose", transpose),
+    defop("Concat", concat),
+    defop("Cast", cast_op, "elementwise"),
+]

@@ -1,0 +1,42 @@
+"""Softmax, LogSoftmax and Hardmax-free softmax family, as max / sum-of-exp / normalize.
+
+Before opset 13 the op works on the input coerced to 2-D at ``axis`` (all
+trailing dims are one row); from 13 on it normalizes along ``axis`` alone.
+"""
+
+from __future__ import annotations
+
+from compiler.loopir.expr import Expr, call
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.reduce import source_index
+from compiler.ops.registry import OpDef, defop
+
+
+def _softmax(log: bool):
+    def lower(ctx: LoweringContext) -> list[Tensor]:
+        x = ctx.input(0)
+        default_axis = -1 if ctx.opset >= 13 else 1
+        axis = int(ctx.attr("axis", default_axis)) % max(x.rank, 1)
+        axes = [axis] if ctx.opset >= 13 else list(range(axis, x.rank))
+        stat_shape = [1 if d in axes else n for d, n in enumerate(x.shape)]
+        extents = [x.shape[a] for a in axes]
+
+        def row(i: Index, r: Index) -> Expr:
+            return x[source_index(x.rank, axes, True, i, r)]
+
+        def stat(i: Index) -> Index:
+            return tuple(0 if d in axes else i[d] for d in range(x.rank))
+
+        peak = ctx.reduce(stat_shape, extents, row, "max", name="softmax_max", materialize=True)
+        total = ctx.reduce(stat_shape, extents, lambda i, r: call("exp", row(i, r) - peak[i]), "sum",
+                           name="softmax_sum", materialize=True)
+        if log:
+            return [ctx.compute(x.shape, lambda i: x[i] - peak[stat(i)] - call("log", total[stat(i)]),
+                                dtype=x.dtype, name="logsoftmax")]
+        return [ctx.compute(x.shape, lambda i: call("exp", x[i] - peak[stat(i)]) / total[stat(i)],
+                            dtype=x.dtype, name="softmax")]
+
+    return lower
+
+
+OPS: list[OpDef] = [defop("Softmax", _softmax(False)), defop("LogSoftmax", _softmax(True))]

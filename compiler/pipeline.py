@@ -1,0 +1,100 @@
+"""The whole pipeline: model → graph IR → passes → kernels → LLVM object → shared object → artifact.
+
+``compile_model`` is what ``compiler.compile`` and the CLI call. Each stage is
+timed (``build.timings`` in the manifest, ``tilec compile --time-passes``) and
+can report progress; ``dump_ir`` writes the graph and every kernel's loop IR.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import onnx
+
+from compiler import __version__
+from compiler.artifact.format import write_artifact
+from compiler.codegen.link import link_shared_object
+from compiler.codegen.llvm.module import build_module, compile_module
+from compiler.codegen.target import Target, resolve_target
+from compiler.errors import CompileError
+from compiler.frontend import load_graph
+from compiler.graph.passes import run_passes
+from compiler.loopir.printer import format_kernel
+from compiler.lowering.driver import Program, lower_graph
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+
+
+@dataclass
+class BuildLog:
+    progress: Callable[[str], None] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.progress:
+            self.progress(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _io_spec(values) -> list[dict[str, Any]]:
+    return [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in values]
+
+
+def _manifest(program: Program, target: Target, options: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "compiler_version": __version__,
+        "target": {"kind": target.kind, "triple": target.triple, "arch": target.arch, "cpu": target.cpu,
+                   "features": list(target.required_flags)},
+        "inputs": _io_spec(program.inputs),
+        "outputs": _io_spec(program.outputs),
+        "workspace_size": program.workspace_size,
+        "kernels": [{"name": c.kernel.name, "ops": c.kernel.label} for c in program.calls],
+        # No timings here: compiling the same model twice must give the same bytes.
+        "build": {"options": {k: repr(v) for k, v in sorted(options.items())}},
+    }
+
+
+def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str = "host", cpu: str | None = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None, dump_ir: str | os.PathLike | None = None,
+                  progress: Callable[[str], None] | None = None, timings: dict[str, float] | None = None,
+                  **options: Any) -> pathlib.Path:
+    if options:
+        raise CompileError(f"unknown compile option(s): {', '.join(sorted(options))}")
+    log = BuildLog(progress)
+    with log.stage("target"):
+        tgt = resolve_target(target, cpu)
+    with log.stage("frontend"):
+        graph = load_graph(model, input_shapes)
+    with log.stage("graph passes"):
+        graph = run_passes(graph)
+    with log.stage("lowering"):
+        program = lower_graph(graph, tgt, progress)
+    if dump_ir is not None:
+        _dump(pathlib.Path(dump_ir), graph, program)
+    with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
+        module = build_module(program.calls, tgt)
+        obj = compile_module(module, tgt, log.timings)
+    with log.stage("link"):
+        native = link_shared_object([obj], tgt.triple, tgt.cpu)
+    with log.stage("write artifact"):
+        manifest = _manifest(program, tgt, {"input_shapes": dict(input_shapes or {})})
+        path = write_artifact(output, manifest, {"native": native, "weights": program.weights})
+    if timings is not None:
+        timings.update(log.timings)
+    return path
+
+
+def _dump(folder: pathlib.Path, graph, program: Program) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "graph.txt").write_text(str(graph) + "\n")
+    for k, call in enumerate(program.calls):
+        (folder / f"{k:03d}_{call.kernel.name}.loop.txt").write_text(format_kernel(call.kernel) + "\n")
