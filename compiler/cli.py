@@ -1,0 +1,519 @@
+"""The ``tilec`` command line: compile, run, inspect, bench, support.
+
+``main(argv=None) -> int`` never raises (except for SystemExit from nothing): exit codes are
+0 success, 1 a TilecError or an OS error (one ``tilec: error: ...`` line, no traceback),
+2 a usage error (argparse), 70 an internal error (a bug: traceback only with TILEC_DEBUG=1),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, Sequence
+
+from runtime_stub.errors import InvalidInputError, TilecError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+TARGETS = ("host", "x86_64-linux-gnu", "aarch64-linux-gnu")
+
+
+class CliError(TilecError):
+    """A bad command-line value found after parsing (missing file, malformed --input, ...)."""
+
+
+def _eprint(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# --- argument types -----------------------------------------------------------------
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``name=2x64`` (or ``name=2,64``; ``name=`` for a scalar) → ("name", (2, 64))."""
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIMS such as x=2x64, got {text!r}")
+    dims = dims.strip()
+    try:
+        shape = tuple(int(d) for d in dims.replace(",", "x").split("x")) if dims else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad dimensions in {text!r}: use integers separated by 'x', e.g. x=2x64") from None
+    if any(d < 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"negative dimension in {text!r}")
+    return name, shape
+
+
+def _input_file(text: str) -> tuple[str, str]:
+    """``name=file.npy`` → ("name", "file.npy")."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy, got {text!r}")
+    return name, path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _shapes_dict(pairs: Sequence[tuple[str, tuple[int, ...]]] | None) -> dict[str, tuple[int, ...]] | None:
+    if not pairs:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in pairs:
+        if name in shapes and shapes[name] != shape:
+            raise CliError(f"--input-shape gives {name!r} twice: {shapes[name]} and {shape}")
+        shapes[name] = shape
+    return shapes
+
+
+# --- formatting helpers -------------------------------------------------------------
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # unreachable
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, indent: str = "  ",
+           align: str = "") -> str:
+    """Columns padded to their widest cell; ``align`` has one 'l' or 'r' per column (default all 'l')."""
+    all_rows = ([list(header)] if header else []) + [list(r) for r in rows]
+    if not all_rows:
+        return ""
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(all_rows[0]))]
+    lines = []
+    for k, row in enumerate(all_rows):
+        cells = [cell.rjust(w) if align[i:i + 1] == "r" else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append(indent + "  ".join(cells).rstrip())
+        if header and k == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _kernel_label(kernel: Any) -> str:
+    ops = kernel.get("ops", "") if isinstance(kernel, dict) else kernel
+    return "+".join(ops) if isinstance(ops, (list, tuple)) else str(ops)
+
+
+def _is_artifact(path: str | os.PathLike) -> bool:
+    from runtime_stub.artifact import MAGIC_PREFIX
+
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC_PREFIX)) == MAGIC_PREFIX
+    except OSError:
+        return False
+
+
+# --- compile ------------------------------------------------------------------------
+
+
+def _timings_table(timings: dict[str, float]) -> str:
+    """Top-level stages in order; ``prefix.sub`` entries (llvm.parse, ...) indented under their stage."""
+    top = [k for k in timings if "." not in k]
+    subs = [k for k in timings if "." in k]
+    total = sum(timings[k] for k in top) or 1e-12
+    rows: list[list[str]] = []
+    placed: set[str] = set()
+
+    def row(name: str, label: str) -> list[str]:
+        seconds = timings[name]
+        return [label, f"{seconds * 1e3:.1f}", f"{100 * seconds / total:.1f}%"]
+
+    for stage in top:
+        rows.append(row(stage, stage))
+        for sub in subs:
+            if sub not in placed and stage.startswith(sub.split(".", 1)[0]):
+                rows.append(row(sub, "  " + sub))
+                placed.add(sub)
+    for sub in subs:
+        if sub not in placed:
+            rows.append(row(sub, "  " + sub))
+    rows.append(["total", f"{total * 1e3:.1f}", "100.0%"])
+    return _table(rows, header=["stage", "ms", "share"], align="lrr")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import compiler
+
+    start = time.perf_counter()
+    progress: Callable[[str], None] | None = None
+    if not args.quiet:
+        def progress(line: str) -> None:
+            _eprint(f"[{time.perf_counter() - start:7.2f}s] {line}")
+
+    model_path = pathlib.Path(args.model)
+    if not model_path.exists():
+        raise CliError(f"no such model file: {args.model}")
+    if model_path.is_dir():
+        raise CliError(f"{args.model} is a directory, not an ONNX model")
+    if pathlib.Path(args.output).is_dir():
+        raise CliError(f"-o {args.output} is a directory; give the artifact's file name, e.g. {args.output}/model.tilec")
+    timings: dict[str, float] = {}
+    out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
+                           input_shapes=_shapes_dict(args.input_shape), dump_ir=args.dump_ir,
+                           progress=progress, timings=timings)
+    elapsed = time.perf_counter() - start
+    if args.time_passes:
+        _eprint("stage timings:")
+        _eprint(_timings_table(timings))
+    size = os.path.getsize(out)
+    onnx_size = model_path.stat().st_size
+    ratio = f", {size / onnx_size:.2f}x the ONNX file ({_human_size(onnx_size)})" if onnx_size else ""
+    if args.dump_ir and not args.quiet:
+        _eprint(f"IR dumped to {args.dump_ir}")
+    print(f"{out}: {_human_size(size)}{ratio}, compiled in {elapsed:.2f} s")
+    return EXIT_OK
+
+
+# --- run ----------------------------------------------------------------------------
+
+
+def _load_inputs(pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+    import numpy as np
+
+    feed: dict[str, Any] = {}
+    for name, path in pairs or ():
+        if name in feed:
+            raise CliError(f"--input gives {name!r} twice")
+        try:
+            feed[name] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise CliError(f"input {name!r}: no such file: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise CliError(f"input {name!r}: cannot read {path} as a .npy array: {exc}") from None
+        if not isinstance(feed[name], np.ndarray):
+            raise CliError(f"input {name!r}: {path} holds several arrays (.npz); give one .npy file per input")
+    return feed
+
+
+def _check_input_names(feed: dict[str, Any], session: Any) -> None:
+    known = [arg.name for arg in session.get_inputs()]
+    unknown = [name for name in feed if name not in known]
+    if unknown:
+        expected = "; ".join(arg.describe() for arg in session.get_inputs()) or "none"
+        raise InvalidInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are: {expected}")
+
+
+def _summary_lines(value: Any, max_values: int = 6) -> list[str]:
+    import numpy as np
+
+    arr = np.asarray(value)
+    lines = []
+    if arr.size == 0:
+        return ["  (empty)"]
+    flat = arr.reshape(-1)
+    if arr.dtype.kind in "fiub":
+        data = flat.astype(np.float64)
+        finite = data[np.isfinite(data)]
+        stats = f"min {finite.min():.6g}  max {finite.max():.6g}  mean {finite.mean():.6g}" if finite.size else "no finite values"
+        bad = data.size - finite.size
+        if bad:
+            stats += f"  ({bad} non-finite)"
+        lines.append("  " + stats)
+    head = ", ".join(f"{v:.6g}" if arr.dtype.kind == "f" else str(v) for v in flat[:max_values].tolist())
+    more = ", ..." if flat.size > max_values else ""
+    lines.append(f"  values: [{head}{more}]")
+    is_vector = arr.ndim == 1 or (arr.ndim == 2 and arr.shape[0] == 1)
+    if arr.dtype.kind == "f" and is_vector and flat.size > 1:
+        k = min(5, flat.size)
+        scores = np.where(np.isnan(flat), -np.inf, flat)
+        top = np.argsort(-scores, kind="stable")[:k]
+        lines.append("  top-" + str(k) + ": " + ", ".join(f"{int(i)} ({flat[i]:.6g})" for i in top))
+    return lines
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from compiler.bench import random_inputs
+    from runtime_stub import InferenceSession
+
+    feed = _load_inputs(args.input)
+    session = InferenceSession(args.artifact, threads=args.threads)
+    _check_input_names(feed, session)
+    missing = [arg for arg in session.get_inputs() if arg.name not in feed]
+    if missing and (args.random or not feed):
+        feed.update(random_inputs(missing, seed=args.seed))
+        _eprint(f"random inputs (seed {args.seed}): " + ", ".join(
+            f"{arg.name} {arg.type} {_shape_str(arg.shape)}" for arg in missing))
+    start = time.perf_counter()
+    outputs = session.run(None, feed)
+    latency = (time.perf_counter() - start) * 1e3
+    for arg, value in zip(session.get_outputs(), outputs):
+        print(f"{arg.name}: {arg.type} {_shape_str(value.shape)} ({value.dtype})")
+        for line in _summary_lines(value):
+            print(line)
+    print(f"latency: {latency:.3f} ms (one run, {session.num_threads} thread(s), includes input checks)")
+    session.close()
+    return EXIT_OK
+
+
+# --- inspect ------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from runtime_stub.artifact import read_artifact
+
+    # read_artifact verifies the checksum but loads no native code: artifacts for other machines work too.
+    artifact = read_artifact(args.artifact)
+    manifest = artifact.manifest
+    if args.json:
+        print(json.dumps(manifest, indent=2, sort_keys=True))
+        return EXIT_OK
+    out: list[str] = [f"artifact:   {args.artifact}",
+                      f"format:     version {manifest.get('format_version')}, "
+                      f"built by tilec {manifest.get('compiler_version', '?')}"]
+    target = manifest.get("target") or {}
+    out.append(f"target:     {target.get('kind', '?')} {target.get('triple', '?')} "
+               f"(arch {target.get('arch', '?')}, cpu {target.get('cpu', '?')})")
+    features = target.get("features") or []
+    out.append(f"requires:   {' '.join(features) if features else '(no CPU features beyond the base ISA)'}")
+    for role in ("inputs", "outputs"):
+        entries = manifest.get(role) or []
+        out.append(f"{role}:")
+        out.append(_table([[str(e.get("name")), str(e.get("dtype")), _shape_str(e.get("shape", []))] for e in entries])
+                   or "  (none)")
+    kernels = manifest.get("kernels") or []
+    out.append(f"kernels:    {len(kernels)}")
+    shown = 20
+    out.append(_table([[f"{k:4d}", _kernel_label(kernel), str(kernel.get("name", ""))]
+                       for k, kernel in enumerate(kernels[:shown])]))
+    if len(kernels) > shown:
+        out.append(f"  ... and {len(kernels) - shown} more")
+    workspace = int(manifest.get("workspace_size", 0))
+    out.append(f"workspace:  {_human_size(workspace)} ({workspace} bytes)")
+    sections = manifest.get("sections") or {}
+    out.append("sections:")
+    names = {"native": "native code", "weights": "weights"}
+    out.append(_table([[names.get(name, name), _human_size(int(info.get("size", 0))), f"{int(info.get('size', 0))} bytes"]
+                       for name, info in sorted(sections.items())], align="lrr") or "  (none)")
+    total = os.path.getsize(args.artifact)
+    out.append(f"total size: {_human_size(total)} ({total} bytes)")
+    options = (manifest.get("build") or {}).get("options") or {}
+    if options:
+        out.append("build options: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items())))
+    print("\n".join(line for line in out if line))
+    return EXIT_OK
+
+
+# --- bench --------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import compiler
+    from compiler import bench
+    from runtime_stub import InferenceSession
+
+    threads = args.threads or bench.default_threads()
+    model = pathlib.Path(args.model)
+    if not model.exists():
+        raise CliError(f"no such file: {args.model}")
+    with tempfile.TemporaryDirectory(prefix="tilec-bench-") as tmp:
+        if _is_artifact(model):
+            if not args.onnx:
+                raise CliError(f"{args.model} is a tilec artifact: give the ONNX model for onnxruntime with --onnx MODEL")
+            if args.input_shape:
+                raise CliError("--input-shape applies when compiling; the artifact's shapes are fixed")
+            artifact, onnx_model = model, pathlib.Path(args.onnx)
+            if not onnx_model.exists():
+                raise CliError(f"no such ONNX model: {args.onnx}")
+        else:
+            onnx_model = pathlib.Path(args.onnx) if args.onnx else model
+            artifact = pathlib.Path(tmp) / "model.tilec"
+            start = time.perf_counter()
+            compiler.compile(str(model), artifact, input_shapes=_shapes_dict(args.input_shape))
+            _eprint(f"compiled {model} in {time.perf_counter() - start:.2f} s")
+        tilec_session = InferenceSession(artifact, threads=threads)
+        ort = bench.ort_session(onnx_model, threads, note=lambda line: _eprint(f"note: {line}"))
+        inputs = bench.random_inputs(tilec_session.get_inputs(), seed=args.seed)
+        result = bench.benchmark(tilec_session, ort, inputs, runs=args.runs, warmup=args.warmup, threads=threads)
+        tilec_session.close()
+    print(f"model: {onnx_model}  threads: {threads}  runs: {args.runs} (after {args.warmup} warmup, alternating)")
+    print(_table([["tilec", f"{result.tilec.median_ms:.3f}", f"{result.tilec.min_ms:.3f}"],
+                  ["onnxruntime", f"{result.ort.median_ms:.3f}", f"{result.ort.min_ms:.3f}"]],
+                 header=["", "median ms", "min ms"], align="lrr"))
+    verdict = "faster" if result.ratio < 1 else "slower" if result.ratio > 1 else "as fast"
+    print(f"ratio tilec/ort (median): {result.ratio:.3f}  (tilec is {verdict})")
+    print(f"max abs diff / max |ort|: {result.max_rel_diff:.3e}")
+    return EXIT_OK
+
+
+# --- support ------------------------------------------------------------------------
+
+
+def support_rows() -> list[tuple[str, str, str, int]]:
+    """(op type, domain, kind, since) for every op in the registry, sorted by domain then op type."""
+    from compiler.ops.registry import OPS
+
+    rows = [(op.op_type, op.domain or "ai.onnx", op.kind, op.since) for op in OPS.values()]
+    return sorted(rows, key=lambda r: (r[1] != "ai.onnx", r[1], r[0]))
+
+
+def support_markdown() -> str:
+    rows = support_rows()
+    lines = ["# Supported ONNX operators", "",
+             "<!-- Generated by `tilec support --markdown > docs/SUPPORTED_OPS.md`; do not edit by hand. -->", "",
+             f"tilec lowers {len(rows)} operators. *Since* is the oldest opset version of the op "
+             "that the lowering handles. *Kind* is how the fusion pass treats the op: "
+             "`elementwise` ops fuse into their producer's kernel, `view` ops only reinterpret a buffer "
+             "(no kernel), `compute` ops get kernels of their own.", "",
+             "| Op | Domain | Kind | Since |", "|---|---|---|---|"]
+    lines += [f"| {op} | {domain} | {kind} | {since} |" for op, domain, kind, since in rows]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_support(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(support_markdown())
+        return EXIT_OK
+    rows = support_rows()
+    print(_table([[op, domain, kind, str(since)] for op, domain, kind, since in rows],
+                 header=["op", "domain", "kind", "since"], indent=""))
+    print(f"{len(rows)} operators")
+    return EXIT_OK
+
+
+# --- parser and main ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from compiler import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tilec", description="tilec: an ahead-of-time compiler for ONNX models.",
+        epilog="Set TILEC_DEBUG=1 for tracebacks on internal errors.")
+    parser.add_argument("--version", action="version", version=f"tilec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compile", help="compile an ONNX model into a .tilec artifact",
+                       description="Compile an ONNX model into a .tilec artifact.")
+    p.add_argument("model", metavar="MODEL", help="the .onnx model")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the artifact to write")
+    p.add_argument("--target", default="host", choices=TARGETS, help="target machine (default: host)")
+    p.add_argument("--cpu", metavar="NAME", help="CPU name, optionally with +feature suffixes (e.g. skylake-avx512)")
+    p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
+                   help="bind an input's shape, e.g. x=2x64 (repeatable)")
+    p.add_argument("--dump-ir", metavar="DIR", help="write the graph IR and each kernel's loop IR into DIR")
+    p.add_argument("--time-passes", action="store_true", help="print a table of stage timings to stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run an artifact once and summarize its outputs",
+                       description="Run an artifact once on .npy inputs (or random ones) and summarize its outputs.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--input", action="append", type=_input_file, metavar="NAME=FILE.npy",
+                   help="an input from a .npy file (repeatable)")
+    p.add_argument("--threads", type=_non_negative_int, default=None, help="threads (default: every usable CPU)")
+    p.add_argument("--random", action="store_true",
+                   help="random values for inputs not given with --input (the default when no --input is given)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="describe an artifact (manifest, target, kernels, sizes)",
+                       description="Describe an artifact without loading its native code.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--json", action="store_true", help="print the raw manifest as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("bench", help="time tilec against onnxruntime",
+                       description="Time tilec against onnxruntime (CPU, ORT_ENABLE_ALL), run by run alternately, "
+                                   "and check that their outputs agree.")
+    p.add_argument("model", metavar="MODEL", help="an .onnx model (compiled to a temporary artifact) or a .tilec artifact")
+    p.add_argument("--onnx", metavar="MODEL", help="the ONNX model for onnxruntime (required when MODEL is an artifact)")
+    p.add_argument("--threads", type=_non_negative_int, default=0,
+                   help="threads for both (default 0: every usable CPU)")
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs of each (default 20)")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs of each first (default 3)")
+    p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
+                   help="bind an input's shape when compiling, e.g. x=2x64 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("support", help="list the supported ONNX operators",
+                       description="List the ONNX operators tilec compiles.")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown document (docs/SUPPORTED_OPS.md)")
+    p.set_defaults(func=cmd_support)
+    return parser
+
+
+def _error_message(exc: BaseException) -> str:
+    message = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:  # str(KeyError) adds quotes
+        message = str(exc.args[0])
+    return message or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help / --version (0) and usage errors (2)
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return args.func(args)
+    except KeyboardInterrupt:
+        _eprint("tilec: interrupted")
+        return EXIT_INTERRUPTED
+    except TilecError as exc:
+        _eprint(f"tilec: error: {_error_message(exc)}")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `tilec support | head`: the reader left; say nothing more.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+    except OSError as exc:  # unwritable output, missing folder, disk full: the user's to fix
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        _eprint(f"tilec: error: {exc.strerror or exc}{where}")
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug in tilec
+        _eprint(f"tilec: internal error: {type(exc).__name__}: {_error_message(exc)}")
+        if os.environ.get("TILEC_DEBUG") == "1":
+            traceback.print_exc()
+        else:
+            _eprint("this is a bug in tilec; please report it with the command and the model "
+                    "(rerun with TILEC_DEBUG=1 for a traceback)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
