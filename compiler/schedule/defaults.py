@@ -98,11 +98,16 @@ def schedule_computation(c: Computation, target: Target) -> Stmt:
     else:
         inner, inner_extent = live[-1]
         if _vectorizable(c, inner) and _store_coefficient(c, inner) == 1 and inner_extent >= max(2, lanes // 4):
+            vector_loop = inner.name
             if inner_extent > 2 * lanes:
                 s = split(s, inner.name, 2 * lanes)
-                s = annotate(s, f"{inner.name}_i", ForKind.VECTORIZED)
-            else:
-                s = annotate(s, inner.name, ForKind.VECTORIZED)
+                vector_loop = f"{inner.name}_i"
+            if c.is_reduction:
+                # The canonical nest keeps one scalar accumulator inside the spatial loops; a
+                # vectorized spatial loop needs one per lane, so move it inside the reduction
+                # loops with an accumulator tile indexed by it.
+                s = hoist_reduction(s, [vector_loop])
+            s = annotate(s, vector_loop, ForKind.VECTORIZED)
     if _work(c) >= MIN_PARALLEL_WORK:
         outer = outermost_loop(s)
         if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:
