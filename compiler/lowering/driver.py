@@ -24,7 +24,7 @@ import numpy as np
 from compiler.artifact.memory_plan import BufferLifetime, plan_arena
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.codegen.target import Target
-from compiler.errors import CompileError, UnsupportedOpError
+from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
@@ -111,6 +111,9 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
             progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
         if group.kind == "view":
             node = group.nodes[0]
+            if node.outputs[0].type.numel != node.inputs[0].type.numel:
+                raise ShapeError(f"{node.describe()}: cannot view {node.inputs[0].type} as {node.outputs[0].type} "
+                                 f"({node.inputs[0].type.numel} vs {node.outputs[0].type.numel} elements)")
             state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
             continue
         _lower_group(group, step, buffer_of, state)
