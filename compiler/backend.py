@@ -1,0 +1,164 @@
+"""tilec as an ``onnx.backend`` backend, so ONNX's conformance suite can drive it.
+
+``onnx.backend.test.BackendTest(compiler.backend, __name__)`` uses the module-level
+``prepare`` / ``run_model`` / ``run_node`` / ``supports_device``. ``prepare`` compiles
+the model into an artifact (in a compile cache) and loads it with
+``runtime_stub.InferenceSession``; ``BackendRep.run`` feeds positional inputs in graph
+order and returns the outputs in graph output order.
+
+A model whose inputs have symbolic dimensions is compiled lazily, on the first
+``run``, with ``input_shapes`` taken from the arrays given (one artifact per shape
+signature).
+
+The cache lives in ``$TILEC_BACKEND_CACHE`` (or a per-process temporary folder) and
+is keyed by the sha256 of the serialized model plus the bound shapes. Artifacts are
+written to a private temporary name and renamed into place, so several processes
+(pytest-xdist workers) may share one cache folder.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx.backend.base import Backend, BackendRep
+
+import compiler
+from compiler.frontend.loader import graph_inputs
+from runtime_stub import InferenceSession
+
+_CACHE_ENV = "TILEC_BACKEND_CACHE"
+_private_cache: str | None = None
+
+
+def cache_dir() -> str:
+    """The compile-cache folder: ``$TILEC_BACKEND_CACHE`` or a temporary folder removed at exit."""
+    global _private_cache
+    folder = os.environ.get(_CACHE_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        return folder
+    if _private_cache is None:
+        _private_cache = tempfile.mkdtemp(prefix="tilec-backend-")
+        atexit.register(shutil.rmtree, _private_cache, True)
+    return _private_cache
+
+
+def compile_cached(model_bytes: bytes, input_shapes: dict[str, tuple[int, ...]] | None = None) -> str:
+    """Compile (or reuse) the artifact for ``model_bytes`` with ``input_shapes`` bound; returns its path."""
+    key = hashlib.sha256(model_bytes)
+    key.update(json.dumps(sorted((input_shapes or {}).items())).encode())
+    key.update(compiler.__version__.encode())
+    path = os.path.join(cache_dir(), key.hexdigest() + ".tilec")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(suffix=".tilec.tmp", dir=os.path.dirname(path))
+        os.close(fd)
+        try:
+            compiler.compile(model_bytes, tmp, input_shapes=input_shapes or None)
+            os.replace(tmp, path)  # atomic: a concurrent writer produces the same bytes
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+def _is_static(vi: onnx.ValueInfoProto) -> bool:
+    t = vi.type
+    if t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape"):
+        return False
+    return all(d.HasField("dim_value") for d in t.tensor_type.shape.dim)
+
+
+def _to_onnx_dtype(array: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
+    if vi.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16 and array.dtype.itemsize == 2:
+        import ml_dtypes  # noqa: PLC0415 - only models with bfloat16 outputs need it
+
+        return array.view(ml_dtypes.bfloat16)
+    return array
+
+
+class TilecRep(BackendRep):
+    """A prepared model: compiled artifacts per input-shape signature, loaded on demand."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self._bytes = model.SerializeToString()
+        self._inputs = graph_inputs(model.graph)
+        self._outputs = list(model.graph.output)
+        self._static = all(_is_static(vi) for vi in self._inputs)
+        self._sessions: dict[tuple, InferenceSession] = {}
+        if self._static:
+            self._session(())
+
+    def _session(self, signature: tuple) -> InferenceSession:
+        if signature not in self._sessions:
+            shapes = dict(signature) if signature else None
+            self._sessions[signature] = InferenceSession(compile_cached(self._bytes, shapes), threads=1)
+        return self._sessions[signature]
+
+    def run(self, inputs: Any, **kwargs: Any) -> list[np.ndarray]:
+        if isinstance(inputs, dict):
+            feed = dict(inputs)
+        else:
+            if isinstance(inputs, np.ndarray):
+                inputs = [inputs]
+            inputs = list(inputs)
+            if len(inputs) != len(self._inputs):
+                raise ValueError(f"the model takes {len(self._inputs)} input(s), got {len(inputs)}")
+            feed = {vi.name: value for vi, value in zip(self._inputs, inputs)}
+        feed = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in feed.items()}
+        signature: tuple = ()
+        if not self._static:
+            signature = tuple((vi.name, tuple(int(d) for d in feed[vi.name].shape)) for vi in self._inputs)
+        session = self._session(signature)
+        results = session.run(None, feed)
+        return [_to_onnx_dtype(r, vi) for r, vi in zip(results, self._outputs)]
+
+
+class TilecBackend(Backend):
+    """``onnx.backend.base.Backend`` over tilec: compile ahead of time, run with runtime_stub."""
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> TilecRep:
+        if not cls.supports_device(device):
+            raise ValueError(f"tilec's backend runs on CPU only, not {device!r}")
+        return TilecRep(model)
+
+    @classmethod
+    def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> list[np.ndarray]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU",
+                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
+                 **kwargs: Any) -> list[np.ndarray]:
+        """Run one node by wrapping it in a one-node model (needs ``outputs_info`` for the output types)."""
+        if outputs_info is None:
+            raise NotImplementedError("run_node needs outputs_info (dtype, shape) for each output")
+        arrays = [np.asarray(x) for x in inputs]
+        graph_in = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                    for name, a in zip(node.input, arrays)]
+        graph_out = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dt)),
+                                                        shape)
+                     for name, (dt, shape) in zip(node.output, outputs_info)]
+        graph = onnx.helper.make_graph([node], "run_node", graph_in, graph_out)
+        opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+        return cls.run_model(model, arrays, device)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device == "CPU"
+
+
+prepare = TilecBackend.prepare
+run_model = TilecBackend.run_model
+run_node = TilecBackend.run_node
+supports_device = TilecBackend.supports_device
+is_compatible = TilecBackend.is_compatible
