@@ -26,6 +26,7 @@ from compiler.frontend import load_graph
 from compiler.graph.passes import run_passes
 from compiler.loopir.printer import format_kernel
 from compiler.lowering.driver import Program, lower_graph
+from compiler.ops.registry import lookup
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -73,7 +74,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     with log.stage("target"):
         tgt = resolve_target(target, cpu)
     with log.stage("frontend"):
-        graph = load_graph(model, input_shapes)
+        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None)
     with log.stage("graph passes"):
         graph = run_passes(graph)
     with log.stage("lowering"):

@@ -8,18 +8,34 @@ constant folding to a fixpoint with shape inference) and :mod:`.importer`
 
 from __future__ import annotations
 
+from typing import Callable
+
 from compiler.frontend.folding import fold_model
 from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import InputShapes, ModelSource, load_model
+from compiler.errors import UnsupportedOpError, describe_node
+from compiler.frontend.loader import normalize_domain
 from compiler.graph.ir import Graph
 
 __all__ = ["load_graph", "load_model", "fold_model", "import_graph"]
 
 
-def load_graph(model: ModelSource, input_shapes: InputShapes | None = None) -> Graph:
+def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
+               is_supported: Callable[[str, str], bool] | None = None) -> Graph:
     """Load ``model`` (path, bytes or ModelProto), bind ``input_shapes`` ({"x": (2, 64)}) and import it.
 
-    Raises ModelLoadError for an unreadable or invalid model, ShapeError for a
-    bad binding or a shape that stays unknown.
+    ``is_supported(op_type, domain)``, when given, is asked about every node left
+    after folding, and all the refused ones are reported together (before shape
+    checks, whose complaints about an unknown op's outputs would hide the cause).
+    Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
+    ShapeError for a bad binding or a shape that stays unknown.
     """
-    return import_graph(fold_model(load_model(model, input_shapes)))
+    folded = fold_model(load_model(model, input_shapes))
+    if is_supported is not None:
+        missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
+        if missing:
+            lines = sorted({"  " + describe_node(n.op_type, n.name or "<unnamed>",
+                                                 folded.opsets.get(normalize_domain(n.domain)),
+                                                 normalize_domain(n.domain)) for n in missing})
+            raise UnsupportedOpError(f"{len(missing)} node(s) use unsupported operators:\n" + "\n".join(lines))
+    return import_graph(folded)

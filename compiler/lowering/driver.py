@@ -77,15 +77,10 @@ def _namer() -> Callable[[str], str]:
 
 
 def check_supported(graph: Graph) -> None:
-    missing = [n for n in graph.nodes if lookup(n.op_type, n.domain) is None]
+    """Refuse, all at once, nodes with no lowering (the frontend does this earlier for whole models)."""
+    missing = sorted({"  " + n.describe() for n in graph.nodes if lookup(n.op_type, n.domain) is None})
     if missing:
-        seen: dict[tuple[str, str, int], Node] = {}
-        for n in missing:
-            seen.setdefault((n.domain, n.op_type, n.opset), n)
-        lines = [f"  {n.describe()}" + (f" and {sum(1 for m in missing if m.op_type == n.op_type) - 1} more"
-                                        if sum(1 for m in missing if m.op_type == n.op_type) > 1 else "")
-                 for n in seen.values()]
-        raise UnsupportedOpError("unsupported operators:\n" + "\n".join(lines))
+        raise UnsupportedOpError("unsupported operators:\n" + "\n".join(missing))
 
 
 def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | None = None) -> Program:
