@@ -3,9 +3,9 @@
 Contract:
 
 * ``host_info()`` returns this machine's OS, architecture (``platform.machine()``
-  normalised: amd64→x86_64, arm64→aarch64, armv7l→arm) and CPU feature flags, read from
-  ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on ARM) — the spelling
-  ``target.features`` uses in the manifest.
+  normalised: amd64→x86_64, arm64→aarch64, armv7l→arm) and CPU feature flags in
+  ``/proc/cpuinfo``'s spelling, which ``target.features`` uses in the manifest: on
+  aarch64 from the kernel's hwcaps (``getauxval``), elsewhere from ``/proc/cpuinfo``.
 * ``check_target(target)`` raises ``IncompatibleArtifactError`` naming the artifact's
   architecture and this machine's, or listing the CPU features this machine lacks.
   Only ``kind == "cpu"`` targets are checked here; other kinds belong to their executor.
@@ -16,6 +16,7 @@ kills the whole process with SIGILL instead of raising.
 
 from __future__ import annotations
 
+import ctypes
 import platform
 import warnings
 from dataclasses import dataclass
@@ -53,13 +54,38 @@ def parse_cpuinfo_features(text: str) -> frozenset[str]:
     return frozenset()
 
 
-def host_info() -> HostInfo:
+# aarch64 Linux hwcaps (asm/hwcap.h), spelled as /proc/cpuinfo spells them.
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_AARCH64_HWCAP = {0: "fp", 1: "asimd", 9: "fphp", 10: "asimdhp", 20: "asimddp", 22: "sve"}
+_AARCH64_HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16"}
+
+
+def _aarch64_hwcaps() -> frozenset[str] | None:
+    """Features from the kernel's auxiliary vector: authoritative, and what emulators (qemu-user) provide
+    even where /proc/cpuinfo describes the host machine instead."""
     try:
-        with open(_CPUINFO, encoding="utf-8", errors="replace") as f:
-            features: frozenset[str] | None = parse_cpuinfo_features(f.read())
-    except OSError:
-        features = None
-    return HostInfo(system=platform.system(), arch=normalize_arch(platform.machine()), features=features)
+        libc = ctypes.CDLL(None)
+        getauxval = libc.getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype = ctypes.c_ulong
+    getauxval.argtypes = [ctypes.c_ulong]
+    hwcap, hwcap2 = getauxval(_AT_HWCAP), getauxval(_AT_HWCAP2)
+    found = {name for bit, name in _AARCH64_HWCAP.items() if hwcap >> bit & 1}
+    found |= {name for bit, name in _AARCH64_HWCAP2.items() if hwcap2 >> bit & 1}
+    return frozenset(found)
+
+
+def host_info() -> HostInfo:
+    arch = normalize_arch(platform.machine())
+    features = _aarch64_hwcaps() if arch == "aarch64" else None
+    if features is None:
+        try:
+            with open(_CPUINFO, encoding="utf-8", errors="replace") as f:
+                features = parse_cpuinfo_features(f.read())
+        except OSError:
+            features = None
+    return HostInfo(system=platform.system(), arch=arch, features=features)
 
 
 def check_target(target: Mapping[str, Any], host: HostInfo | None = None) -> None:

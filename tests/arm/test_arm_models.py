@@ -1,0 +1,80 @@
+"""Cross-compiled aarch64 artifacts run on (emulated) arm64 Python 3.11 + numpy 1.24 and match onnxruntime.
+
+The artifact is built here on x86 with ``--target aarch64-linux-gnu``; runtime_stub
+runs it under qemu-aarch64 with Debian's arm64 python and numpy (see
+scripts/setup_arm_emulator.sh). Tolerance: max |arm - ort| <= 1e-3 * max |ort|.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+import compiler
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from arm_emulator import find_emulator, run_arm_python, unavailable_reason  # noqa: E402
+from models.light_models import light_model, random_input  # noqa: E402
+
+ort = pytest.importorskip("onnxruntime")
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+RUNNER = """
+import sys, numpy as np, platform, runtime_stub
+assert platform.machine() == "aarch64", platform.machine()
+session = runtime_stub.InferenceSession(sys.argv[1], threads=2)
+feeds = dict(np.load(sys.argv[2]))
+outputs = session.run(None, feeds)
+np.savez(sys.argv[3], *outputs)
+print("numpy", np.__version__)
+"""
+
+
+def _emulator():
+    emulator = find_emulator()
+    if emulator is None:
+        reason = f"*** ARM EMULATOR UNAVAILABLE: {unavailable_reason()} ***"
+        print(reason, file=sys.stderr)
+        pytest.skip(reason)
+    return emulator
+
+
+def _run_on_arm(model, feeds: dict[str, np.ndarray], tmp: pathlib.Path) -> list[np.ndarray]:
+    _emulator()
+    artifact = compiler.compile(model, tmp / "model.tilec", target="aarch64-linux-gnu")
+    np.savez(tmp / "in.npz", **feeds)
+    script = tmp / "run.py"
+    script.write_text(RUNNER)
+    result = run_arm_python(script, args=(str(artifact), str(tmp / "in.npz"), str(tmp / "out.npz")), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "numpy 1.24" in result.stdout
+    with np.load(tmp / "out.npz") as data:
+        return [data[f"arr_{k}"] for k in range(len(data.files))]
+
+
+def _assert_close(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        scale = float(np.abs(w).max())
+        assert float(np.abs(g - w).max()) <= 1e-3 * scale
+
+
+@pytest.mark.arm
+def test_lenet_example_on_arm(tmp_path: pathlib.Path) -> None:
+    model = REPO / "examples" / "models" / "lenet.onnx"
+    feeds = {"image": np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)}
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)
+    _assert_close(_run_on_arm(model, feeds, tmp_path), want)
+
+
+@pytest.mark.arm
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50"])
+def test_light_model_on_arm(name: str, tmp_path: pathlib.Path) -> None:
+    model = light_model(name)
+    feeds = random_input(model)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    _assert_close(_run_on_arm(model, feeds, tmp_path), want)

@@ -1,0 +1,53 @@
+"""The contraction schedule really becomes vector FMAs on each target: NEON fmla on aarch64, zmm on znver4."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import compiler  # noqa: F401  (sets up llvmlite's IR layer)
+from compiler.codegen.llvm.module import build_module, emit_assembly
+from compiler.codegen.target import resolve_target
+from compiler.frontend import load_graph
+from compiler.graph.passes import run_passes
+from compiler.lowering.driver import lower_graph
+from onnx import TensorProto, helper, numpy_helper
+import numpy as np
+
+
+def _conv_and_gemm_model():
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal((32 * 14 * 14, 64)).astype(np.float32), "b")
+    flat = numpy_helper.from_array(np.array([1, -1], np.int64), "flat")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Reshape", ["r", "flat"], ["f"]),
+             helper.make_node("MatMul", ["f", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w, b, flat])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _assembly(target: str, cpu: str | None) -> str:
+    tgt = resolve_target(target, cpu)
+    program = lower_graph(run_passes(load_graph(_conv_and_gemm_model())), tgt)
+    return emit_assembly(build_module(program.calls, tgt), tgt)
+
+
+def test_aarch64_kernels_use_neon_fma() -> None:
+    asm = _assembly("aarch64-linux-gnu", None)
+    assert len(re.findall(r"\bfmla\s+v\d+\.4s", asm)) >= 8
+
+
+@pytest.mark.parametrize("cpu", ["znver4", "skylake-avx512"])
+def test_avx512_kernels_use_zmm_fma(cpu: str) -> None:
+    asm = _assembly("x86_64-linux-gnu", cpu)
+    assert len(re.findall(r"vfmadd\d+ps\s+[^\n]*zmm", asm)) >= 8
+
+
+def test_avx2_target_uses_ymm_not_zmm() -> None:
+    asm = _assembly("x86_64-linux-gnu", "x86-64-v3")
+    assert re.search(r"vfmadd\d+ps\s+[^\n]*ymm", asm)
+    assert "zmm" not in asm
