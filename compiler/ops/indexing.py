@@ -1,0 +1,248 @@
+"""Data movement by index: Expand, Slice, Split, Pad, Tile, Gather*, Trilu, OneHot, Depth/SpaceToDepth, ...
+
+Each lowering maps an output index to the input index it reads (possibly through a
+loaded index tensor). Shapes come from the node's inferred output types; sizes
+given as inputs (starts, pads, repeats, ...) must be compile-time constants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.loopir.expr import Const, Expr, cast, compare, const, logical_and, max_, min_, select
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.registry import OpDef, defop
+
+
+def _i64(e: Expr) -> Expr:
+    return cast(e, DType.I64)
+
+
+def _wrap(e: Expr, n: int) -> Expr:
+    """A possibly negative index into a dimension of size ``n``, made non-negative."""
+    e = _i64(e)
+    return select(compare("lt", e, 0), e + n, e)
+
+
+def _ints(ctx: LoweringContext, input_index: int, attr: str, what: str) -> list[int] | None:
+    if ctx.has_input(input_index):
+        return [int(v) for v in np.asarray(ctx.const_input(input_index, what)).reshape(-1)]
+    value = ctx.attr(attr)
+    return None if value is None else [int(v) for v in value]
+
+
+def expand(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    return [ctx.compute(out.shape, x.at_broadcast, dtype=x.dtype, name="expand")]
+
+
+def slice_op(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    if ctx.opset < 10:
+        starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
+    else:
+        starts, ends = _ints(ctx, 1, "", "starts"), _ints(ctx, 2, "", "ends")
+        axes, steps = _ints(ctx, 3, "", "axes"), _ints(ctx, 4, "", "steps")
+    axes = list(range(len(starts))) if axes is None else [int(a) % x.rank for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    first, stride = [0] * x.rank, [1] * x.rank
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        first[a] = slice(int(s), int(e), int(st)).indices(x.shape[a])[0]
+        stride[a] = int(st)
+    return [ctx.compute(out.shape, lambda i: x[[first[d] + i[d] * stride[d] for d in range(x.rank)]],
+                        dtype=x.dtype, name="slice")]
+
+
+def split(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    axis = int(ctx.attr("axis", 0)) % x.rank
+    results, offset = [], 0
+    for value in ctx.node.outputs:
+        def read(i: Index, offset: int = offset) -> Expr:
+            return x[[i[d] + offset if d == axis else i[d] for d in range(x.rank)]]
+
+        results.append(ctx.compute(value.shape, read, dtype=x.dtype, name="split"))
+        offset += value.shape[axis] if len(value.shape) == x.rank else 0
+    return results
+
+
+def pad(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    mode = ctx.attr("mode", "constant")
+    if ctx.opset < 11:
+        pads, value = list(ctx.attr("pads")), const(float(ctx.attr("value", 0.0)), x.dtype)
+        axes = list(range(x.rank))
+    else:
+        pads = _ints(ctx, 1, "", "pads")
+        value = ctx.input(2)[()] if ctx.has_input(2) and ctx.input(2).rank == 0 else \
+            ctx.input(2)[(0,)] if ctx.has_input(2) else const(0, x.dtype)
+        axes = _ints(ctx, 3, "", "axes") if ctx.has_input(3) else list(range(x.rank))
+        axes = [a % x.rank for a in axes]
+    before = [0] * x.rank
+    for k, a in enumerate(axes):
+        before[a] = pads[k]
+
+    def read(i: Index) -> Expr:
+        src, inside = [], const(True, DType.BOOL)
+        for d in range(x.rank):
+            j, n = i[d] - before[d], x.shape[d]
+            if mode == "constant":
+                inside = logical_and(inside, logical_and(compare("ge", j, 0), compare("lt", j, n)))
+                src.append(min_(max_(j, Const(0)), Const(n - 1)))
+            elif mode == "edge":
+                src.append(min_(max_(j, Const(0)), Const(n - 1)))
+            elif mode == "reflect":
+                j = select(compare("lt", j, 0), -j, j)
+                src.append(select(compare("ge", j, n), Const(2 * (n - 1)) - j, j))
+            elif mode == "wrap":
+                src.append(((j % n) + n) % n)
+            else:
+                ctx.unsupported(f"mode={mode!r}")
+        return select(inside, x[src], value) if mode == "constant" else x[src]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="pad")]
+
+
+def tile(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    return [ctx.compute(out.shape, lambda i: x[[i[d] % x.shape[d] if x.shape[d] > 1 else Const(0)
+                                                for d in range(x.rank)]], dtype=x.dtype, name="tile")]
+
+
+def gather(ctx: LoweringContext) -> list[Tensor]:
+    x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
+    axis = int(ctx.attr("axis", 0)) % x.rank
+    q = idx.rank
+
+    def read(i: Index) -> Expr:
+        picked = _wrap(idx[list(i[axis:axis + q])], x.shape[axis])
+        return x[[*i[:axis], picked, *i[axis + q:]]]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="gather")]
+
+
+def gather_elements(ctx: LoweringContext) -> list[Tensor]:
+    x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
+    axis = int(ctx.attr("axis", 0)) % x.rank
+    return [ctx.compute(out.shape, lambda i: x[[_wrap(idx[i], x.shape[axis]) if d == axis else i[d]
+                                                for d in range(x.rank)]], dtype=x.dtype, name="gather_elements")]
+
+
+def gather_nd(ctx: LoweringContext) -> list[Tensor]:
+    x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
+    b = int(ctx.attr("batch_dims", 0))
+    q, k = idx.rank, idx.shape[-1]
+
+    def read(i: Index) -> Expr:
+        lead = list(i[:q - 1])
+        picked = [_wrap(idx[[*lead, Const(j)]], x.shape[b + j]) for j in range(k)]
+        return x[[*i[:b], *picked, *i[q - 1:]]]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="gather_nd")]
+
+
+def trilu(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    k = int(np.asarray(ctx.const_input(1, "k")).reshape(-1)[0]) if ctx.has_input(1) else 0
+    upper = bool(ctx.attr("upper", 1))
+
+    def read(i: Index) -> Expr:
+        diff = i[-1] - i[-2]
+        keep = compare("ge", diff, k) if upper else compare("le", diff, k)
+        return select(keep, x[i], const(0, x.dtype))
+
+    return [ctx.compute(x.shape, read, dtype=x.dtype, name="trilu")]
+
+
+def one_hot(ctx: LoweringContext) -> list[Tensor]:
+    idx, values, out = ctx.input(0), ctx.input(2), ctx.output_type(0)
+    depth = int(np.asarray(ctx.const_input(1, "depth")).reshape(-1)[0])
+    axis = int(ctx.attr("axis", -1)) % len(out.shape)
+
+    def read(i: Index) -> Expr:
+        raw = idx[list(i[:axis]) + list(i[axis + 1:])]
+        hot = raw if raw.dtype.is_int else cast(raw, DType.I64)  # float indices truncate
+        hot = _wrap(hot, depth)
+        return select(compare("eq", hot, i[axis]), values[(1,)], values[(0,)])
+
+    return [ctx.compute(out.shape, read, dtype=values.dtype, name="onehot")]
+
+
+def depth_to_space(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    b = int(ctx.attr("blocksize"))
+    c_out = out.shape[1]
+    crd = ctx.attr("mode", "DCR") == "CRD"
+
+    def read(i: Index) -> Expr:
+        n, c, h, w = i
+        block = (h % b) * b + w % b
+        channel = c * (b * b) + block if crd else block * c_out + c
+        return x[[n, channel, h // b, w // b]]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="depth_to_space")]
+
+
+def space_to_depth(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    b, c_in = int(ctx.attr("blocksize")), x.shape[1]
+
+    def read(i: Index) -> Expr:
+        n, c, h, w = i
+        block = c // c_in
+        return x[[n, c % c_in, h * b + block // b, w * b + block % b]]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="space_to_depth")]
+
+
+def reverse_sequence(ctx: LoweringContext) -> list[Tensor]:
+    x, lens = ctx.input(0), ctx.input(1)
+    batch, time = int(ctx.attr("batch_axis", 1)), int(ctx.attr("time_axis", 0))
+
+    def read(i: Index) -> Expr:
+        n = _i64(lens[(i[batch],)])
+        t = select(compare("lt", i[time], n), n - 1 - i[time], i[time])
+        return x[[t if d == time else i[d] for d in range(x.rank)]]
+
+    return [ctx.compute(x.shape, read, dtype=x.dtype, name="reverse_sequence")]
+
+
+def compress(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    cond = np.asarray(ctx.const_input(1, "condition")).astype(bool).reshape(-1)
+    axis = ctx.attr("axis")
+    flat = axis is None
+    size = x.buffer.numel if flat else x.shape[int(axis) % x.rank]
+    positions = ctx.add_constant(np.nonzero(cond[:size])[0].astype(np.int64), "compress_pos")
+    if flat:
+        strides = x.buffer.strides
+
+        def read(i: Index) -> Expr:
+            p = positions[(i[0],)]
+            return x[[(p // strides[d]) % x.shape[d] for d in range(x.rank)]]
+    else:
+        a = int(axis) % x.rank
+
+        def read(i: Index) -> Expr:
+            return x[[positions[(i[a],)] if d == a else i[d] for d in range(x.rank)]]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="compress")]
+
+
+OPS: list[OpDef] = [
+    defop("Expand", expand),
+    defop("Slice", slice_op),
+    defop("Split", split),
+    defop("Pad", pad),
+    defop("Tile", tile),
+    defop("Gather", gather),
+    defop("GatherElements", gather_elements),
+    defop("GatherND", gather_nd),
+    defop("Trilu", trilu),
+    defop("OneHot", one_hot),
+    defop("DepthToSpace", depth_to_space),
+    defop("SpaceToDepth", space_to_depth),
+    defop("ReverseSequence", reverse_sequence),
+    defop("Compress", compress),
+]
