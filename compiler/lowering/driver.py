@@ -28,7 +28,7 @@ from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Buffer, Expr, Load, Var, children, rebuild, substitute, walk
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, children, rebuild, substitute, walk
 from compiler.loopir.stmt import Kernel, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -247,7 +247,12 @@ def _replace_reads(c: Computation, producer: Computation) -> Computation:
 def _is_epilogue_of(reader: Computation, producer: Computation) -> bool:
     if reader.is_reduction or not reader.writes_whole_output or reader.output.shape != producer.output.shape:
         return False
-    return all(ld.indices == reader.index for ld in _reads(reader, producer.output.name))
+    # Along a size-1 dim the index var and 0 name the same element, and broadcasting loads
+    # (``Tensor.at_broadcast``) spell it 0: compare with those vars set to 0, or a batch-1
+    # Conv → Add → Relu would miss its epilogue and store the conv result to the arena.
+    unit = {v: Const(0) for v, n in zip(reader.index, reader.output.shape) if n == 1}
+    own = tuple(substitute(v, unit) for v in reader.index)
+    return all(tuple(substitute(i, unit) for i in ld.indices) == own for ld in _reads(reader, producer.output.name))
 
 
 def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
