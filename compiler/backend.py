@@ -11,7 +11,8 @@ A model whose inputs have symbolic dimensions is compiled lazily, on the first
 signature).
 
 The cache lives in ``$TILEC_BACKEND_CACHE`` (or a per-process temporary folder) and
-is keyed by the sha256 of the serialized model plus the bound shapes. Artifacts are
+is keyed by the sha256 of the serialized model, the bound shapes and the compiler's
+source files (so editing the compiler invalidates it). Artifacts are
 written to a private temporary name and renamed into place, so several processes
 (pytest-xdist workers) may share one cache folder.
 """
@@ -51,11 +52,30 @@ def cache_dir() -> str:
     return _private_cache
 
 
+_compiler_stamp: str | None = None
+
+
+def compiler_stamp() -> str:
+    """Identifies this compiler's code (version and source files' sizes and mtimes): part of the cache key."""
+    global _compiler_stamp
+    if _compiler_stamp is None:
+        root = os.path.dirname(os.path.abspath(compiler.__file__))
+        h = hashlib.sha256(compiler.__version__.encode())
+        for folder, dirs, files in sorted(os.walk(root)):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".py", ".c", ".h")):
+                    st = os.stat(os.path.join(folder, name))
+                    h.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        _compiler_stamp = h.hexdigest()
+    return _compiler_stamp
+
+
 def compile_cached(model_bytes: bytes, input_shapes: dict[str, tuple[int, ...]] | None = None) -> str:
     """Compile (or reuse) the artifact for ``model_bytes`` with ``input_shapes`` bound; returns its path."""
     key = hashlib.sha256(model_bytes)
     key.update(json.dumps(sorted((input_shapes or {}).items())).encode())
-    key.update(compiler.__version__.encode())
+    key.update(compiler_stamp().encode())
     path = os.path.join(cache_dir(), key.hexdigest() + ".tilec")
     if not os.path.exists(path):
         fd, tmp = tempfile.mkstemp(suffix=".tilec.tmp", dir=os.path.dirname(path))

@@ -144,7 +144,10 @@ def gather_nd(ctx: LoweringContext) -> list[Tensor]:
 
 def trilu(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    k = int(np.asarray(ctx.const_input(1, "k")).reshape(-1)[0]) if ctx.has_input(1) else 0
+    k: Expr | int = 0
+    if ctx.has_input(1):  # k may be known only at run time: it does not change the shape
+        kt = ctx.input(1)
+        k = _i64(kt[[0] * kt.rank])
     upper = bool(ctx.attr("upper", 1))
 
     def read(i: Index) -> Expr:

@@ -36,11 +36,12 @@ def defop(op_type: str, lower: Lowering, kind: str = "compute", since: int = 1, 
 
 
 def _build() -> Mapping[tuple[str, str], OpDef]:
-    from compiler.ops import (conv, elementwise, indexing, linalg, math_extra, normalization, pool, reduce, shape,
-                              softmax)
+    from compiler.ops import (argminmax, conv, cumsum, elementwise, indexing, linalg, math_extra, normalization,
+                              normalization_extra, pool, reduce, shape, softmax)
 
     table: dict[tuple[str, str], OpDef] = {}
-    for module in (conv, elementwise, linalg, normalization, pool, reduce, shape, softmax, math_extra, indexing):
+    for module in (conv, elementwise, linalg, normalization, pool, reduce, shape, softmax, math_extra, indexing,
+                   argminmax, normalization_extra, cumsum):
         for op in module.OPS:
             key = (op.domain, op.op_type)
             assert key not in table, f"{op.op_type} defined twice"

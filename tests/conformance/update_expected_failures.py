@@ -63,7 +63,7 @@ def classify(message: str, ops: list[str]) -> str:
     if training := sorted(TRAINING_OPS & set(ops)):
         return f"training op ({', '.join(training)})"
     if "unsupported operators" in message:
-        missing = sorted(set(re.findall(r"^\s+(\w+) '", message, re.M)))
+        missing = sorted(set(re.findall(r"^\s+([\w.]+) '", message, re.M)))
         return f"unsupported op {', '.join(missing)}"
     if m := re.search(r"ONNX element type (\w+) is not supported", message):
         return "string dtype" if m.group(1) == "STRING" else f"dtype {m.group(1)} not supported"
