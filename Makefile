@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast arm-emulator clean
+.PHONY: setup demo test test-fast gpu-test arm-emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: setup arm-emulator
 # Everything but the slow model-level suites, for quick local iteration.
 test-fast: setup
 	$(PY) -m pytest -n 2 -m "not slow"
+
+# CUDA artifacts on this machine's NVIDIA GPU vs onnxruntime (the tests skip without a GPU).
+gpu-test: setup
+	$(PY) -m pytest -m gpu -rs tests/cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache

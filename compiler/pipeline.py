@@ -71,6 +71,11 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     if options:
         raise CompileError(f"unknown compile option(s): {', '.join(sorted(options))}")
     log = BuildLog(progress)
+    if target.startswith("cuda"):
+        path = _compile_cuda(model, output, target, cpu, input_shapes, dump_ir, progress, log)
+        if timings is not None:
+            timings.update(log.timings)
+        return path
     with log.stage("target"):
         tgt = resolve_target(target, cpu)
     with log.stage("frontend"):
@@ -92,6 +97,33 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     if timings is not None:
         timings.update(log.timings)
     return path
+
+
+def _compile_cuda(model, output, target, cpu, input_shapes, dump_ir, progress, log: BuildLog) -> pathlib.Path:
+    """The CUDA path: same frontend, passes and lowering; CUDA C + NVRTC instead of LLVM (compiler/codegen/cuda)."""
+    from compiler.codegen.cuda.artifact import build_cuda_artifact
+    from compiler.codegen.cuda.emitter import emit_module
+    from compiler.codegen.cuda.target import resolve_cuda_target
+
+    with log.stage("target"):
+        tgt = resolve_cuda_target(target, cpu)
+    with log.stage("frontend"):
+        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None)
+    with log.stage("graph passes"):
+        graph = run_passes(graph)
+    with log.stage("lowering"):
+        program = lower_graph(graph, tgt, progress)
+    with log.stage(f"cuda codegen ({len(program.calls)} kernels)"):
+        module = emit_module(program.calls, tgt)
+    if dump_ir is not None:
+        _dump(pathlib.Path(dump_ir), graph, program)
+        (pathlib.Path(dump_ir) / "model.cu").write_text(module.source)
+    with log.stage("nvrtc"):
+        fields, sections = build_cuda_artifact(program, tgt, module)
+    with log.stage("write artifact"):
+        manifest = _manifest(program, tgt, {"input_shapes": dict(input_shapes or {})})
+        manifest.update(fields)
+        return write_artifact(output, manifest, {**sections, "weights": program.weights})
 
 
 def _dump(folder: pathlib.Path, graph, program: Program) -> None:

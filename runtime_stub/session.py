@@ -4,7 +4,7 @@ Contract:
 
 * ``InferenceSession(path_or_bytes, threads=None)`` reads and verifies the artifact,
   checks that this machine can run it, and loads it with an executor picked by
-  ``target.kind`` (only ``"cpu"`` exists). ``threads=None`` (or 0) uses every CPU this
+  ``target.kind`` (``"cpu"``, or ``"cuda"``: runtime_stub/cuda_executor.py). ``threads=None`` (or 0) uses every CPU this
   process may run on.
 * ``get_inputs()`` / ``get_outputs()`` return ``NodeArg``s with ``.name``, ``.shape``
   and ``.type`` spelled as onnxruntime does (``tensor(float)``), plus ``.dtype``.
@@ -128,7 +128,10 @@ class CpuExecutor:
 
 
 def _cuda_executor(artifact: Artifact, threads: int) -> Executor:
-    raise IncompatibleArtifactError("CUDA artifacts need the CUDA executor, which this runtime does not include yet")
+    # Imported lazily: only CUDA artifacts need cuda-bindings (and a GPU).
+    from runtime_stub.cuda_executor import CudaExecutor
+
+    return CudaExecutor(artifact, threads)
 
 
 # Dispatch point: one executor factory per target kind.

@@ -1,0 +1,354 @@
+"""Loop IR → CUDA C, one ``__global__`` function per top-level loop nest.
+
+Contract: ``emit_module(calls, target)`` returns a ``CudaModule``: the source of
+one self-contained translation unit (prelude + kernels, rendered from
+``codegen_templates/cuda``) and one ``Launch`` per kernel launch, in run order.
+
+The loop IR is the scheduled CPU loop IR (same frontend, passes, lowerings and
+driver as the CPU path). The mapping to threads (see ``schedule.py``): each
+top-level statement of a kernel body is one launch; its outer perfect nest of
+loops is flattened into the global thread index, everything inside runs as
+plain sequential C in that thread. Loop kinds map as:
+
+- parallel / serial / vectorized: ``for`` loops (vectorized lanes are serial here);
+- unrolled: a ``for`` loop under ``#pragma unroll``;
+- ``Alloc`` (a local accumulator tile): a per-thread local array.
+
+Values are computed in their C type (float16 / bfloat16 in float); memory
+types follow the artifact's layout (bool as one byte, float16 / bfloat16 as
+16-bit patterns), converted at loads and stores.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass, field
+
+import jinja2
+import numpy as np
+
+from compiler import __version__
+from compiler.codegen.cuda.schedule import ThreadMapping, map_threads
+from compiler.codegen.cuda.target import CudaTarget
+from compiler.codegen.llvm.module import BufferRef, KernelCall
+from compiler.dtypes import DType
+from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
+from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores
+
+TEMPLATE_DIR = pathlib.Path(__file__).resolve().parents[3] / "codegen_templates" / "cuda"
+
+_VALUE_TYPES = {
+    DType.BOOL: "bool", DType.I8: "signed char", DType.I16: "short", DType.I32: "int", DType.I64: "tl_i64",
+    DType.U8: "unsigned char", DType.U16: "unsigned short", DType.U32: "unsigned int", DType.U64: "tl_u64",
+    DType.F16: "float", DType.BF16: "float", DType.F32: "float", DType.F64: "double",
+}
+_MEMORY_TYPES = {**_VALUE_TYPES, DType.BOOL: "unsigned char", DType.F16: "unsigned short",
+                 DType.BF16: "unsigned short"}
+# Call functions spelled tl_<name>(x) by the prelude (float and double overloads; ints where noted).
+_UNARY_MATH = [("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("tanh", "tanh"), ("erf", "erf"), ("sin", "sin"),
+               ("cos", "cos"), ("tan", "tan"), ("asin", "asin"), ("acos", "acos"), ("atan", "atan"),
+               ("sinh", "sinh"), ("cosh", "cosh"), ("asinh", "asinh"), ("acosh", "acosh"), ("atanh", "atanh"),
+               ("floor", "floor"), ("ceil", "ceil"), ("round", "rint"), ("trunc", "trunc"), ("abs", "fabs")]
+_BINARY_MATH = [("pow", "pow"), ("atan2", "atan2"), ("fmod", "fmod")]
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "and": "&", "or": "|", "xor": "^",
+          "shl": "<<", "shr": ">>"}
+_COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+BLOCK_SIZE = 256
+
+
+def value_type(d: DType) -> str:
+    return _VALUE_TYPES[d]
+
+
+def memory_type(d: DType) -> str:
+    return _MEMORY_TYPES[d]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch of the plan: ``name<<<grid, block, shared_mem>>>(args...)``."""
+
+    name: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int
+    args: tuple[BufferRef, ...]
+    total: int  # threads that do work (grid * block rounds this up)
+    kernel: str  # the loop IR kernel it comes from
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "grid": list(self.grid), "block": list(self.block),
+                "shared_mem": self.shared_mem, "kernel": self.kernel, "threads": self.total,
+                "args": [{"kind": a.kind, "index": a.index, "offset": a.offset} for a in self.args]}
+
+
+@dataclass
+class CudaModule:
+    source: str
+    launches: list[Launch] = field(default_factory=list)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render_prelude() -> str:
+    return _environment().get_template("prelude.cuh.j2").render(**_prelude_context())
+
+
+def _prelude_context() -> dict:
+    return {"float_types": [("float", "f"), ("double", "")], "unary_math": _UNARY_MATH, "binary_math": _BINARY_MATH}
+
+
+def emit_module(calls: list[KernelCall], target: CudaTarget) -> CudaModule:
+    kernels, launches, used = [], [], set()
+    for call in calls:
+        for j, mapping in enumerate(map_threads(call.kernel.body)):
+            if mapping.total == 0:
+                continue
+            name = _unique(f"{call.kernel.name}_{j}", used)
+            info, launch = _emit_nest(call, mapping, name)
+            kernels.append(info)
+            launches.append(launch)
+    source = _environment().get_template("module.cu.j2").render(
+        version=__version__, arch=target.arch, kernels=kernels, **_prelude_context())
+    return CudaModule(source, launches)
+
+
+def _unique(name: str, used: set[str]) -> str:
+    base, k = name, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _emit_nest(call: KernelCall, mapping: ThreadMapping, name: str) -> tuple[dict, Launch]:
+    kernel = call.kernel
+    accessed: dict[str, bool] = {}
+    for buffer, is_store in loads_and_stores(mapping.body):
+        if buffer.scope == "global":
+            accessed[buffer.name] = accessed.get(buffer.name, False) or is_store
+    params, args = [], []
+    for buffer, ref in zip(kernel.params, call.args):
+        if buffer.name in accessed:
+            const = "" if accessed[buffer.name] else "const "
+            params.append(f"{const}{memory_type(buffer.dtype)}* __restrict__ {_global_name(buffer)}")
+            args.append(ref)
+    em = StmtEmitter()
+    index_lines = []
+    if mapping.loops:
+        index_lines.append("tl_i64 tl_rest = tl_idx;")
+        for k, loop in reversed(list(enumerate(mapping.loops))):
+            var = _var_name(loop.var)
+            if k == 0:
+                index_lines.append(f"const tl_i64 {var} = tl_rest;")
+            else:
+                index_lines.append(f"const tl_i64 {var} = tl_rest % {loop.extent}LL;")
+                index_lines.append(f"tl_rest /= {loop.extent}LL;")
+    em.stmt(mapping.body, 0)
+    block = min(BLOCK_SIZE, -(-mapping.total // 32) * 32)
+    grid = -(-mapping.total // block)
+    loops = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.loops) or "one thread"
+    info = {"name": name, "params": params, "block": block, "total": mapping.total, "index_lines": index_lines,
+            "body_lines": em.lines, "comment": f"{kernel.name} ({kernel.label}); threads over {loops}"}
+    return info, Launch(name, (grid, 1, 1), (block, 1, 1), 0, tuple(args), mapping.total, kernel.name)
+
+
+def _var_name(v: Var) -> str:
+    return f"v_{v.name}"
+
+
+def _global_name(b: Buffer) -> str:
+    return f"g_{b.name}"
+
+
+def _local_name(b: Buffer) -> str:
+    return f"l_{b.name}"
+
+
+class StmtEmitter:
+    """Statements and expressions → lines of C (mirrors the LLVM FunctionEmitter's walk)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, depth: int, text: str) -> None:
+        self.lines.append("  " * depth + text)
+
+    # --- statements -----------------------------------------------------------------
+
+    def stmt(self, s: Stmt, depth: int) -> None:
+        if isinstance(s, Seq):
+            for child in s.stmts:
+                self.stmt(child, depth)
+        elif isinstance(s, Store):
+            self.store(s, depth)
+        elif isinstance(s, Alloc):
+            self.line(depth, f"{value_type(s.buffer.dtype)} {_local_name(s.buffer)}[{max(1, s.buffer.numel)}];")
+            self.stmt(s.body, depth)
+        elif isinstance(s, For):
+            self.loop(s, depth)
+        else:
+            raise TypeError(f"cannot emit {type(s).__name__}")
+
+    def loop(self, s: For, depth: int) -> None:
+        if s.extent == 0:
+            return
+        if s.kind is ForKind.UNROLLED:
+            self.line(depth, "#pragma unroll")
+        v = _var_name(s.var)
+        self.line(depth, f"for (tl_i64 {v} = 0; {v} < {s.extent}LL; ++{v}) {{")
+        self.stmt(s.body, depth + 1)
+        self.line(depth, "}")
+
+    def store(self, s: Store, depth: int) -> None:
+        value = self.expr(s.value)
+        self.line(depth, f"{self.address(s.buffer, s.indices)} = {self.to_memory(value, s.buffer)};")
+
+    # --- memory ---------------------------------------------------------------------
+
+    def address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> str:
+        name = _local_name(buffer) if buffer.scope == "local" else _global_name(buffer)
+        return f"{name}[{self.expr(flat_index(buffer, indices))}]"
+
+    def to_memory(self, value: str, buffer: Buffer) -> str:
+        if buffer.scope == "local":
+            return value
+        d = buffer.dtype
+        if d is DType.BOOL:
+            return f"(unsigned char)({value})"
+        if d is DType.F16:
+            return f"tl_f2h({value})"
+        if d is DType.BF16:
+            return f"tl_f2bf({value})"
+        return value
+
+    def load(self, e: Load) -> str:
+        text = self.address(e.buffer, e.indices)
+        if e.buffer.scope == "local":
+            return text
+        d = e.buffer.dtype
+        if d is DType.BOOL:
+            return f"({text} != 0)"
+        if d is DType.F16:
+            return f"tl_h2f({text})"
+        if d is DType.BF16:
+            return f"tl_bf2f({text})"
+        return text
+
+    # --- expressions ----------------------------------------------------------------
+
+    def expr(self, e: Expr) -> str:
+        if isinstance(e, Const):
+            return constant(e)
+        if isinstance(e, Var):
+            return _var_name(e)
+        if isinstance(e, Load):
+            return self.load(e)
+        if isinstance(e, Binary):
+            return self.binary(e)
+        if isinstance(e, Call):
+            return self.call(e)
+        if isinstance(e, Select):
+            return f"({self.expr(e.cond)} ? {self.expr(e.true_value)} : {self.expr(e.false_value)})"
+        if isinstance(e, Cast):
+            return self.cast(self.expr(e.value), e.value.dtype, e.type)
+        raise TypeError(f"cannot emit {type(e).__name__}")
+
+    def binary(self, e: Binary) -> str:
+        a, b = self.expr(e.a), self.expr(e.b)
+        d = e.a.dtype
+        op = e.op
+        if op in _COMPARE:
+            # C's float comparisons are ordered, != unordered: LLVM's fcmp o<op> / une.
+            return f"({a} {_COMPARE[op]} {b})"
+        if op in ("min", "max"):
+            return f"tl_{op}({a}, {b})"
+        if d.is_float:
+            if op in ("add", "sub", "mul", "div"):
+                return f"({a} {_INFIX[op]} {b})"
+            if op == "rem":
+                return f"tl_fmod({a}, {b})"
+            if op in ("pow", "atan2"):
+                return f"tl_{op}({a}, {b})"
+            raise ValueError(f"float op {op}")
+        if op in _INFIX:
+            if d.bits >= 32:
+                return f"({a} {_INFIX[op]} {b})"
+            # C promotes narrow integers to int: cast back so wrap-around matches the IR type.
+            return f"(({value_type(d)})({a} {_INFIX[op]} {b}))"
+        raise ValueError(f"integer op {op}")
+
+    def call(self, e: Call) -> str:
+        args = [self.expr(a) for a in e.args]
+        d = e.args[0].dtype
+        f = e.func
+        x = args[0]
+        if f == "neg":
+            return f"(-{x})" if d.is_float else f"(({value_type(d)})(-{x}))"
+        if f == "not":
+            return f"(!{x})" if d is DType.BOOL else f"(({value_type(d)})(~{x}))"
+        if f == "isnan":
+            return f"tl_isnan({x})"
+        if f in ("isinf_pos", "isinf_neg"):
+            sign = "" if f == "isinf_pos" else "-"
+            return f"({x} == ({value_type(d)}){sign}TL_INF)"
+        if f == "abs" and not d.is_float:
+            return f"tl_abs({x})" if d.is_signed else x
+        if f == "sign":
+            return f"tl_sign({x})"
+        return f"tl_{f}({', '.join(args)})"
+
+    def cast(self, x: str, src: DType, dst: DType) -> str:
+        if src is dst:
+            return x
+        if dst is DType.BOOL:
+            return f"({x} != 0)"
+        if dst is DType.F16:
+            return f"tl_round_h((float)({x}))"
+        if dst is DType.BF16:
+            return f"tl_round_bf((float)({x}))"
+        return f"(({value_type(dst)})({x}))"
+
+
+def constant(e: Const) -> str:
+    d = e.dtype
+    if d is DType.BOOL:
+        return "true" if e.value else "false"
+    if d.is_float:
+        v = float(e.value)
+        if d is DType.F16:
+            v = float(np.float16(v))
+        elif d is DType.BF16:
+            bits = np.array([v], np.float32).view(np.uint32)[0]
+            v = float(np.array([(int(bits) + 0x7FFF + ((int(bits) >> 16) & 1)) >> 16 << 16], np.uint32)
+                      .view(np.float32)[0]) if math.isfinite(v) else v
+        elif d is DType.F32:
+            v = float(np.float32(v))
+        t = value_type(d)
+        if math.isnan(v):
+            return f"(({t})TL_NAN)"
+        if math.isinf(v):
+            return f"(({t}){'-' if v < 0 else ''}TL_INF)"
+        text = f"{v.hex()}{'f' if t == 'float' else ''}"
+        return f"({text})" if text.startswith("-") else text
+    v = int(e.value)
+    t = value_type(d)
+    if not d.is_signed:
+        return f"(({t}){v & ((1 << d.bits) - 1)}ULL)"
+    if v == -(1 << (d.bits - 1)):
+        return f"(({t})(-{(1 << (d.bits - 1)) - 1}LL - 1))"
+    if d is DType.I64:
+        return f"({v}LL)" if v < 0 else f"{v}LL"
+    return f"(({t}){v})"
+
+
+def kernel_launches(kernel: Kernel) -> int:
+    """How many launches a loop IR kernel becomes (one per top-level nest that does work)."""
+    return sum(1 for m in map_threads(kernel.body) if m.total)
+
+

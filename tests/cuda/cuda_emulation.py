@@ -1,0 +1,105 @@
+"""Run tilec's generated CUDA C on the CPU: g++ + tests/cuda/emulation.h + a generated launcher.
+
+``emulate(model, feeds)`` lowers the model for a CUDA target exactly as the
+pipeline does (frontend, passes, driver, CUDA emitter; no NVRTC), compiles the
+module and a launcher that follows the launch plan (the same plan the GPU
+executor follows) into a shared object, and runs it through ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+from compiler.codegen.cuda.emitter import CudaModule, Launch, emit_module
+from compiler.codegen.cuda.target import CudaTarget
+from compiler.frontend import load_graph
+from compiler.graph.passes import run_passes
+from compiler.lowering.driver import Program, lower_graph
+from compiler.ops.registry import lookup
+
+HERE = pathlib.Path(__file__).resolve().parent
+CXX = shutil.which("g++") or shutil.which("c++")
+_CACHE = pathlib.Path(tempfile.gettempdir()) / "tilec-cuda-emulation"
+
+
+def lower_for_cuda(model: onnx.ModelProto, target: CudaTarget | None = None) -> tuple[Program, CudaModule]:
+    target = target or CudaTarget()
+    graph = load_graph(model, None, lambda op, domain: lookup(op, domain) is not None)
+    program = lower_graph(run_passes(graph), target)
+    return program, emit_module(program.calls, target)
+
+
+def _arg(ref) -> str:
+    if ref.kind == "input":
+        return f"tl_arg{{inputs[{ref.index}]}}"
+    if ref.kind == "output":
+        return f"tl_arg{{outputs[{ref.index}]}}"
+    base = "weights" if ref.kind == "weights" else "workspace"
+    return f"tl_arg{{{base} + {ref.offset}}}"
+
+
+def launcher(launches: list[Launch]) -> str:
+    lines = ['extern "C" void tilec_emu_run(void **inputs, void **outputs, char *weights, char *workspace) {']
+    for launch in launches:
+        (gx, _, _), (bx, _, _) = launch.grid, launch.block
+        args = ", ".join(_arg(a) for a in launch.args)
+        lines += [f"  gridDim = tl_dim3{{{gx}u, 1u, 1u}}; blockDim = tl_dim3{{{bx}u, 1u, 1u}};",
+                  f"  for (unsigned b = 0; b < {gx}u; ++b)",
+                  f"    for (unsigned t = 0; t < {bx}u; ++t) {{",
+                  "      blockIdx = tl_dim3{b, 0u, 0u}; threadIdx = tl_dim3{t, 0u, 0u};",
+                  f"      {launch.name}({args});",
+                  "    }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def build_shared_object(module: CudaModule) -> pathlib.Path:
+    if CXX is None:
+        raise RuntimeError("no host C++ compiler (g++) to emulate CUDA kernels with")
+    text = module.source + "\n" + launcher(module.launches)
+    key = hashlib.sha256(text.encode() + (HERE / "emulation.h").read_bytes()).hexdigest()[:20]
+    _CACHE.mkdir(parents=True, exist_ok=True)
+    so = _CACHE / f"{key}.so"
+    if so.exists():
+        return so
+    src = _CACHE / f"{key}.cpp"
+    src.write_text(text)
+    tmp = _CACHE / f"{key}.{id(text)}.tmp.so"
+    cmd = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-Wno-unknown-pragmas",
+           "-include", str(HERE / "emulation.h"), str(src), "-o", str(tmp), "-lm"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"the generated CUDA C does not compile under emulation:\n{result.stderr[-6000:]}")
+    tmp.replace(so)
+    return so
+
+
+def run_program(program: Program, module: CudaModule, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    lib = ctypes.CDLL(str(build_shared_object(module)))
+    inputs = [np.ascontiguousarray(feeds[v.name], dtype=v.dtype.numpy) for v in program.inputs]
+    outputs = [np.empty(v.shape, dtype=v.dtype.numpy) for v in program.outputs]
+    for out in outputs:
+        out.reshape(-1).view(np.uint8).fill(0xFF)  # poison (NaN for floats): every element must be written
+    weights = np.frombuffer(program.weights, dtype=np.uint8).copy() if program.weights else np.zeros(1, np.uint8)
+    # Poison the arena: a kernel that reads before anyone writes shows up as a mismatch.
+    workspace = np.full(max(program.workspace_size, 1), 0xFF, dtype=np.uint8)
+    in_ptrs = (ctypes.c_void_p * max(1, len(inputs)))(*[a.ctypes.data for a in inputs])
+    out_ptrs = (ctypes.c_void_p * max(1, len(outputs)))(*[a.ctypes.data for a in outputs])
+    lib.tilec_emu_run.argtypes = [ctypes.c_void_p] * 4
+    lib.tilec_emu_run(in_ptrs, out_ptrs, weights.ctypes.data, workspace.ctypes.data)
+    return outputs
+
+
+def emulate(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], target: CudaTarget | None = None
+            ) -> list[np.ndarray]:
+    program, module = lower_for_cuda(model, target)
+    return run_program(program, module, feeds)

@@ -1,0 +1,156 @@
+"""The generated CUDA C, run on the CPU under tests/cuda/emulation.h, against onnx's reference.
+
+No GPU and no NVRTC needed: this checks the loop IR → CUDA C translation and
+the thread mapping (every launch, every thread, the launch plan's arguments).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from cuda_emulation import CXX, emulate, lower_for_cuda
+from helpers_onnx import graph_model, node_model, rand, reference
+
+pytestmark = pytest.mark.skipif(CXX is None, reason="no host C++ compiler to emulate CUDA kernels with")
+
+
+def _check(model, feeds, rtol=1e-4, atol=1e-5):
+    expected = reference(model, feeds)
+    actual = emulate(model, feeds)
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def test_relu():
+    x = rand([2, 3, 5, 7])
+    _check(node_model("Relu", ["x"], {"x": x}), {"x": x})
+
+
+def test_add_broadcast():
+    x, b = rand([2, 3, 4, 5]), rand([3, 1, 5], seed=1)
+    _check(node_model("Add", ["x", "b"], {"x": x, "b": b}), {"x": x, "b": b})
+
+
+def test_add_int32_and_compare_bool():
+    x = np.arange(-12, 12, dtype=np.int32).reshape(4, 6)
+    y = np.array([3, -2, 7, 0, 1, -5], dtype=np.int32)
+    nodes = [helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Greater", ["s", "y"], ["g"])]
+    feeds = {"x": x, "y": y}
+    _check(graph_model(nodes, feeds, ["s", "g"]), feeds)
+
+
+def test_float16_add():
+    x, b = rand([3, 17], dtype="float16"), rand([17], seed=1, dtype="float16")
+    _check(node_model("Add", ["x", "b"], {"x": x, "b": b}), {"x": x, "b": b}, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [([5, 7], [7, 3]), ([2, 4, 6], [6, 9]), ([3, 1, 8, 5], [2, 5, 4])])
+def test_matmul(shape_a, shape_b):
+    a, b = rand(shape_a), rand(shape_b, seed=1)
+    _check(node_model("MatMul", ["a", "b"], {"a": a, "b": b}), {"a": a, "b": b})
+
+
+def test_gemm_trans_b_bias():
+    a, w, c = rand([4, 9]), rand([6, 9], seed=1), rand([6], seed=2)
+    model = node_model("Gemm", ["a", "w", "c"], {"a": a}, consts={"w": w, "c": c},
+                       attrs={"transB": 1, "alpha": 0.5, "beta": 2.0})
+    _check(model, {"a": a})
+
+
+@pytest.mark.parametrize("attrs,w_shape", [
+    ({"pads": [1, 1, 1, 1]}, [4, 3, 3, 3]),
+    ({"strides": [2, 2], "pads": [0, 1, 2, 1]}, [5, 3, 3, 2]),
+    ({"group": 3, "pads": [1, 1, 1, 1]}, [6, 1, 3, 3]),
+    ({"dilations": [2, 1], "strides": [1, 2]}, [2, 3, 2, 3]),
+])
+def test_conv(attrs, w_shape):
+    x, w, b = rand([2, 3, 9, 8]), rand(w_shape, seed=1), rand([w_shape[0]], seed=2)
+    _check(node_model("Conv", ["x", "w", "b"], {"x": x}, consts={"w": w, "b": b}, attrs=attrs), {"x": x},
+           rtol=1e-4, atol=1e-4)
+
+
+def test_conv_relu_fused():
+    x, w, b = rand([1, 3, 10, 10]), rand([8, 3, 3, 3], seed=1), rand([8], seed=2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = graph_model(nodes, {"x": x}, ["y"], consts={"w": w, "b": b})
+    _check(model, {"x": x}, atol=1e-4)
+    program, _ = lower_for_cuda(model)
+    assert any("Conv" in c.kernel.label and "Relu" in c.kernel.label for c in program.calls)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [2, 2], "strides": [2, 2]},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+])
+def test_maxpool(attrs):
+    x = rand([2, 3, 9, 9])
+    _check(node_model("MaxPool", ["x"], {"x": x}, attrs=attrs), {"x": x})
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+])
+def test_averagepool(attrs):
+    x = rand([1, 4, 7, 7])
+    _check(node_model("AveragePool", ["x"], {"x": x}, attrs=attrs), {"x": x})
+
+
+def test_global_average_pool():
+    x = rand([2, 5, 6, 6])
+    _check(node_model("GlobalAveragePool", ["x"], {"x": x}), {"x": x})
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_softmax(axis):
+    x = rand([3, 4, 10])
+    _check(node_model("Softmax", ["x"], {"x": x}, attrs={"axis": axis}), {"x": x})
+
+
+def test_reduce_mean():
+    x = rand([3, 4, 5])
+    _check(node_model("ReduceMean", ["x"], {"x": x}, attrs={"axes": [1], "keepdims": 1}, opset=13), {"x": x})
+
+
+def test_reduce_mean_all_to_scalar():
+    x = rand([3, 4, 5])
+    _check(node_model("ReduceMean", ["x"], {"x": x}, attrs={"keepdims": 0}, opset=13), {"x": x})
+
+
+def test_concat():
+    a, b, c = rand([2, 3, 4]), rand([2, 5, 4], seed=1), rand([2, 1, 4], seed=2)
+    _check(node_model("Concat", ["a", "b", "c"], {"a": a, "b": b, "c": c}, attrs={"axis": 1}), {"a": a, "b": b, "c": c})
+
+
+def test_transpose():
+    x = rand([2, 3, 4, 5])
+    _check(node_model("Transpose", ["x"], {"x": x}, attrs={"perm": [0, 3, 1, 2]}), {"x": x})
+
+
+def test_math_functions():
+    x = rand([4, 9], low=0.1, high=2.0)
+    nodes = [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Log", ["x"], ["l"]),
+             helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Erf", ["x"], ["f"]),
+             helper.make_node("Sqrt", ["x"], ["s"]), helper.make_node("Sigmoid", ["x"], ["g"])]
+    _check(graph_model(nodes, {"x": x}, ["e", "l", "t", "f", "s", "g"]), {"x": x}, rtol=1e-5, atol=1e-6)
+
+
+def test_max_propagates_nan():
+    x = np.array([[1.0, np.nan, -2.0, 0.0]], dtype=np.float32)
+    b = np.array([[np.nan, 3.0, -1.0, -0.0]], dtype=np.float32)
+    _check(node_model("Max", ["x", "b"], {"x": x, "b": b}), {"x": x, "b": b})
+
+
+def test_lenet():
+    import onnx
+
+    model = onnx.load("examples/models/lenet.onnx")
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = rand(shape)
+    _check(model, {name: x}, rtol=1e-3, atol=1e-4)
