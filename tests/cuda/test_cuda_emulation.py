@@ -154,3 +154,20 @@ def test_lenet():
     shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = rand(shape)
     _check(model, {name: x}, rtol=1e-3, atol=1e-4)
+
+
+def test_casts_and_narrow_integers():
+    x = rand([5, 6], low=-300.0, high=300.0)
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=10),  # float16: rounded on the way
+             helper.make_node("Cast", ["x"], ["i"], to=3),  # int8, values in range
+             helper.make_node("Cast", ["x"], ["b"], to=9)]
+    feeds = {"x": np.clip(x, -100, 100).astype(np.float32)}
+    _check(graph_model(nodes, feeds, ["h", "i", "b"]), feeds, rtol=1e-3, atol=0)
+
+
+def test_where_and_clip():
+    x, y = rand([4, 7]), rand([4, 7], seed=1)
+    nodes = [helper.make_node("Greater", ["x", "y"], ["c"]), helper.make_node("Where", ["c", "x", "y"], ["w"]),
+             helper.make_node("Clip", ["w", "lo", "hi"], ["z"])]
+    consts = {"lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)}
+    _check(graph_model(nodes, {"x": x, "y": y}, ["z"], consts=consts), {"x": x, "y": y})
