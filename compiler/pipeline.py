@@ -23,6 +23,7 @@ from compiler.codegen.llvm.module import build_module, compile_module
 from compiler.codegen.target import Target, resolve_target
 from compiler.errors import CompileError
 from compiler.frontend import load_graph
+from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
 from compiler.loopir.printer import format_kernel
 from compiler.lowering.driver import Program, lower_graph
@@ -71,59 +72,59 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     if options:
         raise CompileError(f"unknown compile option(s): {', '.join(sorted(options))}")
     log = BuildLog(progress)
-    if target.startswith("cuda"):
-        path = _compile_cuda(model, output, target, cpu, input_shapes, dump_ir, progress, log)
-        if timings is not None:
-            timings.update(log.timings)
-        return path
+    cuda = target.startswith("cuda")
     with log.stage("target"):
-        tgt = resolve_target(target, cpu)
-    with log.stage("frontend"):
-        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None)
-    with log.stage("graph passes"):
-        graph = run_passes(graph)
-    with log.stage("lowering"):
-        program = lower_graph(graph, tgt, progress)
+        tgt = _resolve_cuda(target, cpu) if cuda else resolve_target(target, cpu)
+    graph, program = _lower(model, input_shapes, tgt, log, progress)
     if dump_ir is not None:
         _dump(pathlib.Path(dump_ir), graph, program)
-    with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
-        module = build_module(program.calls, tgt)
-        obj = compile_module(module, tgt, log.timings)
-    with log.stage("link"):
-        native = link_shared_object([obj], tgt.triple, tgt.cpu)
+    manifest = _manifest(program, tgt, {"input_shapes": dict(input_shapes or {})})
+    sections = _cuda_sections(program, tgt, log, manifest, dump_ir) if cuda else _cpu_sections(program, tgt, log)
     with log.stage("write artifact"):
-        manifest = _manifest(program, tgt, {"input_shapes": dict(input_shapes or {})})
-        path = write_artifact(output, manifest, {"native": native, "weights": program.weights})
+        path = write_artifact(output, manifest, {**sections, "weights": program.weights})
     if timings is not None:
         timings.update(log.timings)
     return path
 
 
-def _compile_cuda(model, output, target, cpu, input_shapes, dump_ir, progress, log: BuildLog) -> pathlib.Path:
-    """The CUDA path: same frontend, passes and lowering; CUDA C + NVRTC instead of LLVM (compiler/codegen/cuda)."""
-    from compiler.codegen.cuda.artifact import build_cuda_artifact
-    from compiler.codegen.cuda.emitter import emit_module
-    from compiler.codegen.cuda.target import resolve_cuda_target
-
-    with log.stage("target"):
-        tgt = resolve_cuda_target(target, cpu)
+def _lower(model: ModelSource, input_shapes, tgt, log: BuildLog, progress) -> tuple[Graph, Program]:
+    """The target-independent half: frontend, graph passes, lowering to scheduled kernels."""
     with log.stage("frontend"):
         graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None)
     with log.stage("graph passes"):
         graph = run_passes(graph)
     with log.stage("lowering"):
         program = lower_graph(graph, tgt, progress)
+    return graph, program
+
+
+def _cpu_sections(program: Program, tgt: Target, log: BuildLog) -> dict[str, bytes]:
+    with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
+        obj = compile_module(build_module(program.calls, tgt), tgt, log.timings)
+    with log.stage("link"):
+        return {"native": link_shared_object([obj], tgt.triple, tgt.cpu)}
+
+
+def _resolve_cuda(target: str, cpu: str | None):
+    from compiler.codegen.cuda.target import resolve_cuda_target
+
+    return resolve_cuda_target(target, cpu)
+
+
+def _cuda_sections(program: Program, tgt, log: BuildLog, manifest: dict[str, Any],
+                   dump_ir: str | os.PathLike | None) -> dict[str, bytes]:
+    """CUDA C from the same kernels, compiled by NVRTC (compiler/codegen/cuda; imported only when used)."""
+    from compiler.codegen.cuda.artifact import build_cuda_artifact
+    from compiler.codegen.cuda.emitter import emit_module
+
     with log.stage(f"cuda codegen ({len(program.calls)} kernels)"):
         module = emit_module(program.calls, tgt)
     if dump_ir is not None:
-        _dump(pathlib.Path(dump_ir), graph, program)
         (pathlib.Path(dump_ir) / "model.cu").write_text(module.source)
     with log.stage("nvrtc"):
         fields, sections = build_cuda_artifact(program, tgt, module)
-    with log.stage("write artifact"):
-        manifest = _manifest(program, tgt, {"input_shapes": dict(input_shapes or {})})
-        manifest.update(fields)
-        return write_artifact(output, manifest, {**sections, "weights": program.weights})
+    manifest.update(fields)
+    return sections
 
 
 def _dump(folder: pathlib.Path, graph, program: Program) -> None:
