@@ -191,10 +191,12 @@ def space_to_depth(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
     b, c_in = int(ctx.attr("blocksize")), x.shape[1]
 
+    crd = ctx.attr("mode", "DCR") == "CRD"
+
     def read(i: Index) -> Expr:
         n, c, h, w = i
-        block = c // c_in
-        return x[[n, c % c_in, h * b + block // b, w * b + block % b]]
+        block, channel = (c % (b * b), c // (b * b)) if crd else (c // c_in, c % c_in)
+        return x[[n, channel, h * b + block // b, w * b + block % b]]
 
     return [ctx.compute(out.shape, read, dtype=x.dtype, name="space_to_depth")]
 

@@ -42,8 +42,7 @@ def _bitshift(ctx: LoweringContext, a: Expr, b: Expr) -> Expr:
     zero = const(0, a.dtype)
     # Shifts outside [0, width) are 0 (a right shift of a negative value by >= width is -1).
     out_of_range = binary("or", compare("ge", b, const(a.dtype.bits, b.dtype)), compare("lt", b, zero))
-    too_far = select(logical_and(compare("lt", a, zero), compare("ge", b, zero)), const(-1, a.dtype), zero) \
-        if a.dtype.is_signed and not left else zero
+    too_far = select(compare("lt", a, zero), const(-1, a.dtype), zero) if a.dtype.is_signed and not left else zero
     return select(out_of_range, too_far, binary("shl" if left else "shr", a, b))
 
 

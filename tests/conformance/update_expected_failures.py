@@ -82,6 +82,12 @@ def classify(message: str, ops: list[str]) -> str:
         return "bug: schedule vectorizes a reduction whose accumulator is a scalar (store of a vector into acc)"
     if "integer op pow" in message:
         return "bug: elementwise Pow on integers emits a pow the LLVM codegen lacks"
+    if re.search(r"variable \w+ is not bound", message):
+        return "bug: a zero-size tensor leaves a loop variable unbound (lowering/schedule of empty extents)"
+    if m := re.search(r"UnsupportedOpError: (\w+) '[^']*' \(opset \d+\): ([^\n]*)", message):
+        return f"{m.group(1)}: {m.group(2)[:100]}"
+    if ("Not equal to tolerance" in message or "Mismatched elements" in message) and len(ops) > 4:
+        return "wrong result (function-expanded graph of many ops)"
     if "Not equal to tolerance" in message or "Mismatched elements" in message or "mismatch" in message.lower():
         return f"wrong result ({', '.join(ops)})"
     text = re.sub(r"\s+", " ", first)[:140]
