@@ -78,3 +78,13 @@ def test_light_model_on_arm(name: str, tmp_path: pathlib.Path) -> None:
     feeds = random_input(model)
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     _assert_close(_run_on_arm(model, feeds, tmp_path), want)
+
+
+@pytest.mark.arm
+def test_transformer_encoder_on_arm(tmp_path: pathlib.Path) -> None:
+    from models.transformer import encoder, encoder_inputs
+
+    model = encoder(layers=2, hidden=64, heads=4, seq=16)
+    feeds = encoder_inputs(model)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    _assert_close(_run_on_arm(model, feeds, tmp_path), want)
