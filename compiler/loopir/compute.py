@@ -10,7 +10,8 @@ built: their variable is replaced by 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Buffer, Const, Expr, Var, binary, const, substitute
@@ -62,6 +63,10 @@ class Computation:
     @property
     def acc(self) -> Var:
         return acc_var(self.body.dtype)
+
+    def map_exprs(self, fn: Callable[[Expr], Expr]) -> "Computation":
+        """The same computation with ``fn`` applied to its body and epilogue."""
+        return replace(self, body=fn(self.body), epilogue=None if self.epilogue is None else fn(self.epilogue))
 
     def value_expr(self) -> Expr:
         """For a pointwise computation: the stored value, epilogue applied."""

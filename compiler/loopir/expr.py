@@ -347,6 +347,19 @@ def substitute(e: Expr, mapping: dict[Var, Expr]) -> Expr:
     return e if new == kids else rebuild(e, new)
 
 
+def map_loads(e: Expr, fn: Callable[[Load], Expr | None]) -> Expr:
+    """Rewrite every load: ``fn`` sees it (indices already rewritten) and returns a replacement or None."""
+    if isinstance(e, Load):
+        load = Load(e.buffer, tuple(map_loads(i, fn) for i in e.indices))
+        out = fn(load)
+        return load if out is None else out
+    kids = children(e)
+    if not kids:
+        return e
+    new = tuple(map_loads(k, fn) for k in kids)
+    return e if new == kids else rebuild(e, new)
+
+
 def free_vars(e: Expr) -> set[Var]:
     return {x for x in walk(e) if isinstance(x, Var)}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -28,7 +28,7 @@ from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, children, rebuild, substitute, walk
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, map_loads, substitute, walk
 from compiler.loopir.stmt import Kernel, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -180,8 +180,8 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
             renames[tensor.buffer.name] = target
     computations = [_retarget(c, renames) for c in computations]
     keep = {b.name for b in renames.values()}
-    computations = _inline(computations, keep | materialized, keep)
-    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, node_name=last.name)
+    computations = _inline(computations, keep | materialized)
+    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state)
 
 
 def _copy_computation(src: Tensor, dst: Buffer) -> Computation:
@@ -192,15 +192,9 @@ def _copy_computation(src: Tensor, dst: Buffer) -> Computation:
 def _retarget(c: Computation, renames: dict[str, Buffer]) -> Computation:
     if not renames:
         return c
-
-    def fix(e: Expr) -> Expr:
-        if isinstance(e, Load) and e.buffer.name in renames:
-            return Load(renames[e.buffer.name], tuple(fix(i) for i in e.indices))
-        kids = children(e)
-        return rebuild(e, tuple(fix(k) for k in kids)) if kids else e
-
-    return Computation(renames.get(c.output.name, c.output), c.index, fix(c.body), c.axes, c.combiner,
-                       None if c.epilogue is None else fix(c.epilogue), c.extents, c.offsets)
+    moved = c.map_exprs(lambda e: map_loads(e, lambda ld: Load(renames[ld.buffer.name], ld.indices)
+                                            if ld.buffer.name in renames else None))
+    return replace(moved, output=renames.get(c.output.name, c.output))
 
 
 def _reads(c: Computation, name: str) -> list[Load]:
@@ -209,14 +203,16 @@ def _reads(c: Computation, name: str) -> list[Load]:
 
 
 def _inline_loads(e: Expr, producer: Computation) -> Expr:
-    if isinstance(e, Load) and e.buffer.name == producer.output.name:
-        index = tuple(_inline_loads(i, producer) for i in e.indices)
-        return substitute(producer.value_expr(), dict(zip(producer.index, index)))
-    kids = children(e)
-    return rebuild(e, tuple(_inline_loads(k, producer) for k in kids)) if kids else e
+    """``e`` with each read of ``producer``'s output replaced by the value it would have stored there."""
+    def inline(ld: Load) -> Expr | None:
+        if ld.buffer.name != producer.output.name:
+            return None
+        return substitute(producer.value_expr(), dict(zip(producer.index, ld.indices)))
+
+    return map_loads(e, inline)
 
 
-def _inline(comps: list[Computation], pinned: set[str], outputs: set[str]) -> list[Computation]:
+def _inline(comps: list[Computation], pinned: set[str]) -> list[Computation]:
     """Remove temporaries: inline pointwise producers, fold reductions into pointwise epilogues."""
     changed = True
     while changed:
@@ -228,7 +224,7 @@ def _inline(comps: list[Computation], pinned: set[str], outputs: set[str]) -> li
                 continue
             readers = [c for c in comps if c is not p and _reads(c, name)]
             if not p.is_reduction:
-                comps = [c if c is p else _replace_reads(c, p) for c in comps if c is not p]
+                comps = [c.map_exprs(lambda e: _inline_loads(e, p)) for c in comps if c is not p]
                 changed = True
                 break
             if len(readers) == 1 and _is_epilogue_of(readers[0], p):
@@ -237,11 +233,6 @@ def _inline(comps: list[Computation], pinned: set[str], outputs: set[str]) -> li
                 changed = True
                 break
     return comps
-
-
-def _replace_reads(c: Computation, producer: Computation) -> Computation:
-    return Computation(c.output, c.index, _inline_loads(c.body, producer), c.axes, c.combiner,
-                       None if c.epilogue is None else _inline_loads(c.epilogue, producer), c.extents, c.offsets)
 
 
 def _is_epilogue_of(reader: Computation, producer: Computation) -> bool:
@@ -260,17 +251,12 @@ def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
     acc = producer.acc
     reduced = acc if producer.epilogue is None else producer.epilogue
 
-    def swap(e: Expr) -> Expr:
-        if isinstance(e, Load) and e.buffer.name == producer.output.name:
-            return reduced
-        kids = children(e)
-        return rebuild(e, tuple(swap(k) for k in kids)) if kids else e
-
-    epilogue = substitute(swap(reader.value_expr()), dict(zip(reader.index, producer.index)))
+    swapped = map_loads(reader.value_expr(), lambda ld: reduced if ld.buffer.name == producer.output.name else None)
+    epilogue = substitute(swapped, dict(zip(reader.index, producer.index)))
     return Computation(reader.output, producer.index, producer.body, producer.axes, producer.combiner, epilogue)
 
 
-def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State, node_name: str = "") -> None:
+def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State) -> None:
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)

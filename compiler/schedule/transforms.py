@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, children, rebuild, substitute
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, map_loads
 from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, map_stmts, seq, substitute_stmt
 
 
@@ -86,29 +86,14 @@ def fuse(s: Stmt, outer: str, inner: str, fused: str | None = None) -> Stmt:
     return map_stmts(s, rewrite)
 
 
-def _replace_loads(e: Expr, buffer: Buffer, index: tuple[Expr, ...], new: Buffer) -> Expr:
-    if isinstance(e, Load) and e.buffer == buffer:
-        return Load(new, index)
-    kids = children(e)
-    if not kids:
-        return e
-    return rebuild(e, tuple(_replace_loads(k, buffer, index, new) for k in kids))
-
-
 def _retarget_accumulator(s: Stmt, old: Buffer, new: Buffer, index: tuple[Expr, ...]) -> Stmt:
     def rewrite(node: Stmt) -> Stmt | None:
         if isinstance(node, Store):
             target, idx = (new, index) if node.buffer == old else (node.buffer, node.indices)
-            return Store(target, idx, _replace_loads(node.value, old, index, new))
+            return Store(target, idx, map_loads(node.value, lambda ld: Load(new, index) if ld.buffer == old else None))
         return None
 
     return map_stmts(s, rewrite)
-
-
-def _innermost_body(s: Stmt) -> Stmt:
-    while isinstance(s, For):
-        s = s.body
-    return s
 
 
 def _wrap(loops: list[For], body: Stmt) -> Stmt:
