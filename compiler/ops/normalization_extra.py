@@ -10,17 +10,13 @@ from __future__ import annotations
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, const
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.reduce import source_index
+from compiler.ops.reduce import reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
 
 
 def _stats(ctx: LoweringContext, x: Tensor, axes: list[int], acc: DType, eps: float, centered: bool = True):
     """(mean, 1/sqrt(var + eps)) over ``axes``, in keepdims shape; mean is None when not centered (RMS)."""
-    stat_shape = [1 if d in axes else s for d, s in enumerate(x.shape)]
-    extents = [x.shape[a] for a in axes]
-    count = 1
-    for e in extents:
-        count *= e
+    stat_shape, extents, count = reduced_space(x.shape, axes)
 
     def value(i: Index, r: Index) -> Expr:
         return cast(x[source_index(x.rank, axes, True, i, r)], acc)
@@ -139,11 +135,7 @@ def lp_norm(ctx: LoweringContext) -> list[Tensor]:
 def mean_variance_norm(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     axes = sorted(int(a) % x.rank for a in ctx.attr("axes", [0, 2, 3]))
-    stat_shape = [1 if d in axes else s for d, s in enumerate(x.shape)]
-    extents = [x.shape[a] for a in axes]
-    count = 1
-    for e in extents:
-        count *= e
+    stat_shape, extents, count = reduced_space(x.shape, axes)
 
     def value(i: Index, r: Index) -> Expr:
         return x[source_index(x.rank, axes, True, i, r)]

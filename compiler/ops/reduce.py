@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable
 
 from compiler.loopir.expr import Expr, call, cast, const
@@ -30,6 +32,12 @@ def reduce_axes(ctx: LoweringContext, rank: int, input_index: int = 1) -> list[i
     return sorted(int(a) % rank for a in axes)
 
 
+def reduced_space(shape: tuple[int, ...], axes: list[int]) -> tuple[list[int], list[int], int]:
+    """(keepdims result shape, reduction extents, number of elements reduced into each result)."""
+    extents = [shape[a] for a in axes]
+    return [1 if d in axes else n for d, n in enumerate(shape)], extents, math.prod(extents)
+
+
 def source_index(rank: int, axes: list[int], keepdims: bool, i: Index, r: Index) -> list[Expr]:
     """The input index read for output index ``i`` and reduction index ``r``."""
     src, ri, oi = [], iter(r), iter(i)
@@ -51,11 +59,8 @@ def _lower(name: str):
         axes = reduce_axes(ctx, x.rank)
         keep = bool(ctx.attr("keepdims", 1))
         out = ctx.output_type(0)
-        count = 1
-        for a in axes:
-            count *= x.shape[a]
-
-        return [ctx.reduce(out.shape, [x.shape[a] for a in axes],
+        _, extents, count = reduced_space(x.shape, axes)
+        return [ctx.reduce(out.shape, extents,
                            lambda i, r: element(x[source_index(x.rank, axes, keep, i, r)]), combiner,
                            lambda acc, i: cast(finish(acc, count), out.dtype), name=name.lower())]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from compiler.loopir.expr import Expr, call
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.reduce import source_index
+from compiler.ops.reduce import reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
 
 
@@ -18,8 +18,7 @@ def _softmax(log: bool):
         default_axis = -1 if ctx.opset >= 13 else 1
         axis = int(ctx.attr("axis", default_axis)) % max(x.rank, 1)
         axes = [axis] if ctx.opset >= 13 else list(range(axis, x.rank))
-        stat_shape = [1 if d in axes else n for d, n in enumerate(x.shape)]
-        extents = [x.shape[a] for a in axes]
+        stat_shape, extents, _ = reduced_space(x.shape, axes)
 
         def row(i: Index, r: Index) -> Expr:
             return x[source_index(x.rank, axes, True, i, r)]
