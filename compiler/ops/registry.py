@@ -36,13 +36,17 @@ def defop(op_type: str, lower: Lowering, kind: str = "compute", since: int = 1, 
 
 
 def _build() -> Mapping[tuple[str, str], OpDef]:
-    from compiler.ops import (argminmax, conv, cumsum, elementwise, indexing, linalg, math_extra, normalization,
-                              normalization_extra, pool, reduce, shape, softmax)
+    """Every ``OPS`` list of the op family modules in this package (found by listing it, so adding a
+    family is adding a module)."""
+    import importlib
+    import pkgutil
+
+    import compiler.ops as package
 
     table: dict[tuple[str, str], OpDef] = {}
-    for module in (conv, elementwise, linalg, normalization, pool, reduce, shape, softmax, math_extra, indexing,
-                   argminmax, normalization_extra, cumsum):
-        for op in module.OPS:
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for op in getattr(module, "OPS", ()):
             key = (op.domain, op.op_type)
             assert key not in table, f"{op.op_type} defined twice"
             table[key] = op
