@@ -8,7 +8,11 @@ order and returns the outputs in graph output order.
 
 A model whose inputs have symbolic dimensions is compiled lazily, on the first
 ``run``, with ``input_shapes`` taken from the arrays given (one artifact per shape
-signature).
+signature). Likewise, when the compiler reports that a shape depends on a run-time
+value (``DataDependentError``: Reduce* axes, Pad pads, OneHot depth given as graph
+inputs), the graph inputs that value derives from (integer or scalar ones only: shape
+operands, never data tensors) are specialized: compiled in as ``constant_inputs`` with
+the values of each ``run``, one artifact per distinct value.
 
 The cache lives in ``$TILEC_BACKEND_CACHE`` (or a per-process temporary folder) and
 is keyed by the sha256 of the serialized model, the bound shapes and the compiler's
@@ -32,7 +36,8 @@ import onnx
 from onnx.backend.base import Backend, BackendRep
 
 import compiler
-from compiler.frontend.loader import graph_inputs
+from compiler.errors import DataDependentError
+from compiler.frontend.loader import graph_inputs, node_reads
 from runtime_stub import InferenceSession
 
 _CACHE_ENV = "TILEC_BACKEND_CACHE"
@@ -71,17 +76,22 @@ def compiler_stamp() -> str:
     return _compiler_stamp
 
 
-def compile_cached(model_bytes: bytes, input_shapes: dict[str, tuple[int, ...]] | None = None) -> str:
-    """Compile (or reuse) the artifact for ``model_bytes`` with ``input_shapes`` bound; returns its path."""
+def compile_cached(model_bytes: bytes, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                   constant_inputs: dict[str, np.ndarray] | None = None) -> str:
+    """Compile (or reuse) the artifact for ``model_bytes`` with ``input_shapes`` and ``constant_inputs``
+    bound; returns its path."""
     key = hashlib.sha256(model_bytes)
     key.update(json.dumps(sorted((input_shapes or {}).items())).encode())
+    for name, value in sorted((constant_inputs or {}).items()):
+        key.update(f"{name}:{value.dtype.str}:{value.shape}".encode() + np.ascontiguousarray(value).tobytes())
     key.update(compiler_stamp().encode())
     path = os.path.join(cache_dir(), key.hexdigest() + ".tilec")
     if not os.path.exists(path):
         fd, tmp = tempfile.mkstemp(suffix=".tilec.tmp", dir=os.path.dirname(path))
         os.close(fd)
         try:
-            compiler.compile(model_bytes, tmp, input_shapes=input_shapes or None)
+            compiler.compile(model_bytes, tmp, input_shapes=input_shapes or None,
+                             constant_inputs=constant_inputs or None)
             os.replace(tmp, path)  # atomic: a concurrent writer produces the same bytes
         finally:
             if os.path.exists(tmp):
@@ -104,23 +114,68 @@ def _to_onnx_dtype(array: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
     return array
 
 
+def _upstream(graph: onnx.GraphProto, names: Sequence[str]) -> set[str]:
+    """The graph inputs the values ``names`` are computed from."""
+    producers = {out: node for node in graph.node for out in node.output if out}
+    inputs = {vi.name for vi in graph_inputs(graph)}
+    found: set[str] = set()
+    stack, seen = list(names), set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in inputs:
+            found.add(name)
+        elif name in producers:
+            stack.extend(node_reads(producers[name]))
+    return found
+
+
+def _is_shape_operand(array: np.ndarray) -> bool:
+    return array.dtype.kind in "iub" or array.size <= 1
+
+
 class TilecRep(BackendRep):
-    """A prepared model: compiled artifacts per input-shape signature, loaded on demand."""
+    """A prepared model: compiled artifacts per input-shape (and specialized-value) signature."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self._bytes = model.SerializeToString()
+        self._graph = model.graph
         self._inputs = graph_inputs(model.graph)
         self._outputs = list(model.graph.output)
         self._static = all(_is_static(vi) for vi in self._inputs)
+        self._needed: set[str] = set()  # values the compiler asked to know at compile time
         self._sessions: dict[tuple, InferenceSession] = {}
         if self._static:
-            self._session(())
+            try:
+                self._session({})
+            except DataDependentError as exc:
+                self._needed.update(exc.values)  # compiled per value, on the first run
 
-    def _session(self, signature: tuple) -> InferenceSession:
-        if signature not in self._sessions:
-            shapes = dict(signature) if signature else None
-            self._sessions[signature] = InferenceSession(compile_cached(self._bytes, shapes), threads=1)
-        return self._sessions[signature]
+    def _session(self, feed: dict[str, np.ndarray]) -> tuple[InferenceSession, set[str]]:
+        while True:
+            fixed = sorted(n for n in _upstream(self._graph, sorted(self._needed))
+                           if n in feed and _is_shape_operand(feed[n]))
+            if self._needed and not fixed:
+                raise DataDependentError(f"the model needs the run-time value(s) of {sorted(self._needed)} "
+                                         "at compile time", values=tuple(self._needed))
+            shapes = {} if self._static else {vi.name: tuple(int(d) for d in feed[vi.name].shape)
+                                              for vi in self._inputs if vi.name not in fixed}
+            constants = {n: feed[n] for n in fixed}
+            signature = (tuple(sorted(shapes.items())),
+                         tuple((n, feed[n].dtype.str, feed[n].shape, feed[n].tobytes()) for n in fixed))
+            if signature in self._sessions:
+                return self._sessions[signature], set(fixed)
+            try:
+                path = compile_cached(self._bytes, shapes, constants)
+            except DataDependentError as exc:
+                if not feed or set(exc.values) <= self._needed:
+                    raise
+                self._needed.update(exc.values)
+                continue
+            self._sessions[signature] = InferenceSession(path, threads=1)
+            return self._sessions[signature], set(fixed)
 
     def run(self, inputs: Any, **kwargs: Any) -> list[np.ndarray]:
         if isinstance(inputs, dict):
@@ -133,11 +188,8 @@ class TilecRep(BackendRep):
                 raise ValueError(f"the model takes {len(self._inputs)} input(s), got {len(inputs)}")
             feed = {vi.name: value for vi, value in zip(self._inputs, inputs)}
         feed = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in feed.items()}
-        signature: tuple = ()
-        if not self._static:
-            signature = tuple((vi.name, tuple(int(d) for d in feed[vi.name].shape)) for vi in self._inputs)
-        session = self._session(signature)
-        results = session.run(None, feed)
+        session, fixed = self._session(feed)
+        results = session.run(None, {k: v for k, v in feed.items() if k not in fixed})
         return [_to_onnx_dtype(r, vi) for r, vi in zip(results, self._outputs)]
 
 

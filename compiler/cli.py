@@ -187,7 +187,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise CliError(f"-o {args.output} is a directory; give the artifact's file name, e.g. {args.output}/model.tilec")
     timings: dict[str, float] = {}
     out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
-                           input_shapes=_shapes_dict(args.input_shape), dump_ir=args.dump_ir,
+                           input_shapes=_shapes_dict(args.input_shape),
+                           constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None, dump_ir=args.dump_ir,
                            progress=progress, timings=timings)
     elapsed = time.perf_counter() - start
     if args.time_passes:
@@ -205,13 +206,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 # --- run ----------------------------------------------------------------------------
 
 
-def _load_inputs(pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+def _load_inputs(pairs: Sequence[tuple[str, str]] | None, flag: str = "--input") -> dict[str, Any]:
+    """``{name: array}`` from NAME=FILE.npy arguments of ``flag``."""
     import numpy as np
 
     feed: dict[str, Any] = {}
     for name, path in pairs or ():
         if name in feed:
-            raise CliError(f"--input gives {name!r} twice")
+            raise CliError(f"{flag} gives {name!r} twice")
         try:
             feed[name] = np.load(path, allow_pickle=False)
         except FileNotFoundError:
@@ -428,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", metavar="NAME", help="CPU name, optionally with +feature suffixes (e.g. skylake-avx512)")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
                    help="bind an input's shape, e.g. x=2x64 (repeatable)")
+    p.add_argument("--constant-input", action="append", type=_input_file, metavar="NAME=FILE.npy",
+                   help="fix an input that determines shapes (axes, sizes) to the array in FILE.npy; it is "
+                        "compiled in and leaves the artifact's inputs (repeatable)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the graph IR and each kernel's loop IR into DIR")
     p.add_argument("--time-passes", action="store_true", help="print a table of stage timings to stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

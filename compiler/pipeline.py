@@ -66,7 +66,8 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any]) -> d
 
 
 def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str = "host", cpu: str | None = None,
-                  input_shapes: Mapping[str, Sequence[int]] | None = None, dump_ir: str | os.PathLike | None = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None,
+                  constant_inputs: Mapping[str, Any] | None = None, dump_ir: str | os.PathLike | None = None,
                   progress: Callable[[str], None] | None = None, timings: dict[str, float] | None = None,
                   **options: Any) -> pathlib.Path:
     if options:
@@ -75,10 +76,13 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     cuda = target.startswith("cuda")
     with log.stage("target"):
         tgt = _resolve_cuda(target, cpu) if cuda else resolve_target(target, cpu)
-    graph, program = _lower(model, input_shapes, tgt, log, progress)
+    graph, program = _lower(model, input_shapes, constant_inputs, tgt, log, progress)
     if dump_ir is not None:
         _dump(pathlib.Path(dump_ir), graph, program)
-    manifest = _manifest(program, tgt, {"input_shapes": dict(input_shapes or {})})
+    build_options: dict[str, Any] = {"input_shapes": dict(input_shapes or {})}
+    if constant_inputs:
+        build_options["constant_inputs"] = sorted(constant_inputs)
+    manifest = _manifest(program, tgt, build_options)
     sections = _cuda_sections(program, tgt, log, manifest, dump_ir) if cuda else _cpu_sections(program, tgt, log)
     with log.stage("write artifact"):
         path = write_artifact(output, manifest, {**sections, "weights": program.weights})
@@ -87,10 +91,11 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     return path
 
 
-def _lower(model: ModelSource, input_shapes, tgt, log: BuildLog, progress) -> tuple[Graph, Program]:
+def _lower(model: ModelSource, input_shapes, constant_inputs, tgt, log: BuildLog,
+           progress) -> tuple[Graph, Program]:
     """The target-independent half: frontend, graph passes, lowering to scheduled kernels."""
     with log.stage("frontend"):
-        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None)
+        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None, constant_inputs)
     with log.stage("graph passes"):
         graph = run_passes(graph)
     with log.stage("lowering"):

@@ -31,6 +31,18 @@ class ShapeError(CompileError):
     """A shape is unknown at compile time (symbolic dimension, data-dependent shape)."""
 
 
+class DataDependentError(ShapeError):
+    """A value that fixes a shape (axes, sizes, pads, ...) is only known at run time.
+
+    ``values`` names the model values whose contents the compiler needs; binding them with
+    ``constant_inputs=`` (``--constant-input``) when they come from graph inputs resolves it.
+    """
+
+    def __init__(self, message: str, values: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.values = tuple(values)
+
+
 class TargetError(CompileError):
     """The requested target, CPU or feature string is not known."""
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from compiler.frontend.folding import fold_model
 from compiler.frontend.importer import import_graph
-from compiler.frontend.loader import InputShapes, ModelSource, load_model
+from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
 from compiler.errors import UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
 from compiler.graph.ir import Graph
@@ -21,8 +21,10 @@ __all__ = ["load_graph", "load_model", "fold_model", "import_graph"]
 
 
 def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
-               is_supported: Callable[[str, str], bool] | None = None) -> Graph:
-    """Load ``model`` (path, bytes or ModelProto), bind ``input_shapes`` ({"x": (2, 64)}) and import it.
+               is_supported: Callable[[str, str], bool] | None = None,
+               constant_inputs: ConstantInputs | None = None) -> Graph:
+    """Load ``model`` (path, bytes or ModelProto), bind ``input_shapes`` ({"x": (2, 64)}) and
+    ``constant_inputs`` ({"axes": np.array([1])}), and import it.
 
     ``is_supported(op_type, domain)``, when given, is asked about every node left
     after folding, and all the refused ones are reported together (before shape
@@ -30,7 +32,7 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
-    folded = fold_model(load_model(model, input_shapes))
+    folded = fold_model(load_model(model, input_shapes, constant_inputs))
     if is_supported is not None:
         missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:

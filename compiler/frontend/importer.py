@@ -27,7 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from compiler.dtypes import DType
-from compiler.errors import CompileError, ShapeError, UnsupportedOpError, describe_node
+from compiler.errors import CompileError, DataDependentError, ShapeError, UnsupportedOpError, describe_node
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import normalize_domain, topological_sort
 from compiler.graph.ir import Graph, Node, TensorType, Value
@@ -158,9 +158,18 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
         else:
             t = folded.types.get(out)
             label = f"value '{out}' (output {index} of {reader})"
-            if t is None:
-                raise ShapeError(f"the type of {label} could not be inferred at compile time")
-            values[out] = Value(out, _tensor_type(label, t), producer=node)
+            try:
+                if t is None:
+                    raise ShapeError(f"the type of {label} could not be inferred at compile time")
+                values[out] = Value(out, _tensor_type(label, t), producer=node)
+            except ShapeError as exc:
+                # Operands that fix a shape (axes, sizes, counts, Range limits) are integer tensors or
+                # scalars; the node's data operands are neither.
+                runtime = tuple(v.name for v in node.inputs if v is not None and v.const is None
+                                and (not v.type.dtype.is_float or v.type.numel <= 1))
+                hint = (f"; it depends on the run-time value of {', '.join(repr(n) for n in runtime)} "
+                        "(graph inputs can be fixed with constant_inputs= / --constant-input)") if runtime else ""
+                raise DataDependentError(f"{exc}{hint}", values=runtime) from None
         node.outputs.append(values[out])
     return node
 

@@ -5,7 +5,9 @@ Contract of :func:`load_model`: given a path, serialized bytes or a
 
 * passed ``onnx.checker`` (nodes topologically sorted first, so a file listing
   its nodes out of order is accepted),
-* has the user's ``input_shapes`` bound onto its graph inputs,
+* has the user's ``input_shapes`` bound onto its graph inputs, and the graph
+  inputs named in ``constant_inputs`` turned into initializers holding the given
+  values (for inputs that fix shapes: axes, sizes, pads),
 * uses default-domain opset :data:`CANONICAL_OPSET` when the model was older
   and ``onnx.version_converter`` could convert it (otherwise the original
   opset is kept: lowerings consult ``Node.opset``),
@@ -35,6 +37,7 @@ from compiler.errors import ModelLoadError, ShapeError
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 InputShapes = Mapping[str, Sequence[int]]
+ConstantInputs = Mapping[str, np.ndarray]
 
 #: Default-domain opset older models are converted to.
 CANONICAL_OPSET = 17
@@ -48,12 +51,14 @@ _INFERENCE_VALUE_LIMIT = 4096
 _PROXY_IR_VERSION = 8
 
 
-def load_model(model: ModelSource, input_shapes: InputShapes | None = None) -> onnx.ModelProto:
+def load_model(model: ModelSource, input_shapes: InputShapes | None = None,
+               constant_inputs: ConstantInputs | None = None) -> onnx.ModelProto:
     """Read, check, bind, convert and shape-infer ``model`` (see the module docstring)."""
     proto, source = read_model(model)
     sort_graph(proto.graph)
     check_model(proto, source)
     bind_input_shapes(proto.graph, input_shapes or {})
+    bind_input_values(proto.graph, constant_inputs or {})
     proto = convert_opset(proto)
     types = infer_types(proto.graph, opsets_of(proto), constants=None)
     _store_value_info(proto.graph, types)
@@ -217,6 +222,34 @@ def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None
         tensor_type.ClearField("shape")
         for d in dims:
             tensor_type.shape.dim.add().dim_value = d
+
+
+def bind_input_values(graph: onnx.GraphProto, constant_inputs: ConstantInputs) -> None:
+    """Turn the named graph inputs into initializers with the given values (in place).
+
+    Each value must match the input's declared element type and any static dimensions.
+    """
+    inputs = {i.name: i for i in graph_inputs(graph)}
+    for name, value in constant_inputs.items():
+        if name not in inputs:
+            known = ", ".join(f"'{n}'" for n in inputs) or "none"
+            raise ShapeError(f"constant_inputs names '{name}', which is not a graph input (inputs: {known})")
+        array = np.asarray(value)
+        tensor_type = inputs[name].type.tensor_type
+        try:
+            declared = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        except KeyError:
+            declared = None
+        if declared is not None and array.dtype != declared:
+            raise ShapeError(f"constant_inputs['{name}'] has dtype {array.dtype}, but the input is {declared}")
+        if tensor_type.HasField("shape"):
+            dims = tensor_type.shape.dim
+            if len(dims) != array.ndim or any(d.HasField("dim_value") and d.dim_value != n
+                                              for d, n in zip(dims, array.shape)):
+                raise ShapeError(f"constant_inputs['{name}'] has shape {_fmt_dims(array.shape)}, but the "
+                                 f"model declares {_fmt_proto_dims(dims)}")
+        graph.input.remove(inputs[name])
+        graph.initializer.append(numpy_helper.from_array(array, name))
 
 
 def _check_dims(name: str, dims: Sequence[int]) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from compiler.codegen.target import Target
 from compiler.dtypes import DType
-from compiler.errors import ShapeError, UnsupportedOpError
+from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, substitute
@@ -105,8 +105,9 @@ class LoweringContext:
         if value is None:
             return None
         if value.const is None:
-            raise ShapeError(f"{self.node.describe()}: input {i} ({what or value.name}) must be a compile-time "
-                             f"constant, but it depends on the model's inputs at run time")
+            raise DataDependentError(f"{self.node.describe()}: input {i} ({what or value.name}) must be a "
+                                     f"compile-time constant, but it depends on the model's inputs at run time",
+                                     values=(value.name,))
         return value.const
 
     def output_type(self, i: int = 0):

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 import compiler
 from compiler import cli
+import runtime_stub
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 W = np.arange(32, dtype=np.float32).reshape(8, 4) / 16 - 1
@@ -293,3 +294,22 @@ def test_python_m_compiler_cli_error_exit_code(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("tilec: error: ") and "Traceback" not in result.stderr
+
+
+def test_constant_input_fixes_run_time_axes(tmp_path, capsys):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["x", "axes"], ["y"], keepdims=0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    model = tmp_path / "reduce.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    out = tmp_path / "r.tilec"
+    assert cli.main(["compile", str(model), "-o", str(out), "-q"]) == 1
+    assert "--constant-input" in capsys.readouterr().err
+    np.save(tmp_path / "axes.npy", np.array([-1], np.int64))
+    assert cli.main(["compile", str(model), "-o", str(out), "-q", "--constant-input",
+                     f"axes={tmp_path / 'axes.npy'}"]) == 0
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    (y,) = runtime_stub.InferenceSession(str(out)).run(None, {"x": x})
+    np.testing.assert_array_equal(y, x.max(axis=-1))

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.errors import ModelLoadError, ShapeError
+from compiler.errors import DataDependentError, ModelLoadError, ShapeError
 from compiler.frontend import load_graph, load_model
 from compiler.frontend import loader
 from compiler.frontend.loader import CANONICAL_OPSET
@@ -143,3 +143,35 @@ def test_failed_conversion_keeps_original_opset(monkeypatch):
     graph_ir = load_graph(_relu_model(opset=9))
     assert graph_ir.opsets[""] == 9 and graph_ir.nodes[0].opset == 9
     assert graph_ir.outputs[0].shape == (2, 3)
+
+
+def _reduce_with_axes_input() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum", keepdims=0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_run_time_axes_error_names_the_node_and_the_value_to_fix():
+    with pytest.raises(DataDependentError) as info:
+        load_graph(_reduce_with_axes_input())
+    assert info.value.values == ("axes",)  # the data operand 'x' is not a shape operand
+    assert "ReduceSum 'sum'" in str(info.value) and "--constant-input" in str(info.value)
+
+
+def test_constant_inputs_fix_a_shape_operand():
+    graph = load_graph(_reduce_with_axes_input(), constant_inputs={"axes": np.array([1], np.int64)})
+    assert [v.name for v in graph.inputs] == ["x"]
+    assert graph.outputs[0].shape == (2, 4)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"z": np.array([1], np.int64)}, r"'z'.*not a graph input"),
+    ({"axes": np.array([1], np.int32)}, "dtype int32.*int64"),
+    ({"axes": np.array([1, 2], np.int64)}, r"shape 2.*\[1\]"),
+])
+def test_constant_inputs_are_checked(values, message):
+    with pytest.raises(ShapeError, match=message):
+        load_graph(_reduce_with_axes_input(), constant_inputs=values)
