@@ -135,3 +135,15 @@ def test_matmul_softmax_chain(check):
     x = rand((6, 16), seed=10)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Softmax", ["m"], ["y"], axis=-1)]
     check(graph_model(nodes, {"x": x}, ["y"], {"w": rand((16, 21), seed=11)}), {"x": x}, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceProd", "ReduceMax", "ReduceLogSumExp", "ReduceL2"])
+def test_reduce_over_an_empty_axis_gives_the_identity(check, op):
+    # Reducing a zero-length axis: the combiner's identity through the epilogue (0, 1, -inf, log 0 = -inf, 0).
+    x = np.zeros((2, 0, 4), np.float32)
+    check(_reduce_model(op, x, [1], 1, opset=18), {"x": x})
+
+
+def test_zero_size_result_runs_no_kernel(check):
+    x = rand((3, 0, 5), seed=6)
+    check(node_model("Relu", ["x"], {"x": x}), {"x": x})
