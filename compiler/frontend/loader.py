@@ -292,12 +292,33 @@ def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = opsets_of(model).get("")
     if version is None or version >= CANONICAL_OPSET:
         return model
+    if version < 7:
+        _per_channel_prelu_slopes(model)
     try:
         converted = version_converter.convert_version(model, CANONICAL_OPSET)
         onnx.checker.check_model(converted)
     except Exception:  # noqa: BLE001 - any converter failure means "keep the original"
         return model
     return converted
+
+
+def _per_channel_prelu_slopes(model: onnx.ModelProto) -> None:
+    """Give PRelu-6's 1-D constant slopes shape [C, 1, ...] (in place).
+
+    Before opset 7 a slope of C values applies per channel (axis 1); from 7 on it broadcasts
+    numpy-style from the right. The version converter does not adapt it; the reshaped slope
+    means the same under both rules.
+    """
+    initializers = {t.name: t for t in model.graph.initializer}
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in shape_inference.infer_shapes(model).graph.value_info[:] + list(model.graph.input)
+             if vi.type.tensor_type.HasField("shape")}
+    for node in model.graph.node:
+        if node.op_type != "PRelu" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        slope, rank = initializers[node.input[1]], ranks.get(node.input[0], 0)
+        if len(slope.dims) == 1 and slope.dims[0] > 1 and rank > 2:
+            slope.dims.extend([1] * (rank - 2))
 
 
 # --- shape inference ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -47,6 +48,14 @@ def _clip(ctx: LoweringContext, x: Expr, *bounds: Expr) -> Expr:
     for which, bound in zip(present, bounds):
         x = max_(x, bound) if which == 1 else min_(x, bound)
     return x
+
+
+def _pow(ctx: LoweringContext, a: Expr, b: Expr) -> Expr:
+    if a.dtype.is_float:
+        return binary("pow", a, cast(b, a.dtype))
+    # Integer bases: exact in float64 for every result up to 2**53; the cast back truncates,
+    # as numpy's float-to-int conversion does.
+    return cast(binary("pow", cast(a, DType.F64), cast(b, DType.F64)), a.dtype)
 
 
 def _variadic(op: Callable[[Expr, Expr], Expr]) -> Formula:
@@ -107,7 +116,7 @@ BINARY: dict[str, Formula] = {
     "Sub": lambda ctx, a, b: a - b,
     "Mul": lambda ctx, a, b: a * b,
     "Div": _div,
-    "Pow": lambda ctx, a, b: binary("pow", a, cast(b, a.dtype)),
+    "Pow": _pow,
     "PRelu": lambda ctx, x, slope: select(compare("lt", x, _c(x, 0)), x * slope, x),
     "Max": _variadic(max_),
     "Min": _variadic(min_),

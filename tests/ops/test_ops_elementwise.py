@@ -86,6 +86,22 @@ def test_pow_integer_exponent_type(check):
     check(node_model("Pow", ["a", "b"], {"a": a}, consts={"b": b}), {"a": a})
 
 
+@pytest.mark.parametrize("exponent_dtype", [np.int32, np.float32])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_pow_integer_base(check, dtype, exponent_dtype):
+    a = np.arange(-6, 6, dtype=dtype).reshape(3, 4)
+    b = np.array([0, 1, 2, 3], dtype=exponent_dtype)
+    check(node_model("Pow", ["a", "b"], {"a": a, "b": b}), {"a": a, "b": b})
+
+
+def test_prelu_opset6_slope_is_per_channel(check):
+    # PRelu-6 applies a 1-D slope of C values along axis 1, not numpy-style along the last axis.
+    x = rand((2, 3, 4), seed=13)
+    slope = np.array([0.1, 0.2, 0.3], np.float32)
+    expected = np.where(x < 0, x * slope[:, None], x)
+    check(node_model("PRelu", ["x", "s"], {"x": x}, consts={"s": slope}, opset=6), {"x": x}, expected=[expected])
+
+
 @pytest.mark.parametrize("slope_shape", [(1,), (5, 1, 1), (5, 4, 7)])
 def test_prelu(check, slope_shape):
     x = rand((2, 5, 4, 7), seed=11)
