@@ -1,8 +1,9 @@
 """Normalizations: BatchNormalization (inference) and LRN.
 
 A BatchNormalization that did not fold into a Conv becomes ``x * a[c] + b[c]``
-with ``a`` and ``b`` precomputed at compile time, an elementwise op that fuses
-like any other.
+with ``a`` and ``b`` precomputed at compile time (or, when its statistics are
+run-time inputs, the textbook formula per element), an elementwise op that
+fuses like any other.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 
 import numpy as np
 
-from compiler.loopir.expr import Const, Expr, binary, compare, const, logical_and, max_, min_, select
+from compiler.loopir.expr import Const, Expr, binary, call, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -20,14 +21,23 @@ def batch_norm(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     if ctx.attr("training_mode", 0):
         ctx.unsupported("training_mode=1 (batch statistics) is not an inference computation")
-    scale, bias, mean, var = (ctx.const_input(i, name).astype(np.float64)
-                              for i, name in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
     eps = float(ctx.attr("epsilon", 1e-5))
+    channel = 1 if x.rank > 1 else 0
+    params = [ctx.input_value(i).const for i in range(1, 5)]
+    if any(p is None for p in params):
+        # Statistics given at run time: the same formula, evaluated per element.
+        scale, bias, mean, var = (ctx.input(i) for i in range(1, 5))
+
+        def y(i: Index) -> Expr:
+            c = (i[channel],)
+            return (x[i] - mean[c]) * (scale[c] / call("sqrt", var[c] + const(eps, x.dtype))) + bias[c]
+
+        return [ctx.compute(x.shape, y, dtype=x.dtype, name="bn")]
+    scale, bias, mean, var = (p.astype(np.float64) for p in params)
     a = scale / np.sqrt(var + eps)
     b = bias - mean * a
     a_t = ctx.add_constant(a.astype(x.dtype.numpy), "bn_scale")
     b_t = ctx.add_constant(b.astype(x.dtype.numpy), "bn_shift")
-    channel = 1 if x.rank > 1 else 0
     return [ctx.compute(x.shape, lambda i: x[i] * a_t[i[channel]] + b_t[i[channel]], dtype=x.dtype, name="bn")]
 
 

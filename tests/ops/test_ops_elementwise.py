@@ -216,6 +216,13 @@ def test_batchnorm_standalone(check, shape):
                      attrs={"epsilon": 1e-3}), {"x": x})
 
 
+def test_batchnorm_with_run_time_statistics(check):
+    c = 5
+    feeds = {"x": rand((2, c, 3, 4), seed=49), "s": rand((c,), seed=50), "b": rand((c,), seed=51),
+             "m": rand((c,), seed=52), "v": rand((c,), seed=53, low=0.5, high=2.0)}
+    check(node_model("BatchNormalization", ["x", "s", "b", "m", "v"], feeds), feeds)
+
+
 # --- fused chains -------------------------------------------------------------------------
 
 
