@@ -270,8 +270,9 @@ def test_support_markdown(capsys):
     assert cli.main(["support", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# Supported ONNX operators")
-    assert "| Op | Domain | Kind | Since |" in out
-    assert "| Conv | ai.onnx | compute |" in out and "| MatMul | ai.onnx |" in out
+    assert "| Op | Domain | Kind | Opsets | Dtypes |" in out
+    assert "| Conv | ai.onnx | compute | 1, 11, 22 | bfloat16, float16, float32, float64 |" in out
+    assert "| MatMul | ai.onnx |" in out
 
 
 # --- the console script forms -----------------------------------------------------------
