@@ -1,7 +1,8 @@
 """Stage 1, the frontend: an ONNX model -> the graph IR, every shape static.
 
-``load_graph`` chains the three steps: :mod:`.loader` (read, check, bind input
-shapes, convert the opset, infer shapes), :mod:`.folding` (compile-time
+``load_graph`` chains the steps: :mod:`.loader` (read, check, bind input
+shapes, convert the opset, infer shapes), :mod:`.sequences` (tensor sequences
+known at compile time become tensor ops), :mod:`.folding` (compile-time
 constant folding to a fixpoint with shape inference) and :mod:`.importer`
 (ONNX -> :class:`compiler.graph.ir.Graph`).
 """
@@ -15,6 +16,7 @@ from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
 from compiler.errors import UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
+from compiler.frontend.sequences import resolve_sequences
 from compiler.graph.ir import Graph
 
 __all__ = ["load_graph", "load_model", "fold_model", "import_graph"]
@@ -32,7 +34,7 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
-    folded = fold_model(load_model(model, input_shapes, constant_inputs))
+    folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)))
     if is_supported is not None:
         missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:
