@@ -8,7 +8,7 @@ dims), then a pointwise formula reading them. Statistics are computed in float32
 from __future__ import annotations
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Const, Expr, call, cast, const
+from compiler.loopir.expr import Const, Expr, call, cast, compare, const, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.reduce import reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
@@ -129,7 +129,12 @@ def lp_norm(ctx: LoweringContext) -> list[Tensor]:
 
     norm = ctx.reduce(stat_shape, [x.shape[axis]], element, "sum",
                       (lambda a, i: a) if p == 1 else (lambda a, i: call("sqrt", a)), name="lp", materialize=True)
-    return [ctx.compute(x.shape, lambda i: x[i] / norm[_stat_index(i, [axis])], dtype=x.dtype, name="lp_norm")]
+
+    def y(i: Index) -> Expr:
+        n = norm[_stat_index(i, [axis])]
+        return select(compare("eq", n, const(0.0, x.dtype)), const(0.0, x.dtype), x[i] / n)  # 0/0 is 0
+
+    return [ctx.compute(x.shape, y, dtype=x.dtype, name="lp_norm")]
 
 
 def mean_variance_norm(ctx: LoweringContext) -> list[Tensor]:
