@@ -1,0 +1,138 @@
+"""Scatters with run-time indices: ScatterElements (and its old name Scatter), ScatterND, TensorScatter.
+
+A scatter is written from the output's side: ``out[i]`` is ``data[i]`` combined
+with every update whose (run-time) target is ``i``, found by a reduction over the
+update positions with a hit condition. That costs O(outputs x updates) but needs
+no ordered side effects and is exact for duplicate targets:
+
+* ``reduction`` add/mul/max/min: the updates hitting ``i`` are combined (the
+  identity where none hits) and then combined with ``data[i]``; the spec's
+  result does not depend on the order, and neither does this one's.
+* ``reduction="none"``: the spec leaves duplicates undefined; like the reference
+  implementation (updates applied in order), the last update hitting ``i``
+  wins: a max-reduction finds its flat position, then one load reads it.
+
+Negative indices count from the end of their axis. TensorScatter writes one
+contiguous run per batch row, so it is a plain pointwise select.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from compiler.dtypes import DType
+from compiler.loopir.compute import reduce_init
+from compiler.loopir.expr import Const, Expr, binary, cast, compare, logical_and, max_, min_, select
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.registry import OpDef, defop
+from compiler.ops.shape import _ravel, _unravel
+
+# reduction attribute → (combiner over the hitting updates, binary op merging the result with data)
+_REDUCTIONS = {"add": ("sum", "add"), "mul": ("prod", "mul"), "max": ("max", "max"), "min": ("min", "min")}
+
+
+def _wrap(e: Expr, n: int) -> Expr:
+    """A possibly negative run-time index into a dimension of size ``n``, made non-negative."""
+    e = cast(e, DType.I64)
+    return select(compare("lt", e, 0), e + n, e)
+
+
+def _clamp(e: Expr, n: int) -> Expr:
+    """Keep a load in bounds where its value is discarded by a select (both sides are evaluated)."""
+    return min_(max_(e, Const(0)), Const(n - 1))
+
+
+def _scatter(ctx: LoweringContext, data: Tensor, extents: tuple[int, ...],
+             hit: Callable[[Index, Index], Expr], update: Callable[[Index, Index], Expr]) -> Tensor:
+    """``data`` with ``update(i, r)`` scattered to every ``i`` where ``hit(i, r)``, per the node's reduction.
+
+    ``r`` ranges over ``extents``, the update positions; ``update`` must stay in bounds for any
+    ``i`` (it is evaluated where ``hit`` is false too).
+    """
+    reduction = ctx.attr("reduction", "none")
+    if reduction == "none":
+        size = 1
+        for n in extents:
+            size *= n
+        # Flat position of the last update hitting i (-1: none); the reference applies updates in order.
+        last = ctx.reduce(data.shape, extents, lambda i, r: select(hit(i, r), _ravel(r, extents), Const(-1)),
+                          "max", name="scatter_last", materialize=True)
+
+        def pick(i: Index) -> Expr:
+            j = last[i]
+            source = _unravel(_clamp(j, size), extents)
+            return select(compare("ge", j, 0), update(i, tuple(source)), data[i])
+
+        return ctx.compute(data.shape, pick, dtype=data.dtype, name="scatter")
+    if reduction not in _REDUCTIONS:
+        ctx.unsupported(f"reduction={reduction!r}")
+    if data.dtype is DType.BOOL:
+        ctx.unsupported(f"reduction={reduction!r} on bool data")
+    combiner, merge = _REDUCTIONS[reduction]
+    identity = reduce_init(combiner, data.dtype)
+    return ctx.reduce(data.shape, extents, lambda i, r: select(hit(i, r), update(i, r), identity), combiner,
+                      lambda acc, i: binary(merge, data[i], acc), name=f"scatter_{reduction}")
+
+
+def scatter_elements(ctx: LoweringContext) -> list[Tensor]:
+    data, idx, upd = ctx.input(0), ctx.input(1), ctx.input(2)
+    axis = int(ctx.attr("axis", 0)) % data.rank
+
+    def source(i: Index, r: Index) -> list[Expr]:
+        # The update row along ``axis`` at the output's other coordinates (clamped: see ``hit``).
+        return [r[0] if d == axis else i[d] if idx.shape[d] == data.shape[d] else _clamp(i[d], idx.shape[d])
+                for d in range(data.rank)]
+
+    def hit(i: Index, r: Index) -> Expr:
+        cond = compare("eq", _wrap(idx[source(i, r)], data.shape[axis]), i[axis])
+        for d in range(data.rank):
+            if d != axis and idx.shape[d] < data.shape[d]:  # updates cover only part of this axis
+                cond = logical_and(cond, compare("lt", i[d], idx.shape[d]))
+        return cond
+
+    return [_scatter(ctx, data, (idx.shape[axis],), hit, lambda i, r: upd[source(i, r)])]
+
+
+def scatter_nd(ctx: LoweringContext) -> list[Tensor]:
+    data, idx, upd = ctx.input(0), ctx.input(1), ctx.input(2)
+    k = idx.shape[-1]
+    extents = idx.shape[:-1]
+
+    def hit(i: Index, r: Index) -> Expr:
+        cond: Expr = Const(True, DType.BOOL)
+        for d in range(k):
+            cond = logical_and(cond, compare("eq", _wrap(idx[[*r, Const(d)]], data.shape[d]), i[d]))
+        return cond
+
+    return [_scatter(ctx, data, extents, hit, lambda i, r: upd[[*r, *i[k:]]])]
+
+
+def tensor_scatter(ctx: LoweringContext) -> list[Tensor]:
+    past, upd = ctx.input(0), ctx.input(1)
+    axis = int(ctx.attr("axis", -2)) % past.rank
+    if axis == 0:
+        ctx.unsupported("axis 0 is the batch axis")
+    mode = ctx.attr("mode", "linear")
+    if mode not in ("linear", "circular"):
+        ctx.unsupported(f"mode={mode!r}")
+    capacity, length = past.shape[axis], upd.shape[axis]
+    writes = ctx.input(2) if ctx.has_input(2) else None
+
+    def value(i: Index) -> Expr:
+        start = cast(writes[(i[0],)], DType.I64) if writes is not None else Const(0)
+        offset = i[axis] - start
+        if mode == "circular":
+            offset = ((offset % capacity) + capacity) % capacity
+        inside = logical_and(compare("ge", offset, 0), compare("lt", offset, length))
+        source = [_clamp(offset, length) if d == axis else i[d] for d in range(past.rank)]
+        return select(inside, upd[source], past[i])
+
+    return [ctx.compute(past.shape, value, dtype=past.dtype, name="tensor_scatter")]
+
+
+OPS: list[OpDef] = [
+    defop("ScatterElements", scatter_elements, since=11),
+    defop("Scatter", scatter_elements, since=9),
+    defop("ScatterND", scatter_nd, since=11),
+    defop("TensorScatter", tensor_scatter, since=24),
+]
