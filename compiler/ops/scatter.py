@@ -1,4 +1,5 @@
-"""Scatters with run-time indices: ScatterElements (and its old name Scatter), ScatterND, TensorScatter.
+"""Scatters with run-time indices: ScatterElements (and its old name Scatter), ScatterND, TensorScatter,
+MaxUnpool.
 
 A scatter is written from the output's side: ``out[i]`` is ``data[i]`` combined
 with every update whose (run-time) target is ``i``, found by a reduction over the
@@ -13,7 +14,10 @@ no ordered side effects and is exact for duplicate targets:
   wins: a max-reduction finds its flat position, then one load reads it.
 
 Negative indices count from the end of their axis. TensorScatter writes one
-contiguous run per batch row, so it is a plain pointwise select.
+contiguous run per batch row, so it is a plain pointwise select. MaxUnpool
+scatters each pooled value to its flat index (into zeros); it scans only the
+output's own (n, c) plane of the pooled input, as MaxPool's indices never
+point outside their plane.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.compute import reduce_init
-from compiler.loopir.expr import Const, Expr, binary, cast, compare, logical_and, max_, min_, select
+from compiler.loopir.expr import Const, Expr, binary, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _ravel, _unravel
@@ -42,36 +46,41 @@ def _clamp(e: Expr, n: int) -> Expr:
     return min_(max_(e, Const(0)), Const(n - 1))
 
 
-def _scatter(ctx: LoweringContext, data: Tensor, extents: tuple[int, ...],
+def _scatter(ctx: LoweringContext, data: Tensor | Expr, shape: tuple[int, ...], extents: tuple[int, ...],
              hit: Callable[[Index, Index], Expr], update: Callable[[Index, Index], Expr]) -> Tensor:
-    """``data`` with ``update(i, r)`` scattered to every ``i`` where ``hit(i, r)``, per the node's reduction.
+    """``data`` (a tensor of ``shape``, or one value everywhere) with ``update(i, r)`` scattered to every ``i``
+    where ``hit(i, r)``, per the node's reduction.
 
     ``r`` ranges over ``extents``, the update positions; ``update`` must stay in bounds for any
     ``i`` (it is evaluated where ``hit`` is false too).
     """
+    def base(i: Index) -> Expr:
+        return data[i] if isinstance(data, Tensor) else data
+
+    dtype = data.dtype
     reduction = ctx.attr("reduction", "none")
     if reduction == "none":
         size = 1
         for n in extents:
             size *= n
         # Flat position of the last update hitting i (-1: none); the reference applies updates in order.
-        last = ctx.reduce(data.shape, extents, lambda i, r: select(hit(i, r), _ravel(r, extents), Const(-1)),
+        last = ctx.reduce(shape, extents, lambda i, r: select(hit(i, r), _ravel(r, extents), Const(-1)),
                           "max", name="scatter_last", materialize=True)
 
         def pick(i: Index) -> Expr:
             j = last[i]
             source = _unravel(_clamp(j, size), extents)
-            return select(compare("ge", j, 0), update(i, tuple(source)), data[i])
+            return select(compare("ge", j, 0), update(i, tuple(source)), base(i))
 
-        return ctx.compute(data.shape, pick, dtype=data.dtype, name="scatter")
+        return ctx.compute(shape, pick, dtype=dtype, name="scatter")
     if reduction not in _REDUCTIONS:
         ctx.unsupported(f"reduction={reduction!r}")
-    if data.dtype is DType.BOOL:
+    if dtype is DType.BOOL:
         ctx.unsupported(f"reduction={reduction!r} on bool data")
     combiner, merge = _REDUCTIONS[reduction]
-    identity = reduce_init(combiner, data.dtype)
-    return ctx.reduce(data.shape, extents, lambda i, r: select(hit(i, r), update(i, r), identity), combiner,
-                      lambda acc, i: binary(merge, data[i], acc), name=f"scatter_{reduction}")
+    identity = reduce_init(combiner, dtype)
+    return ctx.reduce(shape, extents, lambda i, r: select(hit(i, r), update(i, r), identity), combiner,
+                      lambda acc, i: binary(merge, base(i), acc), name=f"scatter_{reduction}")
 
 
 def scatter_elements(ctx: LoweringContext) -> list[Tensor]:
@@ -90,7 +99,7 @@ def scatter_elements(ctx: LoweringContext) -> list[Tensor]:
                 cond = logical_and(cond, compare("lt", i[d], idx.shape[d]))
         return cond
 
-    return [_scatter(ctx, data, (idx.shape[axis],), hit, lambda i, r: upd[source(i, r)])]
+    return [_scatter(ctx, data, data.shape, (idx.shape[axis],), hit, lambda i, r: upd[source(i, r)])]
 
 
 def scatter_nd(ctx: LoweringContext) -> list[Tensor]:
@@ -104,7 +113,7 @@ def scatter_nd(ctx: LoweringContext) -> list[Tensor]:
             cond = logical_and(cond, compare("eq", _wrap(idx[[*r, Const(d)]], data.shape[d]), i[d]))
         return cond
 
-    return [_scatter(ctx, data, extents, hit, lambda i, r: upd[[*r, *i[k:]]])]
+    return [_scatter(ctx, data, data.shape, extents, hit, lambda i, r: upd[[*r, *i[k:]]])]
 
 
 def tensor_scatter(ctx: LoweringContext) -> list[Tensor]:
@@ -130,9 +139,33 @@ def tensor_scatter(ctx: LoweringContext) -> list[Tensor]:
     return [ctx.compute(past.shape, value, dtype=past.dtype, name="tensor_scatter")]
 
 
+def max_unpool(ctx: LoweringContext) -> list[Tensor]:
+    x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
+    rank = x.rank - 2
+    kernel = list(ctx.attr("kernel_shape"))
+    strides = list(ctx.attr("strides", [1] * rank))
+    pads = list(ctx.attr("pads", [0] * (2 * rank)))
+    # Indices are flat positions in the unpadded unpool shape; a larger output_shape pads it at the end.
+    inferred = (*x.shape[:2], *((x.shape[2 + d] - 1) * strides[d] - pads[d] - pads[rank + d] + kernel[d]
+                                for d in range(rank)))
+    if any(o < n for o, n in zip(out.shape, inferred)):
+        ctx.unsupported(f"output shape {list(out.shape)} is smaller than the unpooled shape {list(inferred)}")
+
+    def hit(i: Index, r: Index) -> Expr:
+        cond = compare("eq", idx[[i[0], i[1], *r]], _ravel(i, inferred))
+        for d in range(2, x.rank):
+            if out.shape[d] > inferred[d]:
+                cond = logical_and(cond, compare("lt", i[d], inferred[d]))
+        return cond
+
+    # Only the (n, c) plane of each output is scanned: MaxPool's indices never leave their plane.
+    return [_scatter(ctx, const(0, x.dtype), out.shape, x.shape[2:], hit, lambda i, r: x[[i[0], i[1], *r]])]
+
+
 OPS: list[OpDef] = [
     defop("ScatterElements", scatter_elements, since=11),
     defop("Scatter", scatter_elements, since=9),
     defop("ScatterND", scatter_nd, since=11),
     defop("TensorScatter", tensor_scatter, since=24),
+    defop("MaxUnpool", max_unpool, since=9),
 ]
