@@ -55,7 +55,8 @@ def roi_align(ctx: LoweringContext) -> list[Tensor]:
         batch = cast(batch_index[(n,)], DType.I64)
         in_y, y0, y1, wy0, wy1 = axis_sample(n, 1, i[2], r[0], height, pooled[0])
         in_x, x0, x1, wx0, wx1 = axis_sample(n, 0, i[3], r[1], width, pooled[1])
-        terms = [wy * wx * x[[batch, ch, y, xx]] for y, wy in ((y0, wy0), (y1, wy1)) for xx, wx in ((x0, wx0), (x1, wx1))]
+        terms = [wy * wx * x[[batch, ch, y, xx]]
+                 for y, wy in ((y0, wy0), (y1, wy1)) for xx, wx in ((x0, wx0), (x1, wx1))]
         if mode == "avg":
             value = terms[0] + terms[1] + terms[2] + terms[3]
         else:

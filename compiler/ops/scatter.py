@@ -22,23 +22,19 @@ point outside their plane.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.compute import reduce_init
 from compiler.loopir.expr import Const, Expr, binary, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.indexing import wrap_index
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _ravel, _unravel
 
 # reduction attribute → (combiner over the hitting updates, binary op merging the result with data)
 _REDUCTIONS = {"add": ("sum", "add"), "mul": ("prod", "mul"), "max": ("max", "max"), "min": ("min", "min")}
-
-
-def _wrap(e: Expr, n: int) -> Expr:
-    """A possibly negative run-time index into a dimension of size ``n``, made non-negative."""
-    e = cast(e, DType.I64)
-    return select(compare("lt", e, 0), e + n, e)
 
 
 def _clamp(e: Expr, n: int) -> Expr:
@@ -60,9 +56,7 @@ def _scatter(ctx: LoweringContext, data: Tensor | Expr, shape: tuple[int, ...], 
     dtype = data.dtype
     reduction = ctx.attr("reduction", "none")
     if reduction == "none":
-        size = 1
-        for n in extents:
-            size *= n
+        size = math.prod(extents)
         # Flat position of the last update hitting i (-1: none); the reference applies updates in order.
         last = ctx.reduce(shape, extents, lambda i, r: select(hit(i, r), _ravel(r, extents), Const(-1)),
                           "max", name="scatter_last", materialize=True)
@@ -93,7 +87,7 @@ def scatter_elements(ctx: LoweringContext) -> list[Tensor]:
                 for d in range(data.rank)]
 
     def hit(i: Index, r: Index) -> Expr:
-        cond = compare("eq", _wrap(idx[source(i, r)], data.shape[axis]), i[axis])
+        cond = compare("eq", wrap_index(idx[source(i, r)], data.shape[axis]), i[axis])
         for d in range(data.rank):
             if d != axis and idx.shape[d] < data.shape[d]:  # updates cover only part of this axis
                 cond = logical_and(cond, compare("lt", i[d], idx.shape[d]))
@@ -110,7 +104,7 @@ def scatter_nd(ctx: LoweringContext) -> list[Tensor]:
     def hit(i: Index, r: Index) -> Expr:
         cond: Expr = Const(True, DType.BOOL)
         for d in range(k):
-            cond = logical_and(cond, compare("eq", _wrap(idx[[*r, Const(d)]], data.shape[d]), i[d]))
+            cond = logical_and(cond, compare("eq", wrap_index(idx[[*r, Const(d)]], data.shape[d]), i[d]))
         return cond
 
     return [_scatter(ctx, data, data.shape, extents, hit, lambda i, r: upd[[*r, *i[k:]]])]

@@ -239,7 +239,8 @@ def mel_weight_matrix(ctx: LoweringContext) -> list[Tensor]:
 
     def mel(hz: Tensor) -> Expr:
         v = cast(hz[[0] * hz.rank], edge)
-        return const(2595.0, edge) * call("log", const(1.0, edge) + v / const(700.0, edge)) / const(math.log(10.0), edge)
+        log1p = call("log", const(1.0, edge) + v / const(700.0, edge))
+        return const(2595.0, edge) * log1p / const(math.log(10.0), edge)
 
     def edge_bin(i: Index) -> Expr:
         # The mel range and step in the edges' precision, the rest in float64, as the reference does.

@@ -36,7 +36,8 @@ def _lowered_constant(op: str, attrs: dict, out_shape: tuple[int, ...]) -> np.nd
                                             ({"start": -3, "end": -1}, [3, 4]), ({"end": 10}, [2, 3, 4, 5]),
                                             ({"start": 3, "end": 1}, [])])
 def test_shape_lowering(attrs, expected):
-    np.testing.assert_array_equal(_lowered_constant("Shape", attrs, (len(expected),)), np.array(expected, dtype=np.int64))
+    got = _lowered_constant("Shape", attrs, (len(expected),))
+    np.testing.assert_array_equal(got, np.array(expected, dtype=np.int64))
 
 
 def test_size_lowering():
