@@ -106,9 +106,10 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
             progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
         if group.kind == "view":
             node = group.nodes[0]
-            if node.outputs[0].type.numel != node.inputs[0].type.numel:
+            # Bytes, not elements: a view may also change the element type (BitCast).
+            if node.outputs[0].type.nbytes != node.inputs[0].type.nbytes:
                 raise ShapeError(f"{node.describe()}: cannot view {node.inputs[0].type} as {node.outputs[0].type} "
-                                 f"({node.inputs[0].type.numel} vs {node.outputs[0].type.numel} elements)")
+                                 f"({node.inputs[0].type.nbytes} vs {node.outputs[0].type.nbytes} bytes)")
             state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
             continue
         _lower_group(group, step, buffer_of, state)

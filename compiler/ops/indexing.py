@@ -19,7 +19,7 @@ def _i64(e: Expr) -> Expr:
     return cast(e, DType.I64)
 
 
-def _wrap(e: Expr, n: int) -> Expr:
+def wrap_index(e: Expr, n: int) -> Expr:
     """A possibly negative index into a dimension of size ``n``, made non-negative."""
     e = _i64(e)
     return select(compare("lt", e, 0), e + n, e)
@@ -116,7 +116,7 @@ def gather(ctx: LoweringContext) -> list[Tensor]:
     q = idx.rank
 
     def read(i: Index) -> Expr:
-        picked = _wrap(idx[list(i[axis:axis + q])], x.shape[axis])
+        picked = wrap_index(idx[list(i[axis:axis + q])], x.shape[axis])
         return x[[*i[:axis], picked, *i[axis + q:]]]
 
     return [ctx.compute(out.shape, read, dtype=x.dtype, name="gather")]
@@ -125,7 +125,7 @@ def gather(ctx: LoweringContext) -> list[Tensor]:
 def gather_elements(ctx: LoweringContext) -> list[Tensor]:
     x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
     axis = int(ctx.attr("axis", 0)) % x.rank
-    return [ctx.compute(out.shape, lambda i: x[[_wrap(idx[i], x.shape[axis]) if d == axis else i[d]
+    return [ctx.compute(out.shape, lambda i: x[[wrap_index(idx[i], x.shape[axis]) if d == axis else i[d]
                                                 for d in range(x.rank)]], dtype=x.dtype, name="gather_elements")]
 
 
@@ -136,7 +136,7 @@ def gather_nd(ctx: LoweringContext) -> list[Tensor]:
 
     def read(i: Index) -> Expr:
         lead = list(i[:q - 1])
-        picked = [_wrap(idx[[*lead, Const(j)]], x.shape[b + j]) for j in range(k)]
+        picked = [wrap_index(idx[[*lead, Const(j)]], x.shape[b + j]) for j in range(k)]
         return x[[*i[:b], *picked, *i[q - 1:]]]
 
     return [ctx.compute(out.shape, read, dtype=x.dtype, name="gather_nd")]
@@ -166,7 +166,7 @@ def one_hot(ctx: LoweringContext) -> list[Tensor]:
     def read(i: Index) -> Expr:
         raw = idx[list(i[:axis]) + list(i[axis + 1:])]
         hot = raw if raw.dtype.is_int else cast(raw, DType.I64)  # float indices truncate
-        hot = _wrap(hot, depth)
+        hot = wrap_index(hot, depth)
         return select(compare("eq", hot, i[axis]), values[(1,)], values[(0,)])
 
     return [ctx.compute(out.shape, read, dtype=values.dtype, name="onehot")]

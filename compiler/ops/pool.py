@@ -4,16 +4,20 @@ A window position outside the input reads as the combiner's identity (no
 padded copy: pools are cheap next to convs and the select is loop-invariant in
 most of the window). AveragePool divides by the window size, or, with
 count_include_pad=0 and padding, by the count of in-bounds positions.
+MaxPool's optional Indices output is a second reduction: the first window
+position holding the maximum, as a flat input index.
 """
 
 from __future__ import annotations
 
 import math
 
+from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.conv import spatial_pads
 from compiler.ops.registry import OpDef, defop
+from compiler.ops.shape import _ravel, _unravel
 
 
 def _window(ctx: LoweringContext, x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], list[int]]:
@@ -40,13 +44,38 @@ def _window_load(x: Tensor, i: Index, r: Index, strides, dilations, begins, fill
 
 def max_pool(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1] is not None:
-        ctx.unsupported("the Indices output of MaxPool is not supported")
+    out = ctx.output_type(0)
     kernel, strides, dilations, pads = _window(ctx, x)
     lowest = -math.inf if x.dtype.is_float else -(1 << (x.dtype.bits - 1)) if x.dtype.is_signed else 0
-    return [ctx.reduce(ctx.output_type(0).shape, kernel,
-                       lambda i, r: _window_load(x, i, r, strides, dilations, pads, lowest)[0], "max",
-                       name="maxpool")]
+    with_indices = len(ctx.node.outputs) > 1
+    values = ctx.reduce(out.shape, kernel, lambda i, r: _window_load(x, i, r, strides, dilations, pads, lowest)[0],
+                        "max", name="maxpool", materialize=with_indices)
+    if not with_indices:
+        return [values]
+    return [values, _argmax_indices(ctx, x, values, kernel, strides, dilations, pads)]
+
+
+def _argmax_indices(ctx: LoweringContext, x: Tensor, values: Tensor, kernel, strides, dilations, pads) -> Tensor:
+    """MaxPool's Indices: the flat input position of each window's first maximum (in the window's
+    row-major scan order, as the reference scans), spatially row- or column-major per storage_order."""
+    spatial = x.shape[2:]
+    rank = len(spatial)
+    none = math.prod(kernel)
+
+    def first_peak(i: Index, r: Index) -> Expr:
+        value, inside = _window_load(x, i, r, strides, dilations, pads, 0.0)
+        return select(logical_and(inside, compare("eq", value, values[i])), _ravel(r, kernel), Const(none))
+
+    first = ctx.reduce(values.shape, kernel, first_peak, "min", name="maxpool_first")
+    column_major = bool(ctx.attr("storage_order", 0))
+
+    def flat(i: Index) -> Expr:
+        r = _unravel(first[i], kernel)
+        pos = [i[2 + d] * strides[d] + r[d] * dilations[d] - pads[d] for d in range(rank)]
+        offset = _ravel(pos[::-1], spatial[::-1]) if column_major else _ravel(pos, spatial)
+        return (i[0] * x.shape[1] + i[1]) * math.prod(spatial) + offset
+
+    return ctx.compute(values.shape, flat, dtype=DType.I64, name="maxpool_indices")
 
 
 def average_pool(ctx: LoweringContext) -> list[Tensor]:

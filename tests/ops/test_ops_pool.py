@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import helper
 
-from helpers_onnx import node_model, ort_reference, rand
+from helpers_onnx import graph_model, node_model, ort_reference, rand
 
 # onnx's shape inference (which the frontend uses) keeps a ceil_mode window that would start in
 # the end padding; the ONNX spec, onnxruntime and the reference evaluator drop it. The output
@@ -145,3 +146,40 @@ def test_lrn_default_attrs(check):
     x = rand((1, 5, 4, 4), seed=11)
     expected = [_lrn_numpy(x, 3)]
     check(node_model("LRN", ["x"], {"x": x}, attrs={"size": 3}, expected=expected), {"x": x}, expected=expected)
+
+
+@pytest.mark.parametrize("name", ["k2_s2", "k3_s1_pad1", "asym_pads", "same_upper", "1d", "3d"])
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_maxpool_indices(check, name, storage_order):
+    shape, attrs = POOL_CASES[name]
+    x = np.round(rand(shape, seed=3) * 2)  # coarse values: ties inside windows pick the first position
+    attrs = {**attrs, "storage_order": storage_order}
+    model = node_model("MaxPool", ["x"], {"x": x}, attrs=attrs, outputs=("y", "indices"))
+    expected = None
+    if any(attrs.get("pads", [])):
+        # onnx's reference MaxPool offsets the indices of padded windows wrongly (negative indices).
+        expected = ort_reference(model, {"x": x})
+        model = node_model("MaxPool", ["x"], {"x": x}, attrs=attrs, outputs=("y", "indices"), expected=expected)
+    check(model, {"x": x}, expected=expected)
+
+
+def test_maxpool_indices_dilated(check):
+    x = rand((2, 3, 9, 8), seed=4)
+    attrs = {"kernel_shape": [2, 3], "dilations": [2, 2], "pads": [1, 1, 1, 1], "strides": [2, 1]}
+    check(node_model("MaxPool", ["x"], {"x": x}, attrs=attrs, outputs=("y", "indices")), {"x": x})
+
+
+@pytest.mark.parametrize("attrs,output_shape", [
+    ({"kernel_shape": [2, 2], "strides": [2, 2]}, None),
+    ({"kernel_shape": [2, 2], "strides": [2, 2]}, [2, 3, 9, 9]),
+    ({"kernel_shape": [3, 2], "strides": [1, 2]}, None),  # overlapping windows: shared maxima
+])
+def test_maxpool_maxunpool_roundtrip(check, attrs, output_shape):
+    """Unpadded windows only: onnx's reference gets padded MaxPool indices wrong. Like the reference (and the
+    conformance data), indices address the inferred unpool shape, which a larger output_shape pads."""
+    x = rand((2, 3, 8, 8), seed=5)
+    unpool_inputs = ["y", "indices"] + (["shape"] if output_shape else [])
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "indices"], **attrs),
+             helper.make_node("MaxUnpool", unpool_inputs, ["z"], **attrs)]
+    consts = {"shape": np.array(output_shape, dtype=np.int64)} if output_shape else {}
+    check(graph_model(nodes, {"x": x}, ["z"], consts=consts), {"x": x})

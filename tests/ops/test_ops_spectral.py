@@ -1,0 +1,99 @@
+"""DFT, STFT, windows and MelWeightMatrix against onnx's reference.
+
+Tolerance: rtol=1e-4, atol=1e-4 for float32 transforms (sums of up to 32 products of O(1) samples with
+O(1) twiddles; the reference's own float32 FFT differs from the exact result by ~1e-6). Windows and
+mel weights: rtol=1e-5, atol=1e-6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers_onnx import node_model, rand
+
+TOL = {"rtol": 1e-4, "atol": 1e-4}
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("name,shape,axis,attrs,length", [
+    ("real", (2, 8, 3, 1), 1, {}, None),
+    ("complex", (2, 3, 9, 2), 2, {}, None),
+    ("onesided", (2, 10, 3, 1), 1, {"onesided": 1}, None),
+    ("onesided_odd", (3, 7, 1), 1, {"onesided": 1}, None),
+    ("inverse", (2, 6, 4, 2), 1, {"inverse": 1}, None),
+    ("irfft", (2, 5, 3, 2), 1, {"inverse": 1, "onesided": 1}, None),
+    ("irfft_odd_length", (2, 5, 3, 2), 1, {"inverse": 1, "onesided": 1}, 9),
+    ("padded", (2, 6, 2), 1, {}, 10),
+    ("truncated", (4, 12, 2), 1, {}, 7),
+    ("negative_axis", (2, 4, 6, 2), -2, {}, None),
+    ("axis_0", (6, 3, 2), 0, {"onesided": 1}, None),
+])
+def test_dft(check, opset, name, shape, axis, attrs, length):
+    x = rand(shape, seed=len(name))
+    feeds, consts, inputs = {"x": x}, {}, ["x", ""]
+    if length is not None:
+        consts["n"] = np.array(length, dtype=np.int64)
+        inputs[1] = "n"
+    if opset >= 20:
+        consts["axis"] = np.array(axis, dtype=np.int64)
+        inputs.append("axis")
+        node_attrs = dict(attrs)
+    else:
+        node_attrs = {**attrs, "axis": axis}
+    while inputs[-1] == "":
+        inputs.pop()
+    check(node_model("DFT", inputs, feeds, consts=consts, attrs=node_attrs, opset=opset), feeds, **TOL)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -2])
+def test_dft_runtime_axis(check, axis):
+    """The axis fed at run time: both square axes fit the output shape, so the kernel selects."""
+    x = rand((5, 5, 2), seed=3)
+    feeds = {"x": x, "axis": np.array(axis, dtype=np.int64)}
+    check(node_model("DFT", ["x", "", "axis"], feeds, attrs={"inverse": 1}, opset=20), feeds, **TOL)
+
+
+def test_dft_double(check):
+    x = rand((3, 16, 1), seed=4, dtype="float64")
+    feeds = {"x": x}
+    check(node_model("DFT", ["x"], feeds, attrs={"axis": 1, "onesided": 1}, opset=17), feeds, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,length,step,window,onesided", [
+    ("rect", 16, 4, False, 1),
+    ("window", 12, 5, True, 1),
+    ("two_sided", 8, 3, True, 0),
+    ("complex", 10, 6, False, 0),
+])
+def test_stft(check, name, length, step, window, onesided):
+    signal = rand((2, 64, 2 if name == "complex" else 1), seed=5)
+    feeds = {"signal": signal}
+    consts = {"step": np.array(step, dtype=np.int64), "length": np.array(length, dtype=np.int64)}
+    inputs = ["signal", "step", "", "length"]
+    if window:
+        feeds["window"] = rand((length,), seed=6, low=0.0, high=1.0)
+        inputs[2] = "window"
+    check(node_model("STFT", inputs, feeds, consts=consts, attrs={"onesided": onesided}, opset=17), feeds, **TOL)
+
+
+def test_stft_runtime_step_and_length(check):
+    signal = rand((1, 50, 1), seed=7)
+    feeds = {"signal": signal, "step": np.array(6, dtype=np.int64), "length": np.array(10, dtype=np.int64)}
+    check(node_model("STFT", ["signal", "step", "", "length"], feeds, opset=17), feeds, **TOL)
+
+
+@pytest.mark.parametrize("op", ["HannWindow", "HammingWindow", "BlackmanWindow"])
+@pytest.mark.parametrize("periodic,datatype", [(1, 1), (0, 1), (1, 11), (0, 7)])
+def test_window(check, op, periodic, datatype):
+    feeds = {"size": np.array(12, dtype=np.int64)}  # fed at run time: the declared output shape fixes it
+    check(node_model(op, ["size"], feeds, attrs={"periodic": periodic, "output_datatype": datatype}, opset=17),
+          feeds, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bins,length,rate,low,high", [(8, 16, 8192, 0.0, 4096.0), (10, 64, 16000, 20.0, 7600.0),
+                                                      (5, 31, 22050, 100.0, 11025.0)])
+def test_mel_weight_matrix(check, bins, length, rate, low, high):
+    feeds = {"bins": np.array(bins, np.int32), "length": np.array(length, np.int32), "rate": np.array(rate, np.int32),
+             "low": np.array(low, np.float32), "high": np.array(high, np.float32)}
+    check(node_model("MelWeightMatrix", list(feeds), feeds, opset=17), feeds, rtol=1e-5, atol=1e-6)
