@@ -259,6 +259,9 @@ def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = opsets_of(model).get("")
     if version is None or version >= CANONICAL_OPSET:
         return model
+    if version < 11 and any(n.op_type in ("Upsample", "Resize") for n in model.graph.node):
+        # onnx's Resize 10->11 adapter keeps the defaults (half_pixel), changing what the model computes.
+        return model
     try:
         converted = version_converter.convert_version(model, CANONICAL_OPSET)
         onnx.checker.check_model(converted)
