@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -219,12 +220,18 @@ def _nearest_table(ctx: LoweringContext, spec: _Spec, ax: _Axis) -> Tensor:
                        dtype=DType.I64, name="resize_index", materialize=True)
 
 
-def _cubic(a: float):
+def linear_kernel(t: Expr) -> Expr:
+    """The tent filter at distance ``t >= 0`` (GridSample shares it)."""
+    return max_(1.0 - t, const(0.0, t.dtype))
+
+
+def cubic_kernel(a: float) -> Callable[[Expr], Expr]:
+    """Keys' cubic convolution filter with coefficient ``a``, at distance ``t >= 0``."""
     def kernel(t: Expr) -> Expr:
         near = ((a + 2) * t - (a + 3)) * t * t + 1.0
         far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-        return select(compare("le", t, _f64(1.0)), near,
-                      select(compare("lt", t, _f64(2.0)), far, _f64(0.0)))
+        return select(compare("le", t, const(1.0, t.dtype)), near,
+                      select(compare("lt", t, const(2.0, t.dtype)), far, const(0.0, t.dtype)))
 
     return kernel
 
@@ -252,7 +259,7 @@ def _weight_tables(ctx: LoweringContext, spec: _Spec, ax: _Axis, acc: DType) -> 
     in the reference); each weighs kernel(distance * stretch).
     """
     taps, stretch = _taps(spec, ax)
-    kernel = (lambda t: max_(1.0 - t, _f64(0.0))) if spec.mode == "linear" else _cubic(spec.cubic_a)
+    kernel = linear_kernel if spec.mode == "linear" else cubic_kernel(spec.cubic_a)
     first = 1 - taps // 2
 
     def position(i: Index) -> tuple[Expr, Expr]:
