@@ -121,9 +121,9 @@ def _spec(ctx: LoweringContext, x: Tensor) -> _Spec:
             dims = [int(a) % x.rank for a in ctx.attr("axes")]
             if len(set(dims)) != len(dims):
                 ctx.unsupported(f"repeated axes {ctx.attr('axes')}")
-        roi = _vector(ctx, 1)
-        scale_list = _scales(ctx, x, dims, _vector(ctx, 2), _vector(ctx, 3))
         coordinates = ctx.attr("coordinate_transformation_mode", "half_pixel")
+        roi = _vector(ctx, 1) if coordinates == "tf_crop_and_resize" else None  # ignored otherwise
+        scale_list = _scales(ctx, x, dims, _vector(ctx, 2), _vector(ctx, 3))
         nearest = ctx.attr("nearest_mode", "round_prefer_floor")
     mode = ctx.attr("mode", "nearest")
     if mode not in ("nearest", "linear", "cubic") or (legacy and mode == "cubic"):

@@ -202,3 +202,20 @@ def test_legacy_resize_and_upsample(check, op, opset, mode, scales):
     expected = [np.zeros(out, dtype=np.float32)]  # only types and shapes: the values come from onnxruntime
     model = node_model(op, inputs, {"x": x}, consts=consts, attrs=attrs, opset=opset, expected=expected)
     check(model, {"x": x}, expected=ort_reference(model, {"x": x}))
+
+
+def test_refusals_name_the_node(compile_cache):
+    from compiler.errors import ShapeError, UnsupportedOpError
+    from helpers_onnx import compiled
+
+    x = rand((1, 1, 4, 4), seed=17)
+    # A run-time scale bounds nothing once a roi decides the output length: antialias needs it constant.
+    model, _ = _resize(x, roi=np.array([0, 0, 0.1, 0.1, 1, 1, 0.9, 0.9], dtype=np.float32), scales=_scales(0.5, 0.5),
+                       runtime=("scales",), mode="linear", antialias=1,
+                       coordinate_transformation_mode="tf_crop_and_resize")
+    with pytest.raises(ShapeError, match=r"Resize 'resize' \(opset 19\): input 2 \(scales\) must be a compile-time"):
+        compiled(model, compile_cache)
+    model, _ = _resize(x, scales=_scales(2.0, 2.0), mode="linear")
+    model.graph.node[0].attribute[0].s = b"bilinear"
+    with pytest.raises(UnsupportedOpError, match=r"Resize 'resize' \(opset 19\): mode='bilinear'"):
+        compiled(model, compile_cache)
