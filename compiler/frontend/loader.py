@@ -294,6 +294,9 @@ def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     if version < 7:
         _per_channel_prelu_slopes(model)
+    if version < 11 and any(n.op_type in ("Upsample", "Resize") for n in model.graph.node):
+        # onnx's Resize 10->11 adapter keeps the defaults (half_pixel), changing what the model computes.
+        return model
     try:
         converted = version_converter.convert_version(model, CANONICAL_OPSET)
         onnx.checker.check_model(converted)

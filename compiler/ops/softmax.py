@@ -2,6 +2,7 @@
 
 Before opset 13 the op works on the input coerced to 2-D at ``axis`` (all
 trailing dims are one row); from 13 on it normalizes along ``axis`` alone.
+``softmax_over`` is the shared building block (SoftmaxCrossEntropyLoss uses it too).
 """
 
 from __future__ import annotations
@@ -12,28 +13,33 @@ from compiler.ops.reduce import reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
 
 
+def softmax_over(ctx: LoweringContext, x: Tensor, axes: list[int], log: bool) -> Tensor:
+    """Softmax (or its log) of ``x`` normalized over ``axes``, same shape and type as ``x``."""
+    stat_shape, extents, _ = reduced_space(x.shape, axes)
+
+    def row(i: Index, r: Index) -> Expr:
+        return x[source_index(x.rank, axes, True, i, r)]
+
+    def stat(i: Index) -> Index:
+        return tuple(0 if d in axes else i[d] for d in range(x.rank))
+
+    peak = ctx.reduce(stat_shape, extents, row, "max", name="softmax_max", materialize=True)
+    total = ctx.reduce(stat_shape, extents, lambda i, r: call("exp", row(i, r) - peak[i]), "sum",
+                       name="softmax_sum", materialize=True)
+    if log:
+        return ctx.compute(x.shape, lambda i: x[i] - peak[stat(i)] - call("log", total[stat(i)]),
+                           dtype=x.dtype, name="logsoftmax")
+    return ctx.compute(x.shape, lambda i: call("exp", x[i] - peak[stat(i)]) / total[stat(i)],
+                       dtype=x.dtype, name="softmax")
+
+
 def _softmax(log: bool):
     def lower(ctx: LoweringContext) -> list[Tensor]:
         x = ctx.input(0)
         default_axis = -1 if ctx.opset >= 13 else 1
         axis = int(ctx.attr("axis", default_axis)) % max(x.rank, 1)
         axes = [axis] if ctx.opset >= 13 else list(range(axis, x.rank))
-        stat_shape, extents, _ = reduced_space(x.shape, axes)
-
-        def row(i: Index, r: Index) -> Expr:
-            return x[source_index(x.rank, axes, True, i, r)]
-
-        def stat(i: Index) -> Index:
-            return tuple(0 if d in axes else i[d] for d in range(x.rank))
-
-        peak = ctx.reduce(stat_shape, extents, row, "max", name="softmax_max", materialize=True)
-        total = ctx.reduce(stat_shape, extents, lambda i, r: call("exp", row(i, r) - peak[i]), "sum",
-                           name="softmax_sum", materialize=True)
-        if log:
-            return [ctx.compute(x.shape, lambda i: x[i] - peak[stat(i)] - call("log", total[stat(i)]),
-                                dtype=x.dtype, name="logsoftmax")]
-        return [ctx.compute(x.shape, lambda i: call("exp", x[i] - peak[stat(i)]) / total[stat(i)],
-                            dtype=x.dtype, name="softmax")]
+        return [softmax_over(ctx, x, axes, log)]
 
     return lower
 
