@@ -1,4 +1,4 @@
-"""Scaled dot-product attention: ONNX Attention (opsets 23-25).
+"""Scaled dot-product attention: ONNX Attention (opsets 23-25) and ai.onnx.preview FlexAttention.
 
 Lowered as the spec's pattern, one declarative step each:
 
@@ -25,6 +25,9 @@ stored (like the normalizations' ``stash_type``); softmax runs in float64 when
 ``softmax_precision`` (or the input type) is double, else in float32.
 ``qk_matmul_output`` follows the spec: mode 0 the raw ``Q·K^T`` (scaled), 1 after
 softcap, 2 after adding the bias, 3 the probabilities, cast to the input type.
+
+FlexAttention is the same core without masks (4-D, GQA, ``softmax_precision``);
+its ``score_mod``/``prob_mod`` subgraphs are refused.
 """
 
 from __future__ import annotations
@@ -262,4 +265,42 @@ def _placeholder(ctx: LoweringContext, k: int) -> Tensor:
     return ctx.compute(t.shape, lambda i: const(0, t.dtype), dtype=t.dtype, name="unused")
 
 
-OPS: list[OpDef] = [defop("Attention", attention, since=23)]
+def flex_attention(ctx: LoweringContext) -> list[Tensor]:
+    """ai.onnx.preview FlexAttention: 4-D GQA attention in ``softmax_precision``; score_mod/prob_mod
+    subgraphs are refused (they would have to be lowered inside this node)."""
+    for name in ("score_mod", "prob_mod"):
+        if ctx.attr(name) is not None:
+            ctx.unsupported(f"the {name} subgraph attribute is not supported")
+    q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
+    dtype = q.dtype
+    if not q.rank == k.rank == v.rank == 4:
+        ctx.unsupported(f"Q, K, V must be rank 4 (got {q.shape}, {k.shape}, {v.shape})")
+    batch, q_heads, q_len, head_size = q.shape
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    if k.shape[3] != head_size or v.shape[:3] != k.shape[:3] or k.shape[0] != batch or q_heads % kv_heads:
+        ctx.unsupported(f"inconsistent Q/K/V shapes {q.shape}, {k.shape}, {v.shape}")
+    group = q_heads // kv_heads
+    precision = ctx.attr("softmax_precision")
+    softmax_type = DType.from_onnx(int(precision)) if precision is not None else \
+        DType.F64 if dtype is DType.F64 else DType.F32
+    # Half-precision softmax is computed in float32 like the rest of the half-precision arithmetic.
+    work = DType.F64 if softmax_type is DType.F64 else DType.F32
+    scale = ctx.attr("scale")
+    scale = 1.0 / math.sqrt(head_size) if scale is None else float(scale)
+    # sqrt(scale) is taken in float32, then cast to the input type (as the reference does).
+    root = const(round_to(round_to(math.sqrt(round_to(scale, DType.F32)), DType.F32), dtype), work)
+
+    def product(i: Index, r: Index) -> Expr:
+        b, h, s, j = i
+        return (cast(q[b, h, s, r[0]], work) * root) * (cast(k[b, h // group, j, r[0]], work) * root)
+
+    scores = ctx.reduce((batch, q_heads, q_len, kv_len), [head_size], product, "sum", name="flex_scores",
+                        materialize=True)
+    probs = softmax_rows(ctx, scores, None, work)
+    return [attend(ctx, probs, _Heads(v, v.shape), group, False, dtype)]
+
+
+OPS: list[OpDef] = [
+    defop("Attention", attention, since=23),
+    defop("FlexAttention", flex_attention, domain="ai.onnx.preview"),
+]

@@ -113,6 +113,22 @@ def test_attention_refuses_uneven_groups(tmp_path):
         compiled(model, tmp_path)
 
 
+@pytest.mark.parametrize("dtype,precision", [("float32", None), ("float64", None), ("float16", 1)])
+def test_flex_attention_gqa(check, dtype, precision):
+    q, k, v = (rand(s, seed=n, dtype=dtype) for n, s in enumerate([(2, 4, 3, 8), (2, 2, 5, 8), (2, 2, 5, 6)]))
+    attrs = {"scale": 0.2} | ({"softmax_precision": precision} if precision else {})
+    node = helper.make_node("FlexAttention", ["q", "k", "v"], ["y"], domain="ai.onnx.preview", **attrs)
+    feeds = {"q": q, "k": k, "v": v}
+    # graph_model knows the default domain only: the preview domain's import is added by hand.
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph([node], "flex", [helper.make_tensor_value_info(n, elem, a.shape) for n, a in feeds.items()],
+                              [helper.make_tensor_value_info("y", elem, (2, 4, 3, 6))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26),
+                                                    helper.make_opsetid("ai.onnx.preview", 1)])
+    tol = F16 if dtype == "float16" else {"rtol": 1e-10, "atol": 1e-10} if dtype == "float64" else {}
+    check(model, feeds, **tol)
+
+
 # --- RotaryEmbedding, SwiGLU ---------------------------------------------------------------
 
 
