@@ -130,9 +130,8 @@ def _present(ctx: LoweringContext, past: Tensor | None, new: _Heads, name: str) 
     return _Heads(Tensor(total), total.shape)
 
 
-def _bias(ctx: LoweringContext, q_len: int, kv_len: int, past_len: int, dtype: DType) -> tuple[Bias | None, bool]:
-    """The additive bias ``(b, h, i, j) -> 0 | mask value | -inf`` in ``dtype`` (None when nothing is masked),
-    and whether it can mask a whole row."""
+def _bias(ctx: LoweringContext, q_len: int, kv_len: int, past_len: int, dtype: DType) -> Bias | None:
+    """The additive bias ``(b, h, i, j) -> 0 | mask value | -inf`` in ``dtype`` (None when nothing is masked)."""
     mask = ctx.input(3) if ctx.has_input(3) else None
     nonpad = ctx.input(6) if ctx.has_input(6) else None
     causal = bool(ctx.attr("is_causal", 0))
@@ -142,7 +141,7 @@ def _bias(ctx: LoweringContext, q_len: int, kv_len: int, past_len: int, dtype: D
     if mask is not None and (mask.rank > 4 or mask.shape[-1] > kv_len):
         ctx.unsupported(f"attn_mask of shape {mask.shape} does not fit the scores' (..., {q_len}, {kv_len})")
     if mask is None and nonpad is None and not causal and left < 0 and right < 0:
-        return None, False
+        return None
     minus_inf = const(-math.inf, dtype)
 
     def bias(b: Expr, h: Expr, i: Expr, j: Expr) -> Expr:
@@ -170,8 +169,7 @@ def _bias(ctx: LoweringContext, q_len: int, kv_len: int, past_len: int, dtype: D
             condition = c if condition is None else logical_and(condition, c)
         return value if condition is None else select(condition, value, minus_inf)
 
-    can_block = causal or left >= 0 or right >= 0 or nonpad is not None or mask is not None
-    return bias, can_block
+    return bias
 
 
 def attention(ctx: LoweringContext) -> list[Tensor]:
@@ -213,7 +211,7 @@ def attention(ctx: LoweringContext) -> list[Tensor]:
     if mode not in (0, 1, 2, 3):
         ctx.unsupported(f"qk_matmul_output_mode={mode} (0-3 are defined)")
     want_qk = output_wanted(ctx, _QK_OUTPUT)
-    bias, can_block = _bias(ctx, q_len, kv_len, past_key.shape[2] if past_key is not None else 0, softmax_type)
+    bias = _bias(ctx, q_len, kv_len, past_key.shape[2] if past_key is not None else 0, softmax_type)
     scores_shape = (batch, q_heads, q_len, kv_len)
 
     def cap(x: Expr) -> Expr:
@@ -244,7 +242,7 @@ def attention(ctx: LoweringContext) -> list[Tensor]:
                                               name="attn_qk_out")
 
     blocked = None
-    if can_block:
+    if bias is not None:  # any mask can leave a row without attendable keys
         blocked = ctx.reduce(scores_shape[:3], [kv_len], lambda i, r: bias(*i, r[0]), "max",
                              lambda a, i: compare("eq", a, -math.inf), name="attn_blocked", materialize=True)
     probs = softmax_rows(ctx, scores, blocked, work)
