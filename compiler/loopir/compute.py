@@ -100,6 +100,8 @@ def combine(combiner: str, acc: Expr, value: Expr) -> Expr:
 
 def build_loops(c: Computation) -> Stmt:
     """The canonical nest: spatial loops outside, the reduction (if any) inside with a scalar accumulator."""
+    if 0 in c.space:
+        return seq()  # an empty tensor: nothing to store (dropping its loops would leave their vars unbound)
     unit = {v: Const(0) for v, n in zip(c.index, c.space) if n == 1}
     unit.update({a.var: Const(0) for a in c.axes if a.extent == 1})
     offsets = c.offsets or (0,) * len(c.index)
@@ -110,7 +112,9 @@ def build_loops(c: Computation) -> Stmt:
     else:
         acc_buf = Buffer(f"{c.output.name}_acc", body.dtype, (1,), "local")
         acc = acc_buf[0]
-        update: Stmt = Store(acc_buf, (Const(0),), combine(c.combiner, acc, body))
+        # A reduction over an empty range is its initial value: no update at all.
+        empty = any(a.extent == 0 for a in c.axes)
+        update: Stmt = seq() if empty else Store(acc_buf, (Const(0),), combine(c.combiner, acc, body))
         for axis in reversed(c.axes):
             if axis.extent > 1:
                 update = For(axis.var, axis.extent, update)
