@@ -100,6 +100,8 @@ def combine(combiner: str, acc: Expr, value: Expr) -> Expr:
 
 def build_loops(c: Computation) -> Stmt:
     """The canonical nest: spatial loops outside, the reduction (if any) inside with a scalar accumulator."""
+    if 0 in c.space:
+        return seq()  # an empty output: nothing to store
     unit = {v: Const(0) for v, n in zip(c.index, c.space) if n == 1}
     unit.update({a.var: Const(0) for a in c.axes if a.extent == 1})
     offsets = c.offsets or (0,) * len(c.index)
@@ -111,6 +113,8 @@ def build_loops(c: Computation) -> Stmt:
         acc_buf = Buffer(f"{c.output.name}_acc", body.dtype, (1,), "local")
         acc = acc_buf[0]
         update: Stmt = Store(acc_buf, (Const(0),), combine(c.combiner, acc, body))
+        if any(a.extent == 0 for a in c.axes):
+            update = seq()  # reducing nothing leaves the combiner's identity
         for axis in reversed(c.axes):
             if axis.extent > 1:
                 update = For(axis.var, axis.extent, update)
