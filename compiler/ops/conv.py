@@ -1,4 +1,4 @@
-"""Conv, ConvTranspose, ConvInteger and QLinearConv (1-D to 3-D) as one sum-reduction.
+"""Conv, ConvTranspose, ConvInteger, QLinearConv (1-D to 3-D) as one sum-reduction; DeformConv.
 
 Every variant is the same reduction (``conv_sum``) over an input that was padded
 once into a zero-bordered copy, so the inner loop has no bounds checks, and
@@ -12,18 +12,21 @@ same fast reduction.
 ConvTranspose is the conv of the input spread out by the strides (zeros in
 between), padded by ``dilation * (k - 1) - pad``, with the kernel flipped and
 its channel axes swapped per group. The integer convs subtract zero points
-while padding and packing and accumulate in int32.
+while padding and packing and accumulate in int32 (QLinearConv's requantizing
+epilogue lives in quantize.py). DeformConv gathers its interpolated samples
+into a ``[N, C, k..., o...]`` tensor first, then contracts it with the weights.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Const, Expr, cast, compare, const, logical_and, max_, min_, select
+from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -283,8 +286,73 @@ def conv_integer(ctx: LoweringContext) -> list[Tensor]:
     return [integer_conv(ctx, (0, 1, 2, 3))]
 
 
+# --- DeformConv -----------------------------------------------------------------------------------
+
+
+def _sample(x: Tensor, n: Expr, channel: Expr, pos: list[Expr]) -> Expr:
+    """x[n, channel] at fractional position ``pos``, interpolated (bi/tri)linearly; outside reads 0."""
+    zero, one = const(0.0, x.dtype), const(1.0, x.dtype)
+    base = [call("floor", p) for p in pos]
+    frac = [p - b for p, b in zip(pos, base)]
+    total: Expr | None = None
+    for corner in itertools.product((0, 1), repeat=len(pos)):
+        weight: Expr = one
+        inside: Expr = Const(True, DType.BOOL)
+        index = []
+        for d, bit in enumerate(corner):
+            k = cast(base[d], DType.I64) + bit
+            weight = weight * (frac[d] if bit else one - frac[d])
+            inside = logical_and(inside, logical_and(compare("ge", k, 0), compare("lt", k, x.shape[2 + d])))
+            index.append(_clamp(k, x.shape[2 + d]))
+        term = weight * select(inside, x[[n, channel, *index]], zero)
+        total = term if total is None else total + term
+    return total
+
+
+def deform_conv(ctx: LoweringContext) -> list[Tensor]:
+    """Conv whose taps sample x at learned fractional offsets (times an optional mask).
+
+    The samples ``[N, C, k..., o...]`` are gathered once (they depend on the input
+    channel only through its offset group), then contracted with the weights.
+    """
+    x, w, offset = ctx.input(0), ctx.input(1), ctx.input(2)
+    bias = ctx.input(3) if ctx.has_input(3) else None
+    mask = ctx.input(4) if ctx.has_input(4) else None
+    out = ctx.output_type(0)
+    rank = x.rank - 2
+    kernel = tuple(w.shape[2:])
+    strides, dilations, group = conv_attrs(ctx, rank)
+    begins = list(ctx.attr("pads", [0] * (2 * rank)))[:rank]
+    channels_per_offset_group = x.shape[1] // int(ctx.attr("offset_group", 1))
+    taps = int(np.prod(kernel))
+    out_spatial = out.shape[2:]
+
+    def sampled(i: Index) -> Expr:
+        n, channel, ks, os = i[0], i[1], i[2:2 + rank], i[2 + rank:]
+        tap = ks[0]
+        for d in range(1, rank):
+            tap = tap * kernel[d] + ks[d]
+        slot = (channel // channels_per_offset_group) * taps + tap
+        pos = [cast(os[d] * strides[d] + ks[d] * dilations[d] - begins[d], x.dtype)
+               + offset[[n, slot * rank + d, *os]] for d in range(rank)]
+        value = _sample(x, n, channel, pos)
+        return value * mask[[n, slot, *os]] if mask is not None else value
+
+    samples = ctx.compute((*x.shape[:2], *kernel, *out_spatial), sampled, dtype=x.dtype, name="deform_samples",
+                          materialize=True)
+    c_per_group, m_per_group = w.shape[1], w.shape[0] // group
+
+    def body(i: Index, r: Index) -> Expr:
+        m, c, ks = i[1], r[0], r[1:]
+        channel = c if group == 1 else (m // m_per_group) * c_per_group + c
+        return samples[[i[0], channel, *ks, *i[2:]]] * w[[m, c, *ks]]
+
+    return [ctx.reduce(out.shape, [c_per_group, *kernel], body, "sum", add_bias(bias), name="deformconv")]
+
+
 OPS: list[OpDef] = [
     defop("Conv", conv),
     defop("ConvTranspose", conv_transpose),
     defop("ConvInteger", conv_integer, since=10),
+    defop("DeformConv", deform_conv, since=19),
 ]

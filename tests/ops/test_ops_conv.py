@@ -1,4 +1,4 @@
-"""Conv, ConvTranspose and ConvInteger (compiler/ops/conv.py) against onnx's reference.
+"""Conv, ConvTranspose, ConvInteger and DeformConv (compiler/ops/conv.py) against onnx's reference.
 
 Each covers 1-D/2-D/3-D, strides, pads, dilations, groups and auto_pad, with
 weights as compile-time constants (packed at compile time) and as graph inputs
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from helpers_onnx import graph_model, node_model, ort_reference, rand
+from helpers_onnx import graph_model, node_model, ort_reference, rand, reference
 
 ATOL = 1e-4
 
@@ -261,3 +261,77 @@ def test_two_convs_in_a_row(check):
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("Conv", ["r", "w2", "b2"], ["y"])]
     check(graph_model(nodes, {"x": x}, ["y"], consts), {"x": x}, atol=ATOL)
+
+
+# --- DeformConv -------------------------------------------------------------------------------
+
+
+def _deform_reference(x, w, offset, bias, mask, strides, dilations, pads, group, offset_group):
+    """DeformConv by its definition, for any rank (onnx's reference handles 2-D only)."""
+    rank = x.ndim - 2
+    kernel, out_spatial = w.shape[2:], offset.shape[2:]
+    taps = int(np.prod(kernel))
+    c_per_group, m_per_group = w.shape[1], w.shape[0] // group
+    y = np.zeros((x.shape[0], w.shape[0], *out_spatial), np.float64)
+
+    def sample(n, ch, pos):
+        base = np.floor(pos).astype(int)
+        total = 0.0
+        for corner in np.ndindex(*(2,) * rank):
+            idx = base + corner
+            if all(0 <= idx[d] < x.shape[2 + d] for d in range(rank)):
+                weight = np.prod([f if b else 1 - f for f, b in zip(pos - base, corner)])
+                total += weight * x[(n, ch, *idx)]
+        return total
+
+    for n, m in np.ndindex(*y.shape[:2]):
+        for o in np.ndindex(*out_spatial):
+            acc = 0.0 if bias is None else float(bias[m])
+            for c in range(c_per_group):
+                ch = (m // m_per_group) * c_per_group + c
+                group_of_offsets = ch // (x.shape[1] // offset_group)
+                for tap, ks in enumerate(np.ndindex(*kernel)):
+                    slot = group_of_offsets * taps + tap
+                    pos = np.array([o[d] * strides[d] - pads[d] + ks[d] * dilations[d]
+                                    + offset[(n, slot * rank + d, *o)] for d in range(rank)])
+                    scale = 1.0 if mask is None else mask[(n, slot, *o)]
+                    acc += w[(m, c, *ks)] * scale * sample(n, ch, pos)
+            y[(n, m, *o)] = acc
+    return y.astype(x.dtype)
+
+
+# name: (x shape, w shape, out spatial, attrs)
+CASES_DEFORM = {
+    "2d_basic": ((1, 2, 5, 5), (3, 2, 3, 3), (3, 3), {}),
+    "2d_pads_strides": ((2, 2, 6, 5), (2, 2, 2, 3), (4, 2), {"pads": [1, 0, 1, 1], "strides": [2, 2]}),
+    "2d_dilation": ((1, 1, 6, 6), (2, 1, 2, 2), (4, 5), {"dilations": [2, 1]}),
+    "2d_groups_offset_groups": ((1, 4, 5, 4), (4, 2, 2, 2), (4, 3), {"group": 2, "offset_group": 2}),
+    "1d": ((2, 3, 9), (2, 3, 3), (4,), {"strides": [2], "pads": [1, 0]}),
+    "3d": ((1, 2, 4, 4, 3), (2, 2, 2, 2, 2), (3, 3, 2), {}),
+}
+
+
+@pytest.mark.parametrize("with_mask_and_bias", [False, True], ids=["plain", "mask_bias"])
+@pytest.mark.parametrize("name", sorted(CASES_DEFORM))
+def test_deform_conv(check, name, with_mask_and_bias):
+    x_shape, w_shape, out_spatial, attrs = CASES_DEFORM[name]
+    rank, taps = len(out_spatial), int(np.prod(w_shape[2:]))
+    offset_group = attrs.get("offset_group", 1)
+    # Offsets up to +-2 pixels: many taps land between pixels and some outside the input.
+    values = {"x": rand(x_shape, seed=1), "w": rand(w_shape, seed=2),
+              "offset": rand((x_shape[0], offset_group * taps * rank, *out_spatial), seed=3, low=-2.0, high=2.0)}
+    inputs = ["x", "w", "offset"]
+    if with_mask_and_bias:
+        values["b"] = rand((w_shape[0],), seed=4)
+        values["mask"] = rand((x_shape[0], offset_group * taps, *out_spatial), seed=5, low=0.0, high=1.0)
+        inputs += ["b", "mask"]
+    full = {"strides": [1] * rank, "dilations": [1] * rank, "pads": [0] * (2 * rank), "group": 1,
+            "offset_group": 1, **attrs}
+    expected = _deform_reference(values["x"], values["w"], values["offset"], values.get("b"), values.get("mask"),
+                                 full["strides"], full["dilations"], full["pads"], full["group"],
+                                 full["offset_group"])
+    model = node_model("DeformConv", inputs, values, attrs=attrs, opset=19, expected=[expected])
+    if rank == 2:
+        # The definition above agrees with onnx's own reference where that one applies.
+        np.testing.assert_allclose(reference(model, values)[0], expected, rtol=1e-5, atol=1e-5)
+    check(model, values, atol=ATOL, expected=[expected])
