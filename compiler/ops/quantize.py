@@ -18,7 +18,7 @@ products accumulate in int32 and requantize in float64, as onnx's reference does
 from __future__ import annotations
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Const, Expr, call, cast, const, max_, min_, select, compare
+from compiler.loopir.expr import Const, Expr, call, cast, compare, const, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.conv import integer_conv, per_channel
 from compiler.ops.linalg import matmul_of

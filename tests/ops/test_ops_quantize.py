@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import helper
 
 from helpers_onnx import graph_model, node_model, rand, reference
 
@@ -156,8 +157,6 @@ def test_dequantize_output_dtype(check):
 
 
 def test_quantize_dequantize_round_trip_fuses_with_producer(check):
-    from onnx import helper
-
     x = rand((4, 6), seed=12)
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q"]),
