@@ -34,7 +34,7 @@ ATOL = 1e-5
 _ONNX_TYPES = {np.dtype(k): v for k, v in (
     ("float32", onnx.TensorProto.FLOAT), ("float64", onnx.TensorProto.DOUBLE), ("float16", onnx.TensorProto.FLOAT16),
     ("int8", onnx.TensorProto.INT8), ("int16", onnx.TensorProto.INT16), ("int32", onnx.TensorProto.INT32),
-    ("int64", onnx.TensorProto.INT64), ("uint8", onnx.TensorProto.UINT8), ("bool", onnx.TensorProto.BOOL),
+    ("int64", onnx.TensorProto.INT64), ("uint8", onnx.TensorProto.UINT8), ("uint16", onnx.TensorProto.UINT16), ("bool", onnx.TensorProto.BOOL),
 )}
 
 

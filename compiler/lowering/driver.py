@@ -258,9 +258,6 @@ def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
 
 
 def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State) -> None:
-    comps = [c for c in comps if 0 not in c.space]  # zero-size results: nothing to store
-    if not comps:
-        return
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)

@@ -25,7 +25,7 @@ from compiler.codegen.target import Target
 from compiler.dtypes import DType
 from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Node, Value
-from compiler.loopir.compute import Computation, ReduceAxis, acc_var, reduce_init
+from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, substitute
 
 Index = tuple[Expr, ...]
@@ -150,12 +150,10 @@ class LoweringContext:
         dtype = post.dtype if post is not None else body.dtype
         out = self.temp(shape, dtype, name)
         axes = tuple(ReduceAxis(v, int(e)) for v, e in zip(rvars, extents))
-        if not axes or 0 in extents:
-            # Reducing no axes is the epilogue of the single element; reducing an empty set, of the
-            # combiner's identity (ReduceSum of nothing is 0, ReduceMax is the lowest value).
-            start = body if not axes else reduce_init(combiner, body.dtype)
-            value = post if post is not None else acc
-            self.computations.append(Computation(out, index, substitute(value, {acc: start})))
+        if not axes:
+            # A reduction over nothing is the epilogue of the single element.
+            value = post if post is not None else body
+            self.computations.append(Computation(out, index, substitute(value, {acc: body})))
         else:
             self.computations.append(Computation(out, index, body, axes, combiner, post))
         if materialize:

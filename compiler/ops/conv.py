@@ -1,19 +1,37 @@
-"""Conv (1-D to 3-D, groups, dilations, strides, pads, auto_pad) as one sum-reduction.
+"""Conv, ConvTranspose, ConvInteger, QLinearConv (1-D to 3-D) as one sum-reduction; DeformConv.
 
-Padding is materialized once into a zero-bordered copy of the input, so the
-reduction's inner loop has no bounds checks. Weights are repacked at compile
-time to ``[C/group, k..., M]`` so output channels are contiguous: the default
-schedule can then vectorize over channels (strided convs, small images) or
-over output columns (stride 1), whichever fills the vector registers better.
+Every variant is the same reduction (``conv_sum``) over an input that was padded
+once into a zero-bordered copy, so the inner loop has no bounds checks, and
+over weights in the packed layout ``[C/group, k..., M]`` so output channels are
+contiguous: the default schedule can then vectorize over channels (strided
+convs, small images) or over output columns (stride 1), whichever fills the
+vector registers better. Constant weights are repacked at compile time; weights
+given at run time are repacked by a small copy kernel first, so both take the
+same fast reduction.
+
+ConvTranspose is the conv of the input spread out by the strides (zeros in
+between), padded by ``dilation * (k - 1) - pad``, with the kernel flipped and
+its channel axes swapped per group. The integer convs subtract zero points
+while padding and packing and accumulate in int32 (QLinearConv's requantizing
+epilogue lives in quantize.py). DeformConv gathers its interpolated samples
+into a ``[N, C, k..., o...]`` tensor first, then contracts it with the weights.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
-from compiler.loopir.expr import Const, Expr, compare, const, logical_and, max_, min_, select
+from compiler.dtypes import DType
+from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
+
+# (output channel m, input channel within the group c, kernel taps) → the weight value in conv terms.
+WeightLoad = Callable[[Expr, Expr, Index], Expr]
 
 
 def spatial_pads(ctx: LoweringContext, in_spatial: tuple[int, ...], out_spatial: tuple[int, ...],
@@ -34,56 +52,307 @@ def spatial_pads(ctx: LoweringContext, in_spatial: tuple[int, ...], out_spatial:
     return list(ctx.attr("pads", [0] * (2 * rank)))
 
 
-def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float) -> tuple[Tensor, list[int]]:
-    """A copy of ``x`` with ``fill`` around its spatial dims (dims 2..); returns it and the begin offsets left."""
-    if not any(begins) and not any(ends):
-        return x, begins
+def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float,
+              spread: tuple[int, ...] | None = None) -> Tensor:
+    """A copy of ``x`` with ``fill`` around its spatial dims (dims 2..).
+
+    ``spread`` puts ``s - 1`` fill values between neighbours along each spatial dim
+    (ConvTranspose's strides). Negative pads crop.
+    """
     rank = len(begins)
-    shape = (*x.shape[:2], *(x.shape[2 + i] + begins[i] + ends[i] for i in range(rank)))
+    spread = spread or (1,) * rank
+    if not any(begins) and not any(ends) and all(s == 1 for s in spread):
+        return x
+    spread_len = [(x.shape[2 + d] - 1) * spread[d] + 1 for d in range(rank)]
+    shape = (*x.shape[:2], *(spread_len[d] + begins[d] + ends[d] for d in range(rank)))
 
     def value(i: Index) -> Expr:
-        src = [i[0], i[1]] + [i[2 + d] - begins[d] for d in range(rank)]
-        inside = Const(True, x.dtype.BOOL)
+        inside: Expr = Const(True, DType.BOOL)
+        src = []
         for d in range(rank):
-            inside = logical_and(inside, logical_and(compare("ge", src[2 + d], 0),
-                                                     compare("lt", src[2 + d], x.shape[2 + d])))
-        clamped = [src[0], src[1]] + [_clamp(src[2 + d], x.shape[2 + d]) for d in range(rank)]
-        return select(inside, x[clamped], const(fill, x.dtype))
+            q = i[2 + d] - begins[d]
+            inside = logical_and(inside, logical_and(compare("ge", q, 0), compare("lt", q, spread_len[d])))
+            if spread[d] > 1:
+                inside = logical_and(inside, compare("eq", q % spread[d], 0))
+                q = q // spread[d]
+            src.append(_clamp(q, x.shape[2 + d]))
+        return select(inside, x[[i[0], i[1], *src]], const(fill, x.dtype))
 
-    return ctx.compute(shape, value, dtype=x.dtype, name="padded", materialize=True), [0] * rank
+    return ctx.compute(shape, value, dtype=x.dtype, name="padded", materialize=True)
 
 
 def _clamp(e: Expr, n: int) -> Expr:
     return min_(max_(e, Const(0)), Const(n - 1))
 
 
-def conv(ctx: LoweringContext) -> list[Tensor]:
-    x = ctx.input(0)
-    w_value = ctx.const_input(1, "weights")
-    out = ctx.output_type(0)
-    rank = x.rank - 2
-    kernel = tuple(w_value.shape[2:])
-    strides = tuple(ctx.attr("strides", [1] * rank))
-    dilations = tuple(ctx.attr("dilations", [1] * rank))
-    group = int(ctx.attr("group", 1))
-    pads = spatial_pads(ctx, x.shape[2:], out.shape[2:], kernel, strides, dilations)
-    xp, begins = pad_input(ctx, x, pads[:rank], pads[rank:], 0.0)
-    m_total, c_per_group = w_value.shape[0], w_value.shape[1]
-    m_per_group = m_total // group
-    packed = ctx.add_constant(np.moveaxis(w_value, 0, -1), "conv_w")  # [C/g, k..., M]
-    bias = ctx.input(2) if ctx.has_input(2) else None
+@dataclass(frozen=True)
+class ConvShape:
+    """The geometry of a (forward) conv over an already padded input."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    group: int
+    in_per_group: int  # C / group
+    out_channels: int  # M
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel)
+
+
+def conv_attrs(ctx: LoweringContext, rank: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """(strides, dilations, group) with ONNX's defaults."""
+    return (tuple(ctx.attr("strides", [1] * rank)), tuple(ctx.attr("dilations", [1] * rank)),
+            int(ctx.attr("group", 1)))
+
+
+def packed_weights(ctx: LoweringContext, known: np.ndarray | None, shape: ConvShape, load: WeightLoad,
+                   dtype: DType) -> Tensor:
+    """Conv weights as ``[C/group, k..., M]``.
+
+    ``known`` is the ``[M, C/group, k...]`` array when it is a compile-time constant
+    (repacked here); otherwise ``load`` describes each weight and a materialized copy
+    repacks them at run time.
+    """
+    if known is not None:
+        return ctx.add_constant(np.moveaxis(known.astype(dtype.numpy, copy=False), 0, -1), "conv_w")
+    packed_shape = (shape.in_per_group, *shape.kernel, shape.out_channels)
+    return ctx.compute(packed_shape, lambda i: load(i[-1], i[0], i[1:-1]), dtype=dtype, name="conv_w",
+                       materialize=True)
+
+
+def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape, out_shape: tuple[int, ...],
+             epilogue: Callable[[Expr, Index], Expr] | None = None, name: str = "conv") -> Tensor:
+    """``out[n, m, o...] = epilogue(sum over c, k of xp[n, group(m) c, o*s + k*d] * packed[c, k..., m])``.
+
+    16-bit floats accumulate in float32 (``epilogue`` sees the float32 sum) and are
+    rounded once at the end, as onnxruntime does, instead of at every product.
+    """
+    m_per_group = shape.out_channels // shape.group
+    acc_type = DType.F32 if xp.dtype in (DType.F16, DType.BF16) else xp.dtype
 
     def body(i: Index, r: Index) -> Expr:
         n, m, spatial = i[0], i[1], i[2:]
         c, ks = r[0], r[1:]
+        channel = c if shape.group == 1 else (m // m_per_group) * shape.in_per_group + c
+        pos = [spatial[d] * shape.strides[d] + ks[d] * shape.dilations[d] for d in range(shape.rank)]
+        return cast(xp[[n, channel, *pos]], acc_type) * cast(packed[[c, *ks, m]], acc_type)
+
+    wide = acc_type is not xp.dtype
+
+    def finish(acc: Expr, i: Index) -> Expr:
+        value = epilogue(acc, i) if epilogue is not None else acc
+        return cast(value, xp.dtype) if wide else value
+
+    return ctx.reduce(out_shape, [shape.in_per_group, *shape.kernel], body, "sum",
+                      finish if wide or epilogue is not None else None, name=name)
+
+
+def add_bias(bias: Tensor | None) -> Callable[[Expr, Index], Expr] | None:
+    """The epilogue adding a per-output-channel bias (in the accumulator's type)."""
+    if bias is None:
+        return None
+    return lambda acc, i: acc + cast(bias[i[1]], acc.dtype)
+
+
+def per_channel(t: Tensor | None, m: Expr) -> Expr | None:
+    """A per-output-channel parameter (scalar, ``[1]`` or ``[M]``) at channel ``m``."""
+    if t is None:
+        return None
+    return t[[Const(0)] * t.rank] if t.buffer.numel == 1 else t[m]
+
+
+# --- Conv ---------------------------------------------------------------------------------------
+
+
+def conv_operands(ctx: LoweringContext, x: Tensor, w: Tensor, fill: float,
+                  known_w: np.ndarray | None, load: WeightLoad, dtype: DType) -> tuple[Tensor, Tensor, ConvShape]:
+    """(padded input, packed weights, geometry) of a forward conv whose weights are ``[M, C/group, k...]``."""
+    rank = x.rank - 2
+    kernel = tuple(w.shape[2:])
+    strides, dilations, group = conv_attrs(ctx, rank)
+    pads = spatial_pads(ctx, x.shape[2:], ctx.output_type(0).shape[2:], kernel, strides, dilations)
+    shape = ConvShape(kernel, strides, dilations, group, w.shape[1], w.shape[0])
+    xp = pad_input(ctx, x, pads[:rank], pads[rank:], fill)
+    return xp, packed_weights(ctx, known_w, shape, load, dtype), shape
+
+
+def conv(ctx: LoweringContext) -> list[Tensor]:
+    x, w = ctx.input(0), ctx.input(1)
+    bias = ctx.input(2) if ctx.has_input(2) else None
+    xp, packed, shape = conv_operands(ctx, x, w, 0.0, ctx.input_value(1).const,
+                                      lambda m, c, ks: w[[m, c, *ks]], x.dtype)
+    return [conv_sum(ctx, xp, packed, shape, ctx.output_type(0).shape, add_bias(bias))]
+
+
+# --- ConvTranspose --------------------------------------------------------------------------------
+
+
+def _transpose_begin_pads(ctx: LoweringContext, x: Tensor, kernel: tuple[int, ...], strides: tuple[int, ...],
+                          dilations: tuple[int, ...], out_spatial: tuple[int, ...]) -> list[int]:
+    """ConvTranspose's begin pads (the end pads follow from the output shape).
+
+    Explicit pads win; SAME_* split the total padding that yields the output shape
+    (the extra one at the end for SAME_UPPER), as onnx's reference does.
+    """
+    rank = len(kernel)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if ctx.attr("pads") is not None and auto_pad in ("NOTSET", ""):
+        return list(ctx.attr("pads")[:rank])
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return [0] * rank
+    output_padding = ctx.attr("output_padding", [0] * rank)
+    begins = []
+    for d in range(rank):
+        total = (strides[d] * (x.shape[2 + d] - 1) + output_padding[d] + (kernel[d] - 1) * dilations[d] + 1
+                 - out_spatial[d])
+        begins.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
+    return begins
+
+
+def conv_transpose(ctx: LoweringContext) -> list[Tensor]:
+    x, w = ctx.input(0), ctx.input(1)
+    out = ctx.output_type(0)
+    bias = ctx.input(2) if ctx.has_input(2) else None
+    rank = x.rank - 2
+    kernel = tuple(w.shape[2:])
+    strides, dilations, group = conv_attrs(ctx, rank)
+    c_per_group, m_per_group = x.shape[1] // group, w.shape[1]
+    begins = _transpose_begin_pads(ctx, x, kernel, strides, dilations, out.shape[2:])
+    # The equivalent forward conv: stride 1, pads dilation*(k-1) - pad around the spread input.
+    halo = [dilations[d] * (kernel[d] - 1) for d in range(rank)]
+    conv_begins = [halo[d] - begins[d] for d in range(rank)]
+    conv_ends = [out.shape[2 + d] + halo[d] - conv_begins[d] - (x.shape[2 + d] - 1) * strides[d] - 1
+                 for d in range(rank)]
+    xp = pad_input(ctx, x, conv_begins, conv_ends, 0.0, spread=strides)
+    shape = ConvShape(kernel, (1,) * rank, dilations, group, c_per_group, m_per_group * group)
+
+    def load(m: Expr, c: Expr, ks: Index) -> Expr:
+        flipped = [kernel[d] - 1 - ks[d] for d in range(rank)]
+        return w[[(m // m_per_group) * c_per_group + c, m % m_per_group, *flipped]]
+
+    known = ctx.input_value(1).const
+    if known is not None:
+        # [C, M/g, k...] → per group [M/g, C/g, k...] with the taps reversed → [M, C/g, k...].
+        grouped = known.reshape(group, c_per_group, m_per_group, *kernel)
+        flipped = np.flip(grouped, axis=tuple(range(3, 3 + rank)))
+        known = np.swapaxes(flipped, 1, 2).reshape(group * m_per_group, c_per_group, *kernel)
+    packed = packed_weights(ctx, known, shape, load, x.dtype)
+    return [conv_sum(ctx, xp, packed, shape, out.shape, add_bias(bias), name="convtranspose")]
+
+
+# --- integer convs --------------------------------------------------------------------------------
+
+
+def _zero_point_shifted(ctx: LoweringContext, x: Tensor, zero_point: Tensor | None) -> Tensor:
+    """``int32(x) - zero_point`` (a scalar zero point), inlined into the padded copy."""
+    if zero_point is None:
+        return ctx.compute(x.shape, lambda i: cast(x[i], DType.I32), dtype=DType.I32, name="x_i32")
+    zp = cast(zero_point[[Const(0)] * zero_point.rank], DType.I32)
+    return ctx.compute(x.shape, lambda i: cast(x[i], DType.I32) - zp, dtype=DType.I32, name="x_i32")
+
+
+def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
+                 epilogue: Callable[[Expr, Index], Expr] | None = None) -> Tensor:
+    """The int32 conv of ``(x - x_zero_point) * (w - w_zero_point)``.
+
+    ``inputs`` are the node's input positions of x, w and their optional zero points
+    (x's a scalar, w's a scalar or one per output channel).
+    """
+    x_at, w_at, x_zp_at, w_zp_at = inputs
+    x, w = ctx.input(x_at), ctx.input(w_at)
+    x_zero = ctx.input(x_zp_at) if ctx.has_input(x_zp_at) else None
+    w_zero = ctx.input(w_zp_at) if ctx.has_input(w_zp_at) else None
+    if x_zero is not None and x_zero.buffer.numel != 1:
+        ctx.unsupported("the input's zero point must be a scalar")
+    known = ctx.input_value(w_at).const
+    known_zero = ctx.input_value(w_zp_at).const if w_zero is not None else np.zeros((), np.int32)
+    if known is not None and known_zero is not None:
+        known = known.astype(np.int32) - known_zero.astype(np.int32).reshape(-1, *([1] * (known.ndim - 1)))
+    else:
+        known = None
+
+    def load(m: Expr, c: Expr, ks: Index) -> Expr:
+        value = cast(w[[m, c, *ks]], DType.I32)
+        return value - cast(per_channel(w_zero, m), DType.I32) if w_zero is not None else value
+
+    # Padding the shifted input with 0 is padding the input with its zero point.
+    xp, packed, shape = conv_operands(ctx, _zero_point_shifted(ctx, x, x_zero), w, 0, known, load, DType.I32)
+    return conv_sum(ctx, xp, packed, shape, ctx.output_type(0).shape, epilogue, name="convinteger")
+
+
+def conv_integer(ctx: LoweringContext) -> list[Tensor]:
+    return [integer_conv(ctx, (0, 1, 2, 3))]
+
+
+# --- DeformConv -----------------------------------------------------------------------------------
+
+
+def _sample(x: Tensor, n: Expr, channel: Expr, pos: list[Expr]) -> Expr:
+    """x[n, channel] at fractional position ``pos``, interpolated (bi/tri)linearly; outside reads 0."""
+    zero, one = const(0.0, x.dtype), const(1.0, x.dtype)
+    base = [call("floor", p) for p in pos]
+    frac = [p - b for p, b in zip(pos, base)]
+    total: Expr | None = None
+    for corner in itertools.product((0, 1), repeat=len(pos)):
+        weight: Expr = one
+        inside: Expr = Const(True, DType.BOOL)
+        index = []
+        for d, bit in enumerate(corner):
+            k = cast(base[d], DType.I64) + bit
+            weight = weight * (frac[d] if bit else one - frac[d])
+            inside = logical_and(inside, logical_and(compare("ge", k, 0), compare("lt", k, x.shape[2 + d])))
+            index.append(_clamp(k, x.shape[2 + d]))
+        term = weight * select(inside, x[[n, channel, *index]], zero)
+        total = term if total is None else total + term
+    return total
+
+
+def deform_conv(ctx: LoweringContext) -> list[Tensor]:
+    """Conv whose taps sample x at learned fractional offsets (times an optional mask).
+
+    The samples ``[N, C, k..., o...]`` are gathered once (they depend on the input
+    channel only through its offset group), then contracted with the weights.
+    """
+    x, w, offset = ctx.input(0), ctx.input(1), ctx.input(2)
+    bias = ctx.input(3) if ctx.has_input(3) else None
+    mask = ctx.input(4) if ctx.has_input(4) else None
+    out = ctx.output_type(0)
+    rank = x.rank - 2
+    kernel = tuple(w.shape[2:])
+    strides, dilations, group = conv_attrs(ctx, rank)
+    begins = list(ctx.attr("pads", [0] * (2 * rank)))[:rank]
+    channels_per_offset_group = x.shape[1] // int(ctx.attr("offset_group", 1))
+    taps = int(np.prod(kernel))
+    out_spatial = out.shape[2:]
+
+    def sampled(i: Index) -> Expr:
+        n, channel, ks, os = i[0], i[1], i[2:2 + rank], i[2 + rank:]
+        tap = ks[0]
+        for d in range(1, rank):
+            tap = tap * kernel[d] + ks[d]
+        slot = (channel // channels_per_offset_group) * taps + tap
+        pos = [cast(os[d] * strides[d] + ks[d] * dilations[d] - begins[d], x.dtype)
+               + offset[[n, slot * rank + d, *os]] for d in range(rank)]
+        value = _sample(x, n, channel, pos)
+        return value * mask[[n, slot, *os]] if mask is not None else value
+
+    samples = ctx.compute((*x.shape[:2], *kernel, *out_spatial), sampled, dtype=x.dtype, name="deform_samples",
+                          materialize=True)
+    c_per_group, m_per_group = w.shape[1], w.shape[0] // group
+
+    def body(i: Index, r: Index) -> Expr:
+        m, c, ks = i[1], r[0], r[1:]
         channel = c if group == 1 else (m // m_per_group) * c_per_group + c
-        pos = [spatial[d] * strides[d] + ks[d] * dilations[d] - begins[d] for d in range(rank)]
-        return xp[[n, channel, *pos]] * packed[[c, *ks, m]]
+        return samples[[i[0], channel, *ks, *i[2:]]] * w[[m, c, *ks]]
 
-    def epilogue(acc: Expr, i: Index) -> Expr:
-        return acc + bias[i[1]] if bias is not None else acc
-
-    return [ctx.reduce(out.shape, [c_per_group, *kernel], body, "sum", epilogue, name="conv")]
+    return [ctx.reduce(out.shape, [c_per_group, *kernel], body, "sum", add_bias(bias), name="deformconv")]
 
 
-OPS: list[OpDef] = [defop("Conv", conv)]
+OPS: list[OpDef] = [
+    defop("Conv", conv),
+    defop("ConvTranspose", conv_transpose),
+    defop("ConvInteger", conv_integer, since=10),
+    defop("DeformConv", deform_conv, since=19),
+]

@@ -7,6 +7,9 @@ consumers into the store as an epilogue.
 
 from __future__ import annotations
 
+from typing import Callable
+
+from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, cast, const
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -18,22 +21,27 @@ def _batch_index(batch: Index, shape: tuple[int, ...]) -> list[Expr]:
     return [Const(0) if dim == 1 else batch[offset + k] for k, dim in enumerate(shape)]
 
 
-def matmul(ctx: LoweringContext) -> list[Tensor]:
-    a, b = ctx.input(0), ctx.input(1)
-    out = ctx.output_type(0)
+def matmul_of(ctx: LoweringContext, a: Tensor, b: Tensor, out_shape: tuple[int, ...], acc_dtype: DType,
+              epilogue: Callable[[Expr, Index], Expr] | None = None, name: str = "matmul") -> Tensor:
+    """``a @ b`` with numpy's MatMul semantics, operands cast to ``acc_dtype`` and summed in it."""
     k_extent = a.shape[-1]
     if b.shape[0 if b.rank == 1 else -2] != k_extent:
         ctx.unsupported(f"inner dimensions differ: {a.shape} @ {b.shape}")
+    rank = len(out_shape)
 
     def body(i: Index, r: Index) -> Expr:
         k = r[0]
-        batch = i[: out.rank - (a.rank > 1) - (b.rank > 1)]
+        batch = i[: rank - (a.rank > 1) - (b.rank > 1)]
         a_idx = [k] if a.rank == 1 else [*_batch_index(batch, a.shape[:-2]), i[len(batch)], k]
         b_idx = [k] if b.rank == 1 else [*_batch_index(batch, b.shape[:-2]), k, i[-1]]
-        x, y = a[a_idx], b[b_idx]
-        return x * y if out.dtype.is_float else cast(x, out.dtype) * cast(y, out.dtype)
+        return cast(a[a_idx], acc_dtype) * cast(b[b_idx], acc_dtype)
 
-    return [ctx.reduce(out.shape, [k_extent], body, "sum", name="matmul")]
+    return ctx.reduce(out_shape, [k_extent], body, "sum", epilogue, name=name)
+
+
+def matmul(ctx: LoweringContext) -> list[Tensor]:
+    out = ctx.output_type(0)
+    return [matmul_of(ctx, ctx.input(0), ctx.input(1), out.shape, out.dtype)]
 
 
 def gemm(ctx: LoweringContext) -> list[Tensor]:
