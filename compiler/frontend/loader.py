@@ -264,7 +264,14 @@ def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(converted)
     except Exception:  # noqa: BLE001 - any converter failure means "keep the original"
         return model
+    # Some adapters rewrite the graph's signature (Scan 8 -> 9 drops the batch axis of the inputs): wrong.
+    if _signature(converted.graph) != _signature(model.graph):
+        return model
     return converted
+
+
+def _signature(graph: onnx.GraphProto) -> list[bytes]:
+    return [vi.SerializeToString(deterministic=True) for vi in [*graph_inputs(graph), *graph.output]]
 
 
 # --- shape inference ----------------------------------------------------------------
