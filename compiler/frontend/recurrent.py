@@ -5,7 +5,8 @@ given an ``RNN``/``GRU``/``LSTM`` node whose X, W and R have static shapes, it
 emits nodes computing exactly the ONNX equations (any opset: forward, reverse
 and bidirectional; every activation the spec lists, with ``activation_alpha``
 /``activation_beta`` consumed in activation order by the activations that take
-them; ``clip`` on every activation input; GRU ``linear_before_reset``; LSTM
+them; ``clip`` on every gate's activation input (not on the LSTM cell state
+fed to h, as onnxruntime does); GRU ``linear_before_reset``; LSTM
 peepholes and ``input_forget``; ``initial_h``/``initial_c``; ``layout`` 0/1;
 any subset of the Y/Y_h/Y_c outputs).
 
@@ -187,14 +188,15 @@ class _Cell:
         f = b.op("Sub", [self.one, i]) if self.input_forget else self.act(acts[0], self._peep(f, p_f, c))
         c_new = b.op("Add", [b.op("Mul", [f, c]), b.op("Mul", [i, self.act(acts[1], g)])])
         o = self.act(acts[0], self._peep(o, p_o, c_new))
-        return b.op("Mul", [o, self.act(acts[2], c_new)]), c_new
+        # onnxruntime clips the gates only, not the cell state h() reads (the spec leaves it open).
+        return b.op("Mul", [o, self.act(acts[2], c_new, clip=False)]), c_new
 
     def _peep(self, gate: str, weight: str | None, c: str) -> str:
         return self.b.op("Add", [gate, self.b.op("Mul", [weight, c])]) if weight else gate
 
-    def act(self, f: _Activation, x: str) -> str:
+    def act(self, f: _Activation, x: str, clip: bool = True) -> str:
         b = self.b
-        if self.clip is not None:
+        if self.clip is not None and clip:
             x = b.clip(x, float(self.clip), self.dtype)
         if f.name in _PLAIN_ACTIVATIONS:
             return b.op(_PLAIN_ACTIVATIONS[f.name], [x])
