@@ -205,3 +205,13 @@ def test_loop_over_sequences_is_refused():
              helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=0)]
     model = _model(nodes, [_f32("x", [3])], [_f32("y", [6])], [numpy_helper.from_array(np.array(2, np.int64), "m")])
     assert "Loop 'loop' (opset 17): 'seq0' is a sequence_type; tilec unrolls Loop over tensors only" in _refusal(model)
+
+
+def test_loop_with_runtime_trip_count_runs_as_often_as_its_declared_scan_output_says():
+    """Like every data-dependent size, the loop length comes from the model's declared output type."""
+    body = _loop_body(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
+    node = helper.make_node("Loop", ["m", "go", "v0"], ["v", "scan"], name="loop", body=body)
+    model = _model([node], [_i64("m", []), _bool("go"), _f32("v0", [3]), _f32("x", [6, 3])],
+                   [_f32("v", [3]), _f32("scan", [5, 3])])
+    _check_unrolled(model, {"m": np.array(5, np.int64), "go": np.array(True), "v0": _rand(3),
+                            "x": _rand(6, 3, seed=1)})
