@@ -30,7 +30,8 @@ Bodies read outer-scope values freely: those names are left as they are.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -149,13 +150,19 @@ def expand_scan(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     _unroll_scan(b, body, states, scans, plan, outs)
 
 
+@dataclass
 class _ScanPlan:
-    def __init__(self, steps: int, in_axes: list[int], in_reverse: list[int], out_axes: list[int],
-                 out_reverse: list[int]) -> None:
-        if steps == 0:
+    """How one unrolled scan walks its inputs (axes, reversed or not) and stacks its outputs."""
+
+    steps: int
+    in_axes: list[int]
+    in_reverse: list[int]
+    out_axes: list[int]
+    out_reverse: list[int]
+
+    def __post_init__(self) -> None:
+        if self.steps == 0:
             raise NotExpandable("the sequence length is 0; tilec does not build empty scan outputs")
-        self.steps, self.in_axes, self.in_reverse = steps, in_axes, in_reverse
-        self.out_axes, self.out_reverse = out_axes, out_reverse
 
 
 def _unroll_scan(b: Builder, body: onnx.GraphProto, states: list[str], scans: list[str], plan: _ScanPlan,
@@ -189,11 +196,11 @@ def _check_sequence_lens(node: onnx.NodeProto, state: "FoldedGraph", steps: int)
                             f"{steps}; tilec unrolls equal-length sequences only")
 
 
-def _common_length(lengths) -> int:
-    lengths = set(lengths)
-    if len(lengths) != 1:
-        raise NotExpandable(f"the scan inputs have different sequence lengths {sorted(lengths)}")
-    return lengths.pop()
+def _common_length(lengths: Iterable[int]) -> int:
+    distinct = set(lengths)
+    if len(distinct) != 1:
+        raise NotExpandable(f"the scan inputs have different sequence lengths {sorted(distinct)}")
+    return distinct.pop()
 
 
 def _axis(axis: int, rank: int) -> int:
