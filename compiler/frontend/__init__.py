@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+from compiler.frontend.expand import refusal
 from compiler.frontend.folding import fold_model
 from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
 from compiler.errors import UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
+from compiler.frontend.rewrite import NameSource
 from compiler.frontend.sequences import resolve_sequences
 from compiler.graph.ir import Graph
 
@@ -30,7 +32,8 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
 
     ``is_supported(op_type, domain)``, when given, is asked about every node left
     after folding, and all the refused ones are reported together (before shape
-    checks, whose complaints about an unknown op's outputs would hide the cause).
+    checks, whose complaints about an unknown op's outputs would hide the cause),
+    with the reason an expansion (control flow, recurrences) gave up, if any.
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
@@ -38,8 +41,10 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     if is_supported is not None:
         missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:
+            names = NameSource(set())
             lines = sorted({"  " + describe_node(n.op_type, n.name or "<unnamed>",
                                                  folded.opsets.get(normalize_domain(n.domain)),
-                                                 normalize_domain(n.domain)) for n in missing})
+                                                 normalize_domain(n.domain))
+                            + (f": {why}" if (why := refusal(n, folded, names)) else "") for n in missing})
             raise UnsupportedOpError(f"{len(missing)} node(s) use unsupported operators:\n" + "\n".join(lines))
     return import_graph(folded)

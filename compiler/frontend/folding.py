@@ -8,12 +8,14 @@ shape inference,
   earlier folded values) was evaluated with ``onnx.reference`` and replaced by
   a constant,
 * ``Shape``/``Size`` of a value with a fully static shape became constants,
-* ``If`` nodes with a constant condition were replaced by the chosen branch,
+* control flow and recurrent nodes were expanded into plain nodes where
+  :mod:`.expand` can (an ``If`` with a constant condition became the chosen
+  branch, for instance),
 
 so that shape computations (``Shape -> Gather -> Concat -> Reshape``) leave
-only static shapes behind. Random ops and nodes with subgraphs (other than a
-constant-condition ``If``) are never folded. A node the reference evaluator
-cannot run is kept: the lowering may still support it.
+only static shapes behind. Random ops and nodes with subgraphs are never
+evaluated (an expansion may replace the latter). A node the reference
+evaluator cannot run is kept: the lowering may still support it.
 
 This module also owns the one node evaluator (:func:`evaluate_node`) and its
 graph-IR front (:func:`evaluate_ir_node`), reused by the graph-level cleanup.
@@ -23,7 +25,6 @@ reaches generated code.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from compiler.dtypes import DType
+from compiler.frontend.expand import expand_node
 from compiler.frontend.loader import (
     graph_inputs,
     infer_types,
@@ -42,6 +44,7 @@ from compiler.frontend.loader import (
     opsets_of,
     outer_names,
 )
+from compiler.frontend.rewrite import NameSource, all_names, graph_attrs, has_subgraph
 from compiler.graph.ir import Graph, Node, Value
 
 #: Ops whose result differs per run: folding would freeze one sample.
@@ -94,7 +97,7 @@ def fold_model(model: onnx.ModelProto) -> FoldedGraph:
         opsets=opsets_of(model),
         declared=list(graph.value_info),
     )
-    names = _NameSource(_all_names(graph))
+    names = NameSource(all_names(graph))
     for _ in range(_MAX_ROUNDS):
         _drop_unused_constants(state)
         state.infer()
@@ -116,7 +119,7 @@ def static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
 # --- one round ------------------------------------------------------------------------
 
 
-def _fold_round(state: FoldedGraph, names: "_NameSource") -> bool:
+def _fold_round(state: FoldedGraph, names: NameSource) -> bool:
     """Fold what the current types allow, in graph order; True if anything changed."""
     changed = False
     kept: list[onnx.NodeProto] = []
@@ -131,14 +134,13 @@ def _fold_round(state: FoldedGraph, names: "_NameSource") -> bool:
     return changed
 
 
-def _fold_node(node: onnx.NodeProto, state: FoldedGraph, names: "_NameSource") -> list[onnx.NodeProto] | None:
+def _fold_node(node: onnx.NodeProto, state: FoldedGraph, names: NameSource) -> list[onnx.NodeProto] | None:
     """None to keep ``node``; otherwise the nodes replacing it (constants land in ``state``)."""
     if normalize_domain(node.domain) not in _FOLDABLE_DOMAINS or node.op_type in RANDOM_OPS:
         return None
-    if _has_subgraph(node):
-        if node.op_type == "If" and node.input[0] in state.constants:
-            return _inline_if(node, state, names)
-        return None
+    expanded = expand_node(node, state, names)
+    if expanded is not None or has_subgraph(node):
+        return expanded
     folded = _fold_shape_query(node, state)
     if folded is None and all(not n or n in state.constants for n in node.input):
         folded = _try_evaluate(node, state)
@@ -191,7 +193,7 @@ def _drop_unused_constants(state: FoldedGraph) -> None:
     for node in state.nodes:
         used |= {n for n in node.input if n}
         for attr in node.attribute:
-            for sub in _graph_attrs(attr):
+            for sub in graph_attrs(attr):
                 used |= outer_names(sub)
     for name in [n for n in state.constants if n not in used]:
         del state.constants[name]
@@ -318,102 +320,3 @@ def _make_attribute(node: Node, key: str, value: Any) -> onnx.AttributeProto:
         schema = onnx.defs.get_schema(node.op_type, node.opset, node.domain)
         return helper.make_attribute(key, [], attr_type=schema.attributes[key].type)
     return helper.make_attribute(key, value)
-
-
-# --- If inlining ----------------------------------------------------------------------
-
-
-def _inline_if(node: onnx.NodeProto, state: FoldedGraph, names: "_NameSource") -> list[onnx.NodeProto] | None:
-    """The chosen branch's nodes, renamed so they cannot collide and so they produce the If's outputs."""
-    cond = state.constants[node.input[0]]
-    if cond.size != 1:
-        return None
-    attrs = {a.name: a.g for a in node.attribute}
-    branch = attrs["then_branch"] if bool(cond.reshape(-1)[0]) else attrs["else_branch"]
-    prefix = f"{node.name or 'If'}/"
-    defined = [t.name for t in branch.initializer] + [o for n in branch.node for o in n.output if o]
-    mapping: dict[str, str] = {}
-    # Branch outputs computed inside the branch take the If's output names directly.
-    for inner, outer in zip(branch.output, node.output):
-        if outer and inner.name in defined and inner.name not in mapping:
-            mapping[inner.name] = outer
-    for name in defined:
-        if name not in mapping:
-            mapping[name] = names.fresh(prefix + name)
-    for t in branch.initializer:
-        state.constants[mapping[t.name]] = numpy_helper.to_array(t)
-    inlined = [_renamed_node(n, mapping, names.fresh(prefix + (n.name or n.op_type))) for n in branch.node]
-    # Outputs that are outer values, or repeat another output, need a copy under the If's name.
-    for inner, outer in zip(branch.output, node.output):
-        source = mapping.get(inner.name, inner.name)
-        if outer and source != outer:
-            inlined.append(helper.make_node("Identity", [source], [outer], name=names.fresh(prefix + "output")))
-    return inlined
-
-
-def _renamed_node(node: onnx.NodeProto, mapping: Mapping[str, str], name: str) -> onnx.NodeProto:
-    copy = onnx.NodeProto()
-    copy.CopyFrom(node)
-    copy.name = name
-    _rename_list(copy.input, mapping)
-    _rename_list(copy.output, mapping)
-    for attr in copy.attribute:
-        for sub in _graph_attrs(attr):
-            _rename_outer_refs(sub, mapping)
-    return copy
-
-
-def _rename_outer_refs(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
-    """Rename a nested subgraph's reads of renamed outer values (names it defines itself shadow them)."""
-    local = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
-    visible = {k: v for k, v in mapping.items() if k not in local}
-    for node in graph.node:
-        _rename_list(node.input, visible)
-        for attr in node.attribute:
-            for sub in _graph_attrs(attr):
-                _rename_outer_refs(sub, visible)
-    for out in graph.output:
-        out.name = visible.get(out.name, out.name)
-
-
-def _rename_list(names: Any, mapping: Mapping[str, str]) -> None:
-    for i, n in enumerate(names):
-        if n in mapping:
-            names[i] = mapping[n]
-
-
-def _graph_attrs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
-    if attr.type == onnx.AttributeProto.GRAPH:
-        return [attr.g]
-    if attr.type == onnx.AttributeProto.GRAPHS:
-        return list(attr.graphs)
-    return []
-
-
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(_graph_attrs(a) for a in node.attribute)
-
-
-class _NameSource:
-    """Fresh value/node names, unique against every name in the model (subgraphs included)."""
-
-    def __init__(self, taken: set[str]) -> None:
-        self._taken = taken
-        self._counter = itertools.count()
-
-    def fresh(self, hint: str) -> str:
-        name = hint
-        while name in self._taken:
-            name = f"{hint}__{next(self._counter)}"
-        self._taken.add(name)
-        return name
-
-
-def _all_names(graph: onnx.GraphProto) -> set[str]:
-    names = {i.name for i in graph.input} | {o.name for o in graph.output} | {t.name for t in graph.initializer}
-    for node in graph.node:
-        names |= set(node.input) | set(node.output) | {node.name}
-        for attr in node.attribute:
-            for sub in _graph_attrs(attr):
-                names |= _all_names(sub)
-    return names

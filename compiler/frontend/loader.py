@@ -302,6 +302,9 @@ def convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(converted)
     except Exception:  # noqa: BLE001 - any converter failure means "keep the original"
         return model
+    # Some adapters rewrite the graph's signature (Scan 8 -> 9 drops the batch axis of the inputs): wrong.
+    if _signature(converted.graph) != _signature(model.graph):
+        return model
     return converted
 
 
@@ -322,6 +325,10 @@ def _per_channel_prelu_slopes(model: onnx.ModelProto) -> None:
         slope, rank = initializers[node.input[1]], ranks.get(node.input[0], 0)
         if len(slope.dims) == 1 and slope.dims[0] > 1 and rank > 2:
             slope.dims.extend([1] * (rank - 2))
+
+
+def _signature(graph: onnx.GraphProto) -> list[bytes]:
+    return [vi.SerializeToString(deterministic=True) for vi in [*graph_inputs(graph), *graph.output]]
 
 
 # --- shape inference ----------------------------------------------------------------

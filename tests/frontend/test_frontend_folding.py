@@ -8,8 +8,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from compiler.errors import ShapeError
+from compiler.errors import ShapeError, UnsupportedOpError
 from compiler.frontend import load_graph
+from compiler.frontend.folding import graph_to_model
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
@@ -126,13 +127,29 @@ def test_if_with_constant_condition_is_inlined(cond, ops):
     np.testing.assert_allclose(values["z"], expected)
 
 
-def test_if_with_runtime_condition_is_kept():
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_with_runtime_condition_becomes_a_select(cond):
     model = _if_model(True)
     del model.graph.node[0]  # the condition now comes from a graph input
     model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
     graph = load_graph(model)
-    assert [n.op_type for n in graph.nodes] == ["If", "Relu"]
-    assert isinstance(graph.nodes[0].attrs["then_branch"], onnx.GraphProto)
+    assert sorted(n.op_type for n in graph.nodes) == ["Add", "Mul", "Neg", "Relu", "Where"]
+    feeds = {"x": np.array([-1.5, 2.0], np.float32), "c": np.array(cond)}
+    expected = ReferenceEvaluator(model).run(None, feeds)[0]
+    np.testing.assert_allclose(ReferenceEvaluator(graph_to_model(graph)).run(None, feeds)[0], expected)
+
+
+def test_if_with_runtime_condition_and_different_branch_shapes_is_refused():
+    model = _if_model(True)
+    del model.graph.node[0]
+    model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    then_branch = model.graph.node[0].attribute[0].g if model.graph.node[0].attribute[0].name == "then_branch" \
+        else model.graph.node[0].attribute[1].g
+    then_branch.node.append(helper.make_node("ReduceSum", ["t_out"], ["t_sum"], name="sum", keepdims=1))
+    then_branch.output[0].CopyFrom(_f32("t_sum", [1]))
+    with pytest.raises(UnsupportedOpError, match=r"If 'if' \(opset 17\): the condition is only known at run time "
+                                                 r"and the branches give output 0 \('y'\) different types"):
+        load_graph(model, is_supported=lambda op, domain: op != "If")
 
 
 def test_random_ops_are_not_folded():

@@ -70,25 +70,29 @@ def test_attributes_become_plain_python_values():
 
 def test_tensor_attribute_is_a_numpy_array():
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
-             helper.make_node("If", ["c"], ["z"], name="if",
-                              then_branch=helper.make_graph([helper.make_node("Constant", [], ["t"],
-                                                                              value_float=1.0)],
-                                                            "t", [], [_f32("t", [])]),
-                              else_branch=helper.make_graph([helper.make_node("Constant", [], ["e"],
-                                                                              value_float=2.0)],
-                                                            "e", [], [_f32("e", [])]))]
+             # A Loop with a run-time trip count is not unrolled, so its GRAPH attribute reaches the IR.
+             helper.make_node("Loop", ["m", "", "s"], ["z"], name="loop",
+                              body=helper.make_graph(
+                                  [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                                   helper.make_node("Constant", [], ["one"], value_float=1.0),
+                                   helper.make_node("Add", ["s_in", "one"], ["s_out"])],
+                                  "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                                           helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                                           _f32("s_in", [])],
+                                  [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                                   _f32("s_out", [])]))]
     nodes.append(helper.make_node("EyeLike", ["y"], ["eye"], name="eye", dtype=TensorProto.FLOAT))
     # ConstantOfShape on a runtime shape is not foldable, so its TENSOR attribute reaches the IR.
     nodes.append(helper.make_node("ConstantOfShape", ["shape_in"], ["filled"], name="fill",
                                   value=numpy_helper.from_array(np.array([3], np.int32))))
-    model = _model(nodes, [_f32("x", [2, 2]), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+    model = _model(nodes, [_f32("x", [2, 2]), helper.make_tensor_value_info("m", TensorProto.INT64, []), _f32("s", []),
                            helper.make_tensor_value_info("shape_in", TensorProto.INT64, [0])],
                    [_f32("eye", [2, 2]), _f32("z", []), helper.make_tensor_value_info("filled", TensorProto.INT32, [])])
     graph = load_graph(model)
     fill = next(n for n in graph.nodes if n.op_type == "ConstantOfShape")
     assert isinstance(fill.attrs["value"], np.ndarray) and fill.attrs["value"].tolist() == [3]
-    if_node = next(n for n in graph.nodes if n.op_type == "If")
-    assert isinstance(if_node.attrs["then_branch"], onnx.GraphProto)
+    loop = next(n for n in graph.nodes if n.op_type == "Loop")
+    assert isinstance(loop.attrs["body"], onnx.GraphProto)
     assert next(n for n in graph.nodes if n.op_type == "EyeLike").attrs == {"dtype": TensorProto.FLOAT}
 
 

@@ -1,0 +1,322 @@
+"""Control flow as plain nodes: ``If`` becomes a branch or a select, ``Scan`` and ``Loop`` are unrolled.
+
+Contract of the expanders (called by :mod:`.expand` during folding, each
+emitting into a :class:`~compiler.frontend.rewrite.Builder` or raising
+:class:`~compiler.frontend.rewrite.NotExpandable`):
+
+* ``If`` with a constant condition: the taken branch, inlined (its outputs
+  under the If's output names). With a run-time condition: both branches
+  inlined and each output a ``Where`` between them, allowed only where both
+  branches give every read output the same element type and the same static
+  shape (a select cannot change shape); sequence/optional outputs refuse.
+* ``Scan`` (opset 8 with its batch axis and ``sequence_lens``, opsets 9+ with
+  input/output axes and directions): the body inlined once per step of the
+  static sequence length, states chained, each step's input slices taken
+  with ``Gather`` and each scan output stacked with ``Unsqueeze``+``Concat``.
+  Opset 8 unrolls every batch entry too and needs ``sequence_lens`` absent or
+  constant and equal to the sequence length.
+* ``Loop``: unrolled ``M`` times when ``M`` is a compile-time constant and the
+  loop provably never stops early: the initial condition is absent or a
+  constant, and the body's condition output is its condition input (through
+  ``Identity``) or a constant true. Otherwise, where a scan output's type has
+  a static leading dimension N (declared by the model: inference cannot know
+  it), the loop is unrolled N times: like every other data-dependent size,
+  tilec trusts the model's declared shapes, and only N iterations produce
+  that type. Anything else with a run-time trip count or condition, an
+  unbounded loop, and sequence/optional loop values refuse.
+
+Bodies read outer-scope values freely: those names are left as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from compiler.frontend.loader import infer_types, outer_names
+from compiler.frontend.rewrite import Builder, NotExpandable, subgraph
+
+if TYPE_CHECKING:
+    from compiler.frontend.folding import FoldedGraph
+
+
+# --- If -------------------------------------------------------------------------------------
+
+
+def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
+    cond = node.input[0]
+    then_branch, else_branch = subgraph(node, "then_branch"), subgraph(node, "else_branch")
+    if cond in state.constants:
+        value = state.constants[cond]
+        if value.size != 1:
+            raise NotExpandable(f"the condition has {value.size} elements; If needs exactly one")
+        b.inline(then_branch if bool(value.reshape(-1)[0]) else else_branch, {}, node.output)
+        return
+    then_types, else_types = _output_types(then_branch, state), _output_types(else_branch, state)
+    for k, out in enumerate(node.output):
+        if not out:
+            continue
+        then_type, else_type = then_types[k], else_types[k]
+        if then_type is None or else_type is None:
+            raise NotExpandable(f"the condition is only known at run time and output {k} ('{out}') is not a "
+                                "tensor of static shape in both branches; tilec cannot select between them")
+        if then_type != else_type:
+            raise NotExpandable(f"the condition is only known at run time and the branches give output {k} "
+                                f"('{out}') different types ({_fmt(then_type)} vs {_fmt(else_type)}); "
+                                "tilec needs one static type to select between them")
+    then_outs = [b.fresh(f"then_{o}") if o else "" for o in node.output]
+    else_outs = [b.fresh(f"else_{o}") if o else "" for o in node.output]
+    b.inline(then_branch, {}, then_outs)
+    b.inline(else_branch, {}, else_outs)
+    # A one-element condition of any rank must not broadcast the outputs to its rank.
+    if state.static_shape(cond) != ():
+        cond = b.op("Reshape", [cond, b.ints([], "scalar_shape")])
+    for out, then_out, else_out in zip(node.output, then_outs, else_outs):
+        if out:
+            b.op("Where", [cond, then_out, else_out], out)
+
+
+TensorInfo = tuple[int, tuple[int, ...]]  # ONNX element type, static shape
+
+
+def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorInfo | None]:
+    """Each output's element type and static shape when ``graph`` runs in the folded graph's scope."""
+    reads = outer_names(graph)
+    inputs = [helper.make_value_info(n, state.types[n]) for n in sorted(reads)
+              if n not in state.constants and n in state.types]
+    constants = {n: state.constants[n] for n in reads if n in state.constants}
+    constants.update((t.name, numpy_helper.to_array(t)) for t in graph.initializer)
+    proxy = helper.make_graph(graph.node, "branch", inputs,
+                              [helper.make_value_info(o.name, onnx.TypeProto()) for o in graph.output])
+    types = infer_types(proxy, state.opsets, constants)
+    infos: list[TensorInfo | None] = []
+    for out in graph.output:
+        t = types.get(out.name)
+        if out.name in constants:
+            array = constants[out.name]
+            infos.append((helper.np_dtype_to_tensor_dtype(array.dtype), tuple(array.shape)))
+        elif t is None or t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape") or not all(
+                d.HasField("dim_value") for d in t.tensor_type.shape.dim):
+            infos.append(None)
+        else:
+            infos.append((t.tensor_type.elem_type, tuple(d.dim_value for d in t.tensor_type.shape.dim)))
+    return infos
+
+
+def _fmt(info: TensorInfo) -> str:
+    return f"{helper.tensor_dtype_to_string(info[0])}[{'x'.join(map(str, info[1]))}]"
+
+
+# --- Scan -----------------------------------------------------------------------------------
+
+
+def expand_scan(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
+    body = subgraph(node, "body")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    num_scan = attrs["num_scan_inputs"]
+    batched = b.opset < 9  # Scan-8: every input and output has a leading batch axis
+    inputs = list(node.input[1:] if batched else node.input)
+    num_states = len(inputs) - num_scan
+    num_outputs = len(body.output) - num_states
+    _require_tensors(node, state, inputs)
+    states, scans = inputs[:num_states], inputs[num_states:]
+    shapes = [_static_shape(state, x, "scan input") for x in scans]
+    outs = list(node.output) + [""] * (len(body.output) - len(node.output))
+    if batched:
+        steps = _common_length(s[1] for s in shapes)
+        _check_sequence_lens(node, state, steps)
+        plan = _ScanPlan(steps, [0] * num_scan, list(attrs.get("directions", [0] * num_scan)),
+                         [0] * num_outputs, [0] * num_outputs)
+        batch = shapes[0][0] if shapes else _static_shape(state, states[0], "scan state")[0]
+        per_batch: list[list[str]] = []
+        for i in range(batch):
+            results = [b.fresh(f"batch{i}_out") for _ in body.output]
+            _unroll_scan(b, body, [b.gather(s, i, 0) for s in states], [b.gather(x, i, 0) for x in scans],
+                         plan, results)
+            per_batch.append(results)
+        for k, out in enumerate(outs):
+            if out:
+                b.stack([results[k] for results in per_batch], 0, out)
+        return
+    in_axes = [_axis(a, len(s)) for a, s in zip(attrs.get("scan_input_axes", [0] * num_scan), shapes)]
+    steps = _common_length(s[a] for s, a in zip(shapes, in_axes))
+    plan = _ScanPlan(steps, in_axes, list(attrs.get("scan_input_directions", [0] * num_scan)),
+                     list(attrs.get("scan_output_axes", [0] * num_outputs)),
+                     list(attrs.get("scan_output_directions", [0] * num_outputs)))
+    _unroll_scan(b, body, states, scans, plan, outs)
+
+
+@dataclass
+class _ScanPlan:
+    """How one unrolled scan walks its inputs (axes, reversed or not) and stacks its outputs."""
+
+    steps: int
+    in_axes: list[int]
+    in_reverse: list[int]
+    out_axes: list[int]
+    out_reverse: list[int]
+
+    def __post_init__(self) -> None:
+        if self.steps == 0:
+            raise NotExpandable("the sequence length is 0; tilec does not build empty scan outputs")
+
+
+def _unroll_scan(b: Builder, body: onnx.GraphProto, states: list[str], scans: list[str], plan: _ScanPlan,
+                 outs: Sequence[str]) -> None:
+    """Inline ``body`` once per step; ``outs`` names the final states, then the stacked scan outputs."""
+    num_states = len(states)
+    per_step: list[list[str]] = []
+    for t in range(plan.steps):
+        bindings = {i.name: s for i, s in zip(body.input, states)}
+        for i, x, axis, reverse in zip(body.input[num_states:], scans, plan.in_axes, plan.in_reverse):
+            bindings[i.name] = b.gather(x, plan.steps - 1 - t if reverse else t, axis)
+        last = t == plan.steps - 1
+        states = [out if last and out else b.fresh(f"state{k}_step{t}") for k, out in enumerate(outs[:num_states])]
+        step_outs = [b.fresh(f"out{k}_step{t}") for k in range(len(body.output) - num_states)]
+        b.inline(body, bindings, states + step_outs)
+        per_step.append(step_outs)
+    for k, out in enumerate(outs[num_states:]):
+        if out:
+            values = [step[k] for step in per_step]
+            b.stack(values[::-1] if plan.out_reverse[k] else values, plan.out_axes[k], out)
+
+
+def _check_sequence_lens(node: onnx.NodeProto, state: "FoldedGraph", steps: int) -> None:
+    lens = node.input[0] if node.input else ""
+    if not lens:
+        return
+    if lens not in state.constants:
+        raise NotExpandable("sequence_lens is only known at run time; tilec unrolls equal-length sequences only")
+    if not np.all(state.constants[lens] == steps):
+        raise NotExpandable(f"sequence_lens {state.constants[lens].tolist()} differ from the sequence length "
+                            f"{steps}; tilec unrolls equal-length sequences only")
+
+
+def _common_length(lengths: Iterable[int]) -> int:
+    distinct = set(lengths)
+    if len(distinct) != 1:
+        raise NotExpandable(f"the scan inputs have different sequence lengths {sorted(distinct)}")
+    return distinct.pop()
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+# --- Loop -----------------------------------------------------------------------------------
+
+
+def expand_loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
+    body = subgraph(node, "body")
+    trip_count, cond = (list(node.input) + ["", ""])[:2]
+    carried = list(node.input[2:])
+    _require_tensors(node, state, carried)
+    outs = list(node.output) + [""] * (len(body.output) - 1 - len(node.output))
+    num_scan = len(outs) - len(carried)
+    try:
+        steps = _static_trip_count(trip_count, cond, body, state)
+    except NotExpandable:
+        # As for other data-dependent sizes, a scan output's declared static length is trusted: the loop
+        # must run that many times for the model to produce the type it declares.
+        steps = _declared_length(outs[len(carried):], state)
+        if steps is None:
+            raise
+        if trip_count in state.constants and steps > int(state.constants[trip_count].reshape(-1)[0]):
+            raise NotExpandable(f"a scan output declares {steps} iterations, more than the trip count M")
+    if steps <= 0:
+        if any(outs[len(carried):]):
+            raise NotExpandable("the loop runs zero times; tilec does not build empty scan outputs")
+        for value, out in zip(carried, outs):
+            if out:
+                b.op("Identity", [value], out)
+        return
+    per_step: list[list[str]] = []
+    for i in range(steps):
+        bindings = {body.input[0].name: b.const(np.array(i, np.int64), "iteration"),
+                    body.input[1].name: b.const(np.array(True), "cond")}
+        bindings.update((inp.name, v) for inp, v in zip(body.input[2:], carried))
+        last = i == steps - 1
+        carried = [out if last and out else b.fresh(f"v{k}_iter{i}") for k, out in enumerate(outs[:len(carried)])]
+        step_outs = [b.fresh(f"scan{k}_iter{i}") for k in range(num_scan)]
+        b.inline(body, bindings, [b.fresh(f"cond_iter{i}")] + carried + step_outs)
+        per_step.append(step_outs)
+    for k, out in enumerate(outs[len(carried):]):
+        if out:
+            b.stack([step[k] for step in per_step], 0, out)
+
+
+def _static_trip_count(trip_count: str, cond: str, body: onnx.GraphProto, state: "FoldedGraph") -> int:
+    """The iteration count when M, the initial condition and the body's condition output settle it."""
+    if trip_count and trip_count not in state.constants:
+        raise NotExpandable("the trip count M is only known at run time (and no scan output declares a static "
+                            "length); tilec unrolls loops whose trip count is a compile-time constant")
+    if cond and cond not in state.constants:
+        raise NotExpandable("the initial condition is only known at run time (and no scan output declares a "
+                            "static length); tilec unrolls loops whose iteration count is a compile-time constant")
+    if not _condition_stays_true(body, state):
+        raise NotExpandable("the body computes its condition output at run time (and no scan output declares a "
+                            "static length); tilec unrolls loops whose iteration count is a compile-time constant")
+    if cond and not bool(state.constants[cond].reshape(-1)[0]):
+        return 0
+    if not trip_count:
+        raise NotExpandable("the loop has no trip count and its condition never turns false: it never ends")
+    return int(state.constants[trip_count].reshape(-1)[0])
+
+
+def _declared_length(scan_outputs: Sequence[str], state: "FoldedGraph") -> int | None:
+    """The leading dimension the scan outputs' static types agree on, if any has one."""
+    lengths = {shape[0] for out in scan_outputs if out and (shape := state.static_shape(out))}
+    if len(lengths) > 1:
+        raise NotExpandable(f"the scan outputs declare different lengths {sorted(lengths)}")
+    return lengths.pop() if lengths else None
+
+
+def _condition_stays_true(body: onnx.GraphProto, state: "FoldedGraph") -> bool:
+    """Whether the body's condition output is its condition input (through Identity) or a constant true."""
+    producers = {o: n for n in body.node for o in n.output}
+    initializers = {t.name: t for t in body.initializer}
+    name = body.output[0].name
+    while True:
+        if len(body.input) > 1 and name == body.input[1].name:
+            return True
+        if name in initializers:
+            return _is_true(numpy_helper.to_array(initializers[name]))
+        node = producers.get(name)
+        if node is None:
+            return name in state.constants and _is_true(state.constants[name])
+        if node.op_type == "Identity":
+            name = node.input[0]
+        elif node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return _is_true(numpy_helper.to_array(node.attribute[0].t))
+        else:
+            return False
+
+
+def _is_true(array: np.ndarray) -> bool:
+    return array.size == 1 and bool(array.reshape(-1)[0])
+
+
+# --- shared ---------------------------------------------------------------------------------
+
+
+def _require_tensors(node: onnx.NodeProto, state: "FoldedGraph", names: Sequence[str]) -> None:
+    for name in names:
+        t = state.types.get(name)
+        if t is not None and t.WhichOneof("value") != "tensor_type":
+            raise NotExpandable(f"'{name}' is a {t.WhichOneof('value')}; tilec unrolls {node.op_type} over "
+                                "tensors only")
+
+
+def _static_shape(state: "FoldedGraph", name: str, what: str) -> tuple[int, ...]:
+    shape = state.static_shape(name)
+    if shape is None:
+        raise NotExpandable(f"the shape of {what} '{name}' is not static (yet); tilec unrolls over static lengths")
+    return shape
+
+
+EXPANDERS: dict[str, Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]] = {
+    "If": expand_if, "Scan": expand_scan, "Loop": expand_loop}

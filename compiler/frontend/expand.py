@@ -1,0 +1,57 @@
+"""Expansions: ONNX nodes the frontend rewrites into plain nodes, so that no lowering ever sees them.
+
+Contract: :func:`expand_node` returns the nodes replacing a default-domain
+``If``/``Loop``/``Scan`` (:mod:`.control_flow`) or ``RNN``/``GRU``/``LSTM``
+(:mod:`.recurrent`), having added the constants they read to the folded
+graph's constants; or None, leaving everything untouched, for any other node
+and for one that cannot be expanded with what is known so far (folding
+rounds may still make a trip count or a shape static). For a node that stays,
+:func:`refusal` says why in words fit for an ``UnsupportedOpError``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import onnx
+
+from compiler.frontend import control_flow, recurrent
+from compiler.frontend.loader import normalize_domain
+from compiler.frontend.rewrite import Builder, NameSource, NotExpandable
+
+if TYPE_CHECKING:
+    from compiler.frontend.folding import FoldedGraph
+
+Expander = Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]
+
+EXPANDERS: dict[str, Expander] = {**control_flow.EXPANDERS, **recurrent.EXPANDERS}
+
+
+def expand_node(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> list[onnx.NodeProto] | None:
+    """The nodes replacing ``node``, or None to keep it (see the module docstring)."""
+    try:
+        builder = _expand(node, state, names)
+    except NotExpandable:
+        return None
+    if builder is None:
+        return None
+    state.constants.update(builder.constants)
+    return builder.nodes
+
+
+def refusal(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> str | None:
+    """Why ``node`` cannot be expanded; None if it is no expansion's business (or could be expanded)."""
+    try:
+        _expand(node, state, names)
+    except NotExpandable as exc:
+        return str(exc)
+    return None
+
+
+def _expand(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> Builder | None:
+    expander = EXPANDERS.get(node.op_type) if normalize_domain(node.domain) == "" else None
+    if expander is None:
+        return None
+    builder = Builder(names, f"{node.name or node.op_type}/", state.opsets.get("", 0))
+    expander(node, state, builder)
+    return builder
