@@ -15,7 +15,7 @@ from compiler.frontend.expand import refusal
 from compiler.frontend.folding import fold_model
 from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
-from compiler.errors import UnsupportedOpError, describe_node
+from compiler.errors import DataDependentError, UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import NameSource
 from compiler.frontend.sequences import resolve_sequences
@@ -42,9 +42,12 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
         missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:
             names = NameSource(set())
-            lines = sorted({"  " + describe_node(n.op_type, n.name or "<unnamed>",
-                                                 folded.opsets.get(normalize_domain(n.domain)),
-                                                 normalize_domain(n.domain))
-                            + (f": {why}" if (why := refusal(n, folded, names)) else "") for n in missing})
+            reasons = [(describe_node(n.op_type, n.name or "<unnamed>", folded.opsets.get(normalize_domain(n.domain)),
+                                      normalize_domain(n.domain)), refusal(n, folded, names)) for n in missing]
+            waiting = [(where, why) for where, why in reasons if why is not None and why.values]
+            if waiting:
+                raise DataDependentError("; ".join(f"{where}: {why}" for where, why in waiting),
+                                         values=tuple(v for _, why in waiting for v in why.values))
+            lines = sorted({f"  {where}" + (f": {why}" if why else "") for where, why in reasons})
             raise UnsupportedOpError(f"{len(missing)} node(s) use unsupported operators:\n" + "\n".join(lines))
     return import_graph(folded)

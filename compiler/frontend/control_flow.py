@@ -217,16 +217,7 @@ def expand_loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     _require_tensors(node, state, carried)
     outs = list(node.output) + [""] * (len(body.output) - 1 - len(node.output))
     num_scan = len(outs) - len(carried)
-    try:
-        steps = _static_trip_count(trip_count, cond, body, state)
-    except NotExpandable:
-        # As for other data-dependent sizes, a scan output's declared static length is trusted: the loop
-        # must run that many times for the model to produce the type it declares.
-        steps = _declared_length(outs[len(carried):], state)
-        if steps is None:
-            raise
-        if trip_count in state.constants and steps > int(state.constants[trip_count].reshape(-1)[0]):
-            raise NotExpandable(f"a scan output declares {steps} iterations, more than the trip count M")
+    steps = _static_trip_count(trip_count, cond, body, state)
     if steps <= 0:
         if any(outs[len(carried):]):
             raise NotExpandable("the loop runs zero times; tilec does not build empty scan outputs")
@@ -252,27 +243,19 @@ def expand_loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
 def _static_trip_count(trip_count: str, cond: str, body: onnx.GraphProto, state: "FoldedGraph") -> int:
     """The iteration count when M, the initial condition and the body's condition output settle it."""
     if trip_count and trip_count not in state.constants:
-        raise NotExpandable("the trip count M is only known at run time (and no scan output declares a static "
-                            "length); tilec unrolls loops whose trip count is a compile-time constant")
+        raise NotExpandable(f"the trip count M ('{trip_count}') is only known at run time; tilec unrolls loops "
+                            "whose trip count is a compile-time constant", values=(trip_count,))
     if cond and cond not in state.constants:
-        raise NotExpandable("the initial condition is only known at run time (and no scan output declares a "
-                            "static length); tilec unrolls loops whose iteration count is a compile-time constant")
+        raise NotExpandable(f"the initial condition ('{cond}') is only known at run time; tilec unrolls loops "
+                            "whose iteration count is a compile-time constant", values=(cond,))
     if not _condition_stays_true(body, state):
-        raise NotExpandable("the body computes its condition output at run time (and no scan output declares a "
-                            "static length); tilec unrolls loops whose iteration count is a compile-time constant")
+        raise NotExpandable("the body computes its condition output at run time; tilec unrolls loops whose "
+                            "iteration count is a compile-time constant")
     if cond and not bool(state.constants[cond].reshape(-1)[0]):
         return 0
     if not trip_count:
         raise NotExpandable("the loop has no trip count and its condition never turns false: it never ends")
     return int(state.constants[trip_count].reshape(-1)[0])
-
-
-def _declared_length(scan_outputs: Sequence[str], state: "FoldedGraph") -> int | None:
-    """The leading dimension the scan outputs' static types agree on, if any has one."""
-    lengths = {shape[0] for out in scan_outputs if out and (shape := state.static_shape(out))}
-    if len(lengths) > 1:
-        raise NotExpandable(f"the scan outputs declare different lengths {sorted(lengths)}")
-    return lengths.pop() if lengths else None
 
 
 def _condition_stays_true(body: onnx.GraphProto, state: "FoldedGraph") -> bool:

@@ -39,12 +39,12 @@ def expand_node(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -
     return builder.nodes
 
 
-def refusal(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> str | None:
+def refusal(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> NotExpandable | None:
     """Why ``node`` cannot be expanded; None if it is no expansion's business (or could be expanded)."""
     try:
         _expand(node, state, names)
     except NotExpandable as exc:
-        return str(exc)
+        return exc
     return None
 
 

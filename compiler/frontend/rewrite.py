@@ -28,7 +28,15 @@ from onnx import helper, numpy_helper
 
 
 class NotExpandable(Exception):
-    """A node an expansion cannot rewrite; the message says why (completing 'Op 'name' (opset N): ...')."""
+    """A node an expansion cannot rewrite; the message says why (completing 'Op 'name' (opset N): ...').
+
+    ``values`` names run-time values whose contents would make it expandable (a trip count, a
+    condition): the frontend then reports a ``DataDependentError`` naming them.
+    """
+
+    def __init__(self, message: str, values: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.values = tuple(values)
 
 
 class NameSource:

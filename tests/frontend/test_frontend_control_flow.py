@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from compiler.errors import UnsupportedOpError
+from compiler.errors import DataDependentError, UnsupportedOpError
 from compiler.frontend import load_graph
 from compiler.frontend.folding import graph_to_model
 
@@ -171,11 +171,17 @@ def _refusal(model: onnx.ModelProto) -> str:
     return str(info.value)
 
 
-def test_loop_with_runtime_trip_count_is_refused():
+def test_loop_with_runtime_trip_count_names_it_and_constant_inputs_fix_it():
     body = _loop_body(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
     node = helper.make_node("Loop", ["m", "", "v0"], ["v"], name="loop", body=body)
     model = _model([node], [_i64("m", []), _f32("v0", [3]), _f32("x", [6, 3])], [_f32("v", [3])])
-    assert "Loop 'loop' (opset 17): the trip count M is only known at run time" in _refusal(model)
+    with pytest.raises(DataDependentError, match=r"Loop 'loop' \(opset 17\): the trip count M \('m'\) is only "
+                                                 "known at run time") as info:
+        load_graph(model, is_supported=lambda op, domain: op not in CONTROL_FLOW)
+    assert info.value.values == ("m",)
+    graph = load_graph(model, is_supported=lambda op, domain: op not in CONTROL_FLOW,
+                       constant_inputs={"m": np.array(2, np.int64)})
+    assert not any(n.op_type == "Loop" for n in graph.nodes)
 
 
 def test_loop_with_data_dependent_condition_is_refused():
@@ -205,13 +211,3 @@ def test_loop_over_sequences_is_refused():
              helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=0)]
     model = _model(nodes, [_f32("x", [3])], [_f32("y", [6])], [numpy_helper.from_array(np.array(2, np.int64), "m")])
     assert "Loop 'loop' (opset 17): 'seq0' is a sequence_type; tilec unrolls Loop over tensors only" in _refusal(model)
-
-
-def test_loop_with_runtime_trip_count_runs_as_often_as_its_declared_scan_output_says():
-    """Like every data-dependent size, the loop length comes from the model's declared output type."""
-    body = _loop_body(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
-    node = helper.make_node("Loop", ["m", "go", "v0"], ["v", "scan"], name="loop", body=body)
-    model = _model([node], [_i64("m", []), _bool("go"), _f32("v0", [3]), _f32("x", [6, 3])],
-                   [_f32("v", [3]), _f32("scan", [5, 3])])
-    _check_unrolled(model, {"m": np.array(5, np.int64), "go": np.array(True), "v0": _rand(3),
-                            "x": _rand(6, 3, seed=1)})
