@@ -38,13 +38,14 @@ from onnx.reference import ReferenceEvaluator
 from compiler.dtypes import DType
 from compiler.frontend.expand import expand_node
 from compiler.frontend.loader import (
+    graph_attrs,
     graph_inputs,
     infer_types,
     normalize_domain,
     opsets_of,
     outer_names,
 )
-from compiler.frontend.rewrite import NameSource, all_names, graph_attrs, has_subgraph
+from compiler.frontend.rewrite import NameSource, all_names, has_subgraph
 from compiler.graph.ir import Graph, Node, Value
 
 #: Ops whose result differs per run: folding would freeze one sample.

@@ -162,7 +162,7 @@ def node_reads(node: onnx.NodeProto) -> set[str]:
     """Every value name ``node`` reads: its inputs and the outer names its subgraphs use."""
     reads = {n for n in node.input if n}
     for attr in node.attribute:
-        for sub in _subgraphs(attr):
+        for sub in graph_attrs(attr):
             reads |= outer_names(sub)
     return reads
 
@@ -178,7 +178,8 @@ def outer_names(graph: onnx.GraphProto) -> set[str]:
     return reads
 
 
-def _subgraphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+def graph_attrs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    """The subgraphs an attribute holds (If branches, Loop/Scan bodies)."""
     if attr.type == onnx.AttributeProto.GRAPH:
         return [attr.g]
     if attr.type == onnx.AttributeProto.GRAPHS:

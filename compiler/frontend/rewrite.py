@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.frontend.loader import graph_attrs
+
 
 class NotExpandable(Exception):
     """A node an expansion cannot rewrite; the message says why (completing 'Op 'name' (opset N): ...').
@@ -63,14 +65,6 @@ def all_names(graph: onnx.GraphProto) -> set[str]:
             for sub in graph_attrs(attr):
                 names |= all_names(sub)
     return names
-
-
-def graph_attrs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
-    if attr.type == onnx.AttributeProto.GRAPH:
-        return [attr.g]
-    if attr.type == onnx.AttributeProto.GRAPHS:
-        return list(attr.graphs)
-    return []
 
 
 def has_subgraph(node: onnx.NodeProto) -> bool:
