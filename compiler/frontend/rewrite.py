@@ -180,6 +180,11 @@ class Builder:
             return self.op("Unsqueeze", [x, self.ints(axes, "axes")], out)
         return self.op("Unsqueeze", [x], out, axes=list(axes))
 
+    def squeeze(self, x: str, axes: Sequence[int], out: str = "") -> str:
+        if self.opset >= 13:
+            return self.op("Squeeze", [x, self.ints(axes, "axes")], out)
+        return self.op("Squeeze", [x], out, axes=list(axes))
+
     def slice(self, x: str, start: int, end: int, axis: int) -> str:
         if self.opset >= 10:
             return self.op("Slice", [x, self.ints([start], "starts"), self.ints([end], "ends"), self.ints([axis], "axes")])

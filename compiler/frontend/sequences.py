@@ -22,14 +22,13 @@ alone; the importer then refuses them as non-tensor values.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from compiler.errors import DataDependentError, ShapeError
 from compiler.frontend.loader import node_reads, opsets_of
+from compiler.frontend.rewrite import Builder, NameSource, all_names
 
 SEQUENCE_OPS = frozenset({"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceAt",
                           "SequenceLength", "SplitToSequence", "ConcatFromSequence"})
@@ -61,7 +60,7 @@ def resolve_sequences(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.initializer.extend(rewriter.initializers)
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in rewriter.constants.items())
     return model
 
 
@@ -74,26 +73,26 @@ class _Rewriter:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
+        self.names = NameSource(all_names(model.graph))
         self.opset = opsets_of(model).get("", 11)
-        self.constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.known = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         for node in model.graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        self.initializers: list[onnx.TensorProto] = []  # made for the new nodes, added at the end
+                self.known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.constants: dict[str, np.ndarray] = {}  # made for the new nodes, added at the end
         self._shapes: dict[str, list[int]] | None = None
-        self._names = itertools.count()
 
     def rewrite(self, node: onnx.NodeProto, sequences: dict[str, list[str]]) -> list[onnx.NodeProto]:
         op, ins, out = node.op_type, list(node.input), node.output[0]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        b = Builder(self.names, f"{node.name or op}/", self.opset)
         if op == "SequenceEmpty":
             sequences[out] = []
         elif op == "SequenceConstruct":
             sequences[out] = ins
         elif op == "SequenceInsert":
             items = list(sequences[ins[0]])
-            at = self._position(node, 2, len(items), len(items), inclusive=True)
-            items.insert(at, ins[1])
+            items.insert(self._position(node, 2, len(items), len(items), inclusive=True), ins[1])
             sequences[out] = items
         elif op == "SequenceErase":
             items = list(sequences[ins[0]])
@@ -101,14 +100,15 @@ class _Rewriter:
             sequences[out] = items
         elif op == "SequenceAt":
             items = sequences[ins[0]]
-            return [helper.make_node("Identity", [items[self._position(node, 1, len(items), None)]], [out])]
+            b.op("Identity", [items[self._position(node, 1, len(items), None)]], out)
         elif op == "SequenceLength":
-            return [_constant(out, np.array(len(sequences[ins[0]]), np.int64))]
+            b.op("Identity", [b.const(np.array(len(sequences[ins[0]]), np.int64), "length")], out)
         elif op == "SplitToSequence":
-            return self._split(node, attrs, sequences)
+            sequences[out] = self._split(node, attrs, b)
         elif op == "ConcatFromSequence":
-            return self._concat(node, attrs, sequences[ins[0]])
-        return []
+            self._concat(node, attrs, sequences[ins[0]], b)
+        self.constants.update(b.constants)
+        return b.nodes
 
     # --- operands ---------------------------------------------------------------------
 
@@ -119,19 +119,18 @@ class _Rewriter:
             if default is None:
                 raise ShapeError(f"{node.op_type} '{node.name}': the position input is required")
             return default
-        value = self._constant(node, name, "position")
-        pos = int(value.reshape(-1)[0])
+        pos = int(self._known(node, name, "position").reshape(-1)[0])
         limit = length + 1 if inclusive else length
         if not -length <= pos < limit:
             raise ShapeError(f"{node.op_type} '{node.name}': position {pos} is outside a sequence of {length}")
         return pos + length if pos < 0 else pos
 
-    def _constant(self, node: onnx.NodeProto, name: str, what: str) -> np.ndarray:
-        if name not in self.constants:
+    def _known(self, node: onnx.NodeProto, name: str, what: str) -> np.ndarray:
+        if name not in self.known:
             raise DataDependentError(f"{node.op_type} '{node.name}': the {what} '{name}' must be a compile-time "
                                      "constant to resolve the sequence, but it is only known at run time",
                                      values=(name,))
-        return self.constants[name]
+        return self.known[name]
 
     def _shape(self, name: str) -> list[int]:
         if self._shapes is None:
@@ -142,17 +141,14 @@ class _Rewriter:
                 if vi.type.HasField("tensor_type") and t.HasField("shape") and \
                         all(d.HasField("dim_value") for d in t.shape.dim):
                     self._shapes[vi.name] = [d.dim_value for d in t.shape.dim]
-            self._shapes.update({n: list(a.shape) for n, a in self.constants.items()})
+            self._shapes.update({n: list(a.shape) for n, a in self.known.items()})
         if name not in self._shapes:
             raise ShapeError(f"the shape of '{name}' must be static to split it into a sequence")
         return self._shapes[name]
 
-    def _fresh(self, hint: str) -> str:
-        return f"{hint}__seq{next(self._names)}"
-
     # --- the two ops that make tensor nodes -------------------------------------------------
 
-    def _split(self, node: onnx.NodeProto, attrs: dict, sequences: dict[str, list[str]]) -> list[onnx.NodeProto]:
+    def _split(self, node: onnx.NodeProto, attrs: dict, b: Builder) -> list[str]:
         x = node.input[0]
         shape = self._shape(x)
         axis = int(attrs.get("axis", 0)) % len(shape)
@@ -162,47 +158,20 @@ class _Rewriter:
         if not split_name:
             sizes = [1] * dim
         else:
-            split = self._constant(node, split_name, "split").astype(np.int64)
+            split = self._known(node, split_name, "split").astype(np.int64)
             if split.ndim == 0:
                 chunk = int(split)
                 sizes = [chunk] * (dim // chunk) + ([dim % chunk] if dim % chunk else [])
             else:
                 sizes = [int(s) for s in split]
-        parts = [self._fresh(f"{node.output[0]}_part") for _ in sizes]
-        nodes = [self._split_node(x, parts, sizes, axis)]
-        if not keepdims:
-            squeezed = [self._fresh(f"{node.output[0]}_item") for _ in parts]
-            nodes += [self._axes_node("Squeeze", p, s, axis) for p, s in zip(parts, squeezed)]
-            parts = squeezed
-        sequences[node.output[0]] = parts
-        return nodes
+        parts = b.split(x, sizes, axis)
+        return parts if keepdims else [b.squeeze(part, [axis]) for part in parts]
 
-    def _concat(self, node: onnx.NodeProto, attrs: dict, items: list[str]) -> list[onnx.NodeProto]:
+    def _concat(self, node: onnx.NodeProto, attrs: dict, items: list[str], b: Builder) -> None:
         if not items:
             raise ShapeError(f"ConcatFromSequence '{node.name}': the sequence is empty")
-        axis, nodes = int(attrs.get("axis")), []
+        axis = int(attrs.get("axis"))
         if int(attrs.get("new_axis", 0)):
-            rank = len(self._shape(items[0])) + 1
-            axis %= rank
-            expanded = [self._fresh(f"{node.output[0]}_item") for _ in items]
-            nodes = [self._axes_node("Unsqueeze", i, e, axis) for i, e in zip(items, expanded)]
-            items = expanded
-        return nodes + [helper.make_node("Concat", items, [node.output[0]], axis=axis)]
-
-    def _split_node(self, x: str, parts: list[str], sizes: list[int], axis: int) -> onnx.NodeProto:
-        if self.opset < 13:
-            return helper.make_node("Split", [x], parts, axis=axis, split=sizes)
-        sizes_name = self._fresh("split_sizes")
-        self.initializers.append(numpy_helper.from_array(np.array(sizes, np.int64), sizes_name))
-        return helper.make_node("Split", [x, sizes_name], parts, axis=axis)
-
-    def _axes_node(self, op: str, x: str, y: str, axis: int) -> onnx.NodeProto:
-        if self.opset < 13:
-            return helper.make_node(op, [x], [y], axes=[axis])
-        axes_name = self._fresh("axes")
-        self.initializers.append(numpy_helper.from_array(np.array([axis], np.int64), axes_name))
-        return helper.make_node(op, [x, axes_name], [y])
-
-
-def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
+            b.stack(items, axis % (len(self._shape(items[0])) + 1), node.output[0])
+        else:
+            b.concat(items, axis, node.output[0])
