@@ -38,7 +38,9 @@ def format_expr(e: Expr) -> str:
     if isinstance(e, Select):
         return f"select({format_expr(e.cond)}, {format_expr(e.true_value)}, {format_expr(e.false_value)})"
     if isinstance(e, Cast):
-        return f"{e.type.value}({format_expr(e.value)})"
+        mode = "" if e.saturate else ", saturate=0"
+        mode += f", round_mode={e.round_mode}" if e.type.format is not None and e.type.format.specials == "e8m0" else ""
+        return f"{e.type.value}({format_expr(e.value)}{mode})"
     raise TypeError(f"cannot print {type(e).__name__}")
 
 
