@@ -39,7 +39,8 @@ class ElementType:
         """``array`` in the API dtype if it is this type's API form or its ml_dtypes form, else None."""
         if array.dtype == self.api_dtype:
             return array
-        if array.dtype.name == self.name and array.dtype.itemsize == self.api_dtype.itemsize:
+        carried = self.name != self.api_dtype.name  # a type numpy lacks, carried in uint8 / uint16
+        if carried and array.dtype.name == self.name and array.dtype.itemsize == self.api_dtype.itemsize:
             return array.view(self.api_dtype)  # ml_dtypes (bfloat16, float8_*, int4, ...): the same bits
         return None
 

@@ -327,8 +327,10 @@ class FunctionEmitter:
             return self._float_to_bf16(v, lanes)
         if dtype.format is not None:
             # A Cast's result is on the grid already (infinity included, where saturate=0 made one);
-            # other values round to nearest even and overflow to inf / NaN, as IEEE arithmetic would.
-            code = narrow.encode(self.b, v, dtype.format, saturate=False)
+            # other values round to nearest and overflow to inf / NaN, as IEEE arithmetic would.
+            # (float8e8m0 rounds "nearest" here: "up" would move its smallest value, a float32
+            # subnormal with a fraction, one code up.)
+            code = narrow.encode(self.b, v, dtype.format, saturate=False, round_mode="nearest")
             return self.b.trunc(code, vectorized(memory_type(dtype), lanes))
         return v
 
@@ -492,18 +494,15 @@ class FunctionEmitter:
     def _round_to_narrow(self, v: ir.Value, src: DType, dst: DType, saturate: bool, round_mode: str) -> ir.Value:
         """``v`` rounded to ``dst``'s grid, still in a float32 register (Cast semantics, see narrow.py)."""
         lanes = v.type.count if is_vector(v) else None
-        f32, f64 = vectorized(ir.FloatType(), lanes), vectorized(ir.DoubleType(), lanes)
-        # The source at full precision: float64 stays float64 (one rounding, not two), and so do
-        # integers (exact up to 2**53), except for bfloat16 and float8e8m0, which round from float32.
-        via_f32 = dst in (DType.BF16, DType.F8E8M0)
-        if src is DType.BOOL:
+        f32 = vectorized(ir.FloatType(), lanes)
+        # From float32, as ONNX's reference does (ml_dtypes converts float64 and integers through it).
+        if src is DType.BOOL or (src.is_int and not src.is_signed):
             v = self.b.uitofp(v, f32)
         elif src.is_int:
-            wide = f32 if via_f32 else f64
-            v = self.b.sitofp(v, wide) if src.is_signed else self.b.uitofp(v, wide)
+            v = self.b.sitofp(v, f32)
         elif src is DType.F16:
             v = self.b.fpext(v, f32)
-        elif src is DType.F64 and via_f32:
+        elif src is DType.F64:
             v = self.b.fptrunc(v, f32)
         if dst is DType.BF16:
             return self._from_memory(self._float_to_bf16(v, lanes), dst)

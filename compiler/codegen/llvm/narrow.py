@@ -1,8 +1,9 @@
 """Narrow float encodings (float8, float4, float8e8m0) ↔ float registers, as LLVM IR.
 
-Contract: ``encode(b, v, fmt, saturate, round_mode)`` turns a float32 or float64
-value into its code in ``fmt`` (an integer as wide as ``v``'s float, sign bit
-at bit ``fmt.magnitude_bits``); ``decode(b, code, fmt)`` turns a code back into
+Contract: ``encode(b, v, fmt, saturate, round_mode)`` turns a float32 value
+into its code in ``fmt`` (an i32, sign bit at bit ``fmt.magnitude_bits``; other
+sources convert to float32 first, as ml_dtypes does for ONNX's reference);
+``decode(b, code, fmt)`` turns a code back into
 the float32 value it stands for (every such value is exact in float32). Both
 emit straight-line integer bit manipulation on scalars or vectors alike, so a
 vectorized loop stays vectorized; no libm, no lookup tables.
@@ -38,26 +39,21 @@ def _k(t: ir.Type, value: int) -> ir.Constant:
 
 
 def encode(b: ir.IRBuilder, v: ir.Value, fmt: FloatFormat, saturate: bool, round_mode: str = "up") -> ir.Value:
-    """The code of ``v`` (float32 or float64) in ``fmt``; see the module docstring."""
+    """The code of float32 ``v`` in ``fmt``; see the module docstring."""
     lanes = _lanes(v)
-    element = v.type.element if lanes else v.type
     if fmt.specials == "e8m0":
-        # The reference converts to float32 first (to_float8e8m0), so do the same.
-        if isinstance(element, ir.DoubleType):
-            v = b.fptrunc(v, vectorized(F32, lanes))
         return _encode_e8m0(b, v, lanes, saturate, round_mode)
-    width, src_exp, src_man = (64, 11, 52) if isinstance(element, ir.DoubleType) else (32, 8, 23)
-    it = vectorized(ir.IntType(width), lanes)
+    it = vectorized(ir.IntType(32), lanes)
     k = lambda x: _k(it, x)  # noqa: E731
-    src_bias = (1 << (src_exp - 1)) - 1
+    src_man, src_bias = 23, 127
     m = fmt.mantissa_bits
 
     bits = b.bitcast(v, it)
-    sign = b.lshr(bits, k(width - 1))
+    sign = b.lshr(bits, k(31))
     sign_bit = b.shl(sign, k(fmt.magnitude_bits))
-    absolute = b.and_(bits, k((1 << (width - 1)) - 1))
+    absolute = b.and_(bits, k(0x7FFFFFFF))
     exponent = b.lshr(absolute, k(src_man))
-    is_nan = b.icmp_unsigned(">", absolute, k(((1 << src_exp) - 1) << src_man))
+    is_nan = b.icmp_unsigned(">", absolute, k(_INF_F32))
 
     # Target exponent field of the value's leading bit (a source subnormal has exponent 1, no implicit bit).
     src_zero_exp = b.icmp_unsigned("==", exponent, k(0))
