@@ -1,4 +1,5 @@
-"""Ops on element types other than float32: float64, float16 and integers.
+"""Ops on element types other than float32: float64, float16, integers, and the narrow types
+(float8, float4, float8e8m0, int4, int2), whose Cast conversions must be bit-exact.
 
 Tolerances: float64 rtol=1e-9 atol=1e-10 (the same math, in double); float16
 rtol=atol=1e-2, since float16 has a 2^-11 (~5e-4) unit roundoff and the
@@ -10,10 +11,15 @@ Integer results must match exactly.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
-from helpers_onnx import node_model, rand
+from helpers_onnx import compiled, node_model, rand
+from runtime_stub import InferenceSession, InvalidInputError
 
 TOL = {"float64": {"rtol": 1e-9, "atol": 1e-10}, "float16": {"rtol": 1e-2, "atol": 1e-2}}
 
@@ -64,14 +70,6 @@ def test_transpose_uint8_and_concat_bool(check):
 # infinities, NaNs, signed zeros) are encoded, under both saturate modes. NaN compares as NaN
 # (the payload of a float32 NaN is not part of ONNX's contract); everything else compares bits.
 
-import ml_dtypes  # noqa: E402 - only the narrow-type tests need it
-import onnx  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
-
-from helpers_onnx import compiled  # noqa: E402
-from runtime_stub import InferenceSession  # noqa: E402
-
 NARROW_OPSET = 25
 FLOAT8 = ["FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0"]
 SUB_BYTE = ["FLOAT4E2M1", "INT4", "UINT4", "INT2", "UINT2"]
@@ -94,7 +92,8 @@ def _probe_values(onnx_name: str, wide: type) -> np.ndarray:
     grid = np.unique(codes.astype(np.float64))
     grid = grid[np.isfinite(grid)]
     ties = (grid[1:] + grid[:-1]) / 2
-    extra = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e6, -1e6, 1e-30, -1e-30, 3e38, 65504.0])
+    extra = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e6, -1e6, 1e-30, -1e-30, 1e-40, -1e-45, 3e38,
+                      65504.0])
     values = np.concatenate([grid, ties, extra]).astype(wide)
     finite = values[np.isfinite(values)]
     nudged = [np.nextafter(finite, wide(np.inf)), np.nextafter(finite, wide(-np.inf))]
@@ -233,27 +232,26 @@ def test_packed_transpose_and_reshape(compile_cache):
 
 
 def test_narrow_constants_are_packed_into_weights(compile_cache):
-    """A constant int4 / float8 input (weights) read by the kernel: packing at compile time matches the loads."""
-    w4 = np.arange(-8, 7).astype(ml_dtypes.int4).reshape(3, 5)
-    w8 = np.linspace(-3, 3, 15).astype(ml_dtypes.float8_e4m3fn).reshape(3, 5)
-    nodes = [helper.make_node("Cast", ["w4"], ["a"], to=TensorProto.FLOAT),
-             helper.make_node("Cast", ["w8"], ["b"], to=TensorProto.FLOAT),
-             helper.make_node("Add", ["a", "b"], ["s"]),
-             helper.make_node("Add", ["s", "x"], ["y"])]
-    inits = [onnx.numpy_helper.from_array(w4, "w4"), onnx.numpy_helper.from_array(w8, "w8")]
-    graph = helper.make_graph(nodes, "weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])], inits)
+    """Constant outputs are copied out of the weights by a kernel: packing at compile time matches the loads."""
+    consts = {"w4": np.arange(-8, 7).astype(ml_dtypes.int4).reshape(3, 5),
+              "w2": (np.arange(7) % 4).astype(ml_dtypes.uint2).reshape(7, 1),
+              "w8": np.linspace(-3, 3, 15).astype(ml_dtypes.float8_e4m3fn).reshape(3, 5)}
+    nodes = [helper.make_node("Identity", [name], [f"y_{name}"]) for name in consts]
+    nodes.append(helper.make_node("Identity", ["x"], ["y"]))
+    outputs = [helper.make_tensor_value_info(f"y_{n}", helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+               for n, a in consts.items()]
+    graph = helper.make_graph(nodes, "weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              outputs + [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                              [onnx.numpy_helper.from_array(a, n) for n, a in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", NARROW_OPSET)])
-    x = np.zeros((3, 5), np.float32)
-    (want,) = ReferenceEvaluator(model).run(None, {"x": x})
-    (got,) = _run(model, {"x": x}, compile_cache)
-    _assert_same(got, want, "constants")
+    got = _run(model, {"x": np.zeros(2, np.float32)}, compile_cache)
+    for (name, want), array in zip(consts.items(), got):
+        _assert_same(array, want, name)
 
 
 def test_runtime_marshals_narrow_types(compile_cache):
     """Inputs: the ml_dtypes array or its uint8 codes; outputs: uint8 codes, one element per byte."""
     x = np.arange(-8, 8).astype(ml_dtypes.int4).reshape(1, 16)
-    model = _cast_model("INT4", "INT4", x.shape)  # an identity Cast: a packed copy
     with InferenceSession(compiled(_cast_model("INT4", "FLOAT8E5M2", x.shape), compile_cache), threads=1) as s:
         (arg,) = s.get_inputs()
         assert arg.type == "tensor(int4)" and arg.dtype == np.uint8
@@ -263,12 +261,5 @@ def test_runtime_marshals_narrow_types(compile_cache):
         assert a.dtype == np.uint8 and a.shape == (1, 16)
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a.view(ml_dtypes.float8_e5m2).astype(np.float32), x.astype(np.float32))
-        with pytest.raises(runtime_stub_errors().InvalidInputError, match="ml_dtypes int4"):
+        with pytest.raises(InvalidInputError, match="ml_dtypes int4"):
             s.run(None, {"x": x.astype(np.int8)})
-    del model
-
-
-def runtime_stub_errors():
-    import runtime_stub
-
-    return runtime_stub
