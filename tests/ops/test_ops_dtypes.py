@@ -263,3 +263,19 @@ def test_runtime_marshals_narrow_types(compile_cache):
         np.testing.assert_array_equal(a.view(ml_dtypes.float8_e5m2).astype(np.float32), x.astype(np.float32))
         with pytest.raises(InvalidInputError, match="ml_dtypes int4"):
             s.run(None, {"x": x.astype(np.int8)})
+
+
+def test_cuda_backend_refuses_narrow_types():
+    """The CUDA codegen has no narrow-type conversions yet: a clear refusal, not a KeyError."""
+    from compiler.codegen.cuda.emitter import emit_module
+    from compiler.codegen.cuda.target import CudaTarget
+    from compiler.errors import UnsupportedOpError
+    from compiler.frontend import load_graph
+    from compiler.graph.passes import run_passes
+    from compiler.lowering.driver import lower_graph
+    from compiler.ops.registry import lookup
+
+    graph = load_graph(_cast_model("FLOAT", "FLOAT8E4M3FN", (2, 3)), None, lambda op, d: lookup(op, d) is not None)
+    program = lower_graph(run_passes(graph), CudaTarget())
+    with pytest.raises(UnsupportedOpError, match="CUDA backend does not support element type float8_e4m3fn"):
+        emit_module(program.calls, CudaTarget())
