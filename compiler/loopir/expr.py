@@ -298,6 +298,9 @@ def cast(value: Expr, dtype: DType, saturate: bool = True, round_mode: str = "up
         return value
     if isinstance(value, Const) and not dtype.is_float and not value.dtype.is_float:
         return Const(int(value.value), dtype) if dtype is not DType.BOOL else Const(bool(value.value), dtype)
+    # Attributes that cannot change this conversion take their defaults, so equal casts compare equal.
+    saturate = saturate or dtype.format is None
+    round_mode = round_mode if dtype is DType.F8E8M0 else "up"
     return Cast(value, dtype, saturate, round_mode)
 
 
