@@ -107,11 +107,11 @@ def _is_static(vi: onnx.ValueInfoProto) -> bool:
 
 
 def _to_onnx_dtype(array: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
-    if vi.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16 and array.dtype.itemsize == 2:
-        import ml_dtypes  # noqa: PLC0415 - only models with bfloat16 outputs need it
-
-        return array.view(ml_dtypes.bfloat16)
-    return array
+    """runtime_stub's carrier arrays (uint16 bfloat16 bits; uint8 float8 / float4 / int4 / int2 codes, one
+    element per byte) viewed as the ml_dtypes type ONNX's reference data uses; other arrays as they are."""
+    expected = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+    carrier = array.dtype in (np.uint8, np.uint16) and array.dtype != expected
+    return array.view(expected) if carrier and array.dtype.itemsize == expected.itemsize else array
 
 
 def _upstream(graph: onnx.GraphProto, names: Sequence[str]) -> set[str]:

@@ -18,14 +18,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from runtime_stub.dtypes import element_type
 from runtime_stub.errors import ExecutionError, IncompatibleArtifactError
 
 SECTION = "cuda"
 
 
 def _nbytes(entry: dict[str, Any]) -> int:
-    itemsize = 2 if entry["dtype"] == "bfloat16" else np.dtype(entry["dtype"]).itemsize
-    return int(np.prod(entry["shape"], dtype=np.int64)) * itemsize
+    return element_type(entry["dtype"]).nbytes(int(np.prod(entry["shape"], dtype=np.int64)))
 
 
 class CudaExecutor:

@@ -11,7 +11,9 @@ Contract:
 * ``run(output_names, input_feed)`` validates every input strictly — exact dtype and
   shape, no silent casts — and returns the requested outputs (all when
   ``output_names`` is None) as new numpy arrays. bfloat16 tensors are carried as
-  uint16 bit patterns (an ml_dtypes bfloat16 array is accepted too).
+  uint16 bit patterns, the float8 / float4 / int4 / int2 types as uint8 codes, one
+  element per byte (runtime_stub/dtypes.py); an ml_dtypes array of the exact type is
+  accepted as an input too.
 * ``run`` may be called from several Python threads: calls into one native context are
   serialised by a lock; validation and output allocation happen outside it.
 * ``close()`` / ``with`` release the native code; so does garbage collection.
@@ -28,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
 import numpy as np
 
 from runtime_stub.artifact import Artifact, read_artifact
+from runtime_stub.dtypes import ELEMENT_TYPES, ElementType, element_type
 from runtime_stub.errors import (
     CorruptArtifactError,
     ExecutionError,
@@ -39,11 +42,6 @@ from runtime_stub.native import NativeModule
 from runtime_stub.platform_check import check_target
 
 WORKSPACE_ALIGNMENT = 64
-_ORT_NAMES = {"float32": "float", "float64": "double"}  # every other type keeps its own name
-_SUPPORTED_DTYPES = (
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "bfloat16", "float32", "float64",
-)
 
 PathOrBytes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
@@ -57,6 +55,11 @@ class NodeArg:
     type: str
     dtype: np.dtype  # the numpy dtype of the arrays run() takes or returns
 
+    @property
+    def element_type(self) -> ElementType:
+        """How this tensor's elements are marshaled (runtime_stub/dtypes.py)."""
+        return _element_types[self.type]
+
     def describe(self) -> str:
         return f"{self.name} ({self.type}, shape {self.shape})"
 
@@ -66,10 +69,18 @@ def _node_arg(entry: Any, role: str) -> NodeArg:
         name, dtype_name, shape = str(entry["name"]), str(entry["dtype"]), [int(d) for d in entry["shape"]]
     except (TypeError, KeyError, ValueError):
         raise CorruptArtifactError(f"the manifest has a malformed {role} entry: {entry!r}") from None
-    if dtype_name not in _SUPPORTED_DTYPES:
+    etype = element_type(dtype_name)
+    if etype is None:
         raise IncompatibleArtifactError(f"{role} {name!r} has element type {dtype_name!r}, unknown to this runtime")
-    numpy_dtype = np.dtype("uint16") if dtype_name == "bfloat16" else np.dtype(dtype_name)
-    return NodeArg(name, shape, f"tensor({_ORT_NAMES.get(dtype_name, dtype_name)})", numpy_dtype)
+    return NodeArg(name, shape, _type_string(etype), etype.api_dtype)
+
+
+def _type_string(etype: ElementType) -> str:
+    return f"tensor({etype.ort_name})"
+
+
+# NodeArg.type names one element type (onnxruntime's spellings are unique).
+_element_types = {_type_string(e): e for e in ELEMENT_TYPES.values()}
 
 
 class Executor(Protocol):
@@ -191,9 +202,9 @@ class InferenceSession:
         executor = self._open_executor()
         selected = self._output_indices(output_names)
         inputs = self._marshal_inputs(input_feed)
-        outputs = [np.empty(arg.shape, dtype=arg.dtype) for arg in self._outputs]
+        outputs = [arg.element_type.native_empty(arg.shape) for arg in self._outputs]
         executor.run(inputs, outputs)
-        return [outputs[i] for i in selected]
+        return [self._outputs[i].element_type.from_native(outputs[i], self._outputs[i].shape) for i in selected]
 
     def close(self) -> None:
         if self._executor is not None:
@@ -242,20 +253,21 @@ class InferenceSession:
 
 
 def _checked_array(arg: NodeArg, value: Any) -> np.ndarray:
-    """The value as a C-contiguous, aligned array of exactly ``arg``'s dtype and shape."""
+    """The value as the native buffer of exactly ``arg``'s dtype and shape (C-contiguous, aligned, packed)."""
     if not isinstance(value, (np.ndarray, np.generic)):
         raise InvalidInputError(
             f"input {arg.name!r} must be a numpy array, got {type(value).__name__}; "
             f"wrap it with np.asarray(value, dtype=np.{arg.dtype.name})"
         )
     array = np.asarray(value)
-    if arg.type == "tensor(bfloat16)" and array.dtype.name == "bfloat16" and array.dtype.itemsize == 2:
-        array = array.view(np.uint16)  # ml_dtypes.bfloat16: same bits
-    if array.dtype != arg.dtype:
+    etype = arg.element_type
+    converted = etype.as_api_array(array)
+    if converted is None:
+        alternative = f" codes or an ml_dtypes {etype.name} array" if etype.name != arg.dtype.name else ""
         raise InvalidInputError(
-            f"input {arg.name!r} has dtype {array.dtype}, expected {arg.dtype} ({arg.type}); "
+            f"input {arg.name!r} has dtype {array.dtype}, expected {arg.dtype}{alternative} ({arg.type}); "
             f"tilec does not convert silently, use .astype(np.{arg.dtype.name})"
         )
     if list(array.shape) != arg.shape:
         raise InvalidInputError(f"input {arg.name!r} has shape {list(array.shape)}, expected {arg.shape}")
-    return np.require(array, requirements=("C_CONTIGUOUS", "ALIGNED"))
+    return etype.to_native(converted)

@@ -274,7 +274,8 @@ def evaluate_ir_node(node: Node, opsets: Mapping[str, int]) -> list[tuple[DType,
 
 
 def ir_constant(array: np.ndarray) -> tuple[DType, np.ndarray]:
-    """The IR type and storage of a constant: bfloat16 is carried as uint16 bits.
+    """The IR type and storage of a constant: bfloat16 is carried as uint16 bits, the other ml_dtypes
+    types (float8, float4, int4, int2) as themselves (see compiler/dtypes.py).
 
     Raises ValueError for element types the IR has no DType for.
     """

@@ -8,7 +8,8 @@ Contract of :func:`import_graph`: given a :class:`FoldedGraph`, return a
   as ``GraphProto``), ``None`` for omitted optional inputs, and ``opset`` set
   from the model's import for the node's domain ('ai.onnx' is spelled '');
 * values all have a static ``TensorType``; constants the graph reads are
-  Values with ``const`` set (bfloat16 as uint16 bits); unused ones are dropped;
+  Values with ``const`` set (bfloat16 as uint16 bits, the float8 / float4 /
+  int4 / int2 types as ml_dtypes arrays); unused ones are dropped;
 * inputs are the real graph inputs (never initializers), outputs the ONNX
   outputs under their ONNX names.
 

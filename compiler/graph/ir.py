@@ -36,7 +36,7 @@ class TensorType:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        return self.dtype.nbytes(self.numel)
 
     def __str__(self) -> str:
         return f"{self.dtype.value}[{'x'.join(map(str, self.shape))}]"

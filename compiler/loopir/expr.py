@@ -166,8 +166,14 @@ class Select(Expr):
 
 @dataclass(frozen=True)
 class Cast(Expr):
+    """Conversion to ``type``. ``saturate`` and ``round_mode`` are ONNX Cast's attributes: the first
+    applies to float8 results (out of range: clamp to the largest finite value, or inf/NaN), the
+    second only to float8e8m0 results (``up`` / ``down`` / ``nearest``); others round to nearest even."""
+
     value: Expr
     type: DType
+    saturate: bool = True
+    round_mode: str = "up"
 
     @property
     def dtype(self) -> DType:
@@ -287,12 +293,15 @@ def call(func: str, *args: Expr, dtype: DType | None = None) -> Expr:
     return Call(func, tuple(args), dtype or args[0].dtype)
 
 
-def cast(value: Expr, dtype: DType) -> Expr:
+def cast(value: Expr, dtype: DType, saturate: bool = True, round_mode: str = "up") -> Expr:
     if value.dtype is dtype:
         return value
     if isinstance(value, Const) and not dtype.is_float and not value.dtype.is_float:
         return Const(int(value.value), dtype) if dtype is not DType.BOOL else Const(bool(value.value), dtype)
-    return Cast(value, dtype)
+    # Attributes that cannot change this conversion take their defaults, so equal casts compare equal.
+    saturate = saturate or dtype.format is None
+    round_mode = round_mode if dtype is DType.F8E8M0 else "up"
+    return Cast(value, dtype, saturate, round_mode)
 
 
 # --- traversal ----------------------------------------------------------------------
@@ -330,7 +339,7 @@ def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
     if isinstance(e, Select):
         return select(*kids)
     if isinstance(e, Cast):
-        return cast(kids[0], e.type)
+        return cast(kids[0], e.type, e.saturate, e.round_mode)
     return e
 
 

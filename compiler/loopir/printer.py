@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var
 from compiler.loopir.stmt import Alloc, For, Kernel, Seq, Stmt, Store
 
@@ -38,7 +39,10 @@ def format_expr(e: Expr) -> str:
     if isinstance(e, Select):
         return f"select({format_expr(e.cond)}, {format_expr(e.true_value)}, {format_expr(e.false_value)})"
     if isinstance(e, Cast):
-        return f"{e.type.value}({format_expr(e.value)})"
+        # Only the attributes that change the conversion: saturate for float8, round_mode for e8m0.
+        mode = "" if e.saturate or e.type.format is None else ", saturate=0"
+        mode += f", round_mode={e.round_mode}" if e.type is DType.F8E8M0 else ""
+        return f"{e.type.value}({format_expr(e.value)}{mode})"
     raise TypeError(f"cannot print {type(e).__name__}")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from compiler.artifact.memory_plan import BufferLifetime, plan_arena
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.codegen.target import Target
+from compiler.dtypes import storage_bytes
 from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
@@ -269,8 +270,9 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     for buffer in params.values():
         storage = state.storage[buffer.name]
         if storage.kind == "arena":
-            entry = state.arena.setdefault(storage.key, [buffer.numel * buffer.dtype.itemsize, step, step])
-            entry[0] = max(entry[0], buffer.numel * buffer.dtype.itemsize)
+            nbytes = buffer.dtype.nbytes(buffer.numel)
+            entry = state.arena.setdefault(storage.key, [nbytes, step, step])
+            entry[0] = max(entry[0], nbytes)
             entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
     kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label)
     state.calls.append((kernel, step))
@@ -283,10 +285,9 @@ def _finish(graph: Graph, state: _State) -> Program:
     used = {b.name for kernel, _ in state.calls for b in kernel.params}
     used_keys = {state.storage[n].key for n in used if state.storage[n].kind == "weights"}
     for name in sorted(used_keys):
-        array = np.ascontiguousarray(state.constants[name])
         blob.extend(b"\0" * (-len(blob) % WEIGHT_ALIGNMENT))
         offsets[name] = len(blob)
-        blob.extend(array.tobytes())
+        blob.extend(storage_bytes(state.constants[name]))
     calls = []
     for kernel, _ in state.calls:
         refs = []

@@ -13,6 +13,7 @@ from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logic
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.elementwise import Formula, _broadcasting, _c
 from compiler.ops.registry import OpDef, defop
+from compiler.ops.shape import onnx_cast
 
 
 def _f(ctx: LoweringContext, name: str, default: float) -> float:
@@ -100,7 +101,7 @@ BINARY: dict[str, Formula] = {
 
 def cast_like(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
-    return [ctx.compute(out.shape, lambda i: cast(x[i], out.dtype), dtype=out.dtype, name="castlike")]
+    return [ctx.compute(out.shape, lambda i: onnx_cast(ctx, x[i], out.dtype), dtype=out.dtype, name="castlike")]
 
 
 def dropout(ctx: LoweringContext) -> list[Tensor]:

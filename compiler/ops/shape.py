@@ -7,6 +7,7 @@ where a copy is required (a view that is itself a graph output).
 
 from __future__ import annotations
 
+from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, cast
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -66,10 +67,19 @@ def concat(ctx: LoweringContext) -> list[Tensor]:
     return [Tensor(result)]
 
 
+def onnx_cast(ctx: LoweringContext, value: Expr, dtype: DType) -> Expr:
+    """``value`` converted as ONNX Cast / CastLike do, with the node's ``saturate`` (opset 19+, default 1:
+    float8 results clamp instead of overflowing to inf/NaN) and ``round_mode`` (opset 24+, float8e8m0 only)."""
+    round_mode = ctx.attr("round_mode", "up")
+    if round_mode not in ("up", "down", "nearest"):
+        ctx.unsupported(f"round_mode={round_mode!r} (expected up, down or nearest)")
+    return cast(value, dtype, saturate=bool(ctx.attr("saturate", 1)), round_mode=round_mode)
+
+
 def cast_op(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     out = ctx.output_type(0)
-    return [ctx.compute(out.shape, lambda i: cast(x[i], out.dtype), dtype=out.dtype, name="cast")]
+    return [ctx.compute(out.shape, lambda i: onnx_cast(ctx, x[i], out.dtype), dtype=out.dtype, name="cast")]
 
 
 VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")

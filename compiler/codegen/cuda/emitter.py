@@ -33,6 +33,7 @@ from compiler.codegen.cuda.schedule import ThreadMapping, map_threads
 from compiler.codegen.cuda.target import CudaTarget
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.dtypes import DType
+from compiler.errors import UnsupportedOpError
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
 from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores
 
@@ -59,11 +60,18 @@ BLOCK_SIZE = 256
 
 
 def value_type(d: DType) -> str:
-    return _VALUE_TYPES[d]
+    return _VALUE_TYPES[_supported(d)]
 
 
 def memory_type(d: DType) -> str:
-    return _MEMORY_TYPES[d]
+    return _MEMORY_TYPES[_supported(d)]
+
+
+def _supported(d: DType) -> DType:
+    if d not in _VALUE_TYPES:
+        raise UnsupportedOpError(f"the CUDA backend does not support element type {d.value} yet "
+                                 "(the CPU backend does)")
+    return d
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,14 @@ pointer per global buffer in ``Kernel.params`` order. Loop kinds map as:
 - parallel: the body is outlined into ``void (ptr closure, i64 begin, i64 end)``
   and handed to ``tilec_parallel_for`` from the support library.
 Local buffers become entry-block allocas, which LLVM promotes to registers.
+
+Narrow types: float8 / float4 / bfloat16 values live in float32 registers and
+are encoded / decoded at loads and stores (``narrow.py``); a ``Cast`` to one of
+them rounds to its grid right away, so fused cast chains keep ONNX semantics.
+Sub-byte elements of global buffers are packed (``compiler.dtypes``): a load
+extracts its bit field; a store read-modify-writes its byte, with atomic
+and/or inside a parallel loop, because a neighbour in the same byte may be
+written by another thread.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import llvmlite.ir as ir
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient, substitute
 from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
+from compiler.codegen.llvm import narrow
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
 
 if llvmlite.ir_layer_typed_pointers_enabled:
@@ -68,7 +77,7 @@ class ModuleEmitter:
             arg.name = kernel.params[i].name
         fn.args[0].name = "ctx"
         pointers = {b.name: arg for b, arg in zip(kernel.params, fn.args[1:])}
-        body = FunctionEmitter(self, fn, fn.args[0], pointers, {})
+        body = FunctionEmitter(self, fn, fn.args[0], pointers, {}, concurrent=False)
         body.stmt(kernel.body)
         body.finish()
         return fn
@@ -76,8 +85,10 @@ class ModuleEmitter:
 
 class FunctionEmitter:
     def __init__(self, mod: ModuleEmitter, fn: ir.Function, ctx: ir.Value, pointers: dict[str, ir.Value],
-                 env: dict[Var, ir.Value]) -> None:
+                 env: dict[Var, ir.Value], concurrent: bool) -> None:
         self.mod = mod
+        # Whether other threads run this code at the same time (an outlined parallel loop body).
+        self.concurrent = concurrent
         self.fn = fn
         self.ctx = ctx
         self.pointers = dict(pointers)
@@ -171,7 +182,7 @@ class FunctionEmitter:
         for k, value in enumerate(values):
             self.put(value, self.b.gep(closure, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
                                            source_etype=closure_t))
-        inner = FunctionEmitter(self.mod, worker, None, {}, {})
+        inner = FunctionEmitter(self.mod, worker, None, {}, {}, concurrent=True)
         arg, begin, end = worker.args
         loaded = [inner.b.load(inner.b.gep(arg, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
                                            source_etype=closure_t), typ=fields[k])
@@ -209,6 +220,8 @@ class FunctionEmitter:
 
     def load(self, e: Load) -> ir.Value:
         dtype = e.buffer.dtype
+        if _is_packed(e.buffer):
+            return self._from_memory(self._load_packed(e), dtype)
         mtype = memory_type(dtype)
         kind, where = self._address(e.buffer, e.indices)
         if kind == "scalar":
@@ -229,6 +242,9 @@ class FunctionEmitter:
         dtype = s.buffer.dtype
         mtype = memory_type(dtype)
         value = self.expr(s.value)
+        if _is_packed(s.buffer):
+            self._store_packed(s, value)
+            return
         kind, where = self._address(s.buffer, s.indices)
         if kind == "scalar":
             if is_vector(value):
@@ -246,6 +262,51 @@ class FunctionEmitter:
             ptr = self.b.gep(base, [idx], inbounds=True, source_etype=mtype)
             self.put(self.b.extract_element(value, ir.Constant(I32, lane)), ptr)
 
+    def _packed_field(self, buffer: Buffer, indices: tuple[Expr, ...]) -> list[tuple[ir.Value, ir.Value]]:
+        """(byte pointer, i8 bit offset) of each lane's element of a packed buffer."""
+        offset = self.index(flat_index(buffer, indices))
+        per = buffer.dtype.elements_per_byte
+        lanes = [offset] if not is_vector(offset) else [
+            self.b.extract_element(offset, ir.Constant(I32, k)) for k in range(offset.type.count)]
+        fields = []
+        for lane in lanes:
+            byte = self.b.lshr(lane, ir.Constant(I64, per.bit_length() - 1))
+            ptr = self.b.gep(self.pointers[buffer.name], [byte], inbounds=True, source_etype=I8)
+            slot = self.b.and_(lane, ir.Constant(I64, per - 1))
+            fields.append((ptr, self.b.trunc(self.b.mul(slot, ir.Constant(I64, buffer.dtype.bits)), I8)))
+        return fields
+
+    def _load_packed(self, e: Load) -> ir.Value:
+        """The element's code (``i<bits>``; a vector in a vectorized loop), extracted from its byte."""
+        code_t = ir.IntType(e.buffer.dtype.bits)
+        codes = [self.b.trunc(self.b.lshr(self.b.load(ptr, typ=I8), shift), code_t)
+                 for ptr, shift in self._packed_field(e.buffer, e.indices)]
+        if len(codes) == 1 and self.vector is None:
+            return codes[0]
+        if len(codes) == 1:
+            return self.broadcast(codes[0], self.vector[1])
+        result = ir.Constant(ir.VectorType(code_t, len(codes)), None)
+        for k, code in enumerate(codes):
+            result = self.b.insert_element(result, code, ir.Constant(I32, k))
+        return result
+
+    def _store_packed(self, s: Store, value: ir.Value) -> None:
+        fields = self._packed_field(s.buffer, s.indices)
+        if is_vector(value) and len(fields) == 1:
+            raise ValueError(f"store of a vector into one element of {s.buffer.name}")
+        code = self._to_memory(self.broadcast(value, len(fields)) if len(fields) > 1 else value, s.buffer.dtype)
+        field_mask = ir.Constant(I8, (1 << s.buffer.dtype.bits) - 1)
+        for k, (ptr, shift) in enumerate(fields):
+            lane = self.b.extract_element(code, ir.Constant(I32, k)) if is_vector(code) else code
+            bits = self.b.shl(self.b.zext(lane, I8), shift)
+            keep = self.b.not_(self.b.shl(field_mask, shift))
+            if self.concurrent:
+                # Neighbours in this byte may be stored by other threads: clear and set only our bits.
+                self.b.atomic_rmw("and", ptr, keep, "monotonic")
+                self.b.atomic_rmw("or", ptr, bits, "monotonic")
+            else:
+                self.put(self.b.or_(self.b.and_(self.b.load(ptr, typ=I8), keep), bits), ptr)
+
     def _from_memory(self, v: ir.Value, dtype: DType) -> ir.Value:
         lanes = v.type.count if is_vector(v) else None
         if dtype is DType.BOOL:
@@ -254,6 +315,8 @@ class FunctionEmitter:
             wide = self.b.zext(v, vectorized(I32, lanes))
             shifted = self.b.shl(wide, self.broadcast(ir.Constant(I32, 16), lanes))
             return self.b.bitcast(shifted, vectorized(ir.FloatType(), lanes))
+        if dtype.format is not None:
+            return narrow.decode(self.b, v, dtype.format)
         return v
 
     def _to_memory(self, v: ir.Value, dtype: DType) -> ir.Value:
@@ -262,6 +325,13 @@ class FunctionEmitter:
             return self.b.zext(v, vectorized(I8, lanes))
         if dtype is DType.BF16:
             return self._float_to_bf16(v, lanes)
+        if dtype.format is not None:
+            # A Cast's result is on the grid already (infinity included, where saturate=0 made one);
+            # other values round to nearest and overflow to inf / NaN, as IEEE arithmetic would.
+            # (float8e8m0 rounds "nearest" here: "up" would move its smallest value, a float32
+            # subnormal with a fraction, one code up.)
+            code = narrow.encode(self.b, v, dtype.format, saturate=False, round_mode="nearest")
+            return self.b.trunc(code, vectorized(memory_type(dtype), lanes))
         return v
 
     def _float_to_bf16(self, v: ir.Value, lanes: int | None) -> ir.Value:
@@ -308,7 +378,7 @@ class FunctionEmitter:
             c, t, f = self._match(self.expr(e.cond), self.expr(e.true_value), self.expr(e.false_value))
             return self.b.select(c, t, f)
         if isinstance(e, Cast):
-            return self.cast(self.expr(e.value), e.value.dtype, e.type)
+            return self.cast(self.expr(e.value), e.value.dtype, e.type, e.saturate, e.round_mode)
         raise TypeError(f"cannot emit {type(e).__name__}")
 
     def binary(self, e: Binary) -> ir.Value:
@@ -392,9 +462,13 @@ class FunctionEmitter:
             out = self.b.insert_element(out, self.b.call(fn, [self.b.extract_element(a, k) for a in args]), k)
         return out
 
-    def cast(self, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+    def cast(self, v: ir.Value, src: DType, dst: DType, saturate: bool = True, round_mode: str = "up") -> ir.Value:
         lanes = v.type.count if is_vector(v) else None
         target = vectorized(value_type(dst), lanes)
+        if src is dst:
+            return v
+        if dst.is_narrow_float:
+            return self._round_to_narrow(v, src, dst, saturate, round_mode)
         if value_type(src) == value_type(dst):
             return v
         if dst is DType.BOOL:
@@ -405,6 +479,10 @@ class FunctionEmitter:
         if src.is_float and dst.is_float:
             wider = _float_bits(dst) > _float_bits(src)
             return self.b.fpext(v, target) if wider else self.b.fptrunc(v, target)
+        if src.is_float and dst.bits < 8:
+            # int4 / int2 keep the low bits of the integer value, as ml_dtypes (ONNX's reference) does.
+            wide = self.b.fptosi(v, vectorized(I64, lanes))
+            return self.b.trunc(wide, target)
         if src.is_float:
             return self.b.fptosi(v, target) if dst.is_signed else self.b.fptoui(v, target)
         if dst.is_float:
@@ -413,9 +491,31 @@ class FunctionEmitter:
             return self.b.trunc(v, target)
         return self.b.sext(v, target) if src.is_signed else self.b.zext(v, target)
 
+    def _round_to_narrow(self, v: ir.Value, src: DType, dst: DType, saturate: bool, round_mode: str) -> ir.Value:
+        """``v`` rounded to ``dst``'s grid, still in a float32 register (Cast semantics, see narrow.py)."""
+        lanes = v.type.count if is_vector(v) else None
+        f32 = vectorized(ir.FloatType(), lanes)
+        # From float32, as ONNX's reference does (ml_dtypes converts float64 and integers through it).
+        if src is DType.BOOL or (src.is_int and not src.is_signed):
+            v = self.b.uitofp(v, f32)
+        elif src.is_int:
+            v = self.b.sitofp(v, f32)
+        elif src is DType.F16:
+            v = self.b.fpext(v, f32)
+        elif src is DType.F64:
+            v = self.b.fptrunc(v, f32)
+        if dst is DType.BF16:
+            return self._from_memory(self._float_to_bf16(v, lanes), dst)
+        return narrow.decode(self.b, narrow.encode(self.b, v, dst.format, saturate, round_mode), dst.format)
+
+
+def _is_packed(buffer: Buffer) -> bool:
+    """Sub-byte elements are packed in global buffers; a local scratch buffer keeps one per byte."""
+    return buffer.dtype.elements_per_byte > 1 and buffer.scope == "global"
+
 
 def _float_bits(d: DType) -> int:
-    return 32 if d is DType.BF16 else d.bits
+    return 32 if d.is_narrow_float else d.bits
 
 
 def mtype_align(t: ir.Type) -> int:
@@ -430,9 +530,11 @@ def constant(e: Const) -> ir.Constant:
         return ir.Constant(I1, int(bool(e.value)))
     if e.dtype.is_float:
         return ir.Constant(t, float(e.value))
-    value = int(e.value)
-    if not e.dtype.is_signed and value < 0:
-        value &= (1 << e.dtype.bits) - 1
+    # Wrap to the type's width (e.g. a folded cast of 200 to int4), as the conversion would.
+    bits = e.dtype.bits
+    value = int(e.value) & ((1 << bits) - 1)
+    if e.dtype.is_signed and value >= 1 << (bits - 1):
+        value -= 1 << bits
     return ir.Constant(t, value)
 
 

@@ -2,7 +2,10 @@
 
 Booleans are ``i1`` in registers and ``i8`` in memory; bfloat16 is stored as
 ``i16`` and computed in float32 (LLVM's ``bfloat`` is not in llvmlite's IR
-builder), so ``value_type`` and ``memory_type`` differ for those two.
+builder); the float8 types are stored as their ``i8`` code and float4e2m1 as
+an ``i4`` code, both computed in float32. int4/uint4/int2/uint2 are ``i4`` /
+``i2`` in registers; in a global buffer they are packed (see
+``compiler.dtypes``), which the emitter handles around ``memory_type``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def value_type(dtype: DType) -> ir.Type:
         return I1
     if dtype is DType.F16:
         return ir.HalfType()
-    if dtype in (DType.F32, DType.BF16):
+    if dtype is DType.F32 or dtype.is_narrow_float:
         return ir.FloatType()
     if dtype is DType.F64:
         return ir.DoubleType()
@@ -34,8 +37,8 @@ def value_type(dtype: DType) -> ir.Type:
 def memory_type(dtype: DType) -> ir.Type:
     if dtype is DType.BOOL:
         return I8
-    if dtype is DType.BF16:
-        return ir.IntType(16)
+    if dtype.is_narrow_float:
+        return ir.IntType(dtype.bits)
     return value_type(dtype)
 
 
