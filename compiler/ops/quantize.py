@@ -29,14 +29,22 @@ def quantized_range(ctx: LoweringContext, dtype: DType) -> tuple[int, int]:
     """The values of quantized type ``dtype``; refuses types tilec cannot quantize to."""
     if not dtype.is_int or dtype.bits > 16:
         ctx.unsupported(f"quantized values of type {dtype.value} are not supported "
-                        f"(supported: 8- and 16-bit integers)")
+                        f"(supported: 2- to 16-bit integers, float8, float4)")
     if dtype.is_signed:
         return -(1 << (dtype.bits - 1)), (1 << (dtype.bits - 1)) - 1
     return 0, (1 << dtype.bits) - 1
 
 
 def quantize(ctx: LoweringContext, scaled: Expr, zero_point: Expr | None, dtype: DType) -> Expr:
-    """``saturate(round(scaled) + zero_point)`` as ``dtype`` (``scaled`` is a float)."""
+    """``saturate(round(scaled) + zero_point)`` as ``dtype`` (``scaled`` is a float).
+
+    float8/float4 targets round and saturate (attribute ``saturate``) in the conversion itself.
+    """
+    if dtype.is_float:
+        wide = cast(scaled, DType.F32) if scaled.dtype is not DType.F64 else scaled
+        if zero_point is not None:
+            wide = wide + cast(zero_point, wide.dtype)
+        return cast(wide, dtype, saturate=bool(ctx.attr("saturate", 1)))
     lo, hi = quantized_range(ctx, dtype)
     rounded = call("round", scaled)
     # float16 cannot hold every 16-bit zero point: add it in float32 (exact for these ranges).
@@ -97,7 +105,7 @@ def quantize_linear(ctx: LoweringContext) -> list[Tensor]:
 def dequantize_linear(ctx: LoweringContext) -> list[Tensor]:
     x, scale, zero = ctx.input(0), ctx.input(1), _optional(ctx, 2)
     out = ctx.output_type(0)
-    if not x.dtype.is_int:
+    if not (x.dtype.is_int or x.dtype.is_narrow_float):
         ctx.unsupported(f"dequantizing {x.dtype.value} values is not supported")
     axis, block = _axis(ctx, x.rank), int(ctx.attr("block_size", 0))
     # float32 holds every 8/16-bit difference exactly; int32 inputs need float64.

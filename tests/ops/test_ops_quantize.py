@@ -244,3 +244,29 @@ def test_qlinear_conv_without_bias_1d(check):
               "ys": np.float32(0.9), "yz": np.uint8(100)}
     _run(check, "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], values, False,
          attrs={"auto_pad": "SAME_UPPER", "strides": [2]}, opset=10)
+
+
+@pytest.mark.parametrize("narrow, saturate", [("FLOAT8E4M3FN", 1), ("FLOAT8E4M3FN", 0), ("FLOAT8E5M2", 1),
+                                              ("FLOAT8E5M2FNUZ", 0), ("FLOAT4E2M1", 1), ("INT4", 1), ("UINT2", 1)])
+def test_quantize_dequantize_narrow_types(compile_cache, narrow, saturate):
+    """QuantizeLinear to float8/float4/int4/int2 codes and back, bit-exact against onnx's reference."""
+    from onnx import TensorProto, numpy_helper
+
+    from helpers_onnx import compiled
+    from runtime_stub import InferenceSession
+
+    elem = getattr(TensorProto, narrow)
+    zero = numpy_helper.from_array(np.zeros((), helper.tensor_dtype_to_np_dtype(elem)), "z")
+    scale = numpy_helper.from_array(np.array(0.25, np.float32), "s")
+    attrs = {} if narrow.startswith(("INT", "UINT")) else {"saturate": saturate}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], **attrs),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 9])],
+                              [helper.make_tensor_value_info("q", elem, [4, 9]),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 9])], [scale, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    x = _to_quantize((4, 9), seed=3, scale=0.25)
+    want_q, want_y = reference(model, {"x": x})
+    got_q, got_y = InferenceSession(str(compiled(model, compile_cache))).run(None, {"x": x})
+    np.testing.assert_array_equal(got_q.view(want_q.dtype).astype(np.float32), want_q.astype(np.float32))
+    np.testing.assert_array_equal(got_y, want_y)
