@@ -8,8 +8,8 @@ medians. A model that fails to build, compile or run gets a row with its error; 
 
 ``SuiteReport`` holds the rows and a description of the machine and run; ``table()`` gives the
 printed table's cells, ``geomean_ratios()`` the geometric-mean tilec/ort ratio per thread count,
-and ``write(out_dir)`` writes perf_results.csv, perf_results.json and perf_ratios.png (the plot
-only when matplotlib, a dev dependency, is installed).
+``markdown()`` all of it as Markdown, and ``write(out_dir)`` writes perf_results.csv, .json, .md and
+perf_ratios.png (the plot only when matplotlib, a dev dependency, is installed).
 
 "% of peak" is GFLOP/s over the machine's fp32 FMA peak at that thread count: ``peak_gflops``
 per core times the threads (default ``DEFAULT_PEAK_GFLOPS``, measured on the project's machine),
@@ -37,7 +37,8 @@ from compiler import bench
 # on the 2-core machine this project is developed on.
 DEFAULT_PEAK_GFLOPS = 117.5
 
-CSV_NAME, JSON_NAME, PLOT_NAME = "perf_results.csv", "perf_results.json", "perf_ratios.png"
+CSV_NAME, JSON_NAME, MARKDOWN_NAME, PLOT_NAME = ("perf_results.csv", "perf_results.json", "perf_results.md",
+                                                "perf_ratios.png")
 # A tilec/ort output difference beyond this (relative to max |ort|) is flagged in the table.
 DIFF_WARNING = 1e-3
 
@@ -112,9 +113,29 @@ class SuiteReport:
                           num(row.peak_percent(row.tilec_ms), ".1f"), diff])
         return cells
 
+    def markdown(self) -> str:
+        """The table, the geometric means and the compile times as Markdown (for docs/PERFORMANCE.md)."""
+        lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.table()]
+        lines.append("")
+        lines += [f"Geometric-mean ratio tilec/ort at {t} thread(s): **{r:.3f}**  " for t, r in
+                  self.geomean_ratios().items()]
+        compile_s = {row.model: row.compile_s for row in self.rows if row.compile_s is not None}
+        if compile_s:
+            lines += ["", "| model | tilec compile s |", "|---|---|"]
+            lines += [f"| {model} | {seconds:.1f} |" for model, seconds in compile_s.items()]
+        return "\n".join(lines) + "\n"
+
     def to_json(self) -> dict[str, Any]:
         return {"meta": self.meta, "rows": [row.as_dict() for row in self.rows],
                 "geomean_ratio": {str(t): r for t, r in self.geomean_ratios().items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SuiteReport":
+        """The report ``to_json`` saved (derived columns are recomputed), e.g. to redraw its plot."""
+        names = {f.name for f in dataclasses.fields(SuiteRow)}
+        return cls([SuiteRow(**{k: v for k, v in row.items() if k in names}) for row in data["rows"]],
+                   dict(data.get("meta", {})))
 
     def write(self, out_dir: str | os.PathLike, note: Callable[[str], None] | None = None) -> list[pathlib.Path]:
         """Write the CSV, the JSON and (with matplotlib) the ratio plot into ``out_dir``; returns their paths."""
@@ -126,7 +147,8 @@ class SuiteReport:
             for row in self.rows:
                 writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items() if k in CSV_COLUMNS})
         (out / JSON_NAME).write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        written = [out / CSV_NAME, out / JSON_NAME]
+        (out / MARKDOWN_NAME).write_text(self.markdown())
+        written = [out / CSV_NAME, out / JSON_NAME, out / MARKDOWN_NAME]
         plot = self.plot(out / PLOT_NAME, note)
         return written + ([plot] if plot else [])
 

@@ -256,6 +256,9 @@ def test_suite_on_one_tiny_model_writes_table_csv_json(tmp_path, capsys):
     assert data["meta"]["peak_gflops"] == {"1": bench_suite.DEFAULT_PEAK_GFLOPS}
     assert set(data["rows"][0]) >= set(bench_suite.CSV_COLUMNS)
     assert data["geomean_ratio"]["1"] == pytest.approx(float(rows[0]["ratio"]))
+    assert bench_suite.SuiteReport.from_json(data).to_json() == data
+    markdown = (out / bench_suite.MARKDOWN_NAME).read_text()
+    assert markdown.startswith("| model | threads | GFLOP |") and "| elementwise_chain | 1 |" in markdown
     pytest.importorskip("matplotlib")
     assert (out / bench_suite.PLOT_NAME).stat().st_size > 0
 
