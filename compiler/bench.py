@@ -7,6 +7,10 @@
 * ``ort_session(model, threads)``: an onnxruntime CPU session set up the way tilec is compared with
   (all graph optimisations, ``threads`` intra-op threads, one inter-op thread).
 * ``benchmark(tilec_session, ort_session, inputs, ...)``: all of the above, as a ``BenchResult``.
+* ``count_flops(model)``: 2 x the multiply-accumulates of a model's MatMul/Gemm/Conv/ConvTranspose.
+* ``measure_fma_peak(threads)``: this machine's fp32 FMA GFLOP/s, from a small kernel compiled here.
+
+The suite of models built on these is compiler/bench_suite.py.
 
 onnxruntime is a dev dependency: it is imported only by ``ort_session``, which raises ``BenchError``
 with an install hint when it is missing.
