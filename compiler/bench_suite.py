@@ -56,6 +56,7 @@ class SuiteRow:
     ort_min_ms: float | None = None
     max_rel_diff: float | None = None  # max |tilec - ort| / max |ort| over the outputs
     error: str | None = None
+    compile_stages: dict[str, float] | None = None  # seconds per compiler stage (JSON only)
 
     @property
     def ratio(self) -> float | None:
@@ -258,12 +259,13 @@ def run_suite(names: Sequence[str], threads: Sequence[int], *, runs: int = 20, w
             gflop = bench.count_flops(model) / 1e9
             with tempfile.TemporaryDirectory(prefix="tilec-suite-") as tmp:
                 start = time.perf_counter()
-                artifact = compiler.compile(model, pathlib.Path(tmp) / f"{name}.tilec")
+                stages: dict[str, float] = {}
+                artifact = compiler.compile(model, pathlib.Path(tmp) / f"{name}.tilec", timings=stages)
                 compile_s = time.perf_counter() - start
                 say(f"{name}: {gflop:.3f} GFLOP, compiled in {compile_s:.1f} s")
                 for t in threads:
-                    report.rows.append(_bench_one(name, model, artifact, t, gflop, peaks[t], compile_s, runs, warmup,
-                                                  seed))
+                    row = _bench_one(name, model, artifact, t, gflop, peaks[t], compile_s, runs, warmup, seed)
+                    report.rows.append(dataclasses.replace(row, compile_stages=stages))
                     say(_progress_line(report.rows[-1]))
         except Exception as exc:  # noqa: BLE001 - any failure (a tilec bug included) is one model's result
             report.rows += [SuiteRow(name, t, gflop, peaks[t], error=_failure(exc)) for t in threads

@@ -255,6 +255,7 @@ def test_suite_on_one_tiny_model_writes_table_csv_json(tmp_path, capsys):
     assert data["meta"]["runs"] == 2 and data["meta"]["peak_source"] == "given"
     assert data["meta"]["peak_gflops"] == {"1": bench_suite.DEFAULT_PEAK_GFLOPS}
     assert set(data["rows"][0]) >= set(bench_suite.CSV_COLUMNS)
+    assert data["rows"][0]["compile_stages"]["frontend"] >= 0
     assert data["geomean_ratio"]["1"] == pytest.approx(float(rows[0]["ratio"]))
     assert bench_suite.SuiteReport.from_json(data).to_json() == data
     markdown = (out / bench_suite.MARKDOWN_NAME).read_text()
