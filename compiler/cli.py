@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time tilec against onnxruntime (one model, or the benchmark suite)",
                        description="Time tilec against onnxruntime (CPU, ORT_ENABLE_ALL, the same intra-op thread "
                                    "count), run by run alternately, and check that their outputs agree. With "
-                                   "--suite: the built-in benchmark models, a table with GFLOP/s and %% of the FMA "
+                                   "--suite: the built-in benchmark models, a table with GFLOP/s and % of the FMA "
                                    "peak, and the geometric-mean ratio per thread count (docs/PERFORMANCE.md).")
     p.add_argument("model", metavar="MODEL", nargs="?",
                    help="an .onnx model (compiled to a temporary artifact) or a .tilec artifact")
@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--suite", action="store_true", help="benchmark the built-in model suite instead of MODEL")
     p.add_argument("--models", metavar="A,B", help="with --suite: only these models (default: all of them)")
-    p.add_argument("--out", metavar="DIR", help="with --suite: write the results (CSV, JSON) and a plot (PNG) into DIR")
+    p.add_argument("--out", metavar="DIR", help="with --suite: write the results (CSV, JSON, Markdown) and a plot (PNG) into DIR")
     p.add_argument("--peak-gflops", type=_peak_gflops, metavar="GFLOPS|measure",
                    help="with --suite: one core's fp32 FMA peak for '%% peak', times the threads (default: the "
                         "peak measured on the project's Zen 4 machine, docs/PERFORMANCE.md), or 'measure' "
