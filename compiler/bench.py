@@ -7,6 +7,10 @@
 * ``ort_session(model, threads)``: an onnxruntime CPU session set up the way tilec is compared with
   (all graph optimisations, ``threads`` intra-op threads, one inter-op thread).
 * ``benchmark(tilec_session, ort_session, inputs, ...)``: all of the above, as a ``BenchResult``.
+* ``count_flops(model)``: 2 x the multiply-accumulates of a model's MatMul/Gemm/Conv/ConvTranspose.
+* ``measure_fma_peak(threads)``: this machine's fp32 FMA GFLOP/s, from a small kernel compiled here.
+
+The suite of models built on these is compiler/bench_suite.py.
 
 onnxruntime is a dev dependency: it is imported only by ``ort_session``, which raises ``BenchError``
 with an install hint when it is missing.
@@ -14,6 +18,7 @@ with an install hint when it is missing.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -264,3 +269,189 @@ def benchmark(tilec_session: Any, ort_sess: Any, inputs: Mapping[str, np.ndarray
         diff = compare_outputs(list(out_t.values()), list(out_o.values()))
     times_t, times_o = time_alternating(run_tilec, run_ort, runs, warmup)
     return BenchResult(summarize(times_t), summarize(times_o), diff, threads)
+
+
+# --- work and the machine's peak --------------------------------------------------
+
+
+def _dims(value: Any) -> tuple[int, ...] | None:
+    """The static shape of a ValueInfoProto, or None when any dimension is unknown."""
+    shape = value.type.tensor_type.shape
+    if not value.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in shape.dim):
+        return None
+    return tuple(int(d.dim_value) for d in shape.dim)
+
+
+def _matmul_flops(node: Any, shape: Callable[[str], tuple[int, ...] | None]) -> int | None:
+    a, out = shape(node.input[0]), shape(node.output[0])
+    return None if a is None or out is None else 2 * math.prod(out) * a[-1]
+
+
+def _gemm_flops(node: Any, shape: Callable[[str], tuple[int, ...] | None]) -> int | None:
+    a, out = shape(node.input[0]), shape(node.output[0])
+    trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
+    return None if a is None or out is None else 2 * math.prod(out) * (a[0] if trans_a else a[1])
+
+
+def _conv_flops(node: Any, shape: Callable[[str], tuple[int, ...] | None]) -> int | None:
+    # Each output element is a dot product over one group's channels times the kernel window.
+    w, out = shape(node.input[1]), shape(node.output[0])
+    return None if w is None or out is None else 2 * math.prod(out) * math.prod(w[1:])
+
+
+def _conv_transpose_flops(node: Any, shape: Callable[[str], tuple[int, ...] | None]) -> int | None:
+    # Each input element is scattered through (output channels per group) x kernel window weights.
+    x, w = shape(node.input[0]), shape(node.input[1])
+    return None if x is None or w is None else 2 * math.prod(x) * math.prod(w[1:])
+
+
+# The multiply-accumulate ops, counted as 2 FLOP per MAC. Everything else (elementwise, pooling,
+# normalization, softmax) is left out: it is memory-bound, small next to the MACs of the models
+# benchmarked, and counting it would inflate "% of FMA peak".
+MAC_OPS: dict[str, Callable[[Any, Callable[[str], tuple[int, ...] | None]], int | None]] = {
+    "MatMul": _matmul_flops, "Gemm": _gemm_flops, "Conv": _conv_flops, "ConvTranspose": _conv_transpose_flops,
+}
+
+
+def _shape_skeleton(model: Any, max_elements: int = 4096) -> Any:
+    """``model`` with each initializer of more than ``max_elements`` turned into a typed graph input.
+
+    Shape inference copies the whole model; weights only matter to it through their shapes, while
+    the small constants (Reshape targets, Slice bounds) keep the values that shapes depend on.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    declared = {v.name for v in graph.input}
+    big = [init for init in graph.initializer if math.prod(init.dims) > max_elements]
+    big_names = {init.name for init in big}
+    inputs = [*graph.input, *(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+                              for init in big if init.name not in declared)]
+    skeleton = helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output),
+                                 [init for init in graph.initializer if init.name not in big_names],
+                                 value_info=list(graph.value_info))
+    return helper.make_model(skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                             functions=list(model.functions))
+
+
+def count_flops(model: Any) -> int:
+    """2 x the multiply-accumulates of the MatMul/Gemm/Conv/ConvTranspose nodes of ``model``'s main graph.
+
+    ``model``: an onnx.ModelProto or a path. Shapes come from ONNX shape inference (with data
+    propagation); a MAC node whose shapes stay unknown raises ``BenchError``. Subgraphs (If/Loop
+    bodies) are not counted.
+    """
+    import onnx
+
+    proto = model if hasattr(model, "graph") else onnx.load(os.fspath(model))
+    graph = onnx.shape_inference.infer_shapes(_shape_skeleton(proto), data_prop=True).graph
+    shapes = {v.name: _dims(v) for v in (*graph.input, *graph.value_info, *graph.output)}
+    shapes.update({init.name: tuple(int(d) for d in init.dims) for init in graph.initializer})
+    total = 0
+    for node in graph.node:
+        counter = MAC_OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if counter is None:
+            continue
+        flops = counter(node, shapes.get)
+        if flops is None:
+            raise BenchError(f"cannot count the FLOPs of {node.op_type} node {node.name or node.output[0]!r}: "
+                             "its shapes are not static (bind the inputs' shapes first)")
+        total += flops
+    return total
+
+
+def _fma_kernel_library(lanes: int, accumulators: int, target: Any) -> bytes:
+    """A shared object exporting ``void fma_peak(i64 n, float *out)``: n rounds of ``accumulators``
+    independent vector FMAs (``lanes`` floats each), then their sum stored to ``out`` so none is dead.
+
+    Independent chains hide the FMA latency, so the loop runs at the FMA units' throughput.
+    """
+    import llvmlite.ir as ir
+
+    from compiler.codegen.link import link_shared_object
+    from compiler.codegen.llvm.emitter import ModuleEmitter
+    from compiler.codegen.llvm.module import compile_module
+
+    f32, i64 = ir.FloatType(), ir.IntType(64)
+    vec = ir.VectorType(f32, lanes)
+    module = ir.Module(name="fma_peak")
+    module.triple = target.triple
+    fma = ModuleEmitter(module).intrinsic("llvm.fma", vec, 3)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, ir.PointerType()]), "fma_peak")
+    n, out = fn.args
+    entry, loop, done = (fn.append_basic_block(name) for name in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(loop)
+    b.position_at_end(loop)
+    counter = b.phi(i64)
+    accs = [b.phi(vec) for _ in range(accumulators)]
+    # a x acc + c with a < 1 converges to c / (1 - a): the values stay finite however long it runs.
+    scale, shift = ir.Constant(vec, [0.999] * lanes), ir.Constant(vec, [1e-3] * lanes)
+    nexts = [b.call(fma, [acc, scale, shift]) for acc in accs]
+    step = b.add(counter, ir.Constant(i64, 1))
+    b.cbranch(b.icmp_unsigned("<", step, n), loop, done)
+    counter.add_incoming(ir.Constant(i64, 0), entry)
+    counter.add_incoming(step, loop)
+    for k, (acc, nxt) in enumerate(zip(accs, nexts)):
+        acc.add_incoming(ir.Constant(vec, [float(k)] * lanes), entry)
+        acc.add_incoming(nxt, loop)
+    b.position_at_end(done)
+    total = nexts[0]
+    for nxt in nexts[1:]:
+        total = b.fadd(total, nxt)
+    b.store(b.extract_element(total, ir.Constant(ir.IntType(32), 0)), out)
+    b.ret_void()
+    return link_shared_object([compile_module(module, target)], target.triple, target.cpu)
+
+
+def measure_fma_peak(threads: int = 1, seconds: float = 0.2, repeats: int = 5) -> float:
+    """This machine's fp32 FMA throughput in GFLOP/s with ``threads`` threads running at once.
+
+    Compiles (with tilec's LLVM code generator and linker, for the host CPU) a loop of independent
+    vector FMAs, and runs it on ``threads`` Python threads (ctypes drops the GIL during the call);
+    the best of ``repeats`` rounds of about ``seconds`` each. A loaded machine measures low.
+    """
+    import ctypes
+    import tempfile
+    import threading
+
+    from compiler.codegen.target import host_target
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    target = host_target()
+    lanes = target.vector_lanes(4)
+    accumulators = min(16, target.vector_registers - 4)  # two registers for the constants, spare for the loop
+    with tempfile.TemporaryDirectory(prefix="tilec-peak-") as tmp:
+        path = os.path.join(tmp, "fma_peak.so")
+        with open(path, "wb") as f:
+            f.write(_fma_kernel_library(lanes, accumulators, target))
+        kernel = ctypes.CDLL(path).fma_peak
+    kernel.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_float)]
+    kernel.restype = None
+    flops_per_round = 2 * lanes * accumulators
+    sink = ctypes.c_float()
+
+    def seconds_for(rounds: int) -> float:
+        start = time.perf_counter()
+        kernel(rounds, ctypes.byref(sink))
+        return time.perf_counter() - start
+
+    rounds = 1 << 16
+    while seconds_for(rounds) < seconds / 2:  # calibrated on one thread: each round then takes ~seconds
+        rounds *= 2
+
+    best = 0.0
+    for _ in range(repeats):
+        barrier = threading.Barrier(threads + 1)
+        workers = [threading.Thread(target=lambda: (barrier.wait(), kernel(rounds, ctypes.byref(ctypes.c_float()))))
+                   for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - start
+        best = max(best, threads * rounds * flops_per_round / elapsed / 1e9)
+    return best

@@ -82,6 +82,27 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
+def _thread_counts(text: str) -> list[int]:
+    """``1,2`` → [1, 2]: one or more thread counts (0: every usable CPU)."""
+    counts = [_non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not counts:
+        raise argparse.ArgumentTypeError(f"expected thread counts such as 1 or 1,2, got {text!r}")
+    return list(dict.fromkeys(counts))
+
+
+def _peak_gflops(text: str) -> float | str:
+    """A positive number of GFLOP/s, or the word ``measure``."""
+    if text == "measure":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GFLOP/s (a number) or 'measure', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive GFLOP/s, got {text!r}")
+    return value
+
+
 def _shapes_dict(pairs: Sequence[tuple[str, tuple[int, ...]]] | None) -> dict[str, tuple[int, ...]] | None:
     if not pairs:
         return None
@@ -337,11 +358,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite:
+        if args.model or args.onnx or args.input_shape:
+            raise CliError("--suite benchmarks the built-in models: give no MODEL, --onnx or --input-shape")
+        return _bench_suite(args)
+    if args.models or args.out or args.peak_gflops is not None:
+        raise CliError("--models, --out and --peak-gflops go with --suite")
+    if not args.model:
+        raise CliError("give a MODEL to benchmark, or --suite for the built-in models")
+    return _bench_model(args)
+
+
+def _bench_model(args: argparse.Namespace) -> int:
     import compiler
     from compiler import bench
     from runtime_stub import InferenceSession
 
-    threads = args.threads or bench.default_threads()
     model = pathlib.Path(args.model)
     if not model.exists():
         raise CliError(f"no such file: {args.model}")
@@ -360,19 +392,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             compiler.compile(str(model), artifact, input_shapes=_shapes_dict(args.input_shape))
             _eprint(f"compiled {model} in {time.perf_counter() - start:.2f} s")
-        tilec_session = InferenceSession(artifact, threads=threads)
-        ort = bench.ort_session(onnx_model, threads, note=lambda line: _eprint(f"note: {line}"))
-        inputs = bench.random_inputs(tilec_session.get_inputs(), seed=args.seed)
-        result = bench.benchmark(tilec_session, ort, inputs, runs=args.runs, warmup=args.warmup, threads=threads)
-        tilec_session.close()
-    print(f"model: {onnx_model}  threads: {threads}  runs: {args.runs} (after {args.warmup} warmup, alternating)")
+        for threads in args.threads or [0]:
+            threads = threads or bench.default_threads()
+            with InferenceSession(artifact, threads=threads) as tilec_session:
+                ort = bench.ort_session(onnx_model, threads, note=lambda line: _eprint(f"note: {line}"))
+                inputs = bench.random_inputs(tilec_session.get_inputs(), seed=args.seed)
+                result = bench.benchmark(tilec_session, ort, inputs, runs=args.runs, warmup=args.warmup,
+                                         threads=threads)
+            _print_bench_result(onnx_model, args, result)
+    return EXIT_OK
+
+
+def _print_bench_result(onnx_model: pathlib.Path, args: argparse.Namespace, result: Any) -> None:
+    print(f"model: {onnx_model}  threads: {result.threads}  runs: {args.runs} (after {args.warmup} warmup, alternating)")
     print(_table([["tilec", f"{result.tilec.median_ms:.3f}", f"{result.tilec.min_ms:.3f}"],
                   ["onnxruntime", f"{result.ort.median_ms:.3f}", f"{result.ort.min_ms:.3f}"]],
                  header=["", "median ms", "min ms"], align="lrr"))
     verdict = "faster" if result.ratio < 1 else "slower" if result.ratio > 1 else "as fast"
     print(f"ratio tilec/ort (median): {result.ratio:.3f}  (tilec is {verdict})")
     print(f"max abs diff / max |ort|: {result.max_rel_diff:.3e}")
-    return EXIT_OK
+
+
+def _bench_suite(args: argparse.Namespace) -> int:
+    from compiler import bench, bench_suite, models
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(models.SUITE)
+    unknown = [n for n in names if n not in models.SUITE]
+    if unknown:
+        raise CliError(f"unknown suite model(s) {', '.join(unknown)}; known: {', '.join(models.SUITE)}")
+    threads = args.threads or list(dict.fromkeys([1, bench.default_threads()]))
+    peak = {None: bench_suite.DEFAULT_PEAK_GFLOPS, "measure": None}.get(args.peak_gflops, args.peak_gflops)
+    start = time.perf_counter()
+    report = bench_suite.run_suite(names, threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
+                                   peak_gflops=peak,
+                                   progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
+    meta = report.meta
+    peaks = ", ".join(f"{p:.1f} on {t}" for t, p in meta["peak_gflops"].items())
+    print(f"machine: {meta['cpu']} ({meta['llvm_cpu']}), {meta['usable_cpus']} usable CPU(s); "
+          f"load average {' '.join(f'{x:.2f}' for x in meta['load_average'] or [])}")
+    print(f"FMA peak GFLOP/s ({meta['peak_source']}): {peaks} thread(s); runs: {args.runs} "
+          f"(after {args.warmup} warmup, alternating); onnxruntime {meta['onnxruntime']}")
+    print(_table(report.table(), header=bench_suite.TABLE_HEADER, indent="", align="lrrrrrrrl"))
+    for t, ratio in report.geomean_ratios().items():
+        print(f"geomean ratio tilec/ort at {t} thread(s): {ratio:.3f}")
+    compile_times = {row.model: row.compile_s for row in report.rows if row.compile_s is not None}
+    if compile_times:
+        print("compile s: " + ", ".join(f"{m} {s:.1f}" for m, s in compile_times.items()))
+    if args.out:
+        for path in report.write(args.out, note=lambda line: _eprint(f"note: {line}")):
+            print(f"wrote {path}")
+    return EXIT_OK if all(row.error is None for row in report.rows) else EXIT_ERROR
 
 
 # --- support ------------------------------------------------------------------------
@@ -484,18 +553,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw manifest as JSON")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("bench", help="time tilec against onnxruntime",
-                       description="Time tilec against onnxruntime (CPU, ORT_ENABLE_ALL), run by run alternately, "
-                                   "and check that their outputs agree.")
-    p.add_argument("model", metavar="MODEL", help="an .onnx model (compiled to a temporary artifact) or a .tilec artifact")
+    p = sub.add_parser("bench", help="time tilec against onnxruntime (one model, or the benchmark suite)",
+                       description="Time tilec against onnxruntime (CPU, ORT_ENABLE_ALL, the same intra-op thread "
+                                   "count), run by run alternately, and check that their outputs agree. With "
+                                   "--suite: the built-in benchmark models, a table with GFLOP/s and % of the FMA "
+                                   "peak, and the geometric-mean ratio per thread count (docs/PERFORMANCE.md).")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="an .onnx model (compiled to a temporary artifact) or a .tilec artifact")
     p.add_argument("--onnx", metavar="MODEL", help="the ONNX model for onnxruntime (required when MODEL is an artifact)")
-    p.add_argument("--threads", type=_non_negative_int, default=0,
-                   help="threads for both (default 0: every usable CPU)")
+    p.add_argument("--threads", type=_thread_counts, default=None, metavar="N[,N...]",
+                   help="thread counts for both, e.g. 1,2 (0: every usable CPU; default: every usable CPU, "
+                        "or 1 and every usable CPU with --suite)")
     p.add_argument("--runs", type=_positive_int, default=20, help="timed runs of each (default 20)")
     p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs of each first (default 3)")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
                    help="bind an input's shape when compiling, e.g. x=2x64 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--suite", action="store_true", help="benchmark the built-in model suite instead of MODEL")
+    p.add_argument("--models", metavar="A,B", help="with --suite: only these models (default: all of them)")
+    p.add_argument("--out", metavar="DIR", help="with --suite: write the results (CSV, JSON, Markdown) and a plot (PNG) into DIR")
+    p.add_argument("--peak-gflops", type=_peak_gflops, metavar="GFLOPS|measure",
+                   help="with --suite: one core's fp32 FMA peak for '%% peak', times the threads (default: the "
+                        "peak measured on the project's Zen 4 machine, docs/PERFORMANCE.md), or 'measure' "
+                        "to measure it now")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("support", help="list the supported ONNX operators",

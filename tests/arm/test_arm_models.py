@@ -17,7 +17,7 @@ import compiler
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from arm_emulator import find_emulator, run_arm_python, unavailable_reason  # noqa: E402
-from models.light_models import light_model, random_input  # noqa: E402
+from compiler.models.light import light_model, random_input  # noqa: E402
 
 ort = pytest.importorskip("onnxruntime")
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_light_model_on_arm(name: str, tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.arm
 def test_transformer_encoder_on_arm(tmp_path: pathlib.Path) -> None:
-    from models.transformer import encoder, encoder_inputs
+    from compiler.models.transformer import encoder, encoder_inputs
 
     model = encoder(layers=2, hidden=64, heads=4, seq=16)
     feeds = encoder_inputs(model)

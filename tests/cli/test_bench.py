@@ -183,3 +183,129 @@ def test_ort_session_bad_model_is_bench_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(bench.BenchError, match="onnxruntime cannot load the model"):
         bench.ort_session(bad, 1)
+
+
+# --- FLOP counting and the FMA peak -----------------------------------------------------
+
+
+def test_count_flops_counts_macs_of_matmul_gemm_conv():
+    rng = np.random.default_rng(0)
+    inits = {"w_mm": rng.standard_normal((8, 5)), "w_gemm": rng.standard_normal((6, 5)),
+             "w_conv": rng.standard_normal((4, 3, 3, 3)), "w_convt": rng.standard_normal((4, 2, 2, 2)),
+             "shape": np.array([2, 3, 8], np.int64)}
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["x3"]),                    # [2, 3, 8]
+         helper.make_node("MatMul", ["x3", "w_mm"], ["m"]),                      # batched: 2*3*5 outputs, K=8
+         helper.make_node("Gemm", ["a", "w_gemm"], ["g"], transB=1),             # [7, 6], K=5
+         helper.make_node("Conv", ["img", "w_conv"], ["c"], pads=[1, 1, 1, 1]),  # [1, 4, 6, 6], 3*3*3 per output
+         helper.make_node("ConvTranspose", ["c", "w_convt"], ["ct"], strides=[2, 2]),  # 4*6*6 inputs x 2*2*2
+         helper.make_node("Relu", ["ct"], ["y"])],
+        "flops",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 8]),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, [7, 5]),
+         helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("m", "g", "y")],
+        [onnx.numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    expected = 2 * (2 * 3 * 5 * 8 + 7 * 6 * 5 + 4 * 6 * 6 * 27 + 4 * 6 * 6 * 2 * 2 * 2)
+    assert bench.count_flops(model) == expected
+
+
+def test_count_flops_needs_static_shapes():
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "dyn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, "M"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    with pytest.raises(bench.BenchError, match="not static"):
+        bench.count_flops(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_measure_fma_peak_is_positive():
+    assert bench.measure_fma_peak(threads=1, seconds=0.01, repeats=1) > 0
+
+
+# --- tilec bench --suite ----------------------------------------------------------------
+
+
+def test_suite_on_one_tiny_model_writes_table_csv_json(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import csv
+    import json
+
+    from compiler import bench_suite
+
+    out = tmp_path / "results"
+    assert cli.main(["bench", "--suite", "--models", "elementwise_chain", "--runs", "2", "--warmup", "0",
+                     "--threads", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    header = next(line for line in text.splitlines() if line.startswith("model"))
+    assert header.split() == ["model", "threads", "GFLOP", "tilec", "ms", "ort", "ms", "ratio", "tilec", "GFLOP/s",
+                              "%", "peak", "max", "rel", "diff"]
+    assert any(line.startswith("elementwise_chain") for line in text.splitlines())
+    assert "geomean ratio tilec/ort at 1 thread(s):" in text
+
+    with open(out / bench_suite.CSV_NAME) as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == bench_suite.CSV_COLUMNS
+    assert len(rows) == 1 and rows[0]["model"] == "elementwise_chain" and rows[0]["threads"] == "1"
+    assert float(rows[0]["ratio"]) > 0 and float(rows[0]["max_rel_diff"]) < 1e-4 and rows[0]["error"] == ""
+
+    data = json.loads((out / bench_suite.JSON_NAME).read_text())
+    assert set(data) == {"meta", "rows", "geomean_ratio"}
+    assert data["meta"]["runs"] == 2 and data["meta"]["peak_source"] == "given"
+    assert data["meta"]["peak_gflops"] == {"1": bench_suite.DEFAULT_PEAK_GFLOPS}
+    assert set(data["rows"][0]) >= set(bench_suite.CSV_COLUMNS)
+    assert data["rows"][0]["compile_stages"]["frontend"] >= 0
+    assert data["geomean_ratio"]["1"] == pytest.approx(float(rows[0]["ratio"]))
+    assert bench_suite.SuiteReport.from_json(data).to_json() == data
+    markdown = (out / bench_suite.MARKDOWN_NAME).read_text()
+    assert markdown.startswith("| model | threads | GFLOP |") and "| elementwise_chain | 1 |" in markdown
+    pytest.importorskip("matplotlib")
+    assert (out / bench_suite.PLOT_NAME).stat().st_size > 0
+
+
+def test_suite_reports_a_failing_model_and_goes_on(monkeypatch, capsys):
+    from compiler import bench_suite, models
+
+    def broken():
+        raise ValueError("cannot build")
+
+    monkeypatch.setitem(models.SUITE, "broken", (broken, "a model whose builder fails"))
+    report = bench_suite.run_suite(["broken"], [1, 2], runs=1, warmup=0)
+    assert [(r.model, r.threads, r.error) for r in report.rows] == [("broken", 1, "ValueError: cannot build"),
+                                                                   ("broken", 2, "ValueError: cannot build")]
+    assert report.geomean_ratios() == {}
+    assert report.table()[0][3] == "error: ValueError: cannot build"
+    assert cli.main(["bench", "--suite", "--models", "broken", "--runs", "1"]) == 1
+
+
+def test_suite_geomean_and_peak_percent():
+    from compiler.bench_suite import SuiteReport, SuiteRow
+
+    rows = [SuiteRow("a", 1, 2.0, 100.0, tilec_ms=10.0, ort_ms=20.0),
+            SuiteRow("b", 1, 1.0, 100.0, tilec_ms=40.0, ort_ms=20.0),
+            SuiteRow("a", 2, 2.0, 200.0, tilec_ms=5.0, ort_ms=5.0)]
+    report = SuiteReport(rows)
+    assert report.geomean_ratios() == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
+    assert rows[0].gflops(rows[0].tilec_ms) == pytest.approx(200.0)
+    assert rows[0].peak_percent(rows[0].tilec_ms) == pytest.approx(200.0)  # over the given peak: reported as is
+    assert rows[2].peak_percent(rows[2].tilec_ms) == pytest.approx(200.0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--suite", "model.onnx"], "give no MODEL"),
+    (["bench", "--models", "mlp"], "go with --suite"),
+    (["bench"], "or --suite"),
+    (["bench", "--suite", "--models", "mlp,nope"], "unknown suite model(s) nope"),
+])
+def test_suite_usage_errors(argv, message, capsys):
+    assert cli.main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_bench_thread_list_and_peak_parsing(capsys):
+    args = cli.build_parser().parse_args(["bench", "--suite", "--threads", "1,2,1", "--peak-gflops", "measure"])
+    assert args.threads == [1, 2] and args.peak_gflops == "measure"
+    assert cli.build_parser().parse_args(["bench", "--suite", "--peak-gflops", "50"]).peak_gflops == 50.0
+    assert cli.main(["bench", "--suite", "--peak-gflops", "-1"]) == 2
+    assert cli.main(["bench", "--suite", "--threads", ","]) == 2

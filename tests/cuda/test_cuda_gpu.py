@@ -9,7 +9,7 @@ import pytest
 import compiler
 import runtime_stub
 from cuda_gpu import gpu_reason
-from models.light_models import LIGHT_MODELS, light_model, random_input
+from compiler.models.light import LIGHT_MODELS, light_model, random_input
 
 ort = pytest.importorskip("onnxruntime")
 pytestmark = [pytest.mark.gpu,

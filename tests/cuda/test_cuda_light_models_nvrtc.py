@@ -6,7 +6,7 @@ import pytest
 
 import compiler
 from compiler.codegen.cuda.nvrtc import nvrtc_available
-from models.light_models import LIGHT_MODELS, light_model
+from compiler.models.light import LIGHT_MODELS, light_model
 from runtime_stub.artifact import read_artifact
 
 NO_NVRTC = ("NVRTC IS NOT AVAILABLE, so the CUDA codegen is NOT being checked: "

@@ -11,7 +11,7 @@ import pytest
 
 import compiler
 import runtime_stub
-from models.light_models import LIGHT_MODELS, light_model, random_input
+from compiler.models.light import LIGHT_MODELS, light_model, random_input
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -10,7 +10,7 @@ import pytest
 
 import compiler
 import runtime_stub
-from models.transformer import encoder, encoder_inputs
+from compiler.models.transformer import encoder, encoder_inputs
 
 ort = pytest.importorskip("onnxruntime")
 
