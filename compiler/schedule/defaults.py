@@ -16,12 +16,15 @@ Three classes, recognised from the computation itself rather than from op names:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 from compiler.codegen.target import Target
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
-from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, reorder, split
+from compiler.schedule.contraction import choose_tile, pack_operands, tiled_contraction
+from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split
 
 # Below this many scalar operations a kernel runs on the calling thread.
 MIN_PARALLEL_WORK = 1 << 15
@@ -86,16 +89,31 @@ def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
     return best
 
 
-def schedule_computation(c: Computation, target: Target) -> Stmt:
-    s = build_loops(c)
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled computation: ``body`` reads the outputs of ``packs`` (pointwise operand
+    relayouts, see ``compiler.schedule.packing``), which must be computed first."""
+
+    body: Stmt
+    packs: tuple[Computation, ...] = ()
+
+
+def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] | None = None) -> Scheduled:
+    """Schedule ``c``; operands are packed only when ``is_constant`` says which buffers are constants
+    (the caller must then place the packed buffers: fold constant packs, run the others first)."""
     live = _live_index(c)
     if not live:
-        return s
+        return Scheduled(build_loops(c))
     lanes = target.vector_lanes(c.body.dtype.itemsize)
     tile_var = _contraction_lanes(c, lanes) if c.is_reduction and _is_contraction(c) else None
+    packs: list[Computation] = []
     if tile_var is not None:
-        s = _register_tile(c, s, target, lanes, tile_var)
+        tile = choose_tile(c, target, lanes, tile_var, _contraction_rows(c, tile_var))
+        if is_constant is not None:
+            c, packs = pack_operands(c, tile, is_constant)
+        s = tiled_contraction(c, tile)
     else:
+        s = build_loops(c)
         inner, inner_extent = live[-1]
         if _vectorizable(c, inner) and _store_coefficient(c, inner) == 1 and inner_extent >= max(2, lanes // 4):
             vector_loop = inner.name
@@ -112,29 +130,9 @@ def schedule_computation(c: Computation, target: Target) -> Stmt:
         outer = outermost_loop(s)
         if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:
             s = annotate(s, outer.var.name, ForKind.PARALLEL)
-    return s
+    return Scheduled(s, tuple(packs))
 
 
-def _register_tile(c: Computation, s: Stmt, target: Target, lanes: int, col: Var) -> Stmt:
-    live = _live_index(c)
-    col_extent = dict(live)[col]
-    vectors = 2 if col_extent >= 2 * lanes else 1
-    width = min(col_extent, vectors * lanes)
-    row = _contraction_rows(c, col)
-    # Keep the accumulator tile plus a few operand registers within the register file.
-    max_rows = max(1, (target.vector_registers - 4) // vectors)
-    s = split(s, col.name, width)
-    col_inner = f"{col.name}_i" if col_extent > width else col.name
-    others = [v.name for v, _ in live if v not in (row, col)]
-    if row is None:
-        s = reorder(s, others + [f"{col.name}_o", col_inner])
-        s = hoist_reduction(s, [col_inner])
-        return annotate(s, col_inner, ForKind.VECTORIZED)
-    row_extent = dict(live)[row]
-    rows = min(row_extent, max_rows)
-    s = split(s, row.name, rows)
-    row_inner = f"{row.name}_i" if row_extent > rows else row.name
-    s = reorder(s, others + [f"{row.name}_o", f"{col.name}_o", row_inner, col_inner])
-    s = hoist_reduction(s, [row_inner, col_inner])
-    s = annotate(s, row_inner, ForKind.UNROLLED)
-    return annotate(s, col_inner, ForKind.VECTORIZED)
+def schedule_computation(c: Computation, target: Target) -> Stmt:
+    """``c``'s loop nest with no packed operands (nothing to place besides its own buffers)."""
+    return schedule(c, target).body

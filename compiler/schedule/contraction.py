@@ -1,0 +1,116 @@
+"""The contraction schedule: a register-tiled micro-kernel over packed operand panels.
+
+For ``out[.., i, j] = sum_r A(i, r) * B(r, j)`` (recognised by access pattern, see
+``compiler.schedule.defaults``), with ``j`` the vectorized column var and ``i`` the row var:
+
+- register tile: ``mr`` rows (unrolled) × ``nr`` columns (one or two vectors), accumulators
+  kept in registers while the reduction streams (``hoist_reduction``);
+- packing (when the caller can place packed buffers): B into ``nr``-wide column panels
+  ``Bp[j // nr, r, j % nr]`` and A into ``mr``-row panels ``Ap[i // mr, r, i % mr]``, so each
+  micro-kernel reads two contiguous streams (no 4 KiB-strided rows fighting over L1 sets). A
+  constant operand is packed at compile time; A is packed per call only when enough column
+  panels reuse it to repay the copy;
+- loop order: column panels outside row tiles, so one B micro-panel (``K × nr``) stays in L2
+  while the row tiles stream past it;
+- the outermost loop runs on the thread pool when there is enough work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from compiler.codegen.target import Target
+from compiler.loopir.compute import Computation, build_loops
+from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
+from compiler.loopir.stmt import ForKind, Stmt
+from compiler.schedule.packing import pack_operand
+from compiler.schedule.simplify import simplify_indices
+from compiler.schedule.transforms import annotate, hoist_reduction, merge_siblings, reorder, split
+
+# Vector registers left for the B vectors and the broadcast A value next to the accumulators.
+SPARE_REGISTERS = 4
+# Pack A per call only when at least this many column panels reuse each packed row panel
+# and it holds at least this many elements (smaller ones stay in L1 unpacked).
+MIN_PANEL_REUSE = 4
+MIN_RUNTIME_PACK = 1 << 14
+
+
+@dataclass(frozen=True)
+class Tile:
+    row: Var | None
+    col: Var
+    rows: int
+    width: int
+
+
+def _coefficient(load: Load, v: Var) -> int | None:
+    return linear_coefficient(flat_index(load.buffer, load.indices), v)
+
+
+def choose_tile(c: Computation, target: Target, lanes: int, col: Var, row: Var | None) -> Tile:
+    extents = dict(zip(c.index, c.space))
+    vectors = 2 if extents[col] >= 2 * lanes else 1
+    width = min(extents[col], vectors * lanes)
+    if row is None:
+        return Tile(None, col, 1, width)
+    max_rows = max(1, (target.vector_registers - SPARE_REGISTERS) // vectors)
+    # Balance the row tiles (64 rows → 13+13+13+13+12 rather than 14*4 + an 8-row tail).
+    rows = -(-extents[row] // -(-extents[row] // max_rows))
+    return Tile(row, col, rows, width)
+
+
+def _pack_name(load: Load, blocked: Var, block: int, c: Computation) -> str:
+    # Equal names must mean equal layouts: the layout is a function of the load, the
+    # blocked var, the block and the extents, so hash exactly those.
+    extents = tuple(zip(c.index, c.space)) + tuple((a.var, a.extent) for a in c.axes)
+    digest = hashlib.sha1(repr((load.indices, blocked, block, extents)).encode()).hexdigest()[:8]
+    return f"{load.buffer.name}_pk{block}_{digest}"
+
+
+def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]) -> tuple[Computation, list[Computation]]:
+    """Pack B (constant only) into column panels and A into row panels; see the module docstring."""
+    extents = dict(zip(c.index, c.space))
+    loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
+    red = math.prod(a.extent for a in c.axes)
+    packs: list[Computation] = []
+    for load in loads:
+        along_col = _coefficient(load, tile.col)
+        along_row = 0 if tile.row is None else _coefficient(load, tile.row)
+        constant = is_constant(load.buffer.name)
+        if along_col == 1 and along_row == 0 and constant:
+            blocked, block = tile.col, tile.width
+        elif along_col == 0 and along_row not in (0, None) and tile.row is not None:
+            reuse = extents[tile.col] // tile.width
+            if not constant and (reuse < MIN_PANEL_REUSE or extents[tile.row] * red < MIN_RUNTIME_PACK):
+                continue
+            blocked, block = tile.row, tile.rows
+        else:
+            continue
+        packed = pack_operand(c, load, blocked, block, _pack_name(load, blocked, block, c))
+        if packed is not None:
+            c, pack = packed
+            packs.append(pack)
+    return c, packs
+
+
+def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
+    """The register-tiled nest of ``c`` (its loads possibly already rewritten to packed panels)."""
+    live = [(v, n) for v, n in zip(c.index, c.space) if n > 1]
+    extents = dict(live)
+    col, row = tile.col, tile.row
+    s = split(build_loops(c), col.name, tile.width)
+    col_inner = f"{col.name}_i" if extents[col] > tile.width else col.name
+    others = [v.name for v, _ in live if v not in (row, col)]
+    if row is None:
+        s = reorder(s, others + [f"{col.name}_o", col_inner])
+        s = hoist_reduction(s, [col_inner])
+        return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
+    s = split(s, row.name, tile.rows)
+    row_inner = f"{row.name}_i" if extents[row] > tile.rows else row.name
+    s = merge_siblings(reorder(s, others + [f"{col.name}_o", f"{row.name}_o", row_inner, col_inner]), f"{col.name}_o")
+    s = hoist_reduction(s, [row_inner, col_inner])
+    s = annotate(s, row_inner, ForKind.UNROLLED)
+    return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
