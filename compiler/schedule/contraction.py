@@ -110,7 +110,11 @@ def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
         return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
     s = split(s, row.name, tile.rows)
     row_inner = f"{row.name}_i" if extents[row] > tile.rows else row.name
-    s = merge_siblings(reorder(s, others + [f"{col.name}_o", f"{row.name}_o", row_inner, col_inner]), f"{col.name}_o")
+    s = reorder(s, others + [f"{col.name}_o", f"{row.name}_o", row_inner, col_inner])
+    # reorder distributed the outer loops over the split tails: run each outer iteration once,
+    # tails included, so a panel loaded for the main tiles is still in cache for the tails.
+    for name in others + [f"{col.name}_o"]:
+        s = merge_siblings(s, name)
     s = hoist_reduction(s, [row_inner, col_inner])
     s = annotate(s, row_inner, ForKind.UNROLLED)
     return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))

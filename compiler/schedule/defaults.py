@@ -54,14 +54,20 @@ def _work(c: Computation) -> int:
 
 
 def _contraction_rows(c: Computation, lanes_var: Var) -> Var | None:
-    """The index var to block rows on: one some operand does not depend on (so it is reused across rows)."""
+    """The index var to block rows on: one some operand does not depend on (so it is reused across rows).
+
+    Prefer one along which every vector operand (those varying along ``lanes_var``) is invariant:
+    then a tile's rows share their vector loads and only the broadcast operand changes per row,
+    the GEMM micro-kernel (for an NCHW conv: rows over output channels, not output rows).
+    """
     loads = _loads(c)
-    for v, _ in reversed(_live_index(c)):
-        if v == lanes_var:
-            continue
-        if any(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in loads):
+    vector_loads = [ld for ld in loads if linear_coefficient(flat_index(ld.buffer, ld.indices), lanes_var) != 0]
+    candidates = [v for v, _ in reversed(_live_index(c)) if v != lanes_var
+                  and any(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in loads)]
+    for v in candidates:
+        if all(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in vector_loads):
             return v
-    return None
+    return candidates[0] if candidates else None
 
 
 def _is_contraction(c: Computation) -> bool:
