@@ -30,11 +30,12 @@ from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, map_loads, substitute, walk
-from compiler.loopir.stmt import Kernel, loads_and_stores, seq
+from compiler.loopir.stmt import Kernel, Stmt, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
 from compiler.ops.shape import reshape_copy
-from compiler.schedule.defaults import schedule_computation
+from compiler.schedule.defaults import schedule, schedule_computation
+from compiler.schedule.packing import evaluate
 
 WEIGHT_ALIGNMENT = 64
 
@@ -262,7 +263,12 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
-    body = seq(*(schedule_computation(c, state.target) for c in comps))
+    parts = []
+    for c in comps:
+        scheduled = schedule(c, state.target, lambda name: state.storage[name].kind == "weights")
+        parts.extend(_place_pack(p, state) for p in scheduled.packs)
+        parts.append(scheduled.body)
+    body = seq(*(p for p in parts if p is not None))
     params: dict[str, Buffer] = {}
     for buffer, _ in loads_and_stores(body):
         if buffer.scope == "global":
@@ -276,6 +282,20 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
             entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
     kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label)
     state.calls.append((kernel, step))
+
+
+def _place_pack(pack: Computation, state: _State) -> Stmt | None:
+    """A packed operand: folded into the weights when it reads only constants, else run before its reader."""
+    name = pack.output.name
+    if name in state.storage:
+        return None if state.storage[name].kind == "weights" else schedule_computation(pack, state.target)
+    value = evaluate(pack, state.constants)
+    if value is not None:
+        state.constants[name] = value
+        state.storage[name] = _Storage("weights", key=name)
+        return None
+    state.storage[name] = _Storage("arena", key=name)
+    return schedule_computation(pack, state.target)
 
 
 def _finish(graph: Graph, state: _State) -> Program:

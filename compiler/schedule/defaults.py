@@ -16,15 +16,23 @@ Three classes, recognised from the computation itself rather than from op names:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 from compiler.codegen.target import Target
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
-from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, reorder, split
+from compiler.schedule.flatten import flatten_inner
+from compiler.schedule.contraction import choose_tile, pack_operands, tiled_contraction
+from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split
 
-# Below this many scalar operations a kernel runs on the calling thread.
+# Below this much work (scalar operations: output elements × reduction extent) a kernel runs
+# on the calling thread. A fork/join of the pool costs about 1 us on an idle 2-core Zen 4;
+# these keep it under ~10% of the serial time: pointwise kernels stream memory at a few
+# elements per ns, contractions retire ~50 multiply-adds per ns.
 MIN_PARALLEL_WORK = 1 << 15
+MIN_PARALLEL_CONTRACTION = 1 << 19
 
 
 def _loads(c: Computation) -> list[Load]:
@@ -51,14 +59,20 @@ def _work(c: Computation) -> int:
 
 
 def _contraction_rows(c: Computation, lanes_var: Var) -> Var | None:
-    """The index var to block rows on: one some operand does not depend on (so it is reused across rows)."""
+    """The index var to block rows on: one some operand does not depend on (so it is reused across rows).
+
+    Prefer one along which every vector operand (those varying along ``lanes_var``) is invariant:
+    then a tile's rows share their vector loads and only the broadcast operand changes per row,
+    the GEMM micro-kernel (for an NCHW conv: rows over output channels, not output rows).
+    """
     loads = _loads(c)
-    for v, _ in reversed(_live_index(c)):
-        if v == lanes_var:
-            continue
-        if any(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in loads):
+    vector_loads = [ld for ld in loads if linear_coefficient(flat_index(ld.buffer, ld.indices), lanes_var) != 0]
+    candidates = [v for v, _ in reversed(_live_index(c)) if v != lanes_var
+                  and any(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in loads)]
+    for v in candidates:
+        if all(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 0 for ld in vector_loads):
             return v
-    return None
+    return candidates[0] if candidates else None
 
 
 def _is_contraction(c: Computation) -> bool:
@@ -86,16 +100,35 @@ def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
     return best
 
 
-def schedule_computation(c: Computation, target: Target) -> Stmt:
-    s = build_loops(c)
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled computation: ``body`` reads the outputs of ``packs`` (pointwise operand
+    relayouts, see ``compiler.schedule.packing``), which must be computed first."""
+
+    body: Stmt
+    packs: tuple[Computation, ...] = ()
+
+
+def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] | None = None) -> Scheduled:
+    """Schedule ``c``; operands are packed only when ``is_constant`` says which buffers are constants
+    (the caller must then place the packed buffers: fold constant packs, run the others first)."""
+    if c.is_reduction and _is_contraction(c):
+        # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
+        # their dims: flattening them is untried, and their goldens show the printer's nests).
+        c = flatten_inner(c)
     live = _live_index(c)
     if not live:
-        return s
+        return Scheduled(build_loops(c))
     lanes = target.vector_lanes(c.body.dtype.itemsize)
     tile_var = _contraction_lanes(c, lanes) if c.is_reduction and _is_contraction(c) else None
+    packs: list[Computation] = []
     if tile_var is not None:
-        s = _register_tile(c, s, target, lanes, tile_var)
+        tile = choose_tile(c, target, lanes, tile_var, _contraction_rows(c, tile_var))
+        if is_constant is not None:
+            c, packs = pack_operands(c, tile, is_constant)
+        s = tiled_contraction(c, tile)
     else:
+        s = build_loops(c)
         inner, inner_extent = live[-1]
         if _vectorizable(c, inner) and _store_coefficient(c, inner) == 1 and inner_extent >= max(2, lanes // 4):
             vector_loop = inner.name
@@ -108,33 +141,13 @@ def schedule_computation(c: Computation, target: Target) -> Stmt:
                 # loops with an accumulator tile indexed by it.
                 s = hoist_reduction(s, [vector_loop])
             s = annotate(s, vector_loop, ForKind.VECTORIZED)
-    if _work(c) >= MIN_PARALLEL_WORK:
+    if _work(c) >= (MIN_PARALLEL_CONTRACTION if tile_var is not None else MIN_PARALLEL_WORK):
         outer = outermost_loop(s)
         if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:
             s = annotate(s, outer.var.name, ForKind.PARALLEL)
-    return s
+    return Scheduled(s, tuple(packs))
 
 
-def _register_tile(c: Computation, s: Stmt, target: Target, lanes: int, col: Var) -> Stmt:
-    live = _live_index(c)
-    col_extent = dict(live)[col]
-    vectors = 2 if col_extent >= 2 * lanes else 1
-    width = min(col_extent, vectors * lanes)
-    row = _contraction_rows(c, col)
-    # Keep the accumulator tile plus a few operand registers within the register file.
-    max_rows = max(1, (target.vector_registers - 4) // vectors)
-    s = split(s, col.name, width)
-    col_inner = f"{col.name}_i" if col_extent > width else col.name
-    others = [v.name for v, _ in live if v not in (row, col)]
-    if row is None:
-        s = reorder(s, others + [f"{col.name}_o", col_inner])
-        s = hoist_reduction(s, [col_inner])
-        return annotate(s, col_inner, ForKind.VECTORIZED)
-    row_extent = dict(live)[row]
-    rows = min(row_extent, max_rows)
-    s = split(s, row.name, rows)
-    row_inner = f"{row.name}_i" if row_extent > rows else row.name
-    s = reorder(s, others + [f"{row.name}_o", f"{col.name}_o", row_inner, col_inner])
-    s = hoist_reduction(s, [row_inner, col_inner])
-    s = annotate(s, row_inner, ForKind.UNROLLED)
-    return annotate(s, col_inner, ForKind.VECTORIZED)
+def schedule_computation(c: Computation, target: Target) -> Stmt:
+    """``c``'s loop nest with no packed operands (nothing to place besides its own buffers)."""
+    return schedule(c, target).body

@@ -66,6 +66,28 @@ def reorder(s: Stmt, names: list[str]) -> Stmt:
     return visit(s)
 
 
+def merge_siblings(s: Stmt, name: str) -> Stmt:
+    """In every sequence, merge the loops named ``name`` (equal extents) into the first one.
+
+    ``seq(for v {A}, B, for v {C})`` → ``seq(for v {A; C}, B)``. Sound for the spatial loops of
+    one computation (what ``reorder`` distributed over a split's tail), whose parts write
+    disjoint outputs and read none of them: it undoes the distribution where it split a loop
+    that should run once, e.g. a column-panel loop that must stream each panel once for the
+    main row tiles and the row tail together.
+    """
+
+    def rewrite(node: Stmt) -> Stmt | None:
+        if not isinstance(node, Seq):
+            return None
+        loops = [c for c in node.stmts if isinstance(c, For) and c.var.name == name]
+        if len(loops) < 2 or len({f.extent for f in loops}) != 1:
+            return None
+        merged = replace(loops[0], body=seq(*(f.body for f in loops)))
+        return seq(*(merged if c is loops[0] else c for c in node.stmts if not any(c is f for f in loops[1:])))
+
+    return map_stmts(s, rewrite)
+
+
 def annotate(s: Stmt, name: str, kind: ForKind) -> Stmt:
     """Mark loops ``name`` as parallel, vectorized, unrolled or serial."""
     return map_stmts(s, lambda n: replace(n, kind=kind) if isinstance(n, For) and n.var.name == name else None)
@@ -161,4 +183,5 @@ def loop_vars_outside_in(s: Stmt) -> list[Var]:
     return out
 
 
-__all__ = ["annotate", "fuse", "hoist_reduction", "loop_vars_outside_in", "outermost_loop", "reorder", "split"]
+__all__ = ["annotate", "fuse", "hoist_reduction", "loop_vars_outside_in", "merge_siblings", "outermost_loop", "reorder",
+           "split"]

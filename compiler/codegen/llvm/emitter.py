@@ -5,9 +5,10 @@ pointer per global buffer in ``Kernel.params`` order. Loop kinds map as:
 
 - serial: a counted loop;
 - unrolled: the body emitted once per iteration with the variable a constant;
-- vectorized: the body emitted once with the variable as the lane vector
-  ``<0, 1, ..., W-1>``; accesses contiguous in it become vector loads/stores,
-  invariant ones scalars (broadcast where mixed), others gathers/scatters;
+- vectorized: the body emitted once per power-of-two part of the extent (24 → 16 + 8)
+  with the variable as that part's lane vector ``<b, b+1, ..., b+W-1>``; accesses
+  contiguous in it become vector loads/stores, invariant ones scalars (broadcast
+  where mixed), others gathers/scatters;
 - parallel: the body is outlined into ``void (ptr closure, i64 begin, i64 end)``
   and handed to ``tilec_parallel_for`` from the support library.
 Local buffers become entry-block allocas, which LLVM promotes to registers.
@@ -97,7 +98,7 @@ class FunctionEmitter:
         self.allocas = ir.IRBuilder(self.entry)
         body = fn.append_basic_block("body")
         self.b = ir.IRBuilder(body)
-        self.vector: tuple[Var, int] | None = None
+        self.vector: tuple[Var, int, int] | None = None  # (var, lanes, first lane's value)
 
     def put(self, value: ir.Value, ptr: ir.Value, align: int | None = None) -> None:
         """Store without llvmlite's pointee check: a vector may be stored through a scalar's address."""
@@ -137,9 +138,15 @@ class FunctionEmitter:
         elif s.kind is ForKind.VECTORIZED and s.extent > 1:
             if self.vector is not None:
                 raise ValueError(f"nested vectorized loops ({self.vector[0].name}, {s.var.name})")
-            self.vector = (s.var, s.extent)
-            self.env[s.var] = ir.Constant(ir.VectorType(I64, s.extent), list(range(s.extent)))
-            self.stmt(s.body)
+            # LLVM legalizes odd vector types (<24 x float>) lane by lane through the stack, so
+            # the loop runs as power-of-two vectors (24 lanes: 16 then 8; a last single lane: scalar).
+            base = 0
+            for width in _power_of_two_parts(s.extent):
+                lanes = list(range(base, base + width))
+                self.vector = (s.var, width, base) if width > 1 else None
+                self.env[s.var] = ir.Constant(ir.VectorType(I64, width), lanes) if width > 1 else ir.Constant(I64, base)
+                self.stmt(s.body)
+                base += width
             self.vector = None
             del self.env[s.var]
         elif s.kind is ForKind.PARALLEL and self.vector is None and s.extent > 1:
@@ -203,12 +210,12 @@ class FunctionEmitter:
         mtype = memory_type(buffer.dtype)
         if self.vector is None:
             return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
-        var, _ = self.vector
+        var, _, first = self.vector
         coeff = linear_coefficient(offset, var)
         if coeff == 0:
             return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
         if coeff == 1:
-            start = self.index(substitute(offset, {var: Const(0)}))
+            start = self.index(substitute(offset, {var: Const(first)}))
             return "contiguous", self.b.gep(base, [start], inbounds=True, source_etype=mtype)
         return "gather", self.index(offset)
 
@@ -512,6 +519,11 @@ class FunctionEmitter:
 def _is_packed(buffer: Buffer) -> bool:
     """Sub-byte elements are packed in global buffers; a local scratch buffer keeps one per byte."""
     return buffer.dtype.elements_per_byte > 1 and buffer.scope == "global"
+
+
+def _power_of_two_parts(n: int) -> list[int]:
+    """``n`` as descending powers of two: 24 → [16, 8], 7 → [4, 2, 1]."""
+    return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
 
 
 def _float_bits(d: DType) -> int:

@@ -79,6 +79,11 @@ def _optimized(module: ir.Module, target: Target, timings: dict[str, float]) -> 
     timings["llvm.parse"] = time.perf_counter() - start
     start = time.perf_counter()
     options = llvm.create_pipeline_tuning_options(speed_level=3)
+    # The schedules unroll what should be unrolled (register tiles). LLVM's own unroller fully
+    # unrolls short reduction loops around a tile (a conv's 3-tap kw loop) and interleaves the
+    # copies, which spills the accumulators (a 3x3 conv ran at a third of its speed); it also
+    # multiplies the code LLVM must emit.
+    options.loop_unrolling = False
     builder = llvm.create_pass_builder(tm, options)
     builder.getModulePassManager().run(parsed, builder)
     timings["llvm.optimize"] = time.perf_counter() - start

@@ -1,0 +1,158 @@
+"""The contraction schedule: a register-tiled micro-kernel over packed operand panels.
+
+For ``out[.., i, j] = sum_r A(i, r) * B(r, j)`` (recognised by access pattern, see
+``compiler.schedule.defaults``), with ``j`` the vectorized column var and ``i`` the row var:
+
+- register tile: ``mr`` rows (unrolled) × ``nr`` columns (one or two vectors), accumulators
+  kept in registers while the reduction streams (``hoist_reduction``);
+- packing (when the caller can place packed buffers): B into ``nr``-wide column panels
+  ``Bp[j // nr, r, j % nr]`` and A into ``mr``-row panels ``Ap[i // mr, r, i % mr]``, so each
+  micro-kernel reads two contiguous streams (no 4 KiB-strided rows fighting over L1 sets). A
+  constant operand is packed at compile time, another one per call when enough panels of the
+  other operand reuse it to repay the copy;
+- loop order: one operand's panel loops outside the other's, chosen by the bytes each order
+  reads from beyond L2 (``_outer_order``): usually B's column panels outside, so one B
+  micro-panel (``K × nr``) stays in L2 while the row tiles stream past it;
+- the outermost loop runs on the thread pool when there is enough work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from compiler.codegen.target import Target
+from compiler.loopir.compute import Computation, build_loops
+from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
+from compiler.loopir.stmt import ForKind, Stmt
+from compiler.schedule.packing import pack_operand
+from compiler.schedule.simplify import simplify_indices
+from compiler.schedule.transforms import annotate, hoist_reduction, merge_siblings, reorder, split
+
+# Vector registers left for the B vectors and the broadcast A value next to the accumulators.
+SPARE_REGISTERS = 4
+# Pack an operand per call only when at least this many panels of the other operand reuse it
+# and it holds at least this many elements (smaller ones stay in L1 unpacked).
+MIN_PANEL_REUSE = 4
+MIN_RUNTIME_PACK = 1 << 14
+# Bytes of an operand that stay cached while the other operand's panels stream past them
+# (half the 1 MiB L2 of a Zen 4 core; most current x86 and Arm cores have at least that).
+L2_BUDGET = 1 << 19
+
+
+@dataclass(frozen=True)
+class Tile:
+    row: Var | None
+    col: Var
+    rows: int
+    width: int
+
+
+def _coefficient(load: Load, v: Var) -> int | None:
+    return linear_coefficient(flat_index(load.buffer, load.indices), v)
+
+
+def choose_tile(c: Computation, target: Target, lanes: int, col: Var, row: Var | None) -> Tile:
+    extents = dict(zip(c.index, c.space))
+    vectors = 2 if extents[col] >= 2 * lanes else 1
+    width = min(extents[col], vectors * lanes)
+    if row is None:
+        return Tile(None, col, 1, width)
+    max_rows = max(1, (target.vector_registers - SPARE_REGISTERS) // vectors)
+    # Balance the row tiles (64 rows → 13+13+13+13+12 rather than 14*4 + an 8-row tail).
+    rows = -(-extents[row] // -(-extents[row] // max_rows))
+    return Tile(row, col, rows, width)
+
+
+def _pack_name(load: Load, blocked: Var, block: int, c: Computation) -> str:
+    # Equal names must mean equal layouts: the layout is a function of the load, the
+    # blocked var, the block and the extents, so hash exactly those.
+    extents = tuple(zip(c.index, c.space)) + tuple((a.var, a.extent) for a in c.axes)
+    digest = hashlib.sha1(repr((load.indices, blocked, block, extents)).encode()).hexdigest()[:8]
+    return f"{load.buffer.name}_pk{block}_{digest}"
+
+
+def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]) -> tuple[Computation, list[Computation]]:
+    """Pack B into column panels and A into row panels; see the module docstring."""
+    extents = dict(zip(c.index, c.space))
+    loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
+    red = math.prod(a.extent for a in c.axes)
+    packs: list[Computation] = []
+    for load in loads:
+        along_col = _coefficient(load, tile.col)
+        along_row = 0 if tile.row is None else _coefficient(load, tile.row)
+        if along_col == 1 and along_row == 0:
+            # B: column panels. Only constants: copying activations into panels measured slower than
+            # reading their rows in place (vector loads of whole cache lines, prefetched).
+            if not is_constant(load.buffer.name):
+                continue
+            blocked, block, reuse, size = tile.col, tile.width, 0, 0
+        elif along_col == 0 and along_row not in (0, None) and tile.row is not None:
+            # A: row panels, re-read once per column panel.
+            blocked, block = tile.row, tile.rows
+            reuse, size = extents[tile.col] // tile.width, extents[tile.row] * red
+        else:
+            continue
+        if not is_constant(load.buffer.name) and (reuse < MIN_PANEL_REUSE or size < MIN_RUNTIME_PACK):
+            continue
+        packed = pack_operand(c, load, blocked, block, _pack_name(load, blocked, block, c))
+        if packed is not None:
+            c, pack = packed
+            packs.append(pack)
+    return c, packs
+
+
+def _outer_order(c: Computation, tile: Tile, others: list[Var]) -> list[str]:
+    """The loops around the micro-kernel, outermost first: one operand's panels outside the other's.
+
+    The operand whose panel loops run outside is read from memory once; the other is read
+    again for each of those panels, cheaply when it fits in L2. Loops only A (B) depends on go
+    with A's (B's) panel loop, loops both or neither depend on outside everything.
+    """
+    extents = dict(zip(c.index, c.space))
+    loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
+    b_loads = [ld for ld in loads if _coefficient(ld, tile.col) != 0]
+    a_loads = [ld for ld in loads if ld not in b_loads and _coefficient(ld, tile.row) != 0]
+
+    def uses(group: list[Load], v: Var) -> bool:
+        return any(_coefficient(ld, v) != 0 for ld in group)
+
+    a_side = [v for v in others if uses(a_loads, v) and not uses(b_loads, v)]
+    b_side = [v for v in others if uses(b_loads, v) and not uses(a_loads, v)]
+    shared = [v.name for v in others if v not in a_side and v not in b_side]
+    a_loops = [v.name for v in a_side] + [f"{tile.row.name}_o"]
+    b_loops = [v.name for v in b_side] + [f"{tile.col.name}_o"]
+    a_panels = math.prod(extents[v] for v in a_side) * -(-extents[tile.row] // tile.rows)
+    b_panels = math.prod(extents[v] for v in b_side) * -(-extents[tile.col] // tile.width)
+    a_bytes = sum(ld.buffer.numel * ld.buffer.dtype.itemsize for ld in dict.fromkeys(a_loads))
+    b_bytes = sum(ld.buffer.numel * ld.buffer.dtype.itemsize for ld in dict.fromkeys(b_loads))
+    b_outside = b_bytes + a_bytes * (b_panels if a_bytes > L2_BUDGET else 1)
+    a_outside = a_bytes + b_bytes * (a_panels if b_bytes > L2_BUDGET else 1)
+    return shared + (a_loops + b_loops if a_outside < b_outside else b_loops + a_loops)
+
+
+def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
+    """The register-tiled nest of ``c`` (its loads possibly already rewritten to packed panels)."""
+    live = [(v, n) for v, n in zip(c.index, c.space) if n > 1]
+    extents = dict(live)
+    col, row = tile.col, tile.row
+    s = split(build_loops(c), col.name, tile.width)
+    col_inner = f"{col.name}_i" if extents[col] > tile.width else col.name
+    others = [v.name for v, _ in live if v not in (row, col)]
+    if row is None:
+        s = reorder(s, others + [f"{col.name}_o", col_inner])
+        s = hoist_reduction(s, [col_inner])
+        return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
+    s = split(s, row.name, tile.rows)
+    row_inner = f"{row.name}_i" if extents[row] > tile.rows else row.name
+    outer = _outer_order(c, tile, [v for v, _ in live if v not in (row, col)])
+    s = reorder(s, outer + [row_inner, col_inner])
+    # reorder distributed the outer loops over the split tails: run each outer iteration once,
+    # tails included, so a panel loaded for the main tiles is still in cache for the tails.
+    for name in outer:
+        s = merge_siblings(s, name)
+    s = hoist_reduction(s, [row_inner, col_inner])
+    s = annotate(s, row_inner, ForKind.UNROLLED)
+    return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))

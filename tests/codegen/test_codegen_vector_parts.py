@@ -1,0 +1,38 @@
+"""Vectorized loops of any extent become power-of-two vectors (no lane-by-lane stack legalization)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import compiler  # noqa: F401  (sets up llvmlite's IR layer)
+from compiler.codegen.llvm.module import BufferRef, KernelCall, build_module, emit_assembly
+from compiler.codegen.target import resolve_target
+from compiler.dtypes import DType
+from compiler.loopir.expr import Buffer, Var
+from compiler.loopir.stmt import For, ForKind, Kernel, Store
+from tests.schedule.test_schedule_transforms import run_nest
+
+i, j = Var("i"), Var("j")
+
+
+def _scale_nest(cols: int) -> tuple[For, Buffer, Buffer]:
+    x, y = Buffer("x", DType.F32, (4, cols)), Buffer("y", DType.F32, (4, cols))
+    return For(i, 4, For(j, cols, Store(y, (i, j), x[i, j] * 3.0 + 1.0), ForKind.VECTORIZED)), x, y
+
+
+def test_odd_width_uses_whole_vectors():
+    nest, x, y = _scale_nest(24)
+    tgt = resolve_target("x86_64-linux-gnu", "znver4")
+    call = KernelCall(Kernel("k", (x, y), nest), (BufferRef("input", index=0), BufferRef("output", index=0)))
+    asm = emit_assembly(build_module([call], tgt), tgt)
+    assert "vinsertps" not in asm and "zmm" in asm and "ymm" in asm
+
+
+@pytest.mark.parametrize("cols", [1, 3, 7, 24, 29])
+def test_odd_width_values(cols):
+    nest, _, _ = _scale_nest(cols)
+    xv = np.random.default_rng(0).standard_normal((4, cols)).astype(np.float32)
+    out = np.full_like(xv, np.nan)
+    run_nest(nest, {"x": xv, "y": out})
+    np.testing.assert_allclose(out, xv * 3.0 + 1.0, rtol=1e-6)
