@@ -1,4 +1,6 @@
-"""Half-precision sums (MatMul, Gemm, Reduce*, Softmax) accumulate in float32 and round once.
+"""Half-precision semantics: sums accumulate in float32, every op's result is rounded to its type.
+
+Sums (MatMul, Gemm, Reduce*, Softmax) accumulate in float32 and round once.
 
 onnx's reference (numpy) sums float16 arrays in float32 and rounds the total
 once; summing in float16 would round after every addition, which over a long
@@ -7,13 +9,17 @@ to float16 as its own op would (a product, an exp), so tilec and the
 reference agree to the last bit, up to the order of the float32 additions
 (numpy sums pairwise): at most one float16 ulp (rtol 1e-3) where that order
 flips a rounding, and bit-exact in the long-axis cases checked with ``exact``.
+
+Fused chains of bfloat16 ops (computed in float registers) round after every
+op, as separate ops would: bit-exact against the reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 from helpers_onnx import graph_model, node_model, rand, reference, run_compiled
 
@@ -58,3 +64,23 @@ def test_softmax_float16_after_matmul(compile_cache) -> None:
     nodes = [helper.make_node("MatMul", ["q", "k"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1)]
     model = graph_model(nodes, {"q": q, "k": k}, ["p"])
     _check_half(model, {"q": q, "k": k}, compile_cache, exact=True)
+
+
+@pytest.mark.parametrize("chain", [
+    [("Cast", {"to": TensorProto.BFLOAT16}), ("Cast", {"to": TensorProto.FLOAT})],   # the round trip quantizes
+    [("Cast", {"to": TensorProto.BFLOAT16}), ("Mul", {}), ("Add", {}), ("Exp", {}), ("Cast", {"to": TensorProto.FLOAT})],
+])
+def test_bfloat16_chain_rounds_after_every_op(compile_cache, chain) -> None:
+    x = rand((16, 64), seed=5, low=-2.0, high=2.0)
+    nodes, value = [], "x"
+    for k, (op, attrs) in enumerate(chain):
+        inputs = [value, value] if op in ("Mul", "Add") else [value]
+        nodes.append(helper.make_node(op, inputs, [f"v{k}"], **attrs))
+        value = f"v{k}"
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [16, 64]) for n in ("x", value)]
+    model = helper.make_model(helper.make_graph(nodes, "bf16", info[:1], info[1:]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert not np.array_equal(want, x)  # the chain does quantize
+    np.testing.assert_array_equal(run_compiled(model, {"x": x}, cache_dir=compile_cache)[0], want)
