@@ -11,7 +11,8 @@ reference agree to the last bit, up to the order of the float32 additions
 flips a rounding, and bit-exact in the long-axis cases checked with ``exact``.
 
 Fused chains of bfloat16 ops (computed in float registers) round after every
-op, as separate ops would: bit-exact against the reference.
+op, as separate ops would, and float16 libm functions (erf, asinh, ...) go
+through their float spelling: bit-exact against the reference.
 """
 
 from __future__ import annotations
@@ -84,3 +85,11 @@ def test_bfloat16_chain_rounds_after_every_op(compile_cache, chain) -> None:
     want = ReferenceEvaluator(model).run(None, {"x": x})[0]
     assert not np.array_equal(want, x)  # the chain does quantize
     np.testing.assert_array_equal(run_compiled(model, {"x": x}, cache_dir=compile_cache)[0], want)
+
+
+@pytest.mark.parametrize("op,low,high", [("Erf", -3.0, 3.0), ("Asinh", -4.0, 4.0), ("Acosh", 1.0, 5.0),
+                                         ("Atanh", -0.95, 0.95)])
+def test_float16_functions_without_llvm_intrinsic(compile_cache, op: str, low: float, high: float) -> None:
+    """Functions tilec calls from libm, which has float and double spellings only."""
+    x = rand((8, 32), seed=6, low=low, high=high, dtype="float16")
+    _check_half(node_model(op, ["x"], {"x": x}), {"x": x}, compile_cache, exact=True)

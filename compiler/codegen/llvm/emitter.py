@@ -392,6 +392,10 @@ class FunctionEmitter:
 
     def libm(self, name: str, dtype: DType, args: list[ir.Value]) -> ir.Value:
         """Call a libm function lane by lane (no LLVM intrinsic exists for it)."""
+        if dtype is DType.F16:
+            # libm has no half-precision spellings: call the float one (its result rounds back to half).
+            wide = self.libm(name, DType.F32, [self.cast(a, DType.F16, DType.F32) for a in args])
+            return self.cast(wide, DType.F32, DType.F16)
         scalar_t = value_type(dtype)
         fn = self.mod.declare(_LIBM[name][dtype is DType.F64], scalar_t, [scalar_t] * len(args))
         if not is_vector(args[0]):
