@@ -12,10 +12,10 @@ present input's type), with
 * every attribute reference (``ref_attr_name``, nested subgraphs included)
   replaced by the node's attribute of that name, else the schema's default,
   else dropped (an attribute the caller did not set is absent in the body too);
-* every body op read in the model's opset: where the body was written for
-  another version of a domain the model imports, each body op must mean the
-  same in both versions (same schema), else the node stays; domains only the
-  body uses are added to the model's opset imports.
+* every body op read in the model's opset of its domain: each must fit that
+  version's schema (the op exists, takes its attributes and its number of
+  inputs), else the node stays; domains only the body uses are added to the
+  model's opset imports at the body's version.
 
 A node is expanded when tilec has no lowering for its op, or when it carries
 graph-valued attributes (FlexAttention's ``score_mod``): lowerings never see
@@ -33,7 +33,7 @@ import onnx.defs
 from onnx import helper
 
 from compiler.frontend.loader import normalize_domain
-from compiler.frontend.rewrite import Builder, NotExpandable, has_subgraph
+from compiler.frontend.rewrite import Builder, NotExpandable, graph_attrs, has_subgraph
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -147,7 +147,7 @@ def _all_nodes(nodes: Iterable[onnx.NodeProto]) -> Iterable[onnx.NodeProto]:
     for node in nodes:
         yield node
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+            for sub in graph_attrs(attr):
                 yield from _all_nodes(sub.node)
 
 
@@ -169,7 +169,7 @@ def _with_attributes(inner: onnx.NodeProto, node: onnx.NodeProto, schema: onnx.d
             continue
         resolved = onnx.AttributeProto()
         resolved.CopyFrom(attr)
-        for sub in ([resolved.g] if attr.type == onnx.AttributeProto.GRAPH else resolved.graphs):
+        for sub in graph_attrs(resolved):
             nested = [_with_attributes(n, node, schema) for n in sub.node]
             del sub.node[:]
             sub.node.extend(nested)
