@@ -31,13 +31,14 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     ``constant_inputs`` ({"axes": np.array([1])}), and import it.
 
     ``is_supported(op_type, domain)``, when given, is asked about every node left
-    after folding, and all the refused ones are reported together (before shape
+    after folding (folding expands refused ones whose schema defines a function
+    body), and all the refused ones are reported together (before shape
     checks, whose complaints about an unknown op's outputs would hide the cause),
     with the reason an expansion (control flow, recurrences) gave up, if any.
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
-    folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)))
+    folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)), is_supported)
     if is_supported is not None:
         missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:

@@ -2,8 +2,9 @@
 
 Contract: :func:`expand_node` returns the nodes replacing a default-domain
 ``If``/``Loop``/``Scan`` (:mod:`.control_flow`) or ``RNN``/``GRU``/``LSTM``
-(:mod:`.recurrent`), having added the constants they read to the folded
-graph's constants; or None, leaving everything untouched, for any other node
+(:mod:`.recurrent`), or a node of any domain that tilec does not lower but
+whose schema defines a function body (:mod:`.functions`), having added the
+constants they read to the folded graph's constants; or None, leaving everything untouched, for any other node
 and for one that cannot be expanded with what is known so far (folding
 rounds may still make a trip count or a shape static). For a node that stays,
 :func:`refusal` says why in words fit for an ``UnsupportedOpError``.
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import onnx
 
-from compiler.frontend import control_flow, recurrent
+from compiler.frontend import control_flow, functions, recurrent
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import Builder, NameSource, NotExpandable
 
@@ -50,6 +51,8 @@ def refusal(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> No
 
 def _expand(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> Builder | None:
     expander = EXPANDERS.get(node.op_type) if normalize_domain(node.domain) == "" else None
+    if expander is None and functions.wants_function(node, state):
+        expander = functions.expand_function
     if expander is None:
         return None
     builder = Builder(names, f"{node.name or node.op_type}/", state.opsets.get("", 0))

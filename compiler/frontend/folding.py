@@ -10,7 +10,8 @@ shape inference,
 * ``Shape``/``Size`` of a value with a fully static shape became constants,
 * control flow and recurrent nodes were expanded into plain nodes where
   :mod:`.expand` can (an ``If`` with a constant condition became the chosen
-  branch, for instance),
+  branch, for instance), and so were nodes ``is_supported`` refuses (or that
+  carry subgraphs) whose schema defines a function body,
 
 so that shape computations (``Shape -> Gather -> Concat -> Reshape``) leave
 only static shapes behind. Random ops and nodes with subgraphs are never
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
@@ -71,6 +72,8 @@ class FoldedGraph:
     opsets: dict[str, int]
     types: dict[str, onnx.TypeProto] = field(default_factory=dict)
     declared: list[onnx.ValueInfoProto] = field(default_factory=list)  # value_info, fallback types
+    # Whether tilec lowers (op_type, domain); None: every op counts as lowered.
+    is_supported: Callable[[str, str], bool] | None = None
 
     def as_graph(self) -> onnx.GraphProto:
         """The graph without initializers (constants travel separately to shape inference)."""
@@ -86,8 +89,12 @@ class FoldedGraph:
         return static_shape(t) if t is not None else None
 
 
-def fold_model(model: onnx.ModelProto) -> FoldedGraph:
-    """Fold ``model`` to a fixpoint (see the module docstring); the model itself is not modified."""
+def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] | None = None) -> FoldedGraph:
+    """Fold ``model`` to a fixpoint (see the module docstring); the model itself is not modified.
+
+    ``is_supported(op_type, domain)`` says which ops tilec lowers; without it no op is expanded
+    into its function body for want of a lowering.
+    """
     graph = model.graph
     state = FoldedGraph(
         name=graph.name,
@@ -97,6 +104,7 @@ def fold_model(model: onnx.ModelProto) -> FoldedGraph:
         constants={t.name: numpy_helper.to_array(t) for t in graph.initializer},
         opsets=opsets_of(model),
         declared=list(graph.value_info),
+        is_supported=is_supported,
     )
     names = NameSource(all_names(graph))
     for _ in range(_MAX_ROUNDS):
@@ -137,10 +145,8 @@ def _fold_round(state: FoldedGraph, names: NameSource) -> bool:
 
 def _fold_node(node: onnx.NodeProto, state: FoldedGraph, names: NameSource) -> list[onnx.NodeProto] | None:
     """None to keep ``node``; otherwise the nodes replacing it (constants land in ``state``)."""
-    if normalize_domain(node.domain) not in _FOLDABLE_DOMAINS or node.op_type in RANDOM_OPS:
-        return None
     expanded = expand_node(node, state, names)
-    if expanded is not None or has_subgraph(node):
+    if expanded is not None or not is_foldable(node.op_type, node.domain, has_subgraph(node)):
         return expanded
     folded = _fold_shape_query(node, state)
     if folded is None and all(not n or n in state.constants for n in node.input):

@@ -27,7 +27,9 @@ stored (like the normalizations' ``stash_type``); softmax runs in float64 when
 softcap, 2 after adding the bias, 3 the probabilities, cast to the input type.
 
 FlexAttention is the same core without masks (4-D, GQA, ``softmax_precision``);
-its ``score_mod``/``prob_mod`` subgraphs are refused.
+a node with ``score_mod``/``prob_mod`` subgraphs never gets here: the frontend
+inlines its schema's function body instead (compiler/frontend/functions.py), so
+the lowering refuses them only in graphs built without the frontend.
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ def _placeholder(ctx: LoweringContext, k: int) -> Tensor:
 
 def flex_attention(ctx: LoweringContext) -> list[Tensor]:
     """ai.onnx.preview FlexAttention: 4-D GQA attention in ``softmax_precision``; score_mod/prob_mod
-    subgraphs are refused (they would have to be lowered inside this node)."""
+    subgraphs are refused (the frontend expands such nodes into their function body)."""
     for name in ("score_mod", "prob_mod"):
         if ctx.attr(name) is not None:
             ctx.unsupported(f"the {name} subgraph attribute is not supported")

@@ -2,7 +2,9 @@
 
 Both are one sum-reduction over K; the default schedule recognises the
 contraction and register-tiles it, and the driver fuses bias and activation
-consumers into the store as an epilogue.
+consumers into the store as an epilogue. Half-precision products accumulate
+in float32 and round once to the output type (as numpy and Conv do): summing
+in half precision would round after every addition.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Callable
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, cast, const
 from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.reduce import accumulator_type
 from compiler.ops.registry import OpDef, defop
 
 
@@ -41,7 +44,9 @@ def matmul_of(ctx: LoweringContext, a: Tensor, b: Tensor, out_shape: tuple[int, 
 
 def matmul(ctx: LoweringContext) -> list[Tensor]:
     out = ctx.output_type(0)
-    return [matmul_of(ctx, ctx.input(0), ctx.input(1), out.shape, out.dtype)]
+    acc = accumulator_type(out.dtype)
+    return [matmul_of(ctx, ctx.input(0), ctx.input(1), out.shape, acc,
+                      None if acc is out.dtype else lambda value, i: cast(value, out.dtype))]
 
 
 def gemm(ctx: LoweringContext) -> list[Tensor]:
@@ -52,18 +57,20 @@ def gemm(ctx: LoweringContext) -> list[Tensor]:
     k_extent = a.shape[0] if trans_a else a.shape[1]
     c = ctx.input(2) if ctx.has_input(2) else None
 
+    work = accumulator_type(out.dtype)
+
     def body(i: Index, r: Index) -> Expr:
         k = r[0]
         x = a[k, i[0]] if trans_a else a[i[0], k]
         y = b[i[1], k] if trans_b else b[k, i[1]]
-        return x * y
+        return cast(x, work) * cast(y, work)
 
     def epilogue(acc: Expr, i: Index) -> Expr:
         value = acc if alpha == 1.0 else acc * const(alpha, acc.dtype)
         if c is not None and beta != 0.0:
-            bias = c.at_broadcast(i)
+            bias = cast(c.at_broadcast(i), work)
             value = value + (bias if beta == 1.0 else bias * const(beta, acc.dtype))
-        return value
+        return cast(value, out.dtype)
 
     return [ctx.reduce(out.shape, [k_extent], body, "sum", epilogue, name="gemm")]
 

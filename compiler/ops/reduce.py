@@ -1,4 +1,8 @@
-"""Reduce* ops (axes as attribute or, from opset 13/18, as an input; keepdims; noop_with_empty_axes)."""
+"""Reduce* ops (axes as attribute or, from opset 13/18, as an input; keepdims; noop_with_empty_axes).
+
+Sums and products of half-precision values accumulate in float32 (``accumulator_type``), each
+element rounded to the input type first (as numpy does), and round once at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 
 from typing import Callable
 
+from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, call, cast, const
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -22,6 +27,11 @@ _REDUCTIONS: dict[str, tuple[str, Callable[[Expr], Expr], Callable[[Expr, int], 
     "ReduceSumSquare": ("sum", lambda v: v * v, lambda a, n: a),
     "ReduceLogSum": ("sum", lambda v: v, lambda a, n: call("log", a)),
 }
+
+
+def accumulator_type(dtype: DType) -> DType:
+    """The type a sum of ``dtype`` values accumulates in: float32 for the half-precision types."""
+    return DType.F32 if dtype in (DType.F16, DType.BF16) else dtype
 
 
 def reduce_axes(ctx: LoweringContext, rank: int, input_index: int = 1) -> list[int]:
@@ -60,8 +70,10 @@ def _lower(name: str):
         keep = bool(ctx.attr("keepdims", 1))
         out = ctx.output_type(0)
         _, extents, count = reduced_space(x.shape, axes)
+        # max/min are exact in any type; sums and products accumulate wider.
+        work = x.dtype if combiner in ("max", "min") else accumulator_type(x.dtype)
         return [ctx.reduce(out.shape, extents,
-                           lambda i, r: element(x[source_index(x.rank, axes, keep, i, r)]), combiner,
+                           lambda i, r: cast(element(x[source_index(x.rank, axes, keep, i, r)]), work), combiner,
                            lambda acc, i: cast(finish(acc, count), out.dtype), name=name.lower())]
 
     return lower
@@ -77,9 +89,10 @@ def _log_sum_exp(ctx: LoweringContext) -> list[Tensor]:
         return source_index(x.rank, axes, keep, i, r)
 
     extents = [x.shape[a] for a in axes]
+    work = accumulator_type(x.dtype)
     peak = ctx.reduce(out.shape, extents, lambda i, r: x[source(i, r)], "max", name="lse_max", materialize=True)
-    return [ctx.reduce(out.shape, extents, lambda i, r: call("exp", x[source(i, r)] - peak[i]), "sum",
-                       lambda acc, i: call("log", acc) + peak[i], name="logsumexp")]
+    return [ctx.reduce(out.shape, extents, lambda i, r: cast(call("exp", x[source(i, r)] - peak[i]), work), "sum",
+                       lambda acc, i: cast(call("log", acc) + cast(peak[i], work), out.dtype), name="logsumexp")]
 
 
 OPS: list[OpDef] = [defop(name, _lower(name)) for name in _REDUCTIONS] + [defop("ReduceLogSumExp", _log_sum_exp)]

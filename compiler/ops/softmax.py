@@ -7,9 +7,9 @@ trailing dims are one row); from 13 on it normalizes along ``axis`` alone.
 
 from __future__ import annotations
 
-from compiler.loopir.expr import Expr, call
+from compiler.loopir.expr import Expr, call, cast
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.reduce import reduced_space, source_index
+from compiler.ops.reduce import accumulator_type, reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
 
 
@@ -24,8 +24,10 @@ def softmax_over(ctx: LoweringContext, x: Tensor, axes: list[int], log: bool) ->
         return tuple(0 if d in axes else i[d] for d in range(x.rank))
 
     peak = ctx.reduce(stat_shape, extents, row, "max", name="softmax_max", materialize=True)
-    total = ctx.reduce(stat_shape, extents, lambda i, r: call("exp", row(i, r) - peak[i]), "sum",
-                       name="softmax_sum", materialize=True)
+    # Half-precision exps (each rounded, like the numerators) are summed in float32, rounded once.
+    work = accumulator_type(x.dtype)
+    total = ctx.reduce(stat_shape, extents, lambda i, r: cast(call("exp", row(i, r) - peak[i]), work), "sum",
+                       lambda acc, i: cast(acc, x.dtype), name="softmax_sum", materialize=True)
     if log:
         return ctx.compute(x.shape, lambda i: x[i] - peak[stat(i)] - call("log", total[stat(i)]),
                            dtype=x.dtype, name="logsoftmax")

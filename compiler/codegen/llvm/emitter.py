@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import llvmlite
 import llvmlite.ir as ir
+import ml_dtypes
+import numpy as np
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient, substitute
@@ -378,15 +380,22 @@ class FunctionEmitter:
         if isinstance(e, Load):
             return self.load(e)
         if isinstance(e, Binary):
-            return self.binary(e)
+            return self._bf16_rounded(self.binary(e), e.dtype)
         if isinstance(e, Call):
-            return self.call(e)
+            return self._bf16_rounded(self.call(e), e.dtype)
         if isinstance(e, Select):
             c, t, f = self._match(self.expr(e.cond), self.expr(e.true_value), self.expr(e.false_value))
             return self.b.select(c, t, f)
         if isinstance(e, Cast):
             return self.cast(self.expr(e.value), e.value.dtype, e.type, e.saturate, e.round_mode)
         raise TypeError(f"cannot emit {type(e).__name__}")
+
+    def _bf16_rounded(self, v: ir.Value, dtype: DType) -> ir.Value:
+        """A bfloat16 result (computed in a float register) rounded to bfloat16, as each op's output
+        must be: without it a fused chain of bfloat16 ops would round only when stored."""
+        if dtype is not DType.BF16:
+            return v
+        return self._from_memory(self._float_to_bf16(v, v.type.count if is_vector(v) else None), DType.BF16)
 
     def binary(self, e: Binary) -> ir.Value:
         a, b = self._match(self.expr(e.a), self.expr(e.b))
@@ -459,6 +468,10 @@ class FunctionEmitter:
 
     def libm(self, name: str, dtype: DType, args: list[ir.Value]) -> ir.Value:
         """Call a libm function lane by lane (no LLVM intrinsic exists for it)."""
+        if dtype is DType.F16:
+            # libm has no half-precision spellings: call the float one (its result rounds back to half).
+            wide = self.libm(name, DType.F32, [self.cast(a, DType.F16, DType.F32) for a in args])
+            return self.cast(wide, DType.F32, DType.F16)
         scalar_t = value_type(dtype)
         fn = self.mod.declare(_LIBM[name][dtype is DType.F64], scalar_t, [scalar_t] * len(args))
         if not is_vector(args[0]):
@@ -540,6 +553,9 @@ def constant(e: Const) -> ir.Constant:
     t = value_type(e.dtype)
     if e.dtype is DType.BOOL:
         return ir.Constant(I1, int(bool(e.value)))
+    if e.dtype is DType.BF16:
+        # The nearest bfloat16 (ml_dtypes rounds to nearest even, as the stores do).
+        return ir.Constant(t, float(np.array(e.value, np.float32).astype(ml_dtypes.bfloat16)))
     if e.dtype.is_float:
         return ir.Constant(t, float(e.value))
     # Wrap to the type's width (e.g. a folded cast of 200 to int4), as the conversion would.

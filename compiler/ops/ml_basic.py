@@ -1,0 +1,126 @@
+"""ai.onnx.ml element maps: Binarizer, ArrayFeatureExtractor, LabelEncoder (numeric keys and values).
+
+* ``Binarizer``: 1 where ``x > threshold``, else 0 (NaN gives 0), in x's type.
+* ``ArrayFeatureExtractor``: the last axis of X gathered at the (run-time)
+  indices Y, flattened; a 1-D X gives a ``[1, n]`` result (as onnxruntime and
+  the reference do); negative indices count from the end.
+* ``LabelEncoder`` (opsets 2 and 4): each element replaced by the value of the
+  matching key, else the default. Keys and values come from ``keys_floats`` /
+  ``keys_int64s`` / ``keys_tensor`` and ``values_floats`` / ``values_int64s``
+  / ``values_tensor``; a repeated key takes the last value. From opset 4 a
+  NaN key matches every NaN input; in opset 2 it matches nothing (the spec
+  speaks of bitwise matching, but onnxruntime and the reference compare with
+  ``==``, and tilec follows them). Defaults follow the schema: -0.0 for
+  floats, -1 for integers, or ``default_*``. String keys or values (and
+  opset 1, which is all strings) are refused: tilec has no string tensors.
+
+The lookup is one reduction over the (deduplicated) keys giving the matching
+key's position, then a gather of the values table; both tables are
+compile-time constants.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.dtypes import DType
+from compiler.loopir.expr import Const, Expr, call, compare, const, max_, select
+from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.indexing import wrap_index
+from compiler.ops.registry import OpDef, defop
+from compiler.ops.shape import _unravel
+
+_ML = "ai.onnx.ml"
+
+
+def binarizer(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    threshold = const(float(ctx.attr("threshold", 0.0)), x.dtype)
+    one, zero = const(1, x.dtype), const(0, x.dtype)
+    return [ctx.compute(x.shape, lambda i: select(compare("gt", x[i], threshold), one, zero), dtype=x.dtype,
+                        name="binarizer")]
+
+
+def array_feature_extractor(ctx: LoweringContext) -> list[Tensor]:
+    x, indices = ctx.input(0), ctx.input(1)
+    out = ctx.output_type(0)
+    count = math.prod(indices.shape)
+    if out.shape[-1] != count:
+        ctx.unsupported(f"the output's last dimension {out.shape[-1]} is not the number of indices {count}")
+
+    def read(i: Index) -> Expr:
+        k = wrap_index(indices[_unravel(i[-1], indices.shape)], x.shape[-1])
+        return x[(*i[:-1], k) if x.rank > 1 else (k,)]
+
+    return [ctx.compute(out.shape, read, dtype=x.dtype, name="feature_extractor")]
+
+
+def label_encoder(ctx: LoweringContext) -> list[Tensor]:
+    x = ctx.input(0)
+    keys, values, default = _label_tables(ctx)
+    if DType.from_numpy(keys.dtype) is not x.dtype:
+        ctx.unsupported(f"the keys are {keys.dtype}, the input {x.dtype.value}; they must match")
+    nan_keys = np.flatnonzero(np.isnan(keys)) if keys.dtype.kind == "f" and ctx.opset >= 4 else []
+    # Last occurrence wins: keep each key's last position (one for all NaN keys, which match any NaN).
+    last = {k: j for j, k in enumerate(keys.tolist()) if not (isinstance(k, float) and math.isnan(k))}
+    order = sorted(last.values())
+    table = ctx.add_constant(keys[order], "label_keys")
+    targets = ctx.add_constant(values[order], "label_values")
+    out_type = DType.from_numpy(values.dtype)
+    default_value = const(default.item(), out_type)
+
+    def position(i: Index, r: Index) -> Expr:
+        return select(compare("eq", x[i], table[r[0]]), r[0], Const(-1))
+
+    found = ctx.reduce(x.shape, [len(order)], position, "max", name="label_position",
+                       materialize=True) if order else None
+    nan_value = const(values[nan_keys[-1]].item(), out_type) if len(nan_keys) else None
+
+    def lookup(i: Index) -> Expr:
+        value: Expr = default_value
+        if found is not None:
+            value = select(compare("ge", found[i], 0), targets[max_(found[i], 0)], value)
+        if nan_value is not None:
+            value = select(call("isnan", x[i], dtype=DType.BOOL), nan_value, value)
+        return value
+
+    return [ctx.compute(x.shape, lookup, dtype=out_type, name="label_encoder")]
+
+
+def _label_tables(ctx: LoweringContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keys, values (1-D arrays) and the default (a 0-d array of the values' type)."""
+    if ctx.opset < 2 or ctx.attr("keys_strings") is not None or ctx.attr("values_strings") is not None:
+        ctx.unsupported("string keys or values are not supported (tilec has no string tensors)")
+    keys = _table(ctx, {"keys_floats": np.float32, "keys_int64s": np.int64, "keys_tensor": None}, "keys")
+    values = _table(ctx, {"values_floats": np.float32, "values_int64s": np.int64, "values_tensor": None}, "values")
+    if keys.dtype.kind not in "fiu" or values.dtype.kind not in "fiu":
+        ctx.unsupported(f"keys of type {keys.dtype} and values of type {values.dtype} are not supported "
+                        "(string tensors are not)")
+    if keys.shape != values.shape:
+        ctx.unsupported(f"{keys.size} keys but {values.size} values")
+    if ctx.attr("values_tensor") is not None:
+        given = ctx.attr("default_tensor")
+        default = np.asarray(given).reshape(-1)[0] if given is not None else \
+            np.array(-0.0 if values.dtype.kind == "f" else -1)
+    else:
+        name = "default_float" if values.dtype.kind == "f" else "default_int64"
+        default = np.array(ctx.attr(name, -0.0 if values.dtype.kind == "f" else -1))
+    return keys, values, np.asarray(default).astype(values.dtype)
+
+
+def _table(ctx: LoweringContext, attrs: dict[str, type | None], what: str) -> np.ndarray:
+    given = [(name, dtype) for name, dtype in attrs.items() if ctx.attr(name) is not None]
+    if len(given) != 1:
+        ctx.unsupported(f"exactly one {what}_* attribute must be set (got {', '.join(n for n, _ in given) or 'none'})")
+    name, dtype = given[0]
+    array = np.asarray(ctx.attr(name))
+    return (array if dtype is None else array.astype(dtype)).reshape(-1)
+
+
+OPS: list[OpDef] = [
+    defop("Binarizer", binarizer, kind="elementwise", domain=_ML),
+    defop("ArrayFeatureExtractor", array_feature_extractor, domain=_ML),
+    defop("LabelEncoder", label_encoder, domain=_ML, since=2),
+]

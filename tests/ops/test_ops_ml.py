@@ -1,0 +1,251 @@
+"""ai.onnx.ml ops (compiler/ops/ml_basic.py, ml_trees.py) against onnx's reference or onnxruntime.
+
+The lookups and tree walks are exact (comparisons and gathers): results must
+match bit for bit, except for aggregations (float32 sums of a few weights that
+are multiples of 1/4, also exact) and transcendental post transforms (rtol 1e-5, atol 1e-5).
+Oracles: onnx's ReferenceEvaluator, except where it deviates from the spec
+(it ignores TreeEnsemble's post_transform, gives MIN/MAX targets no leaf reaches
+the type's extremes, and ends a member set at a member 0.0) or lacks a rule
+(LabelEncoder-4's NaN keys); there onnxruntime or numpy on the spec is the oracle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from compiler.errors import CompileError
+from helpers_onnx import compiled, ort_reference, rand, run_compiled
+
+
+def _ml_model(op: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any], opset: int,
+              expected: list[np.ndarray] | None = None) -> onnx.ModelProto:
+    """One ai.onnx.ml node reading ``inputs``; output types from ``expected`` or the reference."""
+    node = helper.make_node(op, list(inputs), ["y"], domain="ai.onnx.ml", **attrs)
+    infos = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for k, v in inputs.items()]
+
+    def build(out: onnx.ValueInfoProto) -> onnx.ModelProto:
+        model = helper.make_model(helper.make_graph([node], "ml", infos, [out]),
+                                  opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", opset)])
+        model.ir_version = 10
+        return model
+
+    if expected is None:
+        expected = ReferenceEvaluator(build(helper.make_empty_tensor_value_info("y"))).run(None, inputs)
+    y = np.asarray(expected[0])
+    return build(helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(y.dtype), y.shape))
+
+
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], expected: list[np.ndarray] | None = None,
+           cache=None, rtol: float = 0.0, atol: float = 0.0) -> None:
+    expected = ReferenceEvaluator(model).run(None, feeds) if expected is None else expected
+    got = run_compiled(model, feeds, cache_dir=cache)[0]
+    want = np.asarray(expected[0])
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+# --- Binarizer, ArrayFeatureExtractor ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "int32"])
+def test_binarizer(compile_cache, dtype: str) -> None:
+    x = (rand((3, 4, 5), seed=1) * 4).astype(dtype)
+    if dtype.startswith("float"):
+        x[0, 0, :2] = np.nan
+    model = _ml_model("Binarizer", {"x": x}, {"threshold": 1.0}, 1)
+    _check(model, {"x": x}, cache=compile_cache)
+
+
+@pytest.mark.parametrize("x_shape,indices", [
+    ((3, 4), np.array([0, 3, 3], np.int64)),
+    ((2, 3, 5), np.array([[4, -1], [0, 2]], np.int64)),  # 2-D indices flatten; -1 is the last feature
+    ((5,), np.array([1, 4], np.int64)),                   # 1-D data gives one row
+])
+def test_array_feature_extractor(compile_cache, x_shape, indices) -> None:
+    for dtype in ("float32", "int64"):
+        x = (rand(x_shape, seed=2) * 10).astype(dtype)
+        model = _ml_model("ArrayFeatureExtractor", {"x": x, "i": indices}, {}, 1)
+        _check(model, {"x": x, "i": indices}, cache=compile_cache)
+
+
+# --- LabelEncoder ------------------------------------------------------------------------
+
+
+def _tensor(values: list, dtype: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, dtype))
+
+
+@pytest.mark.parametrize("attrs,x", [
+    ({"keys_int64s": [1, 3, 5, 3], "values_floats": [0.5, 1.5, 2.5, 9.0]}, np.array([[1, 2, 3], [4, 5, 6]], np.int64)),
+    ({"keys_int64s": [7], "values_int64s": [70], "default_int64": 5}, np.array([7, 8, 7], np.int64)),
+    ({"keys_floats": [1.0, float("nan"), 0.25], "values_int64s": [7, 8, 9]},  # a NaN key matches nothing in opset 2
+     np.array([1.0, np.nan, 0.25, -1.0], np.float32)),
+])
+def test_label_encoder_opset2(compile_cache, attrs, x) -> None:
+    model = _ml_model("LabelEncoder", {"x": x}, attrs, 2)
+    _check(model, {"x": x}, cache=compile_cache)
+
+
+def test_label_encoder_opset4_tensors(compile_cache) -> None:
+    x = np.array([[1, 6, 2], [6, 6, 9]], np.int32)
+    attrs = {"keys_tensor": _tensor([1, 6, 9, 1], "int32"), "values_tensor": _tensor([10, 60, 90, -10], "int16"),
+             "default_tensor": _tensor([3], "int16")}
+    _check(_ml_model("LabelEncoder", {"x": x}, attrs, 4), {"x": x}, cache=compile_cache)
+
+
+def test_label_encoder_opset4_nan_key_matches_any_nan(compile_cache) -> None:
+    x = np.array([np.nan, -np.nan, 2.0, 3.0], np.float64)
+    attrs = {"keys_tensor": _tensor([np.nan, 2.0], "float64"), "values_tensor": _tensor([1.5, 2.5], "float64")}
+    expected = [np.array([1.5, 1.5, 2.5, -0.0])]
+    model = _ml_model("LabelEncoder", {"x": x}, attrs, 4, expected)
+    np.testing.assert_array_equal(ort_reference(model, {"x": x})[0], expected[0])
+    _check(model, {"x": x}, expected, cache=compile_cache)
+
+
+def test_label_encoder_refuses_strings(tmp_path) -> None:
+    x = np.array([1, 2], np.int64)
+    model = _ml_model("LabelEncoder", {"x": x}, {"keys_int64s": [1], "values_strings": ["a"]}, 2,
+                      expected=[np.array(["a", ""])])
+    with pytest.raises(CompileError, match="(?i)string"):
+        compiled(model, tmp_path)
+
+
+# --- TreeEnsemble --------------------------------------------------------------------------
+
+
+def _forest(rng: np.random.Generator, trees: int, features: int, targets: int, depth: int, modes: tuple[int, ...],
+            dtype: str = "float32", tracks: bool = True) -> dict[str, Any]:
+    """Random trees in TreeEnsemble's attributes; splits, weights and members on coarse grids so ties occur."""
+    cols: dict[str, list] = {k: [] for k in ("feature", "true", "false", "true_leaf", "false_leaf", "mode", "split",
+                                             "nan_true")}
+    weights: list[float] = []
+    target_ids: list[int] = []
+    members: list[float] = []
+
+    def leaf() -> int:
+        weights.append(float(rng.integers(-8, 9)) / 4)
+        target_ids.append(int(rng.integers(targets)))
+        return len(weights) - 1
+
+    def node(level: int) -> int:
+        i = len(cols["mode"])
+        for c in cols.values():
+            c.append(0)
+        mode = int(rng.choice(modes))
+        cols["mode"][i], cols["feature"][i] = mode, int(rng.integers(features))
+        cols["split"][i] = float(rng.integers(-4, 5)) / 4
+        cols["nan_true"][i] = int(rng.integers(2)) if tracks else 0
+        if mode == 6:  # members avoid 0.0, which ends a set early in the reference
+            members.extend(sorted(set(rng.choice([-2.0, -1.0, 0.5, 1.0, 2.0], int(rng.integers(1, 4))).tolist())))
+            members.append(np.nan)
+        for side in ("true", "false"):
+            is_leaf = level >= depth or rng.random() < 0.3
+            cols[f"{side}_leaf"][i] = int(is_leaf)
+            cols[side][i] = leaf() if is_leaf else node(level + 1)
+        return i
+
+    roots = [node(1) for _ in range(trees)]
+    attrs = {"nodes_featureids": cols["feature"], "nodes_truenodeids": cols["true"], "nodes_falsenodeids": cols["false"],
+             "nodes_trueleafs": cols["true_leaf"], "nodes_falseleafs": cols["false_leaf"], "tree_roots": roots,
+             "nodes_modes": _tensor(cols["mode"], "uint8"), "nodes_splits": _tensor(cols["split"], dtype),
+             "leaf_weights": _tensor(weights, dtype), "leaf_targetids": target_ids, "n_targets": targets}
+    if tracks:
+        attrs["nodes_missing_value_tracks_true"] = cols["nan_true"]
+    if members:
+        attrs["membership_values"] = _tensor(members, dtype)
+    return attrs
+
+
+def _features(rng: np.random.Generator, shape: tuple[int, int], dtype: str = "float32") -> np.ndarray:
+    """Features on the splits' and members' grid (ties), with NaNs."""
+    x = rng.integers(-10, 11, shape) / 4
+    x[rng.random(shape) < 0.1] = np.nan
+    return x.astype(dtype)
+
+
+def _tree_model(attrs: dict[str, Any], x: np.ndarray, targets: int, **extra: Any) -> onnx.ModelProto:
+    return _ml_model("TreeEnsemble", {"x": x}, {**attrs, **extra}, 5,
+                     expected=[np.zeros((x.shape[0], targets), x.dtype)])
+
+
+@pytest.mark.parametrize("modes", [(0,), (1,), (2,), (3,), (4,), (5,), (6,), (0, 1, 2, 3, 4, 5, 6)])
+@pytest.mark.parametrize("tracks", [False, True])
+def test_tree_ensemble_walk(compile_cache, modes, tracks) -> None:
+    """Every branch mode, alone and mixed, with and without NaNs tracking the true branch."""
+    rng = np.random.default_rng(sum(modes) * 2 + tracks)
+    attrs = _forest(rng, trees=4, features=3, targets=2, depth=4, modes=modes, tracks=tracks)
+    x = _features(rng, (64, 3))
+    model = _tree_model(attrs, x, 2)
+    _check(model, {"x": x}, cache=compile_cache)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_tree_ensemble_dtypes(compile_cache, dtype) -> None:
+    rng = np.random.default_rng(7)
+    attrs = _forest(rng, trees=3, features=4, targets=3, depth=5, modes=(0, 2, 6), dtype=dtype)
+    x = _features(rng, (16, 4), dtype)
+    _check(_tree_model(attrs, x, 3), {"x": x}, cache=compile_cache)
+
+
+@pytest.mark.parametrize("aggregate", [0, 1, 2, 3])
+def test_tree_ensemble_aggregates(compile_cache, aggregate) -> None:
+    """AVERAGE, SUM, MIN, MAX against onnxruntime (0 for a target no leaf reaches)."""
+    rng = np.random.default_rng(11 + aggregate)
+    attrs = _forest(rng, trees=5, features=4, targets=4, depth=4, modes=(0, 1, 3, 5))
+    x = _features(rng, (32, 4))
+    model = _tree_model(attrs, x, 4, aggregate_function=aggregate)
+    _check(model, {"x": x}, ort_reference(model, {"x": x}), cache=compile_cache, rtol=1e-6)
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("transform,targets", [(1, 3), (2, 3), (3, 3), (4, 3), (4, 1), (2, 1)])
+def test_tree_ensemble_post_transforms(compile_cache, transform, targets) -> None:
+    """SOFTMAX and LOGISTIC per the spec on onnxruntime's raw scores (it swaps the two codes);
+    SOFTMAX_ZERO and PROBIT (and the single-target rule) as onnxruntime computes them."""
+    rng = np.random.default_rng(20 + transform)
+    attrs = _forest(rng, trees=4, features=3, targets=targets, depth=3, modes=(0, 2))
+    if transform == 4:  # probit wants scores in (0, 1): one tree of small positive weights
+        attrs = _forest(rng, trees=1, features=3, targets=targets, depth=3, modes=(0, 2))
+        attrs["leaf_weights"] = _tensor(rng.uniform(0.05, 0.95, len(attrs["leaf_targetids"])), "float32")
+    x = _features(rng, (24, 3))
+    model = _tree_model(attrs, x, targets, post_transform=transform)
+    if transform in (1, 2) and targets > 1:
+        raw = ort_reference(_tree_model(attrs, x, targets), {"x": x})[0].astype(np.float64)
+        expected = _softmax(raw) if transform == 1 else 1 / (1 + np.exp(-raw))
+        expected = [expected.astype(np.float32)]
+    else:
+        expected = ort_reference(model, {"x": x})
+    # PROBIT's closed form cancels near p = 0.5: float32 libm differences show as ~1e-5 relative there.
+    _check(model, {"x": x}, expected, cache=compile_cache, rtol=1e-5, atol=1e-5)
+
+
+def test_tree_ensemble_single_leaf_tree(compile_cache) -> None:
+    """A tree that is one leaf: a node whose true and false branches name the same leaf."""
+    attrs = {"nodes_featureids": [0, 0], "nodes_truenodeids": [0, 1], "nodes_falsenodeids": [0, 2],
+             "nodes_trueleafs": [1, 1], "nodes_falseleafs": [1, 1], "tree_roots": [0, 1],
+             "nodes_modes": _tensor([0, 0], "uint8"), "nodes_splits": _tensor([0.0, 0.5], "float32"),
+             "leaf_weights": _tensor([2.0, 3.0, 5.0], "float32"), "leaf_targetids": [0, 1, 1], "n_targets": 2}
+    x = np.array([[0.0], [1.0], [np.nan]], np.float32)
+    model = _tree_model(attrs, x, 2)
+    _check(model, {"x": x}, [np.array([[2, 3], [2, 5], [2, 5]], np.float32)], cache=compile_cache)
+
+
+def test_tree_ensemble_refuses_a_cycle(tmp_path) -> None:
+    attrs = {"nodes_featureids": [0, 0], "nodes_truenodeids": [1, 0], "nodes_falsenodeids": [0, 0],
+             "nodes_trueleafs": [0, 0], "nodes_falseleafs": [1, 1], "tree_roots": [0],
+             "nodes_modes": _tensor([0, 0], "uint8"), "nodes_splits": _tensor([0.0, 0.5], "float32"),
+             "leaf_weights": _tensor([1.0], "float32"), "leaf_targetids": [0], "n_targets": 1}
+    x = np.zeros((2, 1), np.float32)
+    with pytest.raises(CompileError, match="cycle"):
+        compiled(_tree_model(attrs, x, 1), tmp_path)
