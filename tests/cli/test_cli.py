@@ -262,8 +262,9 @@ def test_support_table(capsys):
     assert rows["Conv"][1:3] == ["ai.onnx", "compute"]
     assert rows["MatMul"][1] == "ai.onnx"
     assert rows["Relu"][2] == "elementwise"
-    names = [line.split()[0] for line in out.splitlines()[2:-1]]
-    assert names == sorted(names)
+    keys = [(line.split()[1] != "ai.onnx", line.split()[1], line.split()[0]) for line in out.splitlines()[2:-1]]
+    assert keys == sorted(keys)  # the default domain first, then by domain and op
+    assert rows["TreeEnsemble"][1] == "ai.onnx.ml"
 
 
 def test_support_markdown(capsys):
