@@ -62,6 +62,8 @@ def classify(message: str, ops: list[str]) -> str:
         return f"random op ({', '.join(random)}): outputs differ per run"
     if training := sorted(TRAINING_OPS & set(ops)):
         return f"training op ({', '.join(training)})"
+    if "DataDependentError" in first:
+        return "data-dependent shape: a size is computed from run-time tensor data"
     if "unsupported operators" in message:
         missing = sorted(set(re.findall(r"^\s+([\w.]+) '", message, re.M)))
         return f"unsupported op {', '.join(missing)}"
