@@ -196,8 +196,11 @@ class StmtEmitter:
         elif isinstance(s, Store):
             self.store(s, depth)
         elif isinstance(s, Alloc):
-            self.line(depth, f"{value_type(s.buffer.dtype)} {_local_name(s.buffer)}[{max(1, s.buffer.numel)}];")
-            self.stmt(s.body, depth)
+            # A block of its own: a schedule may allocate the same accumulator again (a tail tile).
+            self.line(depth, "{")
+            self.line(depth + 1, f"{value_type(s.buffer.dtype)} {_local_name(s.buffer)}[{max(1, s.buffer.numel)}];")
+            self.stmt(s.body, depth + 1)
+            self.line(depth, "}")
         elif isinstance(s, For):
             self.loop(s, depth)
         else:
