@@ -261,7 +261,9 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
-    body = seq(*(schedule_computation(c, state.target) for c in comps))
+    # A target with schedules of its own (CUDA: blocks, threads, shared memory) replaces the CPU defaults.
+    own_schedule = getattr(state.target, "schedule_computation", None)
+    body = seq(*(own_schedule(c) if own_schedule else schedule_computation(c, state.target) for c in comps))
     params: dict[str, Buffer] = {}
     for buffer, _ in loads_and_stores(body):
         if buffer.scope == "global":

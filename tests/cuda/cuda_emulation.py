@@ -14,17 +14,17 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from compiler.codegen.cuda.emitter import CudaModule, Launch, emit_module
 from compiler.codegen.cuda.target import CudaTarget
-from compiler.frontend import load_graph
-from compiler.graph.passes import run_passes
-from compiler.lowering.driver import Program, lower_graph
-from compiler.ops.registry import lookup
+from compiler.lowering.driver import Program
+from compiler.pipeline import BuildLog
+from compiler.pipeline import _lower as pipeline_lower
+from helpers_onnx import RTOL, ATOL, compare_outputs, reference
 
 HERE = pathlib.Path(__file__).resolve().parent
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -32,9 +32,9 @@ _CACHE = pathlib.Path(tempfile.gettempdir()) / "tilec-cuda-emulation"
 
 
 def lower_for_cuda(model: onnx.ModelProto, target: CudaTarget | None = None) -> tuple[Program, CudaModule]:
+    """What ``compiler.compile(model, target="cuda")`` builds, up to (not including) NVRTC."""
     target = target or CudaTarget()
-    graph = load_graph(model, None, lambda op, domain: lookup(op, domain) is not None)
-    program = lower_graph(run_passes(graph), target)
+    _, program = pipeline_lower(model, None, None, target, BuildLog(), None)
     return program, emit_module(program.calls, target)
 
 
@@ -52,12 +52,8 @@ def launcher(launches: list[Launch]) -> str:
     for launch in launches:
         (gx, _, _), (bx, _, _) = launch.grid, launch.block
         args = ", ".join(_arg(a) for a in launch.args)
-        lines += [f"  gridDim = tl_dim3{{{gx}u, 1u, 1u}}; blockDim = tl_dim3{{{bx}u, 1u, 1u}};",
-                  f"  for (unsigned b = 0; b < {gx}u; ++b)",
-                  f"    for (unsigned t = 0; t < {bx}u; ++t) {{",
-                  "      blockIdx = tl_dim3{b, 0u, 0u}; threadIdx = tl_dim3{t, 0u, 0u};",
-                  f"      {launch.name}({args});",
-                  "    }"]
+        cooperative = "true" if launch.cooperative else "false"
+        lines.append(f"  tl_emu_launch({gx}u, {bx}u, {cooperative}, [&] {{ {launch.name}({args}); }});")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -74,7 +70,7 @@ def build_shared_object(module: CudaModule) -> pathlib.Path:
     src = _CACHE / f"{key}.cpp"
     src.write_text(text)
     tmp = _CACHE / f"{key}.{id(text)}.tmp.so"
-    cmd = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-Wno-unknown-pragmas",
+    cmd = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-Wno-unknown-pragmas",
            "-include", str(HERE / "emulation.h"), str(src), "-o", str(tmp), "-lm"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -103,3 +99,12 @@ def emulate(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], target: Cud
             ) -> list[np.ndarray]:
     program, module = lower_for_cuda(model, target)
     return run_program(program, module, feeds)
+
+
+def check_emulated(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol: float = RTOL, atol: float = ATOL,
+                   threads: object = None, cache_dir: object = None,
+                   expected: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """``helpers_onnx.check_model``'s contract, run through the emulated CUDA path (``threads``/``cache_dir`` unused)."""
+    expected = reference(model, feeds) if expected is None else [np.asarray(e) for e in expected]
+    compare_outputs(model, emulate(model, feeds), expected, rtol, atol, "CUDA C under emulation")
+    return expected
