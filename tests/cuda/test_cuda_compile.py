@@ -11,6 +11,7 @@ import pytest
 
 import compiler
 import runtime_stub
+from compiler.codegen.cuda.emitter import MAX_GRID
 from compiler.codegen.cuda.nvrtc import INSTALL_HINT, compile_cuda, nvrtc_available
 from compiler.codegen.cuda.target import CudaTarget, resolve_cuda_target
 from compiler.errors import TargetError, ToolchainError
@@ -38,8 +39,12 @@ def test_one_launch_per_top_level_nest():
     from compiler.codegen.cuda.schedule import top_level
 
     assert len(module.launches) == sum(len(top_level(c.kernel.body)) for c in program.calls)
-    assert all(launch.block[0] % 32 == 0 and launch.grid[0] * launch.block[0] >= launch.total
-               for launch in module.launches)
+    for launch in module.launches:
+        assert launch.block[0] % 32 == 0
+        if launch.cooperative:  # a tiled nest: exactly one block per tile
+            assert launch.grid[0] * launch.block[0] == launch.total
+        else:  # a flat nest: a grid-stride loop over `total` elements
+            assert launch.grid[0] == min(-(-launch.total // launch.block[0]), MAX_GRID)
     assert module.source.count("__global__ void") == len(module.launches)
 
 
