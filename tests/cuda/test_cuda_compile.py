@@ -57,6 +57,21 @@ def test_nvrtc_compiles_ptx_and_cubin():
 
 
 @needs_nvrtc
+def test_nvrtc_compiles_16_bit_floats_and_tiles():
+    """The device-only parts of the prelude (PTX conversions) and a tiled float16 product."""
+    from helpers_onnx import graph_model, rand
+    from onnx import helper
+
+    a, b = rand([40, 30], dtype="float16"), rand([30, 20], seed=1, dtype="float16")
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"]), helper.make_node("Cast", ["y"], ["h"], to=16),
+             helper.make_node("Cast", ["h"], ["z"], to=1)]
+    _, module = lower_for_cuda(graph_model(nodes, {"a": a, "b": b}, ["y", "z"]))
+    assert "__syncthreads" in module.source and "tl_f2bf" in module.source
+    ptx, _ = compile_cuda(module.source, "sm_80")
+    assert b"cvt.rn.f16.f32" in ptx and b"cvt.rn.bf16.f32" in ptx
+
+
+@needs_nvrtc
 def test_nvrtc_error_carries_the_log():
     with pytest.raises(ToolchainError, match="identifier \"undefined_thing\" is undefined"):
         compile_cuda('extern "C" __global__ void f(float *x) { x[0] = undefined_thing; }', "sm_80")

@@ -18,9 +18,10 @@ per ``block for`` iteration. Inside a thread:
   one (blocked nests): a ``__shared__`` array of the block;
 - ``If``: ``if``; ``Barrier``: ``__syncthreads()``.
 
-Values are computed in their C type (float16 / bfloat16 in float); memory
-types follow the artifact's layout (bool as one byte, float16 / bfloat16 as
-16-bit patterns), converted at loads and stores.
+Values are computed in their C type (float16 / bfloat16 in float, float16
+results rounded to float16 after every operation, as the CPU path's half
+arithmetic); memory types follow the artifact's layout (bool as one byte,
+float16 / bfloat16 as 16-bit patterns), converted at loads and stores.
 """
 
 from __future__ import annotations
@@ -315,11 +316,11 @@ class StmtEmitter:
             return f"tl_{op}({a}, {b})"
         if d.is_float:
             if op in ("add", "sub", "mul", "div"):
-                return f"({a} {_INFIX[op]} {b})"
+                return _rounded(f"({a} {_INFIX[op]} {b})", d)
             if op == "rem":
-                return f"tl_fmod({a}, {b})"
+                return _rounded(f"tl_fmod({a}, {b})", d)
             if op in ("pow", "atan2"):
-                return f"tl_{op}({a}, {b})"
+                return _rounded(f"tl_{op}({a}, {b})", d)
             raise ValueError(f"float op {op}")
         if op in _INFIX:
             if d.bits >= 32:
@@ -346,7 +347,8 @@ class StmtEmitter:
             return f"tl_abs({x})" if d.is_signed else x
         if f == "sign":
             return f"tl_sign({x})"
-        return f"tl_{f}({', '.join(args)})"
+        text = f"tl_{f}({', '.join(args)})"
+        return text if f in _EXACT_CALLS else _rounded(text, e.type)
 
     def cast(self, x: str, src: DType, dst: DType) -> str:
         if src is dst:
@@ -358,6 +360,17 @@ class StmtEmitter:
         if dst is DType.BF16:
             return f"tl_round_bf((float)({x}))"
         return f"(({value_type(dst)})({x}))"
+
+
+# Functions whose result is exactly representable in the argument's type (no rounding to float16 needed).
+_EXACT_CALLS = ("abs", "floor", "ceil", "round", "trunc")
+
+
+def _rounded(text: str, d: DType) -> str:
+    """A float16 operation's result: computed in float, rounded to float16 as the IR's float16 arithmetic is
+    (so ``x / s`` then ``round`` sees what numpy and the CPU path see). bfloat16 is computed in float, as on
+    the CPU, and rounded where it is cast or stored."""
+    return f"tl_round_h({text})" if d is DType.F16 else text
 
 
 def constant(e: Const) -> str:
