@@ -5,9 +5,10 @@ body a statement tree of ``For`` (serial / parallel / vectorized / unrolled),
 ``Store``, ``Seq`` and ``Alloc`` (a local scratch buffer, e.g. a register
 accumulator tile). GPU schedules (compiler/codegen/cuda) also use ``For``
 loops mapped to thread blocks and to the threads of a block, ``shared``
-buffers, ``Barrier`` and ``If``; the CPU codegen never sees them. Loops always start at 0 with a constant extent. Statements
-are frozen dataclasses, so schedule transforms return new trees and tests can
-compare them structurally.
+buffers, ``Barrier`` and ``If``; the CPU codegen never sees them. Loops
+always start at 0 with a constant extent. Statements are frozen dataclasses,
+so schedule transforms return new trees and tests can compare them
+structurally.
 """
 
 from __future__ import annotations

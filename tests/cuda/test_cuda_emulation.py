@@ -208,7 +208,8 @@ def test_tiled_gemm_epilogue(trans_a, trans_b):
     _check(model, {"a": a})
 
 
-@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [1, 2]}])
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]},
+                                   {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [1, 2]}])
 def test_tiled_conv_bias_relu(attrs):
     x, w, b = rand([2, 5, 11, 10]), rand([24, 5, 3, 3], seed=1), rand([24], seed=2)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]

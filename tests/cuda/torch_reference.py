@@ -125,7 +125,8 @@ class TorchGraph:
     def __init__(self, model: onnx.ModelProto, device: str = "cuda") -> None:
         self.device = device
         self.model = model
-        missing = sorted({n.op_type for n in model.graph.node if n.op_type not in OPS or n.domain not in ("", "ai.onnx")})
+        missing = sorted({n.op_type for n in model.graph.node
+                          if n.op_type not in OPS or n.domain not in ("", "ai.onnx")})
         if missing:
             raise NotImplementedError(f"no PyTorch baseline for {', '.join(missing)}")
         self.weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()).to(device)
