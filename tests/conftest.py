@@ -48,7 +48,8 @@ def check(request: pytest.FixtureRequest, compile_cache: pathlib.Path) -> Callab
     """``check(model, feeds, rtol=..., atol=..., threads=(1,))``: compile (cached), run, compare to onnx's reference.
 
     Every test using it runs once per backend: ``cpu`` runs the compiled artifact, ``cuda-emu`` runs the
-    CUDA C that ``--target cuda`` generates, compiled for the host (no GPU needed), same tolerances.
+    CUDA C that ``--target cuda`` generates (and, where it differs, the same with every contraction
+    tiled), compiled for the host (no GPU needed; tests/cuda/cuda_emulation.py), same tolerances.
     """
     if request.param == "cpu":
         return functools.partial(helpers_onnx.check_model, cache_dir=compile_cache)

@@ -14,6 +14,7 @@ about 0.2-0.4 s of CPU per model.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -21,11 +22,12 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 
+from compiler.codegen.cuda import tiling
 from compiler.codegen.cuda.emitter import CudaModule, Launch, emit_module
 from compiler.codegen.cuda.target import CudaTarget
 from compiler.lowering.driver import Program
@@ -113,7 +115,28 @@ def emulate(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], target: Cud
 def check_emulated(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol: float = RTOL, atol: float = ATOL,
                    threads: object = None, cache_dir: object = None,
                    expected: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """``helpers_onnx.check_model``'s contract through the emulated CUDA path (``threads``, ``cache_dir`` unused)."""
+    """``helpers_onnx.check_model``'s contract through the emulated CUDA path (``threads``, ``cache_dir`` unused).
+
+    Op tests use small shapes, whose contractions mostly fall below the tiling thresholds: those
+    models also run with every contraction tiled, so the shared-memory kernel meets every op family.
+    """
     expected = reference(model, feeds) if expected is None else [np.asarray(e) for e in expected]
-    compare_outputs(model, emulate(model, feeds), expected, rtol, atol, "CUDA C under emulation")
+    program, module = lower_for_cuda(model)
+    compare_outputs(model, run_program(program, module, feeds), expected, rtol, atol, "CUDA C under emulation")
+    with tiling_everything():
+        tiled_program, tiled = lower_for_cuda(model)
+    if tiled.source != module.source:
+        compare_outputs(model, run_program(tiled_program, tiled, feeds), expected, rtol, atol,
+                        "CUDA C with every contraction tiled, under emulation")
     return expected
+
+
+@contextlib.contextmanager
+def tiling_everything() -> Iterator[None]:
+    """Within: the tiling thresholds are 1, so every contraction gets the shared-memory tiled kernel."""
+    saved = tiling.MIN_ROWS, tiling.MIN_COLS, tiling.MIN_REDUCTION
+    tiling.MIN_ROWS = tiling.MIN_COLS = tiling.MIN_REDUCTION = 1
+    try:
+        yield
+    finally:
+        tiling.MIN_ROWS, tiling.MIN_COLS, tiling.MIN_REDUCTION = saved
