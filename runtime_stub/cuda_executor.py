@@ -60,11 +60,12 @@ class CudaExecutor:
         try:
             self._activate()
             self._load_module(artifact, plan)
-            self._launches = [self._prepare(launch) for launch in plan["launches"]]
             self._weights = self._upload(np.asarray(artifact.weights))
             self._workspace = self._alloc(int(manifest.get("workspace_size", 0)))
             self._inputs = [self._alloc(_nbytes(e)) for e in manifest.get("inputs", [])]
             self._outputs = [self._alloc(_nbytes(e)) for e in manifest.get("outputs", [])]
+            # Every device address is fixed from here on: build each launch's parameter block once.
+            self._launches = [self._prepare(launch) for launch in plan["launches"]]
         except BaseException:
             self.close()
             raise
@@ -127,10 +128,14 @@ class CudaExecutor:
             return "unknown GPU"
 
     def _prepare(self, launch: dict[str, Any]) -> tuple:
+        """(function, grid, block, shared bytes, parameter block, its keep-alive, name) of one launch."""
         fn = self._check(self._cu.cuModuleGetFunction(self._module, launch["name"].encode()),
                          f"cuModuleGetFunction({launch['name']})")
-        return fn, tuple(launch["grid"]), tuple(launch["block"]), int(launch.get("shared_mem", 0)), launch["args"], \
-            launch["name"]
+        # kernelParams: an array of pointers, each to one argument's value (here a device pointer).
+        values = np.array([self._pointer(a) for a in launch["args"]], dtype=np.uint64)
+        params = np.array([values.ctypes.data + 8 * k for k in range(len(values))], dtype=np.uint64)
+        return (fn, tuple(launch["grid"]), tuple(launch["block"]), int(launch.get("shared_mem", 0)),
+                params.ctypes.data if len(values) else 0, (values, params), launch["name"])
 
     def _pointer(self, arg: dict[str, Any]) -> int:
         kind = arg["kind"]
@@ -150,11 +155,8 @@ class CudaExecutor:
             for array, ptr in zip(inputs, self._inputs):
                 if array.nbytes:
                     self._check(cu.cuMemcpyHtoD(ptr, array.ctypes.data, array.nbytes), "cuMemcpyHtoD(input)")
-            for fn, grid, block, shared, args, name in self._launches:
-                values = np.array([self._pointer(a) for a in args], dtype=np.uint64)
-                params = np.array([values.ctypes.data + 8 * k for k in range(len(values))], dtype=np.uint64)
-                self._check(cu.cuLaunchKernel(fn, *grid, *block, shared, 0, params.ctypes.data if len(args) else 0, 0),
-                            f"launching {name}")
+            for fn, grid, block, shared, params, _, name in self._launches:
+                self._check(cu.cuLaunchKernel(fn, *grid, *block, shared, 0, params, 0), f"launching {name}")
             self._check(cu.cuCtxSynchronize(), "running the kernels")
             for array, ptr in zip(outputs, self._outputs):
                 if array.nbytes:

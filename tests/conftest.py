@@ -33,7 +33,51 @@ def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return path
 
 
-@pytest.fixture
-def check(compile_cache: pathlib.Path) -> Callable[..., list]:
-    """``check(model, feeds, rtol=..., atol=..., threads=(1,))``: compile (cached), run, compare to onnx's reference."""
-    return functools.partial(helpers_onnx.check_model, cache_dir=compile_cache)
+CHECK_BACKENDS = ("cpu", "cuda-emu")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cuda-emulation", choices=("subset", "all", "off"), default="subset",
+                     help="which cases of tests using the `check` fixture also run as generated CUDA C under CPU "
+                          "emulation (tests/cuda/cuda_emulation.py): the first case of each test function "
+                          "(default), all, or none")
+
+
+@pytest.fixture(params=CHECK_BACKENDS)
+def check(request: pytest.FixtureRequest, compile_cache: pathlib.Path) -> Callable[..., list]:
+    """``check(model, feeds, rtol=..., atol=..., threads=(1,))``: compile (cached), run, compare to onnx's reference.
+
+    Every test using it runs once per backend: ``cpu`` runs the compiled artifact, ``cuda-emu`` runs the
+    CUDA C that ``--target cuda`` generates (and, where it differs, the same with every contraction
+    tiled), compiled for the host (no GPU needed; tests/cuda/cuda_emulation.py), same tolerances.
+    """
+    if request.param == "cpu":
+        return functools.partial(helpers_onnx.check_model, cache_dir=compile_cache)
+    cuda_tests = str(_TESTS / "cuda")
+    if cuda_tests not in sys.path:
+        sys.path.insert(0, cuda_tests)
+    from cuda_emulation import CXX, check_emulated
+
+    if CXX is None:
+        pytest.skip("no host C++ compiler to emulate CUDA kernels with")
+    return check_emulated
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the ``cuda-emu`` cases ``--cuda-emulation`` asks for (emulation compiles C++ per model)."""
+    mode = config.getoption("--cuda-emulation")
+    if mode == "all":
+        return
+    seen: set[tuple[str, str]] = set()
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("check") != "cuda-emu":
+            kept.append(item)
+            continue
+        key = (str(item.path), getattr(item, "originalname", item.name))
+        (kept if mode == "subset" and key not in seen else dropped).append(item)
+        seen.add(key)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

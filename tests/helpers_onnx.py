@@ -140,17 +140,22 @@ def check_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol: f
     """
     expected = reference(model, feeds) if expected is None else [np.asarray(e) for e in expected]
     for n in threads:
-        got = run_compiled(model, feeds, n, cache_dir)
-        assert len(got) == len(expected)
-        for k, (g, e) in enumerate(zip(got, expected)):
-            what = f"output {k} ({model.graph.output[k].name}), threads={n}"
-            assert g.shape == e.shape, f"{what}: shape {g.shape} != reference {e.shape}"
-            assert g.dtype == e.dtype, f"{what}: dtype {g.dtype} != reference {e.dtype}"
-            if e.dtype.kind in "biu":
-                np.testing.assert_array_equal(g, e, err_msg=what)
-            else:
-                np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, err_msg=what)
+        compare_outputs(model, run_compiled(model, feeds, n, cache_dir), expected, rtol, atol, f"threads={n}")
     return expected
+
+
+def compare_outputs(model: onnx.ModelProto, got: Sequence[np.ndarray], expected: Sequence[np.ndarray],
+                    rtol: float, atol: float, how: str) -> None:
+    """Same shapes and dtypes, integers exactly, floats within ``rtol``/``atol``; ``how`` names the run."""
+    assert len(got) == len(expected)
+    for k, (g, e) in enumerate(zip(got, expected)):
+        what = f"output {k} ({model.graph.output[k].name}), {how}"
+        assert g.shape == e.shape, f"{what}: shape {g.shape} != reference {e.shape}"
+        assert g.dtype == e.dtype, f"{what}: dtype {g.dtype} != reference {e.dtype}"
+        if e.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, e, err_msg=what)
+        else:
+            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, err_msg=what)
 
 
 def ort_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var
-from compiler.loopir.stmt import Alloc, For, Kernel, Seq, Stmt, Store
+from compiler.loopir.stmt import Alloc, Barrier, For, If, Kernel, Seq, Stmt, Store
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "lt": "<", "le": "<=", "gt": ">",
           "ge": ">=", "eq": "==", "ne": "!=", "and": "&&", "or": "||", "xor": "^", "shl": "<<", "shr": ">>"}
@@ -62,6 +62,12 @@ def _format_stmt(s: Stmt, indent: int, out: list[str]) -> None:
     elif isinstance(s, Alloc):
         out.append(f"{pad}alloc {format_buffer(s.buffer)} {s.buffer.scope}")
         _format_stmt(s.body, indent, out)
+    elif isinstance(s, If):
+        out.append(f"{pad}if {format_expr(s.cond)} {{")
+        _format_stmt(s.body, indent + 1, out)
+        out.append(f"{pad}}}")
+    elif isinstance(s, Barrier):
+        out.append(f"{pad}barrier")
     elif isinstance(s, Store):
         target = f"{s.buffer.name}[{', '.join(format_expr(i) for i in s.indices)}]"
         out.append(f"{pad}{target} = {format_expr(s.value)}")

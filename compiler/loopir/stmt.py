@@ -3,9 +3,12 @@
 A ``Kernel`` is one native function: its parameters are global buffers, its
 body a statement tree of ``For`` (serial / parallel / vectorized / unrolled),
 ``Store``, ``Seq`` and ``Alloc`` (a local scratch buffer, e.g. a register
-accumulator tile). Loops always start at 0 with a constant extent. Statements
-are frozen dataclasses, so schedule transforms return new trees and tests can
-compare them structurally.
+accumulator tile). GPU schedules (compiler/codegen/cuda) also use ``For``
+loops mapped to thread blocks and to the threads of a block, ``shared``
+buffers, ``Barrier`` and ``If``; the CPU codegen never sees them. Loops
+always start at 0 with a constant extent. Statements are frozen dataclasses,
+so schedule transforms return new trees and tests can compare them
+structurally.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ class ForKind(enum.Enum):
     PARALLEL = "parallel for"
     VECTORIZED = "vectorized for"
     UNROLLED = "unrolled for"
+    # GPU: iterations run as thread blocks / as the threads of one block, all at once.
+    GPU_BLOCK = "block for"
+    GPU_THREAD = "thread for"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,19 @@ class Alloc(Stmt):
 
 
 @dataclass(frozen=True)
+class If(Stmt):
+    """``body`` runs only where ``cond`` (bool) holds; GPU schedules guard the edges of partial tiles with it."""
+
+    cond: Expr
+    body: Stmt
+
+
+@dataclass(frozen=True)
+class Barrier(Stmt):
+    """GPU: every thread of the block waits here until all have arrived (``__syncthreads``)."""
+
+
+@dataclass(frozen=True)
 class Kernel:
     name: str
     params: tuple[Buffer, ...]
@@ -78,7 +97,7 @@ def seq(*stmts: Stmt) -> Stmt:
 
 
 def stmt_children(s: Stmt) -> tuple[Stmt, ...]:
-    if isinstance(s, (For, Alloc)):
+    if isinstance(s, (For, Alloc, If)):
         return (s.body,)
     if isinstance(s, Seq):
         return s.stmts
@@ -86,7 +105,7 @@ def stmt_children(s: Stmt) -> tuple[Stmt, ...]:
 
 
 def with_children(s: Stmt, kids: tuple[Stmt, ...]) -> Stmt:
-    if isinstance(s, (For, Alloc)):
+    if isinstance(s, (For, Alloc, If)):
         return replace(s, body=kids[0])
     if isinstance(s, Seq):
         return seq(*kids)
@@ -115,6 +134,8 @@ def substitute_stmt(s: Stmt, mapping: dict[Var, Expr]) -> Stmt:
         if isinstance(node, Store):
             return Store(node.buffer, tuple(substitute(i, mapping) for i in node.indices),
                          substitute(node.value, mapping))
+        if isinstance(node, If):
+            return If(substitute(node.cond, mapping), node.body)
         return None
 
     return map_stmts(s, rewrite)
@@ -126,17 +147,23 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
         if isinstance(node, Store):
             yield from node.indices
             yield node.value
+        elif isinstance(node, If):
+            yield node.cond
 
 
 def loads_and_stores(s: Stmt) -> Iterator[tuple[Buffer, bool]]:
     """(buffer, is_store) for every access in ``s``."""
     for node in walk_stmts(s):
+        exprs: tuple[Expr, ...] = ()
         if isinstance(node, Store):
             yield node.buffer, True
-            for e in (*node.indices, node.value):
-                for sub in walk(e):
-                    if isinstance(sub, Load):
-                        yield sub.buffer, False
+            exprs = (*node.indices, node.value)
+        elif isinstance(node, If):
+            exprs = (node.cond,)
+        for e in exprs:
+            for sub in walk(e):
+                if isinstance(sub, Load):
+                    yield sub.buffer, False
 
 
 def find_loops(s: Stmt, name: str) -> list[For]:

@@ -263,8 +263,13 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
+    # A target with schedules of its own (CUDA: blocks, threads, shared memory) replaces the CPU defaults.
+    own_schedule = getattr(state.target, "schedule_computation", None)
     parts = []
     for c in comps:
+        if own_schedule is not None:
+            parts.append(own_schedule(c))
+            continue
         scheduled = schedule(c, state.target, lambda name: state.storage[name].kind == "weights")
         parts.extend(_place_pack(p, state) for p in scheduled.packs)
         parts.append(scheduled.body)

@@ -11,6 +11,7 @@ import pytest
 
 import compiler
 import runtime_stub
+from compiler.codegen.cuda.emitter import MAX_GRID
 from compiler.codegen.cuda.nvrtc import INSTALL_HINT, compile_cuda, nvrtc_available
 from compiler.codegen.cuda.target import CudaTarget, resolve_cuda_target
 from compiler.errors import TargetError, ToolchainError
@@ -38,8 +39,12 @@ def test_one_launch_per_top_level_nest():
     from compiler.codegen.cuda.schedule import top_level
 
     assert len(module.launches) == sum(len(top_level(c.kernel.body)) for c in program.calls)
-    assert all(launch.block[0] % 32 == 0 and launch.grid[0] * launch.block[0] >= launch.total
-               for launch in module.launches)
+    for launch in module.launches:
+        assert launch.block[0] % 32 == 0
+        if launch.cooperative:  # a tiled nest: exactly one block per tile
+            assert launch.grid[0] * launch.block[0] == launch.total
+        else:  # a flat nest: a grid-stride loop over `total` elements
+            assert launch.grid[0] == min(-(-launch.total // launch.block[0]), MAX_GRID)
     assert module.source.count("__global__ void") == len(module.launches)
 
 
@@ -49,6 +54,21 @@ def test_nvrtc_compiles_ptx_and_cubin():
                               "sm_80")
     assert b".target sm_80" in ptx and b".entry f" in ptx
     assert cubin[:4] == b"\x7fELF"
+
+
+@needs_nvrtc
+def test_nvrtc_compiles_16_bit_floats_and_tiles():
+    """The device-only parts of the prelude (PTX conversions) and a tiled float16 product."""
+    from helpers_onnx import graph_model, rand
+    from onnx import helper
+
+    a, b = rand([40, 30], dtype="float16"), rand([30, 20], seed=1, dtype="float16")
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"]), helper.make_node("Cast", ["y"], ["h"], to=16),
+             helper.make_node("Cast", ["h"], ["z"], to=1)]
+    _, module = lower_for_cuda(graph_model(nodes, {"a": a, "b": b}, ["y", "z"]))
+    assert "__syncthreads" in module.source and "tl_f2bf" in module.source
+    ptx, _ = compile_cuda(module.source, "sm_80")
+    assert b"cvt.rn.f16.f32" in ptx and b"cvt.rn.bf16.f32" in ptx
 
 
 @needs_nvrtc

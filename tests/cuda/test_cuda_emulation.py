@@ -1,7 +1,10 @@
 """The generated CUDA C, run on the CPU under tests/cuda/emulation.h, against onnx's reference.
 
 No GPU and no NVRTC needed: this checks the loop IR → CUDA C translation and
-the thread mapping (every launch, every thread, the launch plan's arguments).
+the thread mapping (every launch, every thread, the launch plan's arguments),
+including the shared-memory tiled contractions, whose block threads run as
+real threads meeting at ``__syncthreads``. Every op test of tests/ops also
+runs this way through the ``check`` fixture (``--cuda-emulation``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+import compiler.codegen.cuda.emitter as cuda_emitter
 from cuda_emulation import CXX, emulate, lower_for_cuda
 from helpers_onnx import graph_model, node_model, rand, reference
 
@@ -171,3 +175,82 @@ def test_where_and_clip():
              helper.make_node("Clip", ["w", "lo", "hi"], ["z"])]
     consts = {"lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)}
     _check(graph_model(nodes, {"x": x, "y": y}, ["z"], consts=consts), {"x": x, "y": y})
+
+
+def _tiled_launches(model) -> list:
+    """The launches that run as shared-memory tiles (threads of a block synchronise)."""
+    return [launch for launch in lower_for_cuda(model)[1].launches if launch.cooperative]
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [
+    ([64, 48], [48, 64]),  # whole tiles: no guards
+    ([70, 41], [41, 50]),  # partial tiles along rows, cols and the reduction
+    ([2, 3, 33, 20], [20, 17]),  # A's batch dims folded into the rows
+    ([3, 40, 24], [3, 24, 36]),  # a batch dim in both operands: one grid slice per batch
+    ([16, 300], [300, 16]),  # one output per thread, long reduction
+    ([1, 20, 16], [16, 130]),  # extent-1 dims and a 3-block row of cols
+])
+def test_tiled_matmul(shape_a, shape_b):
+    a, b = rand(shape_a), rand(shape_b, seed=1)
+    model = node_model("MatMul", ["a", "b"], {"a": a, "b": b})
+    assert len(_tiled_launches(model)) == 1
+    _check(model, {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(0, 0), (1, 1)])
+def test_tiled_gemm_epilogue(trans_a, trans_b):
+    a = rand([37, 70] if trans_a else [70, 37])
+    w = rand([33, 37] if trans_b else [37, 33], seed=1)
+    c = rand([33], seed=2)
+    model = node_model("Gemm", ["a", "w", "c"], {"a": a}, consts={"w": w, "c": c},
+                       attrs={"transA": trans_a, "transB": trans_b, "alpha": 0.5, "beta": 2.0})
+    assert len(_tiled_launches(model)) == 1
+    _check(model, {"a": a})
+
+
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]},
+                                   {"strides": [2, 2], "pads": [0, 1, 2, 1], "dilations": [1, 2]}])
+def test_tiled_conv_bias_relu(attrs):
+    x, w, b = rand([2, 5, 11, 10]), rand([24, 5, 3, 3], seed=1), rand([24], seed=2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
+    model = graph_model(nodes, {"x": x}, ["y"], consts={"w": w, "b": b})
+    assert len(_tiled_launches(model)) == 1
+    _check(model, {"x": x}, atol=1e-4)
+
+
+def test_tiled_matmul_float16_and_int():
+    a, b = rand([40, 30], dtype="float16"), rand([30, 20], seed=1, dtype="float16")
+    model = node_model("MatMul", ["a", "b"], {"a": a, "b": b})
+    assert _tiled_launches(model)
+    _check(model, {"a": a, "b": b}, rtol=2e-2, atol=2e-2)
+    ai = np.random.default_rng(0).integers(-100, 100, (33, 24)).astype(np.int8)
+    bi = np.random.default_rng(1).integers(0, 255, (24, 40)).astype(np.uint8)
+    model = node_model("MatMulInteger", ["a", "b"], {"a": ai, "b": bi}, opset=10)
+    assert _tiled_launches(model)
+    _check(model, {"a": ai, "b": bi})
+
+
+def test_small_contractions_stay_one_thread_per_output():
+    a, b = rand([8, 40]), rand([40, 50], seed=1)
+    model = node_model("MatMul", ["a", "b"], {"a": a, "b": b})
+    assert not _tiled_launches(model)
+    x, w = rand([1, 32, 9, 9]), rand([32, 1, 3, 3], seed=1)  # depthwise: channels in both operands
+    model = node_model("Conv", ["x", "w"], {"x": x}, consts={"w": w}, attrs={"group": 32})
+    assert not _tiled_launches(model)
+    _check(model, {"x": x})
+
+
+def test_grid_stride_loop(monkeypatch):
+    monkeypatch.setattr(cuda_emitter, "MAX_GRID", 3)  # 3 blocks of 256 threads for 2000 elements
+    x = rand([4, 500])
+    model = node_model("Sigmoid", ["x"], {"x": x})
+    assert lower_for_cuda(model)[1].launches[0].grid == (3, 1, 1)
+    _check(model, {"x": x})
+
+
+def test_transformer_encoder():
+    from compiler.models.transformer import encoder, encoder_inputs
+
+    model = encoder(layers=1, hidden=32, heads=2, seq=20)
+    assert len(_tiled_launches(model)) >= 4  # Q/K/V/output projections, feed-forward, attention products
+    _check(model, encoder_inputs(model), rtol=1e-3, atol=1e-4)

@@ -4,19 +4,24 @@ Contract: ``emit_module(calls, target)`` returns a ``CudaModule``: the source of
 one self-contained translation unit (prelude + kernels, rendered from
 ``codegen_templates/cuda``) and one ``Launch`` per kernel launch, in run order.
 
-The loop IR is the scheduled CPU loop IR (same frontend, passes, lowerings and
-driver as the CPU path). The mapping to threads (see ``schedule.py``): each
-top-level statement of a kernel body is one launch; its outer perfect nest of
-loops is flattened into the global thread index, everything inside runs as
-plain sequential C in that thread. Loop kinds map as:
+The loop IR comes from the same frontend, passes, lowerings and driver as the
+CPU path, scheduled by the CUDA target's schedule (``schedule.py``). Each
+top-level statement of a kernel body is one launch, mapped to blocks and
+threads as ``schedule.map_threads`` says: a flat nest is spread over the grid
+with a grid-stride loop (at most ``MAX_GRID`` blocks of ``BLOCK_SIZE``
+threads), a blocked nest (``block for`` / ``thread for`` loops) gets one block
+per ``block for`` iteration. Inside a thread:
 
-- parallel / serial / vectorized: ``for`` loops (vectorized lanes are serial here);
+- parallel / serial / vectorized loops: ``for`` loops (vectorized lanes are serial here);
 - unrolled: a ``for`` loop under ``#pragma unroll``;
-- ``Alloc`` (a local accumulator tile): a per-thread local array.
+- ``Alloc`` (a local accumulator tile): a per-thread local array; a ``shared``
+  one (blocked nests): a ``__shared__`` array of the block;
+- ``If``: ``if``; ``Barrier``: ``__syncthreads()``.
 
-Values are computed in their C type (float16 / bfloat16 in float); memory
-types follow the artifact's layout (bool as one byte, float16 / bfloat16 as
-16-bit patterns), converted at loads and stores.
+Values are computed in their C type (float16 / bfloat16 in float, float16
+results rounded to float16 after every operation, as the CPU path's half
+arithmetic); memory types follow the artifact's layout (bool as one byte,
+float16 / bfloat16 as 16-bit patterns), converted at loads and stores.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.dtypes import DType
 from compiler.errors import UnsupportedOpError
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
-from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores
+from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores
 
 TEMPLATE_DIR = pathlib.Path(__file__).resolve().parents[3] / "codegen_templates" / "cuda"
 
@@ -57,6 +62,9 @@ _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "and": "&"
 _COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 BLOCK_SIZE = 256
+# Flat launches: more blocks than this share the work through the grid-stride loop
+# (a few waves of a large GPU; enough to hide latency, few enough to amortise index math).
+MAX_GRID = 8192
 
 
 def value_type(d: DType) -> str:
@@ -83,8 +91,11 @@ class Launch:
     block: tuple[int, int, int]
     shared_mem: int
     args: tuple[BufferRef, ...]
-    total: int  # threads that do work (grid * block rounds this up)
+    total: int  # flat: threads' worth of work (grid-stride); blocked: grid * block
     kernel: str  # the loop IR kernel it comes from
+    # Threads of a block meet at __syncthreads (blocked launches): they must run concurrently.
+    # Not in the manifest: a GPU runs every launch that way.
+    cooperative: bool = False
 
     def to_json(self) -> dict:
         return {"name": self.name, "grid": list(self.grid), "block": list(self.block),
@@ -115,7 +126,7 @@ def emit_module(calls: list[KernelCall], target: CudaTarget) -> CudaModule:
     kernels, launches, used = [], [], set()
     for call in calls:
         for j, mapping in enumerate(map_threads(call.kernel.body)):
-            if mapping.total == 0:
+            if mapping.empty:
                 continue
             name = _unique(f"{call.kernel.name}_{j}", used)
             info, launch = _emit_nest(call, mapping, name)
@@ -147,23 +158,41 @@ def _emit_nest(call: KernelCall, mapping: ThreadMapping, name: str) -> tuple[dic
             params.append(f"{const}{memory_type(buffer.dtype)}* __restrict__ {_global_name(buffer)}")
             args.append(ref)
     em = StmtEmitter()
-    index_lines = []
-    if mapping.loops:
-        index_lines.append("tl_i64 tl_rest = tl_idx;")
-        for k, loop in reversed(list(enumerate(mapping.loops))):
-            var = _var_name(loop.var)
-            if k == 0:
-                index_lines.append(f"const tl_i64 {var} = tl_rest;")
-            else:
-                index_lines.append(f"const tl_i64 {var} = tl_rest % {loop.extent}LL;")
-                index_lines.append(f"tl_rest /= {loop.extent}LL;")
     em.stmt(mapping.body, 0)
-    block = min(BLOCK_SIZE, -(-mapping.total // 32) * 32)
-    grid = -(-mapping.total // block)
-    loops = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.loops) or "one thread"
-    info = {"name": name, "params": params, "block": block, "total": mapping.total, "index_lines": index_lines,
-            "body_lines": em.lines, "comment": f"{kernel.name} ({kernel.label}); threads over {loops}"}
-    return info, Launch(name, (grid, 1, 1), (block, 1, 1), 0, tuple(args), mapping.total, kernel.name)
+    info = {"name": name, "params": params, "blocked": mapping.blocked, "body_lines": em.lines,
+            "shared_lines": [f"__shared__ {value_type(b.dtype)} {_shared_name(b)}[{b.numel}];" for b in mapping.shared]}
+    loops = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.threads) or "one thread"
+    if mapping.blocked:
+        block, grid, total = mapping.total, mapping.grid, mapping.total * mapping.grid
+        blocks = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.blocks)
+        index_lines = _decode("tl_block", mapping.blocks) + _decode("tl_thread", mapping.threads)
+        comment = f"blocks over {blocks}; threads of a block over {loops}"
+    else:
+        total = mapping.total
+        block = min(BLOCK_SIZE, -(-total // 32) * 32)
+        grid = min(-(-total // block), MAX_GRID)
+        index_lines = _decode("tl_idx", mapping.threads)
+        comment = f"threads over {loops}"
+    info.update(block=block, total=total, index_lines=index_lines,
+                comment=f"{kernel.name} ({kernel.label}); {comment}")
+    return info, Launch(name, (grid, 1, 1), (block, 1, 1), 0, tuple(args), total, kernel.name,
+                        mapping.uses_barriers)
+
+
+def _decode(source: str, loops: tuple[For, ...]) -> list[str]:
+    """Lines binding the variables of ``loops`` (row-major, innermost fastest) from the flat index ``source``."""
+    if not loops:
+        return []
+    rest = f"{source}_rest"
+    lines = [f"tl_i64 {rest} = {source};"]
+    for k, loop in reversed(list(enumerate(loops))):
+        var = _var_name(loop.var)
+        if k == 0:
+            lines.append(f"const tl_i64 {var} = {rest};")
+        else:
+            lines.append(f"const tl_i64 {var} = {rest} % {loop.extent}LL;")
+            lines.append(f"{rest} /= {loop.extent}LL;")
+    return lines
 
 
 def _var_name(v: Var) -> str:
@@ -176,6 +205,14 @@ def _global_name(b: Buffer) -> str:
 
 def _local_name(b: Buffer) -> str:
     return f"l_{b.name}"
+
+
+def _shared_name(b: Buffer) -> str:
+    return f"s_{b.name}"
+
+
+def _name(b: Buffer) -> str:
+    return {"local": _local_name, "shared": _shared_name}.get(b.scope, _global_name)(b)
 
 
 class StmtEmitter:
@@ -196,6 +233,8 @@ class StmtEmitter:
         elif isinstance(s, Store):
             self.store(s, depth)
         elif isinstance(s, Alloc):
+            if s.buffer.scope != "local":
+                raise ValueError(f"{s.buffer.name}: only local buffers can be allocated inside a thread")
             # A block of its own: a schedule may allocate the same accumulator again (a tail tile).
             self.line(depth, "{")
             self.line(depth + 1, f"{value_type(s.buffer.dtype)} {_local_name(s.buffer)}[{max(1, s.buffer.numel)}];")
@@ -203,12 +242,20 @@ class StmtEmitter:
             self.line(depth, "}")
         elif isinstance(s, For):
             self.loop(s, depth)
+        elif isinstance(s, If):
+            self.line(depth, f"if ({self.expr(s.cond)}) {{")
+            self.stmt(s.body, depth + 1)
+            self.line(depth, "}")
+        elif isinstance(s, Barrier):
+            self.line(depth, "__syncthreads();")
         else:
             raise TypeError(f"cannot emit {type(s).__name__}")
 
     def loop(self, s: For, depth: int) -> None:
         if s.extent == 0:
             return
+        if s.kind in (ForKind.GPU_BLOCK, ForKind.GPU_THREAD):
+            raise ValueError(f"loop {s.var.name}: block / thread loops must enclose the whole nest")
         if s.kind is ForKind.UNROLLED:
             self.line(depth, "#pragma unroll")
         v = _var_name(s.var)
@@ -223,11 +270,10 @@ class StmtEmitter:
     # --- memory ---------------------------------------------------------------------
 
     def address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> str:
-        name = _local_name(buffer) if buffer.scope == "local" else _global_name(buffer)
-        return f"{name}[{self.expr(flat_index(buffer, indices))}]"
+        return f"{_name(buffer)}[{self.expr(flat_index(buffer, indices))}]"
 
     def to_memory(self, value: str, buffer: Buffer) -> str:
-        if buffer.scope == "local":
+        if buffer.scope != "global":  # local and shared arrays hold value types
             return value
         d = buffer.dtype
         if d is DType.BOOL:
@@ -240,7 +286,7 @@ class StmtEmitter:
 
     def load(self, e: Load) -> str:
         text = self.address(e.buffer, e.indices)
-        if e.buffer.scope == "local":
+        if e.buffer.scope != "global":
             return text
         d = e.buffer.dtype
         if d is DType.BOOL:
@@ -281,11 +327,11 @@ class StmtEmitter:
             return f"tl_{op}({a}, {b})"
         if d.is_float:
             if op in ("add", "sub", "mul", "div"):
-                return f"({a} {_INFIX[op]} {b})"
+                return _rounded(f"({a} {_INFIX[op]} {b})", d)
             if op == "rem":
-                return f"tl_fmod({a}, {b})"
+                return _rounded(f"tl_fmod({a}, {b})", d)
             if op in ("pow", "atan2"):
-                return f"tl_{op}({a}, {b})"
+                return _rounded(f"tl_{op}({a}, {b})", d)
             raise ValueError(f"float op {op}")
         if op in _INFIX:
             if d.bits >= 32:
@@ -312,7 +358,8 @@ class StmtEmitter:
             return f"tl_abs({x})" if d.is_signed else x
         if f == "sign":
             return f"tl_sign({x})"
-        return f"tl_{f}({', '.join(args)})"
+        text = f"tl_{f}({', '.join(args)})"
+        return text if f in _EXACT_CALLS else _rounded(text, e.type)
 
     def cast(self, x: str, src: DType, dst: DType) -> str:
         if src is dst:
@@ -324,6 +371,17 @@ class StmtEmitter:
         if dst is DType.BF16:
             return f"tl_round_bf((float)({x}))"
         return f"(({value_type(dst)})({x}))"
+
+
+# Functions whose result is exactly representable in the argument's type (no rounding to float16 needed).
+_EXACT_CALLS = ("abs", "floor", "ceil", "round", "trunc")
+
+
+def _rounded(text: str, d: DType) -> str:
+    """A float16 operation's result: computed in float, rounded to float16 as the IR's float16 arithmetic is
+    (so ``x / s`` then ``round`` sees what numpy and the CPU path see). bfloat16 is computed in float, as on
+    the CPU, and rounded where it is cast or stored."""
+    return f"tl_round_h({text})" if d is DType.F16 else text
 
 
 def constant(e: Const) -> str:
@@ -360,6 +418,6 @@ def constant(e: Const) -> str:
 
 def kernel_launches(kernel: Kernel) -> int:
     """How many launches a loop IR kernel becomes (one per top-level nest that does work)."""
-    return sum(1 for m in map_threads(kernel.body) if m.total)
+    return sum(1 for m in map_threads(kernel.body) if not m.empty)
 
 

@@ -1,19 +1,19 @@
 """CUDA targets: ``cuda`` (sm_80) or ``cuda:sm_XY``.
 
-``CudaTarget`` also answers the two questions the default schedules ask a
-target (``vector_lanes``, ``vector_registers``), so the CUDA path lowers with
-the same driver and schedules as the CPU path. The answers (one lane, no
-register file to tile for) keep the CPU schedules from giving each GPU thread
-vector-sized tiles: the CUDA emitter maps the outer loops of every nest to
-threads, and every output element the schedule keeps in one thread's inner
-loops is parallelism lost.
+``CudaTarget`` brings its own schedules (``schedule_computation``, see
+``compiler/codegen/cuda/schedule.py``): the lowering driver uses them instead
+of the CPU defaults, whose vector and register tiles would only take
+parallelism away from GPU threads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.codegen.cuda.schedule import schedule_computation
 from compiler.errors import TargetError
+from compiler.loopir.compute import Computation
+from compiler.loopir.stmt import Stmt
 
 CUDA_ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
 DEFAULT_ARCH = "sm_80"
@@ -37,26 +37,12 @@ class CudaTarget:
         digits = self.arch.removeprefix("sm_")
         return int(digits[:-1]), int(digits[-1])
 
-    # --- what the default schedules read ----------------------------------------------
-
-    @property
-    def vector_bits(self) -> int:
-        return 8
-
-    @property
-    def vector_registers(self) -> int:
-        return 4  # (registers - 4) // vectors == 0: one row per register tile
-
-    @property
-    def has_fma(self) -> bool:
-        return True
-
     @property
     def required_flags(self) -> tuple[str, ...]:
         return ()
 
-    def vector_lanes(self, itemsize: int) -> int:
-        return 1
+    def schedule_computation(self, c: Computation) -> Stmt:
+        return schedule_computation(c)
 
 
 def is_cuda_target(target: str) -> bool:
