@@ -1,7 +1,7 @@
 """Benchmark helpers shared by ``tilec bench`` and the suite benchmark (examples/benchmark.py).
 
 * ``random_inputs(specs, seed)``: one deterministic random array per input spec.
-* ``time_alternating(fn_a, fn_b, runs, warmup)``: time two callables run by run, alternating, in
+* ``time_alternating(fn_a, fn_b, runs, warmup)``: time two callables in alternating short blocks in
   one process, so that clock changes, thermal state and noisy neighbours hit both sides alike.
 * ``compare_outputs(a, b)``: the worst ``max|a - b| / max|b|`` over the outputs (``b`` is the reference).
 * ``ort_session(model, threads)``: an onnxruntime CPU session set up the way tilec is compared with
@@ -85,26 +85,37 @@ def random_inputs(specs: Iterable[Any], seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def time_alternating(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int = 20,
-                     warmup: int = 3) -> tuple[list[float], list[float]]:
-    """Run ``fn_a`` and ``fn_b`` alternately; returns the per-run times in milliseconds of each.
+                     warmup: int = 3, block: int = 5) -> tuple[list[float], list[float]]:
+    """Run ``fn_a`` and ``fn_b`` in alternating blocks; returns the per-run times in milliseconds of each.
 
-    ``warmup`` rounds of both run first and are not timed. The side that goes first flips every
-    round (a b, b a, a b, ...) so that neither always runs on the other's warm (or cold) caches.
+    ``warmup`` rounds of both run first and are not timed. Then each side runs ``block``
+    times in a row, the first of them untimed, before the other side's block: the first run
+    after a switch pays for the other side's leftovers (onnxruntime's worker threads keep
+    spinning on the cores for a while after a run, which would otherwise be charged to the
+    next tilec run), the rest run as an application calls them, back to back. The side that
+    goes first flips every round so neither always inherits the other's caches.
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if runs < 1 or warmup < 0 or block < 2:
+        raise ValueError(f"need runs >= 1, warmup >= 0 and block >= 2, got runs={runs}, warmup={warmup}, "
+                         f"block={block}")
     for _ in range(warmup):
         fn_a()
         fn_b()
     times_a: list[float] = []
     times_b: list[float] = []
     clock = time.perf_counter_ns
-    for i in range(runs):
-        order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
-        for fn, sink in order:
-            start = clock()
-            fn()
-            sink.append((clock() - start) / 1e6)
+    round_ = 0
+    while len(times_a) < runs or len(times_b) < runs:
+        sides = ((fn_a, times_a), (fn_b, times_b))
+        for fn, sink in sides if round_ % 2 == 0 else sides[::-1]:
+            todo = min(block - 1, runs - len(sink))
+            if todo:
+                fn()  # untimed: absorbs the switch from the other side
+            for _ in range(todo):
+                start = clock()
+                fn()
+                sink.append((clock() - start) / 1e6)
+        round_ += 1
     return times_a, times_b
 
 

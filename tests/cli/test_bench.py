@@ -54,13 +54,15 @@ def test_random_inputs_from_session_node_args(tmp_path):
 # --- time_alternating -------------------------------------------------------------------
 
 
-def test_time_alternating_alternates_and_skips_warmup():
+def test_time_alternating_alternates_blocks_and_skips_warmup():
     calls: list[str] = []
-    times_a, times_b = bench.time_alternating(lambda: calls.append("a"), lambda: calls.append("b"), runs=4, warmup=2)
+    times_a, times_b = bench.time_alternating(lambda: calls.append("a"), lambda: calls.append("b"), runs=4, warmup=2,
+                                              block=3)
     assert len(times_a) == 4 and len(times_b) == 4
     assert all(t >= 0 for t in times_a + times_b)
     assert calls[:4] == ["a", "b", "a", "b"]  # warmup
-    assert calls[4:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # who goes first flips each round
+    # Blocks of 3 (one untimed switch run, two timed); who goes first flips each round.
+    assert calls[4:] == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
 
 
 def test_time_alternating_measures_milliseconds():
@@ -75,6 +77,8 @@ def test_time_alternating_measures_milliseconds():
 def test_time_alternating_rejects_bad_counts():
     with pytest.raises(ValueError):
         bench.time_alternating(lambda: None, lambda: None, runs=0, warmup=0)
+    with pytest.raises(ValueError):
+        bench.time_alternating(lambda: None, lambda: None, runs=3, warmup=0, block=1)
 
 
 # --- compare_outputs --------------------------------------------------------------------
