@@ -158,6 +158,19 @@ def compare_outputs(model: onnx.ModelProto, got: Sequence[np.ndarray], expected:
             np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, err_msg=what)
 
 
+def assert_close_to_max(got: Sequence[np.ndarray], want: Sequence[np.ndarray], tolerance: float,
+                        what: str = "") -> None:
+    """Whole-model check: every ``max|got - want| <= tolerance * max|want|`` (finite, non-zero want)."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape, f"{what}: shape {g.shape} != {w.shape}"
+        assert np.isfinite(w).all()
+        scale = float(np.abs(w).max())
+        assert scale > 0
+        err = float(np.abs(g - w).max())
+        assert err <= tolerance * scale, f"{what}: max error {err:.3g} vs max |ort| {scale:.3g}"
+
+
 def ort_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """onnxruntime's results, for the few cases where onnx's ReferenceEvaluator is known to be wrong."""
     import pytest

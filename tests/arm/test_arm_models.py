@@ -17,6 +17,7 @@ import compiler
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from arm_emulator import find_emulator, run_arm_python, unavailable_reason  # noqa: E402
+from helpers_onnx import assert_close_to_max  # noqa: E402
 from compiler.models.light import light_model, random_input  # noqa: E402
 
 ort = pytest.importorskip("onnxruntime")
@@ -56,10 +57,7 @@ def _run_on_arm(model, feeds: dict[str, np.ndarray], tmp: pathlib.Path) -> list[
 
 
 def _assert_close(got: list[np.ndarray], want: list[np.ndarray]) -> None:
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        scale = float(np.abs(w).max())
-        assert float(np.abs(g - w).max()) <= 1e-3 * scale
+    assert_close_to_max(got, want, 1e-3, "arm64")
 
 
 @pytest.mark.arm
