@@ -23,7 +23,8 @@ def compile(model, output, *, target: str = "host", cpu: str | None = None, inpu
     optionally with ``+feature`` suffixes; ``input_shapes``: ``{"input": (2, 64)}`` binds symbolic dims;
     ``constant_inputs``: ``{"axes": np.array([1])}`` fixes inputs that determine shapes (they leave the
     artifact's inputs).
-    Options: ``dump_ir`` (a folder), ``progress`` (a callable taking a line), ``timings`` (a dict to fill).
+    Options: ``dump_ir`` (a folder), ``progress`` (a callable taking a line), ``timings`` (a dict to fill),
+    ``profile`` (True: time every kernel; see ``InferenceSession.kernel_profile``).
     """
     from compiler.pipeline import compile_model
 

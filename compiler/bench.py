@@ -194,9 +194,11 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def ort_session(model: Any, threads: int, note: Callable[[str], None] | None = None):
+def ort_session(model: Any, threads: int, note: Callable[[str], None] | None = None,
+                profile_prefix: str | None = None):
     """An onnxruntime CPU session: ORT_ENABLE_ALL, ``threads`` intra-op threads, 1 inter-op thread.
 
+    ``profile_prefix``: turn on onnxruntime's profiler, writing its JSON next to that path prefix.
     ``model``: a path, serialized bytes or an onnx.ModelProto. A model whose IR version is newer than
     this onnxruntime reads (the onnx package saves its own newest one) is retried once with the IR
     version onnxruntime names as its maximum; ``note`` is told when that happens.
@@ -216,6 +218,9 @@ def ort_session(model: Any, threads: int, note: Callable[[str], None] | None = N
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
 
     def load(source: Any):
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])

@@ -1,4 +1,4 @@
-"""The ``tilec`` command line: compile, run, inspect, bench, support.
+"""The ``tilec`` command line: compile, run, inspect, bench, profile, support.
 
 ``main(argv=None) -> int`` never raises (except for SystemExit from nothing): exit codes are
 0 success, 1 a TilecError or an OS error (one ``tilec: error: ...`` line, no traceback),
@@ -210,7 +210,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
                            input_shapes=_shapes_dict(args.input_shape),
                            constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None, dump_ir=args.dump_ir,
-                           progress=progress, timings=timings)
+                           progress=progress, timings=timings, profile=args.profile)
     elapsed = time.perf_counter() - start
     if args.time_passes:
         _eprint("stage timings:")
@@ -444,6 +444,49 @@ def _bench_suite(args: argparse.Namespace) -> int:
     return EXIT_OK if all(row.error is None for row in report.rows) else EXIT_ERROR
 
 
+# --- profile ------------------------------------------------------------------------
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from compiler import models, profile
+
+    if args.suite_model:
+        if args.model:
+            raise CliError("give a MODEL or --suite-model, not both")
+        if args.suite_model not in models.SUITE:
+            raise CliError(f"unknown suite model {args.suite_model}; known: {', '.join(models.SUITE)}")
+        model: Any = models.build(args.suite_model)
+    elif args.model:
+        if not pathlib.Path(args.model).exists():
+            raise CliError(f"no such model file: {args.model}")
+        if _is_artifact(args.model):
+            raise CliError(f"{args.model} is a tilec artifact; profile the ONNX model (it is recompiled with timers)")
+        model = args.model
+    else:
+        raise CliError("give a MODEL, or --suite-model NAME")
+    result = profile.profile_model(model, args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
+                                   input_shapes=_shapes_dict(args.input_shape), compare_ort=args.ort)
+    print(f"threads: {result.threads}  runs: {result.runs}  median wall {result.wall_ms:.3f} ms "
+          f"(kernels {result.kernel_ms:.3f} ms, outside kernels {result.wall_ms - result.kernel_ms:.3f} ms)")
+    total = result.kernel_ms or 1.0
+    rows, cumulative = [], 0.0
+    for k in result.top(args.top):
+        cumulative += k.ms
+        rate = k.gflops_per_second
+        rows.append([k.name, k.ops, f"{k.ms:.3f}", f"{100 * k.ms / total:.1f}", f"{100 * cumulative / total:.1f}",
+                     "-" if rate is None else f"{rate:.1f}"])
+    print(f"the {len(rows)} slowest of {len(result.kernels)} kernels:")
+    print(_table(rows, header=["kernel", "ops", "ms", "%", "cum %", "GFLOP/s"], align="llrrrr"))
+    op_rows = [[op, str(count), f"{ms:.3f}", "-" if ort_ms is None else f"{ort_ms:.3f}",
+                f"{ms / ort_ms:.2f}" if ort_ms else "-"] for op, count, ms, ort_ms in result.by_op()]
+    print("by op type (a fused kernel counts under its first op)" +
+          (", onnxruntime from its own profiler on the same inputs:" if args.ort else ":"))
+    print(_table(op_rows, header=["op", "kernels", "tilec ms", "ort ms", "ratio"], align="lrrrr"))
+    if result.ort_wall_ms is not None:
+        print(f"onnxruntime median wall {result.ort_wall_ms:.3f} ms (with its profiler on)")
+    return EXIT_OK
+
+
 # --- support ------------------------------------------------------------------------
 
 
@@ -533,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "compiled in and leaves the artifact's inputs (repeatable)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the graph IR and each kernel's loop IR into DIR")
     p.add_argument("--time-passes", action="store_true", help="print a table of stage timings to stderr")
+    p.add_argument("--profile", action="store_true",
+                   help="time every kernel at run time (InferenceSession.kernel_profile; see also `tilec profile`)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_compile)
 
@@ -577,6 +622,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "peak measured on the project's Zen 4 machine, docs/PERFORMANCE.md), or 'measure' "
                         "to measure it now")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("profile", help="time every kernel of a model (and, with --ort, onnxruntime's ops)",
+                       description="Compile MODEL with a timer around every kernel, run it and print where the "
+                                   "time goes: the slowest kernels with their GFLOP/s, and totals per op type.")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="the .onnx model")
+    p.add_argument("--suite-model", metavar="NAME", help="a model of the benchmark suite instead (e.g. squeezenet)")
+    p.add_argument("--threads", type=_non_negative_int, default=1, help="threads (default 1; 0: every usable CPU)")
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs (default 20)")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--top", type=_positive_int, default=25, help="kernels to list (default 25)")
+    p.add_argument("--ort", action="store_true", help="also profile onnxruntime and compare per op type")
+    p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
+                   help="bind a symbolic input dimension (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("support", help="list the supported ONNX operators",
                        description="List the ONNX operators tilec compiles.")

@@ -3,6 +3,8 @@
 ``compile_model`` is what ``compiler.compile`` and the CLI call. Each stage is
 timed (``build.timings`` in the manifest, ``tilec compile --time-passes``) and
 can report progress; ``dump_ir`` writes the graph and every kernel's loop IR.
+``profile=True`` (CPU targets) times every kernel call in the native code; the
+runtime then reports per-kernel times (``InferenceSession.kernel_profile``).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ def _io_spec(values) -> list[dict[str, Any]]:
     return [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in values]
 
 
-def _manifest(program: Program, target: Target, options: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def _manifest(program: Program, target: Target, options: Mapping[str, Any], profile: bool) -> dict[str, Any]:
+    manifest = {
         "format_version": 1,
         "compiler_version": __version__,
         "target": {"kind": target.kind, "triple": target.triple, "arch": target.arch, "cpu": target.cpu,
@@ -59,21 +61,26 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any]) -> d
         "inputs": _io_spec(program.inputs),
         "outputs": _io_spec(program.outputs),
         "workspace_size": program.workspace_size,
-        "kernels": [{"name": c.kernel.name, "ops": c.kernel.label} for c in program.calls],
+        "kernels": [{"name": c.kernel.name, "ops": c.kernel.label, "flops": c.kernel.flops} for c in program.calls],
         # No timings here: compiling the same model twice must give the same bytes.
         "build": {"options": {k: repr(v) for k, v in sorted(options.items())}},
     }
+    if profile:
+        manifest["profile"] = True
+    return manifest
 
 
 def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str = "host", cpu: str | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   constant_inputs: Mapping[str, Any] | None = None, dump_ir: str | os.PathLike | None = None,
                   progress: Callable[[str], None] | None = None, timings: dict[str, float] | None = None,
-                  **options: Any) -> pathlib.Path:
+                  profile: bool = False, **options: Any) -> pathlib.Path:
     if options:
         raise CompileError(f"unknown compile option(s): {', '.join(sorted(options))}")
     log = BuildLog(progress)
     cuda = target.startswith("cuda")
+    if cuda and profile:
+        raise CompileError("profile=True is for CPU targets; CUDA kernels are profiled with the CUDA tools (nsys)")
     with log.stage("target"):
         tgt = _resolve_cuda(target, cpu) if cuda else resolve_target(target, cpu)
     graph, program = _lower(model, input_shapes, constant_inputs, tgt, log, progress)
@@ -82,8 +89,9 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     build_options: dict[str, Any] = {"input_shapes": dict(input_shapes or {})}
     if constant_inputs:
         build_options["constant_inputs"] = sorted(constant_inputs)
-    manifest = _manifest(program, tgt, build_options)
-    sections = _cuda_sections(program, tgt, log, manifest, dump_ir) if cuda else _cpu_sections(program, tgt, log)
+    manifest = _manifest(program, tgt, build_options, profile)
+    sections = (_cuda_sections(program, tgt, log, manifest, dump_ir) if cuda
+                else _cpu_sections(program, tgt, log, profile))
     with log.stage("write artifact"):
         path = write_artifact(output, manifest, {**sections, "weights": program.weights})
     if timings is not None:
@@ -103,9 +111,9 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, tgt, log: BuildLog
     return graph, program
 
 
-def _cpu_sections(program: Program, tgt: Target, log: BuildLog) -> dict[str, bytes]:
+def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool) -> dict[str, bytes]:
     with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
-        obj = compile_module(build_module(program.calls, tgt), tgt, log.timings)
+        obj = compile_module(build_module(program.calls, tgt, profile=profile), tgt, log.timings)
     with log.stage("link"):
         return {"native": link_shared_object([obj], tgt.triple, tgt.cpu)}
 

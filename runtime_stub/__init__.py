@@ -12,7 +12,7 @@ from runtime_stub.errors import (
     NotAnArtifactError,
     TilecError,
 )
-from runtime_stub.session import InferenceSession, NodeArg
+from runtime_stub.session import InferenceSession, KernelTime, NodeArg
 
 __all__ = [
     "ArtifactError",
@@ -22,6 +22,7 @@ __all__ = [
     "InferenceSession",
     "InvalidInputError",
     "InvalidOutputNameError",
+    "KernelTime",
     "NodeArg",
     "NotAnArtifactError",
     "TilecError",

@@ -5,6 +5,8 @@ file behind (``memfd_create`` + ``dlopen("/proc/self/fd/N")``; a temporary file 
 memfd or /proc is unavailable), checks ``tilec_abi_version() == ABI_VERSION``, and
 creates one context with ``tilec_create(num_threads)`` (``<= 0``: all online CPUs).
 ``run(...)`` calls ``tilec_run`` with raw pointers and returns its status code.
+``enable_profile(counters)`` hands the context an int64 array that artifacts compiled
+with profiling add each kernel's wall time (ns) to.
 ``close()`` (or garbage collection) destroys the context, unloads the library and
 releases the file. The caller serialises ``run``: a context serves one call at a time.
 """
@@ -29,6 +31,10 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "tilec_destroy": ([_vp], None),
     "tilec_num_threads": ([_vp], ctypes.c_int32),
     "tilec_run": ([_vp, ctypes.POINTER(_vp), ctypes.POINTER(_vp), _vp, _vp], ctypes.c_int32),
+}
+# Exported by artifacts built since profiling was added; older ones simply cannot be profiled.
+_OPTIONAL_SIGNATURES: dict[str, tuple[list, object]] = {
+    "tilec_set_profile": ([_vp, _vp, ctypes.c_int32], None),
 }
 
 
@@ -56,6 +62,7 @@ class NativeModule:
             _unload(lib._handle, release_file)
             raise
         self._run = functions["tilec_run"]
+        self._set_profile = functions.get("tilec_set_profile")
         self._ctx = ctx
         self.num_threads: int = functions["tilec_num_threads"](ctx)
         # The finalizer holds what it needs, not self, so the module can be collected.
@@ -74,6 +81,12 @@ class NativeModule:
         # ctypes drops the GIL for the call; the pool's threads run without Python.
         return int(self._run(self._ctx, in_array, out_array, weights, workspace))
 
+    def enable_profile(self, counters_address: int, count: int) -> None:
+        """Let profiled kernels add their times (int64 ns) to ``count`` counters at that address."""
+        if self._set_profile is None:
+            raise IncompatibleArtifactError("the artifact's native code has no profiling support")
+        self._set_profile(self._ctx, counters_address, count)
+
     def close(self) -> None:
         self._finalizer()
 
@@ -88,6 +101,12 @@ def _bind(lib: ctypes.CDLL) -> dict[str, Callable]:
         fn.argtypes = argtypes
         fn.restype = restype
         functions[name] = fn
+    for name, (argtypes, restype) in _OPTIONAL_SIGNATURES.items():
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.argtypes = argtypes
+            fn.restype = restype
+            functions[name] = fn
     return functions
 
 

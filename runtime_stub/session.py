@@ -16,6 +16,8 @@ Contract:
   accepted as an input too.
 * ``run`` may be called from several Python threads: calls into one native context are
   serialised by a lock; validation and output allocation happen outside it.
+* ``kernel_profile()``: for artifacts compiled with profiling (``tilec compile --profile``,
+  ``tilec profile``), each kernel's mean wall time per run since loading (or the last reset).
 * ``close()`` / ``with`` release the native code; so does garbage collection.
 """
 
@@ -83,6 +85,20 @@ def _type_string(etype: ElementType) -> str:
 _element_types = {_type_string(e): e for e in ELEMENT_TYPES.values()}
 
 
+@dataclass(frozen=True)
+class KernelTime:
+    """One kernel of a profiled artifact: what it computes and its mean time per run."""
+
+    name: str
+    ops: str
+    flops: int
+    seconds: float  # mean wall time per run
+
+    @property
+    def gflops_per_second(self) -> float:
+        return self.flops / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+
 class Executor(Protocol):
     """Runs one artifact on one kind of device. ``run`` fills ``outputs`` in place."""
 
@@ -120,6 +136,11 @@ class CpuExecutor:
         self._workspace = _aligned_empty(max(workspace_size, 1))
         self._native = NativeModule(artifact.native, threads)
         self._lock = threading.Lock()
+        self.profile_ns: np.ndarray | None = None
+        self.profiled_runs = 0
+        if artifact.manifest.get("profile"):
+            self.profile_ns = np.zeros(len(artifact.manifest.get("kernels", [])), dtype=np.int64)
+            self._native.enable_profile(self.profile_ns.ctypes.data, len(self.profile_ns))
 
     @property
     def num_threads(self) -> int:
@@ -130,6 +151,7 @@ class CpuExecutor:
         out_ptrs = [a.ctypes.data for a in outputs]
         with self._lock:
             status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, self._workspace.ctypes.data)
+            self.profiled_runs += 1
         if status != 0:
             raise ExecutionError(f"the native code failed with status {status}")
 
@@ -205,6 +227,21 @@ class InferenceSession:
         outputs = [arg.element_type.native_empty(arg.shape) for arg in self._outputs]
         executor.run(inputs, outputs)
         return [self._outputs[i].element_type.from_native(outputs[i], self._outputs[i].shape) for i in selected]
+
+    def kernel_profile(self, reset: bool = False) -> list[KernelTime]:
+        """Per-kernel mean wall time per run, in plan order (artifacts compiled with profiling only)."""
+        executor = self._open_executor()
+        counters = getattr(executor, "profile_ns", None)
+        if counters is None:
+            raise ExecutionError("this artifact was compiled without profiling; "
+                                 "recompile it with `tilec compile --profile` (or use `tilec profile`)")
+        runs = max(executor.profiled_runs, 1)
+        result = [KernelTime(str(k.get("name", "")), str(k.get("ops", "")), int(k.get("flops", 0)), int(ns) / runs / 1e9)
+                  for k, ns in zip(self._manifest["kernels"], counters)]
+        if reset:
+            counters[:] = 0
+            executor.profiled_runs = 0
+        return result
 
     def close(self) -> None:
         if self._executor is not None:

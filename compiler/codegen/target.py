@@ -16,6 +16,11 @@ import llvmlite.binding as llvm
 
 from compiler.errors import TargetError
 
+# Vector loads whose lanes are at most this many elements apart are emitted as two contiguous
+# loads and a shuffle (a stride-2 pool); the schedules vectorize such loops. Wider strides
+# would load more than they use and become per-lane gathers.
+MAX_SHUFFLED_LOAD_STRIDE = 4
+
 # LLVM feature name → /proc/cpuinfo flag, for the features generated code may rely on.
 _X86_FLAGS = {
     "sse4.1": "sse4_1", "sse4.2": "sse4_2", "ssse3": "ssse3", "popcnt": "popcnt", "avx": "avx", "avx2": "avx2",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Buffer, Const, Expr, Var, binary, const, substitute
+from compiler.loopir.expr import Binary, Buffer, Const, Expr, Var, binary, const, substitute
 from compiler.loopir.stmt import Alloc, For, Stmt, Store, seq
 
 COMBINERS = ("sum", "prod", "max", "min")
@@ -59,6 +59,15 @@ class Computation:
     @property
     def is_reduction(self) -> bool:
         return bool(self.axes)
+
+    @property
+    def flops(self) -> int:
+        """Arithmetic of the reduction, for profiles: 2 per multiply-accumulate, 1 per other reduction step."""
+        if not self.is_reduction:
+            return 0
+        steps = math.prod(self.space) * math.prod(a.extent for a in self.axes)
+        is_mac = self.combiner == "sum" and isinstance(self.body, Binary) and self.body.op == "mul"
+        return steps * (2 if is_mac else 1)
 
     @property
     def acc(self) -> Var:

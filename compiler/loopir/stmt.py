@@ -83,6 +83,8 @@ class Kernel:
     body: Stmt
     # What the kernel computes, for the printer, profiles and the manifest (e.g. "Conv+Relu").
     label: str = ""
+    # Floating-point work of its reductions (``Computation.flops``), for profiles' GFLOP/s.
+    flops: int = 0
 
 
 def seq(*stmts: Stmt) -> Stmt:

@@ -285,7 +285,8 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
             entry = state.arena.setdefault(storage.key, [nbytes, step, step])
             entry[0] = max(entry[0], nbytes)
             entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
-    kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label)
+    kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label,
+                    sum(c.flops for c in comps))
     state.calls.append((kernel, step))
 
 

@@ -1,8 +1,10 @@
 """Pooling: MaxPool, AveragePool, LpPool and their global forms, as windowed reductions.
 
-A window position outside the input reads as the combiner's identity (no
-padded copy: pools are cheap next to convs and the select is loop-invariant in
-most of the window). AveragePool divides by the window size, or, with
+A window position outside the input reads as the combiner's identity: where a
+window can reach outside (padding, ceil_mode), the pool reads a copy of the
+input padded with that identity, so the pool itself is plain strided loads the
+schedule can vectorize (bounds checks per element kept it scalar, 10x slower
+than the copy). AveragePool divides by the window size, or, with
 count_include_pad=0 and padding, by the count of in-bounds positions.
 MaxPool's optional Indices output is a second reduction: the first window
 position holding the maximum, as a flat input index.
@@ -11,11 +13,12 @@ position holding the maximum, as a flat input index.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.conv import spatial_pads
+from compiler.ops.conv import pad_input, spatial_pads
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _ravel, _unravel
 
@@ -42,13 +45,26 @@ def _window_load(x: Tensor, i: Index, r: Index, strides, dilations, begins, fill
     return select(inside, value, const(fill, x.dtype)), inside
 
 
+def _padded_window(ctx: LoweringContext, x: Tensor, kernel, strides, dilations, pads,
+                   fill: float) -> Callable[[Index, Index], Expr]:
+    """``(i, r) -> x`` at window offset ``r`` of output ``i``, ``fill`` outside: reads a padded copy
+    of ``x`` when some window reaches outside it, else ``x`` itself."""
+    rank = len(kernel)
+    out_spatial = ctx.output_type(0).shape[2:]
+    begins = pads[:rank]
+    reach = [(out_spatial[d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1 for d in range(rank)]
+    ends = [max(0, reach[d] - begins[d] - x.shape[2 + d]) for d in range(rank)]
+    source = pad_input(ctx, x, begins, ends, fill)
+    return lambda i, r: source[[i[0], i[1], *(i[2 + d] * strides[d] + r[d] * dilations[d] for d in range(rank))]]
+
+
 def max_pool(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     out = ctx.output_type(0)
     kernel, strides, dilations, pads = _window(ctx, x)
     lowest = -math.inf if x.dtype.is_float else -(1 << (x.dtype.bits - 1)) if x.dtype.is_signed else 0
     with_indices = len(ctx.node.outputs) > 1
-    values = ctx.reduce(out.shape, kernel, lambda i, r: _window_load(x, i, r, strides, dilations, pads, lowest)[0],
+    values = ctx.reduce(out.shape, kernel, _padded_window(ctx, x, kernel, strides, dilations, pads, lowest),
                         "max", name="maxpool", materialize=with_indices)
     if not with_indices:
         return [values]
@@ -89,7 +105,7 @@ def average_pool(ctx: LoweringContext) -> list[Tensor]:
                    > x.shape[2 + d] + pads[d] + pads[rank + d] for d in range(rank))
     if not overhang and (include_pad or not padded):
         size = const(math.prod(kernel), x.dtype)
-        return [ctx.reduce(out.shape, kernel, lambda i, r: _window_load(x, i, r, strides, dilations, pads, 0.0)[0],
+        return [ctx.reduce(out.shape, kernel, _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0),
                            "sum", lambda acc, i: acc / size, name="avgpool")]
     # The divisor varies with the position: count the window's positions inside the (padded) input.
     limit_pads = pads if include_pad else [0] * (2 * rank)
@@ -103,7 +119,7 @@ def average_pool(ctx: LoweringContext) -> list[Tensor]:
         return cast(inside, x.dtype)
 
     count = ctx.reduce(out.shape, kernel, counted, "sum", name="avgpool_count", materialize=True)
-    return [ctx.reduce(out.shape, kernel, lambda i, r: _window_load(x, i, r, strides, dilations, pads, 0.0)[0],
+    return [ctx.reduce(out.shape, kernel, _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0),
                        "sum", lambda acc, i: acc / count[i], name="avgpool")]
 
 
@@ -111,9 +127,10 @@ def lp_pool(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     kernel, strides, dilations, pads = _window(ctx, x)
     p = float(ctx.attr("p", 2))
+    window = _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0)
 
     def body(i: Index, r: Index) -> Expr:
-        v = _window_load(x, i, r, strides, dilations, pads, 0.0)[0]
+        v = window(i, r)
         return call("abs", v) if p == 1 else binary("pow", call("abs", v), const(p, v.dtype))
 
     return [ctx.reduce(ctx.output_type(0).shape, kernel, body, "sum",

@@ -8,7 +8,8 @@ Three classes, recognised from the computation itself rather than from op names:
   vector registers while the reduction streams (``hoist_reduction``), rows
   unrolled, lanes vectorized.
 - other reductions and pointwise computations: innermost loop vectorized where
-  every access is contiguous or invariant along it.
+  its store is contiguous and every load contiguous, invariant or a short stride
+  along it (a stride-2 pool's window).
 - every computation: the outermost loop runs on the thread pool when there is
   enough work to pay for a fork/join.
 """
@@ -19,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from compiler.codegen.target import Target
+from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
@@ -47,8 +48,9 @@ def _live_index(c: Computation) -> list[tuple[Var, int]]:
     return [(v, n) for v, n in zip(c.index, c.space) if n > 1]
 
 
-def _vectorizable(c: Computation, v: Var) -> bool:
-    return all(k in (0, 1) for k in _coefficients(c, v))
+def _vectorizable(c: Computation, v: Var, max_stride: int = 1) -> bool:
+    """Every load is invariant along ``v`` or steps at most ``max_stride`` elements forward."""
+    return all(k is not None and 0 <= k <= max_stride for k in _coefficients(c, v))
 
 
 def _work(c: Computation) -> int:
@@ -130,7 +132,8 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
     else:
         s = build_loops(c)
         inner, inner_extent = live[-1]
-        if _vectorizable(c, inner) and _store_coefficient(c, inner) == 1 and inner_extent >= max(2, lanes // 4):
+        if (_vectorizable(c, inner, MAX_SHUFFLED_LOAD_STRIDE) and _store_coefficient(c, inner) == 1
+                and inner_extent >= max(2, lanes // 4)):
             vector_loop = inner.name
             if inner_extent > 2 * lanes:
                 s = split(s, inner.name, 2 * lanes)

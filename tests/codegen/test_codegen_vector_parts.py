@@ -36,3 +36,28 @@ def test_odd_width_values(cols):
     out = np.full_like(xv, np.nan)
     run_nest(nest, {"x": xv, "y": out})
     np.testing.assert_allclose(out, xv * 3.0 + 1.0, rtol=1e-6)
+
+
+def _strided_nest(stride: int, cols: int) -> tuple[For, Buffer, Buffer]:
+    # y[i, j] = x[i, stride * j]: the row's last lane is the buffer's last element, so a load
+    # reaching past it would read beyond the buffer.
+    x, y = Buffer("x", DType.F32, (4, stride * (cols - 1) + 1)), Buffer("y", DType.F32, (4, cols))
+    return For(i, 4, For(j, cols, Store(y, (i, j), x[i, j * stride] + 1.0), ForKind.VECTORIZED)), x, y
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4])
+@pytest.mark.parametrize("cols", [2, 16, 27])
+def test_strided_loads_values(stride, cols):
+    nest, x, _ = _strided_nest(stride, cols)
+    xv = np.random.default_rng(stride).standard_normal(x.shape).astype(np.float32)
+    out = np.full((4, cols), np.nan, np.float32)
+    run_nest(nest, {"x": xv, "y": out})
+    np.testing.assert_array_equal(out, xv[:, ::stride] + np.float32(1.0))
+
+
+def test_strided_loads_are_shuffled_vectors_not_lane_gathers():
+    nest, x, y = _strided_nest(2, 16)
+    tgt = resolve_target("x86_64-linux-gnu", "znver4")
+    call = KernelCall(Kernel("k", (x, y), nest), (BufferRef("input", index=0), BufferRef("output", index=0)))
+    ir_text = str(build_module([call], tgt))
+    assert "shufflevector" in ir_text and "insertelement" not in ir_text

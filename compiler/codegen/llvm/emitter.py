@@ -8,7 +8,8 @@ pointer per global buffer in ``Kernel.params`` order. Loop kinds map as:
 - vectorized: the body emitted once per power-of-two part of the extent (24 → 16 + 8)
   with the variable as that part's lane vector ``<b, b+1, ..., b+W-1>``; accesses
   contiguous in it become vector loads/stores, invariant ones scalars (broadcast
-  where mixed), others gathers/scatters;
+  where mixed), loads with a small constant stride (a stride-2 pool) two vector
+  loads and a shuffle, others gathers/scatters;
 - parallel: the body is outlined into ``void (ptr closure, i64 begin, i64 end)``
   and handed to ``tilec_parallel_for`` from the support library.
 Local buffers become entry-block allocas, which LLVM promotes to registers.
@@ -32,6 +33,7 @@ import llvmlite.ir as ir
 import ml_dtypes
 import numpy as np
 
+from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient, substitute
 from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
@@ -206,7 +208,7 @@ class FunctionEmitter:
     # --- memory ---------------------------------------------------------------------
 
     def _address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> tuple[str, ir.Value]:
-        """('scalar'|'contiguous', pointer) or ('gather', vector of pointers as a Python list)."""
+        """('scalar'|'contiguous', pointer), ('strided', pointer to lane 0) or ('gather', vector of indices)."""
         offset = flat_index(buffer, indices)
         base = self.pointers[buffer.name]
         mtype = memory_type(buffer.dtype)
@@ -216,9 +218,10 @@ class FunctionEmitter:
         coeff = linear_coefficient(offset, var)
         if coeff == 0:
             return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
-        if coeff == 1:
+        if coeff == 1 or (coeff is not None and 1 < coeff <= MAX_SHUFFLED_LOAD_STRIDE):
             start = self.index(substitute(offset, {var: Const(first)}))
-            return "contiguous", self.b.gep(base, [start], inbounds=True, source_etype=mtype)
+            pointer = self.b.gep(base, [start], inbounds=True, source_etype=mtype)
+            return ("contiguous" if coeff == 1 else "strided"), pointer
         return "gather", self.index(offset)
 
     def index(self, e: Expr) -> ir.Value:
@@ -239,6 +242,9 @@ class FunctionEmitter:
         if kind == "contiguous":
             vt = ir.VectorType(mtype, lanes)
             return self._from_memory(self.b.load(where, typ=vt, align=mtype_align(mtype)), dtype)
+        if kind == "strided":
+            stride = linear_coefficient(flat_index(e.buffer, e.indices), self.vector[0])
+            return self._from_memory(self._strided_load(where, mtype, lanes, stride), dtype)
         base = self.pointers[e.buffer.name]
         result = ir.Constant(ir.VectorType(mtype, lanes), None)
         for lane in range(lanes):
@@ -246,6 +252,21 @@ class FunctionEmitter:
             ptr = self.b.gep(base, [idx], inbounds=True, source_etype=mtype)
             result = self.b.insert_element(result, self.b.load(ptr, typ=mtype), ir.Constant(I32, lane))
         return self._from_memory(result, dtype)
+
+    def _strided_load(self, start: ir.Value, mtype: ir.Type, lanes: int, stride: int) -> ir.Value:
+        """Lanes ``start[0], start[stride], ...``: two contiguous loads (the first half's span, and one
+        ending exactly at the last lane) and a shuffle, never touching memory past the last lane."""
+        half = lanes // 2
+        width = half * stride
+        vt = ir.VectorType(mtype, width)
+        align = mtype_align(mtype)
+        low = self.b.load(start, typ=vt, align=align)
+        high_start = self.b.gep(start, [ir.Constant(I64, (lanes - 1) * stride - (width - 1))], inbounds=True,
+                                source_etype=mtype)
+        high = self.b.load(high_start, typ=vt, align=align)
+        # In ``high``, lane half + j sits at (lanes - 1 - (half - 1 - j)) * stride - high's offset.
+        picks = [j * stride for j in range(half)] + [width + (width - 1) - (half - 1 - j) * stride for j in range(half)]
+        return self.b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, lanes), picks))
 
     def store(self, s: Store) -> None:
         dtype = s.buffer.dtype
@@ -255,6 +276,8 @@ class FunctionEmitter:
             self._store_packed(s, value)
             return
         kind, where = self._address(s.buffer, s.indices)
+        if kind == "strided":
+            kind, where = "gather", self.index(flat_index(s.buffer, s.indices))
         if kind == "scalar":
             if is_vector(value):
                 raise ValueError(f"store of a vector into one element of {s.buffer.name}")

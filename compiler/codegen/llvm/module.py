@@ -2,7 +2,9 @@
 
 ``tilec_run(ctx, inputs, outputs, weights, workspace)`` (see docs/ARCHITECTURE.md)
 calls every kernel in plan order with pointers computed from the memory plan,
-so a model run is a single foreign call.
+so a model run is a single foreign call. With ``profile=True`` each call is
+bracketed by ``tilec_profile_begin`` / ``tilec_profile_end`` (support library), which
+add the kernel's wall time to the runtime's per-kernel counters when it asks for them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class KernelCall:
     args: tuple[BufferRef, ...]
 
 
-def build_module(calls: list[KernelCall], target: Target, name: str = "model") -> ir.Module:
+def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False) -> ir.Module:
     module = ir.Module(name=name)
     module.triple = target.triple
     emitter = ModuleEmitter(module)
@@ -43,7 +45,12 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model") -
     run = ir.Function(module, ir.FunctionType(I32, [PTR] * 5), "tilec_run")
     ctx, inputs, outputs, weights, workspace = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
-    for fn, call in zip(functions, calls):
+    if profile:
+        begin = emitter.declare("tilec_profile_begin", I64, [PTR])
+        end = emitter.declare("tilec_profile_end", ir.VoidType(), [PTR, I32, I64])
+    for k, (fn, call) in enumerate(zip(functions, calls)):
+        if profile:
+            started = b.call(begin, [ctx])
         args = [ctx]
         for ref in call.args:
             if ref.kind in ("input", "output"):
@@ -53,6 +60,8 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model") -
                 base = weights if ref.kind == "weights" else workspace
                 args.append(b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8)))
         b.call(fn, args)
+        if profile:
+            b.call(end, [ctx, ir.Constant(I32, k), started])
     b.ret(ir.Constant(I32, 0))
     return module
 

@@ -7,6 +7,10 @@
  *   void    tilec_destroy(void *ctx)
  *   int32_t tilec_num_threads(void *ctx)
  *   void    tilec_parallel_for(ctx, fn, closure, n)      -> fn(closure, b, e) over a partition of [0, n)
+ *   void    tilec_set_profile(ctx, int64_t *ns, int32_t n) -> per-kernel wall-time accumulators (NULL: off)
+ *   int64_t tilec_profile_begin(ctx) / void tilec_profile_end(ctx, kernel, begin)
+ *                                                         -> called around each kernel by artifacts
+ *                                                            compiled with profiling (tilec profile)
  *
  * The context owns a small fork/join pool of num_threads - 1 workers; the calling
  * thread is the last member. There is no global state, so several contexts (several
@@ -25,6 +29,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TILEC_ABI_VERSION 1
@@ -63,6 +68,10 @@ struct tilec_context {
     _Atomic int32_t pending; /* workers that have not finished the current generation */
     _Atomic int32_t busy;    /* 1 while a parallel_for is in flight: nested calls run serially */
     _Atomic int32_t stop;
+
+    /* Profiling: ns[k] accumulates kernel k's wall time; set by the runtime, NULL when off. */
+    int64_t *profile_ns;
+    int32_t profile_len;
 };
 
 static inline void tilec_cpu_relax(void) {
@@ -229,4 +238,28 @@ void tilec_parallel_for(void *opaque, tilec_body_fn fn, void *closure, int64_t n
     tilec_run_chunk(ctx, 0);
     tilec_wait_for_workers(ctx);
     atomic_store_explicit(&ctx->busy, 0, memory_order_release);
+}
+
+void tilec_set_profile(void *opaque, int64_t *ns, int32_t n) {
+    tilec_context *ctx = (tilec_context *)opaque;
+    if (!ctx) return;
+    ctx->profile_ns = n > 0 ? ns : NULL;
+    ctx->profile_len = n > 0 ? n : 0;
+}
+
+static int64_t tilec_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t tilec_profile_begin(void *opaque) {
+    tilec_context *ctx = (tilec_context *)opaque;
+    return ctx && ctx->profile_ns ? tilec_now_ns() : 0;
+}
+
+void tilec_profile_end(void *opaque, int32_t kernel, int64_t begin) {
+    tilec_context *ctx = (tilec_context *)opaque;
+    if (!ctx || !ctx->profile_ns || kernel < 0 || kernel >= ctx->profile_len) return;
+    ctx->profile_ns[kernel] += tilec_now_ns() - begin;
 }
