@@ -21,6 +21,39 @@ from compiler.errors import TargetError
 # would load more than they use and become per-lane gathers.
 MAX_SHUFFLED_LOAD_STRIDE = 4
 
+# The widest masked vector part started on its own: two AVX-512 registers of float32.
+MAX_MASKED_WIDTH = 32
+
+
+def vector_parts(extent: int, masked: bool = True) -> list[tuple[int, int]]:
+    """How a vectorized loop of ``extent`` runs: ``(vector width, active lanes)`` per part.
+
+    Power-of-two vectors (LLVM legalizes odd ones like <23 x float> lane by lane): 24 → 16 + 8.
+    With ``masked``, a remainder that would take two or more further parts runs as one vector
+    whose last lanes are masked off: 23 → one 32-wide part with 23 active lanes, 7 → 8 with 7
+    active, 55 → 32 + 32 with 23 active (not 32 + 16 + 4 + 2 + 1: a register tile's tail row
+    then needs two registers, not four).
+    """
+    parts: list[tuple[int, int]] = []
+    rest = extent
+    while rest:
+        whole = 1 << (rest.bit_length() - 1)
+        left = rest - whole
+        # ``left`` not a power of two would take two or more further parts. The masked vector is
+        # at most as wide as the first part or 32 lanes (55 → 32 + 32 with 23 active, not 64).
+        if masked and left & (left - 1) and 2 * whole <= max(MAX_MASKED_WIDTH, parts[0][0] if parts else 0):
+            parts.append((2 * whole, rest))
+            break
+        parts.append((whole, whole))
+        rest = left
+    return parts
+
+
+def padded_extent(extent: int) -> int:
+    """The row length a local buffer gets so that masked vector parts stay inside their row."""
+    return sum(width for width, _ in vector_parts(extent))
+
+
 # LLVM feature name → /proc/cpuinfo flag, for the features generated code may rely on.
 _X86_FLAGS = {
     "sse4.1": "sse4_1", "sse4.2": "sse4_2", "ssse3": "ssse3", "popcnt": "popcnt", "avx": "avx", "avx2": "avx2",

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from compiler.codegen.target import Target
+from compiler.codegen.target import Target, vector_parts
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
@@ -54,12 +54,19 @@ def _coefficient(load: Load, v: Var) -> int | None:
     return linear_coefficient(flat_index(load.buffer, load.indices), v)
 
 
+def _registers_per_row(width: int, lanes: int) -> int:
+    """Vector registers one tile row of ``width`` lanes takes, as the code generator splits it."""
+    return sum(-(-w // lanes) for w, _ in vector_parts(width))
+
+
 def choose_tile(c: Computation, target: Target, lanes: int, col: Var, row: Var | None) -> Tile:
     extents = dict(zip(c.index, c.space))
-    vectors = 2 if extents[col] >= 2 * lanes else 1
-    width = min(extents[col], vectors * lanes)
+    width = min(extents[col], 2 * lanes)
     if row is None:
         return Tile(None, col, 1, width)
+    # The tail tile (extent % width columns) shares the row count: size rows for the wider of the two.
+    tail = extents[col] % width
+    vectors = max(_registers_per_row(width, lanes), _registers_per_row(tail, lanes) if tail else 0)
     max_rows = max(1, (target.vector_registers - SPARE_REGISTERS) // vectors)
     # Balance the row tiles (64 rows → 13+13+13+13+12 rather than 14*4 + an 8-row tail).
     rows = -(-extents[row] // -(-extents[row] // max_rows))

@@ -9,7 +9,8 @@ Three classes, recognised from the computation itself rather than from op names:
   unrolled, lanes vectorized.
 - other reductions and pointwise computations: innermost loop vectorized where
   its store is contiguous and every load contiguous, invariant or a short stride
-  along it (a stride-2 pool's window).
+  along it (a stride-2 pool's window); failing that, a reduction is vectorized
+  along its innermost reduction axis when that is contiguous (a row sum, a GEMV).
 - every computation: the outermost loop runs on the thread pool when there is
   enough work to pay for a fork/join.
 """
@@ -21,12 +22,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target
-from compiler.loopir.compute import Computation, build_loops
+from compiler.loopir.compute import Computation, build_loops, reduce_init
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.flatten import flatten_inner
 from compiler.schedule.contraction import choose_tile, pack_operands, tiled_contraction
-from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split
+from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split, vectorize_reduction
 
 # Below this much work (scalar operations: output elements × reduction extent) a kernel runs
 # on the calling thread. A fork/join of the pool costs about 1 us on an idle 2-core Zen 4;
@@ -102,6 +103,18 @@ def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
     return best
 
 
+def _vectorize_along_reduction(c: Computation, s: Stmt, lanes: int) -> Stmt:
+    """Vectorize the innermost reduction axis when it is contiguous in the loads (rfactor)."""
+    live = [a for a in c.axes if a.extent > 1]
+    if not live or live[-1].extent < lanes:
+        return s
+    axis = live[-1]
+    if not _vectorizable(c, axis.var, MAX_SHUFFLED_LOAD_STRIDE) or not any(_coefficients(c, axis.var)):
+        return s
+    width = 2 * lanes if axis.extent >= 2 * lanes else lanes
+    return vectorize_reduction(s, axis.var.name, width, c.combiner, reduce_init(c.combiner, c.body.dtype))
+
+
 @dataclass(frozen=True)
 class Scheduled:
     """A scheduled computation: ``body`` reads the outputs of ``packs`` (pointwise operand
@@ -144,6 +157,8 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
                 # loops with an accumulator tile indexed by it.
                 s = hoist_reduction(s, [vector_loop])
             s = annotate(s, vector_loop, ForKind.VECTORIZED)
+        elif c.is_reduction:
+            s = _vectorize_along_reduction(c, s, lanes)
     if _work(c) >= (MIN_PARALLEL_CONTRACTION if tile_var is not None else MIN_PARALLEL_WORK):
         outer = outermost_loop(s)
         if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from compiler.loopir.compute import combine
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, map_loads
 from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, map_stmts, seq, substitute_stmt
 
@@ -163,6 +164,60 @@ def hoist_reduction(s: Stmt, names: list[str]) -> Stmt:
     return map_stmts(s, rewrite)
 
 
+def vectorize_reduction(s: Stmt, name: str, width: int, combiner: str, init: Const) -> Stmt:
+    """Reduce along the innermost reduction loop ``name`` ``width`` elements at a time (an rfactor).
+
+    ``acc = init; for r { acc = acc (+) f(r) }`` becomes ``part[W] = init; for r_o { for r_i
+    (vectorized) { part[r_i] = part[r_i] (+) f(r_o*W + r_i) } }; acc (+)= f(tail)...`` followed by a
+    tree fold of ``part`` (halving vectors) into ``acc``: for reductions along a contiguous axis
+    (a GEMV's dot products, a row sum, LayerNorm's statistics) whose outputs cannot be vectorized.
+    It reassociates the reduction, as any vectorized sum does.
+    """
+
+    def rewrite(node: Stmt) -> Stmt | None:
+        if not (isinstance(node, Alloc) and node.buffer.shape == (1,) and isinstance(node.body, Seq)
+                and len(node.body.stmts) == 3):
+            return None
+        first, update, final = node.body.stmts
+        chain: list[For] = []
+        cursor = update
+        while isinstance(cursor, For) and (not chain or chain[-1].var.name != name):
+            chain.append(cursor)
+            cursor = cursor.body
+        if not chain or chain[-1].var.name != name or not isinstance(cursor, Store):
+            return None
+        loop, acc = chain[-1], node.buffer
+        count, rest = divmod(loop.extent, width)
+        if count == 0:
+            return None
+        part = Buffer(f"{acc.name}_lanes", acc.dtype, (width,), "local")
+        outer, lane, tail = Var(f"{name}_o"), Var(f"{name}_i"), Var(f"{name}_t")
+        lanes_update = _retarget_accumulator(substitute_stmt(cursor, {loop.var: outer * width + lane}), acc, part, (lane,))
+        main: Stmt = For(lane, width, lanes_update, ForKind.VECTORIZED)
+        main = For(outer, count, main) if count > 1 else substitute_stmt(main, {outer: Const(0)})
+        parts = [main]
+        if rest:
+            parts.append(For(tail, rest, substitute_stmt(cursor, {loop.var: tail + count * width})))
+        folds: list[Stmt] = []
+        half = width // 2
+        while half >= 1:
+            k = Var(f"{name}_fold{half}")
+            step = Store(part, (k,), combine(combiner, Load(part, (k,)), Load(part, (k + half,))))
+            folds.append(For(k, half, step, ForKind.VECTORIZED) if half > 1 else substitute_stmt(step, {k: Const(0)}))
+            half //= 2
+        fill = Var(f"{name}_init")
+        return Alloc(acc, Alloc(part, seq(
+            first,
+            For(fill, width, Store(part, (fill,), init), ForKind.VECTORIZED),
+            _wrap(chain[:-1], seq(*parts)),
+            *folds,
+            Store(acc, (Const(0),), combine(combiner, Load(acc, (Const(0),)), Load(part, (Const(0),)))),
+            final,
+        )))
+
+    return map_stmts(s, rewrite)
+
+
 def outermost_loop(s: Stmt) -> For | None:
     """The first loop reached from the root through sequences and allocations."""
     if isinstance(s, For):
@@ -184,4 +239,4 @@ def loop_vars_outside_in(s: Stmt) -> list[Var]:
 
 
 __all__ = ["annotate", "fuse", "hoist_reduction", "loop_vars_outside_in", "merge_siblings", "outermost_loop", "reorder",
-           "split"]
+           "split", "vectorize_reduction"]

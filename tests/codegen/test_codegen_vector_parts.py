@@ -61,3 +61,40 @@ def test_strided_loads_are_shuffled_vectors_not_lane_gathers():
     call = KernelCall(Kernel("k", (x, y), nest), (BufferRef("input", index=0), BufferRef("output", index=0)))
     ir_text = str(build_module([call], tgt))
     assert "shufflevector" in ir_text and "insertelement" not in ir_text
+
+
+def test_vector_parts_mask_ragged_remainders():
+    from compiler.codegen.target import padded_extent, vector_parts
+
+    assert vector_parts(24) == [(16, 16), (8, 8)]
+    assert vector_parts(23) == [(32, 23)]
+    assert vector_parts(55) == [(32, 32), (32, 23)]
+    assert vector_parts(7) == [(8, 7)]
+    assert vector_parts(17) == [(16, 16), (1, 1)]
+    assert vector_parts(23, masked=False) == [(16, 16), (4, 4), (2, 2), (1, 1)]
+    assert padded_extent(23) == 32 and padded_extent(24) == 24
+
+
+def test_ragged_width_is_one_masked_vector():
+    nest, x, y = _scale_nest(23)
+    tgt = resolve_target("x86_64-linux-gnu", "znver4")
+    call = KernelCall(Kernel("k", (x, y), nest), (BufferRef("input", index=0), BufferRef("output", index=0)))
+    ir_text = str(build_module([call], tgt))
+    assert "llvm.masked.load.v32f32" in ir_text and "llvm.masked.store.v32f32" in ir_text
+
+
+def test_masked_part_with_a_local_tile_keeps_values():
+    # A reduction tile whose vector loop is ragged: the accumulator rows (local) are padded.
+    from compiler.loopir.compute import Computation, ReduceAxis
+    from compiler.schedule.defaults import schedule
+
+    r = Var("r")
+    a, b = Buffer("a", DType.F32, (20, 9)), Buffer("b", DType.F32, (9, 23))
+    out = Buffer("c", DType.F32, (20, 23))
+    comp = Computation(out, (i, j), a[i, r] * b[r, j], (ReduceAxis(r, 9),), "sum")
+    nest = schedule(comp, resolve_target("host")).body
+    rng = np.random.default_rng(3)
+    av, bv = rng.standard_normal(a.shape).astype(np.float32), rng.standard_normal(b.shape).astype(np.float32)
+    got = np.full(out.shape, np.nan, np.float32)
+    run_nest(nest, {"a": av, "b": bv, "c": got})
+    np.testing.assert_allclose(got, av @ bv, rtol=1e-5, atol=1e-5)

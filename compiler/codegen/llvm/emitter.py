@@ -5,8 +5,12 @@ pointer per global buffer in ``Kernel.params`` order. Loop kinds map as:
 
 - serial: a counted loop;
 - unrolled: the body emitted once per iteration with the variable a constant;
-- vectorized: the body emitted once per power-of-two part of the extent (24 → 16 + 8)
-  with the variable as that part's lane vector ``<b, b+1, ..., b+W-1>``; accesses
+- vectorized: the body emitted once per power-of-two part of the extent (24 → 16 + 8;
+  ``codegen.target.vector_parts``), a ragged remainder as one vector whose extra lanes
+  are masked off (23 → 32 with 23 active: masked loads and stores in global memory;
+  local buffers get rows padded to the parts' total, so their accesses stay whole
+  vectors that LLVM keeps in registers), with the variable as that part's lane vector
+  ``<b, b+1, ..., b+W-1>``; accesses
   contiguous in it become vector loads/stores, invariant ones scalars (broadcast
   where mixed), loads with a small constant stride (a stride-2 pool) two vector
   loads and a shuffle, others gathers/scatters;
@@ -33,9 +37,10 @@ import llvmlite.ir as ir
 import ml_dtypes
 import numpy as np
 
-from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE
+from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, padded_extent, vector_parts
 from compiler.dtypes import DType
-from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient, substitute
+from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient,
+                                  substitute, walk)
 from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
 from compiler.codegen.llvm import narrow
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
@@ -102,7 +107,7 @@ class FunctionEmitter:
         self.allocas = ir.IRBuilder(self.entry)
         body = fn.append_basic_block("body")
         self.b = ir.IRBuilder(body)
-        self.vector: tuple[Var, int, int] | None = None  # (var, lanes, first lane's value)
+        self.vector: _VectorPart | None = None
 
     def put(self, value: ir.Value, ptr: ir.Value, align: int | None = None) -> None:
         """Store without llvmlite's pointee check: a vector may be stored through a scalar's address."""
@@ -124,7 +129,8 @@ class FunctionEmitter:
             self.store(s)
         elif isinstance(s, Alloc):
             t = memory_type(s.buffer.dtype)
-            self.pointers[s.buffer.name] = self.allocas.alloca(ir.ArrayType(t, s.buffer.numel), name=s.buffer.name)
+            size = _layout(s.buffer).numel
+            self.pointers[s.buffer.name] = self.allocas.alloca(ir.ArrayType(t, size), name=s.buffer.name)
             self.stmt(s.body)
         elif isinstance(s, For):
             self.loop(s)
@@ -141,16 +147,14 @@ class FunctionEmitter:
             del self.env[s.var]
         elif s.kind is ForKind.VECTORIZED and s.extent > 1:
             if self.vector is not None:
-                raise ValueError(f"nested vectorized loops ({self.vector[0].name}, {s.var.name})")
-            # LLVM legalizes odd vector types (<24 x float>) lane by lane through the stack, so
-            # the loop runs as power-of-two vectors (24 lanes: 16 then 8; a last single lane: scalar).
+                raise ValueError(f"nested vectorized loops ({self.vector.var.name}, {s.var.name})")
             base = 0
-            for width in _power_of_two_parts(s.extent):
+            for width, active in vector_parts(s.extent, masked=_maskable(s.body)):
                 lanes = list(range(base, base + width))
-                self.vector = (s.var, width, base) if width > 1 else None
+                self.vector = _VectorPart(s.var, width, base, active) if width > 1 else None
                 self.env[s.var] = ir.Constant(ir.VectorType(I64, width), lanes) if width > 1 else ir.Constant(I64, base)
                 self.stmt(s.body)
-                base += width
+                base += active
             self.vector = None
             del self.env[s.var]
         elif s.kind is ForKind.PARALLEL and self.vector is None and s.extent > 1:
@@ -208,21 +212,35 @@ class FunctionEmitter:
     # --- memory ---------------------------------------------------------------------
 
     def _address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> tuple[str, ir.Value]:
-        """('scalar'|'contiguous', pointer), ('strided', pointer to lane 0) or ('gather', vector of indices)."""
-        offset = flat_index(buffer, indices)
+        """('scalar'|'contiguous'|'masked', pointer), ('strided', pointer to lane 0) or ('gather', vector of
+        indices). 'masked': contiguous, but only the part's active lanes may be touched."""
+        offset = flat_index(_layout(buffer), indices)
         base = self.pointers[buffer.name]
         mtype = memory_type(buffer.dtype)
         if self.vector is None:
             return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
-        var, _, first = self.vector
-        coeff = linear_coefficient(offset, var)
+        part = self.vector
+        coeff = linear_coefficient(offset, part.var)
         if coeff == 0:
             return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
         if coeff == 1 or (coeff is not None and 1 < coeff <= MAX_SHUFFLED_LOAD_STRIDE):
-            start = self.index(substitute(offset, {var: Const(first)}))
+            start = self.index(substitute(offset, {part.var: Const(part.first)}))
             pointer = self.b.gep(base, [start], inbounds=True, source_etype=mtype)
-            return ("contiguous" if coeff == 1 else "strided"), pointer
+            if coeff != 1:
+                return "strided", pointer
+            whole = not part.masked or _stays_in_padded_row(buffer, indices, part)
+            return ("contiguous" if whole else "masked"), pointer
         return "gather", self.index(offset)
+
+    def _mask(self) -> ir.Constant:
+        part = self.vector
+        return ir.Constant(ir.VectorType(I1, part.width), [k < part.active for k in range(part.width)])
+
+    def _masked_intrinsic(self, kind: str, vt: ir.VectorType) -> ir.Function:
+        mask_t = ir.VectorType(I1, vt.count)
+        if kind == "load":
+            return self.mod.declare(f"llvm.masked.load.{mangle(vt)}.p0", vt, [PTR, I32, mask_t, vt])
+        return self.mod.declare(f"llvm.masked.store.{mangle(vt)}.p0", VOID, [vt, PTR, I32, mask_t])
 
     def index(self, e: Expr) -> ir.Value:
         v = self.expr(e)
@@ -238,28 +256,40 @@ class FunctionEmitter:
         kind, where = self._address(e.buffer, e.indices)
         if kind == "scalar":
             return self._from_memory(self.b.load(where, typ=mtype, align=mtype_align(mtype)), dtype)
-        lanes = self.vector[1]
+        lanes = self.vector.width
+        vt = ir.VectorType(mtype, lanes)
         if kind == "contiguous":
-            vt = ir.VectorType(mtype, lanes)
             return self._from_memory(self.b.load(where, typ=vt, align=mtype_align(mtype)), dtype)
+        if kind == "masked":
+            align = ir.Constant(I32, mtype_align(mtype))
+            loaded = self.b.call(self._masked_intrinsic("load", vt), [where, align, self._mask(), ir.Constant(vt, None)])
+            return self._from_memory(loaded, dtype)
         if kind == "strided":
-            stride = linear_coefficient(flat_index(e.buffer, e.indices), self.vector[0])
-            return self._from_memory(self._strided_load(where, mtype, lanes, stride), dtype)
+            stride = linear_coefficient(flat_index(_layout(e.buffer), e.indices), self.vector.var)
+            return self._from_memory(self._strided_load(where, mtype, stride), dtype)
         base = self.pointers[e.buffer.name]
-        result = ir.Constant(ir.VectorType(mtype, lanes), None)
-        for lane in range(lanes):
+        result = ir.Constant(vt, None)
+        for lane in range(self.vector.active):
             idx = self.b.extract_element(where, ir.Constant(I32, lane))
             ptr = self.b.gep(base, [idx], inbounds=True, source_etype=mtype)
             result = self.b.insert_element(result, self.b.load(ptr, typ=mtype), ir.Constant(I32, lane))
         return self._from_memory(result, dtype)
 
-    def _strided_load(self, start: ir.Value, mtype: ir.Type, lanes: int, stride: int) -> ir.Value:
-        """Lanes ``start[0], start[stride], ...``: two contiguous loads (the first half's span, and one
-        ending exactly at the last lane) and a shuffle, never touching memory past the last lane."""
+    def _strided_load(self, start: ir.Value, mtype: ir.Type, stride: int) -> ir.Value:
+        """Lanes ``start[0], start[stride], ...`` of the current part from contiguous loads and a shuffle,
+        never touching memory past the last active lane: for a whole part, two loads (the first half's
+        span, and one ending exactly at the last lane); for a masked part, one masked load."""
+        part = self.vector
+        lanes, align = part.width, mtype_align(mtype)
+        if part.masked:
+            vt = ir.VectorType(mtype, lanes * stride)
+            last = (part.active - 1) * stride
+            mask = ir.Constant(ir.VectorType(I1, lanes * stride), [k <= last for k in range(lanes * stride)])
+            span = self.b.call(self._masked_intrinsic("load", vt), [start, ir.Constant(I32, align), mask, ir.Constant(vt, None)])
+            return self.b.shuffle_vector(span, span, ir.Constant(ir.VectorType(I32, lanes), [j * stride for j in range(lanes)]))
         half = lanes // 2
         width = half * stride
         vt = ir.VectorType(mtype, width)
-        align = mtype_align(mtype)
         low = self.b.load(start, typ=vt, align=align)
         high_start = self.b.gep(start, [ir.Constant(I64, (lanes - 1) * stride - (width - 1))], inbounds=True,
                                 source_etype=mtype)
@@ -283,13 +313,17 @@ class FunctionEmitter:
                 raise ValueError(f"store of a vector into one element of {s.buffer.name}")
             self.put(self._to_memory(value, dtype), where, align=mtype_align(mtype))
             return
-        lanes = self.vector[1]
+        lanes = self.vector.width
         value = self._to_memory(self.broadcast(value, lanes), dtype)
         if kind == "contiguous":
             self.put(value, where, align=mtype_align(mtype))
             return
+        if kind == "masked":
+            align = ir.Constant(I32, mtype_align(mtype))
+            self.b.call(self._masked_intrinsic("store", value.type), [value, where, align, self._mask()])
+            return
         base = self.pointers[s.buffer.name]
-        for lane in range(lanes):
+        for lane in range(self.vector.active):
             idx = self.b.extract_element(where, ir.Constant(I32, lane))
             ptr = self.b.gep(base, [idx], inbounds=True, source_etype=mtype)
             self.put(self.b.extract_element(value, ir.Constant(I32, lane)), ptr)
@@ -316,7 +350,7 @@ class FunctionEmitter:
         if len(codes) == 1 and self.vector is None:
             return codes[0]
         if len(codes) == 1:
-            return self.broadcast(codes[0], self.vector[1])
+            return self.broadcast(codes[0], self.vector.width)
         result = ir.Constant(ir.VectorType(code_t, len(codes)), None)
         for k, code in enumerate(codes):
             result = self.b.insert_element(result, code, ir.Constant(I32, k))
@@ -557,9 +591,50 @@ def _is_packed(buffer: Buffer) -> bool:
     return buffer.dtype.elements_per_byte > 1 and buffer.scope == "global"
 
 
-def _power_of_two_parts(n: int) -> list[int]:
-    """``n`` as descending powers of two: 24 → [16, 8], 7 → [4, 2, 1]."""
-    return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
+@dataclass(frozen=True)
+class _VectorPart:
+    """One part of a vectorized loop: lanes ``first .. first + width - 1`` of ``var``, the first
+    ``active`` of them real iterations (the rest fill the vector and never touch global memory)."""
+
+    var: Var
+    width: int
+    first: int
+    active: int
+
+    @property
+    def masked(self) -> bool:
+        return self.active < self.width
+
+
+def _layout(buffer: Buffer) -> Buffer:
+    """The shape ``buffer`` is addressed with: local buffers' rows padded for masked vector parts."""
+    if buffer.scope != "local" or not buffer.shape:
+        return buffer
+    return Buffer(buffer.name, buffer.dtype, (*buffer.shape[:-1], padded_extent(buffer.shape[-1])), "local")
+
+
+def _stays_in_padded_row(buffer: Buffer, indices: tuple[Expr, ...], part: _VectorPart) -> bool:
+    """Whether a whole-vector access of a masked part stays inside one padded row of a local buffer."""
+    if buffer.scope != "local" or not indices:
+        return False
+    if any(linear_coefficient(i, part.var) != 0 for i in indices[:-1]):
+        return False
+    start = substitute(indices[-1], {part.var: Const(part.first)})
+    return (linear_coefficient(indices[-1], part.var) == 1 and isinstance(start, Const)
+            and 0 <= start.value and start.value + part.width <= _layout(buffer).shape[-1])
+
+
+def _maskable(body: Stmt) -> bool:
+    """Whether the extra lanes of a masked part may compute on filler values: not when an integer
+    division could trap on them, nor through packed sub-byte buffers (per-lane byte updates)."""
+    for buffer, _ in loads_and_stores(body):
+        if _is_packed(buffer):
+            return False
+    for e in (x for st in walk_stmts(body) if isinstance(st, Store) for root in (st.value, *st.indices) for x in walk(root)):
+        if (isinstance(e, Binary) and e.op in ("div", "rem") and not e.dtype.is_float
+                and not (isinstance(e.b, Const) and e.b.value != 0)):
+            return False
+    return True
 
 
 def _float_bits(d: DType) -> int:
