@@ -466,7 +466,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise CliError("give a MODEL, or --suite-model NAME")
     result = profile.profile_model(model, args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
                                    input_shapes=_shapes_dict(args.input_shape), compare_ort=args.ort)
-    print(f"threads: {result.threads}  runs: {result.runs}  median wall {result.wall_ms:.3f} ms "
+    print(f"threads: {result.threads}  runs: {result.runs}  mean wall {result.wall_ms:.3f} ms "
           f"(kernels {result.kernel_ms:.3f} ms, outside kernels {result.wall_ms - result.kernel_ms:.3f} ms)")
     total = result.kernel_ms or 1.0
     rows, cumulative = [], 0.0

@@ -63,6 +63,8 @@ def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int
     spread = spread or (1,) * rank
     if not any(begins) and not any(ends) and all(s == 1 for s in spread):
         return x
+    if all(s == 1 for s in spread) and min(begins + ends) >= 0:
+        return _pad_by_regions(ctx, x, begins, ends, fill)
     spread_len = [(x.shape[2 + d] - 1) * spread[d] + 1 for d in range(rank)]
     shape = (*x.shape[:2], *(spread_len[d] + begins[d] + ends[d] for d in range(rank)))
 
@@ -79,6 +81,27 @@ def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int
         return select(inside, x[[i[0], i[1], *src]], const(fill, x.dtype))
 
     return ctx.compute(shape, value, dtype=x.dtype, name="padded", materialize=True)
+
+
+def _pad_by_regions(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float) -> Tensor:
+    """The padded copy as plain region writes: each border slab filled once, the interior copied.
+
+    Every write is contiguous along the last dim, so all of them vectorize (one select with clamped
+    indices per element kept the copy scalar; for a stride-2 pool the copy was most of the time).
+    """
+    rank = len(begins)
+    inner = x.shape[2:]
+    shape = (*x.shape[:2], *(inner[d] + begins[d] + ends[d] for d in range(rank)))
+    out = ctx.temp(shape, x.dtype, "padded")
+    for d in range(rank):
+        for start, size in ((0, begins[d]), (begins[d] + inner[d], ends[d])):
+            if size:
+                # dims before d: the interior only (their borders are other slabs); after d: everything.
+                offsets = (0, 0, *begins[:d], start, *(0,) * (rank - d - 1))
+                extents = (*x.shape[:2], *inner[:d], size, *shape[3 + d:])
+                ctx.write_region(out, offsets, extents, lambda i: const(fill, x.dtype))
+    ctx.write_region(out, (0, 0, *begins), x.shape, lambda i: x[i])
+    return Tensor(out)
 
 
 def _clamp(e: Expr, n: int) -> Expr:
