@@ -42,7 +42,7 @@ from compiler.dtypes import DType
 from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient,
                                   substitute, walk)
 from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
-from compiler.codegen.llvm import narrow
+from compiler.codegen.llvm import narrow, vecmath
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
 
 if llvmlite.ir_layer_typed_pointers_enabled:
@@ -506,6 +506,8 @@ class FunctionEmitter:
             if not dtype.is_signed:
                 return x
             return self.b.select(self.b.icmp_signed("<", x, ir.Constant(x.type, None)), self.b.neg(x), x)
+        if f in vecmath.FUNCTIONS and isinstance(x.type.element if is_vector(x) else x.type, ir.FloatType):
+            return vecmath.emit(f, self.b, self.mod.module, x)
         if f in _LIBM:
             return self.libm(f, dtype, args)
         if f in _INTRINSIC:
