@@ -6,7 +6,8 @@ Three classes, recognised from the computation itself rather than from op names:
   one operand and absent from another (MatMul, Gemm, Conv, ConvTranspose-as-
   gather...). It gets a register tile: ``rows`` × ``lanes`` accumulators kept in
   vector registers while the reduction streams (``hoist_reduction``), rows
-  unrolled, lanes vectorized.
+  unrolled, lanes vectorized. An output index read through a division (a grouped
+  conv's channel) is first split into group and member indices.
 - other reductions and pointwise computations: innermost loop vectorized where
   its store is contiguous and every load contiguous, invariant or a short stride
   along it (a stride-2 pool's window); failing that, a reduction is vectorized
@@ -26,6 +27,7 @@ from compiler.loopir.compute import Computation, build_loops, reduce_init
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.flatten import flatten_inner
+from compiler.schedule.groups import split_grouped_index
 from compiler.schedule.contraction import choose_tile, pack_operands, tiled_contraction
 from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split, vectorize_reduction
 
@@ -130,7 +132,7 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
     if c.is_reduction and _is_contraction(c):
         # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
         # their dims: flattening them is untried, and their goldens show the printer's nests).
-        c = flatten_inner(c)
+        c = flatten_inner(split_grouped_index(c))
     live = _live_index(c)
     if not live:
         return Scheduled(build_loops(c))
