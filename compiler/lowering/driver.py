@@ -24,12 +24,12 @@ import numpy as np
 from compiler.artifact.memory_plan import BufferLifetime, plan_arena
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.codegen.target import Target
-from compiler.dtypes import storage_bytes
+from compiler.dtypes import DType, storage_bytes
 from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, map_loads, substitute, walk
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, const, map_loads, substitute, walk
 from compiler.loopir.stmt import Kernel, Stmt, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -184,7 +184,27 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
     computations = [_retarget(c, renames) for c in computations]
     keep = {b.name for b in renames.values()}
     computations = _inline(computations, keep | materialized)
+    computations = [c.map_exprs(lambda e: _fold_scalar_constants(e, state)) for c in computations]
     _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state)
+
+
+# Element types whose compile-time values the code generator takes as immediates.
+_IMMEDIATE_DTYPES = (DType.F16, DType.F32, DType.F64, DType.BOOL, DType.I8, DType.I16, DType.I32, DType.I64,
+                     DType.U8, DType.U16, DType.U32, DType.U64)
+
+
+def _fold_scalar_constants(e: Expr, state: _State) -> Expr:
+    """Reads of one-element weights become immediates: an exporter's ``Pow(x, two)`` or ``Mul(x, scale)``
+    with the scalar as an initializer then compiles to ``x * x`` / a multiply by a constant, not a
+    per-lane ``powf`` call and a load."""
+    def fold(ld: Load) -> Expr | None:
+        storage = state.storage.get(ld.buffer.name)
+        if (storage is None or storage.kind != "weights" or ld.buffer.numel != 1
+                or ld.buffer.dtype not in _IMMEDIATE_DTYPES):
+            return None
+        return const(state.constants[storage.key].reshape(-1)[0].item(), ld.buffer.dtype)
+
+    return map_loads(e, fold)
 
 
 def _copy_computation(src: Tensor, dst: Buffer) -> Computation:
