@@ -74,3 +74,65 @@ static void tl_emu_launch(unsigned grid, unsigned block, bool cooperative, Kerne
   free(ids);
   free(threads);
 }
+
+// ---- tl_wmma (codegen_templates/cuda/wmma.cuh.j2) on the host ----
+// Fragments are opaque on a GPU (which thread holds which element is unspecified), so each thread of
+// the warp may hold the whole 16 x 16 tile: loads and mma_sync work on all of it, in float.
+// store_matrix_sync writes each element from one lane only (lane = threadIdx.x % 32): the warp's
+// 32 consecutive threads together write the tile, and a thread that reads elements another lane
+// stored without a barrier in between sees the race, as it would on a GPU.
+inline float tl_h2f(unsigned short h);
+inline float tl_bf2f(unsigned short b);
+
+namespace tl_wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+struct f16 {};
+struct bf16 {};
+enum layout_t { mem_row_major, mem_col_major };
+
+// Element (r, c) at x[r * 16 + c].
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "tilec uses m16n16k16 fragments only");
+  float x[256];
+};
+
+inline float tl_wmma_value(f16, unsigned short bits) { return tl_h2f(bits); }
+inline float tl_wmma_value(bf16, unsigned short bits) { return tl_bf2f(bits); }
+inline unsigned tl_wmma_offset(row_major, unsigned r, unsigned c, unsigned ldm) { return r * ldm + c; }
+inline unsigned tl_wmma_offset(col_major, unsigned r, unsigned c, unsigned ldm) { return c * ldm + r; }
+
+template <typename Use, typename T, typename Layout>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout> &f, const unsigned short *p, unsigned ldm) {
+  for (unsigned r = 0; r < 16; ++r)
+    for (unsigned c = 0; c < 16; ++c) f.x[r * 16 + c] = tl_wmma_value(T{}, p[tl_wmma_offset(Layout{}, r, c, ldm)]);
+}
+
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float> &f, float v) {
+  for (float &x : f.x) x = v;
+}
+
+template <typename T, typename LA, typename LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const fragment<matrix_a, 16, 16, 16, T, LA> &a,
+                     const fragment<matrix_b, 16, 16, 16, T, LB> &b, const fragment<accumulator, 16, 16, 16, float> &c) {
+  float out[256];
+  for (int r = 0; r < 16; ++r)
+    for (int col = 0; col < 16; ++col) {
+      float sum = c.x[r * 16 + col];
+      for (int k = 0; k < 16; ++k) sum += a.x[r * 16 + k] * b.x[k * 16 + col];
+      out[r * 16 + col] = sum;
+    }
+  memcpy(d.x, out, sizeof out);  // d may be c
+}
+
+inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f, unsigned ldm,
+                              layout_t layout) {
+  for (unsigned e = threadIdx.x % 32u; e < 256u; e += 32u) {
+    unsigned r = e / 16u, c = e % 16u;
+    p[layout == mem_row_major ? r * ldm + c : c * ldm + r] = f.x[e];
+  }
+}
+}  // namespace tl_wmma

@@ -15,17 +15,22 @@ per ``block for`` iteration. Inside a thread:
 - parallel / serial / vectorized loops: ``for`` loops (vectorized lanes are serial here);
 - unrolled: a ``for`` loop under ``#pragma unroll``;
 - ``Alloc`` (a local accumulator tile): a per-thread local array; a ``shared``
-  one (blocked nests): a ``__shared__`` array of the block;
-- ``If``: ``if``; ``Barrier``: ``__syncthreads()``.
+  one (blocked nests): a ``__shared__`` array of the block; a ``fragment`` one:
+  an array of the warp's tensor-core accumulator fragments;
+- ``If``: ``if``; ``Barrier``: ``__syncthreads()``;
+- the warp-level statements of ``tensor_cores.py``: ``tl_wmma`` calls, from
+  ``wmma_ops.cu.j2`` (the module then includes ``wmma.cuh.j2``).
 
 Values are computed in their C type (float16 / bfloat16 in float, float16
 results rounded to float16 after every operation, as the CPU path's half
 arithmetic); memory types follow the artifact's layout (bool as one byte,
-float16 / bfloat16 as 16-bit patterns), converted at loads and stores.
+float16 / bfloat16 as 16-bit patterns), converted at loads and stores; so do
+shared tiles that tensor cores read (tensor-core operands are 16-bit in memory).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import pathlib
 from dataclasses import dataclass, field
@@ -36,11 +41,12 @@ import numpy as np
 from compiler import __version__
 from compiler.codegen.cuda.schedule import ThreadMapping, map_threads
 from compiler.codegen.cuda.target import CudaTarget
+from compiler.codegen.cuda.tensor_cores import FragmentFill, FragmentStore, WarpMma
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.dtypes import DType
 from compiler.errors import UnsupportedOpError
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
-from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores
+from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
 
 TEMPLATE_DIR = pathlib.Path(__file__).resolve().parents[3] / "codegen_templates" / "cuda"
 
@@ -109,6 +115,7 @@ class CudaModule:
     launches: list[Launch] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -119,11 +126,14 @@ def render_prelude() -> str:
 
 
 def _prelude_context() -> dict:
-    return {"float_types": [("float", "f"), ("double", "")], "unary_math": _UNARY_MATH, "binary_math": _BINARY_MATH}
+    return {"float_types": [("float", "f"), ("double", "")], "unary_math": _UNARY_MATH, "binary_math": _BINARY_MATH,
+            # wmma.cuh.j2: tensor-core operand precisions and the 32-bit registers of one m16n16k16 A / B fragment
+            "precisions": [("f16", 8), ("bf16", 4)]}
 
 
 def emit_module(calls: list[KernelCall], target: CudaTarget) -> CudaModule:
     kernels, launches, used = [], [], set()
+    tensor_cores = False
     for call in calls:
         for j, mapping in enumerate(map_threads(call.kernel.body)):
             if mapping.empty:
@@ -132,8 +142,9 @@ def emit_module(calls: list[KernelCall], target: CudaTarget) -> CudaModule:
             info, launch = _emit_nest(call, mapping, name)
             kernels.append(info)
             launches.append(launch)
+            tensor_cores = tensor_cores or bool(_tensor_core_tiles(mapping.body))
     source = _environment().get_template("module.cu.j2").render(
-        version=__version__, arch=target.arch, kernels=kernels, **_prelude_context())
+        version=__version__, arch=target.arch, kernels=kernels, tensor_cores=tensor_cores, **_prelude_context())
     return CudaModule(source, launches)
 
 
@@ -157,10 +168,14 @@ def _emit_nest(call: KernelCall, mapping: ThreadMapping, name: str) -> tuple[dic
             const = "" if accessed[buffer.name] else "const "
             params.append(f"{const}{memory_type(buffer.dtype)}* __restrict__ {_global_name(buffer)}")
             args.append(ref)
-    em = StmtEmitter()
+    packed = _tensor_core_tiles(mapping.body)
+    em = StmtEmitter(packed)
     em.stmt(mapping.body, 0)
+    # 32-byte alignment: where tensor cores load or store fragments, wmma needs it.
+    shared_lines = [f"alignas(32) __shared__ {(memory_type if b.name in packed else value_type)(b.dtype)} "
+                    f"{_shared_name(b)}[{b.numel}];" for b in mapping.shared]
     info = {"name": name, "params": params, "blocked": mapping.blocked, "body_lines": em.lines,
-            "shared_lines": [f"__shared__ {value_type(b.dtype)} {_shared_name(b)}[{b.numel}];" for b in mapping.shared]}
+            "shared_lines": shared_lines}
     loops = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.threads) or "one thread"
     if mapping.blocked:
         block, grid, total = mapping.total, mapping.grid, mapping.total * mapping.grid
@@ -177,6 +192,11 @@ def _emit_nest(call: KernelCall, mapping: ThreadMapping, name: str) -> tuple[dic
                 comment=f"{kernel.name} ({kernel.label}); {comment}")
     return info, Launch(name, (grid, 1, 1), (block, 1, 1), 0, tuple(args), total, kernel.name,
                         mapping.uses_barriers)
+
+
+def _tensor_core_tiles(body: Stmt) -> frozenset[str]:
+    """Shared tiles read by tensor cores: they hold memory types (16-bit patterns), not value types."""
+    return frozenset(b.name for s in walk_stmts(body) if isinstance(s, WarpMma) for b in (s.a_tile, s.b_tile))
 
 
 def _decode(source: str, loops: tuple[For, ...]) -> list[str]:
@@ -218,8 +238,16 @@ def _name(b: Buffer) -> str:
 class StmtEmitter:
     """Statements and expressions → lines of C (mirrors the LLVM FunctionEmitter's walk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, packed: frozenset[str] = frozenset()) -> None:
         self.lines: list[str] = []
+        self.packed = packed  # non-global buffers stored in memory types
+
+    def lines_of(self, depth: int, text: str) -> None:
+        for row in text.splitlines():
+            self.line(depth, row)
+
+    def wmma(self, macro: str, **kwargs) -> str:
+        return str(getattr(_environment().get_template("wmma_ops.cu.j2").module, macro)(**kwargs))
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("  " * depth + text)
@@ -232,6 +260,11 @@ class StmtEmitter:
                 self.stmt(child, depth)
         elif isinstance(s, Store):
             self.store(s, depth)
+        elif isinstance(s, Alloc) and s.buffer.scope == "fragment":
+            self.line(depth, "{")
+            self.line(depth + 1, self.wmma("declare", acc=_local_name(s.buffer), count=s.buffer.numel))
+            self.stmt(s.body, depth + 1)
+            self.line(depth, "}")
         elif isinstance(s, Alloc):
             if s.buffer.scope != "local":
                 raise ValueError(f"{s.buffer.name}: only local buffers can be allocated inside a thread")
@@ -248,6 +281,20 @@ class StmtEmitter:
             self.line(depth, "}")
         elif isinstance(s, Barrier):
             self.line(depth, "__syncthreads();")
+        elif isinstance(s, FragmentFill):
+            self.lines_of(depth, self.wmma("fill", acc=_local_name(s.acc), count=s.acc.numel,
+                                           value=constant(Const(s.value, DType.F32))))
+        elif isinstance(s, WarpMma):
+            fm, fn = s.acc.shape
+            precision = {DType.F16: "f16", DType.BF16: "bf16"}[s.a_tile.dtype]
+            self.lines_of(depth, self.wmma("mma", acc=_local_name(s.acc), fm=fm, fn=fn, precision=precision,
+                                           a=_name(s.a_tile), lda=s.a_tile.shape[1], row=self.expr(s.row),
+                                           b=_name(s.b_tile), ldb=s.b_tile.shape[1], col=self.expr(s.col),
+                                           bk=s.a_tile.shape[0]))
+        elif isinstance(s, FragmentStore):
+            fm, fn = s.acc.shape
+            self.lines_of(depth, self.wmma("store", acc=_local_name(s.acc), fm=fm, fn=fn, out=_name(s.out),
+                                           ldc=s.out.shape[1], row=self.expr(s.row), col=self.expr(s.col)))
         else:
             raise TypeError(f"cannot emit {type(s).__name__}")
 
@@ -273,7 +320,7 @@ class StmtEmitter:
         return f"{_name(buffer)}[{self.expr(flat_index(buffer, indices))}]"
 
     def to_memory(self, value: str, buffer: Buffer) -> str:
-        if buffer.scope != "global":  # local and shared arrays hold value types
+        if buffer.scope != "global" and buffer.name not in self.packed:  # local and shared arrays hold value types
             return value
         d = buffer.dtype
         if d is DType.BOOL:
@@ -286,7 +333,7 @@ class StmtEmitter:
 
     def load(self, e: Load) -> str:
         text = self.address(e.buffer, e.indices)
-        if e.buffer.scope != "global":
+        if e.buffer.scope != "global" and e.buffer.name not in self.packed:
             return text
         d = e.buffer.dtype
         if d is DType.BOOL:
