@@ -18,8 +18,9 @@ per ``block for`` iteration. Inside a thread:
   one (blocked nests): a ``__shared__`` array of the block; a ``fragment`` one:
   an array of the warp's tensor-core accumulator fragments;
 - ``If``: ``if``; ``Barrier``: ``__syncthreads()``;
-- the warp-level statements of ``tensor_cores.py``: ``tl_wmma`` calls, from
-  ``wmma_ops.cu.j2`` (the module then includes ``wmma.cuh.j2``).
+- the warp-level statements of ``tensor_cores.py`` (``tl_wmma`` calls; the
+  module then includes ``wmma.cuh.j2``) and ``row_reduce.py`` (a shuffle
+  loop), from ``warp_ops.cu.j2``.
 
 Values are computed in their C type (float16 / bfloat16 in float, float16
 results rounded to float16 after every operation, as the CPU path's half
@@ -41,6 +42,7 @@ import numpy as np
 from compiler import __version__
 from compiler.codegen.cuda.schedule import ThreadMapping, map_threads
 from compiler.codegen.cuda.target import CudaTarget
+from compiler.codegen.cuda.row_reduce import WarpReduce
 from compiler.codegen.cuda.tensor_cores import FragmentFill, FragmentStore, WarpMma
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.dtypes import DType
@@ -191,7 +193,7 @@ def _emit_nest(call: KernelCall, mapping: ThreadMapping, name: str) -> tuple[dic
     info.update(block=block, total=total, index_lines=index_lines,
                 comment=f"{kernel.name} ({kernel.label}); {comment}")
     return info, Launch(name, (grid, 1, 1), (block, 1, 1), 0, tuple(args), total, kernel.name,
-                        mapping.uses_barriers)
+                        mapping.synchronises)
 
 
 def _tensor_core_tiles(body: Stmt) -> frozenset[str]:
@@ -246,8 +248,8 @@ class StmtEmitter:
         for row in text.splitlines():
             self.line(depth, row)
 
-    def wmma(self, macro: str, **kwargs) -> str:
-        return str(getattr(_environment().get_template("wmma_ops.cu.j2").module, macro)(**kwargs))
+    def warp_op(self, macro: str, **kwargs) -> str:
+        return str(getattr(_environment().get_template("warp_ops.cu.j2").module, macro)(**kwargs))
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("  " * depth + text)
@@ -262,7 +264,7 @@ class StmtEmitter:
             self.store(s, depth)
         elif isinstance(s, Alloc) and s.buffer.scope == "fragment":
             self.line(depth, "{")
-            self.line(depth + 1, self.wmma("declare", acc=_local_name(s.buffer), count=s.buffer.numel))
+            self.line(depth + 1, self.warp_op("declare", acc=_local_name(s.buffer), count=s.buffer.numel))
             self.stmt(s.body, depth + 1)
             self.line(depth, "}")
         elif isinstance(s, Alloc):
@@ -282,18 +284,23 @@ class StmtEmitter:
         elif isinstance(s, Barrier):
             self.line(depth, "__syncthreads();")
         elif isinstance(s, FragmentFill):
-            self.lines_of(depth, self.wmma("fill", acc=_local_name(s.acc), count=s.acc.numel,
+            self.lines_of(depth, self.warp_op("fill", acc=_local_name(s.acc), count=s.acc.numel,
                                            value=constant(Const(s.value, DType.F32))))
         elif isinstance(s, WarpMma):
             fm, fn = s.acc.shape
             precision = {DType.F16: "f16", DType.BF16: "bf16"}[s.a_tile.dtype]
-            self.lines_of(depth, self.wmma("mma", acc=_local_name(s.acc), fm=fm, fn=fn, precision=precision,
+            self.lines_of(depth, self.warp_op("mma", acc=_local_name(s.acc), fm=fm, fn=fn, precision=precision,
                                            a=_name(s.a_tile), lda=s.a_tile.shape[1], row=self.expr(s.row),
                                            b=_name(s.b_tile), ldb=s.b_tile.shape[1], col=self.expr(s.col),
                                            bk=s.a_tile.shape[0]))
+        elif isinstance(s, WarpReduce):
+            update = StmtEmitter(self.packed)
+            update.stmt(s.update, 0)
+            self.lines_of(depth, self.warp_op("warp_reduce", acc=_local_name(s.acc), other=_local_name(s.other),
+                                              update_lines=update.lines))
         elif isinstance(s, FragmentStore):
             fm, fn = s.acc.shape
-            self.lines_of(depth, self.wmma("store", acc=_local_name(s.acc), fm=fm, fn=fn, out=_name(s.out),
+            self.lines_of(depth, self.warp_op("store", acc=_local_name(s.acc), fm=fm, fn=fn, out=_name(s.out),
                                            ldc=s.out.shape[1], row=self.expr(s.row), col=self.expr(s.col)))
         else:
             raise TypeError(f"cannot emit {type(s).__name__}")

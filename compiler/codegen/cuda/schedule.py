@@ -4,7 +4,9 @@
 (the lowering driver asks the target for it instead of the CPU defaults): a
 contraction big enough to gain from it gets a shared-memory tiled kernel, on
 tensor cores where its operand type has them on the target
-(``tensor_cores.py``: float16, bfloat16), else ``tiling.py``'s; every
+(``tensor_cores.py``: float16, bfloat16), else ``tiling.py``'s; a reduction
+over long contiguous rows gets a warp or a block per output element
+(``row_reduce.py``: shuffles, shared memory); every
 other computation keeps its canonical nest (spatial loops outside, any
 reduction inside), which ``map_threads`` gives one thread per output element.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from compiler.codegen.cuda.row_reduce import WarpReduce, reduce_rows
 from compiler.codegen.cuda.tensor_cores import tile_contraction_tc
 from compiler.codegen.cuda.tiling import tile_contraction
 from compiler.loopir.compute import Computation, build_loops
@@ -39,9 +42,9 @@ from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, Seq, Stmt, Store,
 
 
 def schedule_computation(c: Computation, compute_capability: tuple[int, int]) -> Stmt:
-    for tiled in (tile_contraction_tc(c, compute_capability), tile_contraction(c)):
-        if tiled is not None:
-            return tiled
+    for scheduled in (tile_contraction_tc(c, compute_capability), tile_contraction(c), reduce_rows(c)):
+        if scheduled is not None:
+            return scheduled
     return build_loops(c)
 
 
@@ -71,8 +74,9 @@ class ThreadMapping:
         return self.total == 0 or self.grid == 0
 
     @property
-    def uses_barriers(self) -> bool:
-        return any(isinstance(s, Barrier) for s in walk_stmts(self.body))
+    def synchronises(self) -> bool:
+        """Whether threads wait for each other: at barriers, or in warp shuffles (lanes exchange values)."""
+        return any(isinstance(s, (Barrier, WarpReduce)) for s in walk_stmts(self.body))
 
 
 def top_level(body: Stmt) -> tuple[Stmt, ...]:

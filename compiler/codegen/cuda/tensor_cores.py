@@ -33,7 +33,7 @@ warps per block, each owning ``FM`` × ``FN`` accumulator fragments)::
 The zero-filled tiles make M, N and K that are not multiples of 16 exact: the
 padded products add zeros and the guarded store drops the padded outputs.
 The three warp-level statements are defined here (the loop IR has no notion
-of fragments) and rendered by the emitter from codegen_templates/cuda/wmma_ops.cu.j2.
+of fragments) and rendered by the emitter from codegen_templates/cuda/warp_ops.cu.j2.
 """
 
 from __future__ import annotations
