@@ -71,6 +71,9 @@ def _format_stmt(s: Stmt, indent: int, out: list[str]) -> None:
     elif isinstance(s, Store):
         target = f"{s.buffer.name}[{', '.join(format_expr(i) for i in s.indices)}]"
         out.append(f"{pad}{target} = {format_expr(s.value)}")
+    elif hasattr(s, "format_line"):
+        # A statement a target defines for itself (CUDA's warp-level matrix ops) prints its own line.
+        out.append(pad + s.format_line(format_expr))
     else:
         raise TypeError(f"cannot print {type(s).__name__}")
 

@@ -27,7 +27,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 
-from compiler.codegen.cuda import tiling
+from compiler.codegen.cuda import row_reduce, tiling
 from compiler.codegen.cuda.emitter import CudaModule, Launch, emit_module
 from compiler.codegen.cuda.target import CudaTarget
 from compiler.lowering.driver import Program
@@ -117,8 +117,9 @@ def check_emulated(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol
                    expected: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """``helpers_onnx.check_model``'s contract through the emulated CUDA path (``threads``, ``cache_dir`` unused).
 
-    Op tests use small shapes, whose contractions mostly fall below the tiling thresholds: those
-    models also run with every contraction tiled, so the shared-memory kernel meets every op family.
+    Op tests use small shapes, whose contractions and reductions mostly fall below the thresholds of
+    the GPU schedules: those models also run with every contraction tiled and every contiguous
+    reduction cooperative (``tiling_everything``), so those kernels meet every op family.
     """
     expected = reference(model, feeds) if expected is None else [np.asarray(e) for e in expected]
     program, module = lower_for_cuda(model)
@@ -127,16 +128,18 @@ def check_emulated(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol
         tiled_program, tiled = lower_for_cuda(model)
     if tiled.source != module.source:
         compare_outputs(model, run_program(tiled_program, tiled, feeds), expected, rtol, atol,
-                        "CUDA C with every contraction tiled, under emulation")
+                        "CUDA C with every contraction tiled and every row reduction cooperative, under emulation")
     return expected
 
 
 @contextlib.contextmanager
 def tiling_everything() -> Iterator[None]:
-    """Within: the tiling thresholds are 1, so every contraction gets the shared-memory tiled kernel."""
-    saved = tiling.MIN_ROWS, tiling.MIN_COLS, tiling.MIN_REDUCTION
-    tiling.MIN_ROWS = tiling.MIN_COLS = tiling.MIN_REDUCTION = 1
+    """Within: the tiling thresholds are 1, so every contraction gets a shared-memory tiled kernel, and
+    reductions over contiguous rows get a warp per row (rows under 64 terms) or a block per row."""
+    saved = tiling.MIN_ROWS, tiling.MIN_COLS, tiling.MIN_REDUCTION, row_reduce.WARP_ROW_MIN, row_reduce.BLOCK_ROW_MIN
+    tiling.MIN_ROWS = tiling.MIN_COLS = tiling.MIN_REDUCTION = row_reduce.WARP_ROW_MIN = 1
+    row_reduce.BLOCK_ROW_MIN = 64
     try:
         yield
     finally:
-        tiling.MIN_ROWS, tiling.MIN_COLS, tiling.MIN_REDUCTION = saved
+        tiling.MIN_ROWS, tiling.MIN_COLS, tiling.MIN_REDUCTION, row_reduce.WARP_ROW_MIN, row_reduce.BLOCK_ROW_MIN = saved

@@ -15,17 +15,32 @@ per ``block for`` iteration. Inside a thread:
 - parallel / serial / vectorized loops: ``for`` loops (vectorized lanes are serial here);
 - unrolled: a ``for`` loop under ``#pragma unroll``;
 - ``Alloc`` (a local accumulator tile): a per-thread local array; a ``shared``
-  one (blocked nests): a ``__shared__`` array of the block;
-- ``If``: ``if``; ``Barrier``: ``__syncthreads()``.
+  one (blocked nests): a ``__shared__`` array of the block; a ``fragment`` one:
+  an array of the warp's tensor-core accumulator fragments;
+- ``If``: ``if``; ``Barrier``: ``__syncthreads()``;
+- the warp-level statements of ``tensor_cores.py`` (``tl_wmma`` calls; the
+  module then includes ``wmma.cuh.j2``) and ``row_reduce.py`` (a shuffle
+  loop), from ``warp_ops.cu.j2``.
+
+Index math is 32-bit (``int`` loop variables) in a kernel whose buffers,
+threads and grid all stay below 2^31 (``INDEX32_LIMIT``): GPUs do 64-bit
+integer arithmetic in several instructions. There, an index expression (an
+address, an operand of a comparison) whose value and every partial value
+provably fit in int32, given its loop variables' extents, is emitted in
+``int``; any other int64 expression (one reading memory, or values such as
+Range's ``start + i * delta``) stays 64-bit, with the loop variables widened.
+Other kernels keep ``long long`` throughout.
 
 Values are computed in their C type (float16 / bfloat16 in float, float16
 results rounded to float16 after every operation, as the CPU path's half
 arithmetic); memory types follow the artifact's layout (bool as one byte,
-float16 / bfloat16 as 16-bit patterns), converted at loads and stores.
+float16 / bfloat16 as 16-bit patterns), converted at loads and stores; so do
+shared tiles that tensor cores read (tensor-core operands are 16-bit in memory).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import pathlib
 from dataclasses import dataclass, field
@@ -36,11 +51,13 @@ import numpy as np
 from compiler import __version__
 from compiler.codegen.cuda.schedule import ThreadMapping, map_threads
 from compiler.codegen.cuda.target import CudaTarget
+from compiler.codegen.cuda.row_reduce import WarpReduce
+from compiler.codegen.cuda.tensor_cores import FragmentFill, FragmentStore, WarpMma
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.dtypes import DType
 from compiler.errors import UnsupportedOpError
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
-from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores
+from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
 
 TEMPLATE_DIR = pathlib.Path(__file__).resolve().parents[3] / "codegen_templates" / "cuda"
 
@@ -65,6 +82,7 @@ BLOCK_SIZE = 256
 # Flat launches: more blocks than this share the work through the grid-stride loop
 # (a few waves of a large GPU; enough to hide latency, few enough to amortise index math).
 MAX_GRID = 8192
+INDEX32_LIMIT = 2**31
 
 
 def value_type(d: DType) -> str:
@@ -109,6 +127,7 @@ class CudaModule:
     launches: list[Launch] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -119,11 +138,14 @@ def render_prelude() -> str:
 
 
 def _prelude_context() -> dict:
-    return {"float_types": [("float", "f"), ("double", "")], "unary_math": _UNARY_MATH, "binary_math": _BINARY_MATH}
+    return {"float_types": [("float", "f"), ("double", "")], "unary_math": _UNARY_MATH, "binary_math": _BINARY_MATH,
+            # wmma.cuh.j2: tensor-core operand precisions and the 32-bit registers of one m16n16k16 A / B fragment
+            "precisions": [("f16", 8), ("bf16", 4)]}
 
 
 def emit_module(calls: list[KernelCall], target: CudaTarget) -> CudaModule:
     kernels, launches, used = [], [], set()
+    tensor_cores = False
     for call in calls:
         for j, mapping in enumerate(map_threads(call.kernel.body)):
             if mapping.empty:
@@ -132,8 +154,9 @@ def emit_module(calls: list[KernelCall], target: CudaTarget) -> CudaModule:
             info, launch = _emit_nest(call, mapping, name)
             kernels.append(info)
             launches.append(launch)
+            tensor_cores = tensor_cores or bool(_tensor_core_tiles(mapping.body))
     source = _environment().get_template("module.cu.j2").render(
-        version=__version__, arch=target.arch, kernels=kernels, **_prelude_context())
+        version=__version__, arch=target.arch, kernels=kernels, tensor_cores=tensor_cores, **_prelude_context())
     return CudaModule(source, launches)
 
 
@@ -157,42 +180,86 @@ def _emit_nest(call: KernelCall, mapping: ThreadMapping, name: str) -> tuple[dic
             const = "" if accessed[buffer.name] else "const "
             params.append(f"{const}{memory_type(buffer.dtype)}* __restrict__ {_global_name(buffer)}")
             args.append(ref)
-    em = StmtEmitter()
-    em.stmt(mapping.body, 0)
-    info = {"name": name, "params": params, "blocked": mapping.blocked, "body_lines": em.lines,
-            "shared_lines": [f"__shared__ {value_type(b.dtype)} {_shared_name(b)}[{b.numel}];" for b in mapping.shared]}
     loops = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.threads) or "one thread"
     if mapping.blocked:
         block, grid, total = mapping.total, mapping.grid, mapping.total * mapping.grid
+        span = total  # the largest thread / block index + 1
         blocks = " x ".join(f"{f.var.name}:{f.extent}" for f in mapping.blocks)
-        index_lines = _decode("tl_block", mapping.blocks) + _decode("tl_thread", mapping.threads)
         comment = f"blocks over {blocks}; threads of a block over {loops}"
     else:
         total = mapping.total
         block = min(BLOCK_SIZE, -(-total // 32) * 32)
         grid = min(-(-total // block), MAX_GRID)
-        index_lines = _decode("tl_idx", mapping.threads)
+        span = total + grid * block  # the grid-stride loop's last increment
         comment = f"threads over {loops}"
-    info.update(block=block, total=total, index_lines=index_lines,
-                comment=f"{kernel.name} ({kernel.label}); {comment}")
+    buffers = [b for b in kernel.params if b.name in accessed] + list(mapping.shared)
+    index32 = span < INDEX32_LIMIT and all(b.numel < INDEX32_LIMIT for b in buffers)
+    packed = _tensor_core_tiles(mapping.body)
+    em = StmtEmitter(packed, index32, {f.var: f.extent for f in (*mapping.blocks, *mapping.threads)})
+    em.stmt(mapping.body, 0)
+    if mapping.blocked:
+        index_lines = em.decode("tl_block", mapping.blocks) + em.decode("tl_thread", mapping.threads)
+    else:
+        index_lines = em.decode("tl_idx", mapping.threads)
+    # 32-byte alignment: where tensor cores load or store fragments, wmma needs it.
+    shared_lines = [f"alignas(32) __shared__ {(memory_type if b.name in packed else value_type)(b.dtype)} "
+                    f"{_shared_name(b)}[{b.numel}];" for b in mapping.shared]
+    info = {"name": name, "params": params, "blocked": mapping.blocked, "body_lines": em.lines,
+            "shared_lines": shared_lines, "block": block, "total": total, "index_lines": index_lines,
+            "index_type": em.index_type, "suffix": em.suffix, "comment": f"{kernel.name} ({kernel.label}); {comment}"}
     return info, Launch(name, (grid, 1, 1), (block, 1, 1), 0, tuple(args), total, kernel.name,
-                        mapping.uses_barriers)
+                        mapping.synchronises)
 
 
-def _decode(source: str, loops: tuple[For, ...]) -> list[str]:
-    """Lines binding the variables of ``loops`` (row-major, innermost fastest) from the flat index ``source``."""
-    if not loops:
-        return []
-    rest = f"{source}_rest"
-    lines = [f"tl_i64 {rest} = {source};"]
-    for k, loop in reversed(list(enumerate(loops))):
-        var = _var_name(loop.var)
-        if k == 0:
-            lines.append(f"const tl_i64 {var} = {rest};")
+def _tensor_core_tiles(body: Stmt) -> frozenset[str]:
+    """Shared tiles read by tensor cores: they hold memory types (16-bit patterns), not value types."""
+    return frozenset(b.name for s in walk_stmts(body) if isinstance(s, WarpMma) for b in (s.a_tile, s.b_tile))
+
+
+def _int_range(e: Expr, extents: dict[Var, int]) -> tuple[int, int] | None:
+    """Bounds of the int64 index expression ``e`` over its loop variables' ranges, or None where they are
+    unknown (it reads memory, casts, divides by a variable...) or ``e`` or a partial value may leave int32."""
+    if e.dtype is not DType.I64:
+        return None
+    if isinstance(e, Const):
+        lo = hi = int(e.value)
+    elif isinstance(e, Var):
+        if e not in extents:
+            return None
+        lo, hi = 0, max(extents[e] - 1, 0)
+    elif isinstance(e, Select):
+        t, f = _int_range(e.true_value, extents), _int_range(e.false_value, extents)
+        if t is None or f is None:
+            return None
+        lo, hi = min(t[0], f[0]), max(t[1], f[1])
+    elif isinstance(e, Binary):
+        a, b = _int_range(e.a, extents), _int_range(e.b, extents)
+        if a is None or b is None:
+            return None
+        constant_divisor = b[0] == b[1] and b[0] > 0
+        if e.op == "add":
+            lo, hi = a[0] + b[0], a[1] + b[1]
+        elif e.op == "sub":
+            lo, hi = a[0] - b[1], a[1] - b[0]
+        elif e.op == "mul":
+            products = [x * y for x in a for y in b]
+            lo, hi = min(products), max(products)
+        elif e.op == "div" and constant_divisor:  # C truncates: monotonic in the dividend
+            lo, hi = _truncated_div(a[0], b[0]), _truncated_div(a[1], b[0])
+        elif e.op == "rem" and constant_divisor:
+            lo, hi = (0, min(a[1], b[0] - 1)) if a[0] >= 0 else (-(b[0] - 1), b[0] - 1)
+        elif e.op in ("min", "max"):
+            pick = min if e.op == "min" else max
+            lo, hi = pick(a[0], b[0]), pick(a[1], b[1])
         else:
-            lines.append(f"const tl_i64 {var} = {rest} % {loop.extent}LL;")
-            lines.append(f"{rest} /= {loop.extent}LL;")
-    return lines
+            return None
+    else:
+        return None
+    return (lo, hi) if -INDEX32_LIMIT <= lo and hi < INDEX32_LIMIT else None
+
+
+def _truncated_div(a: int, b: int) -> int:
+    return -(-a // b) if a < 0 else a // b
 
 
 def _var_name(v: Var) -> str:
@@ -218,8 +285,50 @@ def _name(b: Buffer) -> str:
 class StmtEmitter:
     """Statements and expressions → lines of C (mirrors the LLVM FunctionEmitter's walk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, packed: frozenset[str] = frozenset(), index32: bool = False,
+                 extents: dict[Var, int] | None = None) -> None:
         self.lines: list[str] = []
+        self.packed = packed  # non-global buffers stored in memory types
+        self.index32 = index32  # loop variables are int; fitting index expressions are int math
+        self.index_type, self.suffix = ("int", "") if index32 else ("tl_i64", "LL")
+        self.extents = dict(extents or {})  # loop variables in scope
+        self.narrow = False  # emitting an int64 expression known to fit int32, in int
+
+    def decode(self, source: str, loops: tuple[For, ...]) -> list[str]:
+        """Lines binding the variables of ``loops`` (row-major, innermost fastest) from the flat index ``source``."""
+        if not loops:
+            return []
+        rest = f"{source}_rest"
+        lines = [f"{self.index_type} {rest} = {source};"]
+        for k, loop in reversed(list(enumerate(loops))):
+            var = _var_name(loop.var)
+            if k == 0:
+                lines.append(f"const {self.index_type} {var} = {rest};")
+            else:
+                lines.append(f"const {self.index_type} {var} = {rest} % {loop.extent}{self.suffix};")
+                lines.append(f"{rest} /= {loop.extent}{self.suffix};")
+        return lines
+
+    def index(self, e: Expr) -> str:
+        """``e`` where only its value matters (an address, a comparison operand): in int where it fits."""
+        if not self.index32:
+            return self.expr(e)
+        saved, self.narrow = self.narrow, _int_range(e, self.extents) is not None
+        try:
+            return self.expr(e)
+        finally:
+            self.narrow = saved
+
+    def nested(self) -> "StmtEmitter":
+        """An emitter for statements spliced into a template, in this one's scope."""
+        return StmtEmitter(self.packed, self.index32, self.extents)
+
+    def lines_of(self, depth: int, text: str) -> None:
+        for row in text.splitlines():
+            self.line(depth, row)
+
+    def warp_op(self, macro: str, **kwargs) -> str:
+        return str(getattr(_environment().get_template("warp_ops.cu.j2").module, macro)(**kwargs))
 
     def line(self, depth: int, text: str) -> None:
         self.lines.append("  " * depth + text)
@@ -232,6 +341,11 @@ class StmtEmitter:
                 self.stmt(child, depth)
         elif isinstance(s, Store):
             self.store(s, depth)
+        elif isinstance(s, Alloc) and s.buffer.scope == "fragment":
+            self.line(depth, "{")
+            self.line(depth + 1, self.warp_op("declare", acc=_local_name(s.buffer), count=s.buffer.numel))
+            self.stmt(s.body, depth + 1)
+            self.line(depth, "}")
         elif isinstance(s, Alloc):
             if s.buffer.scope != "local":
                 raise ValueError(f"{s.buffer.name}: only local buffers can be allocated inside a thread")
@@ -248,6 +362,25 @@ class StmtEmitter:
             self.line(depth, "}")
         elif isinstance(s, Barrier):
             self.line(depth, "__syncthreads();")
+        elif isinstance(s, FragmentFill):
+            self.lines_of(depth, self.warp_op("fill", acc=_local_name(s.acc), count=s.acc.numel,
+                                           value=constant(Const(s.value, DType.F32))))
+        elif isinstance(s, WarpMma):
+            fm, fn = s.acc.shape
+            precision = {DType.F16: "f16", DType.BF16: "bf16"}[s.a_tile.dtype]
+            self.lines_of(depth, self.warp_op("mma", acc=_local_name(s.acc), fm=fm, fn=fn, precision=precision,
+                                           a=_name(s.a_tile), lda=s.a_tile.shape[1], row=self.index(s.row),
+                                           b=_name(s.b_tile), ldb=s.b_tile.shape[1], col=self.index(s.col),
+                                           bk=s.a_tile.shape[0]))
+        elif isinstance(s, WarpReduce):
+            update = self.nested()
+            update.stmt(s.update, 0)
+            self.lines_of(depth, self.warp_op("warp_reduce", acc=_local_name(s.acc), other=_local_name(s.other),
+                                              update_lines=update.lines))
+        elif isinstance(s, FragmentStore):
+            fm, fn = s.acc.shape
+            self.lines_of(depth, self.warp_op("store", acc=_local_name(s.acc), fm=fm, fn=fn, out=_name(s.out),
+                                           ldc=s.out.shape[1], row=self.index(s.row), col=self.index(s.col)))
         else:
             raise TypeError(f"cannot emit {type(s).__name__}")
 
@@ -259,7 +392,8 @@ class StmtEmitter:
         if s.kind is ForKind.UNROLLED:
             self.line(depth, "#pragma unroll")
         v = _var_name(s.var)
-        self.line(depth, f"for (tl_i64 {v} = 0; {v} < {s.extent}LL; ++{v}) {{")
+        self.extents[s.var] = s.extent
+        self.line(depth, f"for ({self.index_type} {v} = 0; {v} < {s.extent}{self.suffix}; ++{v}) {{")
         self.stmt(s.body, depth + 1)
         self.line(depth, "}")
 
@@ -270,10 +404,10 @@ class StmtEmitter:
     # --- memory ---------------------------------------------------------------------
 
     def address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> str:
-        return f"{_name(buffer)}[{self.expr(flat_index(buffer, indices))}]"
+        return f"{_name(buffer)}[{self.index(flat_index(buffer, indices))}]"
 
     def to_memory(self, value: str, buffer: Buffer) -> str:
-        if buffer.scope != "global":  # local and shared arrays hold value types
+        if buffer.scope != "global" and buffer.name not in self.packed:  # local and shared arrays hold value types
             return value
         d = buffer.dtype
         if d is DType.BOOL:
@@ -286,7 +420,7 @@ class StmtEmitter:
 
     def load(self, e: Load) -> str:
         text = self.address(e.buffer, e.indices)
-        if e.buffer.scope != "global":
+        if e.buffer.scope != "global" and e.buffer.name not in self.packed:
             return text
         d = e.buffer.dtype
         if d is DType.BOOL:
@@ -301,8 +435,12 @@ class StmtEmitter:
 
     def expr(self, e: Expr) -> str:
         if isinstance(e, Const):
+            if self.narrow and e.dtype is DType.I64:
+                return f"({e.value})" if e.value < 0 else str(e.value)
             return constant(e)
         if isinstance(e, Var):
+            if self.index32 and not self.narrow and e.dtype is DType.I64:
+                return f"((tl_i64){_var_name(e)})"  # an int loop variable in 64-bit math
             return _var_name(e)
         if isinstance(e, Load):
             return self.load(e)
@@ -317,9 +455,11 @@ class StmtEmitter:
         raise TypeError(f"cannot emit {type(e).__name__}")
 
     def binary(self, e: Binary) -> str:
-        a, b = self.expr(e.a), self.expr(e.b)
         d = e.a.dtype
         op = e.op
+        if op in _COMPARE and d is DType.I64:
+            return f"({self.index(e.a)} {_COMPARE[op]} {self.index(e.b)})"
+        a, b = self.expr(e.a), self.expr(e.b)
         if op in _COMPARE:
             # C's float comparisons are ordered, != unordered: LLVM's fcmp o<op> / une.
             return f"({a} {_COMPARE[op]} {b})"

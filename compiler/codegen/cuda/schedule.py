@@ -1,8 +1,12 @@
 """GPU schedules and the thread mapping of a scheduled kernel body.
 
-``schedule_computation(c)`` is the CUDA target's schedule (the lowering driver
-asks the target for it instead of the CPU defaults): a contraction big enough
-to gain from it gets the shared-memory tiled kernel of ``tiling.py``; every
+``schedule_computation(c, compute_capability)`` is the CUDA target's schedule
+(the lowering driver asks the target for it instead of the CPU defaults): a
+contraction big enough to gain from it gets a shared-memory tiled kernel, on
+tensor cores where its operand type has them on the target
+(``tensor_cores.py``: float16, bfloat16), else ``tiling.py``'s; a reduction
+over long contiguous rows gets a warp or a block per output element
+(``row_reduce.py``: shuffles, shared memory); every
 other computation keeps its canonical nest (spatial loops outside, any
 reduction inside), which ``map_threads`` gives one thread per output element.
 
@@ -29,15 +33,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from compiler.codegen.cuda.row_reduce import WarpReduce, reduce_rows
+from compiler.codegen.cuda.tensor_cores import tile_contraction_tc
 from compiler.codegen.cuda.tiling import tile_contraction
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Buffer, flat_index, free_vars
 from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, Seq, Stmt, Store, walk_stmts
 
 
-def schedule_computation(c: Computation) -> Stmt:
-    tiled = tile_contraction(c)
-    return tiled if tiled is not None else build_loops(c)
+def schedule_computation(c: Computation, compute_capability: tuple[int, int]) -> Stmt:
+    for scheduled in (tile_contraction_tc(c, compute_capability), tile_contraction(c), reduce_rows(c)):
+        if scheduled is not None:
+            return scheduled
+    return build_loops(c)
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,9 @@ class ThreadMapping:
         return self.total == 0 or self.grid == 0
 
     @property
-    def uses_barriers(self) -> bool:
-        return any(isinstance(s, Barrier) for s in walk_stmts(self.body))
+    def synchronises(self) -> bool:
+        """Whether threads wait for each other: at barriers, or in warp shuffles (lanes exchange values)."""
+        return any(isinstance(s, (Barrier, WarpReduce)) for s in walk_stmts(self.body))
 
 
 def top_level(body: Stmt) -> tuple[Stmt, ...]:

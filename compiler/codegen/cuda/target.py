@@ -42,7 +42,7 @@ class CudaTarget:
         return ()
 
     def schedule_computation(self, c: Computation) -> Stmt:
-        return schedule_computation(c)
+        return schedule_computation(c, self.compute_capability)
 
 
 def is_cuda_target(target: str) -> bool:

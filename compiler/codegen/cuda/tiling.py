@@ -105,7 +105,7 @@ def as_contraction(c: Computation) -> Contraction | None:
     return Contraction(a, b, batch, rows, cols, red, unit)
 
 
-def _unflatten(flat: Expr, dims: Dims) -> dict[Var, Expr]:
+def unflatten(flat: Expr, dims: Dims) -> dict[Var, Expr]:
     """Row-major coordinates of ``flat`` in ``dims`` (the first one unbounded, so tails need a guard)."""
     out: dict[Var, Expr] = {}
     rest = flat
@@ -126,6 +126,54 @@ def _fastest_first(operand: Expr, inner: Var | None) -> bool:
                                      for ld in loads)
 
 
+def block_coords(g: Contraction, blk: Var, m_blocks: int, n_blocks: int) -> tuple[dict[Var, Expr], Expr, Expr]:
+    """Batch coordinates, row block and col block of block ``blk = (batch * m_blocks + mb) * n_blocks + nb``."""
+    batch_of = unflatten(blk // (m_blocks * n_blocks), g.batch)
+    mb = (blk // n_blocks) % m_blocks if m_blocks > 1 else Const(0)
+    nb = blk % n_blocks if n_blocks > 1 else Const(0)
+    return batch_of, mb, nb
+
+
+def stage_tile(g: Contraction, batch_of: dict[Var, Expr], tile: Buffer, operand: Expr, dims: Dims, first: Expr,
+               width: int, ko: Var, bk: int, t: Var, threads: int, lv: Var) -> Stmt:
+    """The block's threads copy the operand's [bk, width] slice at rows/cols ``first``.. and reduction step ``ko``
+    into ``tile[kpos, pos]`` (``width * bk / threads`` elements each), zeros outside the matrix."""
+    e = lv * threads + t
+    if _fastest_first(operand, dims[-1][0] if dims else None):
+        pos, kpos = e % width, e // width
+    else:
+        pos, kpos = e // bk, e % bk
+    index, kidx = first + pos, ko * bk + kpos
+    extent = math.prod(n for _, n in dims)
+    inside = []
+    if extent % width:
+        inside.append(compare("lt", index, extent))
+    if g.k % bk:
+        inside.append(compare("lt", kidx, g.k))
+    value = substitute(operand, {**g.unit, **batch_of, **unflatten(index, dims), **unflatten(kidx, g.red)})
+    cond = Const(True, DType.BOOL)
+    for part in inside:
+        cond = logical_and(cond, part)
+    store = Store(tile, (kpos, pos), select(cond, value, const(0, operand.dtype)))
+    return _unrolled(lv, width * bk // threads, store)
+
+
+def store_output(c: Computation, g: Contraction, batch_of: dict[Var, Expr], row: Expr, col: Expr, value: Expr,
+                 row_tile: int, col_tile: int) -> Stmt:
+    """``c``'s output at GEMM position (row, col) = its epilogue of the reduced ``value``, guarded where the
+    row / col tiles do not divide M / N."""
+    where = {**g.unit, **batch_of, **unflatten(row, g.rows), **unflatten(col, g.cols)}
+    offsets = c.offsets or (0,) * len(c.index)
+    out_index = tuple(substitute(v + k, where) for v, k in zip(c.index, offsets))
+    if c.epilogue is not None:
+        value = substitute(substitute(c.epilogue, where), {c.acc: value})
+    store: Stmt = Store(c.output, out_index, value)
+    guards = ([compare("lt", row, g.m)] if g.m % row_tile else []) + ([compare("lt", col, g.n)] if g.n % col_tile else [])
+    if guards:
+        store = If(guards[0] if len(guards) == 1 else logical_and(*guards), store)
+    return store
+
+
 def tile_contraction(c: Computation) -> Stmt | None:
     g = as_contraction(c)
     if g is None or not g.rows or not g.cols or not g.red:
@@ -141,10 +189,7 @@ def tile_contraction(c: Computation) -> Stmt | None:
     dtype = c.body.dtype
 
     blk, t, ko, kk, i, j, la, lb = (Var(f"{name}_{s}") for s in ("blk", "t", "ko", "kk", "i", "j", "la", "lb"))
-    # blk = (batch * m_blocks + mb) * n_blocks + nb
-    batch_of = _unflatten(blk // (m_blocks * n_blocks), g.batch)
-    mb = (blk // n_blocks) % m_blocks if m_blocks > 1 else Const(0)
-    nb = blk % n_blocks if n_blocks > 1 else Const(0)
+    batch_of, mb, nb = block_coords(g, blk, m_blocks, n_blocks)
     ty, tx = t // TX, t % TX
 
     a_tile = Buffer(f"{name}_a_tile", g.a.dtype, (BK, bm), "shared")
@@ -153,30 +198,9 @@ def tile_contraction(c: Computation) -> Stmt | None:
     a_reg = Buffer(f"{name}_a_reg", g.a.dtype, (rm,), "local")
     b_reg = Buffer(f"{name}_b_reg", g.b.dtype, (rn,), "local")
 
-    def stage(tile: Buffer, operand: Expr, dims: Dims, first: Expr, width: int, loads: int, lv: Var) -> Stmt:
-        """Every thread copies ``loads`` elements of the operand's [BK, width] slice into ``tile``."""
-        e = lv * threads + t
-        if _fastest_first(operand, dims[-1][0] if dims else None):
-            pos, kpos = e % width, e // width
-        else:
-            pos, kpos = e // BK, e % BK
-        index, kidx = first + pos, ko * BK + kpos
-        extent = math.prod(n for _, n in dims)
-        inside = []
-        if extent % width:
-            inside.append(compare("lt", index, extent))
-        if g.k % BK:
-            inside.append(compare("lt", kidx, g.k))
-        value = substitute(operand, {**g.unit, **batch_of, **_unflatten(index, dims), **_unflatten(kidx, g.red)})
-        cond = Const(True, DType.BOOL)
-        for part in inside:
-            cond = logical_and(cond, part)
-        store = Store(tile, (kpos, pos), select(cond, value, const(0, operand.dtype)))
-        return _unrolled(lv, loads, store)
-
     step = seq(
-        stage(a_tile, g.a, g.rows, mb * bm, bm, bm * BK // threads, la),
-        stage(b_tile, g.b, g.cols, nb * bn, bn, bn * BK // threads, lb),
+        stage_tile(g, batch_of, a_tile, g.a, g.rows, mb * bm, bm, ko, BK, t, threads, la),
+        stage_tile(g, batch_of, b_tile, g.b, g.cols, nb * bn, bn, ko, BK, t, threads, lb),
         Barrier(),
         # kk stays a plain loop (NVRTC unrolls it partly by itself): unrolling all BK steps costs a third
         # more compile time for the whole module; i and j are unrolled so the tiles live in registers.
@@ -189,18 +213,7 @@ def tile_contraction(c: Computation) -> Stmt | None:
     )
     init = _unrolled(i, rm, _unrolled(j, rn, Store(acc, (i, j), reduce_init("sum", dtype))))
     row, col = mb * bm + ty + i * TY, nb * bn + tx + j * TX
-    where = {**g.unit, **batch_of, **_unflatten(row, g.rows), **_unflatten(col, g.cols)}
-    offsets = c.offsets or (0,) * len(c.index)
-    out_index = tuple(substitute(v + k, where) for v, k in zip(c.index, offsets))
-    value: Expr = Load(acc, (i, j))
-    if c.epilogue is not None:
-        value = substitute(substitute(c.epilogue, where), {c.acc: value})
-    store: Stmt = Store(c.output, out_index, value)
-    guards = ([compare("lt", row, g.m)] if g.m % bm else []) + ([compare("lt", col, g.n)] if g.n % bn else [])
-    if guards:
-        cond = guards[0] if len(guards) == 1 else logical_and(*guards)
-        store = If(cond, store)
-    final = _unrolled(i, rm, _unrolled(j, rn, store))
+    final = _unrolled(i, rm, _unrolled(j, rn, store_output(c, g, batch_of, row, col, Load(acc, (i, j)), bm, bn)))
     per_thread = Alloc(acc, Alloc(a_reg, Alloc(b_reg, seq(init, For(ko, k_steps, step), final))))
     return For(blk, batch * m_blocks * n_blocks,
                Alloc(a_tile, Alloc(b_tile, For(t, threads, per_thread, ForKind.GPU_THREAD))), ForKind.GPU_BLOCK)
