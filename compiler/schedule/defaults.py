@@ -37,6 +37,9 @@ from compiler.schedule.transforms import annotate, hoist_reduction, outermost_lo
 # elements per ns, contractions retire ~50 multiply-adds per ns.
 MIN_PARALLEL_WORK = 1 << 15
 MIN_PARALLEL_CONTRACTION = 1 << 19
+# Reductions shorter than this (multiply-adds per output) count as short for the choice of the
+# vector var: a 14x32 tile stored lane by lane costs ~450 stores, next to 14 x 32 x R / 32 FMA cycles.
+SHORT_REDUCTION = 256
 
 
 def _loads(c: Computation) -> list[Load]:
@@ -95,11 +98,16 @@ def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
     Prefer the one that fills the most vector lanes (up to two registers), then one whose
     output store is contiguous (so e.g. a 7-wide conv output row loses to 64 channels).
     """
+    # A short reduction (a first conv over 3 input channels) leaves little work per tile to hide a
+    # scattered store of the tile behind: there, a var with a contiguous store may vectorize over
+    # strided loads (a stride-2 conv's output columns) rather than lose to one with unit loads.
+    short = math.prod(a.extent for a in c.axes) < SHORT_REDUCTION
     best, best_key = None, None
     for v, n in _live_index(c):
-        if not _vectorizable(c, v):
+        contiguous_store = _store_coefficient(c, v) == 1
+        if not _vectorizable(c, v, MAX_SHUFFLED_LOAD_STRIDE if short and contiguous_store else 1):
             continue
-        key = (min(n, 2 * lanes), _store_coefficient(c, v) == 1)
+        key = (min(n, 2 * lanes), contiguous_store)
         if best_key is None or key > best_key:
             best, best_key = v, key
     return best
