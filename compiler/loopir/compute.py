@@ -73,6 +73,11 @@ class Computation:
     def acc(self) -> Var:
         return acc_var(self.body.dtype)
 
+    @property
+    def exprs(self) -> list[Expr]:
+        """The expressions it evaluates: the body, and the epilogue when there is one."""
+        return [self.body] + ([self.epilogue] if self.epilogue is not None else [])
+
     def map_exprs(self, fn: Callable[[Expr], Expr]) -> "Computation":
         """The same computation with ``fn`` applied to its body and epilogue."""
         return replace(self, body=fn(self.body), epilogue=None if self.epilogue is None else fn(self.epilogue))

@@ -221,8 +221,7 @@ def _retarget(c: Computation, renames: dict[str, Buffer]) -> Computation:
 
 
 def _reads(c: Computation, name: str) -> list[Load]:
-    exprs = [c.body] + ([c.epilogue] if c.epilogue is not None else [])
-    return [e for x in exprs for e in walk(x) if isinstance(e, Load) and e.buffer.name == name]
+    return [e for x in c.exprs for e in walk(x) if isinstance(e, Load) and e.buffer.name == name]
 
 
 def _inline_loads(e: Expr, producer: Computation) -> Expr:

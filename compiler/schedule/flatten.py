@@ -53,9 +53,8 @@ def _flatten_once(c: Computation) -> Computation | None:
         return Load(*merged)
 
     flat = c.map_exprs(lambda e: map_loads(e, rewrite))
-    exprs = [flat.body] + ([flat.epilogue] if flat.epilogue is not None else [])
     # A var used outside load indices (an iota, a triangular mask) keeps its own loop.
-    if not ok or any(free_vars(e) & {a, b} for e in exprs):
+    if not ok or any(free_vars(e) & {a, b} for e in flat.exprs):
         return None
     space = c.space[:ka] + (na * nb,) + c.space[kb + 1:]
     return replace(flat, output=out[0], index=out[1], extents=None if c.extents is None else space, offsets=None)

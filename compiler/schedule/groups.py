@@ -21,12 +21,8 @@ from compiler.loopir.expr import Binary, Const, Expr, Var, free_vars, substitute
 from compiler.schedule.simplify import simplify_expr
 
 
-def _exprs(c: Computation) -> list[Expr]:
-    return [c.body] + ([c.epilogue] if c.epilogue is not None else [])
-
-
 def _divisors_of(c: Computation, v: Var) -> list[int]:
-    found = {int(e.b.value) for x in _exprs(c) for e in walk(x)
+    found = {int(e.b.value) for x in c.exprs for e in walk(x)
              if isinstance(e, Binary) and e.op == "div" and isinstance(e.b, Const) and v in free_vars(e.a)}
     return sorted(found)
 
@@ -47,7 +43,7 @@ def split_grouped_index(c: Computation) -> Computation:
             split_ranges = {u: r for u, r in ranges.items() if u != v} | {group: n // k, member: k}
             rewrite = lambda e: simplify_expr(substitute(e, {v: group * k + member}), split_ranges)  # noqa: E731
             split = c.map_exprs(rewrite)
-            if any(_has_division_of(e, {group, member}) for e in _exprs(split)):
+            if any(_has_division_of(e, {group, member}) for e in split.exprs):
                 continue
             shape = c.output.shape[:pos] + (n // k, k) + c.output.shape[pos + 1:]
             return replace(split, output=replace(c.output, shape=shape),
