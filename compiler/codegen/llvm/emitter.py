@@ -211,26 +211,27 @@ class FunctionEmitter:
 
     # --- memory ---------------------------------------------------------------------
 
-    def _address(self, buffer: Buffer, indices: tuple[Expr, ...]) -> tuple[str, ir.Value]:
-        """('scalar'|'contiguous'|'masked', pointer), ('strided', pointer to lane 0) or ('gather', vector of
-        indices). 'masked': contiguous, but only the part's active lanes may be touched."""
+    def _address(self, buffer: Buffer, indices: tuple[Expr, ...], for_store: bool = False) -> tuple[str, ir.Value, int]:
+        """(kind, where, stride): ('scalar'|'contiguous'|'masked', pointer), ('strided', pointer to lane 0;
+        loads only) or ('gather', vector of indices); 'masked': contiguous, but only the part's active
+        lanes may be touched. ``stride`` is the elements between lanes (0 outside vector parts)."""
         offset = flat_index(_layout(buffer), indices)
         base = self.pointers[buffer.name]
         mtype = memory_type(buffer.dtype)
         if self.vector is None:
-            return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
+            return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype), 0
         part = self.vector
         coeff = linear_coefficient(offset, part.var)
         if coeff == 0:
-            return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype)
-        if coeff == 1 or (coeff is not None and 1 < coeff <= MAX_SHUFFLED_LOAD_STRIDE):
+            return "scalar", self.b.gep(base, [self.index(offset)], inbounds=True, source_etype=mtype), 0
+        if coeff == 1 or (coeff is not None and 1 < coeff <= MAX_SHUFFLED_LOAD_STRIDE and not for_store):
             start = self.index(substitute(offset, {part.var: Const(part.first)}))
             pointer = self.b.gep(base, [start], inbounds=True, source_etype=mtype)
             if coeff != 1:
-                return "strided", pointer
+                return "strided", pointer, coeff
             whole = not part.masked or _stays_in_padded_row(buffer, indices, part)
-            return ("contiguous" if whole else "masked"), pointer
-        return "gather", self.index(offset)
+            return ("contiguous" if whole else "masked"), pointer, 1
+        return "gather", self.index(offset), 0
 
     def _mask(self) -> ir.Constant:
         part = self.vector
@@ -253,7 +254,7 @@ class FunctionEmitter:
         if _is_packed(e.buffer):
             return self._from_memory(self._load_packed(e), dtype)
         mtype = memory_type(dtype)
-        kind, where = self._address(e.buffer, e.indices)
+        kind, where, stride = self._address(e.buffer, e.indices)
         if kind == "scalar":
             return self._from_memory(self.b.load(where, typ=mtype, align=mtype_align(mtype)), dtype)
         lanes = self.vector.width
@@ -265,7 +266,6 @@ class FunctionEmitter:
             loaded = self.b.call(self._masked_intrinsic("load", vt), [where, align, self._mask(), ir.Constant(vt, None)])
             return self._from_memory(loaded, dtype)
         if kind == "strided":
-            stride = linear_coefficient(flat_index(_layout(e.buffer), e.indices), self.vector.var)
             return self._from_memory(self._strided_load(where, mtype, stride), dtype)
         base = self.pointers[e.buffer.name]
         result = ir.Constant(vt, None)
@@ -305,9 +305,7 @@ class FunctionEmitter:
         if _is_packed(s.buffer):
             self._store_packed(s, value)
             return
-        kind, where = self._address(s.buffer, s.indices)
-        if kind == "strided":
-            kind, where = "gather", self.index(flat_index(s.buffer, s.indices))
+        kind, where, _ = self._address(s.buffer, s.indices, for_store=True)
         if kind == "scalar":
             if is_vector(value):
                 raise ValueError(f"store of a vector into one element of {s.buffer.name}")
