@@ -471,10 +471,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     total = result.kernel_ms or 1.0
     rows, cumulative = [], 0.0
     for k in result.top(args.top):
-        cumulative += k.ms
-        rate = k.gflops_per_second
-        rows.append([k.name, k.ops, f"{k.ms:.3f}", f"{100 * k.ms / total:.1f}", f"{100 * cumulative / total:.1f}",
-                     "-" if rate is None else f"{rate:.1f}"])
+        ms = k.seconds * 1e3
+        cumulative += ms
+        rows.append([k.name, k.ops, f"{ms:.3f}", f"{100 * ms / total:.1f}", f"{100 * cumulative / total:.1f}",
+                     f"{k.gflops_per_second:.1f}" if k.flops else "-"])
     print(f"the {len(rows)} slowest of {len(result.kernels)} kernels:")
     print(_table(rows, header=["kernel", "ops", "ms", "%", "cum %", "GFLOP/s"], align="llrrrr"))
     op_rows = [[op, str(count), f"{ms:.3f}", "-" if ort_ms is None else f"{ort_ms:.3f}",

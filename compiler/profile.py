@@ -15,32 +15,21 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import pathlib
+import statistics
 import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from compiler import bench
+from runtime_stub import InferenceSession, KernelTime
 
 
-@dataclass(frozen=True)
-class KernelRow:
-    name: str
-    ops: str
-    ms: float
-    flops: int
-
-    @property
-    def gflops_per_second(self) -> float | None:
-        return self.flops / self.ms / 1e6 if self.flops and self.ms > 0 else None
-
-    @property
-    def op_type(self) -> str:
-        """The first op of the fused group: what onnxruntime would name the node's type."""
-        return self.ops.split("+")[0] if self.ops else "?"
+def op_type(kernel: KernelTime) -> str:
+    """The first op of the kernel's fused group: what onnxruntime would name the node's type."""
+    return kernel.ops.split("+")[0] if kernel.ops else "?"
 
 
 @dataclass
@@ -48,24 +37,24 @@ class Profile:
     threads: int
     runs: int
     wall_ms: float  # mean wall time of one instrumented run (the kernel times are means too)
-    kernels: list[KernelRow]
+    kernels: list[KernelTime]
     ort_ms_by_op: dict[str, float] = field(default_factory=dict)  # onnxruntime's mean per run, by op type
     ort_wall_ms: float | None = None
 
     @property
     def kernel_ms(self) -> float:
-        return sum(k.ms for k in self.kernels)
+        return sum(k.seconds for k in self.kernels) * 1e3
 
-    def top(self, n: int) -> list[KernelRow]:
-        return sorted(self.kernels, key=lambda k: -k.ms)[:n]
+    def top(self, n: int) -> list[KernelTime]:
+        return sorted(self.kernels, key=lambda k: -k.seconds)[:n]
 
     def by_op(self) -> list[tuple[str, int, float, float | None]]:
         """(op type, kernels, tilec ms, onnxruntime ms) per op type, slowest tilec first."""
         ms: dict[str, float] = defaultdict(float)
         count: dict[str, int] = defaultdict(int)
         for k in self.kernels:
-            ms[k.op_type] += k.ms
-            count[k.op_type] += 1
+            ms[op_type(k)] += k.seconds * 1e3
+            count[op_type(k)] += 1
         ops = sorted(set(ms) | set(self.ort_ms_by_op), key=lambda op: -max(ms.get(op, 0.0), self.ort_ms_by_op.get(op, 0.0)))
         return [(op, count.get(op, 0), ms.get(op, 0.0), self.ort_ms_by_op.get(op) if self.ort_ms_by_op else None)
                 for op in ops]
@@ -74,45 +63,39 @@ class Profile:
 def profile_model(model: Any, threads: int, runs: int = 20, warmup: int = 3, seed: int = 0,
                   input_shapes: dict[str, tuple[int, ...]] | None = None, compare_ort: bool = False) -> Profile:
     import compiler
-    from runtime_stub import InferenceSession
 
+    threads = threads or bench.default_threads()
     with tempfile.TemporaryDirectory(prefix="tilec-profile-") as tmp:
         artifact = compiler.compile(model, pathlib.Path(tmp) / "model.tilec", input_shapes=input_shapes, profile=True)
         with InferenceSession(artifact, threads=threads) as session:
             inputs = bench.random_inputs(session.get_inputs(), seed=seed)
-            for _ in range(warmup):
-                session.run(None, inputs)
+            _timed_runs(lambda: session.run(None, inputs), warmup)
             session.kernel_profile(reset=True)
-            wall = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                session.run(None, inputs)
-                wall.append((time.perf_counter() - start) * 1e3)
-            kernels = [KernelRow(k.name, k.ops, k.seconds * 1e3, k.flops) for k in session.kernel_profile()]
-        result = Profile(session_threads(threads), runs, statistics.fmean(wall), kernels)
+            wall = _timed_runs(lambda: session.run(None, inputs), runs)
+            result = Profile(threads, runs, statistics.fmean(wall), session.kernel_profile())
         if compare_ort:
             result.ort_ms_by_op, result.ort_wall_ms = _ort_profile(model, threads, inputs, runs, warmup, tmp)
     return result
 
 
-def session_threads(threads: int) -> int:
-    return threads or bench.default_threads()
+def _timed_runs(run: Callable[[], Any], count: int) -> list[float]:
+    """Wall milliseconds of ``count`` calls of ``run``."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def _ort_profile(model: Any, threads: int, inputs: dict, runs: int, warmup: int,
                  tmp: str) -> tuple[dict[str, float], float]:
     """onnxruntime's mean time per run by op type (its own profiler), and its median wall time."""
-    session = bench.ort_session(model, session_threads(threads),
-                                profile_prefix=os.path.join(tmp, "ort_profile"))
+    session = bench.ort_session(model, threads, profile_prefix=os.path.join(tmp, "ort_profile"))
     names = {arg.name for arg in session.get_inputs()}
     feed = {k: v for k, v in inputs.items() if k in names}
-    for _ in range(warmup):
-        session.run(None, feed)
-    wall = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        wall.append((time.perf_counter() - start) * 1e3)
+    _timed_runs(lambda: session.run(None, feed), warmup)
+    wall = _timed_runs(lambda: session.run(None, feed), runs)
     events = json.loads(pathlib.Path(session.end_profiling()).read_text())
     per_op: dict[str, float] = defaultdict(float)
     for event in events:
