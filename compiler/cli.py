@@ -18,6 +18,7 @@ import time
 import traceback
 from typing import Any, Callable, Sequence
 
+from compiler.codegen.cuda.target import CUDA_ARCHS
 from runtime_stub.errors import InvalidInputError, TilecError
 
 EXIT_OK = 0
@@ -26,7 +27,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
-TARGETS = ("host", "x86_64-linux-gnu", "aarch64-linux-gnu")
+TARGETS = ("host", "x86_64-linux-gnu", "aarch64-linux-gnu", "cuda", *(f"cuda:{arch}" for arch in CUDA_ARCHS))
 
 
 class CliError(TilecError):
@@ -567,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compile an ONNX model into a .tilec artifact.")
     p.add_argument("model", metavar="MODEL", help="the .onnx model")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the artifact to write")
-    p.add_argument("--target", default="host", choices=TARGETS, help="target machine (default: host)")
+    p.add_argument("--target", default="host", choices=TARGETS, help="target machine (default: host); cuda is sm_80 code plus PTX for newer GPUs")
     p.add_argument("--cpu", metavar="NAME", help="CPU name, optionally with +feature suffixes (e.g. skylake-avx512)")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
                    help="bind an input's shape, e.g. x=2x64 (repeatable)")

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 import compiler
 from compiler import cli
 import runtime_stub
+from runtime_stub.artifact import read_artifact
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 W = np.arange(32, dtype=np.float32).reshape(8, 4) / 16 - 1
@@ -315,3 +316,24 @@ def test_constant_input_fixes_run_time_axes(tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
     (y,) = runtime_stub.InferenceSession(str(out)).run(None, {"x": x})
     np.testing.assert_array_equal(y, x.max(axis=-1))
+
+
+# --- CUDA targets -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["cuda", "cuda:sm_90"])
+def test_compile_for_cuda(models, tmp_path, capsys, target):
+    from compiler.codegen.cuda.nvrtc import nvrtc_available
+
+    if not nvrtc_available():
+        pytest.skip("NVRTC is not installed")
+    out = tmp_path / "g.tilec"
+    assert cli.main(["compile", str(models["matmul"]), "-o", str(out), "--target", target,
+                     "--input-shape", "x=2x8", "-q"]) == 0
+    cuda = read_artifact(out).manifest["cuda"]
+    assert cuda["arch"] == (target.partition(":")[2] or "sm_80") and cuda["launches"]
+
+
+def test_unknown_cuda_arch_is_a_usage_error(capsys):
+    assert cli.main(["compile", "m.onnx", "-o", "o.tilec", "--target", "cuda:sm_70"]) == 2
+    assert "cuda:sm_90" in capsys.readouterr().err  # the valid choices are listed
