@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runtime_stub.device_arrays import CudaArray
 from runtime_stub.errors import (
     ArtifactError,
     CorruptArtifactError,
@@ -17,6 +18,7 @@ from runtime_stub.session import InferenceSession, KernelTime, NodeArg
 __all__ = [
     "ArtifactError",
     "CorruptArtifactError",
+    "CudaArray",
     "ExecutionError",
     "IncompatibleArtifactError",
     "InferenceSession",

@@ -16,6 +16,7 @@ Contract (numpy only; ml_dtypes is never imported, so this works with any numpy 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -34,6 +35,10 @@ class ElementType:
     def nbytes(self, numel: int) -> int:
         per = self.elements_per_byte
         return -(-numel // per) if per > 1 else numel * self.api_dtype.itemsize
+
+    def shape_nbytes(self, shape: Sequence[int]) -> int:
+        """The bytes of a native buffer of this shape."""
+        return self.nbytes(int(np.prod(shape, dtype=np.int64)))
 
     def as_api_array(self, array: np.ndarray) -> np.ndarray | None:
         """``array`` in the API dtype if it is this type's API form or its ml_dtypes form, else None."""
@@ -62,7 +67,7 @@ class ElementType:
         """An output buffer the native code can fill."""
         if self.elements_per_byte == 1:
             return np.empty(shape, dtype=self.api_dtype)
-        return np.empty(self.nbytes(int(np.prod(shape, dtype=np.int64))), dtype=np.uint8)
+        return np.empty(self.shape_nbytes(shape), dtype=np.uint8)
 
     def from_native(self, buffer: np.ndarray, shape: list[int]) -> np.ndarray:
         """The API-form array of an output buffer from ``native_empty``."""

@@ -14,6 +14,11 @@ Contract:
   uint16 bit patterns, the float8 / float4 / int4 / int2 types as uint8 codes, one
   element per byte (runtime_stub/dtypes.py); an ml_dtypes array of the exact type is
   accepted as an input too.
+* CUDA artifacts also take inputs that live in GPU memory (any object with
+  ``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch, JAX, ``CudaArray``),
+  read in place without a copy; they must have the exact dtype and shape and be
+  C-contiguous. ``run_on_device(output_names, input_feed)`` returns the outputs as
+  ``CudaArray``s left in device memory (runtime_stub/device_arrays.py).
 * ``run`` may be called from several Python threads: calls into one native context are
   serialised by a lock; validation and output allocation happen outside it.
 * ``kernel_profile()``: for artifacts compiled with profiling (``tilec compile --profile``,
@@ -23,15 +28,17 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
 from runtime_stub.artifact import Artifact, read_artifact
+from runtime_stub.device_arrays import CudaArray, DeviceView, device_view
 from runtime_stub.dtypes import ELEMENT_TYPES, ElementType, element_type
 from runtime_stub.errors import (
     CorruptArtifactError,
@@ -100,9 +107,14 @@ class KernelTime:
 
 
 class Executor(Protocol):
-    """Runs one artifact on one kind of device. ``run`` fills ``outputs`` in place."""
+    """Runs one artifact on one kind of device. ``run`` fills ``outputs`` in place.
 
-    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None: ...
+    An executor with ``device_io`` also takes ``DeviceView`` inputs and, as outputs, device memory from
+    its ``allocate(nbytes)`` or None (runtime_stub/cuda_executor.py)."""
+
+    device_io: bool
+
+    def run(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -125,6 +137,8 @@ def _aligned_weights(weights: np.ndarray) -> np.ndarray:
 
 class CpuExecutor:
     """Runs the artifact's native shared object on this CPU through the tilec ABI."""
+
+    device_io = False
 
     def __init__(self, artifact: Artifact, threads: int) -> None:
         check_target(artifact.manifest["target"])
@@ -223,10 +237,27 @@ class InferenceSession:
         """Run the model; ``run_options`` is accepted for onnxruntime compatibility and ignored."""
         executor = self._open_executor()
         selected = self._output_indices(output_names)
-        inputs = self._marshal_inputs(input_feed)
         outputs = [arg.element_type.native_empty(arg.shape) for arg in self._outputs]
-        executor.run(inputs, outputs)
+        with self._marshaled_inputs(input_feed, executor) as inputs:
+            executor.run(inputs, outputs)
         return [self._outputs[i].element_type.from_native(outputs[i], self._outputs[i].shape) for i in selected]
+
+    def run_on_device(self, output_names: Iterable[str] | None, input_feed: Mapping[str, Any]) -> list[CudaArray]:
+        """``run``, leaving the outputs in GPU memory (CUDA artifacts only); see ``CudaArray``."""
+        executor = self._open_executor()
+        if not executor.device_io:
+            raise ExecutionError("run_on_device needs a CUDA artifact; this one runs on the CPU, use run()")
+        selected = self._output_indices(output_names)
+        for i in selected:
+            if self._outputs[i].element_type.elements_per_byte > 1:
+                raise InvalidOutputNameError(f"output {self._outputs[i].name!r} ({self._outputs[i].type}) is packed "
+                                             "below one byte per element on the device; fetch it with run()")
+        memory = {i: executor.allocate(self._outputs[i].element_type.shape_nbytes(self._outputs[i].shape))
+                  for i in selected}
+        with self._marshaled_inputs(input_feed, executor) as inputs:
+            executor.run(inputs, [memory.get(i) for i in range(len(self._outputs))])
+        return [CudaArray(memory[i], self._outputs[i].shape, self._outputs[i].dtype, self._outputs[i].name)
+                for i in selected]
 
     def kernel_profile(self, reset: bool = False) -> list[KernelTime]:
         """Per-kernel mean wall time per run, in plan order (artifacts compiled with profiling only)."""
@@ -275,7 +306,9 @@ class InferenceSession:
             selected.append(index[name])
         return selected
 
-    def _marshal_inputs(self, input_feed: Mapping[str, Any]) -> list[np.ndarray]:
+    @contextlib.contextmanager
+    def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor) -> Iterator[list[Any]]:
+        """The inputs as the executor takes them; DLPack tensors go back to their producers afterwards."""
         if not isinstance(input_feed, Mapping):
             raise InvalidInputError(f"input_feed must be a dict of name -> numpy array, got {type(input_feed).__name__}")
         expected = "; ".join(arg.describe() for arg in self._inputs) or "none"
@@ -286,7 +319,43 @@ class InferenceSession:
         missing = [arg.name for arg in self._inputs if arg.name not in input_feed]
         if missing:
             raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: {expected}")
-        return [_checked_array(arg, input_feed[arg.name]) for arg in self._inputs]
+        views: list[DeviceView] = []
+        try:
+            inputs = []
+            for arg in self._inputs:
+                view = device_view(input_feed[arg.name])
+                if view is None:
+                    inputs.append(_checked_array(arg, input_feed[arg.name]))
+                else:
+                    views.append(view)
+                    inputs.append(_checked_view(arg, view, executor.device_io))
+            yield inputs
+        finally:
+            for view in views:
+                view.release()
+
+
+def _checked_view(arg: NodeArg, view: DeviceView, device_io: bool) -> DeviceView:
+    """A GPU tensor that the kernels can read in place as ``arg``."""
+    if not device_io:
+        raise InvalidInputError(f"input {arg.name!r} is in GPU memory ({view.source}); this artifact runs on the "
+                                "CPU and takes numpy arrays")
+    etype = arg.element_type
+    if etype.elements_per_byte > 1:
+        raise InvalidInputError(f"input {arg.name!r} ({arg.type}) is packed below one byte per element on the "
+                                "device; pass it as a numpy array of codes")
+    if view.dtype != arg.dtype:
+        raise InvalidInputError(f"input {arg.name!r} has dtype {view.dtype} ({view.source}), expected {arg.dtype} "
+                                f"({arg.type}); tilec does not convert silently")
+    if list(view.shape) != arg.shape:
+        raise InvalidInputError(f"input {arg.name!r} has shape {list(view.shape)} ({view.source}), expected {arg.shape}")
+    if not view.contiguous:
+        raise InvalidInputError(f"input {arg.name!r} is not C-contiguous (strides {list(view.strides or ())} bytes); "
+                                "tilec reads device inputs in place: pass a contiguous copy")
+    if view.pointer % arg.dtype.itemsize:
+        raise InvalidInputError(f"input {arg.name!r}: device pointer {view.pointer:#x} is not aligned to its "
+                                f"{arg.dtype.itemsize}-byte elements")
+    return view
 
 
 def _checked_array(arg: NodeArg, value: Any) -> np.ndarray:

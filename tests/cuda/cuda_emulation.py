@@ -67,10 +67,25 @@ def launcher(launches: list[Launch]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def entry_points(launches: list[Launch]) -> str:
+    """One ``tl_emu_call_<kernel>(grid, block, kernelParams)`` per kernel, as ``cuLaunchKernel`` would call it
+    (each kernelParams entry points at a device pointer): what emulated_driver.py launches."""
+    lines, seen = [], set()
+    for launch in launches:
+        if launch.name in seen:
+            continue
+        seen.add(launch.name)
+        args = ", ".join(f"tl_arg{{*static_cast<void **>(params[{k}])}}" for k in range(len(launch.args)))
+        cooperative = "true" if launch.cooperative else "false"
+        lines.append(f'extern "C" void tl_emu_call_{launch.name}(unsigned grid, unsigned block, void **params) {{\n'
+                     f"  tl_emu_launch(grid, block, {cooperative}, [&] {{ {launch.name}({args}); }});\n}}")
+    return "\n".join(lines) + "\n"
+
+
 def build_shared_object(module: CudaModule) -> pathlib.Path:
     if CXX is None:
         raise RuntimeError("no host C++ compiler (g++) to emulate CUDA kernels with")
-    text = module.source + "\n" + launcher(module.launches)
+    text = module.source + "\n" + launcher(module.launches) + entry_points(module.launches)
     key = hashlib.sha256(text.encode() + (HERE / "emulation.h").read_bytes()).hexdigest()[:20]
     _CACHE.mkdir(parents=True, exist_ok=True)
     so = _CACHE / f"{key}.so"
