@@ -1,6 +1,6 @@
 """Runs CUDA artifacts (``target.kind == "cuda"``) through the CUDA driver API (cuda-bindings).
 
-Contract: ``CudaExecutor(artifact, threads)`` needs an NVIDIA GPU, its driver and
+Contract: ``CudaExecutor(artifact, device_id)`` needs an NVIDIA GPU, its driver and
 the ``cuda-bindings`` package (imported here only, so CPU-only installs never
 need it); without them it raises ``IncompatibleArtifactError`` with the reason.
 At load it loads the module from the artifact's ``cuda`` section (the CUBIN,
@@ -100,7 +100,7 @@ Output = Union[np.ndarray, _Allocation, None]
 class CudaExecutor:
     device_io = True  # takes inputs in GPU memory and leaves outputs there
 
-    def __init__(self, artifact, threads: int = 0) -> None:
+    def __init__(self, artifact, device_id: int = 0) -> None:
         manifest = artifact.manifest
         plan = manifest.get("cuda")
         if not isinstance(plan, dict) or "launches" not in plan or SECTION not in artifact.sections:
@@ -119,11 +119,11 @@ class CudaExecutor:
         self._module = None
         self._context = None
         self._device = None
-        self.device_ordinal = 0
+        self.device_ordinal = device_id
         self._input_names = [str(e["name"]) for e in manifest.get("inputs", [])]
         try:
             self._check(driver.cuInit(0), "cuInit")
-            self._device = self._check(driver.cuDeviceGet(self.device_ordinal), "cuDeviceGet")
+            self._device = self._check(driver.cuDeviceGet(self.device_ordinal), f"cuDeviceGet({device_id})")
             self._context = self._check(driver.cuDevicePrimaryCtxRetain(self._device), "cuDevicePrimaryCtxRetain")
         except ExecutionError as exc:
             raise IncompatibleArtifactError(f"this CUDA artifact needs an NVIDIA GPU and driver: {exc}") from None

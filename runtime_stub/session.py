@@ -2,10 +2,14 @@
 
 Contract:
 
-* ``InferenceSession(path_or_bytes, threads=None)`` reads and verifies the artifact,
-  checks that this machine can run it, and loads it with an executor picked by
-  ``target.kind`` (``"cpu"``, or ``"cuda"``: runtime_stub/cuda_executor.py). ``threads=None`` (or 0) uses every CPU this
-  process may run on.
+* ``InferenceSession(path_or_bytes, sess_options=None, providers=None, provider_options=None,
+  threads=None)`` reads and verifies the artifact, checks that this machine can run it, and
+  loads it with an executor picked by ``target.kind`` (``"cpu"``, or ``"cuda"``:
+  runtime_stub/cuda_executor.py): the artifact, not ``providers``, decides the device.
+  ``threads=None`` (or 0) uses ``sess_options.intra_op_num_threads`` if set, else every CPU
+  this process may run on. onnxruntime's ``sess_options``, ``providers`` and
+  ``provider_options`` are accepted so code written for it runs unchanged; of them, tilec
+  reads the intra-op thread count and the CUDA provider's ``device_id`` (default 0).
 * ``get_inputs()`` / ``get_outputs()`` return ``NodeArg``s with ``.name``, ``.shape``
   and ``.type`` spelled as onnxruntime does (``tensor(float)``), plus ``.dtype``.
 * ``run(output_names, input_feed)`` validates every input strictly — exact dtype and
@@ -174,15 +178,56 @@ class CpuExecutor:
             self._native.close()
 
 
-def _cuda_executor(artifact: Artifact, threads: int) -> Executor:
+@dataclass(frozen=True)
+class ExecutorOptions:
+    threads: int  # CPU threads (0: every CPU)
+    device_id: int = 0  # the GPU, for executors that run on one
+
+
+def _cpu_executor(artifact: Artifact, options: ExecutorOptions) -> Executor:
+    return CpuExecutor(artifact, options.threads)
+
+
+def _cuda_executor(artifact: Artifact, options: ExecutorOptions) -> Executor:
     # Imported lazily: only CUDA artifacts need cuda-bindings (and a GPU).
     from runtime_stub.cuda_executor import CudaExecutor
 
-    return CudaExecutor(artifact, threads)
+    return CudaExecutor(artifact, options.device_id)
 
 
 # Dispatch point: one executor factory per target kind.
-_EXECUTORS: Mapping[str, Callable[[Artifact, int], Executor]] = {"cpu": CpuExecutor, "cuda": _cuda_executor}
+_EXECUTORS: Mapping[str, Callable[[Artifact, ExecutorOptions], Executor]] = {"cpu": _cpu_executor,
+                                                                             "cuda": _cuda_executor}
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def _provider_options(providers: Any, provider_options: Any) -> dict[str, dict[str, Any]]:
+    """onnxruntime's ``providers`` (names, or (name, options) pairs) and ``provider_options`` as {name: options}."""
+    if providers is None:
+        return {}
+    if isinstance(providers, str) or not isinstance(providers, Sequence):
+        raise ValueError(f"providers must be a list of provider names or (name, options) pairs, got {providers!r}")
+    extra = list(provider_options) if provider_options is not None else [{}] * len(providers)
+    if len(extra) != len(providers):
+        raise ValueError(f"provider_options has {len(extra)} entries for {len(providers)} providers")
+    result: dict[str, dict[str, Any]] = {}
+    for provider, more in zip(providers, extra):
+        name, options = (provider, {}) if isinstance(provider, str) else tuple(provider)
+        if not isinstance(name, str) or not isinstance(options, Mapping) or not isinstance(more, Mapping):
+            raise ValueError(f"a provider is a name or a (name, options dict) pair, got {provider!r}")
+        result[name] = {**options, **more}
+    return result
+
+
+def _device_id(options: Mapping[str, Any]) -> int:
+    value = options.get("device_id", 0)
+    try:
+        device_id = int(value)
+    except (TypeError, ValueError):
+        device_id = -1
+    if device_id < 0:
+        raise ValueError(f"{CUDA_PROVIDER}'s device_id must be a non-negative integer, got {value!r}")
+    return device_id
 
 
 def _default_threads() -> int:
@@ -196,9 +241,13 @@ def _default_threads() -> int:
 class InferenceSession:
     """Loads a .tilec artifact and runs it; mirrors onnxruntime.InferenceSession."""
 
-    def __init__(self, path_or_bytes: PathOrBytes, threads: int | None = None) -> None:
+    def __init__(self, path_or_bytes: PathOrBytes, sess_options: Any = None, providers: Any = None,
+                 provider_options: Any = None, *, threads: int | None = None) -> None:
+        if threads is None:
+            threads = getattr(sess_options, "intra_op_num_threads", None) or None
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
+        device_id = _device_id(_provider_options(providers, provider_options).get(CUDA_PROVIDER, {}))
         artifact = read_artifact(path_or_bytes)
         self._manifest = artifact.manifest
         self._inputs = [_node_arg(e, "input") for e in self._manifest.get("inputs", [])]
@@ -211,7 +260,7 @@ class InferenceSession:
                 f"artifacts for target kind {kind!r} cannot run here; this runtime has executors for: "
                 f"{', '.join(sorted(_EXECUTORS))}"
             )
-        self._executor: Executor | None = factory(artifact, threads or _default_threads())
+        self._executor: Executor | None = factory(artifact, ExecutorOptions(threads or _default_threads(), device_id))
 
     # --- introspection ------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class EmulatedDriver:
     launches: list[tuple[str, list[int]]] = field(default_factory=list)
     stream_waits: list[int] = field(default_factory=list)
     context_retains: int = 0
+    current_device: int = 0  # the device of the current context (a context handle here is its device)
 
     CUresult = CUresult
     CUpointer_attribute = CUpointer_attribute
@@ -61,7 +62,7 @@ class EmulatedDriver:
     # --- for tests ------------------------------------------------------------------
 
     def device_array(self, host: np.ndarray, device: int = 0) -> np.ndarray:
-        """A copy of ``host`` in this fake GPU's memory (a numpy view of it)."""
+        """A copy of ``host`` in fake GPU ``device``'s memory (a numpy view of it)."""
         _, ptr = self.cuMemAlloc(max(host.nbytes, 1))
         buffer, _ = self.memory[ptr]
         self.memory[ptr] = (buffer, device)
@@ -101,13 +102,14 @@ class EmulatedDriver:
 
     def cuDevicePrimaryCtxRetain(self, device):
         self.context_retains += 1
-        return CUresult.CUDA_SUCCESS, "context0"
+        return CUresult.CUDA_SUCCESS, device
 
     def cuDevicePrimaryCtxRelease(self, device):
         self.context_retains -= 1
         return (CUresult.CUDA_SUCCESS,)
 
     def cuCtxSetCurrent(self, context):
+        self.current_device = context
         return (CUresult.CUDA_SUCCESS,)
 
     def cuCtxSynchronize(self):
@@ -136,7 +138,7 @@ class EmulatedDriver:
         raw = np.zeros(int(nbytes) + ALIGNMENT, dtype=np.uint8)
         start = -raw.ctypes.data % ALIGNMENT
         buffer = raw[start:start + int(nbytes)]
-        self.memory[buffer.ctypes.data] = (buffer, 0)
+        self.memory[buffer.ctypes.data] = (buffer, self.current_device)
         return CUresult.CUDA_SUCCESS, buffer.ctypes.data
 
     def cuMemFree(self, ptr):

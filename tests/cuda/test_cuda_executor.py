@@ -206,6 +206,28 @@ def test_unusable_device_inputs_are_named(make, message, tmp_path, monkeypatch) 
     assert message in str(error.value)
 
 
+def test_onnxruntime_session_arguments_pick_the_gpu(tmp_path, monkeypatch) -> None:
+    """Code written for onnxruntime runs unchanged; the CUDA provider's device_id picks the GPU."""
+    model = _scale_relu()
+    driver = install(monkeypatch, model)
+    feeds = _feeds(model)
+
+    class SessionOptions:
+        intra_op_num_threads = 1
+
+    artifact = compiled(model, tmp_path, target="cuda")
+    with runtime_stub.InferenceSession(artifact, SessionOptions(), providers=[("CUDAExecutionProvider", {"device_id": 1}),
+                                                                           "CPUExecutionProvider"]) as session:
+        _check(model, session.run(None, {"x": CaiTensor(driver.device_array(feeds["x"], device=1))}), feeds)
+        (out,) = session.run_on_device(None, feeds)
+        assert out.device == 1 and driver.owner(out.device_ptr) == 1
+        with pytest.raises(runtime_stub.InvalidInputError, match="'x' is on cuda:0; this session runs on cuda:1"):
+            session.run(None, {"x": CaiTensor(driver.device_array(feeds["x"], device=0))})
+    with pytest.raises(ValueError, match="device_id"):
+        runtime_stub.InferenceSession(artifact, providers=["CUDAExecutionProvider"],
+                                      provider_options=[{"device_id": "first"}])
+
+
 def test_a_cpu_artifact_refuses_device_arrays(tmp_path, monkeypatch) -> None:
     model = _scale_relu()
     driver = install(monkeypatch, model)

@@ -30,6 +30,24 @@ def test_run_matches_numpy(fake_artifact: pathlib.Path, threads: int | None) -> 
     assert total.dtype == np.float32 and total.shape == SHAPE
 
 
+def test_onnxruntime_constructor_arguments(fake_artifact: pathlib.Path) -> None:
+    """`ort.InferenceSession(path, opts, providers=[...])` code runs unchanged; threads come from the options."""
+
+    class SessionOptions:  # stands in for onnxruntime.SessionOptions
+        intra_op_num_threads = 3
+
+    with InferenceSession(fake_artifact, SessionOptions(), providers=["CPUExecutionProvider"]) as sess:
+        assert sess.num_threads == 3
+        total, _ = sess.run(None, random_inputs())
+    np.testing.assert_array_equal(total, expected_outputs(**random_inputs())[0])
+    with InferenceSession(fake_artifact, SessionOptions(), threads=2) as sess:
+        assert sess.num_threads == 2  # an explicit thread count wins
+    with pytest.raises(ValueError, match="providers must be a list"):
+        InferenceSession(fake_artifact, providers="CPUExecutionProvider")
+    with pytest.raises(ValueError, match="provider_options has 2 entries for 1 providers"):
+        InferenceSession(fake_artifact, providers=["CPUExecutionProvider"], provider_options=[{}, {}])
+
+
 def test_repeated_runs_are_stable(fake_artifact: pathlib.Path) -> None:
     with InferenceSession(fake_artifact, threads=4) as sess:
         for seed in range(200):  # many fork/joins through the pool
