@@ -77,6 +77,22 @@ def test_conv(attrs, w_shape):
            rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_grouped_conv_is_a_batch_of_tiled_gemms(dtype):
+    """ShuffleNet-like grouped 1x1 and 3x3 convs: each group's GEMM is tiled (shared memory; tensor cores in
+    float16), the group being the batch; depthwise convs are not (no GEMM columns)."""
+    x = rand([1, 48, 12, 12], dtype=dtype)
+    w1, w3 = rand([48, 16, 1, 1], seed=1, dtype=dtype), rand([48, 16, 3, 3], seed=2, dtype=dtype)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], group=3),
+             helper.make_node("Conv", ["c1", "w3"], ["y"], group=3, pads=[1, 1, 1, 1])]
+    model = graph_model(nodes, {"x": x}, ["y"], consts={"w1": w1, "w3": w3})
+    _check(model, {"x": x}, rtol=2e-2 if dtype == "float16" else 1e-4, atol=2e-2 if dtype == "float16" else 1e-4)
+    _, module = lower_for_cuda(model)
+    # Each conv: one blocked launch (after the padding copy's launches) with shared A and B tiles.
+    assert sum(launch.cooperative for launch in module.launches) == 2
+    assert module.source.count("__shared__") >= 4
+
+
 def test_conv_relu_fused():
     x, w, b = rand([1, 3, 10, 10]), rand([8, 3, 3, 3], seed=1), rand([8], seed=2)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),

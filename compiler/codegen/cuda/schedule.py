@@ -4,7 +4,9 @@
 (the lowering driver asks the target for it instead of the CPU defaults): a
 contraction big enough to gain from it gets a shared-memory tiled kernel, on
 tensor cores where its operand type has them on the target
-(``tensor_cores.py``: float16, bfloat16), else ``tiling.py``'s; a reduction
+(``tensor_cores.py``: float16, bfloat16), else ``tiling.py``'s (a grouped
+conv's output channel is split into group and member first, so each group is
+one GEMM of a batch: ``compiler/schedule/groups.py``); a reduction
 over long contiguous rows gets a warp or a block per output element
 (``row_reduce.py``: shuffles, shared memory); every
 other computation keeps its canonical nest (spatial loops outside, any
@@ -39,10 +41,13 @@ from compiler.codegen.cuda.tiling import tile_contraction
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Buffer, flat_index, free_vars
 from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, Seq, Stmt, Store, walk_stmts
+from compiler.schedule.groups import split_grouped_index
 
 
 def schedule_computation(c: Computation, compute_capability: tuple[int, int]) -> Stmt:
-    for scheduled in (tile_contraction_tc(c, compute_capability), tile_contraction(c), reduce_rows(c)):
+    # A grouped conv's output channel splits into (group, member): the group becomes a batch of GEMMs.
+    grouped = split_grouped_index(c)
+    for scheduled in (tile_contraction_tc(grouped, compute_capability), tile_contraction(grouped), reduce_rows(c)):
         if scheduled is not None:
             return scheduled
     return build_loops(c)
