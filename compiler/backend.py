@@ -24,6 +24,7 @@ written to a private temporary name and renamed into place, so several processes
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -35,45 +36,45 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
+from codegen_templates import TEMPLATES
 import compiler
 from compiler.errors import DataDependentError
 from compiler.frontend.loader import graph_inputs, node_reads
 from runtime_stub import InferenceSession
 
 _CACHE_ENV = "TILEC_BACKEND_CACHE"
-_private_cache: str | None = None
 
 
 def cache_dir() -> str:
     """The compile-cache folder: ``$TILEC_BACKEND_CACHE`` or a temporary folder removed at exit."""
-    global _private_cache
     folder = os.environ.get(_CACHE_ENV)
     if folder:
         os.makedirs(folder, exist_ok=True)
         return folder
-    if _private_cache is None:
-        _private_cache = tempfile.mkdtemp(prefix="tilec-backend-")
-        atexit.register(shutil.rmtree, _private_cache, True)
-    return _private_cache
+    return _private_cache()
 
 
-_compiler_stamp: str | None = None
+@functools.lru_cache(maxsize=1)
+def _private_cache() -> str:
+    folder = tempfile.mkdtemp(prefix="tilec-backend-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
+@functools.lru_cache(maxsize=1)
 def compiler_stamp() -> str:
-    """Identifies this compiler's code (version and source files' sizes and mtimes): part of the cache key."""
-    global _compiler_stamp
-    if _compiler_stamp is None:
-        root = os.path.dirname(os.path.abspath(compiler.__file__))
-        h = hashlib.sha256(compiler.__version__.encode())
+    """Identifies this compiler's code (version, and the sizes and mtimes of its source files and code
+    templates): part of the cache key."""
+    h = hashlib.sha256(compiler.__version__.encode())
+    for root in (os.path.dirname(os.path.abspath(compiler.__file__)), str(TEMPLATES)):
         for folder, dirs, files in sorted(os.walk(root)):
             dirs.sort()
             for name in sorted(files):
-                if name.endswith((".py", ".c", ".h")):
-                    st = os.stat(os.path.join(folder, name))
-                    h.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{st.st_size}:{st.st_mtime_ns};".encode())
-        _compiler_stamp = h.hexdigest()
-    return _compiler_stamp
+                if name.endswith((".py", ".c", ".h", ".j2")):
+                    path = os.path.join(folder, name)
+                    st = os.stat(path)
+                    h.update(f"{os.path.relpath(path, os.path.dirname(root))}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
 
 
 def compile_cached(model_bytes: bytes, input_shapes: dict[str, tuple[int, ...]] | None = None,

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import functools
 import math
-import pathlib
 from dataclasses import dataclass, field
 
 import jinja2
 import numpy as np
 
+from codegen_templates import TEMPLATES
 from compiler import __version__
 from compiler.codegen.cuda.schedule import ThreadMapping, map_threads
 from compiler.codegen.cuda.target import CudaTarget
@@ -59,7 +59,7 @@ from compiler.errors import UnsupportedOpError
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
 from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
 
-TEMPLATE_DIR = pathlib.Path(__file__).resolve().parents[3] / "codegen_templates" / "cuda"
+TEMPLATE_DIR = TEMPLATES / "cuda"
 
 _VALUE_TYPES = {
     DType.BOOL: "bool", DType.I8: "signed char", DType.I16: "short", DType.I32: "int", DType.I64: "tl_i64",
