@@ -65,6 +65,8 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any], prof
         # No timings here: compiling the same model twice must give the same bytes.
         "build": {"options": {k: repr(v) for k, v in sorted(options.items())}},
     }
+    if program.checks:
+        manifest["checks"] = [{"offset": c.offset, "message": c.message} for c in program.checks]
     if profile:
         manifest["profile"] = True
     return manifest

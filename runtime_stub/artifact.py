@@ -10,6 +10,9 @@ Contract:
 * Failures: ``NotAnArtifactError`` (wrong magic; the message says what the file looks
   like), ``CorruptArtifactError`` (truncated, bad manifest JSON, checksum mismatch),
   ``IncompatibleArtifactError`` (a format version this runtime does not know).
+* ``Artifact.checks``: the run-time checks (``manifest["checks"]``): after a run, each
+  ``RunCheck``'s flag byte at ``offset`` in the workspace is 0, or the run failed with
+  its ``message`` (e.g. an index out of range; the executors raise ``InvalidInputError``).
 
 Only numpy and the standard library are used.
 """
@@ -50,6 +53,12 @@ def data_start(manifest_length: int) -> int:
 
 
 @dataclass(frozen=True)
+class RunCheck:
+    offset: int  # of the flag byte in the workspace
+    message: str
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A parsed artifact. ``sections`` maps names to read-only uint8 views of the file."""
 
@@ -62,6 +71,21 @@ class Artifact:
         """The weights section (page-aligned inside the file), empty if the model has none."""
         section = self.sections.get(WEIGHTS_SECTION)
         return _readonly(np.zeros(0, np.uint8)) if section is None else section
+
+    @property
+    def checks(self) -> list[RunCheck]:
+        workspace = int(self.manifest.get("workspace_size", 0))
+        result = []
+        for entry in self.manifest.get("checks", []):
+            try:
+                check = RunCheck(int(entry["offset"]), str(entry["message"]))
+            except (TypeError, KeyError, ValueError):
+                raise CorruptArtifactError(f"the manifest has a malformed run-time check: {entry!r}") from None
+            if not 0 <= check.offset < workspace:
+                raise CorruptArtifactError(f"a run-time check's flag (offset {check.offset}) lies outside the "
+                                           f"{workspace}-byte workspace")
+            result.append(check)
+        return result
 
     @property
     def native(self) -> bytes:

@@ -14,7 +14,8 @@ input's own device buffer) or a ``DeviceView`` of GPU memory (runtime_stub/devic
 which the kernels read in place: its pointer is checked to be device memory of
 this GPU, and its producer's stream is waited for. Each output is a numpy array
 (copied back), a ``DeviceMemory`` from ``allocate`` (written in place, left on
-the device) or None (written to the output's own buffer and not copied). Calls
+the device) or None (written to the output's own buffer and not copied). A run
+whose run-time checks (``Artifact.checks``) fail raises ``InvalidInputError``. Calls
 are serialised by a lock.
 """
 
@@ -138,6 +139,7 @@ class CudaExecutor:
             self._inputs = [self._alloc(_nbytes(e)) for e in manifest.get("inputs", [])]
             self._outputs = [self._alloc(_nbytes(e)) for e in manifest.get("outputs", [])]
             self._launches = [self._prepare(launch) for launch in plan["launches"]]
+            self._checks = artifact.checks
         except BaseException:
             self.close()
             raise
@@ -236,6 +238,14 @@ class CudaExecutor:
             for array, ptr in zip(outputs, self._outputs):
                 if isinstance(array, np.ndarray) and array.nbytes:
                     self._check(cu.cuMemcpyDtoH(array.ctypes.data, ptr, array.nbytes), "cuMemcpyDtoH(output)")
+            flag = np.zeros(1, dtype=np.uint8)
+            failed = []
+            for check in self._checks:
+                self._check(cu.cuMemcpyDtoH(flag.ctypes.data, self._workspace + check.offset, 1), "reading a check")
+                if flag[0]:
+                    failed.append(check.message)
+        if failed:
+            raise InvalidInputError("; ".join(failed))
 
     def _stage_input(self, k: int, value: Input) -> int:
         """The device pointer the kernels read input ``k`` from."""

@@ -74,7 +74,8 @@ class IncompatibleArtifactError(ArtifactError):
 
 
 class InvalidInputError(TilecError, ValueError):
-    """An input to ``run`` has a wrong name, dtype or shape, or is missing."""
+    """An input to ``run`` has a wrong name, dtype or shape, or is missing, or holds a value the model
+    cannot take (an index out of range, found by a run-time check)."""
 
 
 class InvalidOutputNameError(TilecError, ValueError):

@@ -153,6 +153,7 @@ class CpuExecutor:
         # One arena reused by every call: calls are serialised, so it is private to each.
         self._workspace = _aligned_empty(max(workspace_size, 1))
         self._native = NativeModule(artifact.native, threads)
+        self._checks = artifact.checks
         self._lock = threading.Lock()
         self.profile_ns: np.ndarray | None = None
         self.profiled_runs = 0
@@ -170,8 +171,11 @@ class CpuExecutor:
         with self._lock:
             status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, self._workspace.ctypes.data)
             self.profiled_runs += 1
+            failed = [c.message for c in self._checks if self._workspace[c.offset]]
         if status != 0:
             raise ExecutionError(f"the native code failed with status {status}")
+        if failed:
+            raise InvalidInputError("; ".join(failed))
 
     def close(self) -> None:
         with self._lock:  # never unload the library under a running call

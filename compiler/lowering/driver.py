@@ -40,6 +40,14 @@ from compiler.schedule.packing import evaluate
 WEIGHT_ALIGNMENT = 64
 
 
+@dataclass(frozen=True)
+class RunCheck:
+    """A run-time check: the run failed with ``message`` when the byte at ``offset`` in the workspace is not 0."""
+
+    offset: int
+    message: str
+
+
 @dataclass
 class Program:
     calls: list[KernelCall]
@@ -47,6 +55,7 @@ class Program:
     workspace_size: int
     inputs: list[Value]
     outputs: list[Value]
+    checks: list[RunCheck] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class _State:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     arena: dict[str, list[int]] = field(default_factory=dict)  # key → [size, first, last]
     calls: list[tuple[Kernel, int]] = field(default_factory=list)  # (kernel, step)
+    checks: list[tuple[str, str]] = field(default_factory=list)  # (flag buffer, message), as LoweringContext.checks
 
 
 def _namer() -> Callable[[str], str]:
@@ -165,6 +175,7 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
             raise CompileError(f"{node.describe()}: lowering produced {len(results)} outputs")
         computations.extend(ctx.computations)
         materialized |= ctx.materialized
+        state.checks.extend(ctx.checks)
         for name, array in ctx.constants.items():
             state.constants[name] = array
             state.storage[name] = _Storage("weights", key=name)
@@ -324,6 +335,10 @@ def _place_pack(pack: Computation, state: _State) -> Stmt | None:
 
 
 def _finish(graph: Graph, state: _State) -> Program:
+    # A check's flag is read by the runtime after the last kernel: nothing may reuse its bytes before.
+    end = max((step for _, step in state.calls), default=0)
+    for name, _ in state.checks:
+        state.arena[state.storage[name].key][2] = end
     plan = plan_arena([BufferLifetime(k, size, first, last) for k, (size, first, last) in sorted(state.arena.items())])
     offsets: dict[str, int] = {}
     blob = bytearray()
@@ -345,4 +360,5 @@ def _finish(graph: Graph, state: _State) -> Program:
             else:
                 refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
         calls.append(KernelCall(kernel, tuple(refs)))
-    return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs))
+    checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
+    return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks)

@@ -26,7 +26,7 @@ from compiler.dtypes import DType
 from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, substitute
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, const, select, substitute
 
 Index = tuple[Expr, ...]
 
@@ -77,6 +77,8 @@ class LoweringContext:
     materialized: set[str] = field(default_factory=set)
     # Constants the lowering derived at compile time (e.g. weights repacked into a kernel's layout).
     constants: dict[str, np.ndarray] = field(default_factory=dict)
+    # Run-time checks: (flag buffer, message); a run that sets a flag fails with its message.
+    checks: list[tuple[str, str]] = field(default_factory=list)
     _vars: "itertools.count[int]" = field(default_factory=itertools.count)
 
     # --- reading the node -----------------------------------------------------------
@@ -159,6 +161,14 @@ class LoweringContext:
         if materialize:
             self.materialized.add(out.name)
         return Tensor(out)
+
+    def check(self, shape: Sequence[int], violated: Callable[[Index], Expr], message: str) -> None:
+        """Fail the run when ``violated(i)`` holds for any index ``i`` of ``shape``: for values the op cannot
+        take that are only known at run time (an index out of range). The runtime raises
+        ``InvalidInputError`` naming this node and ``message``; the op must still stay in bounds."""
+        flag = self.reduce((), shape, lambda _, r: select(violated(r), const(1, DType.U8), const(0, DType.U8)),
+                           combiner="max", name="check", materialize=True)
+        self.checks.append((flag.buffer.name, f"{self.node.describe()}: {message}"))
 
     def add_constant(self, array: np.ndarray, hint: str = "c") -> Tensor:
         """A compile-time array (weights in a packed layout, folded BatchNorm scales) as a tensor."""

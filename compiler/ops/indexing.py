@@ -7,9 +7,12 @@ given as inputs (starts, pads, repeats, ...) must be compile-time constants.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from compiler.dtypes import DType
+from compiler.errors import CompileError
 from compiler.loopir.expr import Const, Expr, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -23,6 +26,38 @@ def wrap_index(e: Expr, n: int) -> Expr:
     """A possibly negative index into a dimension of size ``n``, made non-negative."""
     e = _i64(e)
     return select(compare("lt", e, 0), e + n, e)
+
+
+def safe_index(e: Expr, n: int) -> Expr:
+    """``wrap_index``, clamped into ``[0, n)``: a read at a run-time index never leaves the tensor, even
+    for an index that ``require_indices_in_range`` reports after the run."""
+    return min_(max_(wrap_index(e, n), 0), n - 1)
+
+
+def require_indices_in_range(ctx: LoweringContext, input_index: int, sizes: Sequence[int],
+                             along_last_axis: bool = False) -> None:
+    """Indices (input ``input_index``) must lie in ``[-n, n)``: ``n = sizes[0]`` for every element, or
+    ``n = sizes[j]`` for position ``j`` of the last axis (``along_last_axis``: GatherND's coordinates).
+    Constant indices are checked now (``CompileError``); others by a run-time check of the node."""
+    idx, value = ctx.input(input_index), ctx.input_value(input_index)
+    name = value.name if value is not None else f"input {input_index}"
+    parts = [(j, n) for j, n in enumerate(sizes)] if along_last_axis else [(None, sizes[0])]
+    for j, n in parts:
+        where = f"{name}[..., {j}]" if j is not None else name
+        message = f"an index in {where} is out of range [-{n}, {n})"
+        if value is not None and value.const is not None:
+            values = np.asarray(value.const)
+            values = values[..., j] if j is not None else values
+            if values.size and (values.min() < -n or values.max() >= n):
+                raise CompileError(f"{ctx.node.describe()}: {message}")
+            continue
+        shape = idx.shape[:-1] if j is not None else idx.shape
+
+        def violated(r: Index, j: int | None = j, n: int = n) -> Expr:
+            v = _i64(idx[[*r, Const(j)]] if j is not None else idx[r])
+            return select(compare("lt", v, -n), const(True, DType.BOOL), compare("ge", v, n))
+
+        ctx.check(shape, violated, message)
 
 
 def _ints(ctx: LoweringContext, input_index: int, attr: str, what: str) -> list[int] | None:
@@ -114,9 +149,10 @@ def gather(ctx: LoweringContext) -> list[Tensor]:
     x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
     axis = int(ctx.attr("axis", 0)) % x.rank
     q = idx.rank
+    require_indices_in_range(ctx, 1, [x.shape[axis]])
 
     def read(i: Index) -> Expr:
-        picked = wrap_index(idx[list(i[axis:axis + q])], x.shape[axis])
+        picked = safe_index(idx[list(i[axis:axis + q])], x.shape[axis])
         return x[[*i[:axis], picked, *i[axis + q:]]]
 
     return [ctx.compute(out.shape, read, dtype=x.dtype, name="gather")]
@@ -125,7 +161,8 @@ def gather(ctx: LoweringContext) -> list[Tensor]:
 def gather_elements(ctx: LoweringContext) -> list[Tensor]:
     x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
     axis = int(ctx.attr("axis", 0)) % x.rank
-    return [ctx.compute(out.shape, lambda i: x[[wrap_index(idx[i], x.shape[axis]) if d == axis else i[d]
+    require_indices_in_range(ctx, 1, [x.shape[axis]])
+    return [ctx.compute(out.shape, lambda i: x[[safe_index(idx[i], x.shape[axis]) if d == axis else i[d]
                                                 for d in range(x.rank)]], dtype=x.dtype, name="gather_elements")]
 
 
@@ -133,10 +170,11 @@ def gather_nd(ctx: LoweringContext) -> list[Tensor]:
     x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
     b = int(ctx.attr("batch_dims", 0))
     q, k = idx.rank, idx.shape[-1]
+    require_indices_in_range(ctx, 1, x.shape[b:b + k], along_last_axis=True)
 
     def read(i: Index) -> Expr:
         lead = list(i[:q - 1])
-        picked = [wrap_index(idx[[*lead, Const(j)]], x.shape[b + j]) for j in range(k)]
+        picked = [safe_index(idx[[*lead, Const(j)]], x.shape[b + j]) for j in range(k)]
         return x[[*i[:b], *picked, *i[q - 1:]]]
 
     return [ctx.compute(out.shape, read, dtype=x.dtype, name="gather_nd")]

@@ -29,7 +29,7 @@ from compiler.dtypes import DType
 from compiler.loopir.compute import reduce_init
 from compiler.loopir.expr import Const, Expr, binary, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.indexing import wrap_index
+from compiler.ops.indexing import require_indices_in_range, wrap_index
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _ravel, _unravel
 
@@ -80,6 +80,7 @@ def _scatter(ctx: LoweringContext, data: Tensor | Expr, shape: tuple[int, ...], 
 def scatter_elements(ctx: LoweringContext) -> list[Tensor]:
     data, idx, upd = ctx.input(0), ctx.input(1), ctx.input(2)
     axis = int(ctx.attr("axis", 0)) % data.rank
+    require_indices_in_range(ctx, 1, [data.shape[axis]])
 
     def source(i: Index, r: Index) -> list[Expr]:
         # The update row along ``axis`` at the output's other coordinates (clamped: see ``hit``).
@@ -100,6 +101,7 @@ def scatter_nd(ctx: LoweringContext) -> list[Tensor]:
     data, idx, upd = ctx.input(0), ctx.input(1), ctx.input(2)
     k = idx.shape[-1]
     extents = idx.shape[:-1]
+    require_indices_in_range(ctx, 1, data.shape[:k], along_last_axis=True)
 
     def hit(i: Index, r: Index) -> Expr:
         cond: Expr = Const(True, DType.BOOL)

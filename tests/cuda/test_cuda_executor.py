@@ -228,6 +228,19 @@ def test_onnxruntime_session_arguments_pick_the_gpu(tmp_path, monkeypatch) -> No
                                       provider_options=[{"device_id": "first"}])
 
 
+def test_run_time_checks_fail_the_run(tmp_path, monkeypatch) -> None:
+    """An index out of range sets the check's flag in the device arena; the run raises and the next one runs."""
+    x = rand([5, 4])
+    model = graph_model([helper.make_node("Gather", ["x", "i"], ["y"], axis=0)],
+                        {"x": x, "i": np.array([0, 1, 2], np.int64)}, ["y"])
+    install(monkeypatch, model)
+    with _session(model, tmp_path) as session:
+        with pytest.raises(runtime_stub.InvalidInputError, match=r"Gather .*out of range \[-5, 5\)"):
+            session.run(None, {"x": x, "i": np.array([0, 7, 1], np.int64)})
+        (y,) = session.run(None, {"x": x, "i": np.array([0, -1, 1], np.int64)})
+    np.testing.assert_array_equal(y, x[[0, -1, 1]])
+
+
 def test_a_cpu_artifact_refuses_device_arrays(tmp_path, monkeypatch) -> None:
     model = _scale_relu()
     driver = install(monkeypatch, model)
