@@ -9,6 +9,8 @@ emitting into a :class:`~compiler.frontend.rewrite.Builder` or raising
   inlined and each output a ``Where`` between them, allowed only where both
   branches give every read output the same element type and the same static
   shape (a select cannot change shape); sequence/optional outputs refuse.
+  The branches' nodes are recorded as speculative (``FoldedGraph.speculative``):
+  they run whether taken or not, so their lowerings add no run-time checks.
 * ``Scan`` (opset 8 with its batch axis and ``sequence_lens``, opsets 9+ with
   input/output axes and directions): the body inlined once per step of the
   static sequence length, states chained, each step's input slices taken
@@ -72,6 +74,8 @@ def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     else_outs = [b.fresh(f"else_{o}") if o else "" for o in node.output]
     b.inline(then_branch, {}, then_outs)
     b.inline(else_branch, {}, else_outs)
+    # Both branches run; the one not taken may hold values its ops cannot take (no run-time checks there).
+    state.speculative.update(n.name for n in b.nodes)
     # A one-element condition of any rank must not broadcast the outputs to its rank.
     if state.static_shape(cond) != ():
         cond = b.op("Reshape", [cond, b.ints([], "scalar_shape")])

@@ -37,6 +37,8 @@ def expand_node(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -
     if builder is None:
         return None
     state.constants.update(builder.constants)
+    if node.name in state.speculative:  # what a speculative node expands into is speculative too
+        state.speculative.update(n.name for n in builder.nodes)
     return builder.nodes
 
 

@@ -74,6 +74,8 @@ class FoldedGraph:
     declared: list[onnx.ValueInfoProto] = field(default_factory=list)  # value_info, fallback types
     # Whether tilec lowers (op_type, domain); None: every op counts as lowered.
     is_supported: Callable[[str, str], bool] | None = None
+    # Nodes computed whether or not their results are used (a branch of an If with a run-time condition).
+    speculative: set[str] = field(default_factory=set)
 
     def as_graph(self) -> onnx.GraphProto:
         """The graph without initializers (constants travel separately to shape inference)."""

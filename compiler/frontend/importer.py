@@ -144,7 +144,8 @@ def _unique_node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
 def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: dict[str, Value]) -> Node:
     domain = normalize_domain(proto.domain)
     opset = folded.opsets.get(domain, 0)
-    node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset)
+    node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset,
+                speculative=proto.name in folded.speculative)
     reader = describe_node(proto.op_type, name, opset, domain)
     node.inputs = [None if not n else _lookup(n, folded, values, reader) for n in proto.input]
     outputs = list(proto.output)

@@ -76,6 +76,8 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
     opset: int = 0
+    # Computed whether or not its results are used (an If branch under a run-time condition): no run-time checks.
+    speculative: bool = False
 
     def describe(self) -> str:
         return describe_node(self.op_type, self.name, self.opset, self.domain)

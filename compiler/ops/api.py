@@ -165,7 +165,11 @@ class LoweringContext:
     def check(self, shape: Sequence[int], violated: Callable[[Index], Expr], message: str) -> None:
         """Fail the run when ``violated(i)`` holds for any index ``i`` of ``shape``: for values the op cannot
         take that are only known at run time (an index out of range). The runtime raises
-        ``InvalidInputError`` naming this node and ``message``; the op must still stay in bounds."""
+        ``InvalidInputError`` naming this node and ``message``; the op must still stay in bounds.
+        A speculative node (one branch of an If under a run-time condition) gets none: its values may be
+        out of range exactly when its results are not used."""
+        if self.node.speculative:
+            return
         flag = self.reduce((), shape, lambda _, r: select(violated(r), const(1, DType.U8), const(0, DType.U8)),
                            combiner="max", name="check", materialize=True)
         self.checks.append((flag.buffer.name, f"{self.node.describe()}: {message}"))
