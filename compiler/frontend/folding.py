@@ -65,7 +65,7 @@ _FOLDABLE_DOMAINS = frozenset({"", "ai.onnx.ml"})
 _MAX_ROUNDS = 64
 
 #: The largest constant a fold may create out of fewer elements (see :func:`fold_allowed`).
-FOLD_LIMIT_BYTES = 16 << 20
+FOLD_LIMIT_BYTES = 64 << 20
 
 
 @dataclass
