@@ -16,7 +16,12 @@ shape inference,
 so that shape computations (``Shape -> Gather -> Concat -> Reshape``) leave
 only static shapes behind. Random ops and nodes with subgraphs are never
 evaluated (an expansion may replace the latter). A node the reference
-evaluator cannot run is kept: the lowering may still support it.
+evaluator cannot run is kept: the lowering may still support it. So is a node
+whose result would be a constant larger than :data:`FOLD_LIMIT_BYTES` holding
+more elements than its constant inputs together (:func:`fold_allowed`):
+compile memory and weights stay proportional to the model's own constants,
+never to run-time tensor sizes (``ConstantOfShape``/``Expand`` to the shape of
+a large input stays a run-time op).
 
 This module also owns the one node evaluator (:func:`evaluate_node`) and its
 graph-IR front (:func:`evaluate_ir_node`), reused by the graph-level cleanup.
@@ -58,6 +63,9 @@ _FOLDABLE_DOMAINS = frozenset({"", "ai.onnx.ml"})
 
 #: Safety net against a pathological model; real models reach a fixpoint in a few rounds.
 _MAX_ROUNDS = 64
+
+#: The largest constant a fold may create out of fewer elements (see :func:`fold_allowed`).
+FOLD_LIMIT_BYTES = 64 << 20
 
 
 @dataclass
@@ -178,11 +186,18 @@ def _fold_shape_query(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarr
 
 def _try_evaluate(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarray] | None:
     inputs = [state.constants[n] if n else None for n in node.input]
+    input_numels = [a.size for a in inputs if a is not None]
+    planned = [_planned_size(state.types.get(name)) for name in node.output if name]
+    if not fold_allowed(input_numels, [p for p in planned if p is not None]):
+        return None
     try:
         results = evaluate_node(node, inputs, state.opsets)
     except Exception:  # noqa: BLE001 - the reference lacks the op/form: keep the node for the lowering
         return None
     if any(r is None for r, name in zip(results, node.output) if name):
+        return None
+    # Inference may not have known every output's shape: hold the actual results to the same rule.
+    if not fold_allowed(input_numels, [(r.size, r.nbytes) for r in results if r is not None]):
         return None
     return [r if r is None or not name else _as_inferred_dtype(r, state.types.get(name))
             for r, name in zip(results, node.output)]
@@ -194,6 +209,16 @@ def _as_inferred_dtype(array: np.ndarray, inferred: onnx.TypeProto | None) -> np
         return array
     expected = helper.tensor_dtype_to_np_dtype(inferred.tensor_type.elem_type)
     return array if array.dtype == expected else array.astype(expected)
+
+
+def _planned_size(inferred: onnx.TypeProto | None) -> tuple[int, int] | None:
+    """(elements, bytes) of a tensor of the inferred type; None if its shape or element size is unknown."""
+    shape = static_shape(inferred) if inferred is not None else None
+    if shape is None or not inferred.tensor_type.elem_type:
+        return None
+    numel = int(np.prod(shape, dtype=np.int64))
+    itemsize = helper.tensor_dtype_to_np_dtype(inferred.tensor_type.elem_type).itemsize
+    return numel, numel * itemsize
 
 
 def _drop_unused_constants(state: FoldedGraph) -> None:
@@ -209,6 +234,19 @@ def _drop_unused_constants(state: FoldedGraph) -> None:
 
 
 # --- the node evaluator ---------------------------------------------------------------
+
+
+def fold_allowed(input_numels: Sequence[int], outputs: Sequence[tuple[int, int]]) -> bool:
+    """Whether a node whose constant inputs hold ``input_numels`` elements may become constants of
+    ``outputs`` (elements, bytes) each.
+
+    An output may take up to :data:`FOLD_LIMIT_BYTES`, or any size if it has no more elements than
+    the inputs together (a Cast, Transpose or DequantizeLinear of a weight folds at any size); a
+    larger one (a fill or broadcast to an activation's shape) would make compile memory and the
+    weights grow with run-time tensor sizes, so the node stays for the lowering.
+    """
+    budget = sum(input_numels)
+    return all(nbytes <= FOLD_LIMIT_BYTES or numel <= budget for numel, nbytes in outputs)
 
 
 def is_foldable(op_type: str, domain: str, has_subgraph: bool) -> bool:
@@ -271,6 +309,9 @@ def evaluate_ir_node(node: Node, opsets: Mapping[str, int]) -> list[tuple[DType,
     if not is_foldable(node.op_type, node.domain, has_subgraph):
         return None
     if any(v is not None and not v.is_const for v in node.inputs):
+        return None
+    if not fold_allowed([v.const.size for v in node.inputs if v is not None],
+                        [(v.type.numel, v.type.nbytes) for v in node.outputs]):
         return None
     inputs = [None if v is None else onnx_array(v.dtype, v.const) for v in node.inputs]
     try:

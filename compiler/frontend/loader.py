@@ -337,7 +337,7 @@ def _signature(graph: onnx.GraphProto) -> list[bytes]:
 
 def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
                 constants: Mapping[str, np.ndarray] | None) -> dict[str, onnx.TypeProto]:
-    """Run ONNX shape inference (non-strict, with data propagation) and return every value's type.
+    """Run ONNX shape inference (non-strict, with data propagation where needed) and return every value's type.
 
     ``graph`` supplies nodes, inputs, outputs and (unless ``constants`` is
     given) initializers; ``constants`` replaces ``graph.initializer`` with
@@ -358,7 +358,12 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
         _add_constants(proxy, constants)
     model = helper.make_model(proxy, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
                               ir_version=_PROXY_IR_VERSION)
-    inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
+    if not _all_outputs_static(inferred.graph, proxy.node):
+        # Data propagation (the values of shape tensors) can settle shapes plain inference leaves open. It
+        # runs only then: onnx expands every 1-D tensor it meets element by element (~140 bytes each), so a
+        # large 1-D activation would cost memory in proportion to its size.
+        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     declared = {vi.name: vi.type for vi in [*graph.value_info, *graph.output] if _has_type(vi.type)}
     types = dict(declared)
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -369,6 +374,13 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
             continue
         types[vi.name] = vi.type
     return types
+
+
+def _all_outputs_static(inferred: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> bool:
+    """Whether inference gave every node output a type, and every tensor among them a static shape."""
+    types = {vi.name: vi.type for vi in [*inferred.value_info, *inferred.output]}
+    return all(name in types and (types[name].WhichOneof("value") != "tensor_type" or _is_static(types[name]))
+               for node in nodes for name in node.output if name)
 
 
 def _is_static(t: onnx.TypeProto) -> bool:

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Binary, Buffer, Cast, Const, Expr, Load, Select, Var, free_vars, map_loads, min_, substitute
+from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Expr, Load, Select, Var, free_vars, map_loads, min_,
+                                  substitute, walk)
 from compiler.dtypes import DType
 
 
@@ -57,10 +58,14 @@ def evaluate(c: Computation, arrays: dict[str, np.ndarray]) -> np.ndarray | None
     """The output of pointwise ``c`` computed with numpy from ``arrays``; None if it reads other buffers."""
     if c.is_reduction or not c.writes_whole_output:
         return None
-    grids = np.indices(c.space, dtype=np.int64) if c.space else np.zeros((0,), np.int64)
-    env = {v: grids[k] for k, v in enumerate(c.index)}
+    expr = c.value_expr()
+    # A pack of a run-time operand (an activation) is decided here, before any array of its size exists.
+    if any(isinstance(e, Load) and e.buffer.name not in arrays for e in walk(expr)):
+        return None
+    # Open grids (one axis each) broadcast in the arithmetic: index memory grows with the extents, not their product.
+    env = dict(zip(c.index, np.indices(c.space, dtype=np.int64, sparse=True)))
     try:
-        value = _eval(c.value_expr(), env, arrays)
+        value = _eval(expr, env, arrays)
     except _NotConstant:
         return None
     return np.broadcast_to(np.asarray(value), c.space).astype(c.output.dtype.numpy, copy=True)

@@ -25,8 +25,8 @@ from helpers_onnx import graph_model, node_model, rand, reference
 
 
 def _add_kernel_source(rows: int, cols: int) -> str:
-    """The CUDA C of ``y = x + b`` (float16, b broadcast over rows), from hand-built loop IR: lowering an ONNX
-    model with a 3 × 2^30 input would allocate it."""
+    """The CUDA C of ``y = x + b`` (float16, b broadcast over rows), from hand-built loop IR (a golden kernel;
+    tests/e2e/test_e2e_big_shapes.py lowers 3 × 2^30 models from ONNX)."""
     x, b, y = Buffer("x", DType.F16, (rows, cols)), Buffer("b", DType.F16, (cols,)), Buffer("y", DType.F16, (rows, cols))
     i, j = Var("i"), Var("j")
     kernel = Kernel("k_add", (x, b, y), CudaTarget().schedule_computation(Computation(y, (i, j), x[i, j] + b[j])), "Add")

@@ -173,3 +173,41 @@ def test_non_zero_of_constant_is_folded():
                               [_const("c", np.array([0, 3, 0, 1], np.float32))]))
     assert [n.op_type for n in graph.nodes] == ["Add"]
     assert graph.nodes[0].inputs[1].const.tolist() == [[1.0, 3.0]]
+
+
+def _fill_add_model(shape) -> onnx.ModelProto:
+    """x + ConstantOfShape(shape) + Expand(c, Shape(x)): two fills the size of the input x."""
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["fill"], name="cos",
+                         value=numpy_helper.from_array(np.array([0.5], np.float32))),
+        helper.make_node("Shape", ["x"], ["xs"], name="shape"),
+        helper.make_node("Expand", ["c", "xs"], ["wide"], name="expand"),
+        helper.make_node("Add", ["x", "fill"], ["s"], name="add"),
+        helper.make_node("Add", ["s", "wide"], ["y"], name="add2"),
+    ]
+    inits = [_const("shape", np.array(shape, np.int64)), _const("c", np.arange(shape[-1], dtype=np.float32))]
+    return _model(nodes, [_f32("x", list(shape))], [_f32("y", list(shape))], inits)
+
+
+def test_fold_that_would_outgrow_its_inputs_past_the_limit_stays_a_runtime_op(monkeypatch):
+    from compiler.graph.passes import run_passes
+    from helpers_onnx import check_model, rand
+
+    model = _fill_add_model([4, 8, 16])
+    assert [n.op_type for n in run_passes(load_graph(model)).nodes] == ["Add", "Add"]
+    monkeypatch.setattr("compiler.frontend.folding.FOLD_LIMIT_BYTES", 1024)  # the fills take 2 KiB
+    graph = run_passes(load_graph(model))
+    assert sorted(n.op_type for n in graph.nodes) == ["Add", "Add", "ConstantOfShape", "Expand"]
+    check_model(model, {"x": rand((4, 8, 16))})
+
+
+def test_fold_that_keeps_the_element_count_folds_past_the_limit(monkeypatch):
+    monkeypatch.setattr("compiler.frontend.folding.FOLD_LIMIT_BYTES", 16)
+    w = np.arange(24, dtype=np.float32).reshape(4, 6)
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], name="t"),
+             helper.make_node("Cast", ["wt"], ["w64"], name="cast", to=TensorProto.DOUBLE),
+             helper.make_node("Cast", ["w64"], ["w32"], name="cast2", to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["x", "w32"], ["y"], name="mm")]
+    graph = load_graph(_model(nodes, [_f32("x", [2, 6])], [_f32("y", [2, 4])], [_const("w", w)]))
+    assert [n.op_type for n in graph.nodes] == ["MatMul"]
+    assert np.array_equal(graph.nodes[0].inputs[1].const, w.T)

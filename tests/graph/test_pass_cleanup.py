@@ -91,6 +91,24 @@ def test_inference_dropout_is_removed(with_mask):
     _check_same_results(model, graph)
 
 
+@pytest.mark.parametrize("mask_read", [False, True])
+def test_dropout_mask_past_the_fold_limit_is_not_a_constant(monkeypatch, mask_read):
+    # An all-true mask as large as the data would be a constant that big: read, it is made at run time.
+    monkeypatch.setattr("compiler.frontend.folding.FOLD_LIMIT_BYTES", 4)
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             helper.make_node("Dropout", ["a"], ["d", "mask"], name="drop"),
+             helper.make_node("Neg", ["d"], ["y"], name="neg")]
+    outputs = [_f32("y")]
+    if mask_read:
+        nodes.append(helper.make_node("Cast", ["mask"], ["m"], name="cast", to=TensorProto.FLOAT))
+        outputs.append(_f32("m"))
+    model = _model(nodes, [_f32("x")], outputs)
+    graph = cleanup(load_graph(model))
+    assert [n.op_type for n in graph.nodes] == (["Relu", "Dropout", "Neg", "Cast"] if mask_read else ["Relu", "Neg"])
+    assert not graph.constants()
+    _check_same_results(model, graph)
+
+
 def test_training_mode_dropout_is_kept():
     nodes = [helper.make_node("Dropout", ["x", "", "train"], ["y"], name="drop")]
     model = _model(nodes, [_f32("x")], [_f32("y")], [numpy_helper.from_array(np.array(True), "train")])

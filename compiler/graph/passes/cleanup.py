@@ -7,7 +7,9 @@ none of the three rewrites changes anything:
   evaluator, :func:`compiler.frontend.folding.evaluate_ir_node`, does the work;
   random ops and nodes with subgraphs are never folded);
 * ``Identity`` and inference-mode ``Dropout`` are bypassed; Dropout's mask
-  output, where present, becomes a constant all-true tensor;
+  output, where present, becomes a constant all-true tensor (one that folding's
+  size rule would refuse and that something reads keeps the Dropout: its
+  lowering makes the mask at run time);
 * nodes none of whose outputs reach a graph output are deleted.
 
 Graph outputs keep their ONNX names: when bypassing would leave an output
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.frontend.folding import evaluate_ir_node
+from compiler.frontend.folding import evaluate_ir_node, fold_allowed
 from compiler.graph.ir import Graph, Node, TensorType, Value
 
 
@@ -57,8 +59,8 @@ def remove_identities(graph: Graph) -> bool:
     kept: list[Node] = []
     removed = False
     for node in graph.nodes:
-        if _is_passthrough(node) and _bypass(graph, node.inputs[0], node.outputs[0]):
-            if node.op_type == "Dropout" and len(node.outputs) > 1:
+        if _is_passthrough(graph, node) and _bypass(graph, node.inputs[0], node.outputs[0]):
+            if node.op_type == "Dropout" and len(node.outputs) > 1 and _small(node.outputs[1]):
                 _make_all_true(node.outputs[1])
             removed = True
         else:
@@ -81,7 +83,7 @@ def eliminate_dead_code(graph: Graph) -> bool:
     return removed
 
 
-def _is_passthrough(node: Node) -> bool:
+def _is_passthrough(graph: Graph, node: Node) -> bool:
     if node.domain or not node.inputs or node.inputs[0] is None:
         return False
     if node.op_type == "Identity":
@@ -90,9 +92,17 @@ def _is_passthrough(node: Node) -> bool:
         return False
     # Opset 12+ says training mode with its third input; absent or constant false is inference.
     training = node.input(2)
-    if training is None:
-        return True
-    return training.is_const and not bool(np.asarray(training.const).reshape(-1)[0])
+    inference = training is None or training.is_const and not bool(np.asarray(training.const).reshape(-1)[0])
+    return inference and (len(node.outputs) < 2 or _small(node.outputs[1]) or not _is_read(graph, node.outputs[1]))
+
+
+def _small(value: Value) -> bool:
+    """Whether folding's size rule lets ``value`` (computed from no constants) become a constant."""
+    return fold_allowed([], [(value.type.numel, value.type.nbytes)])
+
+
+def _is_read(graph: Graph, value: Value) -> bool:
+    return any(value is v for v in graph.outputs) or any(value is v for n in graph.nodes for v in n.inputs)
 
 
 def _bypass(graph: Graph, src: Value, dst: Value) -> bool:
