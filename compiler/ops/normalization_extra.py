@@ -10,7 +10,7 @@ from __future__ import annotations
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.reduce import reduced_space, source_index
+from compiler.ops.reduce import accumulator_type, reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
 
 
@@ -40,13 +40,12 @@ def _stat_index(i: Index, axes: list[int]) -> list[Expr]:
     return [Const(0) if d in axes else v for d, v in enumerate(i)]
 
 
-def _acc_type(ctx: LoweringContext, x: Tensor, stash_default: int = 1) -> DType:
-    return DType.F64 if x.dtype is DType.F64 else DType.F32 if ctx.attr("stash_type", stash_default) == 1 else x.dtype
+def _acc_type(ctx: LoweringContext, x: Tensor) -> DType:
+    return DType.F64 if x.dtype is DType.F64 else DType.F32 if ctx.attr("stash_type", 1) == 1 else x.dtype
 
 
-def _normalize(ctx: LoweringContext, x: Tensor, axes: list[int], centered: bool, scale, bias,
-               stash_default: int = 1) -> list[Tensor]:
-    acc = _acc_type(ctx, x, stash_default)
+def _normalize(ctx: LoweringContext, x: Tensor, axes: list[int], centered: bool, scale, bias) -> list[Tensor]:
+    acc = _acc_type(ctx, x)
     mean, inv = _stats(ctx, x, axes, acc, float(ctx.attr("epsilon", 1e-5)), centered)
 
     def y(i: Index) -> Expr:
@@ -75,9 +74,10 @@ def rms_norm(ctx: LoweringContext) -> list[Tensor]:
 
 
 def instance_norm(ctx: LoweringContext) -> list[Tensor]:
+    """Statistics in float32 for half-precision inputs (it has no stash_type): as onnxruntime computes them,
+    and a float16 count or sum overflows past 65504 elements per instance."""
     x, scale, bias = ctx.input(0), ctx.input(1), ctx.input(2)
-    return _normalize(ctx, x, list(range(2, x.rank)), True, lambda i: scale[(i[1],)], lambda i: bias[(i[1],)],
-                      stash_default=0)[:1]
+    return _normalize(ctx, x, list(range(2, x.rank)), True, lambda i: scale[(i[1],)], lambda i: bias[(i[1],)])[:1]
 
 
 def group_norm(ctx: LoweringContext) -> list[Tensor]:
@@ -141,19 +141,20 @@ def mean_variance_norm(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     axes = sorted(int(a) % x.rank for a in ctx.attr("axes", [0, 2, 3]))
     stat_shape, extents, count = reduced_space(x.shape, axes)
+    work = accumulator_type(x.dtype)
 
     def value(i: Index, r: Index) -> Expr:
-        return x[source_index(x.rank, axes, True, i, r)]
+        return cast(x[source_index(x.rank, axes, True, i, r)], work)
 
-    mean = ctx.reduce(stat_shape, extents, value, "sum", lambda a, i: a / const(count, x.dtype), name="mvn_mean",
+    mean = ctx.reduce(stat_shape, extents, value, "sum", lambda a, i: a / const(count, work), name="mvn_mean",
                       materialize=True)
     sq = ctx.reduce(stat_shape, extents, lambda i, r: value(i, r) * value(i, r), "sum",
-                    lambda a, i: a / const(count, x.dtype), name="mvn_sq", materialize=True)
+                    lambda a, i: a / const(count, work), name="mvn_sq", materialize=True)
 
     def y(i: Index) -> Expr:
         s = _stat_index(i, axes)
         std = call("sqrt", sq[s] - mean[s] * mean[s])
-        return (x[i] - mean[s]) / (std + const(1e-9, x.dtype))
+        return cast((cast(x[i], work) - mean[s]) / (std + const(1e-9, work)), x.dtype)
 
     return [ctx.compute(x.shape, y, dtype=x.dtype, name="mvn")]
 

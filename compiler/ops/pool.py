@@ -19,6 +19,7 @@ from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.conv import pad_input, spatial_pads
+from compiler.ops.reduce import accumulator_type
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _ravel, _unravel
 
@@ -103,10 +104,15 @@ def average_pool(ctx: LoweringContext) -> list[Tensor]:
     padded = any(pads)
     overhang = any((out.shape[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1
                    > x.shape[2 + d] + pads[d] + pads[rank + d] for d in range(rank))
+    work = accumulator_type(x.dtype)
+    window = _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0)
+
+    def term(i: Index, r: Index) -> Expr:
+        return cast(window(i, r), work)
+
     if not overhang and (include_pad or not padded):
-        size = const(math.prod(kernel), x.dtype)
-        return [ctx.reduce(out.shape, kernel, _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0),
-                           "sum", lambda acc, i: acc / size, name="avgpool")]
+        size = const(math.prod(kernel), work)
+        return [ctx.reduce(out.shape, kernel, term, "sum", lambda acc, i: cast(acc / size, x.dtype), name="avgpool")]
     # The divisor varies with the position: count the window's positions inside the (padded) input.
     limit_pads = pads if include_pad else [0] * (2 * rank)
 
@@ -116,11 +122,10 @@ def average_pool(ctx: LoweringContext) -> list[Tensor]:
             p = i[2 + d] * strides[d] + r[d] * dilations[d] - pads[d]
             inside = logical_and(inside, logical_and(compare("ge", p, -limit_pads[d]),
                                                      compare("lt", p, x.shape[2 + d] + limit_pads[rank + d])))
-        return cast(inside, x.dtype)
+        return cast(inside, work)
 
     count = ctx.reduce(out.shape, kernel, counted, "sum", name="avgpool_count", materialize=True)
-    return [ctx.reduce(out.shape, kernel, _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0),
-                       "sum", lambda acc, i: acc / count[i], name="avgpool")]
+    return [ctx.reduce(out.shape, kernel, term, "sum", lambda acc, i: cast(acc / count[i], x.dtype), name="avgpool")]
 
 
 def lp_pool(ctx: LoweringContext) -> list[Tensor]:
@@ -141,9 +146,14 @@ def _global(combiner: str, average: bool):
     def lower(ctx: LoweringContext) -> list[Tensor]:
         x = ctx.input(0)
         spatial = x.shape[2:]
-        count = const(math.prod(spatial), x.dtype)
-        return [ctx.reduce(ctx.output_type(0).shape, spatial, lambda i, r: x[[i[0], i[1], *r]], combiner,
-                           (lambda acc, i: acc / count) if average else None, name="globalpool")]
+        if not average:
+            return [ctx.reduce(ctx.output_type(0).shape, spatial, lambda i, r: x[[i[0], i[1], *r]], combiner,
+                               name="globalpool")]
+        # Half-precision sums accumulate in float32: a float16 count or sum overflows past 65504.
+        work = accumulator_type(x.dtype)
+        count = const(math.prod(spatial), work)
+        return [ctx.reduce(ctx.output_type(0).shape, spatial, lambda i, r: cast(x[[i[0], i[1], *r]], work), combiner,
+                           lambda acc, i: cast(acc / count, x.dtype), name="globalpool")]
 
     return lower
 

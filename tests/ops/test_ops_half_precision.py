@@ -1,6 +1,6 @@
 """Half-precision semantics: sums accumulate in float32, every op's result is rounded to its type.
 
-Sums (MatMul, Gemm, Reduce*, Softmax) accumulate in float32 and round once.
+Sums (MatMul, Gemm, Reduce*, Softmax, average pools) accumulate in float32 and round once.
 
 onnx's reference (numpy) sums float16 arrays in float32 and rounds the total
 once; summing in float16 would round after every addition, which over a long
@@ -93,3 +93,29 @@ def test_float16_functions_without_llvm_intrinsic(compile_cache, op: str, low: f
     """Functions tilec calls from libm, which has float and double spellings only."""
     x = rand((8, 32), seed=6, low=low, high=high, dtype="float16")
     _check_half(node_model(op, ["x"], {"x": x}), {"x": x}, compile_cache, exact=True)
+
+
+@pytest.mark.parametrize("op, attrs", [("GlobalAveragePool", {}), ("AveragePool", {"kernel_shape": [300, 300]})])
+def test_average_pool_over_more_elements_than_float16_counts(op, attrs):
+    """90000 > 65504: a float16 count or running sum would overflow (it failed the compile). Compared with the
+    float64 mean (onnx's reference overflows too), within one float16 ulp."""
+    x = _half([1, 3, 300, 300], seed=11)
+    (y,) = run_compiled(node_model(op, ["x"], {"x": x}, attrs=attrs, expected=[np.zeros((1, 3, 1, 1), np.float16)]),
+                        {"x": x})
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.astype(np.float64), want, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("op", ["InstanceNormalization", "MeanVarianceNormalization"])
+def test_normalization_statistics_over_more_elements_than_float16_counts(op):
+    """Statistics over 90000 elements per instance, in float32; within one float16 ulp of the float64 formula."""
+    x = _half([1, 2, 300, 300], seed=12)
+    consts = {"s": np.ones(2, np.float16), "b": np.zeros(2, np.float16)} if op == "InstanceNormalization" else {}
+    model = node_model(op, ["x", *consts], {"x": x}, consts=consts, expected=[np.zeros(x.shape, np.float16)])
+    (y,) = run_compiled(model, {"x": x})
+    wide = x.astype(np.float64)
+    axes = (2, 3) if op == "InstanceNormalization" else (0, 2, 3)
+    eps = 1e-5 if op == "InstanceNormalization" else 0.0
+    want = (wide - wide.mean(axis=axes, keepdims=True)) / np.sqrt(wide.var(axis=axes, keepdims=True) + eps)
+    np.testing.assert_allclose(y.astype(np.float64), want, rtol=1e-3, atol=2e-3)
