@@ -37,25 +37,32 @@ def safe_index(e: Expr, n: int) -> Expr:
 def require_indices_in_range(ctx: LoweringContext, input_index: int, sizes: Sequence[int],
                              along_last_axis: bool = False) -> None:
     """Indices (input ``input_index``) must lie in ``[-n, n)``: ``n = sizes[0]`` for every element, or
-    ``n = sizes[j]`` for position ``j`` of the last axis (``along_last_axis``: GatherND's coordinates).
-    Constant indices are checked now (``CompileError``); others by a run-time check of the node."""
+    ``n = sizes[j]`` for position ``j`` of the last axis (``along_last_axis``: GatherND's coordinates)."""
+    require_values_in(ctx, input_index, [(-n, n) for n in sizes], along_last_axis, "an index")
+
+
+def require_values_in(ctx: LoweringContext, input_index: int, ranges: Sequence[tuple[int, int]],
+                      along_last_axis: bool = False, noun: str = "a value") -> None:
+    """Integer input ``input_index`` must lie in ``[low, high)``: ``ranges[0]`` for every element, or
+    ``ranges[j]`` for position ``j`` of the last axis. Constant values are checked now (``CompileError``);
+    others by a run-time check of the node (``LoweringContext.check``)."""
     idx, value = ctx.input(input_index), ctx.input_value(input_index)
     name = value.name if value is not None else f"input {input_index}"
-    parts = [(j, n) for j, n in enumerate(sizes)] if along_last_axis else [(None, sizes[0])]
-    for j, n in parts:
+    parts = list(enumerate(ranges)) if along_last_axis else [(None, ranges[0])]
+    for j, (low, high) in parts:
         where = f"{name}[..., {j}]" if j is not None else name
-        message = f"an index in {where} is out of range [-{n}, {n})"
+        message = f"{noun} in {where} is out of range [{low}, {high})"
         if value is not None and value.const is not None:
             values = np.asarray(value.const)
             values = values[..., j] if j is not None else values
-            if values.size and (values.min() < -n or values.max() >= n):
+            if values.size and (values.min() < low or values.max() >= high):
                 raise CompileError(f"{ctx.node.describe()}: {message}")
             continue
         shape = idx.shape[:-1] if j is not None else idx.shape
 
-        def violated(r: Index, j: int | None = j, n: int = n) -> Expr:
+        def violated(r: Index, j: int | None = j, low: int = low, high: int = high) -> Expr:
             v = _i64(idx[[*r, Const(j)]] if j is not None else idx[r])
-            return select(compare("lt", v, -n), const(True, DType.BOOL), compare("ge", v, n))
+            return select(compare("lt", v, low), const(True, DType.BOOL), compare("ge", v, high))
 
         ctx.check(shape, violated, message)
 
@@ -243,8 +250,10 @@ def reverse_sequence(ctx: LoweringContext) -> list[Tensor]:
     x, lens = ctx.input(0), ctx.input(1)
     batch, time = int(ctx.attr("batch_axis", 1)), int(ctx.attr("time_axis", 0))
 
+    require_values_in(ctx, 1, [(0, x.shape[time] + 1)], noun="a sequence length")
+
     def read(i: Index) -> Expr:
-        n = _i64(lens[(i[batch],)])
+        n = min_(max_(_i64(lens[(i[batch],)]), 0), x.shape[time])
         t = select(compare("lt", i[time], n), n - 1 - i[time], i[time])
         return x[[t if d == time else i[d] for d in range(x.rank)]]
 

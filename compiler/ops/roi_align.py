@@ -16,12 +16,14 @@ from __future__ import annotations
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.indexing import require_values_in
 from compiler.ops.registry import OpDef, defop
 
 
 def roi_align(ctx: LoweringContext) -> list[Tensor]:
     x, rois, batch_index = ctx.input(0), ctx.input(1), ctx.input(2)
     out = ctx.output_type(0)
+    require_values_in(ctx, 2, [(0, x.shape[0])], noun="a batch index")
     grid = int(ctx.attr("sampling_ratio", 0))
     if grid <= 0:
         ctx.unsupported("sampling_ratio=0 (a sample grid sized by each run-time ROI)")
@@ -52,7 +54,7 @@ def roi_align(ctx: LoweringContext) -> list[Tensor]:
 
     def sample(i: Index, r: Index) -> Expr:
         n, ch = i[0], i[1]
-        batch = cast(batch_index[(n,)], DType.I64)
+        batch = min_(max_(cast(batch_index[(n,)], DType.I64), 0), x.shape[0] - 1)
         in_y, y0, y1, wy0, wy1 = axis_sample(n, 1, i[2], r[0], height, pooled[0])
         in_x, x0, x1, wx0, wx1 = axis_sample(n, 0, i[3], r[1], width, pooled[1])
         terms = [wy * wx * x[[batch, ch, y, xx]]

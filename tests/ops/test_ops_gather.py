@@ -119,3 +119,24 @@ def test_no_check_in_an_if_branch_that_runs_speculatively(tmp_path):
         (untaken,) = session.run(None, {**feeds, "i": np.array([0, 99], np.int64), "c": np.array(False)})
     np.testing.assert_array_equal(taken, x[[0, 3]])
     np.testing.assert_array_equal(untaken, x[:2])
+
+
+def test_sequence_lengths_and_roi_batch_indices_are_checked(tmp_path):
+    """ReverseSequence's lengths must lie in [0, T] and RoiAlign's batch indices in [0, N): past them the
+    reads left the tensor."""
+    x = rand([4, 2, 3])
+    lens = np.array([4, 1], np.int64)
+    model = node_model("ReverseSequence", ["x", "l"], {"x": x, "l": lens}, attrs={"batch_axis": 1, "time_axis": 0})
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        session.run(None, {"x": x, "l": lens})
+        with pytest.raises(runtime_stub.InvalidInputError, match=r"a sequence length in l is out of range \[0, 5\)"):
+            session.run(None, {"x": x, "l": np.array([5, 1], np.int64)})
+    image = rand([2, 3, 8, 8], seed=1)
+    rois = np.array([[0, 0, 4, 4], [1, 1, 6, 6]], np.float32)
+    feeds = {"x": image, "rois": rois, "b": np.array([0, 1], np.int64)}
+    model = node_model("RoiAlign", ["x", "rois", "b"], feeds,
+                       attrs={"output_height": 2, "output_width": 2, "sampling_ratio": 2}, opset=16)
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        session.run(None, feeds)
+        with pytest.raises(runtime_stub.InvalidInputError, match=r"RoiAlign .*a batch index in b is out of range \[0, 2\)"):
+            session.run(None, {**feeds, "b": np.array([0, 2], np.int64)})
