@@ -3,6 +3,7 @@
 * ``light``: onnx's light model zoo (resnet50, vgg19, ...) with random weights, cut at the logits.
 * ``transformer``: a BERT-style encoder, GPT-2-style decoder blocks and a ViT, in exporter op patterns.
 * ``synthetic``: an MLP, one big MatMul, a long chain of tiny elementwise ops.
+* ``mobilenet``: MobileNetV2 (depthwise separable convs, ReLU6 as Clip, residual Adds).
 
 ``SUITE`` names the models of the benchmark suite (``tilec bench --suite``, docs/PERFORMANCE.md):
 name -> (zero-argument builder, one-line description). ``build(name)`` builds one of them.
@@ -14,7 +15,7 @@ from typing import Callable
 
 import onnx
 
-from compiler.models import light, synthetic, transformer
+from compiler.models import light, mobilenet, synthetic, transformer
 
 
 def _light(name: str) -> Callable[[], onnx.ModelProto]:
@@ -28,6 +29,7 @@ SUITE: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
     "squeezenet": (_light("squeezenet"), "SqueezeNet 1.0 (light zoo), 1x3x224x224"),
     "shufflenet": (_light("shufflenet"), "ShuffleNet v1 (light zoo), 1x3x224x224"),
     "vgg19": (_light("vgg19"), "VGG-19 (light zoo), 1x3x224x224"),
+    "mobilenet_v2": (mobilenet.mobilenet_v2, "MobileNetV2 (depthwise separable convs), 1x3x224x224"),
     "mlp": (synthetic.mlp, "MLP 784-4096-4096-10, batch 64"),
     "matmul1024": (synthetic.matmul, "one 1024x1024x1024 MatMul"),
     "bert_base": (lambda: transformer.encoder(layers=12, hidden=768, heads=12, seq=128),

@@ -26,7 +26,7 @@ from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target
 from compiler.loopir.compute import Computation, build_loops, reduce_init
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.stmt import ForKind, Stmt
-from compiler.schedule.flatten import flatten_inner
+from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
 from compiler.schedule.contraction import choose_tile, pack_operands, tiled_contraction
 from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split, vectorize_reduction
@@ -121,7 +121,8 @@ def _vectorize_along_reduction(c: Computation, s: Stmt, lanes: int) -> Stmt:
     axis = live[-1]
     if not _vectorizable(c, axis.var, MAX_SHUFFLED_LOAD_STRIDE) or not any(_coefficients(c, axis.var)):
         return s
-    width = 2 * lanes if axis.extent >= 2 * lanes else lanes
+    # Two registers of partial sums only where the scalar tail stays short next to the vector part.
+    width = 2 * lanes if axis.extent >= 4 * lanes else lanes
     return vectorize_reduction(s, axis.var.name, width, c.combiner, reduce_init(c.combiner, c.body.dtype))
 
 
@@ -141,6 +142,9 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
         # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
         # their dims: flattening them is untried, and their goldens show the printer's nests).
         c = flatten_inner(split_grouped_index(c))
+    elif c.is_reduction:
+        # Contiguous reduction axes (a pool's 7x7 window over a whole plane) read as one long row.
+        c = flatten_reduction(c)
     live = _live_index(c)
     if not live:
         return Scheduled(build_loops(c))
