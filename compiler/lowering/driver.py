@@ -35,6 +35,7 @@ from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
 from compiler.ops.shape import reshape_copy
 from compiler.schedule.defaults import schedule, schedule_computation
+from compiler.schedule.localize import localize_slices
 from compiler.schedule.packing import evaluate
 
 WEIGHT_ALIGNMENT = 64
@@ -196,7 +197,8 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
     keep = {b.name for b in renames.values()}
     computations = _inline(computations, keep | materialized)
     computations = [c.map_exprs(lambda e: _fold_scalar_constants(e, state)) for c in computations]
-    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state)
+    temporaries = {c.output.name for c in computations} - keep
+    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, temporaries)
 
 
 # Element types whose compile-time values the code generator takes as immediates.
@@ -289,7 +291,8 @@ def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
     return Computation(reader.output, producer.index, producer.body, producer.axes, producer.combiner, epilogue)
 
 
-def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State) -> None:
+def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State,
+                temporaries: frozenset[str] | set[str] = frozenset()) -> None:
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
@@ -304,6 +307,10 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
         parts.extend(_place_pack(p, state) for p in scheduled.packs)
         parts.append(scheduled.body)
     body = seq(*(p for p in parts if p is not None))
+    if own_schedule is None:
+        checked = {name for name, _ in state.checks}  # the runtime reads check flags: never local
+        body = localize_slices(body, lambda n: n in temporaries and n not in checked
+                               and state.storage[n].kind == "arena")
     params: dict[str, Buffer] = {}
     for buffer, _ in loads_and_stores(body):
         if buffer.scope == "global":
