@@ -7,51 +7,21 @@ atol=1e-5; the attention cases use atol=2e-5 (softmax sums over the keys).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
 
-from helpers_onnx import ort_reference, rand
+from helpers_contrib import contrib_model, contrib_node, single_node_model
+from helpers_onnx import rand
 
-MS = "com.microsoft"
 ATTENTION_TOL = {"rtol": 1e-4, "atol": 2e-5}
 
 
-def contrib_model(nodes: Sequence[onnx.NodeProto], feeds: Mapping[str, np.ndarray], outputs: Sequence[str],
-                  consts: Mapping[str, np.ndarray] | None = None,
-                  opset: int = 17, expected: Sequence[np.ndarray] | None = None) -> tuple[onnx.ModelProto, list[np.ndarray]]:
-    """A model importing com.microsoft, and onnxruntime's results for ``feeds`` (the outputs' types come from
-    them), or ``expected`` for an op onnxruntime runs on GPUs only."""
-    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in (consts or {}).items()]
-    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-              for k, v in feeds.items()]
-
-    def build(infos: list[onnx.ValueInfoProto]) -> onnx.ModelProto:
-        graph = helper.make_graph(list(nodes), "contrib", inputs, infos, inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MS, 1)])
-        model.ir_version = 8
-        return model
-
-    if expected is None:
-        expected = ort_reference(build([helper.make_empty_tensor_value_info(o) for o in outputs]), feeds)
-    infos = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(e.dtype), e.shape)
-             for o, e in zip(outputs, expected)]
-    return build(infos), expected
-
-
-def _node(op: str, inputs: Sequence[str], outputs: Sequence[str] = ("y",), domain: str = MS, **attrs) -> onnx.NodeProto:
-    return helper.make_node(op, list(inputs), list(outputs), name=op.lower(), domain=domain, **attrs)
-
-
 def _check_node(check, op: str, feeds: dict, consts: dict | None = None, outputs: Sequence[str] = ("y",),
-                tol: dict | None = None, opset: int = 17, domain: str = MS, **attrs) -> None:
-    """One contrib node reading ``feeds`` then ``consts`` in order ('' entries of ``inputs`` are omitted ones)."""
-    names = attrs.pop("inputs", None) or [*feeds, *(consts or {})]
-    model, expected = contrib_model([_node(op, names, outputs, domain, **attrs)], feeds, [o for o in outputs if o],
-                                    consts, opset)
+                tol: dict | None = None, **attrs) -> None:
+    """One contrib node (see helpers_contrib.single_node_model), compiled and compared with onnxruntime."""
+    model, expected = single_node_model(op, feeds, consts, outputs, **attrs)
     check(model, feeds, expected=expected, **(tol or {}))
 
 
@@ -72,7 +42,7 @@ def test_bias_add(check):
     """onnxruntime has BiasAdd on CUDA only: the expected value is its one-line formula."""
     feeds = {"x": rand((2, 6, 8), seed=1), "skip": rand((2, 6, 8), seed=3)}
     consts = {"bias": rand((8,), seed=2)}
-    model, expected = contrib_model([_node("BiasAdd", ["x", "bias", "skip"])], feeds, ["y"], consts,
+    model, expected = contrib_model([contrib_node("BiasAdd", ["x", "bias", "skip"])], feeds, ["y"], consts,
                                     expected=[feeds["x"] + consts["bias"] + feeds["skip"]])
     check(model, feeds, expected=expected)
 
@@ -258,3 +228,45 @@ def test_multi_head_attention(check, bias, mask, outputs, attrs):
         inputs.pop()
     _check_node(check, "MultiHeadAttention", feeds, consts, outputs=outputs, inputs=inputs, tol=ATTENTION_TOL,
                 num_heads=heads, **attrs)
+
+
+# --- a whole encoder layer -------------------------------------------------------------------------
+
+
+def bert_layer_model(batch: int = 2, length: int = 8, hidden: int = 32, heads: int = 4, inner: int = 64,
+                     vocab: int = 50):
+    """A BERT encoder layer as onnxruntime's optimizer writes it: the mask reaches Attention as key lengths."""
+    rng = np.random.default_rng(7)
+    feeds = {"ids": rng.integers(0, vocab, (batch, length)).astype(np.int32),
+             "segment_ids": rng.integers(0, 2, (batch, length)).astype(np.int32),
+             "mask": np.array([[1] * length, [1] * (length - 3) + [0] * 3], np.int32)}
+
+    def w(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    consts = {"word": w(vocab, hidden, scale=1.0), "position": w(length, hidden, scale=1.0),
+              "segment": w(2, hidden, scale=1.0), "ln0_g": 1 + w(hidden), "ln0_b": w(hidden),
+              "qkv_w": w(hidden, 3 * hidden), "qkv_b": w(3 * hidden), "out_w": w(hidden, hidden), "out_b": w(hidden),
+              "ln1_g": 1 + w(hidden), "ln1_b": w(hidden), "ff1_w": w(hidden, inner), "ff1_b": w(inner),
+              "ff2_w": w(inner, hidden), "ff2_b": w(hidden), "ln2_g": 1 + w(hidden), "ln2_b": w(hidden)}
+    nodes = [
+        contrib_node("EmbedLayerNormalization", ["ids", "segment_ids", "word", "position", "segment", "ln0_g", "ln0_b",
+                                                 "mask"], ["embedded", "mask_index"], epsilon=1e-12),
+        contrib_node("Attention", ["embedded", "qkv_w", "qkv_b", "mask_index"], ["context"], num_heads=heads),
+        contrib_node("MatMul", ["context", "out_w"], ["projected"], domain=""),
+        contrib_node("SkipLayerNormalization", ["projected", "embedded", "ln1_g", "ln1_b", "out_b"], ["attended"],
+                     epsilon=1e-12),
+        contrib_node("FusedMatMul", ["attended", "ff1_w"], ["inner"]),
+        contrib_node("BiasGelu", ["inner", "ff1_b"], ["activated"]),
+        contrib_node("MatMul", ["activated", "ff2_w"], ["outer"], domain=""),
+        contrib_node("SkipLayerNormalization", ["outer", "attended", "ln2_g", "ln2_b", "ff2_b"], ["y"], epsilon=1e-12),
+    ]
+    for i, node in enumerate(nodes):
+        node.name = f"{node.op_type.lower()}_{i}"
+    return contrib_model(nodes, feeds, ["y"], consts), feeds
+
+
+def test_bert_encoder_layer(check):
+    """EmbedLayerNormalization -> Attention -> SkipLayerNormalization -> FusedMatMul/BiasGelu -> SkipLayerNorm."""
+    (model, expected), feeds = bert_layer_model()
+    check(model, feeds, expected=expected, rtol=1e-4, atol=5e-5)
