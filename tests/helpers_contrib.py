@@ -42,9 +42,10 @@ def contrib_node(op: str, inputs: Sequence[str], outputs: Sequence[str] = ("y",)
 
 def single_node_model(op: str, feeds: Mapping[str, np.ndarray], consts: Mapping[str, np.ndarray] | None = None,
                       outputs: Sequence[str] = ("y",), inputs: Sequence[str] | None = None, opset: int = 17,
-                      domain: str = MS, **attrs: Any) -> tuple[onnx.ModelProto, list[np.ndarray]]:
+                      domain: str = MS, expected: Sequence[np.ndarray] | None = None,
+                      **attrs: Any) -> tuple[onnx.ModelProto, list[np.ndarray]]:
     """One contrib node reading ``inputs`` (default: the feeds, then the constants; '' for an omitted one)
-    into ``outputs`` ('' for an unwanted one), and onnxruntime's results."""
+    into ``outputs`` ('' for an unwanted one), and onnxruntime's results (or ``expected``)."""
     names = list(inputs) if inputs is not None else [*feeds, *(consts or {})]
     node = contrib_node(op, names, outputs, domain, **attrs)
-    return contrib_model([node], feeds, [o for o in outputs if o], consts, opset)
+    return contrib_model([node], feeds, [o for o in outputs if o], consts, opset, expected)
