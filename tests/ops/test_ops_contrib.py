@@ -270,3 +270,19 @@ def test_bert_encoder_layer(check):
     """EmbedLayerNormalization -> Attention -> SkipLayerNormalization -> FusedMatMul/BiasGelu -> SkipLayerNorm."""
     (model, expected), feeds = bert_layer_model()
     check(model, feeds, expected=expected, rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize("op", ["SkipSimplifiedLayerNormalization", "SkipLayerNormalization", "FastGelu"])
+def test_float16(check, op):
+    """Half inputs: statistics in float32 as onnxruntime keeps them; tolerance 5e-3 (float16 rounding)."""
+    feeds = {"x": rand((2, 4, 16), seed=1, dtype="float16"), "skip": rand((2, 4, 16), seed=2, dtype="float16")}
+    consts = {"gamma": rand((16,), seed=3, dtype="float16")}
+    if op == "FastGelu":
+        feeds.pop("skip")
+    _check_node(check, op, feeds, consts, tol={"rtol": 5e-3, "atol": 5e-3})
+
+
+def test_multi_head_attention_float16(check):
+    feeds = {"q": rand((1, 4, 8), seed=1, dtype="float16"), "k": rand((1, 4, 8), seed=2, dtype="float16"),
+             "v": rand((1, 4, 8), seed=3, dtype="float16")}
+    _check_node(check, "MultiHeadAttention", feeds, num_heads=2, unidirectional=1, tol={"rtol": 5e-3, "atol": 5e-3})
