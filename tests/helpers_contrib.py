@@ -1,4 +1,4 @@
-"""com.microsoft contrib-op test models and onnxruntime's results for them (tests/frontend and tests/ops share these)."""
+"""com.microsoft contrib-op test models and onnxruntime's results (tests/frontend and tests/ops share these)."""
 
 from __future__ import annotations
 

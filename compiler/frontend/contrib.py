@@ -49,6 +49,12 @@ unless refused here):
   ``past_sequence_length``, ``cache_indirection``, the ``qk`` output),
   ``do_rotary``, packed QKV/KV or BNSH key forms, the [2*batch],
   [3*batch+2] and 4-D mask forms.
+* ``RotaryEmbedding``: input [batch, length, hidden] (``num_heads``) or
+  [batch, heads, length, head]; ``position_ids`` [batch, length] or [1] (the
+  first position); halves or ``interleaved`` pairs; partial
+  ``rotary_embedding_dim`` with a cache of width rotary_embedding_dim / 2.
+  ``scale`` is ignored, as onnxruntime's kernels do; refused:
+  ``is_packed_batching``, a cache of another width.
 
 Most expansions need static input shapes (head sizes, masks, positions):
 they wait for folding to settle them like the recurrent expansions do.
@@ -486,6 +492,55 @@ def expand_multi_head_attention(node: onnx.NodeProto, state: "FoldedGraph", b: B
     _attend(b, query, k_heads, v_heads, heads, q_size, v_size, _scale(attrs, q_size), biases, dtype, out)
 
 
+# --- rotary embedding --------------------------------------------------------------------------------
+
+
+def expand_rotary_embedding(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
+    x, position_ids, cos_cache, sin_cache = node.input
+    attrs = _attrs(node)
+    if attrs.get("is_packed_batching", 0):
+        raise NotExpandable("is_packed_batching is not supported")
+    shape = _shape(state, x, "input")
+    half = _shape(state, cos_cache, "cos_cache", 2)[1]
+    rotated = attrs.get("rotary_embedding_dim", 0) or 2 * half
+    if len(shape) == 4:  # [batch, heads, length, head]
+        length, head, seq_axis = shape[2], shape[3], 2
+        heads_x = x
+    elif len(shape) == 3:  # [batch, length, heads * head]
+        heads = attrs.get("num_heads", 0) or shape[2] // (2 * half)
+        length, head, seq_axis = shape[1], _head_size(shape[2], heads, "input"), 1
+        heads_x = b.op("Reshape", [x, b.ints([0, 0, heads, head], "shape")])
+    else:
+        raise NotExpandable(f"input of rank {len(shape)} (3 or 4 expected)")
+    if rotated > head or rotated % 2 or rotated // 2 != half:
+        # onnxruntime reads a cache wider than rotary_embedding_dim / 2 by rows of that width: not followed.
+        raise NotExpandable(f"rotary_embedding_dim {rotated} does not fit head size {head} and cos/sin cache "
+                            f"width {half}")
+    positions = b.op("Cast", [position_ids], to=onnx.TensorProto.INT64)
+    if _shape(state, position_ids, "position_ids") in ((), (1,)):  # the first position; the others follow it
+        positions = b.op("Add", [positions, b.const(np.arange(length, dtype=np.int64)[None, :], "positions")])
+    trig = []
+    for cache in (cos_cache, sin_cache):
+        table = b.op("Gather", [cache, positions], axis=0)  # [batch | 1, length, half]
+        trig.append(b.unsqueeze(table, [1 if seq_axis == 2 else 2]))
+    cos, sin = trig
+    part = b.slice(heads_x, 0, rotated, 3)
+    if attrs.get("interleaved", 0):  # (x0, x1), (x2, x3), ... are the pairs
+        pairs = b.op("Reshape", [part, b.ints([0, 0, 0, rotated // 2, 2], "shape")])
+        first, second = b.gather(pairs, 0, 4), b.gather(pairs, 1, 4)
+    else:  # the halves are the pairs
+        first, second = b.slice(part, 0, rotated // 2, 3), b.slice(part, rotated // 2, rotated, 3)
+    out_first = b.op("Sub", [b.op("Mul", [first, cos]), b.op("Mul", [second, sin])])
+    out_second = b.op("Add", [b.op("Mul", [second, cos]), b.op("Mul", [first, sin])])
+    if attrs.get("interleaved", 0):
+        result = b.op("Reshape", [b.stack([out_first, out_second], 4), b.ints([0, 0, 0, rotated], "shape")])
+    else:
+        result = b.concat([out_first, out_second], 3)
+    if rotated < head:
+        result = b.concat([result, b.slice(heads_x, rotated, head, 3)], 3)
+    b.op("Reshape", [result, b.ints(list(shape), "shape")], node.output[0])
+
+
 EXPANDERS: dict[str, Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]] = {
     "Gelu": expand_gelu, "BiasGelu": expand_bias_gelu, "FastGelu": expand_fast_gelu, "QuickGelu": expand_quick_gelu,
     "BiasAdd": expand_bias_add, "FusedMatMul": expand_fused_matmul, "FusedConv": expand_fused_conv,
@@ -493,5 +548,5 @@ EXPANDERS: dict[str, Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]] =
     "SkipSimplifiedLayerNormalization": expand_skip_layer_norm,
     "SimplifiedLayerNormalization": expand_simplified_layer_norm, "LayerNormalization": expand_layer_norm,
     "EmbedLayerNormalization": expand_embed_layer_norm, "Attention": expand_attention,
-    "MultiHeadAttention": expand_multi_head_attention,
+    "MultiHeadAttention": expand_multi_head_attention, "RotaryEmbedding": expand_rotary_embedding,
 }

@@ -19,7 +19,7 @@ from compiler.frontend import load_graph, load_model
 from compiler.frontend.contrib import EXPANDERS
 from compiler.frontend.folding import graph_to_model
 from compiler.ops.registry import lookup
-from helpers_contrib import MS, contrib_model, single_node_model
+from helpers_contrib import MS, single_node_model
 from helpers_onnx import rand
 
 
@@ -75,6 +75,9 @@ CASES = {
     "Attention": ({"x": rand((2, 4, 8), seed=1), "mask": _ids([1, 1, 1, 0], [1, 1, 1, 1])},
                   {"w": rand((8, 24), seed=2), "b": rand((24,), seed=3)},
                   {"inputs": ["x", "w", "b", "mask"], "num_heads": 2, "unidirectional": 1}),
+    "RotaryEmbedding": ({"x": rand((2, 2, 3, 4), seed=1), "pos": np.array([1], np.int64)},
+                        {"cos": np.cos(np.arange(8.0)[:, None] * [1.0, 0.5]).astype(np.float32),
+                         "sin": np.sin(np.arange(8.0)[:, None] * [1.0, 0.5]).astype(np.float32)}, {"interleaved": 1}),
     "MultiHeadAttention": ({"q": X, "k": rand((2, 5, 8), seed=2), "v": rand((2, 5, 4), seed=3),
                             "mask": _ids([1, 1, 1, 0, 0], [1, 1, 1, 1, 1])},
                            {"b": rand((20,), seed=4)}, {"inputs": ["q", "k", "v", "b", "mask"], "num_heads": 2}),
@@ -120,6 +123,10 @@ REFUSALS = [
      "unknown activation 'Gelu'"),
     ("FusedGemm", {"a": rand((3, 4), seed=1)}, {"b": rand((4, 5), seed=2)}, {"activation": "LeakyRelu"},
      "activation 'LeakyRelu' needs its alpha parameter"),
+    ("RotaryEmbedding", {"x": X, "pos": np.array([0], np.int64)},
+     {"cos": np.ones((4, 4), np.float32), "sin": np.zeros((4, 4), np.float32)},
+     {"num_heads": 2, "rotary_embedding_dim": 2},
+     "rotary_embedding_dim 2 does not fit head size 4 and cos/sin cache width 4"),
     ("FusedMatMul", {"a": rand((2, 3, 4), seed=1)}, {"b": rand((4, 5), seed=2)}, {"transBatchA": 1},
      "transBatchA/transBatchB need A and B of one rank >= 3 (ranks [3, 2])"),
 ]

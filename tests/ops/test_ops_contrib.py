@@ -90,7 +90,8 @@ def test_fused_conv(check, activation, params, with_bias, with_z, conv_attrs):
 
 
 @pytest.mark.parametrize("activation,params", [
-    ("Relu", {}), ("LeakyRelu", {"activation_alpha": 0.1}), ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.4}),
+    ("Relu", {}), ("LeakyRelu", {"activation_alpha": 0.1}),
+    ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.4}),
     ("ScaledTanh", {"activation_alpha": 2.0, "activation_beta": 0.5}),
     ("Selu", {"activation_alpha": 1.6, "activation_gamma": 1.05}), ("Softsign", {}),
 ])
@@ -286,3 +287,19 @@ def test_multi_head_attention_float16(check):
     feeds = {"q": rand((1, 4, 8), seed=1, dtype="float16"), "k": rand((1, 4, 8), seed=2, dtype="float16"),
              "v": rand((1, 4, 8), seed=3, dtype="float16")}
     _check_node(check, "MultiHeadAttention", feeds, num_heads=2, unidirectional=1, tol={"rtol": 5e-3, "atol": 5e-3})
+
+
+def _rotary_cache(length: int, width: int) -> dict[str, np.ndarray]:
+    angles = np.arange(length)[:, None] * (0.5 ** np.arange(width))[None, :]
+    return {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}
+
+
+@pytest.mark.parametrize("shape,positions,width,attrs", [
+    ((2, 5, 16), [3], 4, {"num_heads": 2}),
+    ((2, 2, 5, 8), [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]], 4, {"interleaved": 1}),
+    ((2, 5, 16), [0], 2, {"num_heads": 2, "rotary_embedding_dim": 4}),
+    ((2, 5, 16), [2], 3, {"num_heads": 2, "interleaved": 1, "rotary_embedding_dim": 6}),
+])
+def test_rotary_embedding(check, shape, positions, width, attrs):
+    feeds = {"x": rand(shape, seed=1), "position_ids": np.array(positions, np.int64)}
+    _check_node(check, "RotaryEmbedding", feeds, _rotary_cache(16, width), **attrs)
