@@ -2,7 +2,8 @@
 
 Contract: :func:`expand_node` returns the nodes replacing a default-domain
 ``If``/``Loop``/``Scan`` (:mod:`.control_flow`) or ``RNN``/``GRU``/``LSTM``
-(:mod:`.recurrent`), or a node of any domain that tilec does not lower but
+(:mod:`.recurrent`), an onnxruntime ``com.microsoft`` contrib op
+(:mod:`.contrib`), or a node of any domain that tilec does not lower but
 whose schema defines a function body (:mod:`.functions`), having added the
 constants they read to the folded graph's constants; or None, leaving everything untouched, for any other node
 and for one that cannot be expanded with what is known so far (folding
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import onnx
 
-from compiler.frontend import control_flow, functions, recurrent
+from compiler.frontend import contrib, control_flow, functions, recurrent
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import Builder, NameSource, NotExpandable
 
@@ -25,7 +26,11 @@ if TYPE_CHECKING:
 
 Expander = Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]
 
-EXPANDERS: dict[str, Expander] = {**control_flow.EXPANDERS, **recurrent.EXPANDERS}
+#: (domain, op type) -> its expander.
+EXPANDERS: dict[tuple[str, str], Expander] = {
+    **{("", op): f for op, f in {**control_flow.EXPANDERS, **recurrent.EXPANDERS}.items()},
+    **{(contrib.DOMAIN, op): f for op, f in contrib.EXPANDERS.items()},
+}
 
 
 def expand_node(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> list[onnx.NodeProto] | None:
@@ -52,7 +57,7 @@ def refusal(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> No
 
 
 def _expand(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -> Builder | None:
-    expander = EXPANDERS.get(node.op_type) if normalize_domain(node.domain) == "" else None
+    expander = EXPANDERS.get((normalize_domain(node.domain), node.op_type))
     if expander is None and functions.wants_function(node, state):
         expander = functions.expand_function
     if expander is None:

@@ -4,7 +4,9 @@ Contract of :func:`load_model`: given a path, serialized bytes or a
 ``ModelProto``, return a ``ModelProto`` that
 
 * passed ``onnx.checker`` (nodes topologically sorted first, so a file listing
-  its nodes out of order is accepted),
+  its nodes out of order is accepted; onnxruntime's own default-domain ops,
+  ``SimplifiedLayerNormalization`` and ``LayerNormalization`` below opset 17,
+  moved to domain ``com.microsoft`` first, where the frontend expands them),
 * has the user's ``input_shapes`` bound onto its graph inputs, and the graph
   inputs named in ``constant_inputs`` turned into initializers holding the given
   values (for inputs that fix shapes: axes, sizes, pads),
@@ -56,6 +58,7 @@ def load_model(model: ModelSource, input_shapes: InputShapes | None = None,
     """Read, check, bind, convert and shape-infer ``model`` (see the module docstring)."""
     proto, source = read_model(model)
     sort_graph(proto.graph)
+    claim_ort_default_domain_ops(proto)
     check_model(proto, source)
     bind_input_shapes(proto.graph, input_shapes or {})
     bind_input_values(proto.graph, constant_inputs or {})
@@ -94,6 +97,32 @@ def read_model(model: ModelSource) -> tuple[onnx.ModelProto, str]:
         except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise assorted types for bad bytes
             raise ModelLoadError(f"{source}: not an ONNX model ({_one_line(exc)})") from exc
     raise ModelLoadError(f"cannot load a model from a {type(model).__name__}: pass a path, bytes or onnx.ModelProto")
+
+
+#: onnxruntime registers these in the default domain, where ONNX has no such op before the given opset
+#: (None: never); its transformer optimizer writes them there, which fails the checker.
+_ORT_DEFAULT_DOMAIN_OPS: dict[str, int | None] = {"SimplifiedLayerNormalization": None, "LayerNormalization": 17}
+ORT_DOMAIN = "com.microsoft"
+
+
+def claim_ort_default_domain_ops(model: onnx.ModelProto) -> None:
+    """Move onnxruntime's default-domain ops that ONNX lacks at the model's opset to ``com.microsoft``."""
+    opset = opsets_of(model).get("", 0)
+    ops = {op for op, since in _ORT_DEFAULT_DOMAIN_OPS.items() if since is None or opset < since}
+
+    def claim(graph: onnx.GraphProto) -> bool:
+        moved = False
+        for node in graph.node:
+            if normalize_domain(node.domain) == "" and node.op_type in ops:
+                node.domain = ORT_DOMAIN
+                moved = True
+            for attr in node.attribute:
+                for sub in graph_attrs(attr):
+                    moved = claim(sub) or moved
+        return moved
+
+    if claim(model.graph) and ORT_DOMAIN not in opsets_of(model):
+        model.opset_import.append(helper.make_opsetid(ORT_DOMAIN, 1))
 
 
 def check_model(model: onnx.ModelProto, source: str) -> None:
