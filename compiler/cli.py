@@ -492,7 +492,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def support_rows() -> list[tuple[str, str, str, str, str]]:
-    """(op type, domain, kind, opset versions, dtypes) for every op in the registry, sorted by domain then op.
+    """(op type, domain, kind, opset versions, dtypes) for every op in the registry and every op the
+    frontend expands into others (kind ``expanded``), sorted by domain then op.
 
     The versions are the op's ONNX schema versions from its lowering's ``since`` on (older models
     are converted up); the dtypes are the element types its newest schema allows that tilec has.
@@ -500,6 +501,7 @@ def support_rows() -> list[tuple[str, str, str, str, str]]:
     import onnx
 
     from compiler.dtypes import DType
+    from compiler.frontend.expand import EXPANDERS
     from compiler.ops.registry import OPS
 
     schemas: dict[tuple[str, str], list[onnx.defs.OpSchema]] = {}
@@ -524,6 +526,10 @@ def support_rows() -> list[tuple[str, str, str, str, str]]:
         versions = [str(s.since_version) for s in history if s.since_version >= op.since]
         rows.append((op.op_type, op.domain or "ai.onnx", op.kind, ", ".join(versions) or str(op.since),
                      dtypes_of(history[-1]) if history else ""))
+    for domain, op_type in EXPANDERS:
+        history = sorted(schemas.get((domain, op_type), []), key=lambda s: s.since_version)
+        rows.append((op_type, domain or "ai.onnx", "expanded", ", ".join(str(s.since_version) for s in history) or "1",
+                     dtypes_of(history[-1]) if history else ""))
     return sorted(rows, key=lambda r: (r[1] != "ai.onnx", r[1], r[0]))
 
 
@@ -535,7 +541,8 @@ def support_markdown() -> str:
              "(models older than opset 17 are converted first where ONNX's converter can). *Dtypes* are the "
              "element types the op's newest schema allows that tilec supports. *Kind* is how the fusion pass "
              "treats the op: `elementwise` ops fuse into their producer's kernel, `view` ops only reinterpret "
-             "a buffer (no kernel), `compute` ops get kernels of their own.", "",
+             "a buffer (no kernel), `compute` ops get kernels of their own, `expanded` ops are rewritten by the "
+             "frontend into the others (control flow, recurrent cells, onnxruntime's `com.microsoft` contrib ops).", "",
              "| Op | Domain | Kind | Opsets | Dtypes |", "|---|---|---|---|---|"]
     lines += [f"| {op} | {domain} | {kind} | {opsets} | {dtypes} |" for op, domain, kind, opsets, dtypes in rows]
     return "\n".join(lines) + "\n"

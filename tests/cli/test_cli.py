@@ -266,6 +266,9 @@ def test_support_table(capsys):
     keys = [(line.split()[1] != "ai.onnx", line.split()[1], line.split()[0]) for line in out.splitlines()[2:-1]]
     assert keys == sorted(keys)  # the default domain first, then by domain and op
     assert rows["TreeEnsemble"][1] == "ai.onnx.ml"
+    # Ops the frontend rewrites into others are listed too.
+    assert rows["LSTM"][1:3] == ["ai.onnx", "expanded"]
+    assert rows["SkipLayerNormalization"][1:3] == ["com.microsoft", "expanded"]
 
 
 def test_support_markdown(capsys):
