@@ -84,16 +84,22 @@ def random_inputs(specs: Iterable[Any], seed: int = 0) -> dict[str, np.ndarray]:
 # --- timing -----------------------------------------------------------------------
 
 
+# Pause at each switch of sides (see time_alternating).
+SETTLE_S = 0.1
+
+
 def time_alternating(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int = 20,
-                     warmup: int = 3, block: int = 5) -> tuple[list[float], list[float]]:
+                     warmup: int = 3, block: int = 5, settle_s: float = SETTLE_S) -> tuple[list[float], list[float]]:
     """Run ``fn_a`` and ``fn_b`` in alternating blocks; returns the per-run times in milliseconds of each.
 
     ``warmup`` rounds of both run first and are not timed. Then each side runs ``block``
-    times in a row, the first of them untimed, before the other side's block: the first run
-    after a switch pays for the other side's leftovers (onnxruntime's worker threads keep
-    spinning on the cores for a while after a run, which would otherwise be charged to the
-    next tilec run), the rest run as an application calls them, back to back. The side that
-    goes first flips every round so neither always inherits the other's caches.
+    times in a row, the first of them untimed, before the other side's block, after a pause of
+    ``settle_s``: onnxruntime's worker threads keep spinning on the cores for tens of
+    milliseconds after a run (measured with two threads: MobileNetV2's 5.3 ms tilec runs took
+    15 ms for 60 ms after an onnxruntime run, 5.5 ms after a 50 ms pause), which would otherwise
+    be charged to the other side; the untimed first run pays for cold caches. The rest run as an
+    application calls them, back to back. The side that goes first flips every round so neither
+    always inherits the other's caches.
     """
     if runs < 1 or warmup < 0 or block < 2:
         raise ValueError(f"need runs >= 1, warmup >= 0 and block >= 2, got runs={runs}, warmup={warmup}, "
@@ -110,6 +116,7 @@ def time_alternating(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int
         for fn, sink in sides if round_ % 2 == 0 else sides[::-1]:
             todo = min(block - 1, runs - len(sink))
             if todo:
+                time.sleep(settle_s)  # the other side's threads stop spinning
                 fn()  # untimed: absorbs the switch from the other side
             for _ in range(todo):
                 start = clock()

@@ -54,15 +54,18 @@ def test_random_inputs_from_session_node_args(tmp_path):
 # --- time_alternating -------------------------------------------------------------------
 
 
-def test_time_alternating_alternates_blocks_and_skips_warmup():
+def test_time_alternating_alternates_blocks_and_skips_warmup(monkeypatch):
     calls: list[str] = []
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: calls.append(f"pause {seconds}"))
     times_a, times_b = bench.time_alternating(lambda: calls.append("a"), lambda: calls.append("b"), runs=4, warmup=2,
                                               block=3)
     assert len(times_a) == 4 and len(times_b) == 4
     assert all(t >= 0 for t in times_a + times_b)
     assert calls[:4] == ["a", "b", "a", "b"]  # warmup
-    # Blocks of 3 (one untimed switch run, two timed); who goes first flips each round.
-    assert calls[4:] == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+    # Blocks of 3 (a pause for the other side's threads to settle, one untimed switch run, two timed);
+    # who goes first flips each round.
+    pause = f"pause {bench.SETTLE_S}"
+    assert calls[4:] == [pause, *"aaa", pause, *"bbb", pause, *"bbb", pause, *"aaa"]
 
 
 def test_time_alternating_measures_milliseconds():
