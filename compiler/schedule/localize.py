@@ -7,6 +7,7 @@ and applies this rewrite wherever it holds, returning the new body: a buffer ``B
 * written only by top-level loops ``for u in 0..n`` (before its reader) whose stores all go to
   ``B`` and index one dim ``d`` of it with exactly ``u``, and
 * read only by one top-level loop ``for v in 0..n`` whose loads of ``B`` index ``d`` with exactly ``v``,
+  with no statement between the first writer and it writing what the writers read,
 
 with ``n`` the extent of dim ``d``, every access using ``B``'s one shape (no reshaped view), the
 loops serial or parallel (not vector lanes), and ``B``'s slice (its shape without ``d``) at most
@@ -25,7 +26,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from compiler.loopir.expr import Buffer, Expr, Load, Var, children, free_vars, map_loads
+from compiler.loopir.expr import Buffer, Expr, Load, Var, free_vars, map_loads, walk
 from compiler.loopir.stmt import (Alloc, For, ForKind, If, Seq, Stmt, Store, loads_and_stores, map_stmts, seq,
                                   substitute_stmt, walk_stmts)
 
@@ -46,13 +47,7 @@ def _accesses(s: Stmt, name: str) -> list[tuple[tuple[Expr, ...], bool]]:
             exprs = (*node.indices, node.value)
         elif isinstance(node, If):
             exprs = (node.cond,)
-        for e in exprs:
-            stack = [e]
-            while stack:
-                x = stack.pop()
-                if isinstance(x, Load) and x.buffer.name == name:
-                    found.append((x.indices, False))
-                stack.extend(children(x))
+        found += [(x.indices, False) for e in exprs for x in walk(e) if isinstance(x, Load) and x.buffer.name == name]
     return found
 
 
@@ -111,6 +106,11 @@ def _localize_one(stmts: list[Stmt], name: str) -> list[Stmt] | None:
         return None
     local = Buffer(f"{name}_slice", buffer.dtype, buffer.shape[:dim] + buffer.shape[dim + 1:], "local")
     if local.dtype.nbytes(local.numel) > MAX_SLICE_BYTES:
+        return None
+    # The writers run later now: nothing in between may write what they read.
+    read = {b.name for k in writers for b, is_store in loads_and_stores(stmts[k]) if not is_store}
+    between = [stmts[k] for k in range(writers[0], readers[0]) if k not in writers]
+    if any(is_store and b.name in read for s in between for b, is_store in loads_and_stores(s)):
         return None
     moved = []
     for k in writers:
