@@ -102,12 +102,10 @@ def _args(names: Sequence[str], count: int) -> list[str]:
 
 
 def _dtype(state: "FoldedGraph", name: str) -> np.dtype:
-    if name in state.constants:
-        return state.constants[name].dtype
-    t = state.types.get(name)
-    if t is None or not t.tensor_type.elem_type:
+    dtype = state.element_type(name)
+    if dtype is None:
         raise NotExpandable(f"the type of '{name}' is not known (yet)")
-    return np.dtype(helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type))
+    return dtype
 
 
 def _shape(state: "FoldedGraph", name: str, label: str, rank: int | None = None) -> tuple[int, ...]:

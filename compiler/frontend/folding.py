@@ -98,6 +98,15 @@ class FoldedGraph:
         t = self.types.get(name)
         return static_shape(t) if t is not None else None
 
+    def element_type(self, name: str) -> np.dtype | None:
+        """The numpy dtype of a value (a constant's, or the inferred one); None where it is not known."""
+        if name in self.constants:
+            return self.constants[name].dtype
+        t = self.types.get(name)
+        if t is None or not t.tensor_type.elem_type:
+            return None
+        return np.dtype(helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type))
+
 
 def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] | None = None) -> FoldedGraph:
     """Fold ``model`` to a fixpoint (see the module docstring); the model itself is not modified.

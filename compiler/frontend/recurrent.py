@@ -66,7 +66,7 @@ def expand_recurrent(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> 
         raise NotExpandable(f"W {list(w_shape)} and R {list(r_shape)} do not fit direction '{direction}'")
     if attrs.get("hidden_size", hidden) != hidden:
         raise NotExpandable(f"hidden_size {attrs['hidden_size']} differs from R's {hidden}")
-    dtype = _dtype(state, x)
+    dtype = state.element_type(x)
     layout = attrs.get("layout", 0)
     if layout:
         x = b.transpose(x, [1, 0, 2])
@@ -248,12 +248,6 @@ def _shape(state: "FoldedGraph", name: str, label: str) -> tuple[int, ...]:
         raise NotExpandable(f"the shape of {label} ('{name}') is not a static rank-3 shape (yet); "
                             "tilec unrolls recurrences over a static sequence length")
     return shape
-
-
-def _dtype(state: "FoldedGraph", name: str) -> np.dtype:
-    if name in state.constants:
-        return state.constants[name].dtype
-    return np.dtype(helper.tensor_dtype_to_np_dtype(state.types[name].tensor_type.elem_type))
 
 
 def _attr(attr: onnx.AttributeProto) -> Any:
