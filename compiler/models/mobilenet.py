@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler.models.synthetic import model_of
+
 # Inverted-residual stages: (expansion t, output channels c, blocks n, first stride s).
 _STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -64,10 +66,6 @@ def mobilenet_v2(resolution: int = 224, classes: int = 1000, seed: int = 0) -> o
     w = b._const("fc.w", b.rng.normal(0, np.sqrt(1 / 1280), (classes, 1280)))
     bias = b._const("fc.b", np.zeros(classes))
     b.nodes.append(helper.make_node("Gemm", ["features", w, bias], ["logits"], transB=1, name="fc"))
-    graph = helper.make_graph(b.nodes, "mobilenet_v2",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, resolution, resolution])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tilec-models")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return model_of("mobilenet_v2", b.nodes,
+                    [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, resolution, resolution])],
+                    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], b.inits)

@@ -17,8 +17,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _model(name: str, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
-           outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+def model_of(name: str, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+             outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    """The checked model of a graph, as every builder here writes it (IR version 8, opset 17)."""
     model = helper.make_model(helper.make_graph(nodes, name, inputs, outputs, inits),
                               opset_imports=[helper.make_opsetid("", 17)], producer_name="tilec-models")
     model.ir_version = 8
@@ -39,13 +40,13 @@ def mlp(batch: int = 64, sizes: Sequence[int] = (784, 4096, 4096, 10), seed: int
             nodes.append(helper.make_node("Relu", [prev], [f"r{k}"]))
             prev = f"r{k}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
-    return _model("mlp", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
+    return model_of("mlp", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, sizes[-1]])], inits)
 
 
 def matmul(n: int = 1024, seed: int = 0) -> onnx.ModelProto:
     w = np.random.default_rng(seed).normal(0, 1 / np.sqrt(n), (n, n)).astype(np.float32)
-    return _model("matmul", [helper.make_node("MatMul", ["x", "w"], ["y"])],
+    return model_of("matmul", [helper.make_node("MatMul", ["x", "w"], ["y"])],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [numpy_helper.from_array(w, "w")])
 
@@ -70,5 +71,5 @@ def elementwise_chain(ops: int = 200, shape: Sequence[int] = (1, 64), seed: int 
         nodes.append(helper.make_node(op, inputs, [f"t{k}"]))
         prev = f"t{k}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
-    return _model("elementwise_chain", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+    return model_of("elementwise_chain", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], inits)
