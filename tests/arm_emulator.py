@@ -4,11 +4,9 @@ Helper for tests (not a test module). The emulator and the arm64 Debian sysroot
 are provided by ``scripts/setup_arm_emulator.sh``; this module only finds them
 and runs scripts with them::
 
-    from arm_emulator import find_emulator, unavailable_reason, run_arm_python
+    from arm_emulator import require_emulator, run_arm_python
 
-    emu = find_emulator()
-    if emu is None:
-        pytest.skip(unavailable_reason())
+    emu = require_emulator()          # skips loudly without one; fails instead under CI
     proc = run_arm_python(path_to_script, args=["x"], timeout=120)
 
 How the run works: ``qemu-aarch64-static -L SYSROOT ... SYSROOT/usr/bin/python3.11``.
@@ -31,7 +29,10 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 from typing import Iterable, Mapping
+
+import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_arm_emulator.sh"
@@ -128,6 +129,19 @@ def find_emulator() -> EmulatorInfo | None:
 def unavailable_reason() -> str:
     """Why the last find_emulator() call returned None ("available" if it did not)."""
     return _last_reason
+
+
+def require_emulator() -> EmulatorInfo:
+    """The emulator, or the end of the calling test: under CI (``CI`` set) a failure, since a
+    skipped ARM suite would pass for a tested one; elsewhere a skip, announced on stderr."""
+    emulator = find_emulator()
+    if emulator is not None:
+        return emulator
+    reason = f"*** {unavailable_reason()} ***"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI={os.environ['CI']}: the ARM suite must run in CI)", pytrace=False)
+    print(f"\n{reason}", file=sys.stderr)
+    pytest.skip(reason)
 
 
 def setup_emulator(timeout: float = 1800.0) -> EmulatorInfo | None:

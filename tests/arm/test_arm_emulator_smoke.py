@@ -122,13 +122,7 @@ GUEST_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def emulator():
-    emu = arm_emulator.find_emulator()
-    if emu is None:
-        reason = arm_emulator.unavailable_reason()
-        # Loud on purpose: a silently skipped ARM suite looks like a passing one.
-        print(f"\n*** SKIPPING ARM TESTS: {reason} ***", file=sys.stderr)
-        pytest.skip(f"*** {reason} ***")
-    return emu
+    return arm_emulator.require_emulator()
 
 
 def test_arm_python_and_numpy(emulator):

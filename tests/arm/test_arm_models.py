@@ -16,7 +16,7 @@ import pytest
 import compiler
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from arm_emulator import find_emulator, run_arm_python, unavailable_reason  # noqa: E402
+from arm_emulator import require_emulator, run_arm_python  # noqa: E402
 from helpers_onnx import assert_close_to_max  # noqa: E402
 from compiler.models.light import light_model, random_input  # noqa: E402
 
@@ -34,17 +34,8 @@ print("numpy", np.__version__)
 """
 
 
-def _emulator():
-    emulator = find_emulator()
-    if emulator is None:
-        reason = f"*** ARM EMULATOR UNAVAILABLE: {unavailable_reason()} ***"
-        print(reason, file=sys.stderr)
-        pytest.skip(reason)
-    return emulator
-
-
 def _run_on_arm(model, feeds: dict[str, np.ndarray], tmp: pathlib.Path) -> list[np.ndarray]:
-    _emulator()
+    require_emulator()
     artifact = compiler.compile(model, tmp / "model.tilec", target="aarch64-linux-gnu")
     np.savez(tmp / "in.npz", **feeds)
     script = tmp / "run.py"
