@@ -43,6 +43,7 @@ from onnx.reference import ReferenceEvaluator
 
 from compiler.dtypes import DType
 from compiler.frontend.expand import expand_node
+from compiler.frontend.narrow_cast import NARROW_TARGETS, narrow_cast
 from compiler.frontend.loader import (
     graph_attrs,
     graph_inputs,
@@ -268,8 +269,15 @@ def evaluate_node(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None],
     """Run one node with the ONNX reference implementation; one array per output (None where omitted).
 
     Raises whatever the reference raises; callers treat that as "cannot fold".
-    A non-tensor result (a sequence, a map) raises TypeError.
+    A non-tensor result (a sequence, a map) raises TypeError. Casts into the narrow types are
+    computed by :mod:`narrow_cast` instead, so folded and run-time conversions agree.
     """
+    narrow = _narrow_cast_target(node, inputs)
+    if narrow is not None:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        round_mode = attrs.get("round_mode", b"up")
+        return [narrow_cast(inputs[0], narrow, bool(attrs.get("saturate", 1)),
+                            round_mode.decode() if isinstance(round_mode, bytes) else round_mode)]
     feeds: dict[str, np.ndarray] = {}
     in_names: list[str] = []
     graph_ins: list[onnx.ValueInfoProto] = []
@@ -303,6 +311,24 @@ def evaluate_node(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None],
             raise TypeError(f"{node.op_type} produced a {type(result).__name__}, not a tensor")
         outputs.append(np.asarray(result))
     return outputs
+
+
+def _narrow_cast_target(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None]) -> DType | None:
+    """The narrow type a Cast / CastLike of a numeric constant converts into; None for any other node."""
+    if node.op_type not in ("Cast", "CastLike") or normalize_domain(node.domain) != "" or inputs[0] is None:
+        return None
+    source = np.asarray(inputs[0]).dtype
+    if source.kind not in "biuf" and source.name not in _NARROW_NAMES:
+        return None  # strings keep the reference's parsing
+    if node.op_type == "Cast":
+        to = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+        return DType.from_onnx(to) if to in _NARROW_ONNX else None
+    like = np.asarray(inputs[1]).dtype if len(inputs) > 1 and inputs[1] is not None else None
+    return DType.from_numpy(like) if like is not None and like.name in _NARROW_NAMES else None
+
+
+_NARROW_ONNX = frozenset(d.onnx for d in NARROW_TARGETS)
+_NARROW_NAMES = frozenset(d.value for d in NARROW_TARGETS)
 
 
 # --- the graph-IR front of the evaluator ------------------------------------------------

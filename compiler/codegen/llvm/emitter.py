@@ -557,7 +557,7 @@ class FunctionEmitter:
             wider = _float_bits(dst) > _float_bits(src)
             return self.b.fpext(v, target) if wider else self.b.fptrunc(v, target)
         if src.is_float and dst.bits < 8:
-            # int4 / int2 keep the low bits of the integer value, as ml_dtypes (ONNX's reference) does.
+            # int4 / int2 keep the low bits of the truncated value (frontend/narrow_cast.py's rule).
             wide = self.b.fptosi(v, vectorized(I64, lanes))
             return self.b.trunc(wide, target)
         if src.is_float:
@@ -572,18 +572,38 @@ class FunctionEmitter:
         """``v`` rounded to ``dst``'s grid, still in a float32 register (Cast semantics, see narrow.py)."""
         lanes = v.type.count if is_vector(v) else None
         f32 = vectorized(ir.FloatType(), lanes)
-        # From float32, as ONNX's reference does (ml_dtypes converts float64 and integers through it).
+        f64 = vectorized(ir.DoubleType(), lanes)
+        # The encoders read float32. Wider sources (float64, integers through float64, exact below
+        # 2**53) round to odd on the way: it keeps the information a later round to nearest even
+        # at <= 22 bits needs, so the value is rounded once, as the spec asks, not twice.
         if src is DType.BOOL or (src.is_int and not src.is_signed):
-            v = self.b.uitofp(v, f32)
+            v = self.b.uitofp(v, f32) if src.bits <= 16 else self._round_to_odd_f32(self.b.uitofp(v, f64))
         elif src.is_int:
-            v = self.b.sitofp(v, f32)
+            v = self.b.sitofp(v, f32) if src.bits <= 16 else self._round_to_odd_f32(self.b.sitofp(v, f64))
         elif src is DType.F16:
             v = self.b.fpext(v, f32)
         elif src is DType.F64:
-            v = self.b.fptrunc(v, f32)
+            v = self._round_to_odd_f32(v)
         if dst is DType.BF16:
             return self._from_memory(self._float_to_bf16(v, lanes), dst)
         return narrow.decode(self.b, narrow.encode(self.b, v, dst.format, saturate, round_mode), dst.format)
+
+    def _round_to_odd_f32(self, v: ir.Value) -> ir.Value:
+        """float64 ``v`` in float32, rounded to odd: truncated toward zero, the last bit set if inexact
+        (beyond float32's range: its largest value, which every narrow encoding treats as overflow)."""
+        lanes = v.type.count if is_vector(v) else None
+        i32 = vectorized(I32, lanes)
+        near = self.b.fptrunc(v, vectorized(ir.FloatType(), lanes))
+        back = self.b.fpext(near, v.type)
+        inexact = self.b.fcmp_ordered("!=", back, v)
+        zero = self.broadcast(ir.Constant(v.type.element if lanes else v.type, 0.0), lanes)
+        away = self.b.select(self.b.fcmp_ordered(">", v, zero), self.b.fcmp_ordered(">", back, v),
+                             self.b.fcmp_ordered("<", back, v))
+        bits = self.b.bitcast(near, i32)
+        one = self.broadcast(ir.Constant(I32, 1), lanes)
+        toward_zero = self.b.select(away, self.b.sub(bits, one), bits)
+        odd = self.b.select(inexact, self.b.or_(toward_zero, one), toward_zero)
+        return self.b.bitcast(odd, near.type)
 
 
 def _is_packed(buffer: Buffer) -> bool:

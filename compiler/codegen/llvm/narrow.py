@@ -2,17 +2,17 @@
 
 Contract: ``encode(b, v, fmt, saturate, round_mode)`` turns a float32 value
 into its code in ``fmt`` (an i32, sign bit at bit ``fmt.magnitude_bits``; other
-sources convert to float32 first, as ml_dtypes does for ONNX's reference);
+sources reach float32 first, wider ones rounded to odd so that the value rounds once);
 ``decode(b, code, fmt)`` turns a code back into
 the float32 value it stands for (every such value is exact in float32). Both
 emit straight-line integer bit manipulation on scalars or vectors alike, so a
 vectorized loop stays vectorized; no libm, no lookup tables.
 
-The results are bit-exact with ONNX's reference Cast (``onnx.reference``,
-which uses ml_dtypes and ``onnx.numpy_helper.to_float8e8m0``): round to
-nearest even, the overflow and NaN encodings of the table in the Cast
-specification, no negative zero in the FNUZ formats, and for E2M1 (which has
-no NaN) ml_dtypes' choice of a zero whose sign is the NaN's flipped.
+The results are bit-exact with the Cast spec's rules as the constant folder computes them
+(``compiler/frontend/narrow_cast.py``): round to nearest even, the overflow and NaN encodings of
+the tables in the Cast specification, no negative zero in the FNUZ formats, and for E2M1 (which has
+no NaN) a zero whose sign is the NaN's flipped; float8e8m0 follows
+``onnx.numpy_helper.to_float8e8m0``'s rounding modes.
 """
 
 from __future__ import annotations
