@@ -29,3 +29,55 @@ def test_every_data_file_is_package_data() -> None:
         relative = path.relative_to(package_dir).as_posix()
         globs = package_data.get(package, [])
         assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{path.relative_to(REPO)} is not package data"
+
+
+def _lock() -> dict[str, str]:
+    """requirements.lock as {normalized name: version}."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"requirements.lock: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_lock_pins_every_dependency_within_pyproject_ranges() -> None:
+    """The lock that `make setup` installs satisfies the ranges users get from pyproject.toml, and
+    it holds every package the project and its dev extra ask for (pip check, run by make setup,
+    covers their transitive requirements)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = _lock()
+    for spec in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in requirements.lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), \
+            f"requirements.lock pins {requirement.name}=={pins[name]}, outside pyproject's {requirement.specifier}"
+    build = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    for spec in build:
+        requirement = Requirement(spec)
+        assert requirement.specifier.contains(pins[canonicalize_name(requirement.name)])
+
+
+def test_the_installed_environment_is_the_lock() -> None:
+    """What this test run imports is what the lock says (make setup installs it with --no-deps)."""
+    import importlib.metadata
+    import sys
+
+    import pytest
+
+    if pathlib.Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        pytest.skip(f"not the make setup venv ({sys.prefix}): an environment of your own may differ from the lock")
+
+    from packaging.utils import canonicalize_name
+
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    drift = {name: (version, installed.get(name)) for name, version in _lock().items() if installed.get(name) != version}
+    assert not drift, f"installed versions differ from requirements.lock (pinned, installed): {drift}"
