@@ -313,7 +313,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from runtime_stub.artifact import read_artifact
 
-    # read_artifact verifies the checksum but loads no native code: artifacts for other machines work too.
+    # read_artifact verifies the digest but loads no native code: artifacts for other machines work too.
     artifact = read_artifact(args.artifact)
     manifest = artifact.manifest
     if args.json:

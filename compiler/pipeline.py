@@ -30,6 +30,7 @@ from compiler.graph.passes import run_passes
 from compiler.loopir.printer import format_kernel
 from compiler.lowering.driver import Program, lower_graph
 from compiler.ops.registry import lookup
+from runtime_stub.signature import native_signature
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -54,7 +55,6 @@ def _io_spec(values) -> list[dict[str, Any]]:
 
 def _manifest(program: Program, target: Target, options: Mapping[str, Any], profile: bool) -> dict[str, Any]:
     manifest = {
-        "format_version": 1,
         "compiler_version": __version__,
         "target": {"kind": target.kind, "triple": target.triple, "arch": target.arch, "cpu": target.cpu,
                    "features": list(target.required_flags)},
@@ -93,7 +93,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
         build_options["constant_inputs"] = sorted(constant_inputs)
     manifest = _manifest(program, tgt, build_options, profile)
     sections = (_cuda_sections(program, tgt, log, manifest, dump_ir) if cuda
-                else _cpu_sections(program, tgt, log, profile))
+                else _cpu_sections(program, tgt, log, profile, native_signature(manifest, len(program.weights))))
     with log.stage("write artifact"):
         path = write_artifact(output, manifest, {**sections, "weights": program.weights})
     if timings is not None:
@@ -113,9 +113,9 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, tgt, log: BuildLog
     return graph, program
 
 
-def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool) -> dict[str, bytes]:
+def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool, signature: bytes) -> dict[str, bytes]:
     with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
-        obj = compile_module(build_module(program.calls, tgt, profile=profile), tgt, log.timings)
+        obj = compile_module(build_module(program.calls, tgt, profile=profile, signature=signature), tgt, log.timings)
     with log.stage("link"):
         return {"native": link_shared_object([obj], tgt.triple, tgt.cpu)}
 

@@ -1,4 +1,4 @@
-"""Reading .tilec artifacts (file format version 1, docs/ARCHITECTURE.md).
+"""Reading .tilec artifacts (file format version 2, docs/ARCHITECTURE.md).
 
 Contract:
 
@@ -7,8 +7,11 @@ Contract:
 * ``read_artifact(source)`` accepts a path or the artifact's bytes and returns an
   ``Artifact`` whose sections are read-only numpy views of the file: for a path they
   are slices of one ``np.memmap`` (no copy; the weights are paged in on demand).
+* Integrity: the header holds the sha256 of every byte after it (manifest, padding, sections),
+  so no byte the runtime or the native code relies on can change unnoticed; the session also
+  cross-checks the manifest against the signature the native code declares (runtime_stub/native.py).
 * Failures: ``NotAnArtifactError`` (wrong magic; the message says what the file looks
-  like), ``CorruptArtifactError`` (truncated, bad manifest JSON, checksum mismatch),
+  like), ``CorruptArtifactError`` (truncated, bad manifest JSON, digest mismatch),
   ``IncompatibleArtifactError`` (a format version this runtime does not know).
 * ``Artifact.checks``: the run-time checks (``manifest["checks"]``): after a run, each
   ``RunCheck``'s flag byte at ``offset`` in the workspace is 0, or the run failed with
@@ -31,12 +34,12 @@ import numpy as np
 
 from runtime_stub.errors import CorruptArtifactError, IncompatibleArtifactError, NotAnArtifactError
 
-MAGIC = b"TILEC\x00\x01\n"
-MAGIC_PREFIX = MAGIC[:6]  # byte 6 is the format generation; a different value is a newer format
-FORMAT_VERSION = 1
+MAGIC = b"TILEC\x00\x02\n"
+MAGIC_PREFIX = MAGIC[:6]  # byte 6 is the format generation; another value is another format
+FORMAT_VERSION = 2
 ALIGNMENT = 4096
-HEADER_SIZE = 16  # magic + u64 manifest length
-CHECKSUM_ALGORITHM = "sha256"
+DIGEST_SIZE = 32  # sha256
+HEADER_SIZE = 16 + DIGEST_SIZE  # magic + u64 manifest length + digest of everything after the header
 WEIGHTS_SECTION = "weights"
 NATIVE_SECTION = "native"
 
@@ -94,24 +97,24 @@ class Artifact:
         return b"" if section is None else section.tobytes()
 
 
-def read_artifact(source: Source, verify_checksum: bool = True) -> Artifact:
+def read_artifact(source: Source, verify_digest: bool = True) -> Artifact:
     """Parse and validate an artifact from a path or from its bytes."""
     buffer, label, path = _open(source)
     _check_magic(buffer, label)
     if len(buffer) < HEADER_SIZE:
         raise CorruptArtifactError(f"{label} is truncated: {len(buffer)} bytes, shorter than the header")
-    (manifest_length,) = struct.unpack("<Q", buffer[8:HEADER_SIZE].tobytes())
+    (manifest_length,) = struct.unpack("<Q", buffer[8:16].tobytes())
     if HEADER_SIZE + manifest_length > len(buffer):
         raise CorruptArtifactError(
             f"{label} is truncated: the manifest needs {HEADER_SIZE + manifest_length} bytes "
             f"but the file has {len(buffer)}"
         )
+    if verify_digest:
+        _verify_digest(buffer, label)
     manifest = _parse_manifest(buffer[HEADER_SIZE:HEADER_SIZE + manifest_length], label)
     _check_version(manifest, label)
     start = data_start(manifest_length)
     layout = _section_layout(manifest, label, start, len(buffer))
-    if verify_checksum:
-        _verify_checksum(manifest, buffer, start, label)
     sections = {name: _readonly(buffer[off:off + size]) for name, (off, size) in layout.items()}
     return Artifact(manifest=manifest, sections=sections, path=path)
 
@@ -153,9 +156,10 @@ def _check_magic(buffer: np.ndarray, label: str) -> None:
     if head == MAGIC:
         return
     if head.startswith(MAGIC_PREFIX) and len(head) == len(MAGIC):
+        newer = "upgrade the runtime" if head[6] > MAGIC[6] else "rebuild it with this tilec"
         raise IncompatibleArtifactError(
             f"{label} uses artifact format generation {head[6]}, but this runtime reads only "
-            f"format {FORMAT_VERSION}; rebuild it with a matching tilec or upgrade the runtime"
+            f"format {FORMAT_VERSION}: {newer}"
         )
     if MAGIC.startswith(head):
         raise CorruptArtifactError(f"{label} is truncated: only {len(head)} bytes")
@@ -202,16 +206,19 @@ def _section_layout(manifest: dict[str, Any], label: str, start: int, file_size:
     return layout
 
 
-def _verify_checksum(manifest: dict[str, Any], buffer: np.ndarray, start: int, label: str) -> None:
-    checksum = manifest.get("checksum")
-    if not isinstance(checksum, dict) or checksum.get("algorithm") != CHECKSUM_ALGORITHM:
-        raise CorruptArtifactError(f"{label} has no {CHECKSUM_ALGORITHM} checksum in its manifest")
+def file_digest(buffer: np.ndarray | memoryview) -> bytes:
+    """The digest the header holds: sha256 of every byte after the header."""
     # hashlib reads the (memory-mapped) buffer directly: no copy of the weights.
-    actual = hashlib.sha256(memoryview(buffer[start:])).hexdigest()
-    if actual != checksum.get("value"):
+    return hashlib.sha256(memoryview(buffer)[HEADER_SIZE:]).digest()
+
+
+def _verify_digest(buffer: np.ndarray, label: str) -> None:
+    stored = buffer[16:HEADER_SIZE].tobytes()
+    actual = file_digest(buffer)
+    if actual != stored:
         raise CorruptArtifactError(
-            f"{label} is corrupt: checksum mismatch (manifest says {checksum.get('value')}, "
-            f"content hashes to {actual}); the file was modified or damaged, rebuild or re-copy it"
+            f"{label} is corrupt: its sha256 digest does not match its content (header says {stored.hex()}, "
+            f"content hashes to {actual.hex()}); the file was modified or damaged, rebuild or re-copy it"
         )
 
 

@@ -2,7 +2,8 @@
 
 Contract: ``NativeModule(so_bytes, num_threads)`` loads the ELF bytes without leaving a
 file behind (``memfd_create`` + ``dlopen("/proc/self/fd/N")``; a temporary file where
-memfd or /proc is unavailable), checks ``tilec_abi_version() == ABI_VERSION``, and
+memfd or /proc is unavailable), checks ``tilec_abi_version() == ABI_VERSION``, reads the
+code's ``signature`` (``tilec_signature()``, runtime_stub/signature.py), and
 creates one context with ``tilec_create(num_threads)`` (``<= 0``: all online CPUs).
 ``run(...)`` calls ``tilec_run`` with raw pointers and returns its status code.
 ``enable_profile(counters)`` hands the context an int64 array that artifacts compiled
@@ -21,12 +22,12 @@ import weakref
 from typing import Callable, Sequence
 
 from runtime_stub.errors import ExecutionError, IncompatibleArtifactError
-
-ABI_VERSION = 1
+from runtime_stub.signature import ABI_VERSION
 
 _vp = ctypes.c_void_p
 _SIGNATURES: dict[str, tuple[list, object]] = {
     "tilec_abi_version": ([], ctypes.c_int32),
+    "tilec_signature": ([], ctypes.c_char_p),
     "tilec_create": ([ctypes.c_int32], _vp),
     "tilec_destroy": ([_vp], None),
     "tilec_num_threads": ([_vp], ctypes.c_int32),
@@ -55,6 +56,7 @@ class NativeModule:
                 raise IncompatibleArtifactError(
                     f"the artifact's native code uses ABI version {version}; this runtime speaks version {ABI_VERSION}"
                 )
+            self.signature: bytes = functions["tilec_signature"]()
             ctx = functions["tilec_create"](int(num_threads))
             if not ctx:
                 raise ExecutionError(f"tilec_create({num_threads}) failed: could not start the thread pool")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from runtime_stub.errors import (
     InvalidOutputNameError,
 )
 from runtime_stub.native import NativeModule
+from runtime_stub.signature import native_signature
 from runtime_stub.platform_check import check_target
 
 WORKSPACE_ALIGNMENT = 64
@@ -153,6 +155,11 @@ class CpuExecutor:
         # One arena reused by every call: calls are serialised, so it is private to each.
         self._workspace = _aligned_empty(max(workspace_size, 1))
         self._native = NativeModule(artifact.native, threads)
+        try:
+            _check_signature(self._native.signature, native_signature(artifact.manifest, artifact.weights.size))
+        except BaseException:
+            self._native.close()
+            raise
         self._checks = artifact.checks
         self._lock = threading.Lock()
         self.profile_ns: np.ndarray | None = None
@@ -180,6 +187,20 @@ class CpuExecutor:
     def close(self) -> None:
         with self._lock:  # never unload the library under a running call
             self._native.close()
+
+
+def _check_signature(declared: bytes, expected: bytes) -> None:
+    """The native code's own account of its buffers must be the manifest's (runtime_stub/signature.py)."""
+    if declared == expected:
+        return
+    try:
+        theirs, ours = json.loads(declared), json.loads(expected)
+        differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    except (ValueError, AttributeError):
+        differing = ["(the native signature is unreadable)"]
+    raise CorruptArtifactError(
+        f"the artifact's manifest does not match its native code ({', '.join(differing)} differ): the manifest "
+        f"was edited or the file assembled from parts of different builds; rebuild it")
 
 
 @dataclass(frozen=True)

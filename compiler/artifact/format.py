@@ -1,4 +1,4 @@
-"""Writing .tilec artifacts (file format version 1, docs/ARCHITECTURE.md).
+"""Writing .tilec artifacts (file format version 2, docs/ARCHITECTURE.md).
 
 Contract: ``write_artifact(path, manifest, sections)`` writes the header, the manifest
 and the sections, and returns the path. The output is a pure function of its inputs:
@@ -6,9 +6,9 @@ and the sections, and returns the path. The output is a pure function of its inp
 * the manifest is serialised with ``json.dumps(sort_keys=True, separators=(",", ":"))``;
 * sections are laid out in sorted name order, each at a 4096-aligned file offset,
   zero-padded in between;
-* ``manifest["sections"]`` and ``manifest["checksum"]`` are filled in here (any values
-  the caller passed are replaced); the checksum is the sha256 of every byte after the
-  manifest padding.
+* ``manifest["sections"]`` is filled in here (any value the caller passed is replaced);
+  the header's digest is the sha256 of every byte after the header: manifest, padding and
+  sections, so the manifest is as protected as the code and weights.
 
 The file is written to a temporary name next to ``path`` and renamed, so a reader never
 sees half an artifact. The format constants come from ``runtime_stub.artifact``, the
@@ -26,15 +26,7 @@ import struct
 import tempfile
 from typing import Any, Mapping, Union
 
-from runtime_stub.artifact import (
-    ALIGNMENT,
-    CHECKSUM_ALGORITHM,
-    FORMAT_VERSION,
-    HEADER_SIZE,
-    MAGIC,
-    align_up,
-    data_start,
-)
+from runtime_stub.artifact import ALIGNMENT, FORMAT_VERSION, HEADER_SIZE, MAGIC, align_up, data_start
 
 Buffer = Union[bytes, bytearray, memoryview]
 _ZERO_PAGE = bytes(ALIGNMENT)
@@ -53,8 +45,7 @@ def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], se
     views = {name: memoryview(sections[name]).cast("B") for name in sorted(sections)}
     sizes = {name: view.nbytes for name, view in views.items()}
     relative = _relative_layout(sizes)
-    digest = _checksum(views, relative)
-    manifest_bytes = _fix_layout(final, relative, sizes, digest)
+    manifest_bytes = _fix_layout(final, relative, sizes)
     out = pathlib.Path(path)
     _write_atomically(out, manifest_bytes, views, relative)
     return out
@@ -83,17 +74,9 @@ def _padding_runs(views: Mapping[str, memoryview], relative: Mapping[str, int]):
         position = relative[name] + view.nbytes
 
 
-def _checksum(views: Mapping[str, memoryview], relative: Mapping[str, int]) -> str:
-    hasher = hashlib.sha256()
-    for run in _padding_runs(views, relative):
-        hasher.update(run)
-    return hasher.hexdigest()
-
-
-def _fix_layout(manifest: dict[str, Any], relative: Mapping[str, int], sizes: Mapping[str, int],
-               digest: str) -> bytes:
-    """Fill sections/checksum; iterate because the offsets depend on the manifest's own length."""
-    manifest["checksum"] = {"algorithm": CHECKSUM_ALGORITHM, "value": digest}
+def _fix_layout(manifest: dict[str, Any], relative: Mapping[str, int], sizes: Mapping[str, int]) -> bytes:
+    """Fill in the sections; iterate because the offsets depend on the manifest's own length."""
+    manifest.pop("checksum", None)  # format 1's; the header's digest replaces it
     start = data_start(0)
     while True:
         manifest["sections"] = {name: {"offset": start + relative[name], "size": sizes[name]} for name in relative}
@@ -108,13 +91,17 @@ def _write_atomically(out: pathlib.Path, manifest_bytes: bytes, views: Mapping[s
                       relative: Mapping[str, int]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    body = [manifest_bytes, bytes(data_start(len(manifest_bytes)) - HEADER_SIZE - len(manifest_bytes)),
+            *_padding_runs(views, relative)]
+    digest = hashlib.sha256()
+    for run in body:
+        digest.update(run)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC)
             f.write(struct.pack("<Q", len(manifest_bytes)))
-            f.write(manifest_bytes)
-            f.write(bytes(data_start(len(manifest_bytes)) - HEADER_SIZE - len(manifest_bytes)))
-            for run in _padding_runs(views, relative):
+            f.write(digest.digest())
+            for run in body:
                 f.write(run)
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, out)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from compiler.artifact.format import write_artifact
-from runtime_stub.artifact import ALIGNMENT, FORMAT_VERSION, MAGIC, read_artifact
+from runtime_stub.artifact import ALIGNMENT, FORMAT_VERSION, HEADER_SIZE, MAGIC, read_artifact
 
 MANIFEST = {
     "format_version": FORMAT_VERSION,
@@ -30,11 +30,12 @@ def test_layout_follows_the_spec(tmp_path: pathlib.Path) -> None:
     data = write_artifact(tmp_path / "m.tilec", MANIFEST, SECTIONS).read_bytes()
     assert data[:8] == MAGIC
     (length,) = struct.unpack("<Q", data[8:16])
-    raw = data[16:16 + length]
+    assert HEADER_SIZE == 48 and data[16:48] == hashlib.sha256(data[48:]).digest()  # covers the manifest too
+    raw = data[48:48 + length]
     manifest = json.loads(raw)
     assert raw == json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    start = -(-(16 + length) // ALIGNMENT) * ALIGNMENT
-    assert data[16 + length:start] == bytes(start - 16 - length)
+    start = -(-(48 + length) // ALIGNMENT) * ALIGNMENT
+    assert data[48 + length:start] == bytes(start - 48 - length)
     sections = manifest["sections"]
     # sorted name order: native before weights, each 4096-aligned
     assert sections["native"]["offset"] == start
@@ -42,7 +43,7 @@ def test_layout_follows_the_spec(tmp_path: pathlib.Path) -> None:
     for name, entry in sections.items():
         assert entry["offset"] % ALIGNMENT == 0
         assert data[entry["offset"]:entry["offset"] + entry["size"]] == SECTIONS[name]
-    assert manifest["checksum"] == {"algorithm": "sha256", "value": hashlib.sha256(data[start:]).hexdigest()}
+    assert "checksum" not in manifest
 
 
 def test_writes_are_deterministic(tmp_path: pathlib.Path) -> None:
@@ -80,4 +81,4 @@ def test_empty_and_large_manifest(tmp_path: pathlib.Path) -> None:
 
 def test_rejects_other_format_version(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="format_version"):
-        write_artifact(tmp_path / "m.tilec", dict(MANIFEST, format_version=2), SECTIONS)
+        write_artifact(tmp_path / "m.tilec", dict(MANIFEST, format_version=FORMAT_VERSION - 1), SECTIONS)

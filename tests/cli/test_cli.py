@@ -95,7 +95,7 @@ def test_compile_run_inspect_round_trip(models, tmp_path, capsys):
 
     assert cli.main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    for needle in ("format:", "version 1", "target:", "requires:", "inputs:", "outputs:", "x  float32  [3, 8]",
+    for needle in ("format:", "version 2", "target:", "requires:", "inputs:", "outputs:", "x  float32  [3, 8]",
                    "y  float32  [3, 4]", "kernels:    1", "MatMul+Relu", "workspace:", "native code", "weights",
                    "total size:"):
         assert needle in text, needle
@@ -103,7 +103,7 @@ def test_compile_run_inspect_round_trip(models, tmp_path, capsys):
     assert cli.main(["inspect", str(out), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["inputs"] == [{"dtype": "float32", "name": "x", "shape": [3, 8]}]
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
 
 
 def test_compile_quiet_and_time_passes(models, tmp_path, capsys):

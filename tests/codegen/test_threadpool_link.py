@@ -14,6 +14,7 @@ import pytest
 
 from compiler.codegen.link import find_zig, link_shared_object, zig_target
 from compiler.errors import TargetError, ToolchainError
+from runtime_stub.signature import ABI_VERSION
 
 # A kernel that bumps counts[i] once per index for `iterations` parallel_for rounds:
 # any lost, duplicated or overlapping chunk shows up as a count != iterations.
@@ -70,7 +71,7 @@ def host_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
 
 
 def test_abi_version_and_thread_count(host_lib: ctypes.CDLL) -> None:
-    assert host_lib.tilec_abi_version() == 1
+    assert host_lib.tilec_abi_version() == ABI_VERSION
     ctx = host_lib.tilec_create(3)
     assert host_lib.tilec_num_threads(ctx) == 3
     host_lib.tilec_destroy(ctx)

@@ -6,6 +6,7 @@ import json
 import pathlib
 import struct
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -16,7 +17,7 @@ from runtime_stub import (
     InferenceSession,
     NotAnArtifactError,
 )
-from runtime_stub.artifact import HEADER_SIZE, read_artifact
+from runtime_stub.artifact import FORMAT_VERSION, HEADER_SIZE, MAGIC, file_digest, read_artifact
 
 
 def test_truncated_file(fake_artifact: pathlib.Path) -> None:
@@ -32,18 +33,25 @@ def test_truncated_inside_manifest(fake_artifact: pathlib.Path) -> None:
         read_artifact(fake_artifact)
 
 
-def test_flipped_byte_fails_checksum(fake_artifact: pathlib.Path) -> None:
+def with_valid_digest(data: bytearray) -> bytes:
+    """``data`` with its header digest recomputed: an edit made by a tool, not by damage."""
+    data[16:HEADER_SIZE] = file_digest(np.frombuffer(bytes(data), np.uint8))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("where", ["weights", "manifest", "digest"])
+def test_flipped_byte_fails_the_digest(fake_artifact: pathlib.Path, where: str) -> None:
     data = bytearray(fake_artifact.read_bytes())
-    data[-5] ^= 0x40  # inside the weights section
+    data[{"weights": -5, "manifest": HEADER_SIZE + 30, "digest": 20}[where]] ^= 0x40
     fake_artifact.write_bytes(bytes(data))
-    with pytest.raises(CorruptArtifactError, match="checksum mismatch"):
+    with pytest.raises(CorruptArtifactError, match="digest does not match"):
         InferenceSession(fake_artifact)
 
 
 def test_bad_manifest_json(fake_artifact: pathlib.Path) -> None:
     data = bytearray(fake_artifact.read_bytes())
     data[HEADER_SIZE] = ord("!")  # the manifest's opening brace
-    fake_artifact.write_bytes(bytes(data))
+    fake_artifact.write_bytes(with_valid_digest(data))
     with pytest.raises(CorruptArtifactError, match="unreadable manifest"):
         read_artifact(fake_artifact)
 
@@ -74,21 +82,23 @@ def test_newer_format_version(make_artifact) -> None:
     path = make_artifact()
     data = bytearray(path.read_bytes())
     (length,) = struct.unpack("<Q", data[8:16])
-    manifest = json.loads(data[16:16 + length])
-    manifest["format_version"] = 2
+    manifest = json.loads(data[HEADER_SIZE:HEADER_SIZE + length])
+    manifest["format_version"] = FORMAT_VERSION + 1
     encoded = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     assert len(encoded) == length  # same length: only a digit changed
-    data[16:16 + length] = encoded
-    path.write_bytes(bytes(data))
-    with pytest.raises(IncompatibleArtifactError, match="format_version 2"):
+    data[HEADER_SIZE:HEADER_SIZE + length] = encoded
+    path.write_bytes(with_valid_digest(data))
+    with pytest.raises(IncompatibleArtifactError, match=f"format_version {FORMAT_VERSION + 1}"):
         InferenceSession(path)
 
 
-def test_newer_magic_generation(fake_artifact: pathlib.Path) -> None:
+@pytest.mark.parametrize("generation, advice", [(MAGIC[6] + 1, "upgrade the runtime"),
+                                                (MAGIC[6] - 1, "rebuild it with this tilec")])
+def test_other_magic_generation(fake_artifact: pathlib.Path, generation: int, advice: str) -> None:
     data = bytearray(fake_artifact.read_bytes())
-    data[6] = 2
+    data[6] = generation
     fake_artifact.write_bytes(bytes(data))
-    with pytest.raises(IncompatibleArtifactError, match="generation 2"):
+    with pytest.raises(IncompatibleArtifactError, match=f"generation {generation}.*{advice}"):
         read_artifact(fake_artifact)
 
 

@@ -2,7 +2,9 @@
 
 ``tilec_run(ctx, inputs, outputs, weights, workspace)`` (see docs/ARCHITECTURE.md)
 calls every kernel in plan order with pointers computed from the memory plan,
-so a model run is a single foreign call. With ``profile=True`` each call is
+so a model run is a single foreign call. ``tilec_signature()`` returns the
+``signature`` bytes (runtime_stub/signature.py), NUL-terminated, for the runtime
+to hold against the manifest. With ``profile=True`` each call is
 bracketed by ``tilec_profile_begin`` / ``tilec_profile_end`` (support library), which
 add the kernel's wall time to the runtime's per-kernel counters when it asks for them.
 """
@@ -37,9 +39,13 @@ class KernelCall:
     args: tuple[BufferRef, ...]
 
 
-def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False) -> ir.Module:
+def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
+                 signature: bytes = b"") -> ir.Module:
+    """The module of ``calls``; ``signature`` is what the pipeline declares for the runtime's cross-check
+    (an artifact's native code always has one; a module a test loads directly need not)."""
     module = ir.Module(name=name)
     module.triple = target.triple
+    _add_signature(module, signature)
     emitter = ModuleEmitter(module)
     functions = [emitter.add_kernel(call.kernel) for call in calls]
     run = ir.Function(module, ir.FunctionType(I32, [PTR] * 5), "tilec_run")
@@ -64,6 +70,17 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
             b.call(end, [ctx, ir.Constant(I32, k), started])
     b.ret(ir.Constant(I32, 0))
     return module
+
+
+def _add_signature(module: ir.Module, signature: bytes) -> None:
+    text = bytearray(signature + b"\0")
+    text_type = ir.ArrayType(ir.IntType(8), len(text))
+    storage = ir.GlobalVariable(module, text_type, "tilec_signature_text")
+    storage.global_constant = True
+    storage.linkage = "internal"
+    storage.initializer = ir.Constant(text_type, text)
+    function = ir.Function(module, ir.FunctionType(PTR, []), "tilec_signature")
+    ir.IRBuilder(function.append_basic_block("entry")).ret(storage.bitcast(PTR))
 
 
 def target_machine(target: Target) -> llvm.TargetMachine:

@@ -1,0 +1,139 @@
+"""Edits of a compiled artifact's manifest that keep it valid JSON, made by a tool that also
+recomputes the header digest: the runtime must refuse each one with CorruptArtifactError by
+holding the manifest against the signature the native code declares (runtime_stub/signature.py),
+never run the native code on buffers of other sizes (a silently wrong result or a segfault) and
+never crash. Damage without a recomputed digest is refused by the digest
+(test_runtime_artifact_errors.py)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import struct
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from runtime_stub import CorruptArtifactError, InferenceSession
+from runtime_stub.artifact import HEADER_SIZE, file_digest
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A small CNN compiled for batch 2: Conv -> Relu -> Gather (a run-time check) -> two outputs."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"]),
+             helper.make_node("Gather", ["table", "ids"], ["z"])]
+    table = numpy_helper.from_array(rng.standard_normal((10, 5)).astype(np.float32), "table")
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8]),
+                                             helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3, 5])], [w, table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = compiler.compile(model, tmp_path_factory.mktemp("integrity") / "cnn.tilec")
+    return path.read_bytes()
+
+
+def edited(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """The artifact with ``edit`` applied to its manifest and the digest recomputed.
+
+    The edited JSON is padded to the old length with spaces (or may grow into the page padding),
+    so the sections stay where they are, as a careful tool would keep them."""
+    out = bytearray(data)
+    (length,) = struct.unpack("<Q", out[8:16])
+    manifest = json.loads(out[HEADER_SIZE:HEADER_SIZE + length])
+    edit(manifest)
+    encoded = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    first_section = min(s["offset"] for s in manifest["sections"].values())
+    assert HEADER_SIZE + len(encoded) <= first_section, "the edit must fit before the sections"
+    out[HEADER_SIZE:first_section] = encoded + bytes(first_section - HEADER_SIZE - len(encoded))
+    out[8:16] = struct.pack("<Q", len(encoded))
+    out[16:HEADER_SIZE] = file_digest(np.frombuffer(bytes(out), np.uint8))
+    return bytes(out)
+
+
+def _feeds(batch: int = 2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {"x": rng.standard_normal((batch, 3, 8, 8)).astype(np.float32),
+            "ids": rng.integers(0, 10, size=(batch, 3)).astype(np.int64)}
+
+
+def test_the_unedited_artifact_runs(artifact: bytes) -> None:
+    with InferenceSession(edited(artifact, lambda m: None)) as session:
+        y, z = session.run(None, _feeds())
+    assert y.shape == (2, 4, 8, 8) and z.shape == (2, 3, 5)
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = manifest
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is _DELETE:
+            del node[int(last) if isinstance(node, list) else last]
+        else:
+            node[int(last) if isinstance(node, list) else last] = value
+    return edit
+
+
+_DELETE = object()
+
+ATTACKS = {
+    "input batch 2 -> 5": _set("inputs.0.shape.0", 5),
+    "output batch 2 -> 5": _set("outputs.0.shape.0", 5),
+    "an input dropped": _set("inputs.1", _DELETE),
+    "an output dropped": _set("outputs.1", _DELETE),
+    "an input's dtype": _set("inputs.1.dtype", "int32"),
+    "an output's dtype": _set("outputs.0.dtype", "float64"),
+    "inputs renamed into each other": lambda m: (m["inputs"][0].update(name="ids"), m["inputs"][1].update(name="x")),
+    "inputs swapped": lambda m: m["inputs"].reverse(),
+    "an extra input": lambda m: m["inputs"].append({"name": "extra", "dtype": "float32", "shape": [1]}),
+    "a smaller workspace": lambda m: m.update(workspace_size=max(m["workspace_size"] // 2, 0)),
+    "no workspace": _set("workspace_size", 0),
+    "a run-time check moved": lambda m: m["checks"][0].update(offset=m["checks"][0]["offset"] + 1),
+    "run-time checks dropped": _set("checks", _DELETE),
+    "profiling switched on": _set("profile", True),
+    "kernels dropped": _set("kernels", []),
+    "a float where an int stands": lambda m: m.update(workspace_size=float(m["workspace_size"])),
+    "inputs not a list": _set("inputs", {"x": 1}),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_manifest_edits_are_refused(artifact: bytes, attack: str) -> None:
+    with pytest.raises(CorruptArtifactError):
+        InferenceSession(edited(artifact, ATTACKS[attack]))
+
+
+def test_the_refusal_names_what_differs(artifact: bytes) -> None:
+    with pytest.raises(CorruptArtifactError, match=r"manifest does not match its native code \(inputs differ\)"):
+        InferenceSession(edited(artifact, ATTACKS["input batch 2 -> 5"]))
+
+
+def test_a_weights_section_of_another_size_is_refused(artifact: bytes) -> None:
+    """Sections moved or resized by the manifest (the weights the native code indexes into)."""
+    def shrink(manifest: dict[str, Any]) -> None:
+        manifest["sections"]["weights"]["size"] -= 4
+
+    with pytest.raises(CorruptArtifactError, match="weights_size"):
+        InferenceSession(edited(artifact, shrink))
+
+
+def test_harmless_edits_still_run(artifact: bytes) -> None:
+    """What the native code does not depend on may change (a tool adding a note): same results."""
+    with InferenceSession(edited(artifact, lambda m: None)) as session:
+        want = session.run(None, _feeds())
+
+    def note(manifest: dict[str, Any]) -> None:
+        manifest["build"]["note"] = "re-signed by a deployment tool"
+
+    with InferenceSession(edited(artifact, note)) as session:
+        got = session.run(None, _feeds())
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
