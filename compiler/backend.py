@@ -14,6 +14,13 @@ inputs), the graph inputs that value derives from (integer or scalar ones only: 
 operands, never data tensors) are specialized: compiled in as ``constant_inputs`` with
 the values of each ``run``, one artifact per distinct value.
 
+Every ``run`` is described by a ``BackendRun`` (``TilecRep.last_run``; ``record_runs()``
+collects those of a block of code): which graph inputs stayed run-time inputs and which
+outputs the artifact computed from their data, as the manifest's ``computed_from`` says.
+An output none of them reaches was folded into a constant at compile time. The conformance
+runner (tests/conformance) counts a case as computed by the artifact only when every run
+of it computed at least one output (``computed_by_artifact``).
+
 The cache lives in ``$TILEC_BACKEND_CACHE`` (or a per-process temporary folder) and
 is keyed by the sha256 of the serialized model, the bound shapes and the compiler's
 source files (so editing the compiler invalidates it). Artifacts are
@@ -24,13 +31,15 @@ written to a private temporary name and renamed into place, so several processes
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -137,6 +146,59 @@ def _is_shape_operand(array: np.ndarray) -> bool:
     return array.dtype.kind in "iub" or array.size <= 1
 
 
+@dataclass(frozen=True)
+class BackendRun:
+    """What one ``TilecRep.run`` ran: the artifact, the graph inputs it took at run time (the others were
+    compiled in as constants) and, from its manifest, the outputs it computed from their data and those
+    folded into constants at compile time (no run-time input reaches them through the kernels)."""
+
+    artifact: str
+    runtime_inputs: tuple[str, ...]
+    computed_outputs: tuple[str, ...]
+    folded_outputs: tuple[str, ...]
+    kernels: int
+
+    @property
+    def computed(self) -> bool:
+        """True when the artifact computed at least one output from run-time input data."""
+        return bool(self.computed_outputs)
+
+
+def describe_artifact(path: str, manifest: Mapping[str, Any]) -> BackendRun:
+    """A ``BackendRun`` for the artifact at ``path``: an output is computed when its manifest entry's
+    ``computed_from`` (the inputs whose data reaches it through the kernels) is not empty."""
+    computed, folded = [], []
+    for entry in manifest.get("outputs", []):
+        if "computed_from" in entry:
+            reached = bool(entry["computed_from"])
+        else:  # an artifact from before computed_from: computed when anything runs on some input
+            reached = bool(manifest.get("inputs")) and bool(manifest.get("kernels"))
+        (computed if reached else folded).append(entry["name"])
+    return BackendRun(path, tuple(e["name"] for e in manifest.get("inputs", [])), tuple(computed), tuple(folded),
+                      len(manifest.get("kernels", [])))
+
+
+def computed_by_artifact(runs: Sequence[BackendRun]) -> bool:
+    """Whether a conformance case's outputs were computed by the compiled artifact: it ran at least once and
+    every run computed at least one output from run-time input data. False: what it checked was folded
+    at compile time (or it never ran an artifact)."""
+    return bool(runs) and all(run.computed for run in runs)
+
+
+_recorders: list[list[BackendRun]] = []
+
+
+@contextlib.contextmanager
+def record_runs() -> Iterator[list[BackendRun]]:
+    """Collects a ``BackendRun`` for every ``TilecRep.run`` (of any rep) inside the block."""
+    runs: list[BackendRun] = []
+    _recorders.append(runs)
+    try:
+        yield runs
+    finally:
+        _recorders.remove(runs)
+
+
 class TilecRep(BackendRep):
     """A prepared model: compiled artifacts per input-shape (and specialized-value) signature."""
 
@@ -147,14 +209,15 @@ class TilecRep(BackendRep):
         self._outputs = list(model.graph.output)
         self._static = all(_is_static(vi) for vi in self._inputs)
         self._needed: set[str] = set()  # values the compiler asked to know at compile time
-        self._sessions: dict[tuple, InferenceSession] = {}
+        self._sessions: dict[tuple, tuple[InferenceSession, BackendRun]] = {}
+        self.last_run: BackendRun | None = None  # what the latest ``run`` ran
         if self._static:
             try:
                 self._session({})
             except DataDependentError as exc:
                 self._needed.update(exc.values)  # compiled per value, on the first run
 
-    def _session(self, feed: dict[str, np.ndarray]) -> tuple[InferenceSession, set[str]]:
+    def _session(self, feed: dict[str, np.ndarray]) -> tuple[tuple[InferenceSession, BackendRun], set[str]]:
         while True:
             fixed = sorted(n for n in _upstream(self._graph, sorted(self._needed))
                            if n in feed and _is_shape_operand(feed[n]))
@@ -175,7 +238,8 @@ class TilecRep(BackendRep):
                     raise
                 self._needed.update(exc.values)
                 continue
-            self._sessions[signature] = InferenceSession(path, threads=1)
+            session = InferenceSession(path, threads=1)
+            self._sessions[signature] = session, describe_artifact(path, session.manifest)
             return self._sessions[signature], set(fixed)
 
     def run(self, inputs: Any, **kwargs: Any) -> list[np.ndarray]:
@@ -189,8 +253,11 @@ class TilecRep(BackendRep):
                 raise ValueError(f"the model takes {len(self._inputs)} input(s), got {len(inputs)}")
             feed = {vi.name: value for vi, value in zip(self._inputs, inputs)}
         feed = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in feed.items()}
-        session, fixed = self._session(feed)
+        (session, described), fixed = self._session(feed)
         results = session.run(None, {k: v for k, v in feed.items() if k not in fixed})
+        self.last_run = described
+        for runs in _recorders:
+            runs.append(described)
         return [_to_onnx_dtype(r, vi) for r, vi in zip(results, self._outputs)]
 
 

@@ -53,13 +53,22 @@ def _io_spec(values) -> list[dict[str, Any]]:
     return [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in values]
 
 
+def _output_spec(program: Program) -> list[dict[str, Any]]:
+    """The outputs' entries, each with ``computed_from``: the inputs whose run-time data reaches it through the
+    kernels (``Program.output_sources``); ``[]`` marks an output folded into a constant at compile time."""
+    specs = _io_spec(program.outputs)
+    for spec, sources in zip(specs, program.output_sources):
+        spec["computed_from"] = [program.inputs[k].name for k in sources]
+    return specs
+
+
 def _manifest(program: Program, target: Target, options: Mapping[str, Any], profile: bool) -> dict[str, Any]:
     manifest = {
         "compiler_version": __version__,
         "target": {"kind": target.kind, "triple": target.triple, "arch": target.arch, "cpu": target.cpu,
                    "features": list(target.required_flags)},
         "inputs": _io_spec(program.inputs),
-        "outputs": _io_spec(program.outputs),
+        "outputs": _output_spec(program),
         "workspace_size": program.workspace_size,
         "kernels": [{"name": c.kernel.name, "ops": c.kernel.label, "flops": c.kernel.flops} for c in program.calls],
         # No timings here: compiling the same model twice must give the same bytes.

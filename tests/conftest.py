@@ -16,6 +16,10 @@ if str(_TESTS) not in sys.path:
 
 import helpers_onnx  # noqa: E402 - needs the path above
 
+# The ONNX conformance suite's summary (cases computed by the artifact vs folded at compile time). A plugin
+# loaded here, not tests/conformance/conftest.py: the pytest-xdist controller would never import that one.
+pytest_plugins = ["conformance.counts"]
+
 
 @pytest.fixture(scope="session")
 def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:

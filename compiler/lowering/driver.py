@@ -4,7 +4,9 @@ Contract: ``lower_graph(graph, target)`` returns a ``Program``: kernels in run
 order, each with the storage of every parameter (graph input/output slot,
 weights offset, or arena buffer with a lifetime), the packed weights and the
 workspace plan. Every unsupported node is reported at once, each with its
-name, op type and opset.
+name, op type and opset. ``Program.output_sources`` says, per graph output, which
+graph inputs' run-time data reaches it through the kernels (none: the output is a
+constant of the artifact, folded at compile time).
 
 Inside a group, temporaries written by pointwise computations are inlined into
 their readers (compute-inline); a reduction read only at its own output index
@@ -57,6 +59,9 @@ class Program:
     inputs: list[Value]
     outputs: list[Value]
     checks: list[RunCheck] = field(default_factory=list)
+    # Per graph output, the indices of the graph inputs whose run-time data its values are computed
+    # from (``_output_sources``); empty: the output is the same whatever the inputs (a compile-time constant).
+    output_sources: list[tuple[int, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -368,4 +373,35 @@ def _finish(graph: Graph, state: _State) -> Program:
                 refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
         calls.append(KernelCall(kernel, tuple(refs)))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
-    return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks)
+    return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
+                   _output_sources(graph, state))
+
+
+def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
+    """Per graph output, the graph inputs whose run-time data reaches it through the kernels.
+
+    A data-flow walk over the kernels in run order, at kernel granularity: everything a kernel stores
+    depends on everything it loads (its global buffers, by storage, so views and their roots are one
+    value), added to what the stored buffer already depended on (several kernels may write parts of
+    it). Weights depend on nothing. Zero-element tensors carry no data: an empty input is no source
+    and an empty output has none."""
+    def where(buffer: Buffer) -> tuple[str, int, str]:
+        s = state.storage[buffer.name]
+        return s.kind, s.index, s.key
+
+    sources: dict[tuple[str, int, str], frozenset[int]] = {
+        ("input", k, ""): frozenset((k,)) for k, v in enumerate(graph.inputs) if v.type.numel > 0}
+    for kernel, _ in state.calls:
+        read: set[int] = set()
+        written: list[tuple[str, int, str]] = []
+        for buffer, is_store in loads_and_stores(kernel.body):
+            if buffer.scope != "global":
+                continue  # kernel-local: part of the kernel's own computation
+            if is_store:
+                written.append(where(buffer))
+            else:
+                read |= sources.get(where(buffer), frozenset())
+        for place in written:
+            sources[place] = sources.get(place, frozenset()) | read
+    return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel > 0 else ()
+            for k, v in enumerate(graph.outputs)]

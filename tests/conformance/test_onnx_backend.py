@@ -6,6 +6,10 @@ with ONNX's reference data. Cases known to fail are listed in
 ``xfail(strict=True)``: a listed case that starts passing fails the run, so the
 list stays honest; ``update_expected_failures.py`` rewrites it.
 
+The run ends with a summary (``counts.py``, loaded by tests/conftest.py): how many passing
+cases the compiled artifact computed from run-time input data and how many were folded at
+compile time (every output a constant of the artifact), with the folded ones' names.
+
 Environment: ``TILEC_CONFORMANCE_NO_XFAIL=1`` ignores the list (the update script
 uses it to see every outcome); ``TILEC_BACKEND_CACHE`` keeps compiled artifacts.
 """

@@ -106,6 +106,25 @@ def test_graph_input_as_output_and_repeated_output():
     np.testing.assert_array_equal(got[2], -x)
 
 
+def test_output_sources_follow_data_through_kernels_views_and_the_arena():
+    x, u = rand((2, 3, 4)), rand((2, 12), seed=1)
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Exp", ["t"], ["e"]),
+             helper.make_node("Mul", ["t", "e"], ["m"]), helper.make_node("Flatten", ["m"], ["y"]),
+             helper.make_node("Add", ["y", "u"], ["s"]), helper.make_node("Neg", ["c"], ["k"]),
+             helper.make_node("Identity", ["u"], ["i"])]
+    graph = _graph(graph_model(nodes, {"x": x, "u": u}, ["y", "s", "k", "i"], {"c": rand((3,), seed=2)}))
+    program = lower_graph(graph, AVX2)
+    # y: x through an arena temporary (t is read twice) and a view; k: constants only (folded).
+    assert program.output_sources == [(0,), (0, 1), (), (1,)]
+
+
+def test_empty_tensors_carry_no_data():
+    x = np.zeros((2, 0), np.float32)
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=1), helper.make_node("Relu", ["x"], ["r"])]
+    program = lower_graph(_graph(graph_model(nodes, {"x": x}, ["s", "r"], opset=11)), AVX2)
+    assert program.output_sources == [(), ()]
+
+
 def test_unsupported_ops_are_reported_together():
     # Op types no registry will ever have, patched in after import so the frontend accepts the model.
     x = rand((3, 4))
