@@ -13,7 +13,8 @@ Contract of :func:`load_model`: given a path, serialized bytes or a
 * uses default-domain opset :data:`CANONICAL_OPSET` when the model was older
   and ``onnx.version_converter`` could convert it (otherwise the original
   opset is kept: lowerings consult ``Node.opset``),
-* carries shape-inference results in ``graph.value_info``.
+* carries shape-inference results in ``graph.value_info`` (onnx's, corrected
+  where they depart from the spec: :mod:`.shape_fixes`).
 
 Every failure to read the model is a ``ModelLoadError`` whose one-line
 message names the source; binding errors are ``ShapeError``.
@@ -373,7 +374,9 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
     given) initializers; ``constants`` replaces ``graph.initializer`` with
     numpy values. Declared shapes of outputs and ``value_info`` are not fed
     in, because binding input shapes can make them stale; where inference
-    leaves a value without a type, the declared one is used instead.
+    leaves a value without a type, the declared one is used instead. Types
+    onnx gets wrong (:mod:`.shape_fixes`) are corrected, and the values
+    downstream of them inferred from the corrected ones.
     """
     proxy = onnx.GraphProto(name=graph.name or "g")
     proxy.node.extend(graph.node)
