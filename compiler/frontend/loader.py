@@ -13,7 +13,8 @@ Contract of :func:`load_model`: given a path, serialized bytes or a
 * uses default-domain opset :data:`CANONICAL_OPSET` when the model was older
   and ``onnx.version_converter`` could convert it (otherwise the original
   opset is kept: lowerings consult ``Node.opset``),
-* carries shape-inference results in ``graph.value_info``.
+* carries shape-inference results in ``graph.value_info`` (onnx's, corrected
+  where they depart from the spec: :mod:`.shape_fixes`).
 
 Every failure to read the model is a ``ModelLoadError`` whose one-line
 message names the source; binding errors are ``ShapeError``.
@@ -36,6 +37,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from compiler.errors import ModelLoadError, ShapeError
+from compiler.frontend.shape_fixes import corrected_types
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 InputShapes = Mapping[str, Sequence[int]]
@@ -372,7 +374,9 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
     given) initializers; ``constants`` replaces ``graph.initializer`` with
     numpy values. Declared shapes of outputs and ``value_info`` are not fed
     in, because binding input shapes can make them stale; where inference
-    leaves a value without a type, the declared one is used instead.
+    leaves a value without a type, the declared one is used instead. Types
+    onnx gets wrong (:mod:`.shape_fixes`) are corrected, and the values
+    downstream of them inferred from the corrected ones.
     """
     proxy = onnx.GraphProto(name=graph.name or "g")
     proxy.node.extend(graph.node)
@@ -387,13 +391,32 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
         _add_constants(proxy, constants)
     model = helper.make_model(proxy, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
                               ir_version=_PROXY_IR_VERSION)
+    declared = {vi.name: vi.type for vi in [*graph.value_info, *graph.output] if _has_type(vi.type)}
+    types = _inferred_types(model, declared)
+    # Where onnx's inference is wrong (shape_fixes), pin the value to the right type: it becomes an input
+    # of the proxy (its producer writes a private name instead) and inference runs again, so every value
+    # downstream follows. A pin can depend on another (a pool after a pool): repeat until none changes
+    # (at most once per node, as each round settles every pin whose input was settled before).
+    pinned: set[str] = set()
+    for _ in range(len(graph.node)):
+        fixes = {name: t for node in graph.node for name, t in corrected_types(node, types).items()}
+        if not fixes:
+            break
+        _pin(model.graph, fixes, pinned)
+        pinned |= fixes.keys()
+        types = _inferred_types(model, declared)
+    for name in pinned:
+        types.pop(_private_name(name), None)
+    return types
+
+
+def _inferred_types(model: onnx.ModelProto, declared: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
     inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
-    if not _all_outputs_static(inferred.graph, proxy.node):
+    if not _all_outputs_static(inferred.graph, model.graph.node):
         # Data propagation (the values of shape tensors) can settle shapes plain inference leaves open. It
         # runs only then: onnx expands every 1-D tensor it meets element by element (~140 bytes each), so a
         # large 1-D activation would cost memory in proportion to its size.
         inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-    declared = {vi.name: vi.type for vi in [*graph.value_info, *graph.output] if _has_type(vi.type)}
     types = dict(declared)
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if not _has_type(vi.type):
@@ -403,6 +426,23 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
             continue
         types[vi.name] = vi.type
     return types
+
+
+def _private_name(name: str) -> str:
+    """The name a pinned value's producer writes instead (no name in a checked model has a NUL)."""
+    return name + "\x00onnx_inferred"
+
+
+def _pin(proxy: onnx.GraphProto, fixes: Mapping[str, onnx.TypeProto], pinned: set[str]) -> None:
+    """Make each value of ``fixes`` a proxy input of its type (its producer renamed; a re-pin updates the input)."""
+    for node in proxy.node:
+        for k, name in enumerate(node.output):
+            if name in fixes:
+                node.output[k] = _private_name(name)
+    for vi in proxy.input:
+        if vi.name in fixes:
+            vi.type.CopyFrom(fixes[vi.name])
+    proxy.input.extend(helper.make_value_info(name, t) for name, t in fixes.items() if name not in pinned)
 
 
 def _all_outputs_static(inferred: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> bool:

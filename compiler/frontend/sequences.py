@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
 from compiler.errors import DataDependentError, ShapeError
-from compiler.frontend.loader import node_reads, opsets_of
+from compiler.frontend.loader import infer_types, node_reads, opsets_of
 from compiler.frontend.rewrite import Builder, NameSource, all_names
 
 SEQUENCE_OPS = frozenset({"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceAt",
@@ -134,13 +134,12 @@ class _Rewriter:
 
     def _shape(self, name: str) -> list[int]:
         if self._shapes is None:
-            inferred = shape_inference.infer_shapes(self.model)
+            types = infer_types(self.model.graph, opsets_of(self.model), constants=None)
             self._shapes = {}
-            for vi in [*inferred.graph.input, *inferred.graph.value_info]:
-                t = vi.type.tensor_type
-                if vi.type.HasField("tensor_type") and t.HasField("shape") and \
-                        all(d.HasField("dim_value") for d in t.shape.dim):
-                    self._shapes[vi.name] = [d.dim_value for d in t.shape.dim]
+            for value, t in types.items():
+                if t.HasField("tensor_type") and t.tensor_type.HasField("shape") and \
+                        all(d.HasField("dim_value") for d in t.tensor_type.shape.dim):
+                    self._shapes[value] = [d.dim_value for d in t.tensor_type.shape.dim]
             self._shapes.update({n: list(a.shape) for n, a in self.known.items()})
         if name not in self._shapes:
             raise ShapeError(f"the shape of '{name}' must be static to split it into a sequence")

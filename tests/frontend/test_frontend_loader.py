@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
 import pytest
@@ -175,3 +177,63 @@ def test_constant_inputs_fix_a_shape_operand():
 def test_constant_inputs_are_checked(values, message):
     with pytest.raises(ShapeError, match=message):
         load_graph(_reduce_with_axes_input(), constant_inputs=values)
+
+
+def _pool_model(op: str, n: int, attrs: dict, opset: int = 19) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_ceil_mode_pool_sizes_match_onnxruntime(op):
+    """onnx's inference keeps a ceil_mode window that would start in the end padding (or past the input);
+    the frontend's sizes are onnxruntime's, which drops it, for explicit pads, VALID and SAME alike."""
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    cases, corrected = 0, 0
+    for n, k, s, d, pb, pe, auto_pad in itertools.product([7, 8], [1, 2, 3], [1, 2, 3], [1, 2], [0, 1, 2],
+                                                          [0, 1, 2], ["NOTSET", "VALID", "SAME_UPPER"]):
+        if pb >= k or pe >= k or (auto_pad != "NOTSET" and (pb or pe)):
+            continue  # onnxruntime refuses pads as large as the kernel
+        if auto_pad == "SAME_UPPER" and (d > 1 or k < s):
+            continue  # onnxruntime's own SAME sizes with dilations (any ceil_mode), or negative pads, are off
+        attrs = {"kernel_shape": [k], "strides": [s], "dilations": [d], "ceil_mode": 1,
+                 **({"pads": [pb, pe]} if auto_pad == "NOTSET" else {"auto_pad": auto_pad})}
+        model = _pool_model(op, n, attrs)
+        x = np.zeros((1, 1, n), np.float32)
+        want = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+                                    ).run(None, {"x": x})[0].shape
+        types = loader.infer_types(model.graph, {"": 19}, None)
+        got = tuple(dim.dim_value for dim in types["y"].tensor_type.shape.dim)
+        onnx_says = tuple(dim.dim_value for dim in onnx.shape_inference.infer_shapes(model).graph.output[0]
+                          .type.tensor_type.shape.dim)
+        assert got == want, f"{op} n={n} {attrs}: {got} != onnxruntime's {want}"
+        cases += 1
+        corrected += onnx_says != want
+    assert cases > 100 and corrected > 20  # the grid does meet onnx's mistake
+
+
+def test_corrected_pool_sizes_reach_every_value_downstream():
+    attrs = {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+    nodes = [helper.make_node("MaxPool", ["x"], ["p1", "indices"], name="max", **attrs),
+             helper.make_node("AveragePool", ["p1"], ["p2"], name="avg", **attrs),
+             helper.make_node("Shape", ["p2"], ["s"], name="shape"),
+             helper.make_node("Relu", ["p2"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "s"], ["y"], name="reshape")]
+    dims = ["a", "b", "c", "d"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 17, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims),
+                               helper.make_tensor_value_info("p1", TensorProto.FLOAT, dims),
+                               helper.make_tensor_value_info("indices", TensorProto.INT64, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    types = loader.infer_types(model.graph, {"": 19}, None)
+    assert not any("\x00" in name for name in types)  # the pins' private names stay private
+    graph_ir = load_graph(model)
+    assert [(v.name, v.shape) for v in graph_ir.outputs] == [
+        ("y", (1, 2, 5, 5)), ("p1", (1, 2, 9, 9)), ("indices", (1, 2, 9, 9))]
+    assert [v.shape for n in graph_ir.nodes for v in n.outputs if n.op_type == "AveragePool"] == [(1, 2, 5, 5)]

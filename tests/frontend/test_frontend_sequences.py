@@ -71,3 +71,14 @@ def test_a_sequence_output_is_refused_clearly():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UnsupportedOpError, match="SequenceConstruct"):
         load_graph(model, is_supported=lambda op, domain: not op.startswith("Sequence"))
+
+
+def test_split_to_sequence_of_a_ceil_mode_pool(check):
+    # The pool's 5 rows come from the frontend's corrected inference (onnx's says 6): the split must see 5.
+    x = {"x": rand((1, 2, 9, 8), seed=4)}
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              ceil_mode=1),
+             helper.make_node("SplitToSequence", ["p"], ["s"], axis=2),
+             helper.make_node("SequenceLength", ["s"], ["n"]),
+             helper.make_node("ConcatFromSequence", ["s"], ["out"], axis=-1)]
+    check(graph_model(nodes, x, ["out", "n"]), x)

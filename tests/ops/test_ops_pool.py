@@ -11,13 +11,6 @@ from onnx import helper
 
 from helpers_onnx import graph_model, node_model, ort_reference, rand
 
-# onnx's shape inference (which the frontend uses) keeps a ceil_mode window that would start in
-# the end padding; the ONNX spec, onnxruntime and the reference evaluator drop it. The output
-# shape comes from the frontend, so the lowering cannot fix it.
-_CEIL_INTO_PADDING = pytest.mark.xfail(
-    reason="frontend/onnx shape inference keeps a ceil_mode window starting in the end padding "
-           "(output 6 rows instead of 5)", strict=True)
-
 POOL_CASES = {
     "k2_s2": ((1, 3, 8, 8), {"kernel_shape": [2, 2], "strides": [2, 2]}),
     "k3_s1_pad1": ((2, 4, 7, 9), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
@@ -27,6 +20,11 @@ POOL_CASES = {
     "ceil_mode_pad": ((1, 2, 9, 8), {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
     "ceil_mode_pad_kept": ((1, 2, 10, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
                                            "ceil_mode": 1}),
+    # ceil_mode windows that would start in the end padding (or past it) are dropped in both dims:
+    "ceil_mode_dilated_asym": ((1, 2, 9, 9), {"kernel_shape": [2, 3], "strides": [3, 2], "dilations": [2, 1],
+                                              "pads": [0, 1, 1, 2], "ceil_mode": 1}),
+    "ceil_mode_asym_pads": ((1, 3, 10, 8), {"kernel_shape": [3, 2], "strides": [3, 3], "pads": [2, 1, 1, 0],
+                                            "ceil_mode": 1}),
     "same_upper": ((1, 3, 9, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
     "same_lower": ((1, 3, 9, 10), {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
     "valid": ((1, 3, 9, 10), {"kernel_shape": [3, 3], "strides": [2, 3], "auto_pad": "VALID"}),
@@ -36,11 +34,18 @@ POOL_CASES = {
 }
 
 
-def _cases():
-    return [pytest.param(n, marks=_CEIL_INTO_PADDING) if n == "ceil_mode_pad" else n for n in sorted(POOL_CASES)]
+CEIL_CASES = sorted(n for n, (_, attrs) in POOL_CASES.items() if attrs.get("ceil_mode"))
 
 
-@pytest.mark.parametrize("name", _cases())
+def _check_pool(check, model, feeds, attrs, expected=None):
+    """Against the reference (or ``expected``); ceil_mode cases against onnxruntime as well: their output
+    size is where onnx's shape inference departs from the spec, and the frontend corrects it."""
+    check(model, feeds, expected=expected)
+    if attrs.get("ceil_mode"):
+        check(model, feeds, expected=ort_reference(model, feeds))
+
+
+@pytest.mark.parametrize("name", sorted(POOL_CASES))
 def test_maxpool(check, name):
     shape, attrs = POOL_CASES[name]
     x = rand(shape, seed=1)
@@ -50,7 +55,7 @@ def test_maxpool(check, name):
         # onnx's reference MaxPool computes SAME_LOWER's output size wrong (4 rows, not ceil(9/2) = 5).
         expected = ort_reference(model, {"x": x})
         model = node_model("MaxPool", ["x"], {"x": x}, attrs=attrs, expected=expected)
-    check(model, {"x": x}, expected=expected)
+    _check_pool(check, model, {"x": x}, attrs, expected)
 
 
 @pytest.mark.parametrize("dilations,pads", [([2, 2], [0, 0, 0, 0]), ([2, 1], [2, 1, 2, 1]), ([3, 2], [1, 1, 1, 1])])
@@ -68,7 +73,7 @@ def test_maxpool_all_negative_window_with_padding(check):
 
 
 @pytest.mark.parametrize("count_include_pad", [0, 1])
-@pytest.mark.parametrize("name", _cases())
+@pytest.mark.parametrize("name", sorted(POOL_CASES))
 def test_averagepool(check, name, count_include_pad):
     shape, attrs = POOL_CASES[name]
     if not any(attrs.get("pads", [0])) and attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID") \
@@ -76,7 +81,7 @@ def test_averagepool(check, name, count_include_pad):
         pytest.skip("no padding: count_include_pad changes nothing (covered by the 0 case)")
     x = rand(shape, seed=4)
     attrs = {**attrs, "count_include_pad": count_include_pad}
-    check(node_model("AveragePool", ["x"], {"x": x}, attrs=attrs, opset=19), {"x": x})
+    _check_pool(check, node_model("AveragePool", ["x"], {"x": x}, attrs=attrs, opset=19), {"x": x}, attrs)
 
 
 @pytest.mark.parametrize("count_include_pad", [0, 1])
@@ -118,6 +123,34 @@ def test_lppool(check, p):
     check(node_model("LpPool", ["x"], {"x": x}, attrs=attrs, opset=18), {"x": x})
 
 
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("name", CEIL_CASES)
+def test_lppool_ceil_mode(check, name, p):
+    # onnx's reference LpPool is wrong where a ceil_mode window overhangs the end (it disagrees with
+    # onnxruntime and a numpy loop): compared with onnxruntime.
+    shape, attrs = POOL_CASES[name]
+    x = rand(shape, seed=9)
+    attrs = {**attrs, "p": p}
+    expected = ort_reference(node_model("LpPool", ["x"], {"x": x}, attrs=attrs, opset=18), {"x": x})
+    check(node_model("LpPool", ["x"], {"x": x}, attrs=attrs, opset=18, expected=expected), {"x": x}, expected=expected)
+
+
+def test_ceil_mode_pools_feed_shape_consumers(check):
+    """A ceil_mode pool's corrected size reaches everything downstream: a second pool, Shape (folded to a
+    constant) and the Reshape it feeds, and graph outputs (MaxPool's Indices too)."""
+    attrs = {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+    x = rand((1, 2, 17, 16), seed=12)
+    nodes = [helper.make_node("MaxPool", ["x"], ["p1", "indices"], **attrs),
+             helper.make_node("AveragePool", ["p1"], ["p2"], **attrs),
+             helper.make_node("Shape", ["p2"], ["s"]),
+             helper.make_node("Relu", ["p2"], ["r"]),
+             helper.make_node("Reshape", ["r", "s"], ["y"])]
+    model = graph_model(nodes, {"x": x}, ["y", "p1", "indices"], opset=19)
+    assert [tuple(d.dim_value for d in o.type.tensor_type.shape.dim) for o in model.graph.output] == \
+        [(1, 2, 5, 5), (1, 2, 9, 9), (1, 2, 9, 9)]
+    check(model, {"x": x})
+
+
 def _lrn_numpy(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> np.ndarray:
     """LRN as the ONNX spec writes it (channels c - floor((size-1)/2) .. c + ceil((size-1)/2)).
 
@@ -148,7 +181,8 @@ def test_lrn_default_attrs(check):
     check(node_model("LRN", ["x"], {"x": x}, attrs={"size": 3}, expected=expected), {"x": x}, expected=expected)
 
 
-@pytest.mark.parametrize("name", ["k2_s2", "k3_s1_pad1", "asym_pads", "same_upper", "1d", "3d"])
+@pytest.mark.parametrize("name", ["k2_s2", "k3_s1_pad1", "asym_pads", "same_upper", "1d", "3d",
+                                  "ceil_mode_pad", "ceil_mode_dilated_asym"])
 @pytest.mark.parametrize("storage_order", [0, 1])
 def test_maxpool_indices(check, name, storage_order):
     shape, attrs = POOL_CASES[name]
