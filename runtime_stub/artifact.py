@@ -186,23 +186,33 @@ def _check_version(manifest: dict[str, Any], label: str) -> None:
 
 
 def _section_layout(manifest: dict[str, Any], label: str, start: int, file_size: int) -> dict[str, tuple[int, int]]:
+    """The sections' (offset, size), which must be the writer's one canonical layout: sorted by name,
+    the first at the page after the manifest, each next at the page after the previous one, the
+    last ending the file. So no edit can point a section at other bytes of the file."""
     sections = manifest.get("sections")
     if not isinstance(sections, dict):
         raise CorruptArtifactError(f"{label} has no 'sections' table in its manifest")
     layout: dict[str, tuple[int, int]] = {}
-    for name, entry in sections.items():
+    expected = start
+    for name in sorted(sections):
+        entry = sections[name]
         try:
-            offset, size = int(entry["offset"]), int(entry["size"])
-        except (TypeError, KeyError, ValueError):
+            offset, size = entry["offset"], entry["size"]
+        except (TypeError, KeyError):
             raise CorruptArtifactError(f"{label}: section {name!r} has no valid offset/size") from None
-        if offset < start or offset % ALIGNMENT or size < 0:
-            raise CorruptArtifactError(f"{label}: section {name!r} has an invalid offset {offset} or size {size}")
+        if type(offset) is not int or type(size) is not int or size < 0 or offset != expected:
+            raise CorruptArtifactError(
+                f"{label}: section {name!r} has offset {offset!r} and size {size!r}; the layout puts it at {expected}")
         if offset + size > file_size:
             raise CorruptArtifactError(
                 f"{label} is truncated: section {name!r} ends at byte {offset + size} "
                 f"but the file has only {file_size} bytes"
             )
         layout[name] = (offset, size)
+        expected = align_up(offset + size)
+    end = max((off + size for off, size in layout.values()), default=start)
+    if end != file_size:
+        raise CorruptArtifactError(f"{label} has {file_size - end} bytes after its last section")
     return layout
 
 

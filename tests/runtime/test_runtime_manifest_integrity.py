@@ -47,9 +47,9 @@ def edited(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
     out = bytearray(data)
     (length,) = struct.unpack("<Q", out[8:16])
     manifest = json.loads(out[HEADER_SIZE:HEADER_SIZE + length])
+    first_section = min(s["offset"] for s in manifest["sections"].values())
     edit(manifest)
     encoded = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    first_section = min(s["offset"] for s in manifest["sections"].values())
     assert HEADER_SIZE + len(encoded) <= first_section, "the edit must fit before the sections"
     out[HEADER_SIZE:first_section] = encoded + bytes(first_section - HEADER_SIZE - len(encoded))
     out[8:16] = struct.pack("<Q", len(encoded))
@@ -116,13 +116,26 @@ def test_the_refusal_names_what_differs(artifact: bytes) -> None:
         InferenceSession(edited(artifact, ATTACKS["input batch 2 -> 5"]))
 
 
-def test_a_weights_section_of_another_size_is_refused(artifact: bytes) -> None:
-    """Sections moved or resized by the manifest (the weights the native code indexes into)."""
-    def shrink(manifest: dict[str, Any]) -> None:
-        manifest["sections"]["weights"]["size"] -= 4
+def _section_edit(name: str, **change: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda manifest: manifest["sections"][name].update(change)
 
-    with pytest.raises(CorruptArtifactError, match="weights_size"):
-        InferenceSession(edited(artifact, shrink))
+
+SECTION_ATTACKS = {
+    "weights shrunk": lambda m: _section_edit("weights", size=m["sections"]["weights"]["size"] - 4)(m),
+    "weights pointed at the native code": lambda m: _section_edit("weights", offset=m["sections"]["native"]["offset"])(m),
+    "native code moved a page on": lambda m: _section_edit("native", offset=m["sections"]["native"]["offset"] + 4096)(m),
+    "native code cut short": lambda m: _section_edit("native", size=m["sections"]["native"]["size"] // 2)(m),
+    "an offset as a string": lambda m: _section_edit("native", offset=str(m["sections"]["native"]["offset"]))(m),
+    "a section dropped": lambda m: m["sections"].pop("weights"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(SECTION_ATTACKS))
+def test_sections_moved_or_resized_are_refused(artifact: bytes, attack: str) -> None:
+    """The section table must be the writer's canonical layout, so no edit can point the native code
+    or the weights at other bytes of the file (which would run, and compute garbage)."""
+    with pytest.raises(CorruptArtifactError, match="section|after its last section|weights_size"):
+        InferenceSession(edited(artifact, SECTION_ATTACKS[attack]))
 
 
 def test_harmless_edits_still_run(artifact: bytes) -> None:
