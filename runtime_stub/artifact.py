@@ -113,6 +113,7 @@ def read_artifact(source: Source, verify_digest: bool = True) -> Artifact:
         _verify_digest(buffer, label)
     manifest = _parse_manifest(buffer[HEADER_SIZE:HEADER_SIZE + manifest_length], label)
     _check_version(manifest, label)
+    _check_fields(manifest, label)
     start = data_start(manifest_length)
     layout = _section_layout(manifest, label, start, len(buffer))
     sections = {name: _readonly(buffer[off:off + size]) for name, (off, size) in layout.items()}
@@ -183,6 +184,43 @@ def _check_version(manifest: dict[str, Any], label: str) -> None:
             f"{label} has format_version {version!r}, but this runtime reads only version "
             f"{FORMAT_VERSION}; rebuild it with a matching tilec or upgrade the runtime"
         )
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_tensor(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("dtype"), str)
+            and isinstance(entry.get("shape"), list) and all(_is_count(d) for d in entry["shape"]))
+
+
+def _check_fields(manifest: dict[str, Any], label: str) -> None:
+    """The fields every executor reads have the types format 2 gives them (the executors' own checks,
+    and the native signature, come after)."""
+    problems = []
+    for role in ("inputs", "outputs"):
+        entries = manifest.get(role)
+        if not isinstance(entries, list) or not all(_is_tensor(e) for e in entries):
+            problems.append(f"'{role}' is not a list of {{name, dtype, shape}} tensors")
+        elif len({e["name"] for e in entries}) != len(entries):
+            problems.append(f"'{role}' repeats a name")
+    if not _is_count(manifest.get("workspace_size")):
+        problems.append("'workspace_size' is not a non-negative integer")
+    if not isinstance(manifest.get("kernels"), list) or not all(isinstance(k, dict) for k in manifest["kernels"]):
+        problems.append("'kernels' is not a list of objects")
+    target = manifest.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("kind"), str):
+        problems.append("'target' is not an object with a 'kind'")
+    elif not all(isinstance(target.get(k, ""), str) for k in ("arch", "triple", "cpu")) or not (
+            isinstance(target.get("features", []), list) and all(isinstance(f, str) for f in target.get("features", []))):
+        problems.append("'target' has an arch, triple, cpu or features list that is not text")
+    if not isinstance(manifest.get("checks", []), list):
+        problems.append("'checks' is not a list")
+    if not isinstance(manifest.get("profile", False), bool):
+        problems.append("'profile' is not true or false")
+    if problems:
+        raise CorruptArtifactError(f"{label} has a malformed manifest: {'; '.join(problems)}")
 
 
 def _section_layout(manifest: dict[str, Any], label: str, start: int, file_size: int) -> dict[str, tuple[int, int]]:

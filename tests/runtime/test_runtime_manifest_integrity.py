@@ -102,6 +102,13 @@ ATTACKS = {
     "kernels dropped": _set("kernels", []),
     "a float where an int stands": lambda m: m.update(workspace_size=float(m["workspace_size"])),
     "inputs not a list": _set("inputs", {"x": 1}),
+    # Found by tests/runtime/test_fuzz_artifacts.py (TypeErrors from inside the runtime before):
+    "inputs null": _set("inputs", None),
+    "outputs null": _set("outputs", None),
+    "a CPU feature that is not text": lambda m: m["target"]["features"].append(None),
+    "a shape with a negative dim": _set("inputs.0.shape.1", -3),
+    "a shape dim as text": _set("inputs.0.shape.1", "3"),
+    "two inputs of one name": _set("inputs.1.name", "x"),
 }
 
 
