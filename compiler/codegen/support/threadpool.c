@@ -16,11 +16,19 @@
  * thread is the last member. There is no global state, so several contexts (several
  * sessions, several artifacts in one process) never interfere.
  *
- * Protocol: the caller publishes a job (fn, closure, n, chunk) and bumps `generation`.
- * Workers spin on `generation` for a bounded number of iterations (fork latency of a
- * few hundred nanoseconds between back-to-back kernels), then sleep on `wake`. Each
- * worker runs its one contiguous chunk and decrements `pending`; the last one signals
- * `done`. The caller runs chunk 0 itself, then spins briefly and sleeps on `done`.
+ * Protocol: the caller publishes a job (fn, closure, n, chunk) split into `parts`
+ * contiguous chunks (up to TILEC_CHUNKS_PER_THREAD per thread) and bumps `generation`.
+ * Chunks are claimed dynamically, by the caller as much as by the workers, through one
+ * atomic word holding (job number, next chunk, parts): whoever is running claims the
+ * next chunk, so a worker that is asleep, slow to wake or descheduled (a busy neighbour
+ * on the cores) delays nothing: the caller takes the chunks it has not started, and a
+ * parallel region is never much slower than the caller running it alone. The job number
+ * in the word makes a late worker's claim for a finished job fail instead of running
+ * the next job's chunks with stale arguments. Each finished chunk decrements
+ * `remaining`; the one that reaches 0 signals `done`, which the caller waits for only
+ * while chunks that others claimed are still running. Workers spin on `generation` for
+ * a bounded number of iterations (fork latency of a few hundred nanoseconds between
+ * back-to-back kernels), then sleep on `wake`.
  *
  * Only libc + pthreads + C11 atomics, so it builds with `zig cc` for every Linux target.
  */
@@ -37,6 +45,9 @@
 #define TILEC_MAX_THREADS 1024
 /* Spin iterations before sleeping; with a pause instruction this is roughly 50-500 us. */
 #define TILEC_SPIN_ITERATIONS 4096
+/* Chunks per thread: enough to rebalance when a thread starts late, few enough that the
+   per-chunk call stays negligible. At most 0xFFFF chunks fit the claim word. */
+#define TILEC_CHUNKS_PER_THREAD 4
 
 typedef void (*tilec_body_fn)(void *closure, int64_t begin, int64_t end);
 
@@ -44,7 +55,6 @@ typedef struct tilec_context tilec_context;
 
 typedef struct {
     tilec_context *ctx;
-    int32_t index; /* chunk index this worker runs: 1 .. num_threads-1 */
     pthread_t thread;
 } tilec_worker;
 
@@ -55,7 +65,7 @@ struct tilec_context {
 
     pthread_mutex_t mutex;
     pthread_cond_t wake; /* workers sleep here waiting for a new generation */
-    pthread_cond_t done; /* the caller sleeps here waiting for pending == 0 */
+    pthread_cond_t done; /* the caller sleeps here waiting for remaining == 0 */
     int32_t sleepers;    /* workers blocked on `wake`, guarded by mutex */
 
     /* The current job: written by the caller before the release-store of generation. */
@@ -64,9 +74,12 @@ struct tilec_context {
     int64_t n;
     int64_t chunk;
 
+    uint32_t jobs;           /* jobs published so far; the caller's alone */
     _Atomic uint64_t generation;
-    _Atomic int32_t pending; /* workers that have not finished the current generation */
-    _Atomic int32_t busy;    /* 1 while a parallel_for is in flight: nested calls run serially */
+    /* (job << 32) | (next chunk << 16) | parts: claimed by compare-and-swap. */
+    _Atomic uint64_t claim;
+    _Atomic int64_t remaining; /* chunks of the current job not finished yet */
+    _Atomic int32_t busy;      /* 1 while a parallel_for is in flight: nested calls run serially */
     _Atomic int32_t stop;
 
     /* Profiling: ns[k] accumulates kernel k's wall time; set by the runtime, NULL when off. */
@@ -82,11 +95,28 @@ static inline void tilec_cpu_relax(void) {
 #endif
 }
 
-static void tilec_run_chunk(tilec_context *ctx, int64_t index) {
-    int64_t begin = index * ctx->chunk;
-    int64_t end = begin + ctx->chunk;
-    if (end > ctx->n) end = ctx->n;
-    if (begin < end) ctx->fn(ctx->closure, begin, end);
+/* Claim and run chunks of job `job` until none is left. */
+static void tilec_work(tilec_context *ctx, uint32_t job) {
+    uint64_t word = atomic_load_explicit(&ctx->claim, memory_order_acquire);
+    for (;;) {
+        uint64_t next = (word >> 16) & 0xFFFF, parts = word & 0xFFFF;
+        if ((uint32_t)(word >> 32) != job || next >= parts) return;
+        if (!atomic_compare_exchange_weak_explicit(&ctx->claim, &word, word + (1u << 16),
+                                                   memory_order_acq_rel, memory_order_acquire))
+            continue; /* word now holds the current value: retry with it */
+        /* The job cannot finish while this chunk is unfinished, so its fields are stable. */
+        int64_t begin = (int64_t)next * ctx->chunk;
+        int64_t end = begin + ctx->chunk;
+        if (end > ctx->n) end = ctx->n;
+        if (begin < end) ctx->fn(ctx->closure, begin, end);
+        if (atomic_fetch_sub_explicit(&ctx->remaining, 1, memory_order_acq_rel) == 1) {
+            /* Last chunk done: the mutex orders this signal after the caller's check. */
+            pthread_mutex_lock(&ctx->mutex);
+            pthread_cond_signal(&ctx->done);
+            pthread_mutex_unlock(&ctx->mutex);
+        }
+        word = atomic_load_explicit(&ctx->claim, memory_order_acquire);
+    }
 }
 
 /* Wait until generation differs from `seen`; returns the new generation. */
@@ -115,38 +145,33 @@ static void *tilec_worker_main(void *arg) {
     for (;;) {
         seen = tilec_wait_for_job(ctx, seen);
         if (atomic_load_explicit(&ctx->stop, memory_order_acquire)) return NULL;
-        tilec_run_chunk(ctx, self->index);
-        if (atomic_fetch_sub_explicit(&ctx->pending, 1, memory_order_acq_rel) == 1) {
-            /* Last one out: the mutex orders this signal after the caller's check. */
-            pthread_mutex_lock(&ctx->mutex);
-            pthread_cond_signal(&ctx->done);
-            pthread_mutex_unlock(&ctx->mutex);
-        }
+        tilec_work(ctx, (uint32_t)seen);
     }
 }
 
-static void tilec_wait_for_workers(tilec_context *ctx) {
+/* Wait for the chunks other threads claimed and are still running. */
+static void tilec_wait_for_chunks(tilec_context *ctx) {
     for (int i = 0; i < TILEC_SPIN_ITERATIONS; ++i) {
-        if (atomic_load_explicit(&ctx->pending, memory_order_acquire) == 0) return;
+        if (atomic_load_explicit(&ctx->remaining, memory_order_acquire) == 0) return;
         tilec_cpu_relax();
     }
     pthread_mutex_lock(&ctx->mutex);
-    while (atomic_load_explicit(&ctx->pending, memory_order_acquire) != 0)
+    while (atomic_load_explicit(&ctx->remaining, memory_order_acquire) != 0)
         pthread_cond_wait(&ctx->done, &ctx->mutex);
     pthread_mutex_unlock(&ctx->mutex);
 }
 
-/* Wake every worker for the job already stored in ctx (or for shutdown). */
-static void tilec_publish(tilec_context *ctx) {
+/* Wake every worker for job number `job`, already stored in ctx (or for shutdown). */
+static void tilec_publish(tilec_context *ctx, uint32_t job) {
     pthread_mutex_lock(&ctx->mutex);
-    atomic_fetch_add_explicit(&ctx->generation, 1, memory_order_release);
+    atomic_store_explicit(&ctx->generation, job, memory_order_release);
     if (ctx->sleepers > 0) pthread_cond_broadcast(&ctx->wake);
     pthread_mutex_unlock(&ctx->mutex);
 }
 
 static void tilec_stop_workers(tilec_context *ctx, int32_t started) {
     atomic_store_explicit(&ctx->stop, 1, memory_order_release);
-    tilec_publish(ctx);
+    tilec_publish(ctx, ++ctx->jobs);
     for (int32_t i = 0; i < started; ++i) pthread_join(ctx->workers[i].thread, NULL);
 }
 
@@ -163,7 +188,8 @@ void *tilec_create(int32_t num_threads) {
     if (!ctx) return NULL;
     ctx->num_threads = num_threads;
     atomic_init(&ctx->generation, 0);
-    atomic_init(&ctx->pending, 0);
+    atomic_init(&ctx->claim, 0);
+    atomic_init(&ctx->remaining, 0);
     atomic_init(&ctx->busy, 0);
     atomic_init(&ctx->stop, 0);
     if (pthread_mutex_init(&ctx->mutex, NULL) != 0) goto fail_mutex;
@@ -177,7 +203,6 @@ void *tilec_create(int32_t num_threads) {
     }
     for (int32_t i = 0; i < wanted; ++i) {
         ctx->workers[i].ctx = ctx;
-        ctx->workers[i].index = i + 1;
         if (pthread_create(&ctx->workers[i].thread, NULL, tilec_worker_main, &ctx->workers[i]) != 0) {
             tilec_stop_workers(ctx, i);
             goto fail_workers;
@@ -227,16 +252,19 @@ void tilec_parallel_for(void *opaque, tilec_body_fn fn, void *closure, int64_t n
         fn(closure, 0, n);
         return;
     }
-    int64_t parts = ctx->num_threads < n ? ctx->num_threads : n;
+    int64_t most = (int64_t)ctx->num_threads * TILEC_CHUNKS_PER_THREAD;
+    int64_t chunk = (n + (n < most ? n : most) - 1) / (n < most ? n : most);
+    uint64_t parts = (uint64_t)((n + chunk - 1) / chunk);
+    uint32_t job = ++ctx->jobs;
     ctx->fn = fn;
     ctx->closure = closure;
     ctx->n = n;
-    ctx->chunk = (n + parts - 1) / parts;
-    /* Every worker takes part in every generation; those past n get an empty chunk. */
-    atomic_store_explicit(&ctx->pending, ctx->num_workers, memory_order_relaxed);
-    tilec_publish(ctx);
-    tilec_run_chunk(ctx, 0);
-    tilec_wait_for_workers(ctx);
+    ctx->chunk = chunk;
+    atomic_store_explicit(&ctx->remaining, (int64_t)parts, memory_order_relaxed);
+    atomic_store_explicit(&ctx->claim, ((uint64_t)job << 32) | parts, memory_order_release);
+    tilec_publish(ctx, job);
+    tilec_work(ctx, job);
+    tilec_wait_for_chunks(ctx);
     atomic_store_explicit(&ctx->busy, 0, memory_order_release);
 }
 
