@@ -1,4 +1,4 @@
-"""compiler/compare.py: node-by-node comparison with onnxruntime.
+"""``tilec compare`` and compiler/compare.py: node-by-node comparison with onnxruntime.
 
 Models: the BERT-style encoder of compiler/models/transformer.py (small) and a ResNet-style CNN
 built here (Conv + BatchNormalization + Relu stem, MaxPool, a residual block, a strided block
@@ -7,14 +7,18 @@ with a 1x1 projection, GlobalAveragePool, a Constant-shaped Reshape, Gemm) at 1x
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler import cli
 from compiler.compare import Status, compare_arrays, compare_model
 from compiler.errors import InvalidInputError
 from compiler.models.transformer import encoder, encoder_inputs
+from runtime_stub.artifact import MAGIC_PREFIX
 
 pytest.importorskip("onnxruntime")
 
@@ -70,6 +74,11 @@ def resnet_cnn(seed: int = 0, channels: int = 8, size: int = 16, classes: int = 
     return model
 
 
+def _save(model: onnx.ModelProto, path: pathlib.Path) -> str:
+    onnx.save(model, path)
+    return str(path)
+
+
 def _with_weight(model: onnx.ModelProto, name: str, change) -> onnx.ModelProto:
     """A copy of ``model`` whose initializer ``name`` is ``change(array)``."""
     copy = onnx.ModelProto()
@@ -84,12 +93,24 @@ def _with_weight(model: onnx.ModelProto, name: str, change) -> onnx.ModelProto:
 # --- models within tolerance ------------------------------------------------------------
 
 
-def test_encoder_every_node_within_tolerance():
+def test_encoder_every_node_within_tolerance(tmp_path, capsys):
     model = encoder(layers=2, hidden=64, heads=4, seq=16)
-    result = compare_model(model, encoder_inputs(model), threads=1)
-    assert result.ok and result.random_inputs == []
-    assert [r.output for r in result.rows] == [o for n in model.graph.node for o in n.output]
-    assert all(r.status is Status.OK for r in result.rows)
+    path = _save(model, tmp_path / "encoder.onnx")
+    args = ["compare", path, "--threads", "1"]
+    for name, array in encoder_inputs(model).items():
+        np.save(tmp_path / f"{name}.npy", array)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    assert cli.main(args) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "every compared value is within tolerance" in out
+    assert "random inputs" not in out  # both came from files
+    assert "fuses less" in out  # the note that exposing the values changes the build
+    nodes = [n for n in model.graph.node]
+    # One table line per node output, in topological order (the builder's order is topological).
+    lines = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert [line[3] for line in lines] == [o for n in nodes for o in n.output]
+    assert all(line[-1] == "ok" for line in lines)
+    assert "l0_split_qkv" in {line[1] for line in lines}  # Split's three outputs are three rows
 
 
 def test_resnet_cnn_every_node_within_tolerance():
@@ -118,9 +139,16 @@ def test_chunks_give_the_same_rows():
 # --- divergences -------------------------------------------------------------------------
 
 
-def test_altered_weight_names_its_conv_first():
+def test_altered_weight_names_its_conv_first(tmp_path, capsys):
     reference = resnet_cnn()
     altered = _with_weight(reference, "layer1.conv2.w", lambda w: w * np.float32(1.5))
+    args = ["compare", _save(altered, tmp_path / "altered.onnx"), "--reference",
+            _save(reference, tmp_path / "reference.onnx"), "--threads", "1"]
+    assert cli.main(args) == cli.EXIT_DIVERGED
+    out = capsys.readouterr().out
+    assert "first divergence: Conv 'layer1.conv2' (node " in out
+    assert "output 'layer1.conv2.conv'" in out
+
     result = compare_model(altered, reference=reference, threads=1)
     first = result.first_divergence
     assert (first.node, first.op_type, first.output) == ("layer1.conv2", "Conv", "layer1.conv2.conv")
@@ -214,8 +242,9 @@ def test_compare_arrays_tolerance_nan_inf_and_integers():
 # --- bad inputs ----------------------------------------------------------------------------
 
 
-def test_bad_inputs_are_clear_errors():
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     model = resnet_cnn(channels=4, size=8)
+    path = _save(model, tmp_path / "cnn.onnx")
     with pytest.raises(InvalidInputError, match=r"unknown input\(s\) 'image'; the model's inputs are: "
                                                 r"input \(float32 \[1, 3, 8, 8\]\)"):
         compare_model(model, {"image": np.zeros((1, 3, 8, 8), np.float32)})
@@ -228,6 +257,19 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(InvalidInputError, match=r"input 'input': the array is float64, the model takes float32"):
         compare_model(model, {"input": np.zeros((1, 3, 8, 8))})
 
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 3, 4, 4), np.float32))
+    assert cli.main(["compare", path, "--input", f"input={tmp_path / 'wrong.npy'}"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "tilec: error: input 'input': the array has shape [1, 3, 4, 4], the model takes [1, 3, 8, 8]" in err
+    assert cli.main(["compare", path, "--input", f"nope={tmp_path / 'wrong.npy'}"]) == cli.EXIT_ERROR
+    assert "tilec: error: unknown input(s) 'nope'" in capsys.readouterr().err
+    assert cli.main(["compare", path, "--input", f"input={tmp_path / 'missing.npy'}"]) == cli.EXIT_ERROR
+    assert "no such file" in capsys.readouterr().err
+    assert cli.main(["compare", path, "--rtol", "-1"]) == cli.EXIT_USAGE
+    capsys.readouterr()
+    (tmp_path / "m.tilec").write_bytes(MAGIC_PREFIX + bytes(64))
+    assert cli.main(["compare", str(tmp_path / "m.tilec")]) == cli.EXIT_ERROR
+    assert "is a tilec artifact; compare needs the ONNX model" in capsys.readouterr().err
 
 
 def test_symbolic_dimensions_bind_from_the_input_array():
