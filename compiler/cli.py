@@ -1,15 +1,16 @@
-"""The ``tilec`` command line: compile, run, inspect, bench, profile, support.
+"""The ``tilec`` command line: compile, run, inspect, bench, profile, compare, support.
 
 ``main(argv=None) -> int`` never raises (except for SystemExit from nothing): exit codes are
 0 success, 1 a TilecError or an OS error (one ``tilec: error: ...`` line, no traceback),
-2 a usage error (argparse), 70 an internal error (a bug: traceback only with TILEC_DEBUG=1),
-130 interrupted.
+2 a usage error (argparse), 3 ``tilec compare`` found a value beyond tolerance, 70 an internal
+error (a bug: traceback only with TILEC_DEBUG=1), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
@@ -19,11 +20,13 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from compiler.codegen.cuda.target import CUDA_ARCHS
+from compiler.compare import DEFAULT_ATOL, DEFAULT_RTOL, FUSION_NOTE, Row, Status, compare_model
 from runtime_stub.errors import InvalidInputError, TilecError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -101,6 +104,17 @@ def _peak_gflops(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected GFLOP/s (a number) or 'measure', got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive GFLOP/s, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -488,6 +502,67 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- compare ------------------------------------------------------------------------
+
+
+def _float_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}" if value == 0 or math.isinf(value) else f"{value:.2e}"
+
+
+def _index_str(index: Sequence[int] | None) -> str:
+    return "-" if index is None else "[" + ",".join(str(i) for i in index) + "]"
+
+
+def _compare_status(row: Row) -> str:
+    if row.status is Status.SKIPPED:
+        return f"skipped: {row.note}"
+    text = row.status.value + (" (folded)" if row.folded else "")
+    return f"{text}: {row.note}" if row.note else text
+
+
+def _divergence_line(row: Row) -> str:
+    where = f"{row.op_type} '{row.node}' (node {row.position}), output '{row.output}'"
+    if row.note:
+        return f"first divergence: {where}: {row.note}"
+    got, want = (f"{v:.6g}" if isinstance(v, float) else str(v) for v in (row.got, row.want))
+    return (f"first divergence: {where}: {row.bad} of {row.numel} element(s) beyond tolerance, first at "
+            f"{_index_str(row.first_bad)}: tilec {got}, onnxruntime {want} (max abs {_float_cell(row.max_abs)}, "
+            f"max rel {_float_cell(row.max_rel)})")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    for flag, path in (("MODEL", args.model), ("--reference", args.reference)):
+        if path is None:
+            continue
+        if not pathlib.Path(path).exists():
+            raise CliError(f"no such model file: {path}")
+        if _is_artifact(path):
+            raise CliError(f"{flag} {path} is a tilec artifact; compare needs the ONNX model (it is recompiled with "
+                           "every intermediate value exposed)")
+    result = compare_model(args.model, _load_inputs(args.input), reference=args.reference, target=args.target,
+                           cpu=args.cpu, input_shapes=_shapes_dict(args.input_shape),
+                           constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None,
+                           rtol=args.rtol, atol=args.atol, seed=args.seed, threads=args.threads, chunk=args.chunk)
+    on = f" running {args.reference}" if args.reference else ""
+    print(f"note: {FUSION_NOTE} ({result.kernels} kernel(s) in {result.builds} build(s))")
+    if result.random_inputs:
+        print(f"random inputs (seed {result.seed}): {', '.join(result.random_inputs)}")
+    rows = [[str(r.position), r.node, r.op_type, r.output, _float_cell(r.max_abs), _float_cell(r.max_rel),
+             _index_str(r.first_bad), _compare_status(r)] for r in result.rows]
+    print(_table(rows, header=["#", "node", "op", "output", "max abs", "max rel", "first bad", "status"],
+                 indent="", align="rlllrrll"))
+    compared, folded = result.compared, sum(r.folded for r in result.rows)
+    skipped = len(result.rows) - len(compared)
+    print(f"compared {len(compared)} value(s) with onnxruntime{on} (rtol {args.rtol:g}, atol {args.atol:g}; integers and "
+          f"bools exactly): {len(result.diverged)} beyond tolerance, {folded} folded at compile time, {skipped} skipped")
+    first = result.first_divergence
+    if first is None:
+        print("every compared value is within tolerance")
+        return EXIT_OK
+    print(_divergence_line(first))
+    return EXIT_DIVERGED
+
+
 # --- support ------------------------------------------------------------------------
 
 
@@ -645,6 +720,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind a symbolic input dimension (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("compare", help="find the first node where tilec's values differ from onnxruntime's",
+                       description="Compile MODEL with every intermediate value made a graph output, run it and "
+                                   "onnxruntime on the same inputs, and print for every node output, in topological "
+                                   "order, the largest absolute and relative error and the first element beyond "
+                                   "tolerance, then the first node that diverges. Exposing the values keeps each "
+                                   "one materialized, so tilec fuses less than in a plain build. Exit status 3 when "
+                                   "a value is beyond tolerance.")
+    p.add_argument("model", metavar="MODEL", help="the .onnx model")
+    p.add_argument("--input", action="append", type=_input_file, metavar="NAME=FILE.npy",
+                   help="an input from a .npy file (repeatable); the others get random values")
+    p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
+                   help="bind an input's shape, e.g. x=2x64 (repeatable; an --input array binds its own)")
+    p.add_argument("--constant-input", action="append", type=_input_file, metavar="NAME=FILE.npy",
+                   help="compile an input that determines shapes in, as `tilec compile --constant-input` (repeatable)")
+    p.add_argument("--target", default="host", choices=TARGETS, help="target machine (default: host); it must run here")
+    p.add_argument("--cpu", metavar="NAME", help="CPU name, optionally with +feature suffixes")
+    p.add_argument("--rtol", type=_tolerance, default=DEFAULT_RTOL,
+                   help=f"relative tolerance (default {DEFAULT_RTOL:g}): |tilec - ref| <= atol + rtol * |ref|")
+    p.add_argument("--atol", type=_tolerance, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
+    p.add_argument("--reference", metavar="MODEL",
+                   help="run this ONNX model in onnxruntime instead of MODEL (same value names), e.g. the original "
+                        "of a rewritten model")
+    p.add_argument("--threads", type=_non_negative_int, default=None, help="threads of both (default: every usable CPU)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--chunk", type=_positive_int, metavar="N",
+                   help="compare N values per build (bounds memory on large models; one compile per chunk)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("support", help="list the supported ONNX operators",
                        description="List the ONNX operators tilec compiles.")

@@ -252,6 +252,7 @@ def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None
                     raise ShapeError(f"input_shapes gives input '{name}' dimension {axis} = {want}, "
                                      f"but the model fixes it to {have.dim_value} ({_fmt_proto_dims(declared)})")
         tensor_type.ClearField("shape")
+        tensor_type.shape.SetInParent()  # a scalar's shape has no dims but must stay present
         for d in dims:
             tensor_type.shape.dim.add().dim_value = d
 

@@ -113,6 +113,12 @@ def test_symbolic_batch_error_names_input_and_dim_and_binding_fixes_it():
     assert graph.inputs[0].shape == (5, 3) and graph.outputs[0].shape == (5, 3)
 
 
+def test_binding_a_scalar_input_keeps_its_shape():
+    graph = load_graph(_relu_model([]), input_shapes={"x": ()})
+    assert graph.inputs[0].shape == () and graph.outputs[0].shape == ()
+    assert load_graph(_relu_model(["N"]), input_shapes={"x": (4,)}).inputs[0].shape == (4,)
+
+
 def test_unnamed_unknown_dim_is_reported():
     with pytest.raises(ShapeError, match=r"'x'.*dimension 1 \(unnamed\)"):
         load_graph(_relu_model([2, None]))
