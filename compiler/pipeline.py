@@ -5,9 +5,6 @@ timed (``build.timings`` in the manifest, ``tilec compile --time-passes``) and
 can report progress; ``dump_ir`` writes the graph and every kernel's loop IR.
 ``profile=True`` (CPU targets) times every kernel call in the native code; the
 runtime then reports per-kernel times (``InferenceSession.kernel_profile``).
-``after_passes`` (a callable, internal) is shown the graph IR after the graph
-passes, before lowering (``tilec compare`` reads which outputs were folded to
-constants); it must not modify it.
 """
 
 from __future__ import annotations
@@ -88,8 +85,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   constant_inputs: Mapping[str, Any] | None = None, dump_ir: str | os.PathLike | None = None,
                   progress: Callable[[str], None] | None = None, timings: dict[str, float] | None = None,
-                  profile: bool = False, after_passes: Callable[[Graph], None] | None = None,
-                  **options: Any) -> pathlib.Path:
+                  profile: bool = False, **options: Any) -> pathlib.Path:
     if options:
         raise CompileError(f"unknown compile option(s): {', '.join(sorted(options))}")
     log = BuildLog(progress)
@@ -98,7 +94,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
         raise CompileError("profile=True is for CPU targets; CUDA kernels are profiled with the CUDA tools (nsys)")
     with log.stage("target"):
         tgt = _resolve_cuda(target, cpu) if cuda else resolve_target(target, cpu)
-    graph, program = _lower(model, input_shapes, constant_inputs, tgt, log, progress, after_passes)
+    graph, program = _lower(model, input_shapes, constant_inputs, tgt, log, progress)
     if dump_ir is not None:
         _dump(pathlib.Path(dump_ir), graph, program)
     build_options: dict[str, Any] = {"input_shapes": dict(input_shapes or {})}
@@ -115,14 +111,12 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
 
 
 def _lower(model: ModelSource, input_shapes, constant_inputs, tgt, log: BuildLog,
-           progress, after_passes: Callable[[Graph], None] | None = None) -> tuple[Graph, Program]:
+           progress) -> tuple[Graph, Program]:
     """The target-independent half: frontend, graph passes, lowering to scheduled kernels."""
     with log.stage("frontend"):
         graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None, constant_inputs)
     with log.stage("graph passes"):
         graph = run_passes(graph)
-    if after_passes is not None:
-        after_passes(graph)
     with log.stage("lowering"):
         program = lower_graph(graph, tgt, progress)
     return graph, program
