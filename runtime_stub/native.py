@@ -5,11 +5,15 @@ file behind (``memfd_create`` + ``dlopen("/proc/self/fd/N")``; a temporary file 
 memfd or /proc is unavailable), checks ``tilec_abi_version() == ABI_VERSION``, reads the
 code's ``signature`` (``tilec_signature()``, runtime_stub/signature.py), and
 creates one context with ``tilec_create(num_threads)`` (``<= 0``: all online CPUs).
-``run(...)`` calls ``tilec_run`` with raw pointers and returns its status code.
-``enable_profile(counters)`` hands the context an int64 array that artifacts compiled
-with profiling add each kernel's wall time (ns) to.
-``close()`` (or garbage collection) destroys the context, unloads the library and
-releases the file. The caller serialises ``run``: a context serves one call at a time.
+``new_context()`` creates another one (its own thread pool of the same size), so calls
+can run concurrently, each on its own context.
+``run(..., context=None)`` calls ``tilec_run`` with raw pointers on that context (the
+first by default) and returns its status code.
+``enable_profile(counters)`` hands the first context an int64 array that artifacts
+compiled with profiling add each kernel's wall time (ns) to.
+``close()`` (or garbage collection) destroys every context, unloads the library and
+releases the file. The caller serialises the calls on one context: a context serves
+one call at a time.
 """
 
 from __future__ import annotations
@@ -64,24 +68,44 @@ class NativeModule:
             _unload(lib._handle, release_file)
             raise
         self._run = functions["tilec_run"]
+        self._create = functions["tilec_create"]
         self._set_profile = functions.get("tilec_set_profile")
         self._ctx = ctx
+        self._threads = int(num_threads)
+        self._contexts = [ctx]  # every context, destroyed by the finalizer
         self.num_threads: int = functions["tilec_num_threads"](ctx)
         # The finalizer holds what it needs, not self, so the module can be collected.
-        self._finalizer = weakref.finalize(self, _release, functions["tilec_destroy"], ctx, lib._handle, release_file)
+        self._finalizer = weakref.finalize(self, _release, functions["tilec_destroy"], self._contexts, lib._handle,
+                                           release_file)
+
+    @property
+    def primary_context(self) -> int:
+        """The context made at load time (the one ``run`` uses by default)."""
+        return self._ctx
 
     @property
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def run(self, inputs: Sequence[int], outputs: Sequence[int], weights: int, workspace: int) -> int:
+    def new_context(self) -> int:
+        """Another context for concurrent calls (destroyed with the module)."""
+        if self.closed:
+            raise ExecutionError("the native module is closed")
+        ctx = self._create(self._threads)
+        if not ctx:
+            raise ExecutionError(f"tilec_create({self._threads}) failed: could not start the thread pool")
+        self._contexts.append(ctx)
+        return ctx
+
+    def run(self, inputs: Sequence[int], outputs: Sequence[int], weights: int, workspace: int,
+            context: int | None = None) -> int:
         """Call ``tilec_run`` with buffer addresses; returns its status (0 = success)."""
         if self.closed:
             raise ExecutionError("the native module is closed")
         in_array = (_vp * len(inputs))(*inputs)
         out_array = (_vp * len(outputs))(*outputs)
         # ctypes drops the GIL for the call; the pool's threads run without Python.
-        return int(self._run(self._ctx, in_array, out_array, weights, workspace))
+        return int(self._run(self._ctx if context is None else context, in_array, out_array, weights, workspace))
 
     def enable_profile(self, counters_address: int, count: int) -> None:
         """Let profiled kernels add their times (int64 ns) to ``count`` counters at that address."""
@@ -112,8 +136,9 @@ def _bind(lib: ctypes.CDLL) -> dict[str, Callable]:
     return functions
 
 
-def _release(destroy: Callable, ctx: int, handle: int, release_file: Callable[[], None]) -> None:
-    destroy(ctx)  # joins the worker threads, so no thread is left inside the library
+def _release(destroy: Callable, contexts: list[int], handle: int, release_file: Callable[[], None]) -> None:
+    for ctx in contexts:
+        destroy(ctx)  # joins the worker threads, so no thread is left inside the library
     _unload(handle, release_file)
 
 

@@ -23,8 +23,9 @@ Contract:
   read in place without a copy; they must have the exact dtype and shape and be
   C-contiguous. ``run_on_device(output_names, input_feed)`` returns the outputs as
   ``CudaArray``s left in device memory (runtime_stub/device_arrays.py).
-* ``run`` may be called from several Python threads: calls into one native context are
-  serialised by a lock; validation and output allocation happen outside it.
+* ``run`` may be called from several Python threads, and the calls run in parallel: each
+  takes a native context and workspace of its own from a small pool grown on demand (the
+  same results as serial calls, bit for bit; a CUDA session serialises its calls).
 * ``kernel_profile()``: for artifacts compiled with profiling (``tilec compile --profile``,
   ``tilec profile``), each kernel's mean wall time per run since loading (or the last reset).
 * ``close()`` / ``with`` release the native code; so does garbage collection.
@@ -141,8 +142,21 @@ def _aligned_weights(weights: np.ndarray) -> np.ndarray:
     return copy_
 
 
+@dataclass
+class _Slot:
+    """What one call needs for itself: a native context (its thread pool) and a workspace."""
+
+    context: int
+    workspace: np.ndarray
+
+
 class CpuExecutor:
-    """Runs the artifact's native shared object on this CPU through the tilec ABI."""
+    """Runs the artifact's native shared object on this CPU through the tilec ABI.
+
+    Concurrent calls each take a free slot (context + workspace), made on demand and kept for
+    reuse, so runs from several Python threads proceed in parallel without a per-run allocation
+    in the steady state; each slot's context has ``threads`` threads. Profiled artifacts keep one
+    slot: their per-kernel counters are plain additions shared by the context."""
 
     device_io = False
 
@@ -151,9 +165,7 @@ class CpuExecutor:
         if not artifact.native:
             raise CorruptArtifactError("the artifact has no 'native' section")
         self._weights = _aligned_weights(artifact.weights)
-        workspace_size = int(artifact.manifest.get("workspace_size", 0))
-        # One arena reused by every call: calls are serialised, so it is private to each.
-        self._workspace = _aligned_empty(max(workspace_size, 1))
+        self._workspace_size = max(int(artifact.manifest.get("workspace_size", 0)), 1)
         self._native = NativeModule(artifact.native, threads)
         try:
             _check_signature(self._native.signature, native_signature(artifact.manifest, artifact.weights.size))
@@ -161,7 +173,11 @@ class CpuExecutor:
             self._native.close()
             raise
         self._checks = artifact.checks
-        self._lock = threading.Lock()
+        self._slots = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size))]
+        self._free = list(self._slots)
+        self._changed = threading.Condition()  # guards the free slots, the run count and closing
+        self._running = 0
+        self._closed = False
         self.profile_ns: np.ndarray | None = None
         self.profiled_runs = 0
         if artifact.manifest.get("profile"):
@@ -172,20 +188,49 @@ class CpuExecutor:
     def num_threads(self) -> int:
         return self._native.num_threads
 
+    def _take_slot(self) -> _Slot:
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise ExecutionError("the session is closed")
+                if self._free:
+                    slot = self._free.pop()
+                    break
+                if self.profile_ns is None:
+                    slot = _Slot(self._native.new_context(), _aligned_empty(self._workspace_size))
+                    self._slots.append(slot)
+                    break
+                self._changed.wait()
+            self._running += 1
+            return slot
+
+    def _return_slot(self, slot: _Slot) -> None:
+        with self._changed:
+            self._free.append(slot)
+            self._running -= 1
+            self._changed.notify_all()
+
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
         in_ptrs = [a.ctypes.data for a in inputs]
         out_ptrs = [a.ctypes.data for a in outputs]
-        with self._lock:
-            status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, self._workspace.ctypes.data)
-            self.profiled_runs += 1
-            failed = [c.message for c in self._checks if self._workspace[c.offset]]
+        slot = self._take_slot()
+        try:
+            status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, slot.workspace.ctypes.data,
+                                      context=slot.context)
+            failed = [c.message for c in self._checks if slot.workspace[c.offset]]
+            self.profiled_runs += 1  # only counted for profiled artifacts, whose one slot makes runs serial
+        finally:
+            self._return_slot(slot)
         if status != 0:
             raise ExecutionError(f"the native code failed with status {status}")
         if failed:
             raise InvalidInputError("; ".join(failed))
 
     def close(self) -> None:
-        with self._lock:  # never unload the library under a running call
+        with self._changed:  # never unload the library under a running call
+            self._closed = True
+            while self._running:
+                self._changed.wait()
             self._native.close()
 
 
