@@ -542,7 +542,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare_model(args.model, _load_inputs(args.input), reference=args.reference, target=args.target,
                            cpu=args.cpu, input_shapes=_shapes_dict(args.input_shape),
                            constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None,
-                           rtol=args.rtol, atol=args.atol, seed=args.seed, threads=args.threads, chunk=args.chunk)
+                           rtol=args.rtol, atol=args.atol, per_element=args.per_element, seed=args.seed,
+                           threads=args.threads, chunk=args.chunk)
     on = f" running {args.reference}" if args.reference else ""
     print(f"note: {FUSION_NOTE} ({result.kernels} kernel(s) in {result.builds} build(s))")
     if result.random_inputs:
@@ -553,7 +554,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                  indent="", align="rlllrrll"))
     compared, folded = result.compared, sum(r.folded for r in result.rows)
     skipped = len(result.rows) - len(compared)
-    print(f"compared {len(compared)} value(s) with onnxruntime{on} (rtol {args.rtol:g}, atol {args.atol:g}; integers and "
+    scale = "each element's |ref|" if args.per_element else "each tensor's max |ref|"
+    print(f"compared {len(compared)} value(s) with onnxruntime{on} (rtol {args.rtol:g} of {scale}, atol {args.atol:g}; integers and "
           f"bools exactly): {len(result.diverged)} beyond tolerance, {folded} folded at compile time, {skipped} skipped")
     first = result.first_divergence
     if first is None:
@@ -738,7 +740,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", choices=TARGETS, help="target machine (default: host); it must run here")
     p.add_argument("--cpu", metavar="NAME", help="CPU name, optionally with +feature suffixes")
     p.add_argument("--rtol", type=_tolerance, default=DEFAULT_RTOL,
-                   help=f"relative tolerance (default {DEFAULT_RTOL:g}): |tilec - ref| <= atol + rtol * |ref|")
+                   help=f"relative tolerance (default {DEFAULT_RTOL:g}): |tilec - ref| <= atol + rtol * max|ref| "
+                        "over the tensor (each element's |ref| with --per-element)")
+    p.add_argument("--per-element", action="store_true",
+                   help="scale rtol by each element's |ref| (numpy's isclose) instead of the tensor's largest")
     p.add_argument("--atol", type=_tolerance, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
     p.add_argument("--reference", metavar="MODEL",
                    help="run this ONNX model in onnxruntime instead of MODEL (same value names), e.g. the original "

@@ -9,7 +9,7 @@ Contract:
   are slices of one ``np.memmap`` (no copy; the weights are paged in on demand).
 * Integrity: the header holds the sha256 of every byte after it (manifest, padding, sections),
   so no byte the runtime or the native code relies on can change unnoticed; the session also
-  cross-checks the manifest against the signature the native code declares (runtime_stub/native.py).
+  cross-checks the manifest against the signature the native code declares (runtime_stub/signature.py).
 * Failures: ``NotAnArtifactError`` (wrong magic; the message says what the file looks
   like), ``CorruptArtifactError`` (truncated, bad manifest JSON, digest mismatch),
   ``IncompatibleArtifactError`` (a format version this runtime does not know).

@@ -54,8 +54,8 @@ from runtime_stub.errors import (
     InvalidOutputNameError,
 )
 from runtime_stub.native import NativeModule
-from runtime_stub.signature import native_signature
 from runtime_stub.platform_check import check_target
+from runtime_stub.signature import native_signature
 
 WORKSPACE_ALIGNMENT = 64
 
@@ -173,8 +173,7 @@ class CpuExecutor:
             self._native.close()
             raise
         self._checks = artifact.checks
-        self._slots = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size))]
-        self._free = list(self._slots)
+        self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size))]
         self._changed = threading.Condition()  # guards the free slots, the run count and closing
         self._running = 0
         self._closed = False
@@ -198,7 +197,6 @@ class CpuExecutor:
                     break
                 if self.profile_ns is None:
                     slot = _Slot(self._native.new_context(), _aligned_empty(self._workspace_size))
-                    self._slots.append(slot)
                     break
                 self._changed.wait()
             self._running += 1

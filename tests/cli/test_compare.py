@@ -128,6 +128,16 @@ def test_resnet_cnn_every_node_within_tolerance():
     assert result.builds == 1
 
 
+@pytest.mark.slow
+def test_light_resnet50_every_node_within_tolerance():
+    """The test suite's ResNet-50 (random weights, 1x3x224x224): all 175 node outputs."""
+    from compiler.models.light import light_model
+
+    result = compare_model(light_model("resnet50"), threads=2)
+    assert len(result.rows) == 175 and result.first_divergence is None
+    assert all(r.status is Status.OK for r in result.rows)
+
+
 def test_chunks_give_the_same_rows():
     model = resnet_cnn(channels=4, size=8)
     whole = compare_model(model, threads=1)
@@ -233,6 +243,13 @@ def test_compare_arrays_tolerance_nan_inf_and_integers():
     ints = compare_arrays(np.array([1, 2, 3], np.int64), np.array([1, 2, 4], np.int64), "int64", rtol=1.0, atol=10)
     assert ints["status"] is Status.DIVERGED and ints["first_bad"] == (2,) and (ints["got"], ints["want"]) == (3, 4)
     assert compare_arrays(np.array([True, False]), np.array([True, False]), "bool")["status"] is Status.OK
+
+    # Scaled by the tensor's largest |ref| (the default) a small element carries the large ones'
+    # rounding; per element, the same error is beyond tolerance.
+    got, want = np.array([100.0, 1e-3 + 2e-3], np.float32), np.array([100.0, 1e-3], np.float32)
+    assert compare_arrays(got, want, "float32")["status"] is Status.OK
+    strict = compare_arrays(got, want, "float32", per_element=True)
+    assert strict["status"] is Status.DIVERGED and strict["first_bad"] == (1,)
 
     # bfloat16 as runtime_stub carries it (uint16 bits) against onnxruntime's float32 widening.
     bits = (np.array([1.5, -2.0], np.float32).view(np.uint32) >> 16).astype(np.uint16)
