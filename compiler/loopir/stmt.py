@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
-from compiler.loopir.expr import Buffer, Expr, Load, Var, substitute, walk
+from compiler.loopir.expr import Buffer, Expr, Load, Var, map_loads, substitute, walk
 
 
 class ForKind(enum.Enum):
@@ -141,6 +141,41 @@ def substitute_stmt(s: Stmt, mapping: dict[Var, Expr]) -> Stmt:
         return None
 
     return map_stmts(s, rewrite)
+
+
+def rename_buffers(s: Stmt, names: Mapping[str, str]) -> Stmt:
+    """``s`` with every buffer whose name ``names`` maps renamed, in loads, stores and allocations."""
+    def buffer(b: Buffer) -> Buffer:
+        return replace(b, name=names[b.name]) if b.name in names else b
+
+    def load(e: Load) -> Expr:
+        return Load(buffer(e.buffer), e.indices)
+
+    def rewrite(node: Stmt) -> Stmt | None:
+        if isinstance(node, Store):
+            return Store(buffer(node.buffer), tuple(map_loads(i, load) for i in node.indices),
+                         map_loads(node.value, load))
+        if isinstance(node, If):
+            return If(map_loads(node.cond, load), node.body)
+        if isinstance(node, Alloc):
+            return Alloc(buffer(node.buffer), node.body)
+        return None
+
+    return map_stmts(s, rewrite)
+
+
+def canonical_kernel(kernel: Kernel) -> Kernel:
+    """``kernel`` with its name and its buffers' names replaced by positional ones (parameters
+    ``p0, p1, ...`` in order, local buffers ``l<k>`` in order of allocation): two kernels that
+    compute the same thing over buffers of the same types and shapes, such as the same layer
+    repeated in a network, have equal canonical forms, and the code generators emit one
+    function for both."""
+    names = {b.name: f"p{i}" for i, b in enumerate(kernel.params)}
+    for node in walk_stmts(kernel.body):
+        if isinstance(node, Alloc) and node.buffer.name not in names:
+            names[node.buffer.name] = f"l{len(names)}"
+    params = tuple(replace(b, name=names[b.name]) for b in kernel.params)
+    return Kernel("kernel", params, rename_buffers(kernel.body, names))
 
 
 def stmt_exprs(s: Stmt) -> Iterator[Expr]:

@@ -2,7 +2,8 @@
 
 ``tilec_run(ctx, inputs, outputs, weights, workspace)`` (see docs/ARCHITECTURE.md)
 calls every kernel in plan order with pointers computed from the memory plan,
-so a model run is a single foreign call. ``tilec_signature()`` returns the
+so a model run is a single foreign call. Kernels equal up to names
+(``canonical_kernel``: the same layer repeated) share one function. ``tilec_signature()`` returns the
 ``signature`` bytes (runtime_stub/signature.py), NUL-terminated, for the runtime
 to hold against the manifest. With ``profile=True`` each call is
 bracketed by ``tilec_profile_begin`` / ``tilec_profile_end`` (support library), which
@@ -21,7 +22,7 @@ from compiler.codegen.llvm.emitter import ModuleEmitter
 from compiler.codegen.llvm.types import I32, I64, PTR
 from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
-from compiler.loopir.stmt import Kernel
+from compiler.loopir.stmt import Kernel, canonical_kernel
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,14 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
     module.triple = target.triple
     _add_signature(module, signature)
     emitter = ModuleEmitter(module)
-    functions = [emitter.add_kernel(call.kernel) for call in calls]
+    # A kernel equal to an earlier one up to names (a repeated layer) calls that one's function.
+    by_form: dict[Kernel, ir.Function] = {}
+    functions = []
+    for call in calls:
+        form = canonical_kernel(call.kernel)
+        if form not in by_form:
+            by_form[form] = emitter.add_kernel(call.kernel)
+        functions.append(by_form[form])
     run = ir.Function(module, ir.FunctionType(I32, [PTR] * 5), "tilec_run")
     ctx, inputs, outputs, weights, workspace = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
