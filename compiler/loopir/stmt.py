@@ -165,17 +165,24 @@ def rename_buffers(s: Stmt, names: Mapping[str, str]) -> Stmt:
 
 
 def canonical_kernel(kernel: Kernel) -> Kernel:
-    """``kernel`` with its name and its buffers' names replaced by positional ones (parameters
-    ``p0, p1, ...`` in order, local buffers ``l<k>`` in order of allocation): two kernels that
-    compute the same thing over buffers of the same types and shapes, such as the same layer
-    repeated in a network, have equal canonical forms, and the code generators emit one
-    function for both."""
+    """``kernel`` with its name, its buffers' names and its loop variables' names replaced by
+    positional ones (parameters ``p0, p1, ...`` in order, local buffers ``l<k>`` in order of
+    allocation, loop variables ``v<k>`` in order of their loops): two kernels that compute the
+    same thing over buffers of the same types and shapes, such as the same layer repeated in a
+    network, have equal canonical forms, and the code generators emit one function for both."""
     names = {b.name: f"p{i}" for i, b in enumerate(kernel.params)}
+    loop_vars: dict[Var, Expr] = {}
     for node in walk_stmts(kernel.body):
         if isinstance(node, Alloc) and node.buffer.name not in names:
             names[node.buffer.name] = f"l{len(names)}"
-    params = tuple(replace(b, name=names[b.name]) for b in kernel.params)
-    return Kernel("kernel", params, rename_buffers(kernel.body, names))
+        elif isinstance(node, For) and node.var not in loop_vars:
+            loop_vars[node.var] = Var(f"v{len(loop_vars)}", node.var.type)
+
+    def rename_loop(node: Stmt) -> Stmt | None:
+        return replace(node, var=loop_vars[node.var]) if isinstance(node, For) else None
+
+    body = map_stmts(substitute_stmt(rename_buffers(kernel.body, names), loop_vars), rename_loop)
+    return Kernel("kernel", tuple(replace(b, name=names[b.name]) for b in kernel.params), body)
 
 
 def stmt_exprs(s: Stmt) -> Iterator[Expr]:

@@ -9,7 +9,7 @@ from compiler.codegen.llvm.module import build_module
 from compiler.codegen.target import resolve_target
 from compiler.frontend import load_graph
 from compiler.graph.passes import run_passes
-from compiler.loopir.stmt import canonical_kernel
+from compiler.loopir.stmt import For, canonical_kernel, walk_stmts
 from compiler.lowering.driver import lower_graph
 from helpers_onnx import graph_model, rand
 from onnx import helper
@@ -59,3 +59,14 @@ def test_the_canonical_form_forgets_names_only():
     assert [p.name for p in form.params] == [f"p{i}" for i in range(len(form.params))]
     assert [(p.dtype, p.shape) for p in form.params] == [(p.dtype, p.shape) for p in b.kernel.params]
     assert np.all([p.name not in str(form.body) for p in b.kernel.params])
+    loops = [n.var.name for n in walk_stmts(form.body) if isinstance(n, For)]
+    assert loops and all(name.startswith("v") for name in loops)
+
+
+def test_an_encoders_layers_share_their_kernels():
+    """Loop variables named after tensors (packing loops) must not keep two layers apart."""
+    from compiler.models.transformer import encoder
+
+    calls = _lowered(encoder(layers=3, hidden=64, heads=4, seq=16)).calls
+    per_layer = len(calls) // 3
+    assert len({canonical_kernel(c.kernel) for c in calls}) <= per_layer + 2
