@@ -22,6 +22,7 @@ Contract (numpy + ctypes only; no CUDA library is touched here):
 from __future__ import annotations
 
 import ctypes
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -136,16 +137,18 @@ def _from_cuda_array_interface(interface: dict[str, Any]) -> DeviceView:
         shape = tuple(int(d) for d in interface["shape"])
         dtype = np.dtype(interface["typestr"])
         pointer, _readonly = interface["data"]
+        # A zero-size array may carry pointer 0 (the interface allows it); nothing is read from it.
+        # Pointers and streams are integers: index() refuses floats and strings rather than truncating them.
+        pointer = 0 if pointer is None else operator.index(pointer)
         strides = interface.get("strides")
         strides = None if strides is None else tuple(int(s) for s in strides)
         stream = interface.get("stream")
+        stream = None if stream is None else operator.index(stream)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"a malformed __cuda_array_interface__ ({exc}): {interface!r}") from None
     if interface.get("mask") is not None:
         raise InvalidInputError("masked __cuda_array_interface__ arrays are not supported")
-    # A zero-size array may carry pointer 0 (the interface allows it); nothing is read from it.
-    return DeviceView(int(pointer or 0), shape, dtype, strides, device=-1, stream=None if stream is None else int(stream),
-                      source="__cuda_array_interface__")
+    return DeviceView(pointer, shape, dtype, strides, device=-1, stream=stream, source="__cuda_array_interface__")
 
 
 def _numpy_dtype(code: int, bits: int, lanes: int) -> np.dtype | None:

@@ -357,7 +357,13 @@ class InferenceSession:
         outputs = [arg.element_type.native_empty(arg.shape) for arg in self._outputs]
         with self._marshaled_inputs(input_feed, executor) as inputs:
             executor.run(inputs, outputs)
-        return [self._outputs[i].element_type.from_native(outputs[i], self._outputs[i].shape) for i in selected]
+        results, seen = [], set()
+        for i in selected:
+            result = self._outputs[i].element_type.from_native(outputs[i], self._outputs[i].shape)
+            # A name asked for twice gets two arrays: each result is the caller's own to modify.
+            results.append(result.copy() if i in seen else result)
+            seen.add(i)
+        return results
 
     def run_on_device(self, output_names: Iterable[str] | None, input_feed: Mapping[str, Any]) -> list[CudaArray]:
         """``run``, leaving the outputs in GPU memory (CUDA artifacts only); see ``CudaArray``."""
@@ -412,13 +418,22 @@ class InferenceSession:
     def _output_indices(self, output_names: Iterable[str] | None) -> list[int]:
         if output_names is None:
             return list(range(len(self._outputs)))
-        if isinstance(output_names, str):
+        if isinstance(output_names, (str, bytes)):
             raise InvalidOutputNameError(f"output_names must be a list of names, not the string {output_names!r}")
+        try:
+            names = iter(output_names)
+        except TypeError:
+            raise InvalidOutputNameError(f"output_names must be a list of output names or None, "
+                                         f"got {type(output_names).__name__}") from None
         index = {arg.name: i for i, arg in enumerate(self._outputs)}
+        valid = ", ".join(repr(arg.name) for arg in self._outputs)
         selected = []
-        for name in output_names:
+        for name in names:
+            # Checked before the lookup: an unhashable entry (a nested list) must not escape as TypeError.
+            if not isinstance(name, str):
+                raise InvalidOutputNameError(f"output_names holds {name!r} ({type(name).__name__}), not an output "
+                                             f"name; the model's outputs are: {valid}")
             if name not in index:
-                valid = ", ".join(repr(arg.name) for arg in self._outputs)
                 raise InvalidOutputNameError(f"the model has no output {name!r}; its outputs are: {valid}")
             selected.append(index[name])
         return selected
@@ -430,7 +445,8 @@ class InferenceSession:
             raise InvalidInputError(f"input_feed must be a dict of name -> numpy array, got {type(input_feed).__name__}")
         expected = "; ".join(arg.describe() for arg in self._inputs) or "none"
         known = {arg.name for arg in self._inputs}
-        unknown = [name for name in input_feed if name not in known]
+        # Names are strings; a key of another type (a Mapping may even yield unhashable ones) is unknown.
+        unknown = [name for name in input_feed if not isinstance(name, str) or name not in known]
         if unknown:
             raise InvalidInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are: {expected}")
         missing = [arg.name for arg in self._inputs if arg.name not in input_feed]
@@ -440,7 +456,10 @@ class InferenceSession:
         try:
             inputs = []
             for arg in self._inputs:
-                view = device_view(input_feed[arg.name])
+                try:
+                    view = device_view(input_feed[arg.name])
+                except InvalidInputError as exc:  # a malformed GPU tensor: say which input it is
+                    raise InvalidInputError(f"input {arg.name!r}: {exc}") from None
                 if view is None:
                     inputs.append(_checked_array(arg, input_feed[arg.name]))
                 else:
@@ -482,6 +501,10 @@ def _checked_array(arg: NodeArg, value: Any) -> np.ndarray:
             f"input {arg.name!r} must be a numpy array, got {type(value).__name__}; "
             f"wrap it with np.asarray(value, dtype=np.{arg.dtype.name})"
         )
+    if isinstance(value, np.ma.MaskedArray) and np.ma.getmask(value) is not np.ma.nomask and value.mask.any():
+        # The native code reads every element: the data under the mask would be used silently.
+        raise InvalidInputError(f"input {arg.name!r} is a masked array with {int(np.count_nonzero(value.mask))} "
+                                "masked element(s); tilec reads every element: pass value.filled(...)")
     array = np.asarray(value)
     etype = arg.element_type
     converted = etype.as_api_array(array)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import pathlib
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -159,3 +160,86 @@ def test_many_sessions_load_and_unload(make_artifact) -> None:
             total, _ = sess.run(None, feed)
             np.testing.assert_array_equal(total, expected_outputs(feed["a"], feed["b"])[0])
         del sessions  # garbage collection releases the native code
+
+
+@pytest.mark.parametrize("output_names, message", [
+    (5, r"output_names must be a list of output names or None, got int"),
+    ([1], r"output_names holds 1 \(int\), not an output name; the model's outputs are: 'sum', 'prod'"),
+    ([None], r"holds None \(NoneType\)"),
+    ([["sum"]], r"holds \['sum'\] \(list\)"),  # unhashable: was a TypeError from the name lookup
+    (b"sum", r"not the string b'sum'"),
+])
+def test_output_names_of_wrong_types(fake_artifact: pathlib.Path, output_names, message: str) -> None:
+    with InferenceSession(fake_artifact) as sess, pytest.raises(InvalidOutputNameError, match=message):
+        sess.run(output_names, random_inputs())
+
+
+def test_an_output_asked_for_twice_comes_back_as_two_arrays(fake_artifact: pathlib.Path) -> None:
+    with InferenceSession(fake_artifact) as sess:
+        first, second = sess.run(["sum", "sum"], random_inputs())
+    assert first is not second and not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_masked_arrays(fake_artifact: pathlib.Path) -> None:
+    """The native code reads every element, so masked elements would be used silently: refused."""
+    feed = random_inputs()
+    mask = np.zeros(SHAPE, dtype=bool)
+    with InferenceSession(fake_artifact) as sess:
+        total, _ = sess.run(None, {"a": np.ma.masked_array(feed["a"], mask=mask), "b": feed["b"]})
+        np.testing.assert_array_equal(total, expected_outputs(feed["a"], feed["b"])[0])
+        mask[1, 2] = True
+        with pytest.raises(InvalidInputError, match=r"input 'a' is a masked array with 1 masked element"):
+            sess.run(None, {"a": np.ma.masked_array(feed["a"], mask=mask), "b": feed["b"]})
+
+
+def test_feed_keys_that_are_not_strings(fake_artifact: pathlib.Path) -> None:
+    class Feed(Mapping):  # a Mapping may yield unhashable keys: they were a TypeError from the name lookup
+        def __init__(self, items):
+            self._items = items
+
+        def __getitem__(self, key):
+            return dict(self._items)[key]
+
+        def __iter__(self):
+            return iter(k for k, _ in [*self._items, (["a"], None)])
+
+        def __len__(self):
+            return len(self._items) + 1
+
+    feed = random_inputs()
+    with InferenceSession(fake_artifact) as sess:
+        with pytest.raises(InvalidInputError, match=r"unknown input\(s\) \['a'\]"):
+            sess.run(None, Feed(list(feed.items())))
+        with pytest.raises(InvalidInputError, match=r"unknown input\(s\) 1, None"):
+            sess.run(None, {**feed, 1: feed["a"], None: feed["a"]})
+
+
+class _CudaArrayInterface:
+    def __init__(self, **fields):
+        self.__cuda_array_interface__ = {"shape": SHAPE, "typestr": "<f4", "data": (4096, False), "version": 3,
+                                         **fields}
+
+
+class _DLPackRaising:
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA
+
+    def __dlpack__(self, stream=None):
+        raise RuntimeError("the producer failed")
+
+
+@pytest.mark.parametrize("value, message", [
+    # stream and pointer were converted with int() outside the interface's validation: ValueError escaped
+    (_CudaArrayInterface(stream="abc"), r"input 'a': a malformed __cuda_array_interface__"),
+    (_CudaArrayInterface(data=("abc", False)), r"input 'a': a malformed __cuda_array_interface__"),
+    (_CudaArrayInterface(data=(4096.5, False)), r"input 'a': a malformed __cuda_array_interface__"),
+    (_CudaArrayInterface(typestr=5), r"input 'a': a malformed __cuda_array_interface__"),
+    (_DLPackRaising(), r"input 'a': _DLPackRaising.__dlpack__ failed: the producer failed"),
+    (_CudaArrayInterface(), r"input 'a' is in GPU memory \(__cuda_array_interface__\); this artifact runs on the CPU"),
+])
+def test_malformed_gpu_tensors_name_the_input(fake_artifact: pathlib.Path, value, message: str) -> None:
+    feed = random_inputs()
+    feed["a"] = value
+    with InferenceSession(fake_artifact) as sess, pytest.raises(InvalidInputError, match=message):
+        sess.run(None, feed)
