@@ -621,7 +621,12 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
     proxy = onnx.GraphProto(name=graph.name or "g")
     proxy.node.extend(graph.node)
     proxy.input.extend(graph_inputs(graph))
+    # A graph output that is a graph input or a constant passed through keeps that value's type: listed as
+    # a shapeless proxy output, it erased the shape onnx gives the input, and every value computed from it.
+    passed_through = {i.name for i in graph.input} | {t.name for t in graph.initializer} | set(constants or ())
     for out in graph.output:
+        if out.name in passed_through:
+            continue
         elem_type = out.type.tensor_type.elem_type if out.type.HasField("tensor_type") else 0
         proxy.output.append(helper.make_tensor_value_info(out.name, elem_type, None) if elem_type
                             else helper.make_value_info(out.name, onnx.TypeProto()))

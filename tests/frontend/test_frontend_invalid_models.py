@@ -160,3 +160,16 @@ def test_an_opset_newer_than_onnx_knows_is_refused():
     model = _edited(lambda m: setattr(m.opset_import[0], "version", 10000))
     with pytest.raises(ModelLoadError, match=r"imports opset 10000 of domain 'ai.onnx', newer than the newest"):
         load_graph(model)
+
+
+@pytest.mark.parametrize("passed_through", ["x", "c"])
+def test_a_graph_output_that_is_an_input_or_initializer(tmp_path, passed_through):
+    """Was: DataDependentError for the other values, whose types the shapeless output entry erased."""
+    model = _add_relu()
+    model.graph.output.append(_vi(passed_through, TensorProto.FLOAT, [2, 3]))
+    x = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+    c = numpy_helper.to_array(model.graph.initializer[0])
+    with InferenceSession(compiler.compile(model, tmp_path / "m.tilec"), threads=1) as session:
+        y, passed = session.run(None, {"x": x})
+    np.testing.assert_array_equal(y, np.maximum(x + c, 0))
+    np.testing.assert_array_equal(passed, x if passed_through == "x" else c)
