@@ -173,3 +173,42 @@ def test_a_graph_output_that_is_an_input_or_initializer(tmp_path, passed_through
         y, passed = session.run(None, {"x": x})
     np.testing.assert_array_equal(y, np.maximum(x + c, 0))
     np.testing.assert_array_equal(passed, x if passed_through == "x" else c)
+
+
+# --- shapes (was: ValueError "variable i22 is not bound" from the LLVM emitter, or an artifact too big to run) -----
+
+
+def _big_kernel_conv() -> onnx.ModelProto:
+    weights = numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
+    return _one_node("Conv", [1, 1, 4, 4], [1, 1, 4, 4], ("x", "w"), [weights], kernel_shape=[3, 3],
+                     dilations=[2**40, 2**40])
+
+
+@pytest.mark.parametrize("model, message", [
+    (_big_kernel_conv(), r"value 'y' \(output 0 of Conv 'conv' \(opset 17\)\) has shape \[1, 1, -\d+, -\d+\] with "
+                         r"negative dimension\(s\) 2, 3"),
+    (_one_node("MaxPool", [1, 1, 4, 4], [1, 1, 2, 2], kernel_shape=[2**40, 2**40]),
+     r"output 0 of MaxPool 'maxpool'.*negative dimension"),
+    (_conv(pads=[10**9] * 4), r"output 0 of Conv 'conv'.*16000000032000000016 bytes, more than any process can address"),
+    (_one_node("Relu", [2**40, 2**20], [2**40, 2**20]), r"graph input 'x' has shape \[1099511627776, 1048576\] of "
+                                                         r"float32: \d+ bytes, more than any process"),
+])
+def test_impossible_shapes(model, message):
+    with pytest.raises(ShapeError, match=message):
+        load_graph(model)
+
+
+def test_a_sequence_input_is_named_as_such():
+    """Was: "graph input 'x' has no declared shape; bind it with input_shapes=...", which no binding fixes."""
+    model = _add_relu()
+    model.graph.input[0].type.CopyFrom(helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 3])))
+    with pytest.raises(UnsupportedOpError, match=r"graph input 'x' is a sequence; tilec compiles models whose inputs are tensors"):
+        load_graph(model)
+
+
+def test_a_negative_input_dimension_is_named():
+    model = _one_node("Relu", [2, 3], [2, 3])
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -2
+    with pytest.raises(ShapeError, match=r"graph input 'x' has shape \[-2, 3\] with negative dimension\(s\) 0: as the "
+                                         r"model declares it"):
+        load_graph(model)
