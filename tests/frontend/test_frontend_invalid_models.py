@@ -212,3 +212,44 @@ def test_a_negative_input_dimension_is_named():
     with pytest.raises(ShapeError, match=r"graph input 'x' has shape \[-2, 3\] with negative dimension\(s\) 0: as the "
                                          r"model declares it"):
         load_graph(model)
+
+
+# --- attributes only the lowering sees (was: ZeroDivisionError, IndexError, or compiled as another model) --------
+
+
+@pytest.mark.parametrize("model, message", [
+    (_conv(group=0), r"Conv 'conv' \(opset 17\): invalid ONNX node: group 0 is not a positive number of groups"),
+    (_conv(group=-3), r"group -3 is not a positive"),  # was compiled
+    (_conv(auto_pad="WHATEVER"), r"auto_pad 'WHATEVER' is none of NOTSET, SAME_UPPER, SAME_LOWER, VALID"),  # as NOTSET
+    (_conv(kernel_shape=[2, 2], pads=[0, 0, 0, 0]), r"kernel_shape \[2, 2\] does not match the weights' taps \[3, 3\]"),
+    # with kernel_shape given, onnx's inference does not look at the weights' rank; was an IndexError
+    (_one_node("Conv", [1, 1, 4, 4], [1, 1, 4, 4], ("x", "w"), [numpy_helper.from_array(np.ones(1, np.float32), "w")],
+               kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+     r"weights of shape \[1\]: a conv needs \[N, C, spatial...\] and weights of the same rank"),
+    (_one_node("Conv", [1, 2, 4, 4], [1, 1, 2, 2], ("x", "w"), [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")]),
+     r"2 input channels and weights for 1 input and 1 output channels per group do not make 1 group"),
+    (_one_node("Transpose", [2, 3], [2], perm=[0]), r"perm \[0\] is not a permutation of the 2 axes"),  # was compiled
+    # onnx's inference overflows on it; the lowering took the axis modulo the rank
+    (_one_node("Concat", [2, 3], [4, 3], ("x", "x"), axis=2**62),
+     r"Concat 'concat' \(opset 17\): invalid ONNX node: axis 4611686018427387904 is out of range \[-2, 1\]"),
+])
+def test_invalid_attributes_the_lowering_checks(tmp_path, model, message):
+    with pytest.raises(ModelLoadError, match=message):
+        compiler.compile(model, tmp_path / "m.tilec")
+
+
+def test_repeated_reduce_axes_reduce_once(tmp_path):
+    """onnxruntime takes ReduceSum axes [1, 1]; the axis check must not refuse it."""
+    model = _one_node("ReduceSum", [2, 3], [2, 1], ("x", "axes"), [numpy_helper.from_array(np.array([1, 1]), "axes")])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with InferenceSession(compiler.compile(model, tmp_path / "m.tilec"), threads=1) as session:
+        (y,) = session.run(None, {"x": x})
+    np.testing.assert_array_equal(y, x.sum(axis=1, keepdims=True))
+
+
+def test_a_mutant_proto_given_as_bytes_or_proto_is_left_untouched():
+    model = _conv(group=0)
+    before = copy.deepcopy(model)
+    with pytest.raises(ModelLoadError):
+        compiler.compile(model, "/nonexistent/never-written.tilec")
+    assert model == before
