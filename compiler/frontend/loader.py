@@ -272,6 +272,7 @@ def check_node_types(model: onnx.ModelProto, types: Mapping[str, onnx.TypeProto]
         if not schema.has_type_and_shape_inference_function:
             continue
         input_types = {n: initializer_types.get(n) or types.get(n) for n in node.input if n}
+        _check_type_parameters(node, schema, input_types, opsets, source)
         if any(t is None for t in input_types.values()):
             continue
         try:
@@ -293,6 +294,55 @@ def check_node_types(model: onnx.ModelProto, types: Mapping[str, onnx.TypeProto]
                     f"{source}: invalid ONNX model: {_describe(node, opsets)} computes '{name}' as "
                     f"{onnx.TensorProto.DataType.Name(want_elem)}, but the model declares it "
                     f"{onnx.TensorProto.DataType.Name(have_elem)}")
+
+
+def _check_type_parameters(node: onnx.NodeProto, schema: onnx.defs.OpSchema,
+                           input_types: Mapping[str, onnx.TypeProto | None], opsets: Mapping[str, int],
+                           source: str) -> None:
+    """Each input's element type must be of a kind (float, integer, bool, complex, string) its schema allows,
+    and inputs bound to one type parameter (Add's A and B are both T) must have one element type.
+
+    tilec lowers some ops for more precisions than their schemas list (bfloat16 Conv), so within a kind
+    the lowerings decide; another kind reached code that cannot exist (exp of int64: invalid LLVM IR),
+    and inputs of different types would meet in one kernel with nothing to convert them (the lowering
+    failed with 'operand types differ')."""
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    formal = schema.inputs
+    bound: dict[str, tuple[str, int]] = {}
+    for k, name in enumerate(node.input):
+        t = input_types.get(name) if name else None
+        if t is None or t.WhichOneof("value") != "tensor_type" or not t.tensor_type.elem_type or not formal:
+            continue
+        param = formal[min(k, len(formal) - 1)]
+        elem = t.tensor_type.elem_type
+        kinds = {_kind(text[len("tensor("):-1]) for text in allowed.get(param.type_str, [param.type_str])
+                 if text.startswith("tensor(")}
+        if elem in onnx.TensorProto.DataType.values() and kinds and _kind(_elem_name(elem)) not in kinds:
+            raise ModelLoadError(
+                f"{source}: invalid ONNX model: {_describe(node, opsets)}: input '{name}' ('{param.name}') is "
+                f"{_type_name(t)}, but the op takes {' or '.join(sorted(kinds))} tensors there")
+        if param.type_str not in allowed or (param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+                                             and not param.is_homogeneous):
+            continue
+        first = bound.setdefault(param.type_str, (name, elem))
+        if first[1] != elem:
+            raise ModelLoadError(
+                f"{source}: invalid ONNX model: {_describe(node, opsets)}: inputs '{first[0]}' "
+                f"({_type_name(input_types[first[0]])}) and '{name}' ({_type_name(t)}) must have one type "
+                f"(both are its type parameter {param.type_str})")
+
+
+def _elem_name(elem: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem).lower()
+
+
+def _kind(type_name: str) -> str:
+    """The kind of an ONNX element type by its name (``float16``, ``uint8``; the ``tensor(...)`` spelling's)."""
+    if type_name.startswith("float") or type_name in ("double", "bfloat16"):
+        return "float"
+    if type_name.startswith(("int", "uint")):
+        return "integer"
+    return "complex" if type_name.startswith("complex") else type_name  # bool, string
 
 
 def check_output_types(model: onnx.ModelProto, types: Mapping[str, onnx.TypeProto], source: str) -> None:
@@ -353,7 +403,8 @@ def check_order(graph: onnx.GraphProto, source: str) -> None:
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     produced = {name: node for node in graph.node for name in node.output if name}
     for node in graph.node:
-        for name in sorted(node_reads(node)):
+        # key=repr: protobuf hands a name that is not UTF-8 (a corrupted file) over as bytes
+        for name in sorted(node_reads(node), key=repr):
             if name not in produced and name not in available:
                 raise ModelLoadError(f"{source}: invalid ONNX model: {_label(node)} reads '{name}', which no node, "
                                      "graph input or initializer defines")
@@ -374,7 +425,7 @@ def _find_cycle(nodes: list[onnx.NodeProto], produced: Mapping[str, onnx.NodePro
                 available: set[str]) -> list[onnx.NodeProto]:
     """A cycle of ``nodes`` (first node repeated at the end), every read being defined (see check_order)."""
     def producers(node: onnx.NodeProto) -> list[onnx.NodeProto]:
-        return [produced[n] for n in sorted(node_reads(node)) if n not in available]
+        return [produced[n] for n in sorted(node_reads(node), key=repr) if n not in available]
 
     state: dict[int, int] = {}  # id -> 1 on the current path, 2 done
     for start in nodes:

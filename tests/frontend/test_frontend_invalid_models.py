@@ -140,6 +140,31 @@ def test_nodes_onnx_inference_rejects(model, message):
         load_model(model)
 
 
+@pytest.mark.parametrize("model, message", [
+    # was: ToolchainError "generated LLVM IR is invalid (a compiler bug): llvm.exp.v4i64"
+    (_model([helper.make_node("Softmax", ["x"], ["y"], name="softmax")], [_vi("x", TensorProto.INT64, [2, 3])],
+            [_vi("y", TensorProto.INT64, [2, 3])]),
+     r"Softmax 'softmax' \(opset 17\): input 'x' \('input'\) is a tensor of INT64, but the op takes float tensors"),
+    # was: "cannot lower this node (TypeError: add: operand types differ (float8_e4m3fn vs float32))"
+    (_edited(lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", TensorProto.FLOAT8E4M3FN)),
+     r"Add 'add' \(opset 17\): inputs 'x' \(a tensor of FLOAT8E4M3FN\) and 'c' \(a tensor of FLOAT\) must have one "
+     r"type \(both are its type parameter T\)"),
+])
+def test_input_types_the_schema_cannot_take(model, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(model)
+
+
+def test_other_precisions_of_an_allowed_kind_stay_the_lowerings_call(tmp_path):
+    """uint8 Gather indices: the schema lists int32 and int64 only (onnxruntime refuses), tilec gathers."""
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    model = _model([helper.make_node("Gather", ["t", "i"], ["y"], name="gather")], [_vi("i", TensorProto.UINT8, [2])],
+                   [_vi("y", TensorProto.FLOAT, [2, 3])], [numpy_helper.from_array(table, "t")])
+    with InferenceSession(compiler.compile(model, tmp_path / "m.tilec"), threads=1) as session:
+        (y,) = session.run(None, {"i": np.array([3, 1], np.uint8)})
+    np.testing.assert_array_equal(y, table[[3, 1]])
+
+
 # --- graph structure (was: the checker's "must be topologically sorted", whatever the cause) ---------------------
 
 
