@@ -69,6 +69,8 @@ def _check_inputs_static(inputs: Sequence[onnx.ValueInfoProto]) -> None:
         if kind not in ("tensor_type", None):  # not a shape problem: no binding helps
             raise UnsupportedOpError(f"graph input '{vi.name}' is a {kind.removesuffix('_type').replace('_', ' ')}; "
                                      "tilec compiles models whose inputs are tensors")
+        if kind == "tensor_type" and not vi.type.tensor_type.elem_type:  # was: "could not be inferred"
+            raise ShapeError(f"graph input '{vi.name}' declares no element type")
         dims = _dims(vi.type)
         if dims is None:
             problems.append(f"graph input '{vi.name}' has no declared shape; bind it with "

@@ -231,6 +231,13 @@ def test_a_sequence_input_is_named_as_such():
         load_graph(model)
 
 
+def test_an_input_without_element_type_is_named():
+    model = _add_relu()
+    model.graph.input[0].type.tensor_type.elem_type = 0
+    with pytest.raises(ShapeError, match=r"graph input 'x' declares no element type"):
+        load_graph(model)
+
+
 def test_a_negative_input_dimension_is_named():
     model = _one_node("Relu", [2, 3], [2, 3])
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -2
