@@ -126,18 +126,30 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def _aligned_empty(nbytes: int, alignment: int = WORKSPACE_ALIGNMENT) -> np.ndarray:
+def _aligned_empty(nbytes: int, alignment: int = WORKSPACE_ALIGNMENT, what: str = "a buffer") -> np.ndarray:
     """A uint8 buffer of ``nbytes`` whose address is a multiple of ``alignment``."""
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    raw = _allocate(what, nbytes + alignment, lambda: np.empty(nbytes + alignment, dtype=np.uint8))
     start = -raw.ctypes.data % alignment
     return raw[start:start + nbytes]
+
+
+def _allocate(what: str, nbytes: int, allocate: Callable[[], Any]) -> Any:
+    """``allocate()``, or an ExecutionError naming ``what`` where this machine has not the memory for it."""
+    try:
+        return allocate()
+    except (MemoryError, ValueError) as exc:  # ValueError: numpy's "array is too big" beyond the address space
+        raise ExecutionError(f"cannot allocate {what} of {nbytes} bytes ({_gib(nbytes)}): {exc}") from None
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
 
 
 def _aligned_weights(weights: np.ndarray) -> np.ndarray:
     # Sections of a mapped file are page-aligned; artifact bytes handed over in memory may not be.
     if weights.ctypes.data % WORKSPACE_ALIGNMENT == 0:
         return weights
-    copy_ = _aligned_empty(weights.nbytes)
+    copy_ = _aligned_empty(weights.nbytes, what="an aligned copy of the weights")
     copy_[:] = weights
     return copy_
 
@@ -173,7 +185,7 @@ class CpuExecutor:
             self._native.close()
             raise
         self._checks = artifact.checks
-        self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size))]
+        self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size, what="the workspace"))]
         self._changed = threading.Condition()  # guards the free slots, the run count and closing
         self._running = 0
         self._closed = False
@@ -196,7 +208,7 @@ class CpuExecutor:
                     slot = self._free.pop()
                     break
                 if self.profile_ns is None:
-                    slot = _Slot(self._native.new_context(), _aligned_empty(self._workspace_size))
+                    slot = _Slot(self._native.new_context(), _aligned_empty(self._workspace_size, what="the workspace"))
                     break
                 self._changed.wait()
             self._running += 1
@@ -354,7 +366,8 @@ class InferenceSession:
         """Run the model; ``run_options`` is accepted for onnxruntime compatibility and ignored."""
         executor = self._open_executor()
         selected = self._output_indices(output_names)
-        outputs = [arg.element_type.native_empty(arg.shape) for arg in self._outputs]
+        outputs = [_allocate(f"output {arg.name!r}", arg.element_type.shape_nbytes(arg.shape),
+                             lambda arg=arg: arg.element_type.native_empty(arg.shape)) for arg in self._outputs]
         with self._marshaled_inputs(input_feed, executor) as inputs:
             executor.run(inputs, outputs)
         results, seen = [], set()

@@ -14,7 +14,9 @@ Contract of :func:`import_graph`: given a :class:`FoldedGraph`, return a
   outputs under their ONNX names.
 
 A dimension that is still unknown or symbolic raises ``ShapeError`` naming the
-value (and, for a graph input, the dimension and how to bind it). Operator
+value (and, for a graph input, the dimension and how to bind it); so does a
+negative dimension (what onnx's inference makes of a kernel larger than its
+padded input) and a value of more than :data:`MAX_TENSOR_BYTES`. Operator
 support is not checked here: the lowering does that.
 """
 
@@ -32,6 +34,11 @@ from compiler.errors import CompileError, DataDependentError, ShapeError, Unsupp
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import normalize_domain, topological_sort
 from compiler.graph.ir import Graph, Node, TensorType, Value
+
+
+#: No value may take more bytes: a user process of x86-64 or aarch64 Linux has 2^47 bytes of address space,
+#: and int64 index arithmetic must not overflow. Giant pads or broadcasts reach such sizes in a few nodes.
+MAX_TENSOR_BYTES = 1 << 47
 
 
 def import_graph(folded: FoldedGraph) -> Graph:
@@ -58,6 +65,12 @@ def _check_inputs_static(inputs: Sequence[onnx.ValueInfoProto]) -> None:
     """Every graph input must be static; name each bad dimension and how to bind it."""
     problems: list[str] = []
     for vi in inputs:
+        kind = vi.type.WhichOneof("value")
+        if kind not in ("tensor_type", None):  # not a shape problem: no binding helps
+            raise UnsupportedOpError(f"graph input '{vi.name}' is a {kind.removesuffix('_type').replace('_', ' ')}; "
+                                     "tilec compiles models whose inputs are tensors")
+        if kind == "tensor_type" and not vi.type.tensor_type.elem_type:  # was: "could not be inferred"
+            raise ShapeError(f"graph input '{vi.name}' declares no element type")
         dims = _dims(vi.type)
         if dims is None:
             problems.append(f"graph input '{vi.name}' has no declared shape; bind it with "
@@ -83,7 +96,26 @@ def _dims(t: onnx.TypeProto) -> list[int | str] | None:
 
 
 def _input_value(vi: onnx.ValueInfoProto) -> Value:
-    return Value(vi.name, _tensor_type(f"graph input '{vi.name}'", vi.type))
+    label = f"graph input '{vi.name}'"
+    return Value(vi.name, _check_extent(label, _tensor_type(label, vi.type), "as the model declares it"))
+
+
+def _check_extent(label: str, t: TensorType,
+                  why: str = "its inputs are too small for what the node's attributes ask (a kernel or "
+                             "dilation larger than the padded input)") -> TensorType:
+    """``t`` if its dimensions are non-negative and it fits in :data:`MAX_TENSOR_BYTES`, else a ShapeError."""
+    negative = [i for i, d in enumerate(t.shape) if d < 0]
+    if negative:
+        raise ShapeError(f"{label} has shape {list(t.shape)} with negative dimension(s) "
+                         f"{', '.join(map(str, negative))}: {why}")
+    numel = 1
+    for d in t.shape:
+        numel *= d  # Python ints: numpy's int64 product would wrap around
+    nbytes = t.dtype.nbytes(numel)
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ShapeError(f"{label} has shape {list(t.shape)} of {t.dtype.value}: {nbytes} bytes, more than any "
+                         f"process can address ({MAX_TENSOR_BYTES} bytes)")
+    return t
 
 
 def _tensor_type(label: str, t: onnx.TypeProto) -> TensorType:
@@ -172,6 +204,7 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
                 hint = (f"; it depends on the run-time value of {', '.join(repr(n) for n in runtime)} "
                         "(graph inputs can be fixed with constant_inputs= / --constant-input)") if runtime else ""
                 raise DataDependentError(f"{exc}{hint}", values=runtime) from None
+            _check_extent(label, values[out].type)
         node.outputs.append(values[out])
     return node
 

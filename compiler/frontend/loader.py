@@ -14,7 +14,14 @@ Contract of :func:`load_model`: given a path, serialized bytes or a
   and ``onnx.version_converter`` could convert it (otherwise the original
   opset is kept: lowerings consult ``Node.opset``),
 * carries shape-inference results in ``graph.value_info`` (onnx's, corrected
-  where they depart from the spec: :mod:`.shape_fixes`).
+  where they depart from the spec: :mod:`.shape_fixes`),
+* holds only tensors whose data fits their element type and shape (initializers
+  and tensor attributes, subgraphs and functions included), and no node of the
+  ONNX domain that ONNX's own shape inference rejects for the types of its
+  inputs (an axis out of range, negative pads, a perm that is no permutation,
+  incompatible broadcast dimensions), or whose output types contradict it;
+  onnx's model-wide inference skips such nodes silently, so the declared types
+  would stand in for the ones the node cannot have.
 
 Every failure to read the model is a ``ModelLoadError`` whose one-line
 message names the source; binding errors are ``ShapeError``.
@@ -36,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
-from compiler.errors import ModelLoadError, ShapeError
+from compiler.errors import ModelLoadError, ShapeError, describe_node
 from compiler.frontend.shape_fixes import corrected_types
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
@@ -60,12 +67,16 @@ def load_model(model: ModelSource, input_shapes: InputShapes | None = None,
     """Read, check, bind, convert and shape-infer ``model`` (see the module docstring)."""
     proto, source = read_model(model)
     sort_graph(proto.graph)
+    check_order(proto.graph, source)
     claim_ort_default_domain_ops(proto)
     check_model(proto, source)
+    check_tensors(proto, source)
     bind_input_shapes(proto.graph, input_shapes or {})
     bind_input_values(proto.graph, constant_inputs or {})
     proto = convert_opset(proto)
     types = infer_types(proto.graph, opsets_of(proto), constants=None)
+    check_node_types(proto, types, source)
+    check_output_types(proto, types, source)
     _store_value_info(proto.graph, types)
     return proto
 
@@ -132,6 +143,239 @@ def check_model(model: onnx.ModelProto, source: str) -> None:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelLoadError(f"{source}: invalid ONNX model: {_one_line(exc)}") from exc
+    # The checker takes any opset above the newest it knows (each op's latest schema stands in); onnxruntime
+    # refuses them, and what a future opset means is not known to anyone here.
+    newest = {"": onnx.defs.onnx_opset_version(), "ai.onnx.ml": onnx.defs.onnx_ml_opset_version()}
+    for domain, version in opsets_of(model).items():
+        if domain in newest and version > newest[domain]:
+            raise ModelLoadError(f"{source}: imports opset {version} of domain '{domain or 'ai.onnx'}', newer than "
+                                 f"the newest this onnx ({onnx.__version__}) defines ({newest[domain]})")
+
+
+# --- tensor data ------------------------------------------------------------------
+
+#: Bits per element of the ONNX types stored packed below a byte (raw_data, and int32_data entries of a
+#: byte each); the 6-bit floats are packed in raw_data only, one int32_data entry per element.
+_PACKED_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT4E2M1: 4,
+                onnx.TensorProto.INT2: 2, onnx.TensorProto.UINT2: 2}
+_SIX_BIT = {onnx.TensorProto.FLOAT6E2M3, onnx.TensorProto.FLOAT6E3M2}
+_COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
+
+
+def check_tensors(model: onnx.ModelProto, source: str) -> None:
+    """Every tensor of the model (initializers, tensor attributes; subgraphs and functions too) has an ONNX
+    element type and exactly the data its shape takes. The checker only refuses too little data; too much,
+    or an unknown ``data_type``, made numpy fail deep inside the frontend (a reshape, a KeyError)."""
+    for where, tensor in _model_tensors(model):
+        problem = tensor_data_problem(tensor)
+        if problem is not None:
+            raise ModelLoadError(f"{source}: invalid ONNX model: {where}: {problem}")
+    graph = model.graph
+    for role, infos in (("graph input", graph.input), ("graph output", graph.output), ("value_info", graph.value_info)):
+        for vi in infos:
+            elem_type = vi.type.tensor_type.elem_type if vi.type.WhichOneof("value") == "tensor_type" else 0
+            if elem_type and elem_type not in onnx.TensorProto.DataType.values():
+                raise ModelLoadError(f"{source}: invalid ONNX model: {role} '{vi.name}' has elem_type {elem_type}, "
+                                     "which is not an ONNX element type")
+
+
+def tensor_data_problem(tensor: onnx.TensorProto) -> str | None:
+    """What is wrong with ``tensor``'s element type or the amount of its data, or None."""
+    data_type = tensor.data_type
+    try:
+        type_name = onnx.TensorProto.DataType.Name(data_type)
+        np_dtype = helper.tensor_dtype_to_np_dtype(data_type)
+    except (ValueError, KeyError):
+        return f"data_type {data_type} is not an ONNX element type"
+    if data_type == onnx.TensorProto.STRING or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None  # strings have no fixed size; external data is read (and checked) by onnx
+    numel = 1
+    for d in tensor.dims:
+        numel *= int(d)  # Python ints: dims may claim more elements than int64 holds
+    shape = f"shape [{', '.join(str(d) for d in tensor.dims)}] of {type_name}"
+    if tensor.HasField("raw_data"):
+        bits = _PACKED_BITS.get(data_type) or (6 if data_type in _SIX_BIT else 8 * np_dtype.itemsize)
+        expected = -(-numel * bits // 8)
+        if len(tensor.raw_data) != expected:
+            return f"raw_data holds {len(tensor.raw_data)} bytes, but {shape} takes {expected}"
+        return None
+    field = helper.tensor_dtype_to_field(data_type)
+    per_entry = 8 // _PACKED_BITS[data_type] if data_type in _PACKED_BITS else 1
+    expected = -(-numel // per_entry) * (2 if data_type in _COMPLEX else 1)
+    count = len(getattr(tensor, field))
+    if count != expected:
+        return f"{field} holds {count} values, but {shape} takes {expected}"
+    return None
+
+
+def _model_tensors(model: onnx.ModelProto) -> Iterable[tuple[str, onnx.TensorProto]]:
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node, f" (function '{function.name}')")
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterable[tuple[str, onnx.TensorProto]]:
+    where = f" (graph '{graph.name}')" if graph.name else ""
+    for tensor in graph.initializer:
+        yield f"initializer '{tensor.name}'{where}", tensor
+    for node in graph.node:
+        yield from _node_tensors(node, where)
+
+
+def _node_tensors(node: onnx.NodeProto, where: str) -> Iterable[tuple[str, onnx.TensorProto]]:
+    for attr in node.attribute:
+        label = f"attribute '{attr.name}' of {node.op_type} '{node.name or '<unnamed>'}'{where}"
+        if attr.type == onnx.AttributeProto.TENSOR:
+            yield label, attr.t
+        elif attr.type == onnx.AttributeProto.TENSORS:
+            for k, tensor in enumerate(attr.tensors):
+                yield f"{label}[{k}]", tensor
+        for sub in graph_attrs(attr):
+            yield from _graph_tensors(sub)
+
+
+# --- node types -----------------------------------------------------------------------
+
+
+def check_node_types(model: onnx.ModelProto, types: Mapping[str, onnx.TypeProto], source: str) -> None:
+    """Ask ONNX's inference about each node of the ONNX domain on its own, with the types ``types`` gives
+    its inputs (and the values of its small initializer inputs): a node it rejects (strict mode) makes the
+    model invalid, and so does an output whose element type in ``types`` contradicts the node's.
+
+    Model-wide inference (``infer_types``, non-strict) skips a node it rejects and lets the declared types
+    of the node's outputs stand: a Conv whose pads are negative, a Concat whose axis is out of range
+    compiled to code for shapes the node cannot have. onnxruntime refuses such models when it loads them.
+    Nodes with subgraphs, of other domains, without an inference function or with an input of unknown
+    type are left alone (their expansions and lowerings check them), and so are input types outside the
+    schema's type constraints: tilec lowers some ops for more types than ONNX lists (bfloat16 Conv).
+    """
+    graph = model.graph
+    opsets = opsets_of(model)
+    opset_ids = [helper.make_opsetid(d, v) for d, v in opsets.items()]
+    initializer_types = {t.name: helper.make_tensor_type_proto(t.data_type, list(t.dims)) for t in graph.initializer}
+    small = {t.name: t for t in graph.initializer
+             if t.data_location != onnx.TensorProto.EXTERNAL and int(np.prod(t.dims, dtype=object)) <= _INFERENCE_VALUE_LIMIT}
+    for node in graph.node:
+        domain = normalize_domain(node.domain)
+        if domain != "" or any(graph_attrs(a) for a in node.attribute):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+        except onnx.defs.SchemaError:
+            continue
+        formal = schema.inputs
+        for k, name in enumerate(node.input):
+            param = formal[min(k, len(formal) - 1)] if formal else None
+            # The checker refuses an empty name for a single input, not among variadic ones (Concat's).
+            if not name and param is not None and param.option != onnx.defs.OpSchema.FormalParameterOption.Optional:
+                raise ModelLoadError(f"{source}: invalid ONNX model: {_describe(node, opsets)}: input {k} "
+                                     f"('{param.name}') is required, but its name is empty")
+        if not schema.has_type_and_shape_inference_function:
+            continue
+        input_types = {n: initializer_types.get(n) or types.get(n) for n in node.input if n}
+        _check_type_parameters(node, schema, input_types, opsets, source)
+        if any(t is None for t in input_types.values()):
+            continue
+        try:
+            outputs = shape_inference.infer_node_outputs(schema, node, input_types,
+                                                         {n: small[n] for n in node.input if n in small},
+                                                         opset_imports=opset_ids, ir_version=_PROXY_IR_VERSION)
+        except onnx.checker.ValidationError:
+            continue  # a type outside the schema's constraints (bfloat16 Conv): tilec's lowerings decide
+        except shape_inference.InferenceError as exc:
+            raise ModelLoadError(f"{source}: invalid ONNX model: {_describe(node, opsets)}: {_one_line(exc)}") from None
+        for name, inferred in outputs.items():
+            have = types.get(name)
+            if (have is None or inferred.WhichOneof("value") != "tensor_type"
+                    or have.WhichOneof("value") != "tensor_type"):
+                continue
+            want_elem, have_elem = inferred.tensor_type.elem_type, have.tensor_type.elem_type
+            if want_elem and have_elem and want_elem != have_elem:
+                raise ModelLoadError(
+                    f"{source}: invalid ONNX model: {_describe(node, opsets)} computes '{name}' as "
+                    f"{onnx.TensorProto.DataType.Name(want_elem)}, but the model declares it "
+                    f"{onnx.TensorProto.DataType.Name(have_elem)}")
+
+
+def _check_type_parameters(node: onnx.NodeProto, schema: onnx.defs.OpSchema,
+                           input_types: Mapping[str, onnx.TypeProto | None], opsets: Mapping[str, int],
+                           source: str) -> None:
+    """Each input's element type must be of a kind (float, integer, bool, complex, string) its schema allows,
+    and inputs bound to one type parameter (Add's A and B are both T) must have one element type.
+
+    tilec lowers some ops for more precisions than their schemas list (bfloat16 Conv), so within a kind
+    the lowerings decide; another kind reached code that cannot exist (exp of int64: invalid LLVM IR),
+    and inputs of different types would meet in one kernel with nothing to convert them (the lowering
+    failed with 'operand types differ')."""
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    formal = schema.inputs
+    bound: dict[str, tuple[str, int]] = {}
+    for k, name in enumerate(node.input):
+        t = input_types.get(name) if name else None
+        if t is None or t.WhichOneof("value") != "tensor_type" or not t.tensor_type.elem_type or not formal:
+            continue
+        param = formal[min(k, len(formal) - 1)]
+        elem = t.tensor_type.elem_type
+        kinds = {_kind(text[len("tensor("):-1]) for text in allowed.get(param.type_str, [param.type_str])
+                 if text.startswith("tensor(")}
+        if elem in onnx.TensorProto.DataType.values() and kinds and _kind(_elem_name(elem)) not in kinds:
+            raise ModelLoadError(
+                f"{source}: invalid ONNX model: {_describe(node, opsets)}: input '{name}' ('{param.name}') is "
+                f"{_type_name(t)}, but the op takes {' or '.join(sorted(kinds))} tensors there")
+        if param.type_str not in allowed or (param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+                                             and not param.is_homogeneous):
+            continue
+        first = bound.setdefault(param.type_str, (name, elem))
+        if first[1] != elem:
+            raise ModelLoadError(
+                f"{source}: invalid ONNX model: {_describe(node, opsets)}: inputs '{first[0]}' "
+                f"({_type_name(input_types[first[0]])}) and '{name}' ({_type_name(t)}) must have one type "
+                f"(both are its type parameter {param.type_str})")
+
+
+def _elem_name(elem: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem).lower()
+
+
+def _kind(type_name: str) -> str:
+    """The kind of an ONNX element type by its name (``float16``, ``uint8``; the ``tensor(...)`` spelling's)."""
+    if type_name.startswith("float") or type_name in ("double", "bfloat16"):
+        return "float"
+    if type_name.startswith(("int", "uint")):
+        return "integer"
+    return "complex" if type_name.startswith("complex") else type_name  # bool, string
+
+
+def check_output_types(model: onnx.ModelProto, types: Mapping[str, onnx.TypeProto], source: str) -> None:
+    """Each graph output's declared type must be of the kind (and element type) computed for it: inference's
+    result wins over a declaration (declared shapes may predate an input binding), so a contradicting one
+    would pass unnoticed; onnxruntime refuses such models."""
+    for out in model.graph.output:
+        declared, computed = out.type, types.get(out.name)
+        if computed is None or declared.WhichOneof("value") is None or computed.WhichOneof("value") is None:
+            continue
+        kinds_differ = declared.WhichOneof("value") != computed.WhichOneof("value")
+        elems_differ = (not kinds_differ and declared.WhichOneof("value") == "tensor_type"
+                        and declared.tensor_type.elem_type and computed.tensor_type.elem_type
+                        and declared.tensor_type.elem_type != computed.tensor_type.elem_type)
+        if kinds_differ or elems_differ:
+            raise ModelLoadError(f"{source}: invalid ONNX model: graph output '{out.name}' is declared "
+                                 f"{_type_name(declared)}, but the graph computes {_type_name(computed)}")
+
+
+def _type_name(t: onnx.TypeProto) -> str:
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        elem = t.tensor_type.elem_type
+        return f"a tensor of {onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else elem}"
+    return {"sequence_type": "a sequence", "map_type": "a map", "optional_type": "an optional",
+            "sparse_tensor_type": "a sparse tensor"}.get(kind, kind or "untyped")
+
+
+def _describe(node: onnx.NodeProto, opsets: Mapping[str, int]) -> str:
+    domain = normalize_domain(node.domain)
+    return describe_node(node.op_type, node.name or "<unnamed>", opsets.get(domain), domain)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -153,6 +397,57 @@ def sort_graph(graph: onnx.GraphProto) -> None:
         copies = [_copy_node(n) for n in ordered]
         del graph.node[:]
         graph.node.extend(copies)
+
+
+def check_order(graph: onnx.GraphProto, source: str) -> None:
+    """A ModelLoadError naming the value nothing defines, or the nodes of a cycle, when ``graph`` cannot be
+    sorted (the checker only says that a node's input is not the output of a previous node)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    produced = {name: node for node in graph.node for name in node.output if name}
+    for node in graph.node:
+        # key=repr: protobuf hands a name that is not UTF-8 (a corrupted file) over as bytes
+        for name in sorted(node_reads(node), key=repr):
+            if name not in produced and name not in available:
+                raise ModelLoadError(f"{source}: invalid ONNX model: {_label(node)} reads '{name}', which no node, "
+                                     "graph input or initializer defines")
+    if topological_sort(list(graph.node), available) is not None:
+        return
+    cycle = _find_cycle(list(graph.node), produced, available)
+    if len(cycle) == 2 and cycle[0] is cycle[1]:
+        raise ModelLoadError(f"{source}: invalid ONNX model: {_label(cycle[0])} reads its own output")
+    raise ModelLoadError(f"{source}: invalid ONNX model: the nodes {' -> '.join(_label(n) for n in cycle)} form a "
+                         "cycle (each reads an output of the one before it)")
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} '{node.name or '<unnamed>'}'"
+
+
+def _find_cycle(nodes: list[onnx.NodeProto], produced: Mapping[str, onnx.NodeProto],
+                available: set[str]) -> list[onnx.NodeProto]:
+    """A cycle of ``nodes`` (first node repeated at the end), every read being defined (see check_order)."""
+    def producers(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        return [produced[n] for n in sorted(node_reads(node), key=repr) if n not in available]
+
+    state: dict[int, int] = {}  # id -> 1 on the current path, 2 done
+    for start in nodes:
+        if state.get(id(start)):
+            continue
+        path, stack = [start], [iter(producers(start))]
+        state[id(start)] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[id(path.pop())] = 2
+                stack.pop()
+            elif state.get(id(nxt)) == 1:
+                cycle = path[[id(n) for n in path].index(id(nxt)):]
+                return [*reversed(cycle), cycle[-1]] if len(cycle) > 1 else [nxt, nxt]
+            elif not state.get(id(nxt)):
+                state[id(nxt)] = 1
+                path.append(nxt)
+                stack.append(iter(producers(nxt)))
+    return []
 
 
 def topological_sort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto] | None:
@@ -382,7 +677,12 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
     proxy = onnx.GraphProto(name=graph.name or "g")
     proxy.node.extend(graph.node)
     proxy.input.extend(graph_inputs(graph))
+    # A graph output that is a graph input or a constant passed through keeps that value's type: listed as
+    # a shapeless proxy output, it erased the shape onnx gives the input, and every value computed from it.
+    passed_through = {i.name for i in graph.input} | {t.name for t in graph.initializer} | set(constants or ())
     for out in graph.output:
+        if out.name in passed_through:
+            continue
         elem_type = out.type.tensor_type.elem_type if out.type.HasField("tensor_type") else 0
         proxy.output.append(helper.make_tensor_value_info(out.name, elem_type, None) if elem_type
                             else helper.make_value_info(out.name, onnx.TypeProto()))

@@ -23,7 +23,7 @@ import numpy as np
 
 from compiler.codegen.target import Target
 from compiler.dtypes import DType
-from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError
+from compiler.errors import DataDependentError, ModelLoadError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, const, select, substitute
@@ -117,6 +117,26 @@ class LoweringContext:
 
     def unsupported(self, reason: str) -> None:
         raise UnsupportedOpError(f"{self.node.describe()}: {reason}")
+
+    def invalid(self, reason: str) -> None:
+        """The node is not valid ONNX (an attribute or constant input its spec does not allow)."""
+        raise ModelLoadError(f"{self.node.describe()}: invalid ONNX node: {reason}")
+
+    def axis(self, value: Any, rank: int, what: str = "axis") -> int:
+        """``value`` as an axis of a rank-``rank`` tensor in ``[0, rank)``; ONNX allows ``[-rank, rank)``.
+
+        Anything else is an invalid node: taking it modulo the rank silently computed another axis."""
+        axis = int(value)
+        if not -rank <= axis < rank:
+            self.invalid(f"{what} {axis} is out of range [{-rank}, {rank - 1}] for rank {rank}")
+        return axis + rank if axis < 0 else axis
+
+    def axes(self, values: Any, rank: int, what: str = "axes") -> list[int]:
+        """``values`` as axes in ``[0, rank)`` (see ``axis``), in their order; a repeated axis is invalid."""
+        axes = [self.axis(v, rank, what) for v in np.asarray(values).reshape(-1).tolist()]
+        if len(set(axes)) != len(axes):
+            self.invalid(f"{what} {list(np.asarray(values).reshape(-1).tolist())} name an axis more than once")
+        return axes
 
     # --- describing results ---------------------------------------------------------
 

@@ -28,7 +28,7 @@ def _peak_index(ctx: LoweringContext, x: Tensor, axis: int, keep: bool, shape, c
 def _arg(combiner: str):
     def lower(ctx: LoweringContext) -> list[Tensor]:
         x, out = ctx.input(0), ctx.output_type(0)
-        axis = int(ctx.attr("axis", 0)) % x.rank
+        axis = ctx.axis(ctx.attr("axis", 0), x.rank)
         index = _peak_index(ctx, x, axis, bool(ctx.attr("keepdims", 1)), out.shape, combiner,
                             bool(ctx.attr("select_last_index", 0)))
         return [index]
@@ -38,9 +38,9 @@ def _arg(combiner: str):
 
 def hardmax(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    if ctx.opset < 13 and int(ctx.attr("axis", 1)) % x.rank != x.rank - 1:
+    if ctx.opset < 13 and ctx.axis(ctx.attr("axis", 1), x.rank) != x.rank - 1:
         ctx.unsupported("Hardmax before opset 13 over several trailing axes")
-    axis = int(ctx.attr("axis", -1)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", -1), x.rank)
     shape = [1 if d == axis else s for d, s in enumerate(x.shape)]
     index = _peak_index(ctx, x, axis, True, shape, "max", False)
     index = ctx.compute(shape, lambda i: index[i], dtype=DType.I64, name="hardmax_index", materialize=True)

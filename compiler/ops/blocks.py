@@ -27,7 +27,7 @@ def center_crop_pad(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     out = ctx.output_type(0).shape
     axes = ctx.attr("axes")
-    axes = list(range(x.rank)) if axes is None else [int(a) % x.rank for a in axes]
+    axes = list(range(x.rank)) if axes is None else ctx.axes(axes, x.rank)
     for d in range(x.rank):
         if d not in axes and out[d] != x.shape[d]:
             ctx.unsupported(f"output dim {d} is {out[d]}, but the axis is not cropped or padded")

@@ -34,11 +34,17 @@ from compiler.ops.registry import OpDef, defop
 WeightLoad = Callable[[Expr, Expr, Index], Expr]
 
 
+#: ONNX's auto_pad values ("" is what some exporters write for NOTSET; onnxruntime takes it too).
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID", "")
+
+
 def spatial_pads(ctx: LoweringContext, in_spatial: tuple[int, ...], out_spatial: tuple[int, ...],
                  kernel: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...]) -> list[int]:
     """Begin pads followed by end pads, resolving auto_pad as ONNX defines it."""
     rank = len(kernel)
     auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad not in AUTO_PADS:
+        ctx.invalid(f"auto_pad {auto_pad!r} is none of {', '.join(AUTO_PADS[:-1])}")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
         for i in range(rank):
@@ -126,8 +132,27 @@ class ConvShape:
 
 def conv_attrs(ctx: LoweringContext, rank: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     """(strides, dilations, group) with ONNX's defaults."""
-    return (tuple(ctx.attr("strides", [1] * rank)), tuple(ctx.attr("dilations", [1] * rank)),
-            int(ctx.attr("group", 1)))
+    group = int(ctx.attr("group", 1))
+    if group < 1:
+        ctx.invalid(f"group {group} is not a positive number of groups")
+    return (tuple(ctx.attr("strides", [1] * rank)), tuple(ctx.attr("dilations", [1] * rank)), group)
+
+
+def check_operands(ctx: LoweringContext, x: Tensor, w: Tensor) -> None:
+    """Input ``[N, C, spatial...]`` and weights of the same rank whose taps match ``kernel_shape`` if given."""
+    if x.rank < 3 or w.rank != x.rank:
+        ctx.invalid(f"input of shape {list(x.shape)} and weights of shape {list(w.shape)}: a conv needs "
+                    "[N, C, spatial...] and weights of the same rank")
+    kernel = ctx.attr("kernel_shape")
+    if kernel is not None and [int(k) for k in kernel] != list(w.shape[2:]):
+        ctx.invalid(f"kernel_shape {list(kernel)} does not match the weights' taps {list(w.shape[2:])}")
+
+
+def check_groups(ctx: LoweringContext, channels: int, weight_channels: int, out_channels: int, group: int) -> None:
+    """A forward conv's weights ``[M, C/group, k...]`` must fit its ``C`` input channels and ``group``."""
+    if channels != weight_channels * group or out_channels % group:
+        ctx.invalid(f"{channels} input channels and weights for {weight_channels} input and {out_channels} output "
+                    f"channels per group do not make {group} group(s) (C = C/group * group, M divisible by group)")
 
 
 def packed_weights(ctx: LoweringContext, known: np.ndarray | None, shape: ConvShape, load: WeightLoad,
@@ -192,9 +217,11 @@ def per_channel(t: Tensor | None, m: Expr) -> Expr | None:
 def conv_operands(ctx: LoweringContext, x: Tensor, w: Tensor, fill: float,
                   known_w: np.ndarray | None, load: WeightLoad, dtype: DType) -> tuple[Tensor, Tensor, ConvShape]:
     """(padded input, packed weights, geometry) of a forward conv whose weights are ``[M, C/group, k...]``."""
+    check_operands(ctx, x, w)
     rank = x.rank - 2
     kernel = tuple(w.shape[2:])
     strides, dilations, group = conv_attrs(ctx, rank)
+    check_groups(ctx, x.shape[1], w.shape[1], w.shape[0], group)
     pads = spatial_pads(ctx, x.shape[2:], ctx.output_type(0).shape[2:], kernel, strides, dilations)
     shape = ConvShape(kernel, strides, dilations, group, w.shape[1], w.shape[0])
     xp = pad_input(ctx, x, pads[:rank], pads[rank:], fill)
@@ -238,9 +265,13 @@ def conv_transpose(ctx: LoweringContext) -> list[Tensor]:
     x, w = ctx.input(0), ctx.input(1)
     out = ctx.output_type(0)
     bias = ctx.input(2) if ctx.has_input(2) else None
+    check_operands(ctx, x, w)
     rank = x.rank - 2
     kernel = tuple(w.shape[2:])
     strides, dilations, group = conv_attrs(ctx, rank)
+    if x.shape[1] != w.shape[0] or x.shape[1] % group:
+        ctx.invalid(f"{x.shape[1]} input channels, weights for {w.shape[0]} input channels and {group} group(s) "
+                    "do not fit (weights [C, M/group, k...], C divisible by group)")
     c_per_group, m_per_group = x.shape[1] // group, w.shape[1]
     begins = _transpose_begin_pads(ctx, x, kernel, strides, dilations, out.shape[2:])
     # The equivalent forward conv: stride 1, pads dilation*(k-1) - pad around the spread input.
@@ -342,11 +373,16 @@ def deform_conv(ctx: LoweringContext) -> list[Tensor]:
     bias = ctx.input(3) if ctx.has_input(3) else None
     mask = ctx.input(4) if ctx.has_input(4) else None
     out = ctx.output_type(0)
+    check_operands(ctx, x, w)
     rank = x.rank - 2
     kernel = tuple(w.shape[2:])
     strides, dilations, group = conv_attrs(ctx, rank)
+    check_groups(ctx, x.shape[1], w.shape[1], w.shape[0], group)
+    offset_groups = int(ctx.attr("offset_group", 1))
+    if offset_groups < 1 or x.shape[1] % offset_groups:
+        ctx.invalid(f"offset_group {offset_groups} does not divide the {x.shape[1]} input channels")
     begins = list(ctx.attr("pads", [0] * (2 * rank)))[:rank]
-    channels_per_offset_group = x.shape[1] // int(ctx.attr("offset_group", 1))
+    channels_per_offset_group = x.shape[1] // offset_groups
     taps = int(np.prod(kernel))
     out_spatial = out.shape[2:]
 

@@ -19,7 +19,7 @@ def _cumulative(combiner: str, identity: int):
         if x.rank == 1:  # the only valid axis: it may be known only at run time
             axis = 0
         else:
-            axis = int(np.asarray(ctx.const_input(1, "axis")).reshape(-1)[0]) % x.rank
+            axis = ctx.axis(np.asarray(ctx.const_input(1, "axis")).reshape(-1)[0], x.rank)
         exclusive, reverse = bool(ctx.attr("exclusive", 0)), bool(ctx.attr("reverse", 0))
         n = x.shape[axis]
 

@@ -86,7 +86,7 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
     else:
         starts, ends = _ints(ctx, 1, "", "starts"), _ints(ctx, 2, "", "ends")
         axes, steps = _ints(ctx, 3, "", "axes"), _ints(ctx, 4, "", "steps")
-    axes = list(range(len(starts))) if axes is None else [int(a) % x.rank for a in axes]
+    axes = list(range(len(starts))) if axes is None else ctx.axes(axes, x.rank)
     steps = [1] * len(starts) if steps is None else steps
     first, stride = [0] * x.rank, [1] * x.rank
     for a, s, e, st in zip(axes, starts, ends, steps):
@@ -98,7 +98,7 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
 
 def split(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    axis = int(ctx.attr("axis", 0)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", 0), x.rank)
     results, offset = [], 0
     for value in ctx.node.outputs:
         def read(i: Index, offset: int = offset) -> Expr:
@@ -120,7 +120,7 @@ def pad(ctx: LoweringContext) -> list[Tensor]:
         value = ctx.input(2)[()] if ctx.has_input(2) and ctx.input(2).rank == 0 else \
             ctx.input(2)[(0,)] if ctx.has_input(2) else const(0, x.dtype)
         axes = _ints(ctx, 3, "", "axes") if ctx.has_input(3) else list(range(x.rank))
-        axes = [a % x.rank for a in axes]
+        axes = ctx.axes(axes, x.rank)
     before = [0] * x.rank
     for k, a in enumerate(axes):
         before[a] = pads[k]
@@ -154,7 +154,7 @@ def tile(ctx: LoweringContext) -> list[Tensor]:
 
 def gather(ctx: LoweringContext) -> list[Tensor]:
     x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
-    axis = int(ctx.attr("axis", 0)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", 0), x.rank)
     q = idx.rank
     require_indices_in_range(ctx, 1, [x.shape[axis]])
 
@@ -167,7 +167,7 @@ def gather(ctx: LoweringContext) -> list[Tensor]:
 
 def gather_elements(ctx: LoweringContext) -> list[Tensor]:
     x, idx, out = ctx.input(0), ctx.input(1), ctx.output_type(0)
-    axis = int(ctx.attr("axis", 0)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", 0), x.rank)
     require_indices_in_range(ctx, 1, [x.shape[axis]])
     return [ctx.compute(out.shape, lambda i: x[[safe_index(idx[i], x.shape[axis]) if d == axis else i[d]
                                                 for d in range(x.rank)]], dtype=x.dtype, name="gather_elements")]
@@ -206,7 +206,7 @@ def trilu(ctx: LoweringContext) -> list[Tensor]:
 def one_hot(ctx: LoweringContext) -> list[Tensor]:
     idx, values, out = ctx.input(0), ctx.input(2), ctx.output_type(0)
     depth = int(np.asarray(ctx.const_input(1, "depth")).reshape(-1)[0])
-    axis = int(ctx.attr("axis", -1)) % len(out.shape)
+    axis = ctx.axis(ctx.attr("axis", -1), len(out.shape))
 
     def read(i: Index) -> Expr:
         raw = idx[list(i[:axis]) + list(i[axis + 1:])]
@@ -265,7 +265,7 @@ def compress(ctx: LoweringContext) -> list[Tensor]:
     cond = np.asarray(ctx.const_input(1, "condition")).astype(bool).reshape(-1)
     axis = ctx.attr("axis")
     flat = axis is None
-    size = x.buffer.numel if flat else x.shape[int(axis) % x.rank]
+    size = x.buffer.numel if flat else x.shape[ctx.axis(axis, x.rank)]
     positions = ctx.add_constant(np.nonzero(cond[:size])[0].astype(np.int64), "compress_pos")
     if flat:
         strides = x.buffer.strides
@@ -274,7 +274,7 @@ def compress(ctx: LoweringContext) -> list[Tensor]:
             p = positions[(i[0],)]
             return x[[(p // strides[d]) % x.shape[d] for d in range(x.rank)]]
     else:
-        a = int(axis) % x.rank
+        a = ctx.axis(axis, x.rank)
 
         def read(i: Index) -> Expr:
             return x[[positions[(i[a],)] if d == a else i[d] for d in range(x.rank)]]

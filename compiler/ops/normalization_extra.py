@@ -60,7 +60,7 @@ def _normalize(ctx: LoweringContext, x: Tensor, axes: list[int], centered: bool,
 
 def layer_norm(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    axis = int(ctx.attr("axis", -1)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", -1), x.rank)
     scale, bias = ctx.input(1), ctx.input(2) if ctx.has_input(2) else None
     y, mean, inv = _normalize(ctx, x, list(range(axis, x.rank)), True, scale.at_broadcast,
                               bias.at_broadcast if bias is not None else None)
@@ -69,7 +69,7 @@ def layer_norm(ctx: LoweringContext) -> list[Tensor]:
 
 def rms_norm(ctx: LoweringContext) -> list[Tensor]:
     x, scale = ctx.input(0), ctx.input(1)
-    axis = int(ctx.attr("axis", -1)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", -1), x.rank)
     return _normalize(ctx, x, list(range(axis, x.rank)), False, scale.at_broadcast, None)[:1]
 
 
@@ -118,7 +118,7 @@ def group_norm(ctx: LoweringContext) -> list[Tensor]:
 
 def lp_norm(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    axis, p = int(ctx.attr("axis", -1)) % x.rank, int(ctx.attr("p", 2))
+    axis, p = ctx.axis(ctx.attr("axis", -1), x.rank), int(ctx.attr("p", 2))
     if p not in (1, 2):
         ctx.unsupported(f"p={p} (only 1 and 2 are defined)")
     stat_shape = [1 if d == axis else s for d, s in enumerate(x.shape)]
@@ -139,7 +139,7 @@ def lp_norm(ctx: LoweringContext) -> list[Tensor]:
 
 def mean_variance_norm(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    axes = sorted(int(a) % x.rank for a in ctx.attr("axes", [0, 2, 3]))
+    axes = sorted(ctx.axes(ctx.attr("axes", [0, 2, 3]), x.rank))
     stat_shape, extents, count = reduced_space(x.shape, axes)
     work = accumulator_type(x.dtype)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from typing import Callable
 
 from compiler.dtypes import DType
@@ -39,7 +41,8 @@ def reduce_axes(ctx: LoweringContext, rank: int, input_index: int = 1) -> list[i
     axes = ctx.const_input(input_index, "axes") if ctx.has_input(input_index) else ctx.attr("axes")
     if axes is None or len(axes) == 0:
         return [] if ctx.attr("noop_with_empty_axes", 0) else list(range(rank))
-    return sorted(int(a) % rank for a in axes)
+    # A repeated axis is reduced once (onnxruntime accepts it).
+    return sorted({ctx.axis(a, rank, "axes") for a in np.asarray(axes).reshape(-1).tolist()})
 
 
 def reduced_space(shape: tuple[int, ...], axes: list[int]) -> tuple[list[int], list[int], int]:

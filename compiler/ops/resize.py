@@ -118,7 +118,7 @@ def _spec(ctx: LoweringContext, x: Tensor) -> _Spec:
         scale_list, coordinates, nearest = _scales(ctx, x, dims, scales, None), "asymmetric", "simple"
     else:
         if ctx.attr("axes") is not None:
-            dims = [int(a) % x.rank for a in ctx.attr("axes")]
+            dims = [ctx.axis(a, x.rank, "axes") for a in ctx.attr("axes")]
             if len(set(dims)) != len(dims):
                 ctx.unsupported(f"repeated axes {ctx.attr('axes')}")
         coordinates = ctx.attr("coordinate_transformation_mode", "half_pixel")

@@ -79,7 +79,7 @@ def _scatter(ctx: LoweringContext, data: Tensor | Expr, shape: tuple[int, ...], 
 
 def scatter_elements(ctx: LoweringContext) -> list[Tensor]:
     data, idx, upd = ctx.input(0), ctx.input(1), ctx.input(2)
-    axis = int(ctx.attr("axis", 0)) % data.rank
+    axis = ctx.axis(ctx.attr("axis", 0), data.rank)
     require_indices_in_range(ctx, 1, [data.shape[axis]])
 
     def source(i: Index, r: Index) -> list[Expr]:
@@ -114,7 +114,7 @@ def scatter_nd(ctx: LoweringContext) -> list[Tensor]:
 
 def tensor_scatter(ctx: LoweringContext) -> list[Tensor]:
     past, upd = ctx.input(0), ctx.input(1)
-    axis = int(ctx.attr("axis", -2)) % past.rank
+    axis = ctx.axis(ctx.attr("axis", -2), past.rank)
     if axis == 0:
         ctx.unsupported("axis 0 is the batch axis")
     mode = ctx.attr("mode", "linear")

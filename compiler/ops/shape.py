@@ -41,7 +41,9 @@ def reshape_copy(ctx: LoweringContext) -> list[Tensor]:
 
 def transpose(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    perm = list(ctx.attr("perm", list(range(x.rank))[::-1]))
+    perm = [int(p) for p in ctx.attr("perm", list(range(x.rank))[::-1])]
+    if sorted(perm) != list(range(x.rank)):
+        ctx.invalid(f"perm {perm} is not a permutation of the {x.rank} axes of its input")
 
     def value(i: Index) -> Expr:
         src: list[Expr] = [Const(0)] * x.rank
@@ -54,7 +56,7 @@ def transpose(ctx: LoweringContext) -> list[Tensor]:
 
 def concat(ctx: LoweringContext) -> list[Tensor]:
     out = ctx.output_type(0)
-    axis = int(ctx.attr("axis")) % len(out.shape)
+    axis = ctx.axis(ctx.attr("axis"), len(out.shape))
     result = ctx.temp(out.shape, out.dtype, "concat")
     offset = 0
     for k in range(len(ctx.node.inputs)):

@@ -39,7 +39,7 @@ def _softmax(log: bool):
     def lower(ctx: LoweringContext) -> list[Tensor]:
         x = ctx.input(0)
         default_axis = -1 if ctx.opset >= 13 else 1
-        axis = int(ctx.attr("axis", default_axis)) % max(x.rank, 1)
+        axis = ctx.axis(ctx.attr("axis", default_axis), x.rank) if x.rank else 0
         axes = [axis] if ctx.opset >= 13 else list(range(axis, x.rank))
         return [softmax_over(ctx, x, axes, log)]
 

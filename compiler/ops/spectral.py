@@ -119,11 +119,11 @@ def dft(ctx: LoweringContext) -> list[Tensor]:
     # The axis: attribute (opset 17), or input 2 (opset 20: constant or run-time).
     axis_expr: Expr | None = None
     if ctx.opset < 20:
-        axes = [int(ctx.attr("axis", 1)) % rank]
+        axes = [ctx.axis(ctx.attr("axis", 1), rank)]
     elif not ctx.has_input(2):
         axes = [-2 % rank]
     elif ctx.input_value(2).const is not None:
-        axes = [int(np.asarray(ctx.input_value(2).const).reshape(-1)[0]) % rank]
+        axes = [ctx.axis(np.asarray(ctx.input_value(2).const).reshape(-1)[0], rank)]
     else:
         raw = _scalar(ctx.input(2))
         axis_expr = select(compare("lt", raw, 0), raw + rank, raw)

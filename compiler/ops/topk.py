@@ -43,7 +43,7 @@ def _same(a: Expr, b: Expr) -> Expr:
 
 def topk(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
-    axis = int(ctx.attr("axis", -1)) % x.rank
+    axis = ctx.axis(ctx.attr("axis", -1), x.rank)
     n, k = x.shape[axis], out.shape[axis]
     given = ctx.attr("k") if ctx.opset < 10 else None
     if ctx.opset >= 10 and ctx.input_value(1).const is not None:

@@ -57,7 +57,9 @@ def test_attributes_become_plain_python_values():
         numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
         numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w"),
         numpy_helper.from_array(np.array([1], np.int64), "shp"),
-        numpy_helper.from_array(np.array([1, 1, 2, 2], np.int64), "xs"),
+        # [1, 1, 1, 4] broadcasts against the conv's [1, 1, 4, 4]; [1, 1, 2, 2] did not, which the loader
+        # let pass while onnx's inference skipped the Mul silently (it checks each node now).
+        numpy_helper.from_array(np.array([1, 1, 1, 4], np.int64), "xs"),
     ])
     model.graph.node.insert(0, model.graph.node.pop())  # Reshape listed last: exercises sorting
     graph = load_graph(model)

@@ -28,7 +28,8 @@ TOL = {"rtol": 1e-4, "atol": 1e-4}
     ("padded", (2, 6, 2), 1, {}, 10),
     ("truncated", (4, 12, 2), 1, {}, 7),
     ("negative_axis", (2, 4, 6, 2), -2, {}, None),
-    ("axis_0", (6, 3, 2), 0, {"onesided": 1}, None),
+    # A real signal: a one-sided DFT of a complex one is not ONNX (onnx's inference and onnxruntime refuse it).
+    ("axis_0", (6, 3, 1), 0, {"onesided": 1}, None),
 ])
 def test_dft(check, opset, name, shape, axis, attrs, length):
     x = rand(shape, seed=len(name))

@@ -243,3 +243,27 @@ def test_malformed_gpu_tensors_name_the_input(fake_artifact: pathlib.Path, value
     feed["a"] = value
     with InferenceSession(fake_artifact) as sess, pytest.raises(InvalidInputError, match=message):
         sess.run(None, feed)
+
+
+def test_allocation_failures_are_execution_errors(fake_artifact: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A legitimately huge model (a fuzzed 2^31 batch compiled to a 32 GiB workspace) made numpy's MemoryError
+    escape from InferenceSession(); the workspace and the outputs are named instead."""
+    real_empty = np.empty
+
+    def empty_below(limit: int):
+        def empty(shape, dtype=float, *args, **kwargs):
+            if int(np.prod(shape)) * np.dtype(dtype).itemsize >= limit:
+                raise MemoryError(f"Unable to allocate {shape}")
+            return real_empty(shape, dtype, *args, **kwargs)
+        return empty
+
+    feed = random_inputs()
+    with InferenceSession(fake_artifact) as sess:
+        monkeypatch.setattr(np, "empty", empty_below(4 * 257 * 4))
+        with pytest.raises(ExecutionError, match=r"cannot allocate output 'sum' of 4112 bytes"):
+            sess.run(None, feed)
+        monkeypatch.setattr(np, "empty", real_empty)
+        sess.run(None, feed)  # the session is still usable
+    monkeypatch.setattr(np, "empty", empty_below(1))
+    with pytest.raises(ExecutionError, match=r"cannot allocate the workspace of \d+ bytes"):
+        InferenceSession(fake_artifact)
