@@ -59,6 +59,30 @@ def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def _dim_bound(text: str) -> tuple[str, tuple[int | None, int | None]]:
+    """``batch=1:64`` (either end may be omitted: ``seq=:512``, ``seq=8:``) → ("batch", (1, 64))."""
+    name, sep, bounds = text.partition("=")
+    lo, colon, hi = bounds.partition(":")
+    if not sep or not name or not colon:
+        raise argparse.ArgumentTypeError(f"expected NAME=MIN:MAX such as batch=1:64 (either end may be omitted), "
+                                         f"got {text!r}")
+    try:
+        return name, (int(lo) if lo.strip() else None, int(hi) if hi.strip() else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad bounds in {text!r}: use integers, e.g. batch=1:64") from None
+
+
+def _dims_dict(pairs: Sequence[tuple[str, tuple[int | None, int | None]]] | None) -> dict | None:
+    if not pairs:
+        return None
+    bounds: dict[str, tuple[int | None, int | None]] = {}
+    for name, bound in pairs:
+        if name in bounds and bounds[name] != bound:
+            raise CliError(f"--dim gives {name!r} twice: {bounds[name]} and {bound}")
+        bounds[name] = bound
+    return bounds
+
+
 def _input_file(text: str) -> tuple[str, str]:
     """``name=file.npy`` → ("name", "file.npy")."""
     name, sep, path = text.partition("=")
@@ -223,7 +247,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise CliError(f"-o {args.output} is a directory; give the artifact's file name, e.g. {args.output}/model.tilec")
     timings: dict[str, float] = {}
     out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
-                           input_shapes=_shapes_dict(args.input_shape),
+                           input_shapes=_shapes_dict(args.input_shape), dim_bounds=_dims_dict(args.dim),
                            constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None, dump_ir=args.dump_ir,
                            progress=progress, timings=timings, profile=args.profile)
     elapsed = time.perf_counter() - start
@@ -346,6 +370,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out.append(f"{role}:")
         out.append(_table([[str(e.get("name")), str(e.get("dtype")), _shape_str(e.get("shape", []))] for e in entries])
                    or "  (none)")
+    dims = manifest.get("dims") or []
+    if dims:
+        out.append("dims:")
+        out.append(_table([[str(d.get("name")), f"{d.get('min')}..{d.get('max')}"] for d in dims]))
     kernels = manifest.get("kernels") or []
     out.append(f"kernels:    {len(kernels)}")
     shown = 20
@@ -354,7 +382,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if len(kernels) > shown:
         out.append(f"  ... and {len(kernels) - shown} more")
     workspace = int(manifest.get("workspace_size", 0))
-    out.append(f"workspace:  {_human_size(workspace)} ({workspace} bytes)")
+    grows = " + buffers sized per run from the dims" if dims else ""
+    out.append(f"workspace:  {_human_size(workspace)} ({workspace} bytes){grows}")
     sections = manifest.get("sections") or {}
     out.append("sections:")
     names = {"native": "native code", "weights": "weights"}
@@ -655,7 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", choices=TARGETS, help="target machine (default: host); cuda is sm_80 code plus PTX for newer GPUs")
     p.add_argument("--cpu", metavar="NAME", help="CPU name, optionally with +feature suffixes (e.g. skylake-avx512)")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
-                   help="bind an input's shape, e.g. x=2x64 (repeatable)")
+                   help="bind an input's shape, e.g. x=2x64 (repeatable); unbound symbolic dims stay symbolic")
+    p.add_argument("--dim", action="append", type=_dim_bound, metavar="NAME=MIN:MAX",
+                   help="the range a symbolic dimension may take at run time, e.g. batch=1:64 (either end may be "
+                        "omitted; repeatable)")
     p.add_argument("--constant-input", action="append", type=_input_file, metavar="NAME=FILE.npy",
                    help="fix an input that determines shapes (axes, sizes) to the array in FILE.npy; it is "
                         "compiled in and leaves the artifact's inputs (repeatable)")

@@ -21,13 +21,13 @@ import onnx
 from compiler import __version__
 from compiler.artifact.format import write_artifact
 from compiler.codegen.link import link_shared_object
-from compiler.codegen.llvm.module import build_module, compile_module
+from compiler.codegen.llvm.module import RunLayout, build_module, compile_module
 from compiler.codegen.target import Target, resolve_target
 from compiler.errors import CompileError
 from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
-from compiler.loopir.printer import format_kernel
+from compiler.loopir.printer import format_kernel, format_size
 from compiler.lowering.driver import Program, lower_graph
 from compiler.ops.registry import lookup
 from runtime_stub.signature import native_signature
@@ -50,7 +50,10 @@ class BuildLog:
 
 
 def _io_spec(values) -> list[dict[str, Any]]:
-    return [{"name": v.name, "dtype": v.dtype.value, "shape": list(v.shape)} for v in values]
+    """Name, dtype and shape of each value: a symbolic dim as its size variable's name (an input's) or
+    expression text (an output's: the native code computes its value per run)."""
+    return [{"name": v.name, "dtype": v.dtype.value, "shape": [format_size(d) if not isinstance(d, int) else d
+                                                                 for d in v.shape]} for v in values]
 
 
 def _output_spec(program: Program) -> list[dict[str, Any]]:
@@ -70,6 +73,7 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any], prof
         "inputs": _io_spec(program.inputs),
         "outputs": _output_spec(program),
         "workspace_size": program.workspace_size,
+        "dims": [{"name": name, "min": r.lo, "max": r.hi} for name, r in program.sizes.items()],
         "kernels": [{"name": c.kernel.name, "ops": c.kernel.label, "flops": c.kernel.flops} for c in program.calls],
         # No timings here: compiling the same model twice must give the same bytes.
         "build": {"options": {k: repr(v) for k, v in sorted(options.items())}},
@@ -83,7 +87,8 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any], prof
 
 def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str = "host", cpu: str | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  constant_inputs: Mapping[str, Any] | None = None, dump_ir: str | os.PathLike | None = None,
+                  constant_inputs: Mapping[str, Any] | None = None,
+                  dim_bounds: Mapping[str, tuple[int | None, int | None]] | None = None, dump_ir: str | os.PathLike | None = None,
                   progress: Callable[[str], None] | None = None, timings: dict[str, float] | None = None,
                   profile: bool = False, **options: Any) -> pathlib.Path:
     if options:
@@ -94,12 +99,14 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
         raise CompileError("profile=True is for CPU targets; CUDA kernels are profiled with the CUDA tools (nsys)")
     with log.stage("target"):
         tgt = _resolve_cuda(target, cpu) if cuda else resolve_target(target, cpu)
-    graph, program = _lower(model, input_shapes, constant_inputs, tgt, log, progress)
+    graph, program = _lower(model, input_shapes, constant_inputs, dim_bounds, tgt, log, progress)
     if dump_ir is not None:
         _dump(pathlib.Path(dump_ir), graph, program)
     build_options: dict[str, Any] = {"input_shapes": dict(input_shapes or {})}
     if constant_inputs:
         build_options["constant_inputs"] = sorted(constant_inputs)
+    if dim_bounds:
+        build_options["dim_bounds"] = dict(dim_bounds)
     manifest = _manifest(program, tgt, build_options, profile)
     sections = (_cuda_sections(program, tgt, log, manifest, dump_ir) if cuda
                 else _cpu_sections(program, tgt, log, profile, native_signature(manifest, len(program.weights))))
@@ -110,11 +117,15 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
     return path
 
 
-def _lower(model: ModelSource, input_shapes, constant_inputs, tgt, log: BuildLog,
+def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, log: BuildLog,
            progress) -> tuple[Graph, Program]:
     """The target-independent half: frontend, graph passes, lowering to scheduled kernels."""
     with log.stage("frontend"):
-        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None, constant_inputs)
+        graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None, constant_inputs,
+                           dim_bounds)
+    if tgt.kind == "cuda" and graph.sizes:
+        raise CompileError(f"symbolic dimensions ({', '.join(graph.sizes)}) are not supported on CUDA targets yet; "
+                           "bind them with input_shapes= / --input-shape")
     with log.stage("graph passes"):
         graph = run_passes(graph)
     with log.stage("lowering"):
@@ -123,8 +134,11 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, tgt, log: BuildLog
 
 
 def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool, signature: bytes) -> dict[str, bytes]:
+    layout = RunLayout(tuple(program.sizes), program.workspace_size, tuple(program.slots),
+                       tuple(tuple(v.shape) for v in program.outputs))
     with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
-        obj = compile_module(build_module(program.calls, tgt, profile=profile, signature=signature), tgt, log.timings)
+        obj = compile_module(build_module(program.calls, tgt, profile=profile, signature=signature, layout=layout),
+                             tgt, log.timings)
     with log.stage("link"):
         return {"native": link_shared_object([obj], tgt.triple, tgt.cpu)}
 

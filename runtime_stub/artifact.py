@@ -192,7 +192,8 @@ def _is_count(value: Any) -> bool:
 
 def _is_tensor(entry: Any) -> bool:
     return (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("dtype"), str)
-            and isinstance(entry.get("shape"), list) and all(_is_count(d) for d in entry["shape"]))
+            and isinstance(entry.get("shape"), list)
+            and all(_is_count(d) or (isinstance(d, str) and d) for d in entry["shape"]))
 
 
 def _check_fields(manifest: dict[str, Any], label: str) -> None:
@@ -206,6 +207,10 @@ def _check_fields(manifest: dict[str, Any], label: str) -> None:
         elif role == "inputs" and len({e["name"] for e in entries}) != len(entries):
             # A graph may list one output twice (onnxruntime returns it twice); an input is fed once.
             problems.append("'inputs' repeats a name")
+    dims = manifest.get("dims", [])
+    if not isinstance(dims, list) or not all(isinstance(d, dict) and isinstance(d.get("name"), str)
+                                             and _is_count(d.get("min")) and _is_count(d.get("max")) for d in dims):
+        problems.append("'dims' is not a list of {name, min, max} size variables")
     if not _is_count(manifest.get("workspace_size")):
         problems.append("'workspace_size' is not a non-negative integer")
     if not isinstance(manifest.get("kernels"), list) or not all(isinstance(k, dict) for k in manifest["kernels"]):

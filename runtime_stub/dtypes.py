@@ -15,6 +15,8 @@ Contract (numpy only; ml_dtypes is never imported, so this works with any numpy 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -38,7 +40,7 @@ class ElementType:
 
     def shape_nbytes(self, shape: Sequence[int]) -> int:
         """The bytes of a native buffer of this shape."""
-        return self.nbytes(int(np.prod(shape, dtype=np.int64)))
+        return self.nbytes(math.prod(int(d) for d in shape))  # Python ints: an int64 product could wrap
 
     def as_api_array(self, array: np.ndarray) -> np.ndarray | None:
         """``array`` in the API dtype if it is this type's API form or its ml_dtypes form, else None."""

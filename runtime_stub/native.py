@@ -8,7 +8,8 @@ creates one context with ``tilec_create(num_threads)`` (``<= 0``: all online CPU
 ``new_context()`` creates another one (its own thread pool of the same size), so calls
 can run concurrently, each on its own context.
 ``run(..., context=None)`` calls ``tilec_run`` with raw pointers on that context (the
-first by default) and returns its status code.
+first by default) and returns its status code. ``sizes(dims, count)`` calls ``tilec_sizes``:
+for the run's size-variable values, the workspace bytes and then every output dim.
 ``enable_profile(counters)`` hands the first context an int64 array that artifacts
 compiled with profiling add each kernel's wall time (ns) to.
 ``close()`` (or garbage collection) destroys every context, unloads the library and
@@ -35,7 +36,8 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "tilec_create": ([ctypes.c_int32], _vp),
     "tilec_destroy": ([_vp], None),
     "tilec_num_threads": ([_vp], ctypes.c_int32),
-    "tilec_run": ([_vp, ctypes.POINTER(_vp), ctypes.POINTER(_vp), _vp, _vp], ctypes.c_int32),
+    "tilec_run": ([_vp, ctypes.POINTER(_vp), ctypes.POINTER(_vp), _vp, _vp, _vp], ctypes.c_int32),
+    "tilec_sizes": ([_vp, _vp], None),
 }
 # Exported by artifacts built since profiling was added; older ones simply cannot be profiled.
 _OPTIONAL_SIGNATURES: dict[str, tuple[list, object]] = {
@@ -68,6 +70,7 @@ class NativeModule:
             _unload(lib._handle, release_file)
             raise
         self._run = functions["tilec_run"]
+        self._sizes = functions["tilec_sizes"]
         self._create = functions["tilec_create"]
         self._set_profile = functions.get("tilec_set_profile")
         self._ctx = ctx
@@ -98,14 +101,25 @@ class NativeModule:
         return ctx
 
     def run(self, inputs: Sequence[int], outputs: Sequence[int], weights: int, workspace: int,
-            context: int | None = None) -> int:
-        """Call ``tilec_run`` with buffer addresses; returns its status (0 = success)."""
+            context: int | None = None, dims: int = 0) -> int:
+        """Call ``tilec_run`` with buffer addresses (``dims``: of the int64 size values, 0 for none);
+        returns its status (0 = success)."""
         if self.closed:
             raise ExecutionError("the native module is closed")
         in_array = (_vp * len(inputs))(*inputs)
         out_array = (_vp * len(outputs))(*outputs)
         # ctypes drops the GIL for the call; the pool's threads run without Python.
-        return int(self._run(self._ctx if context is None else context, in_array, out_array, weights, workspace))
+        return int(self._run(self._ctx if context is None else context, in_array, out_array, weights, workspace,
+                             dims or None))
+
+    def sizes(self, dims: Sequence[int], count: int) -> list[int]:
+        """``tilec_sizes``: ``count`` int64 values (workspace bytes, then the outputs' dims) for ``dims``."""
+        if self.closed:
+            raise ExecutionError("the native module is closed")
+        values = (ctypes.c_int64 * max(len(dims), 1))(*dims)
+        out = (ctypes.c_int64 * count)()
+        self._sizes(values, out)
+        return list(out)
 
     def enable_profile(self, counters_address: int, count: int) -> None:
         """Let profiled kernels add their times (int64 ns) to ``count`` counters at that address."""

@@ -11,7 +11,13 @@ Contract:
   ``provider_options`` are accepted so code written for it runs unchanged; of them, tilec
   reads the intra-op thread count and the CUDA provider's ``device_id`` (default 0).
 * ``get_inputs()`` / ``get_outputs()`` return ``NodeArg``s with ``.name``, ``.shape``
-  and ``.type`` spelled as onnxruntime does (``tensor(float)``), plus ``.dtype``.
+  and ``.type`` spelled as onnxruntime does (``tensor(float)``; a symbolic dimension as its
+  name, ``['batch', 128]``), plus ``.dtype``.
+* An artifact with symbolic dimensions runs at any input shape within the compiled ranges:
+  ``run`` binds each size variable from the inputs (runtime_stub/shapes.py: every violation an
+  ``InvalidInputError`` naming input, axis and variable), asks the native code for the output
+  shapes and the workspace the run needs, and grows a slot's workspace when a larger run
+  arrives (kept for the runs after it).
 * ``run(output_names, input_feed)`` validates every input strictly — exact dtype and
   shape, no silent casts — and returns the requested outputs (all when
   ``output_names`` is None) as new numpy arrays. bfloat16 tensors are carried as
@@ -55,6 +61,7 @@ from runtime_stub.errors import (
 )
 from runtime_stub.native import NativeModule
 from runtime_stub.platform_check import check_target
+from runtime_stub.shapes import SizeVariables
 from runtime_stub.signature import native_signature
 
 WORKSPACE_ALIGNMENT = 64
@@ -67,7 +74,7 @@ class NodeArg:
     """An input or output of the model, as onnxruntime describes it."""
 
     name: str
-    shape: list[int]
+    shape: list[int | str]
     type: str
     dtype: np.dtype  # the numpy dtype of the arrays run() takes or returns
 
@@ -82,7 +89,8 @@ class NodeArg:
 
 def _node_arg(entry: Any, role: str) -> NodeArg:
     try:
-        name, dtype_name, shape = str(entry["name"]), str(entry["dtype"]), [int(d) for d in entry["shape"]]
+        name, dtype_name = str(entry["name"]), str(entry["dtype"])
+        shape = [d if isinstance(d, str) else int(d) for d in entry["shape"]]
     except (TypeError, KeyError, ValueError):
         raise CorruptArtifactError(f"the manifest has a malformed {role} entry: {entry!r}") from None
     etype = element_type(dtype_name)
@@ -185,6 +193,7 @@ class CpuExecutor:
             self._native.close()
             raise
         self._checks = artifact.checks
+        self._output_ranks = [len(e["shape"]) for e in artifact.manifest["outputs"]]
         self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size, what="the workspace"))]
         self._changed = threading.Condition()  # guards the free slots, the run count and closing
         self._running = 0
@@ -220,13 +229,32 @@ class CpuExecutor:
             self._running -= 1
             self._changed.notify_all()
 
-    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> None:
+    def plan(self, dims: Sequence[int]) -> tuple[int, list[list[int]]]:
+        """For a run with these size-variable values: the workspace bytes and every output's shape,
+        as the native code computes them."""
+        values = self._native.sizes(dims, 1 + sum(self._output_ranks))
+        if values[0] == -1:  # tilec_sizes: a size overflowed int64
+            raise InvalidInputError(f"the input shapes (dims {list(dims)}) make tensors too large to address")
+        if any(v < 0 for v in values):
+            raise CorruptArtifactError(f"the native code computed negative sizes for dims {list(dims)}")
+        shapes, k = [], 1
+        for rank in self._output_ranks:
+            shapes.append(values[k:k + rank])
+            k += rank
+        return values[0], shapes
+
+    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], dims: Sequence[int] = (),
+            workspace_size: int = 0) -> None:
         in_ptrs = [a.ctypes.data for a in inputs]
         out_ptrs = [a.ctypes.data for a in outputs]
+        dims_array = np.asarray(dims, dtype=np.int64)
         slot = self._take_slot()
         try:
+            if workspace_size > slot.workspace.size:
+                # A larger run than this slot has seen: grow it once, for this run and the smaller ones after.
+                slot.workspace = _aligned_empty(workspace_size, what="the workspace")
             status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, slot.workspace.ctypes.data,
-                                      context=slot.context)
+                                      context=slot.context, dims=dims_array.ctypes.data if len(dims) else 0)
             failed = [c.message for c in self._checks if slot.workspace[c.offset]]
             self.profiled_runs += 1  # only counted for profiled artifacts, whose one slot makes runs serial
         finally:
@@ -332,6 +360,9 @@ class InferenceSession:
         self._manifest = artifact.manifest
         self._inputs = [_node_arg(e, "input") for e in self._manifest.get("inputs", [])]
         self._outputs = [_node_arg(e, "output") for e in self._manifest.get("outputs", [])]
+        self._sizes = SizeVariables(self._manifest)
+        for arg in self._inputs:
+            self._sizes.check_declared(arg.name, arg.shape)
         target = self._manifest.get("target")
         kind = target.get("kind") if isinstance(target, dict) else None
         factory = _EXECUTORS.get(kind)  # type: ignore[arg-type]
@@ -366,13 +397,21 @@ class InferenceSession:
         """Run the model; ``run_options`` is accepted for onnxruntime compatibility and ignored."""
         executor = self._open_executor()
         selected = self._output_indices(output_names)
-        outputs = [_allocate(f"output {arg.name!r}", arg.element_type.shape_nbytes(arg.shape),
-                             lambda arg=arg: arg.element_type.native_empty(arg.shape)) for arg in self._outputs]
-        with self._marshaled_inputs(input_feed, executor) as inputs:
-            executor.run(inputs, outputs)
+        with self._marshaled_inputs(input_feed, executor) as (inputs, dims):
+            if self._sizes:
+                workspace_size, shapes = executor.plan(dims)
+            else:
+                shapes = [arg.shape for arg in self._outputs]
+            outputs = [_allocate(f"output {arg.name!r}", arg.element_type.shape_nbytes(shape),
+                                 lambda arg=arg, shape=shape: arg.element_type.native_empty(shape))
+                       for arg, shape in zip(self._outputs, shapes)]
+            if self._sizes:
+                executor.run(inputs, outputs, dims, workspace_size)
+            else:
+                executor.run(inputs, outputs)
         results, seen = [], set()
         for i in selected:
-            result = self._outputs[i].element_type.from_native(outputs[i], self._outputs[i].shape)
+            result = self._outputs[i].element_type.from_native(outputs[i], shapes[i])
             # A name asked for twice gets two arrays: each result is the caller's own to modify.
             results.append(result.copy() if i in seen else result)
             seen.add(i)
@@ -390,7 +429,7 @@ class InferenceSession:
                                              "below one byte per element on the device; fetch it with run()")
         memory = {i: executor.allocate(self._outputs[i].element_type.shape_nbytes(self._outputs[i].shape))
                   for i in selected}
-        with self._marshaled_inputs(input_feed, executor) as inputs:
+        with self._marshaled_inputs(input_feed, executor) as (inputs, _):
             executor.run(inputs, [memory.get(i) for i in range(len(self._outputs))])
         return [CudaArray(memory[i], self._outputs[i].shape, self._outputs[i].dtype, self._outputs[i].name)
                 for i in selected]
@@ -452,8 +491,9 @@ class InferenceSession:
         return selected
 
     @contextlib.contextmanager
-    def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor) -> Iterator[list[Any]]:
-        """The inputs as the executor takes them; DLPack tensors go back to their producers afterwards."""
+    def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor) -> Iterator[tuple[list[Any], list[int]]]:
+        """The inputs as the executor takes them and the size variables' values they set; DLPack tensors go
+        back to their producers afterwards."""
         if not isinstance(input_feed, Mapping):
             raise InvalidInputError(f"input_feed must be a dict of name -> numpy array, got {type(input_feed).__name__}")
         expected = "; ".join(arg.describe() for arg in self._inputs) or "none"
@@ -467,18 +507,22 @@ class InferenceSession:
             raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: {expected}")
         views: list[DeviceView] = []
         try:
-            inputs = []
+            inputs, shapes = [], []
             for arg in self._inputs:
                 try:
                     view = device_view(input_feed[arg.name])
                 except InvalidInputError as exc:  # a malformed GPU tensor: say which input it is
                     raise InvalidInputError(f"input {arg.name!r}: {exc}") from None
                 if view is None:
-                    inputs.append(_checked_array(arg, input_feed[arg.name]))
+                    native, shape = _checked_array(arg, input_feed[arg.name])
+                    inputs.append(native)
+                    shapes.append(shape)
                 else:
                     views.append(view)
                     inputs.append(_checked_view(arg, view, executor.device_io))
-            yield inputs
+            dims = self._sizes.bind([a.name for a in self._inputs], [a.shape for a in self._inputs], shapes) \
+                if self._sizes else []
+            yield inputs, dims
         finally:
             for view in views:
                 view.release()
@@ -507,8 +551,9 @@ def _checked_view(arg: NodeArg, view: DeviceView, device_io: bool) -> DeviceView
     return view
 
 
-def _checked_array(arg: NodeArg, value: Any) -> np.ndarray:
-    """The value as the native buffer of exactly ``arg``'s dtype and shape (C-contiguous, aligned, packed)."""
+def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
+    """The value as the native buffer of exactly ``arg``'s dtype and shape (C-contiguous, aligned, packed),
+    and its shape; symbolic dims are checked by the caller, which binds them across the inputs."""
     if not isinstance(value, (np.ndarray, np.generic)):
         raise InvalidInputError(
             f"input {arg.name!r} must be a numpy array, got {type(value).__name__}; "
@@ -527,6 +572,7 @@ def _checked_array(arg: NodeArg, value: Any) -> np.ndarray:
             f"input {arg.name!r} has dtype {array.dtype}, expected {arg.dtype}{alternative} ({arg.type}); "
             f"tilec does not convert silently, use .astype(np.{arg.dtype.name})"
         )
-    if list(array.shape) != arg.shape:
+    symbolic = any(isinstance(d, str) for d in arg.shape)
+    if not symbolic and list(array.shape) != arg.shape:
         raise InvalidInputError(f"input {arg.name!r} has shape {list(array.shape)}, expected {arg.shape}")
-    return etype.to_native(converted)
+    return etype.to_native(converted), list(array.shape)

@@ -2,7 +2,8 @@
 
 Contract: ``native_signature(manifest, weights_size)`` is the canonical bytes (JSON, sorted
 keys, no spaces) of what the native code was compiled to read and write: the ABI version, the
-name, element type and shape of every input and output in order, the workspace size, the weights
+name, element type and shape of every input and output in order (a symbolic dim by its name or
+expression), the size variables with their ranges, the static workspace size, the weights
 section's size, the kernel count (profiling counters) and the run-time checks' flag offsets. The
 compiler embeds it in the shared object, returned by ``tilec_signature()``; the CPU executor
 recomputes it from the manifest it read and refuses the artifact with ``CorruptArtifactError``
@@ -18,7 +19,7 @@ from typing import Any, Mapping
 
 from runtime_stub.errors import CorruptArtifactError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 
 def native_signature(manifest: Mapping[str, Any], weights_size: int) -> bytes:
@@ -28,6 +29,7 @@ def native_signature(manifest: Mapping[str, Any], weights_size: int) -> bytes:
             "inputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["inputs"]],
             "outputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["outputs"]],
             "workspace_size": manifest["workspace_size"],
+            "dims": [[d["name"], d["min"], d["max"]] for d in manifest.get("dims", [])],
             "weights_size": weights_size,
             "kernels": len(manifest["kernels"]),
             "profile": bool(manifest.get("profile", False)),

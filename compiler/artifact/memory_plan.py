@@ -13,12 +13,21 @@ Algorithm: greedy by size (largest first) with best fit: each buffer goes into t
 smallest gap between already-placed, time-overlapping buffers that can hold it (lowest
 offset on ties), or after the last of them. The result is deterministic: ties in size
 are broken by first use, then by key.
+
+Buffers of symbolic size (a model with symbolic dimensions) go after the static
+ones, each in a ``SymbolicSlot`` whose offset is computed per run: the end of the
+static part or of every earlier slot live at the same time, whichever is last
+(``plan_symbolic_slots``). That holds for every value of the size variables, and
+slots never live together still share bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable
+
+from compiler.loopir.expr import Const, Expr, div, mul
+from compiler.loopir.sizes import Size, size_add
 
 ARENA_ALIGNMENT = 64
 
@@ -28,7 +37,7 @@ class BufferLifetime:
     """A buffer of ``size`` bytes, live from step ``first`` (its write) to ``last`` (its last read)."""
 
     key: str
-    size: int
+    size: Size
     first: int
     last: int
 
@@ -54,7 +63,7 @@ def _validate(buffers: list[BufferLifetime]) -> None:
         if buf.key in seen:
             raise ValueError(f"buffer {buf.key!r} appears twice in the memory plan")
         seen.add(buf.key)
-        if buf.size < 0:
+        if isinstance(buf.size, int) and buf.size < 0:
             raise ValueError(f"buffer {buf.key!r} has a negative size {buf.size}")
         if buf.first > buf.last:
             raise ValueError(f"buffer {buf.key!r} is last used (step {buf.last}) before it is written (step {buf.first})")
@@ -90,3 +99,32 @@ def plan_arena(buffers: list[BufferLifetime]) -> ArenaPlan:
         placed.append((buf, offset))
         arena_size = max(arena_size, offset + size)
     return ArenaPlan(offsets={b.key: offsets[b.key] for b in buffers}, size=arena_size)
+
+
+@dataclass(frozen=True)
+class SymbolicSlot:
+    """A buffer of symbolic ``size`` bytes (rounded up to the alignment) at the per-run offset
+    ``max(base, end of each slot in after)``, ``base`` being the static part's size."""
+
+    key: str
+    size: Expr
+    after: tuple[str, ...]
+
+
+def aligned_size(size: Size) -> Size:
+    if isinstance(size, int):
+        return _aligned(size)
+    return mul(div(size_add(size, ARENA_ALIGNMENT - 1), Const(ARENA_ALIGNMENT)), Const(ARENA_ALIGNMENT))
+
+
+def plan_symbolic_slots(buffers: list[BufferLifetime]) -> list[SymbolicSlot]:
+    """Slots for buffers of symbolic ``size``, in order of first use (see the module docstring)."""
+    _validate(buffers)
+    slots: list[SymbolicSlot] = []
+    placed: list[BufferLifetime] = []
+    for buf in sorted(buffers, key=lambda b: (b.first, b.key)):
+        after = tuple(other.key for other in placed if other.overlaps_in_time(buf))
+        slots.append(SymbolicSlot(buf.key, aligned_size(buf.size), after))
+        placed.append(buf)
+    return slots
+

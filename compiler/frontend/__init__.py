@@ -1,4 +1,4 @@
-"""Stage 1, the frontend: an ONNX model -> the graph IR, every shape static.
+"""Stage 1, the frontend: an ONNX model -> the graph IR, every shape known (static or symbolic).
 
 ``load_graph`` chains the steps: :mod:`.loader` (read, check, bind input
 shapes, convert the opset, infer shapes), :mod:`.sequences` (tensor sequences
@@ -9,26 +9,32 @@ constant folding to a fixpoint with shape inference) and :mod:`.importer`
 
 from __future__ import annotations
 
-from typing import Callable
+import operator
+from typing import Callable, Mapping
 
 from compiler.frontend.expand import refusal
 from compiler.frontend.folding import fold_model
 from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
-from compiler.errors import DataDependentError, UnsupportedOpError, describe_node
+from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import NameSource
 from compiler.frontend.sequences import resolve_sequences
 from compiler.graph.ir import Graph
+from compiler.loopir.sizes import SizeRange
+
+DimBounds = Mapping[str, tuple[int | None, int | None]]
 
 __all__ = ["load_graph", "load_model", "fold_model", "import_graph"]
 
 
 def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
                is_supported: Callable[[str, str], bool] | None = None,
-               constant_inputs: ConstantInputs | None = None) -> Graph:
+               constant_inputs: ConstantInputs | None = None,
+               dim_bounds: DimBounds | None = None) -> Graph:
     """Load ``model`` (path, bytes or ModelProto), bind ``input_shapes`` ({"x": (2, 64)}) and
-    ``constant_inputs`` ({"axes": np.array([1])}), and import it.
+    ``constant_inputs`` ({"axes": np.array([1])}), and import it. Input dimensions left symbolic
+    become size variables, with the ranges ``dim_bounds`` ({"batch": (1, 64)}; either end None) gives.
 
     ``is_supported(op_type, domain)``, when given, is asked about every node left
     after folding (folding expands refused ones whose schema defines a function
@@ -51,4 +57,20 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
                                          values=tuple(v for _, why in waiting for v in why.values))
             lines = sorted({f"  {where}" + (f": {why}" if why else "") for where, why in reasons})
             raise UnsupportedOpError(f"{len(missing)} node(s) use unsupported operators:\n" + "\n".join(lines))
-    return import_graph(folded)
+    return import_graph(folded, size_ranges(dim_bounds or {}))
+
+
+def size_ranges(dim_bounds: DimBounds) -> dict[str, SizeRange]:
+    """``dim_bounds`` as SizeRanges; an omitted end takes the default."""
+    ranges = {}
+    for name, bounds in dim_bounds.items():
+        try:
+            lo, hi = bounds
+            default = SizeRange()
+            lo = default.lo if lo is None else operator.index(lo)
+            hi = default.hi if hi is None else operator.index(hi)
+            ranges[str(name)] = SizeRange(lo, hi)
+        except (TypeError, ValueError) as exc:
+            raise ShapeError(f"dim_bounds[{name!r}] = {bounds!r} is not a range (min, max) of sizes "
+                             f"with 0 <= min <= max: {exc}") from None
+    return ranges

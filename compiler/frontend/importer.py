@@ -7,14 +7,17 @@ Contract of :func:`import_graph`: given a :class:`FoldedGraph`, return a
   Python attributes (strings as ``str``, tensors as numpy arrays, subgraphs
   as ``GraphProto``), ``None`` for omitted optional inputs, and ``opset`` set
   from the model's import for the node's domain ('ai.onnx' is spelled '');
-* values all have a static ``TensorType``; constants the graph reads are
+* values all have a known ``TensorType``: each dimension an int or, where
+  the model leaves it symbolic, a size expression over the size variables
+  named by the graph inputs' ``dim_param`` s (``Graph.sizes``, with the
+  ranges ``dim_bounds`` gives them); constants the graph reads are
   Values with ``const`` set (bfloat16 as uint16 bits, the float8 / float4 /
   int4 / int2 types as ml_dtypes arrays); unused ones are dropped;
 * inputs are the real graph inputs (never initializers), outputs the ONNX
   outputs under their ONNX names.
 
-A dimension that is still unknown or symbolic raises ``ShapeError`` naming the
-value (and, for a graph input, the dimension and how to bind it); so does a
+A dimension that is still unknown raises ``ShapeError`` naming the value
+(and, for a graph input, the dimension and how to bind it); so does a
 negative dimension (what onnx's inference makes of a kernel larger than its
 padded input) and a value of more than :data:`MAX_TENSOR_BYTES`. Operator
 support is not checked here: the lowering does that.
@@ -22,7 +25,7 @@ support is not checked here: the lowering does that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from compiler.errors import CompileError, DataDependentError, ShapeError, Unsupp
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import normalize_domain, topological_sort
 from compiler.graph.ir import Graph, Node, TensorType, Value
+from compiler.loopir.sizes import Size, SizeRange, SizeVar
 
 
 #: No value may take more bytes: a user process of x86-64 or aarch64 Linux has 2^47 bytes of address space,
@@ -41,9 +45,10 @@ from compiler.graph.ir import Graph, Node, TensorType, Value
 MAX_TENSOR_BYTES = 1 << 47
 
 
-def import_graph(folded: FoldedGraph) -> Graph:
+def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None = None) -> Graph:
     """Build the graph IR from ``folded`` (see the module docstring)."""
-    _check_inputs_static(folded.inputs)
+    _check_input_types(folded.inputs)
+    sizes = _size_ranges(folded.inputs, dim_bounds or {})
     values: dict[str, Value] = {}
     inputs = [_input_value(vi) for vi in folded.inputs]
     values.update((v.name, v) for v in inputs)
@@ -53,16 +58,26 @@ def import_graph(folded: FoldedGraph) -> Graph:
     nodes: list[Node] = []
     node_names = _unique_node_names(ordered)
     for proto, name in zip(ordered, node_names):
-        nodes.append(_import_node(proto, name, folded, values))
+        nodes.append(_import_node(proto, name, folded, values, sizes))
     outputs = [_lookup(o.name, folded, values, reader=f"graph output '{o.name}'") for o in folded.outputs]
-    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets))
+    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes)
+
+
+def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str, SizeRange]) -> dict[str, SizeRange]:
+    """Every symbolic dimension of the graph inputs, in order of appearance, with its range."""
+    names = list(dict.fromkeys(d for vi in inputs for d in (_dims(vi.type) or []) if isinstance(d, str)))
+    unknown = sorted(set(dim_bounds) - set(names))
+    if unknown:
+        raise ShapeError(f"dim_bounds names {', '.join(repr(n) for n in unknown)}, which no graph input has as a "
+                         f"symbolic dimension (symbolic dimensions: {', '.join(repr(n) for n in names) or 'none'})")
+    return {name: dim_bounds.get(name, SizeRange()) for name in names}
 
 
 # --- values ---------------------------------------------------------------------------
 
 
-def _check_inputs_static(inputs: Sequence[onnx.ValueInfoProto]) -> None:
-    """Every graph input must be static; name each bad dimension and how to bind it."""
+def _check_input_types(inputs: Sequence[onnx.ValueInfoProto]) -> None:
+    """Every graph input must be a tensor of known rank whose dims are ints or named; name each bad one."""
     problems: list[str] = []
     for vi in inputs:
         kind = vi.type.WhichOneof("value")
@@ -76,16 +91,11 @@ def _check_inputs_static(inputs: Sequence[onnx.ValueInfoProto]) -> None:
             problems.append(f"graph input '{vi.name}' has no declared shape; bind it with "
                             f"input_shapes={{'{vi.name}': (...)}} / --input-shape {vi.name}=AxB")
             continue
-        unknown = [(i, d) for i, d in enumerate(dims) if not isinstance(d, int)]
-        if unknown:
-            where = ", ".join(f"dimension {i} ('{d}')" if d != "?" else f"dimension {i} (unnamed)" for i, d in unknown)
-            example = tuple(d if isinstance(d, int) else 1 for d in dims)
-            problems.append(
-                f"graph input '{vi.name}' has shape [{', '.join(map(str, dims))}] with symbolic {where}; "
-                f"bind it with input_shapes={{'{vi.name}': {example}}} / "
-                f"--input-shape {vi.name}={'x'.join(map(str, example))} (sizes of your choice)")
+        unknown = [i for i, d in enumerate(dims) if d == "?"]
+        if unknown:  # the loader names unnamed dims, so this is a bug guard
+            raise CompileError(f"graph input '{vi.name}' has unnamed dimension(s) {unknown}")
     if problems:
-        raise ShapeError("tilec needs static shapes: " + "; ".join(problems))
+        raise ShapeError("tilec needs the rank of every input: " + "; ".join(problems))
 
 
 def _dims(t: onnx.TypeProto) -> list[int | str] | None:
@@ -104,10 +114,12 @@ def _check_extent(label: str, t: TensorType,
                   why: str = "its inputs are too small for what the node's attributes ask (a kernel or "
                              "dilation larger than the padded input)") -> TensorType:
     """``t`` if its dimensions are non-negative and it fits in :data:`MAX_TENSOR_BYTES`, else a ShapeError."""
-    negative = [i for i, d in enumerate(t.shape) if d < 0]
+    negative = [i for i, d in enumerate(t.shape) if isinstance(d, int) and d < 0]
     if negative:
         raise ShapeError(f"{label} has shape {list(t.shape)} with negative dimension(s) "
                          f"{', '.join(map(str, negative))}: {why}")
+    if not t.is_static:
+        return t  # the lowering bounds symbolic sizes by their ranges
     numel = 1
     for d in t.shape:
         numel *= d  # Python ints: numpy's int64 product would wrap around
@@ -118,24 +130,34 @@ def _check_extent(label: str, t: TensorType,
     return t
 
 
-def _tensor_type(label: str, t: onnx.TypeProto) -> TensorType:
-    """A static TensorType, or a ShapeError/CompileError saying what is missing; ``label`` names the value."""
+def _tensor_type(label: str, t: onnx.TypeProto, sizes: Collection[str] | None = None) -> TensorType:
+    """A TensorType, or a ShapeError/CompileError saying what is missing; ``label`` names the value.
+
+    A named dim is a size variable when it is one of ``sizes`` (None: a graph input, whose named dims
+    define them); any other name is onnx's for a size it could not infer (``unk__3``): unknown."""
     kind = t.WhichOneof("value")
     if kind != "tensor_type":
         raise UnsupportedOpError(f"{label} is a {kind or 'value of unknown type'}; tilec supports tensors only")
     dims = _dims(t)
     if t.tensor_type.elem_type == 0 or dims is None:
         raise ShapeError(f"the type of {label} could not be inferred at compile time")
-    unknown = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    if sizes is not None:
+        dims = [d if isinstance(d, int) or d in sizes else "?" for d in dims]
+    unknown = [i for i, d in enumerate(dims) if d == "?"]
     if unknown:
         raise ShapeError(f"{label} has shape [{', '.join(map(str, dims))}] whose dimension(s) "
                          f"{', '.join(map(str, unknown))} stay unknown after shape inference and constant "
-                         "folding (a data-dependent size); tilec needs static shapes")
+                         "folding (a data-dependent size, or a symbolic one tilec cannot express yet); bind the "
+                         "symbolic input dimensions with input_shapes= / --input-shape")
     try:
         dtype = DType.from_onnx(t.tensor_type.elem_type)
     except KeyError as exc:
         raise CompileError(f"{label}: {exc.args[0]}") from None
-    return TensorType(dtype, tuple(int(d) for d in dims))
+    return TensorType(dtype, tuple(_size(d) for d in dims))
+
+
+def _size(d: int | str) -> Size:
+    return int(d) if isinstance(d, int) else SizeVar(d)
 
 
 def _const_value(name: str, array: np.ndarray) -> Value:
@@ -173,7 +195,8 @@ def _unique_node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     return names
 
 
-def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: dict[str, Value]) -> Node:
+def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: dict[str, Value],
+                 sizes: Collection[str]) -> Node:
     domain = normalize_domain(proto.domain)
     opset = folded.opsets.get(domain, 0)
     node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset,
@@ -195,12 +218,12 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
             try:
                 if t is None:
                     raise ShapeError(f"the type of {label} could not be inferred at compile time")
-                values[out] = Value(out, _tensor_type(label, t), producer=node)
+                values[out] = Value(out, _tensor_type(label, t, sizes), producer=node)
             except ShapeError as exc:
                 # Operands that fix a shape (axes, sizes, counts, Range limits) are integer tensors or
                 # scalars; the node's data operands are neither.
                 runtime = tuple(v.name for v in node.inputs if v is not None and v.const is None
-                                and (not v.type.dtype.is_float or v.type.numel <= 1))
+                                and (not v.type.dtype.is_float or v.type.numel in (0, 1)))
                 hint = (f"; it depends on the run-time value of {', '.join(repr(n) for n in runtime)} "
                         "(graph inputs can be fixed with constant_inputs= / --constant-input)") if runtime else ""
                 raise DataDependentError(f"{exc}{hint}", values=runtime) from None

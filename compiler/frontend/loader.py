@@ -72,6 +72,7 @@ def load_model(model: ModelSource, input_shapes: InputShapes | None = None,
     check_model(proto, source)
     check_tensors(proto, source)
     bind_input_shapes(proto.graph, input_shapes or {})
+    name_unnamed_dims(proto.graph)
     bind_input_values(proto.graph, constant_inputs or {})
     proto = convert_opset(proto)
     types = infer_types(proto.graph, opsets_of(proto), constants=None)
@@ -550,6 +551,17 @@ def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None
         tensor_type.shape.SetInParent()  # a scalar's shape has no dims but must stay present
         for d in dims:
             tensor_type.shape.dim.add().dim_value = d
+
+
+def name_unnamed_dims(graph: onnx.GraphProto) -> None:
+    """Give every unnamed unknown dimension of a graph input a name of its own (``<input>_dim<axis>``),
+    so it becomes a size variable like the named ones (skl2onnx and some tf2onnx exports leave them unnamed)."""
+    for vi in graph_inputs(graph):
+        if vi.type.WhichOneof("value") != "tensor_type" or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not d.HasField("dim_value") and not d.dim_param:
+                d.dim_param = f"{vi.name}_dim{axis}"
 
 
 def bind_input_values(graph: onnx.GraphProto, constant_inputs: ConstantInputs) -> None:

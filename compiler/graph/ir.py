@@ -1,7 +1,9 @@
-"""The graph IR: ONNX semantics with every shape and dtype static.
+"""The graph IR: ONNX semantics with every dtype static and every shape known.
 
 Contract: ``Graph.nodes`` is in topological order; every ``Value`` has a
-``TensorType`` with concrete dims; constants (initializers and folded values)
+``TensorType`` whose dims are ints or size expressions over the graph's size
+variables (``Graph.sizes``: each symbolic dimension with the range of values a
+run may give it; see ``compiler.loopir.sizes``); constants (initializers and folded values)
 are Values with ``const`` set and no producer. A node's ``attrs`` hold plain
 Python values (int, float, str, bytes, lists of them, numpy arrays for tensor
 attributes, ``onnx.GraphProto`` for subgraphs). ``opset`` is the version of the
@@ -19,27 +21,35 @@ import numpy as np
 
 from compiler.dtypes import DType
 from compiler.errors import describe_node
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import Size, SizeRange, size_nbytes, size_prod
 
 
 @dataclass(frozen=True)
 class TensorType:
     dtype: DType
-    shape: tuple[int, ...]
+    shape: tuple[Size, ...]
 
     @property
     def rank(self) -> int:
         return len(self.shape)
 
     @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
 
     @property
-    def nbytes(self) -> int:
-        return self.dtype.nbytes(self.numel)
+    def numel(self) -> Size:
+        if self.is_static:
+            return int(np.prod(self.shape, dtype=np.int64))
+        return size_prod(self.shape)
+
+    @property
+    def nbytes(self) -> Size:
+        return size_nbytes(self.dtype, self.numel)
 
     def __str__(self) -> str:
-        return f"{self.dtype.value}[{'x'.join(map(str, self.shape))}]"
+        return f"{self.dtype.value}[{'x'.join(map(format_size, self.shape))}]"
 
 
 @dataclass(eq=False)
@@ -56,7 +66,7 @@ class Value:
         return self.const is not None
 
     @property
-    def shape(self) -> tuple[int, ...]:
+    def shape(self) -> tuple[Size, ...]:
         return self.type.shape
 
     @property
@@ -100,6 +110,8 @@ class Graph:
     inputs: list[Value]
     outputs: list[Value]
     opsets: dict[str, int] = field(default_factory=dict)
+    # The size variables its shapes use, by name, with the values a run may give them.
+    sizes: dict[str, SizeRange] = field(default_factory=dict)
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def fresh_name(self, hint: str) -> str:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Const, Expr, Var, binary, const, substitute
+from compiler.loopir.sizes import Size, may_exceed_one, static_value
 from compiler.loopir.stmt import Alloc, For, Stmt, Store, seq
 
 COMBINERS = ("sum", "prod", "max", "min")
@@ -23,7 +24,7 @@ COMBINERS = ("sum", "prod", "max", "min")
 @dataclass(frozen=True)
 class ReduceAxis:
     var: Var
-    extent: int
+    extent: Size
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class Computation:
     # In terms of ``index`` and ``acc_var(self)``: applied to the reduced value before the store.
     epilogue: Expr | None = None
     # Writes only the box ``offsets + [0, extents)`` of ``output`` (default: all of it).
-    extents: tuple[int, ...] | None = None
-    offsets: tuple[int, ...] | None = None
+    extents: tuple[Size, ...] | None = None
+    offsets: tuple[Size, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.index) != len(self.output.shape):
@@ -52,9 +53,15 @@ class Computation:
         return self.extents is None or (self.extents == self.output.shape and not any(self.offsets or ()))
 
     @property
-    def space(self) -> tuple[int, ...]:
+    def space(self) -> tuple[Size, ...]:
         """The iteration space: one extent per index var."""
         return self.extents if self.extents is not None else self.output.shape
+
+    @property
+    def is_static(self) -> bool:
+        """Whether every extent (iteration space, reduction axes, output) is an int."""
+        sizes = (*self.space, *(a.extent for a in self.axes), *self.output.shape, *(self.offsets or ()))
+        return all(isinstance(d, int) for d in sizes)
 
     @property
     def is_reduction(self) -> bool:
@@ -63,8 +70,8 @@ class Computation:
     @property
     def flops(self) -> int:
         """Arithmetic of the reduction, for profiles: 2 per multiply-accumulate, 1 per other reduction step."""
-        if not self.is_reduction:
-            return 0
+        if not self.is_reduction or not self.is_static:
+            return 0  # symbolic: a profile counts the work of each run from its own extents
         steps = math.prod(self.space) * math.prod(a.extent for a in self.axes)
         is_mac = self.combiner == "sum" and isinstance(self.body, Binary) and self.body.op == "mul"
         return steps * (2 if is_mac else 1)
@@ -114,10 +121,10 @@ def combine(combiner: str, acc: Expr, value: Expr) -> Expr:
 
 def build_loops(c: Computation) -> Stmt:
     """The canonical nest: spatial loops outside, the reduction (if any) inside with a scalar accumulator."""
-    if 0 in c.space:
+    if any(static_value(n) == 0 for n in c.space):
         return seq()  # an empty tensor: nothing to store (dropping its loops would leave their vars unbound)
-    unit = {v: Const(0) for v, n in zip(c.index, c.space) if n == 1}
-    unit.update({a.var: Const(0) for a in c.axes if a.extent == 1})
+    unit = {v: Const(0) for v, n in zip(c.index, c.space) if static_value(n) == 1}
+    unit.update({a.var: Const(0) for a in c.axes if static_value(a.extent) == 1})
     offsets = c.offsets or (0,) * len(c.index)
     index = tuple(substitute(v + k, unit) for v, k in zip(c.index, offsets))
     body = substitute(c.body, unit)
@@ -127,15 +134,15 @@ def build_loops(c: Computation) -> Stmt:
         acc_buf = Buffer(f"{c.output.name}_acc", body.dtype, (1,), "local")
         acc = acc_buf[0]
         # A reduction over an empty range is its initial value: no update at all.
-        empty = any(a.extent == 0 for a in c.axes)
+        empty = any(static_value(a.extent) == 0 for a in c.axes)
         update: Stmt = seq() if empty else Store(acc_buf, (Const(0),), combine(c.combiner, acc, body))
         for axis in reversed(c.axes):
-            if axis.extent > 1:
+            if may_exceed_one(axis.extent):
                 update = For(axis.var, axis.extent, update)
         result = acc if c.epilogue is None else substitute(substitute(c.epilogue, unit), {c.acc: acc})
         inner = Alloc(acc_buf, seq(Store(acc_buf, (Const(0),), reduce_init(c.combiner, body.dtype)),
                                    update, Store(c.output, index, result)))
     for var, extent in reversed(list(zip(c.index, c.space))):
-        if extent > 1:
+        if may_exceed_one(extent):
             inner = For(var, extent, inner)
     return inner

@@ -94,24 +94,43 @@ class Var(Expr):
 
 @dataclass(frozen=True)
 class Buffer:
-    """A dense, row-major array. ``scope`` is ``global`` (a kernel parameter) or ``local``."""
+    """A dense, row-major array. ``scope`` is ``global`` (a kernel parameter) or ``local``.
+
+    A global buffer's dims may be symbolic (int64 expressions over ``sizes.SizeVar`` s); a local
+    one's are ints (it is a register tile or a stack array)."""
 
     name: str
     dtype: DType
-    shape: tuple[int, ...]
+    shape: "tuple[int | Expr, ...]"
     scope: str = "global"
 
     @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
 
     @property
-    def strides(self) -> tuple[int, ...]:
-        strides, acc = [], 1
+    def numel(self) -> "int | Expr":
+        if self.is_static:
+            return math.prod(self.shape)
+        total: Expr = Const(1)
+        for d in self.shape:
+            total = mul(total, d if isinstance(d, Expr) else Const(d))
+        return total
+
+    @property
+    def strides(self) -> "tuple[int | Expr, ...]":
+        if self.is_static:
+            strides, acc = [], 1
+            for dim in reversed(self.shape):
+                strides.append(acc)
+                acc *= dim
+            return tuple(reversed(strides))
+        out: list[Expr] = []
+        step: Expr = Const(1)
         for dim in reversed(self.shape):
-            strides.append(acc)
-            acc *= dim
-        return tuple(reversed(strides))
+            out.append(step)
+            step = mul(step, dim if isinstance(dim, Expr) else Const(dim))
+        return tuple(s.value if isinstance(s, Const) else s for s in reversed(out))
 
     def __getitem__(self, indices: "Expr | int | tuple[Expr | int, ...]") -> "Load":
         if not isinstance(indices, tuple):
@@ -400,5 +419,5 @@ def flat_index(buffer: Buffer, indices: tuple[Expr, ...]) -> Expr:
     """Row-major element offset of ``buffer[indices]``."""
     offset: Expr = Const(0)
     for index, stride in zip(indices, buffer.strides):
-        offset = add(offset, mul(index, Const(stride)))
+        offset = add(offset, mul(index, stride if isinstance(stride, Expr) else Const(stride)))
     return offset

@@ -46,14 +46,22 @@ def format_expr(e: Expr) -> str:
     raise TypeError(f"cannot print {type(e).__name__}")
 
 
+def format_size(d: "int | Expr") -> str:
+    """A dimension or loop extent: the int, or its expression without outer parentheses."""
+    if isinstance(d, int):
+        return str(d)
+    text = format_expr(d)
+    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+
+
 def format_buffer(b: Buffer) -> str:
-    return f"{b.name}: {b.dtype.value}[{', '.join(map(str, b.shape))}]"
+    return f"{b.name}: {b.dtype.value}[{', '.join(map(format_size, b.shape))}]"
 
 
 def _format_stmt(s: Stmt, indent: int, out: list[str]) -> None:
     pad = "  " * indent
     if isinstance(s, For):
-        out.append(f"{pad}{s.kind.value} {s.var.name} in 0..{s.extent} {{")
+        out.append(f"{pad}{s.kind.value} {s.var.name} in 0..{format_size(s.extent)} {{")
         _format_stmt(s.body, indent + 1, out)
         out.append(f"{pad}}}")
     elif isinstance(s, Seq):

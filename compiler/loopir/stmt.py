@@ -6,7 +6,9 @@ body a statement tree of ``For`` (serial / parallel / vectorized / unrolled),
 accumulator tile). GPU schedules (compiler/codegen/cuda) also use ``For``
 loops mapped to thread blocks and to the threads of a block, ``shared``
 buffers, ``Barrier`` and ``If``; the CPU codegen never sees them. Loops
-always start at 0 with a constant extent. Statements are frozen dataclasses,
+always start at 0; an extent is an int or, in a model with symbolic
+dimensions, an int64 expression over size variables (``sizes.SizeVar``),
+evaluated once when the loop starts. Statements are frozen dataclasses,
 so schedule transforms return new trees and tests can compare them
 structurally.
 """
@@ -38,7 +40,7 @@ class Stmt:
 @dataclass(frozen=True)
 class For(Stmt):
     var: Var
-    extent: int
+    extent: "int | Expr"
     body: Stmt
     kind: ForKind = ForKind.SERIAL
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.artifact.memory_plan import BufferLifetime, plan_arena
+from compiler.artifact.memory_plan import BufferLifetime, SymbolicSlot, plan_arena, plan_symbolic_slots
 from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.codegen.target import Target
 from compiler.dtypes import DType, storage_bytes
@@ -31,7 +31,8 @@ from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, const, map_loads, substitute, walk
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, binary, const, map_loads, substitute, walk
+from compiler.loopir.sizes import SizeRange, as_size, size_expr, size_nbytes
 from compiler.loopir.stmt import Kernel, Stmt, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -62,6 +63,10 @@ class Program:
     # Per graph output, the indices of the graph inputs whose run-time data its values are computed
     # from (``_output_sources``); empty: the output is the same whatever the inputs (a compile-time constant).
     output_sources: list[tuple[int, ...]] = field(default_factory=list)
+    # Workspace buffers of symbolic size, placed per run after the ``workspace_size`` static bytes.
+    slots: list[SymbolicSlot] = field(default_factory=list)
+    # The size variables of the shapes, in the order of the ``dims`` array the native code takes.
+    sizes: dict[str, SizeRange] = field(default_factory=dict)
 
 
 @dataclass
@@ -323,9 +328,11 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     for buffer in params.values():
         storage = state.storage[buffer.name]
         if storage.kind == "arena":
-            nbytes = buffer.dtype.nbytes(buffer.numel)
+            nbytes = size_nbytes(buffer.dtype, buffer.numel)
             entry = state.arena.setdefault(storage.key, [nbytes, step, step])
-            entry[0] = max(entry[0], nbytes)
+            if entry[0] != nbytes:
+                entry[0] = (max(entry[0], nbytes) if isinstance(nbytes, int) and isinstance(entry[0], int)
+                            else as_size(binary("max", size_expr(entry[0]), size_expr(nbytes))))
             entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
     kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label,
                     sum(c.flops for c in comps))
@@ -351,7 +358,10 @@ def _finish(graph: Graph, state: _State) -> Program:
     end = max((step for _, step in state.calls), default=0)
     for name, _ in state.checks:
         state.arena[state.storage[name].key][2] = end
-    plan = plan_arena([BufferLifetime(k, size, first, last) for k, (size, first, last) in sorted(state.arena.items())])
+    lifetimes = [BufferLifetime(k, size, first, last) for k, (size, first, last) in sorted(state.arena.items())]
+    plan = plan_arena([b for b in lifetimes if isinstance(b.size, int)])
+    slots = plan_symbolic_slots([b for b in lifetimes if not isinstance(b.size, int)])
+    symbolic = {slot.key for slot in slots}
     offsets: dict[str, int] = {}
     blob = bytearray()
     used = {b.name for kernel, _ in state.calls for b in kernel.params}
@@ -369,12 +379,14 @@ def _finish(graph: Graph, state: _State) -> Program:
                 refs.append(BufferRef(s.kind, index=s.index))
             elif s.kind == "weights":
                 refs.append(BufferRef("weights", offset=offsets[s.key]))
+            elif s.key in symbolic:
+                refs.append(BufferRef("workspace", slot=s.key))
             else:
                 refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
         calls.append(KernelCall(kernel, tuple(refs)))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
     return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
-                   _output_sources(graph, state))
+                   _output_sources(graph, state), slots, dict(graph.sizes))
 
 
 def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
@@ -390,7 +402,7 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
         return s.kind, s.index, s.key
 
     sources: dict[tuple[str, int, str], frozenset[int]] = {
-        ("input", k, ""): frozenset((k,)) for k, v in enumerate(graph.inputs) if v.type.numel > 0}
+        ("input", k, ""): frozenset((k,)) for k, v in enumerate(graph.inputs) if v.type.numel != 0}
     for kernel, _ in state.calls:
         read: set[int] = set()
         written: list[tuple[str, int, str]] = []
@@ -403,5 +415,5 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
                 read |= sources.get(where(buffer), frozenset())
         for place in written:
             sources[place] = sources.get(place, frozenset()) | read
-    return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel > 0 else ()
+    return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel != 0 else ()
             for k, v in enumerate(graph.outputs)]

@@ -27,6 +27,7 @@ from compiler.errors import DataDependentError, ModelLoadError, ShapeError, Unsu
 from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, const, select, substitute
+from compiler.loopir.sizes import Size, as_size, is_one
 
 Index = tuple[Expr, ...]
 
@@ -38,7 +39,7 @@ class Tensor:
     buffer: Buffer
 
     @property
-    def shape(self) -> tuple[int, ...]:
+    def shape(self) -> tuple[Size, ...]:
         return self.buffer.shape
 
     @property
@@ -59,11 +60,24 @@ class Tensor:
     def at_broadcast(self, index: Index) -> Expr:
         """Load with numpy broadcasting against an output index of rank >= this tensor's."""
         offset = len(index) - self.rank
-        return self[[Const(0) if dim == 1 else index[offset + k] for k, dim in enumerate(self.shape)]]
+        return self[[Const(0) if is_one(dim) else index[offset + k] for k, dim in enumerate(self.shape)]]
 
 
-def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(np.broadcast_shapes(*shapes))
+def broadcast_shapes(*shapes: tuple[Size, ...]) -> tuple[Size, ...]:
+    """numpy's broadcast of ``shapes``. A symbolic dim meets a 1 or an equal dim; where it meets another
+    (a static n > 1 or a different expression), the graph's shape inference has already equated them."""
+    if all(isinstance(d, int) for shape in shapes for d in shape):
+        return tuple(np.broadcast_shapes(*shapes))
+    rank = max(len(shape) for shape in shapes)
+    out: list[Size] = []
+    for axis in range(rank):
+        dims = [shape[axis - rank + len(shape)] for shape in shapes if axis - rank + len(shape) >= 0]
+        wide = [d for d in dims if not is_one(d)]
+        static = [d for d in wide if isinstance(d, int)]
+        if len(set(static)) > 1:
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        out.append(static[0] if static else wide[0] if wide else 1)
+    return tuple(out)
 
 
 @dataclass
@@ -143,10 +157,10 @@ class LoweringContext:
     def fresh_vars(self, n: int, prefix: str = "i") -> tuple[Var, ...]:
         return tuple(Var(f"{prefix}{next(self._vars)}") for _ in range(n))
 
-    def temp(self, shape: Sequence[int], dtype: DType, hint: str = "t") -> Buffer:
-        return Buffer(self.names(hint), dtype, tuple(int(d) for d in shape))
+    def temp(self, shape: Sequence[Size], dtype: DType, hint: str = "t") -> Buffer:
+        return Buffer(self.names(hint), dtype, tuple(as_size(d) if isinstance(d, Expr) else int(d) for d in shape))
 
-    def compute(self, shape: Sequence[int], fn: Callable[[Index], Expr | float | int | bool],
+    def compute(self, shape: Sequence[Size], fn: Callable[[Index], Expr | float | int | bool],
                 dtype: DType | None = None, name: str = "t", materialize: bool = False) -> Tensor:
         """``out[i] = fn(i)`` for every index ``i`` of ``shape``."""
         index = self.fresh_vars(len(shape))
@@ -160,7 +174,7 @@ class LoweringContext:
             self.materialized.add(out.name)
         return Tensor(out)
 
-    def reduce(self, shape: Sequence[int], extents: Sequence[int], fn: Callable[[Index, Index], Expr],
+    def reduce(self, shape: Sequence[Size], extents: Sequence[Size], fn: Callable[[Index, Index], Expr],
                combiner: str = "sum", epilogue: Callable[[Expr, Index], Expr] | None = None,
                name: str = "t", materialize: bool = False) -> Tensor:
         """``out[i] = epilogue(combine over r of fn(i, r), i)``; ``extents`` are the reduction ranges."""
@@ -171,7 +185,7 @@ class LoweringContext:
         post = epilogue(acc, index) if epilogue is not None else None
         dtype = post.dtype if post is not None else body.dtype
         out = self.temp(shape, dtype, name)
-        axes = tuple(ReduceAxis(v, int(e)) for v, e in zip(rvars, extents))
+        axes = tuple(ReduceAxis(v, as_size(e) if isinstance(e, Expr) else int(e)) for v, e in zip(rvars, extents))
         if not axes:
             # A reduction over nothing is the epilogue of the single element.
             value = post if post is not None else body

@@ -26,6 +26,7 @@ from typing import Callable
 from compiler.codegen.target import Target, vector_parts
 from compiler.loopir.compute import Computation, build_loops
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
+from compiler.loopir.sizes import nominal
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.packing import pack_operand
 from compiler.schedule.simplify import simplify_indices
@@ -59,15 +60,22 @@ def _registers_per_row(width: int, lanes: int) -> int:
     return sum(-(-w // lanes) for w, _ in vector_parts(width))
 
 
+def max_tile_rows(c: Computation, target: Target, lanes: int, col: Var) -> int:
+    """The most rows a register tile over ``col`` (vector lanes) can have on ``target``."""
+    extents = dict(zip(c.index, c.space))
+    width = min(extents[col], 2 * lanes)
+    # The tail tile (extent % width columns) shares the row count: size rows for the wider of the two.
+    tail = extents[col] % width
+    vectors = max(_registers_per_row(width, lanes), _registers_per_row(tail, lanes) if tail else 0)
+    return max(1, (target.vector_registers - SPARE_REGISTERS) // vectors)
+
+
 def choose_tile(c: Computation, target: Target, lanes: int, col: Var, row: Var | None) -> Tile:
     extents = dict(zip(c.index, c.space))
     width = min(extents[col], 2 * lanes)
     if row is None:
         return Tile(None, col, 1, width)
-    # The tail tile (extent % width columns) shares the row count: size rows for the wider of the two.
-    tail = extents[col] % width
-    vectors = max(_registers_per_row(width, lanes), _registers_per_row(tail, lanes) if tail else 0)
-    max_rows = max(1, (target.vector_registers - SPARE_REGISTERS) // vectors)
+    max_rows = max_tile_rows(c, target, lanes, col)
     # Balance the row tiles (64 rows → 13+13+13+13+12 rather than 14*4 + an 8-row tail).
     rows = -(-extents[row] // -(-extents[row] // max_rows))
     return Tile(row, col, rows, width)
@@ -81,8 +89,10 @@ def _pack_name(load: Load, blocked: Var, block: int, c: Computation) -> str:
     return f"{load.buffer.name}_pk{block}_{digest}"
 
 
-def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]) -> tuple[Computation, list[Computation]]:
-    """Pack B into column panels and A into row panels; see the module docstring."""
+def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool],
+                  runtime_packs: bool = True) -> tuple[Computation, list[Computation]]:
+    """Pack B into column panels and A into row panels; see the module docstring. ``runtime_packs=False``
+    packs constants only."""
     extents = dict(zip(c.index, c.space))
     loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
     red = math.prod(a.extent for a in c.axes)
@@ -102,7 +112,8 @@ def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]
             reuse, size = extents[tile.col] // tile.width, extents[tile.row] * red
         else:
             continue
-        if not is_constant(load.buffer.name) and (reuse < MIN_PANEL_REUSE or size < MIN_RUNTIME_PACK):
+        if not is_constant(load.buffer.name) and (not runtime_packs or reuse < MIN_PANEL_REUSE
+                                                  or size < MIN_RUNTIME_PACK):
             continue
         packed = pack_operand(c, load, blocked, block, _pack_name(load, blocked, block, c))
         if packed is not None:
@@ -133,8 +144,8 @@ def _outer_order(c: Computation, tile: Tile, others: list[Var]) -> list[str]:
     b_loops = [v.name for v in b_side] + [f"{tile.col.name}_o"]
     a_panels = math.prod(extents[v] for v in a_side) * -(-extents[tile.row] // tile.rows)
     b_panels = math.prod(extents[v] for v in b_side) * -(-extents[tile.col] // tile.width)
-    a_bytes = sum(ld.buffer.numel * ld.buffer.dtype.itemsize for ld in dict.fromkeys(a_loads))
-    b_bytes = sum(ld.buffer.numel * ld.buffer.dtype.itemsize for ld in dict.fromkeys(b_loads))
+    a_bytes = sum(nominal(ld.buffer.numel) * ld.buffer.dtype.itemsize for ld in dict.fromkeys(a_loads))
+    b_bytes = sum(nominal(ld.buffer.numel) * ld.buffer.dtype.itemsize for ld in dict.fromkeys(b_loads))
     b_outside = b_bytes + a_bytes * (b_panels if a_bytes > L2_BUDGET else 1)
     a_outside = a_bytes + b_bytes * (a_panels if b_bytes > L2_BUDGET else 1)
     return shared + (a_loops + b_loops if a_outside < b_outside else b_loops + a_loops)

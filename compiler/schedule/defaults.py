@@ -14,6 +14,11 @@ Three classes, recognised from the computation itself rather than from op names:
   along its innermost reduction axis when that is contiguous (a row sum, a GEMV).
 - every computation: the outermost loop runs on the thread pool when there is
   enough work to pay for a fork/join.
+
+A computation with symbolic extents (``Computation.is_static`` false) gets the
+pointwise/reduction schedule above with symbolic loops kept whole (a split of
+one gives a symbolic count and tail), no register tile yet, and the thread
+pool when its work at nominal sizes (each size variable 64) pays for it.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Callable
 from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target
 from compiler.loopir.compute import Computation, build_loops, reduce_init
 from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
-from compiler.loopir.stmt import ForKind, Stmt
+from compiler.loopir.sizes import Size, may_exceed_one, nominal, static_value
+from compiler.loopir.stmt import ForKind, Stmt, seq
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
-from compiler.schedule.contraction import choose_tile, pack_operands, tiled_contraction
+from compiler.schedule.contraction import choose_tile, max_tile_rows, pack_operands, tiled_contraction
+from compiler.schedule.strip_mine import serial, strip_mine
 from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split, vectorize_reduction
 
 # Below this much work (scalar operations: output elements × reduction extent) a kernel runs
@@ -50,8 +57,8 @@ def _coefficients(c: Computation, v: Var) -> list[int | None]:
     return [linear_coefficient(flat_index(ld.buffer, ld.indices), v) for ld in _loads(c)]
 
 
-def _live_index(c: Computation) -> list[tuple[Var, int]]:
-    return [(v, n) for v, n in zip(c.index, c.space) if n > 1]
+def _live_index(c: Computation) -> list[tuple[Var, Size]]:
+    return [(v, n) for v, n in zip(c.index, c.space) if may_exceed_one(n)]
 
 
 def _vectorizable(c: Computation, v: Var, max_stride: int = 1) -> bool:
@@ -60,9 +67,10 @@ def _vectorizable(c: Computation, v: Var, max_stride: int = 1) -> bool:
 
 
 def _work(c: Computation) -> int:
-    total = math.prod(c.space)
+    """Scalar operations (output elements × reduction extent), symbolic sizes at their nominal value."""
+    total = math.prod(nominal(n) for n in c.space)
     for axis in c.axes:
-        total *= axis.extent
+        total *= nominal(axis.extent)
     return total
 
 
@@ -115,14 +123,14 @@ def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
 
 def _vectorize_along_reduction(c: Computation, s: Stmt, lanes: int) -> Stmt:
     """Vectorize the innermost reduction axis when it is contiguous in the loads (rfactor)."""
-    live = [a for a in c.axes if a.extent > 1]
-    if not live or live[-1].extent < lanes:
+    live = [a for a in c.axes if may_exceed_one(a.extent)]
+    if not live or nominal(live[-1].extent) < lanes:
         return s
     axis = live[-1]
     if not _vectorizable(c, axis.var, MAX_SHUFFLED_LOAD_STRIDE) or not any(_coefficients(c, axis.var)):
         return s
     # Two registers of partial sums only where the scalar tail stays short next to the vector part.
-    width = 2 * lanes if axis.extent >= 4 * lanes else lanes
+    width = 2 * lanes if nominal(axis.extent) >= 4 * lanes else lanes
     return vectorize_reduction(s, axis.var.name, width, c.combiner, reduce_init(c.combiner, c.body.dtype))
 
 
@@ -138,6 +146,15 @@ class Scheduled:
 def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] | None = None) -> Scheduled:
     """Schedule ``c``; operands are packed only when ``is_constant`` says which buffers are constants
     (the caller must then place the packed buffers: fold constant packs, run the others first)."""
+    if not c.is_static:
+        mined = _strip_mined_contraction(c, target, is_constant)
+        return mined if mined is not None else Scheduled(_parallelized(c, _schedule_symbolic(c, target), None))
+    return _schedule_static(c, target, is_constant)
+
+
+def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str], bool] | None,
+                     runtime_packs: bool = True) -> Scheduled:
+    """The schedule of a computation whose iteration space is static (its buffers' shapes need not be)."""
     if c.is_reduction and _is_contraction(c):
         # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
         # their dims: flattening them is untried, and their goldens show the printer's nests).
@@ -154,7 +171,7 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
     if tile_var is not None:
         tile = choose_tile(c, target, lanes, tile_var, _contraction_rows(c, tile_var))
         if is_constant is not None:
-            c, packs = pack_operands(c, tile, is_constant)
+            c, packs = pack_operands(c, tile, is_constant, runtime_packs)
         s = tiled_contraction(c, tile)
     else:
         s = build_loops(c)
@@ -173,11 +190,65 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
             s = annotate(s, vector_loop, ForKind.VECTORIZED)
         elif c.is_reduction:
             s = _vectorize_along_reduction(c, s, lanes)
+    return Scheduled(_parallelized(c, s, tile_var), tuple(packs))
+
+
+def _parallelized(c: Computation, s: Stmt, tile_var: Var | None) -> Stmt:
+    """``s`` with its outermost loop on the thread pool when ``c`` has the work to pay for a fork/join."""
     if _work(c) >= (MIN_PARALLEL_CONTRACTION if tile_var is not None else MIN_PARALLEL_WORK):
         outer = outermost_loop(s)
-        if outer is not None and outer.extent > 1 and outer.kind is ForKind.SERIAL:
+        if outer is not None and may_exceed_one(outer.extent) and outer.kind is ForKind.SERIAL:
             s = annotate(s, outer.var.name, ForKind.PARALLEL)
-    return Scheduled(s, tuple(packs))
+    return s
+
+
+def _strip_mined_contraction(c: Computation, target: Target,
+                             is_constant: Callable[[str], bool] | None) -> Scheduled | None:
+    """A contraction over a symbolic row extent (a batch, a sequence) with static reduction axes: blocks
+    of as many rows as a register tile holds get the static register-tiled schedule, inside loops over
+    the blocks (on the thread pool) and the other symbolic vars; the last rows, fewer than a block, the
+    symbolic schedule. None where that does not apply."""
+    if not (c.is_reduction and _is_contraction(c)) or not all(isinstance(a.extent, int) for a in c.axes):
+        return None
+    symbolic = [v for v, n in zip(c.index, c.space) if not isinstance(n, int)]
+    if not symbolic:
+        return None
+    var = symbolic[-1]
+    lanes = target.vector_lanes(c.body.dtype.itemsize)
+    probe = strip_mine(c, var, 2 * lanes).block_computation
+    col = _contraction_lanes(probe, lanes)
+    if col is None or col == var:
+        return None
+    block = max_tile_rows(probe, target, lanes, col) if _contraction_rows(probe, col) == var else 2 * lanes
+    mined = strip_mine(c, var, block)
+    # Operands are packed only if constant: a per-call pack would run outside the block loops.
+    inner = _schedule_static(mined.block_computation, target, is_constant, runtime_packs=False)
+    parts = [mined.wrap(serial(inner.body))]
+    if mined.rest is not None:
+        parts.append(_parallelized(mined.rest, _schedule_symbolic(mined.rest, target), None))
+    return Scheduled(seq(*parts), inner.packs)
+
+
+def _schedule_symbolic(c: Computation, target: Target) -> Stmt:
+    """The nest of a computation with symbolic extents: its innermost loop vectorized where the accesses
+    allow (a symbolic one split into whole vectors and a scalar tail), else its innermost reduction."""
+    s = build_loops(c)
+    live = _live_index(c)
+    if not live:
+        return s
+    lanes = target.vector_lanes(c.body.dtype.itemsize)
+    inner, extent = live[-1]
+    known = static_value(extent)
+    if (_vectorizable(c, inner, MAX_SHUFFLED_LOAD_STRIDE) and _store_coefficient(c, inner) == 1
+            and (known is None or known >= max(2, lanes // 4))):
+        vector_loop = inner.name
+        if known is None or known > 2 * lanes:
+            s = split(s, inner.name, 2 * lanes)
+            vector_loop = f"{inner.name}_i"
+        if c.is_reduction:
+            s = hoist_reduction(s, [vector_loop])
+        return annotate(s, vector_loop, ForKind.VECTORIZED)
+    return _vectorize_along_reduction(c, s, lanes) if c.is_reduction else s
 
 
 def schedule_computation(c: Computation, target: Target) -> Stmt:

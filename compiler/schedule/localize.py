@@ -105,7 +105,7 @@ def _localize_one(stmts: list[Stmt], name: str) -> list[Stmt] | None:
     if buffer.shape[dim] != reader.extent:
         return None
     local = Buffer(f"{name}_slice", buffer.dtype, buffer.shape[:dim] + buffer.shape[dim + 1:], "local")
-    if local.dtype.nbytes(local.numel) > MAX_SLICE_BYTES:
+    if not local.is_static or local.dtype.nbytes(local.numel) > MAX_SLICE_BYTES:  # a local buffer is a stack array
         return None
     # The writers run later now: nothing in between may write what they read.
     read = {b.name for k in writers for b, is_store in loads_and_stores(stmts[k]) if not is_store}

@@ -4,7 +4,9 @@ Loops are addressed by variable name. A transform applies to every loop with
 that name, so a split's remainder (tail) nest, whose loops keep the names of
 the main nest, is scheduled the same way. Transforms that do not find their
 loops leave the tree as it is, which lets default schedules be written once
-for every shape an op can take.
+for every shape an op can take. A symbolic extent (an expression over size
+variables) is split into a symbolic count of whole parts and a symbolic tail;
+register tiles are only built over static extents.
 """
 
 from __future__ import annotations
@@ -12,22 +14,39 @@ from __future__ import annotations
 from dataclasses import replace
 
 from compiler.loopir.compute import combine
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, map_loads
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, div, map_loads, mul, sub
+from compiler.loopir.sizes import Size, as_size, static_value
 from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, map_stmts, seq, substitute_stmt
+
+
+def parts_of(extent: Size, factor: int) -> tuple[Size, Size]:
+    """``divmod(extent, factor)``, for a symbolic extent too."""
+    if isinstance(extent, int):
+        return divmod(extent, factor)
+    count = as_size(div(extent, Const(factor)))
+    return count, as_size(sub(extent, mul(div(extent, Const(factor)), Const(factor))))
+
+
+def _expr(d: Size) -> Expr:
+    return Const(d) if isinstance(d, int) else d
 
 
 def split(s: Stmt, name: str, factor: int) -> Stmt:
     """``for v in 0..n`` → ``for v_o in 0..n/f { for v_i in 0..f }`` plus a ``for v_i in 0..n%f`` tail."""
 
     def rewrite(node: Stmt) -> Stmt | None:
-        if not (isinstance(node, For) and node.var.name == name) or node.extent <= factor:
+        if not (isinstance(node, For) and node.var.name == name):
+            return None
+        known = static_value(node.extent)
+        if known is not None and known <= factor:
             return None
         outer, inner = Var(f"{name}_o"), Var(f"{name}_i")
-        count, rest = divmod(node.extent, factor)
+        count, rest = parts_of(node.extent, factor)
         main = For(inner, factor, substitute_stmt(node.body, {node.var: outer * factor + inner}))
-        parts: list[Stmt] = [For(outer, count, main, node.kind) if count > 1 else substitute_stmt(main, {outer: Const(0)})]
-        if rest:
-            parts.append(For(inner, rest, substitute_stmt(node.body, {node.var: inner + count * factor})))
+        parts: list[Stmt] = [For(outer, count, main, node.kind) if static_value(count) != 1
+                             else substitute_stmt(main, {outer: Const(0)})]
+        if static_value(rest) != 0:
+            parts.append(For(inner, rest, substitute_stmt(node.body, {node.var: inner + _expr(count) * factor})))
         return seq(*parts)
 
     return map_stmts(s, rewrite)
@@ -141,6 +160,8 @@ def hoist_reduction(s: Stmt, names: list[str]) -> Stmt:
         inner = chain[-1].body
         if {f.var.name for f in chain} != wanted or not isinstance(inner, Alloc) or inner.buffer.shape != (1,):
             return None
+        if not all(isinstance(f.extent, int) for f in chain):
+            return None  # a symbolic split's tail: it keeps its scalar accumulator
         parts = inner.body.stmts if isinstance(inner.body, Seq) else (inner.body,)
         if len(parts) != 3:
             return None
@@ -187,17 +208,17 @@ def vectorize_reduction(s: Stmt, name: str, width: int, combiner: str, init: Con
         if not chain or chain[-1].var.name != name or not isinstance(cursor, Store):
             return None
         loop, acc = chain[-1], node.buffer
-        count, rest = divmod(loop.extent, width)
-        if count == 0:
+        count, rest = parts_of(loop.extent, width)
+        if static_value(count) == 0:
             return None
         part = Buffer(f"{acc.name}_lanes", acc.dtype, (width,), "local")
         outer, lane, tail = Var(f"{name}_o"), Var(f"{name}_i"), Var(f"{name}_t")
         lanes_update = _retarget_accumulator(substitute_stmt(cursor, {loop.var: outer * width + lane}), acc, part, (lane,))
         main: Stmt = For(lane, width, lanes_update, ForKind.VECTORIZED)
-        main = For(outer, count, main) if count > 1 else substitute_stmt(main, {outer: Const(0)})
+        main = For(outer, count, main) if static_value(count) != 1 else substitute_stmt(main, {outer: Const(0)})
         parts = [main]
-        if rest:
-            parts.append(For(tail, rest, substitute_stmt(cursor, {loop.var: tail + count * width})))
+        if static_value(rest) != 0:
+            parts.append(For(tail, rest, substitute_stmt(cursor, {loop.var: tail + _expr(count) * width})))
         folds: list[Stmt] = []
         half = width // 2
         while half >= 1:

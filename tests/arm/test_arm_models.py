@@ -77,3 +77,38 @@ def test_transformer_encoder_on_arm(tmp_path: pathlib.Path) -> None:
     feeds = encoder_inputs(model)
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     _assert_close(_run_on_arm(model, feeds, tmp_path), want)
+
+
+DYNAMIC_RUNNER = """
+import sys, numpy as np, platform, runtime_stub
+assert platform.machine() == "aarch64", platform.machine()
+session = runtime_stub.InferenceSession(sys.argv[1], threads=2)
+for k, path in enumerate(sys.argv[2:]):
+    (y,) = session.run(None, dict(np.load(path)))
+    np.save(path + ".out.npy", y)
+print("dims", session.get_inputs()[0].shape)
+"""
+
+
+@pytest.mark.arm
+def test_dynamic_attention_block_on_arm(tmp_path: pathlib.Path) -> None:
+    """One aarch64 artifact with a symbolic batch and sequence, run at several shapes in one process."""
+    from helpers_dynamic import attention_model
+
+    require_emulator()
+    model = attention_model()
+    artifact = compiler.compile(model, tmp_path / "attention.tilec", target="aarch64-linux-gnu")
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    feeds = []
+    for k, shape in enumerate([(1, 1, 32), (2, 7, 32), (3, 17, 32)]):
+        feeds.append({"x": rng.standard_normal(shape).astype(np.float32)})
+        np.savez(tmp_path / f"in{k}.npz", **feeds[-1])
+    script = tmp_path / "run.py"
+    script.write_text(DYNAMIC_RUNNER)
+    paths = [str(tmp_path / f"in{k}.npz") for k in range(len(feeds))]
+    result = run_arm_python(script, args=(str(artifact), *paths), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dims ['batch', 'sequence', 32]" in result.stdout
+    for path, feed in zip(paths, feeds):
+        _assert_close([np.load(path + ".out.npy")], reference.run(None, feed))

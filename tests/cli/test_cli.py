@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import pathlib
 import subprocess
@@ -135,10 +136,23 @@ def test_input_shape_binds_symbolic_batch(models, tmp_path, capsys):
     assert manifest["outputs"][0]["shape"] == [5, 4]
 
 
-def test_unbound_symbolic_dim_is_one_line_error(models, tmp_path, capsys):
-    assert cli.main(["compile", str(models["matmul"]), "-o", str(tmp_path / "u.tilec"), "-q"]) == 1
-    line = _one_error_line(capsys.readouterr().err)
-    assert "--input-shape" in line
+def test_unbound_symbolic_dim_stays_symbolic_within_dim_bounds(models, tmp_path, capsys):
+    out = tmp_path / "u.tilec"
+    assert cli.main(["compile", str(models["matmul"]), "-o", str(out), "--dim", "N=1:32", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["inspect", str(out), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["dims"] == [{"name": "N", "min": 1, "max": 32}]
+    assert manifest["inputs"][0]["shape"] == ["N", 8] and manifest["outputs"][0]["shape"] == ["N", 4]
+    assert cli.main(["inspect", str(out)]) == 0
+    assert re.search(r"dims:\n\s+N\s+1\.\.32", capsys.readouterr().out)
+
+
+def test_bad_dim_bound_is_one_line_error(models, tmp_path, capsys):
+    assert cli.main(["compile", str(models["matmul"]), "-o", str(tmp_path / "u.tilec"), "--dim", "N=8"]) != 0
+    assert "NAME=MIN:MAX" in capsys.readouterr().err
+    assert cli.main(["compile", str(models["matmul"]), "-o", str(tmp_path / "u.tilec"), "--dim", "M=1:8", "-q"]) == 1
+    assert "dim_bounds names 'M'" in _one_error_line(capsys.readouterr().err)
 
 
 def test_run_with_npy_input(models, tmp_path, capsys):

@@ -43,7 +43,7 @@ _CACHE = pathlib.Path(tempfile.gettempdir()) / "tilec-cuda-emulation"
 def lower_for_cuda(model: onnx.ModelProto, target: CudaTarget | None = None) -> tuple[Program, CudaModule]:
     """What ``compiler.compile(model, target="cuda")`` builds, up to (not including) NVRTC."""
     target = target or CudaTarget()
-    _, program = pipeline_lower(model, None, None, target, BuildLog(), None)
+    _, program = pipeline_lower(model, None, None, None, target, BuildLog(), None)
     return program, emit_module(program.calls, target)
 
 

@@ -75,7 +75,8 @@ static void body(void *p, int64_t begin, int64_t end) {{
     }}
 }}
 
-int32_t tilec_run(void *ctx, void **inputs, void **outputs, const void *weights, void *workspace) {{
+int32_t tilec_run(void *ctx, void **inputs, void **outputs, const void *weights, void *workspace,
+                  const int64_t *dims) {{
     if (((uintptr_t)weights & 63) || ((uintptr_t)workspace & 63)) return 2;
     const float *a = (const float *)inputs[0];
     if (a[0] != a[0]) return 7;
@@ -84,6 +85,8 @@ int32_t tilec_run(void *ctx, void **inputs, void **outputs, const void *weights,
     tilec_parallel_for(ctx, body, &j, {N});
     return 0;
 }}
+
+void tilec_sizes(const int64_t *dims, int64_t *out) {{ out[0] = 0; }}
 
 const char *tilec_signature(void) {{ return {_c_string(native_signature(fake_manifest(), WEIGHTS.nbytes))}; }}
 """

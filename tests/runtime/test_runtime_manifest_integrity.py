@@ -157,3 +157,36 @@ def test_harmless_edits_still_run(artifact: bytes) -> None:
         got = session.run(None, _feeds())
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def dynamic_artifact(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """x[batch, 4] -> Relu, with batch bounded to [1, 8]."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = compiler.compile(model, tmp_path_factory.mktemp("integrity") / "relu.tilec", dim_bounds={"batch": (1, 8)})
+    return path.read_bytes()
+
+
+DYNAMIC_ATTACKS = {
+    "a size variable's range widened": _set("dims.0.max", 1 << 40),
+    "size variables dropped": _set("dims", _DELETE),
+    "a symbolic dim made static": _set("inputs.0.shape.0", 100),
+    "a symbolic dim renamed": _set("inputs.0.shape.0", "other"),
+    "an output's symbolic dim made static": _set("outputs.0.shape.0", 3),
+    "a size variable without a range": _set("dims.0.min", _DELETE),
+}
+
+
+def test_the_unedited_dynamic_artifact_runs(dynamic_artifact: bytes) -> None:
+    with InferenceSession(edited(dynamic_artifact, lambda m: None)) as session:
+        (y,) = session.run(None, {"x": -np.ones((3, 4), np.float32)})
+    assert y.shape == (3, 4) and not y.any()
+
+
+@pytest.mark.parametrize("attack", sorted(DYNAMIC_ATTACKS))
+def test_dynamic_manifest_edits_are_refused(dynamic_artifact: bytes, attack: str) -> None:
+    with pytest.raises(CorruptArtifactError):
+        InferenceSession(edited(dynamic_artifact, DYNAMIC_ATTACKS[attack]))

@@ -15,7 +15,7 @@ from helpers_onnx import graph_model, rand
 
 
 def _kernels(model) -> list[str]:
-    _, program = _lower(model, None, None, resolve_target("host"), BuildLog(), None)
+    _, program = _lower(model, None, None, None, resolve_target("host"), BuildLog(), None)
     return [format_kernel(call.kernel) for call in program.calls]
 
 

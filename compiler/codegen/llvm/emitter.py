@@ -1,7 +1,10 @@
 """Loop IR → LLVM IR (llvmlite), one function per kernel.
 
 Contract: a kernel becomes ``void @name(ptr ctx, ptr noalias %buf...)`` with one
-pointer per global buffer in ``Kernel.params`` order. Loop kinds map as:
+pointer per global buffer in ``Kernel.params`` order; a kernel whose extents or
+buffer shapes use size variables takes ``ptr dims`` (the run's int64 size values,
+in ``ModuleEmitter.dims`` order) after ``ctx`` and reads them once at entry. Loop
+kinds map as (a symbolic extent makes an unrolled or vectorized loop a counted one):
 
 - serial: a counted loop;
 - unrolled: the body emitted once per iteration with the variable a constant;
@@ -41,7 +44,8 @@ from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, padded_extent, vec
 from compiler.dtypes import DType
 from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient,
                                   substitute, walk)
-from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
+from compiler.loopir.sizes import SizeVar, size_expr, size_vars, static_value
+from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, stmt_exprs, walk_stmts
 from compiler.codegen.llvm import narrow, vecmath
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
 
@@ -65,6 +69,8 @@ class ModuleEmitter:
     module: ir.Module
     functions: dict[str, ir.Function] = field(default_factory=dict)
     outlined: int = 0
+    # The size variables, in the order of the run's dims array.
+    dims: tuple[str, ...] = ()
 
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         if name not in self.functions:
@@ -79,18 +85,31 @@ class ModuleEmitter:
         return self.declare("tilec_parallel_for", VOID, [PTR, PTR, PTR, I64])
 
     def add_kernel(self, kernel: Kernel) -> ir.Function:
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (1 + len(kernel.params))), kernel.name)
+        sizes = sorted(kernel_size_vars(kernel), key=lambda v: self.dim_index(v))
+        leading = 2 if sizes else 1  # ctx[, dims]
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (leading + len(kernel.params))), kernel.name)
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
-        for i, arg in enumerate(fn.args[1:]):
+        for i, arg in enumerate(fn.args[leading:]):
             arg.add_attribute("noalias")
             arg.name = kernel.params[i].name
         fn.args[0].name = "ctx"
-        pointers = {b.name: arg for b, arg in zip(kernel.params, fn.args[1:])}
+        pointers = {b.name: arg for b, arg in zip(kernel.params, fn.args[leading:])}
         body = FunctionEmitter(self, fn, fn.args[0], pointers, {}, concurrent=False)
+        if sizes:
+            fn.args[1].name = "dims"
+            for v in sizes:
+                slot = body.allocas.gep(fn.args[1], [ir.Constant(I64, self.dim_index(v))], inbounds=True, source_etype=I64)
+                body.env[v] = body.allocas.load(slot, name=v.name, typ=I64, align=8)
         body.stmt(kernel.body)
         body.finish()
         return fn
+
+    def dim_index(self, v: SizeVar) -> int:
+        try:
+            return self.dims.index(v.name)
+        except ValueError:
+            raise ValueError(f"size variable {v.name} is not among the module's dims {list(self.dims)}") from None
 
 
 class FunctionEmitter:
@@ -138,18 +157,19 @@ class FunctionEmitter:
             raise TypeError(f"cannot emit {type(s).__name__}")
 
     def loop(self, s: For) -> None:
-        if s.extent == 0:
+        known = static_value(s.extent)
+        if known == 0:
             return
-        if s.kind is ForKind.UNROLLED:
-            for k in range(s.extent):
+        if s.kind is ForKind.UNROLLED and known is not None:
+            for k in range(known):
                 self.env[s.var] = ir.Constant(I64, k)
                 self.stmt(s.body)
             del self.env[s.var]
-        elif s.kind is ForKind.VECTORIZED and s.extent > 1:
+        elif s.kind is ForKind.VECTORIZED and known is not None and known > 1:
             if self.vector is not None:
                 raise ValueError(f"nested vectorized loops ({self.vector.var.name}, {s.var.name})")
             base = 0
-            for width, active in vector_parts(s.extent, masked=_maskable(s.body)):
+            for width, active in vector_parts(known, masked=_maskable(s.body)):
                 lanes = list(range(base, base + width))
                 self.vector = _VectorPart(s.var, width, base, active) if width > 1 else None
                 self.env[s.var] = ir.Constant(ir.VectorType(I64, width), lanes) if width > 1 else ir.Constant(I64, base)
@@ -157,10 +177,10 @@ class FunctionEmitter:
                 base += active
             self.vector = None
             del self.env[s.var]
-        elif s.kind is ForKind.PARALLEL and self.vector is None and s.extent > 1:
+        elif s.kind is ForKind.PARALLEL and self.vector is None and (known is None or known > 1):
             self.parallel(s)
         else:
-            self.counted_loop(s.var, ir.Constant(I64, 0), ir.Constant(I64, s.extent), s.body)
+            self.counted_loop(s.var, ir.Constant(I64, 0), self.index(size_expr(s.extent)), s.body)
 
     def counted_loop(self, var: Var, begin: ir.Value, end: ir.Value, body: Stmt) -> None:
         pre = self.b.block
@@ -207,7 +227,7 @@ class FunctionEmitter:
         inner.env = {var: loaded[1 + len(captured_ptrs) + k] for k, (var, _) in enumerate(captured_vars)}
         inner.counted_loop(s.var, begin, end, s.body)
         inner.finish()
-        self.b.call(self.mod.parallel_for(), [self.ctx, worker, closure, ir.Constant(I64, s.extent)])
+        self.b.call(self.mod.parallel_for(), [self.ctx, worker, closure, self.index(size_expr(s.extent))])
 
     # --- memory ---------------------------------------------------------------------
 
@@ -682,6 +702,19 @@ def constant(e: Const) -> ir.Constant:
     if e.dtype.is_signed and value >= 1 << (bits - 1):
         value -= 1 << bits
     return ir.Constant(t, value)
+
+
+def kernel_size_vars(kernel: Kernel) -> set[SizeVar]:
+    """The size variables a kernel reads: in its extents, its expressions and its buffers' shapes."""
+    found: set[SizeVar] = set()
+    for node in walk_stmts(kernel.body):
+        if isinstance(node, For):
+            found |= size_vars(node.extent)
+    for e in stmt_exprs(kernel.body):
+        found |= {x for x in walk(e) if isinstance(x, SizeVar)}
+    for buffer, _ in loads_and_stores(kernel.body):
+        found |= size_vars(*buffer.shape)
+    return found
 
 
 def _used_buffers(s: Stmt) -> set[str]:

@@ -1,8 +1,15 @@
 """Kernels + launch plan → one LLVM module with ``tilec_run`` → optimized object code.
 
-``tilec_run(ctx, inputs, outputs, weights, workspace)`` (see docs/ARCHITECTURE.md)
+``tilec_run(ctx, inputs, outputs, weights, workspace, dims)`` (see docs/ARCHITECTURE.md)
 calls every kernel in plan order with pointers computed from the memory plan,
-so a model run is a single foreign call. Kernels equal up to names
+so a model run is a single foreign call. ``dims`` holds the run's value of each
+size variable (``RunLayout.dims`` order; unused by a static model), from which
+the symbolic workspace slots' offsets are computed at entry;
+``tilec_sizes(dims, out)`` writes the workspace bytes the run needs, then every
+output's dims, so the runtime allocates from what the code itself computes; its
+arithmetic is overflow-checked, and an overflow writes -1 first (the inputs ask
+for more than int64 sizes can address), so ``tilec_run`` is only ever called
+with sizes that fit. Kernels equal up to names
 (``canonical_kernel``: the same layer repeated) share one function. ``tilec_signature()`` returns the
 ``signature`` bytes (runtime_stub/signature.py), NUL-terminated, for the runtime
 to hold against the manifest. With ``profile=True`` each call is
@@ -13,7 +20,7 @@ add the kernel's wall time to the runtime's per-kernel counters when it asks for
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
@@ -22,16 +29,21 @@ from compiler.codegen.llvm.emitter import ModuleEmitter
 from compiler.codegen.llvm.types import I32, I64, PTR
 from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
+from compiler.artifact.memory_plan import SymbolicSlot
+from compiler.loopir.expr import Binary, Const
+from compiler.loopir.sizes import Size, SizeVar
 from compiler.loopir.stmt import Kernel, canonical_kernel
 
 
 @dataclass(frozen=True)
 class BufferRef:
-    """Where a kernel argument lives: ``inputs[index]``, ``outputs[index]``, or ``weights``/``workspace`` + offset."""
+    """Where a kernel argument lives: ``inputs[index]``, ``outputs[index]``, ``weights``/``workspace`` + offset,
+    or the workspace at the per-run offset of the symbolic ``slot``."""
 
     kind: str
     index: int = 0
     offset: int = 0
+    slot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,14 +52,26 @@ class KernelCall:
     args: tuple[BufferRef, ...]
 
 
+@dataclass(frozen=True)
+class RunLayout:
+    """What ``tilec_sizes`` computes and ``tilec_run`` places: the size variables (dims order), the
+    static workspace bytes, the symbolic slots after them, and the outputs' shapes."""
+
+    dims: tuple[str, ...] = ()
+    workspace_base: int = 0
+    slots: tuple[SymbolicSlot, ...] = ()
+    output_shapes: tuple[tuple[Size, ...], ...] = field(default_factory=tuple)
+
+
 def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
-                 signature: bytes = b"") -> ir.Module:
+                 signature: bytes = b"", layout: RunLayout = RunLayout()) -> ir.Module:
     """The module of ``calls``; ``signature`` is what the pipeline declares for the runtime's cross-check
     (an artifact's native code always has one; a module a test loads directly need not)."""
     module = ir.Module(name=name)
     module.triple = target.triple
     _add_signature(module, signature)
-    emitter = ModuleEmitter(module)
+    _add_sizes(module, layout)
+    emitter = ModuleEmitter(module, dims=layout.dims)
     # A kernel equal to an earlier one up to names (a repeated layer) calls that one's function.
     by_form: dict[Kernel, ir.Function] = {}
     functions = []
@@ -56,20 +80,23 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
         if form not in by_form:
             by_form[form] = emitter.add_kernel(call.kernel)
         functions.append(by_form[form])
-    run = ir.Function(module, ir.FunctionType(I32, [PTR] * 5), "tilec_run")
-    ctx, inputs, outputs, weights, workspace = run.args
+    run = ir.Function(module, ir.FunctionType(I32, [PTR] * 6), "tilec_run")
+    ctx, inputs, outputs, weights, workspace, dims = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
+    slot_offsets, _ = _slot_offsets(_Sizes(b, dims, layout.dims), layout)
     if profile:
         begin = emitter.declare("tilec_profile_begin", I64, [PTR])
         end = emitter.declare("tilec_profile_end", ir.VoidType(), [PTR, I32, I64])
     for k, (fn, call) in enumerate(zip(functions, calls)):
         if profile:
             started = b.call(begin, [ctx])
-        args = [ctx]
+        args = [ctx] + ([dims] if len(fn.args) == len(call.args) + 2 else [])
         for ref in call.args:
             if ref.kind in ("input", "output"):
                 table = inputs if ref.kind == "input" else outputs
                 args.append(b.load(b.gep(table, [ir.Constant(I64, ref.index)], source_etype=PTR), typ=PTR))
+            elif ref.slot is not None:
+                args.append(b.gep(workspace, [slot_offsets[ref.slot]], source_etype=ir.IntType(8)))
             else:
                 base = weights if ref.kind == "weights" else workspace
                 args.append(b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8)))
@@ -78,6 +105,83 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
             b.call(end, [ctx, ir.Constant(I32, k), started])
     b.ret(ir.Constant(I32, 0))
     return module
+
+
+@dataclass
+class _Sizes:
+    """Evaluates size expressions from the run's dims; with ``overflow`` set, ORs into it whether any
+    addition, subtraction or multiplication overflowed int64."""
+
+    b: ir.IRBuilder
+    dims: ir.Value
+    names: tuple[str, ...]
+    overflow: ir.Value | None = None
+
+    def value(self, e: Size) -> ir.Value:
+        b = self.b
+        if isinstance(e, int):
+            return ir.Constant(I64, e)
+        if isinstance(e, Const):
+            return ir.Constant(I64, int(e.value))
+        if isinstance(e, SizeVar):
+            return b.load(b.gep(self.dims, [ir.Constant(I64, self.names.index(e.name))], source_etype=I64), typ=I64)
+        if isinstance(e, Binary):
+            x, y = self.value(e.a), self.value(e.b)
+            if e.op in ("add", "sub", "mul"):
+                return self.arith(e.op, x, y)
+            if e.op in ("div", "rem"):
+                return (b.sdiv if e.op == "div" else b.srem)(x, y)
+            if e.op in ("min", "max"):
+                return b.select(b.icmp_signed("<" if e.op == "min" else ">", x, y), x, y)
+        raise ValueError(f"not a size expression: {e}")
+
+    def add(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.arith("add", x, y)
+
+    def arith(self, op: str, x: ir.Value, y: ir.Value) -> ir.Value:
+        b = self.b
+        if self.overflow is None:
+            return {"add": b.add, "sub": b.sub, "mul": b.mul}[op](x, y)
+        pair = {"add": b.sadd_with_overflow, "sub": b.ssub_with_overflow, "mul": b.smul_with_overflow}[op](x, y)
+        self.overflow = b.or_(self.overflow, b.extract_value(pair, 1))
+        return b.extract_value(pair, 0)
+
+
+def _slot_offsets(sizes: _Sizes, layout: RunLayout) -> tuple[dict[str, ir.Value], ir.Value]:
+    """Each symbolic slot's byte offset for this run, and the workspace size they need in all."""
+    b = sizes.b
+    offsets: dict[str, ir.Value] = {}
+    ends: dict[str, ir.Value] = {}
+    base = ir.Constant(I64, layout.workspace_base)
+    total: ir.Value = base
+    for slot in layout.slots:
+        offset: ir.Value = base
+        for key in slot.after:
+            offset = b.select(b.icmp_signed(">", ends[key], offset), ends[key], offset)
+        offsets[slot.key] = offset
+        ends[slot.key] = sizes.add(offset, sizes.value(slot.size))
+        total = b.select(b.icmp_signed(">", ends[slot.key], total), ends[slot.key], total)
+    return offsets, total
+
+
+def _add_sizes(module: ir.Module, layout: RunLayout) -> None:
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR]), "tilec_sizes")
+    dims, out = function.args
+    b = ir.IRBuilder(function.append_basic_block("entry"))
+    sizes = _Sizes(b, dims, layout.dims, overflow=ir.Constant(ir.IntType(1), 0))
+    _, total = _slot_offsets(sizes, layout)
+    values = [total]
+    for shape in layout.output_shapes:
+        dims_of = [sizes.value(d) for d in shape]
+        values.extend(dims_of)
+        # Element offsets into the output must fit too: its element count times the widest element.
+        count: ir.Value = ir.Constant(I64, 16)
+        for d in dims_of:
+            count = sizes.arith("mul", count, d)
+    values[0] = b.select(sizes.overflow, ir.Constant(I64, -1), total)
+    for k, value in enumerate(values):
+        b.store(value, b.gep(out, [ir.Constant(I64, k)], source_etype=I64))
+    b.ret_void()
 
 
 def _add_signature(module: ir.Module, signature: bytes) -> None:

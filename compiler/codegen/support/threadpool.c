@@ -2,7 +2,7 @@
  * tilec support library: the part of the native ABI that is not generated code.
  *
  * Linked into every CPU artifact (see docs/ARCHITECTURE.md, "Native ABI"). Exports
- *   int32_t tilec_abi_version(void)                     -> 2
+ *   int32_t tilec_abi_version(void)                     -> 3
  *   void   *tilec_create(int32_t num_threads)            -> context, NULL on failure
  *   void    tilec_destroy(void *ctx)
  *   int32_t tilec_num_threads(void *ctx)
@@ -40,7 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TILEC_ABI_VERSION 2  /* 2: the generated code exports tilec_signature */
+/* 2: the generated code exports tilec_signature; 3: tilec_run takes the run's dims, tilec_sizes */
+#define TILEC_ABI_VERSION 3
 /* Upper bound on threads: protects against absurd requests, not a tuning knob. */
 #define TILEC_MAX_THREADS 1024
 /* Spin iterations before sleeping; with a pause instruction this is roughly 50-500 us. */

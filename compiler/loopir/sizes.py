@@ -1,0 +1,145 @@
+"""Sizes: tensor dimensions and loop extents that are either ints or expressions over size variables.
+
+A ``SizeVar`` is a symbolic dimension of the model (``batch``, ``sequence``),
+bound once per run from the shapes of the inputs. A size is an ``int`` (the
+static case, unchanged from a fully static compile) or an int64 loop IR
+expression over size variables (``sequence``, ``batch * sequence``, ``(h + 1) / 2``),
+so the same expression machinery serves index arithmetic and sizes, and the
+code generators evaluate a symbolic extent like any other index expression.
+
+Every size variable has a ``SizeRange``: the run-time values it may take,
+from the user's ``dim_bounds`` or the default range. Kernels, the memory plan
+and the ABI are correct for every value in the range; the runtime refuses the
+others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Union
+
+from compiler.dtypes import DType
+from compiler.loopir.expr import Binary, Const, Expr, Var, add, div, mul, walk
+
+Size = Union[int, Expr]
+
+#: Largest value of a size variable without a user bound: far beyond any batch or sequence, and small
+#: enough that products of a few such sizes, in bytes, stay within int64 index arithmetic.
+DEFAULT_MAX_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class SizeVar(Var):
+    """A symbolic dimension (int64), bound for a whole run from the input shapes."""
+
+
+@dataclass(frozen=True)
+class SizeRange:
+    lo: int = 1
+    hi: int = DEFAULT_MAX_SIZE
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lo <= self.hi:
+            raise ValueError(f"empty size range [{self.lo}, {self.hi}]")
+
+    def __str__(self) -> str:
+        return f"{self.lo}..{self.hi}"
+
+
+def is_static(d: Size) -> bool:
+    return isinstance(d, int)
+
+
+def static_value(d: Size) -> int | None:
+    """``d`` as an int, or None when it depends on a size variable."""
+    if isinstance(d, int):
+        return d
+    return int(d.value) if isinstance(d, Const) else None
+
+
+def as_size(d: "Size | Expr") -> Size:
+    """``d`` with constant expressions turned back into ints (the static spelling)."""
+    value = static_value(d)
+    return d if value is None else value
+
+
+def size_expr(d: Size) -> Expr:
+    return Const(int(d)) if isinstance(d, int) else d
+
+
+def size_add(a: Size, b: Size) -> Size:
+    return as_size(add(size_expr(a), size_expr(b)))
+
+
+def size_mul(a: Size, b: Size) -> Size:
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    return as_size(mul(size_expr(a), size_expr(b)))
+
+
+def size_ceil_div(a: Size, b: int) -> Size:
+    if isinstance(a, int):
+        return -(-a // b)
+    return as_size(div(add(a, Const(b - 1)), Const(b)))
+
+
+def size_prod(dims: Iterable[Size]) -> Size:
+    total: Size = 1
+    for d in dims:
+        total = size_mul(total, d)
+    return total
+
+
+def size_vars(*sizes: Size) -> set[SizeVar]:
+    return {e for d in sizes if not isinstance(d, int) for e in walk(d) if isinstance(e, SizeVar)}
+
+
+def is_one(d: Size) -> bool:
+    return static_value(d) == 1
+
+
+def may_exceed_one(d: Size) -> bool:
+    """Whether a loop of extent ``d`` can have more than one iteration (a symbolic one always may)."""
+    value = static_value(d)
+    return value is None or value > 1
+
+
+_EVAL = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+         "div": lambda x, y: x // y, "rem": lambda x, y: x % y, "min": min, "max": max}
+
+
+def evaluate_size(d: Size, values: Mapping[str, int]) -> int:
+    """The value of ``d`` with each size variable set from ``values`` (by name)."""
+    if isinstance(d, int):
+        return d
+    if isinstance(d, Const):
+        return int(d.value)
+    if isinstance(d, SizeVar):
+        return int(values[d.name])
+    if isinstance(d, Binary) and d.op in _EVAL and d.dtype is DType.I64:
+        return _EVAL[d.op](evaluate_size(d.a, values), evaluate_size(d.b, values))
+    raise ValueError(f"not a size expression: {d}")
+
+
+def upper_bound(d: Size, ranges: Mapping[str, SizeRange]) -> int:
+    """The largest value ``d`` takes over the ranges (sizes are monotone: sums, products, divisions
+    by constants, max and min of non-negative sizes)."""
+    return evaluate_size(d, {v.name: ranges[v.name].hi for v in size_vars(d)})
+
+
+def nominal(d: Size, ranges: Mapping[str, SizeRange] | None = None, typical: int = 64) -> int:
+    """A representative value of ``d`` for schedule heuristics: each variable at ``typical``, within its range."""
+    ranges = ranges or {}
+    values = {}
+    for v in size_vars(d):
+        r = ranges.get(v.name, SizeRange())
+        values[v.name] = min(max(typical, r.lo), r.hi)
+    return evaluate_size(d, values)
+
+
+def size_nbytes(dtype: DType, numel: Size) -> Size:
+    """``dtype.nbytes(numel)`` for a symbolic element count too."""
+    if isinstance(numel, int):
+        return dtype.nbytes(numel)
+    per = dtype.elements_per_byte
+    return size_ceil_div(numel, per) if per > 1 else size_mul(numel, dtype.itemsize)

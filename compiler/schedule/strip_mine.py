@@ -1,0 +1,75 @@
+"""Strip-mining a symbolic extent into static blocks, so static schedules apply to symbolic computations.
+
+Contract: ``strip_mine(c, var, block)`` splits computation ``c`` along its spatial index var ``var``
+(of symbolic extent ``n``) into
+
+* ``block_computation``: ``c`` restricted to the ``block`` consecutive values of ``var`` starting at
+  ``block_var * block``, with every other symbolic index var ``u`` fixed to one value ``base(u)``:
+  a computation whose iteration space is all ints (its stores are at offsets that are
+  expressions of those outer vars, its buffers may keep symbolic shapes);
+* ``outer``: the loops that bind them: one per other symbolic var (outermost, in index order) and
+  the block loop ``for block_var in 0..n / block``;
+* ``rest``: ``c`` over the last ``n % block`` values of ``var`` (symbolic extent: the caller
+  schedules it as any symbolic computation).
+
+Each element of the output is written by exactly one of the two, so running the scheduled block
+nest inside the outer loops, then the rest, computes ``c``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from compiler.loopir.compute import Computation
+from compiler.loopir.expr import Const, Expr, Var, div, mul, substitute
+from compiler.loopir.sizes import Size
+from compiler.loopir.stmt import For, ForKind, Seq, Stmt, map_stmts
+from compiler.schedule.transforms import parts_of
+
+
+@dataclass(frozen=True)
+class StripMined:
+    block_computation: Computation
+    outer: tuple[For, ...]  # bodies empty: wrap the scheduled block nest with ``wrap``
+    rest: Computation | None
+
+    def wrap(self, body: Stmt) -> Stmt:
+        for loop in reversed(self.outer):
+            body = replace(loop, body=body)
+        return body
+
+
+def _region(c: Computation, shifts: dict[Var, Expr], space: tuple[Size, ...]) -> Computation:
+    """``c`` over ``space`` with each var ``v`` of ``shifts`` read and written at ``v + shift``."""
+    offsets = c.offsets or (0,) * len(c.index)
+    moved = tuple(_plus(k, shifts[v]) if v in shifts else k for v, k in zip(c.index, offsets))
+    shifted = c.map_exprs(lambda e: substitute(e, {v: v + s for v, s in shifts.items()}))
+    return replace(shifted, extents=space, offsets=moved)
+
+
+def _plus(a: Size, b: Expr) -> Expr:
+    return b if a == 0 else (Const(a) if isinstance(a, int) else a) + b
+
+
+def strip_mine(c: Computation, var: Var, block: int) -> StripMined:
+    space = dict(zip(c.index, c.space))
+    extent = space[var]
+    others = [v for v in c.index if v != var and not isinstance(space[v], int)]
+    bases = {v: Var(f"{v.name}_at") for v in others}
+    block_var = Var(f"{var.name}_blk")
+    count, rest = parts_of(extent, block)
+    shifts: dict[Var, Expr] = {**bases, var: mul(block_var, Const(block))}
+    block_space = tuple(block if v == var else 1 if v in bases else n for v, n in zip(c.index, c.space))
+    outer = tuple(For(bases[v], space[v], Seq(())) for v in others) + (For(block_var, count, Seq(()), ForKind.PARALLEL),)
+    remainder = None
+    if rest != 0:
+        start = mul(div(extent, Const(block)), Const(block)) if not isinstance(extent, int) else Const(count * block)
+        rest_space = tuple(rest if v == var else n for v, n in zip(c.index, c.space))
+        remainder = _region(c, {var: start}, rest_space)
+    return StripMined(_region(c, shifts, block_space), outer, remainder)
+
+
+def serial(s: Stmt) -> Stmt:
+    """``s`` with its parallel loops made serial (it runs inside a parallel loop of its own)."""
+    return map_stmts(s, lambda n: replace(n, kind=ForKind.SERIAL) if isinstance(n, For) and n.kind is ForKind.PARALLEL
+                     else None)

@@ -1,0 +1,125 @@
+"""Symbolic dimensions end to end: compile once, run at many shapes, against onnxruntime.
+
+Models are built with onnx.helper the way exporters leave them: the batch (and sequence) as
+``dim_param`` s of the inputs, the outputs named with the same or with other symbols. Each is
+compiled once, without binding anything, and run at several shapes, including 1, a prime and the
+ends of a bounded range. Tolerance: max |tilec - onnxruntime| <= 1e-4 * max(1, max |onnxruntime|)
+(float32, the model tests' rule). Bad inputs must be ``InvalidInputError`` s that name the input,
+the axis and the size variable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from helpers_dynamic import dynamic_model, attention_model, cnn_model, mlp_model, two_input_model
+from runtime_stub import InferenceSession
+from runtime_stub.errors import InvalidInputError
+
+RTOL = 1e-4
+
+
+def _check(session: InferenceSession, reference: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> None:
+    got = session.run(None, feeds)
+    want = reference.run(None, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+        assert float(np.abs(g - w).max(initial=0.0)) <= RTOL * scale
+
+
+CASES = {
+    "mlp": (mlp_model, {}, [(1, 64), (2, 64), (7, 64), (64, 64), (1000, 64)]),
+    "cnn": (cnn_model, {"N": (1, 9)}, [(1, 3, 16, 16), (2, 3, 16, 16), (3, 3, 16, 16), (5, 3, 16, 16), (9, 3, 16, 16)]),
+    "attention": (attention_model, {"sequence": (1, 80)},
+                  [(1, 1, 32), (2, 7, 32), (3, 17, 32), (1, 64, 32), (2, 80, 32), (4, 31, 32)]),
+}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[InferenceSession, ort.InferenceSession]]:
+    folder = tmp_path_factory.mktemp("dynamic")
+    built = {}
+    for name, (make, bounds, _) in CASES.items():
+        model = make()
+        path = compiler.compile(model, folder / f"{name}.tilec", dim_bounds=bounds or None)
+        built[name] = (InferenceSession(path), ort.InferenceSession(model.SerializeToString()))
+    return built
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_one_artifact_runs_every_shape(artifacts, name: str) -> None:
+    session, reference = artifacts[name]
+    rng = np.random.default_rng(7)
+    for shape in CASES[name][2]:
+        _check(session, reference, {"x": rng.standard_normal(shape).astype(np.float32)})
+
+
+def test_symbolic_dims_show_as_names(artifacts) -> None:
+    session, _ = artifacts["attention"]
+    assert session.get_inputs()[0].shape == ["batch", "sequence", 32]
+    assert session.get_outputs()[0].shape == ["batch", "sequence", 32]
+    assert session.manifest["dims"] == [{"name": "batch", "min": 1, "max": 1 << 20},
+                                        {"name": "sequence", "min": 1, "max": 80}]
+    # The output's own symbol (unk__7) is the input's N: the runtime shows what the compiler proved.
+    assert artifacts["cnn"][0].get_outputs()[0].shape == ["N", 10]
+
+
+def test_shape_outside_the_bounds_is_refused(artifacts) -> None:
+    session, _ = artifacts["attention"]
+    with pytest.raises(InvalidInputError, match=r"input 'x' axis 1 \(sequence\) is 81, outside the compiled range "
+                                                r"of sequence: \[1, 80\]"):
+        session.run(None, {"x": np.zeros((1, 81, 32), np.float32)})
+    with pytest.raises(InvalidInputError, match=r"axis 0 \(N\) is 0, outside the compiled range of N: \[1, 9\]"):
+        artifacts["cnn"][0].run(None, {"x": np.zeros((0, 3, 16, 16), np.float32)})
+
+
+def test_fixed_dim_and_rank_are_checked(artifacts) -> None:
+    session, _ = artifacts["attention"]
+    with pytest.raises(InvalidInputError, match=r"input 'x' has shape \[2, 3, 31\], expected \[batch, sequence, 32\]: "
+                                                r"axis 2 must be 32"):
+        session.run(None, {"x": np.zeros((2, 3, 31), np.float32)})
+    with pytest.raises(InvalidInputError, match=r"rank 2, expected rank 3"):
+        session.run(None, {"x": np.zeros((2, 32), np.float32)})
+
+
+def test_inputs_sharing_a_size_variable_must_agree(tmp_path) -> None:
+    model = two_input_model()
+    session = InferenceSession(compiler.compile(model, tmp_path / "two.tilec"))
+    reference = ort.InferenceSession(model.SerializeToString())
+    rng = np.random.default_rng(3)
+    for n in (1, 4, 13):
+        _check(session, reference, {k: rng.standard_normal((n, 5)).astype(np.float32) for k in "ab"})
+    with pytest.raises(InvalidInputError, match=r"inputs disagree on 'batch': input 'a' axis 0 has 2, input 'b' axis 0 has 3"):
+        session.run(None, {"a": np.zeros((2, 5), np.float32), "b": np.zeros((3, 5), np.float32)})
+
+
+def test_growing_and_shrinking_runs_reuse_the_session(artifacts) -> None:
+    """A larger run grows the workspace, smaller ones after it reuse it: results stay exact."""
+    session, reference = artifacts["mlp"]
+    rng = np.random.default_rng(11)
+    for n in (3, 500, 2, 999, 1):
+        _check(session, reference, {"x": rng.standard_normal((n, 64)).astype(np.float32)})
+
+
+def test_sizes_beyond_int64_are_refused_before_running(tmp_path) -> None:
+    """An outer product of four vectors: each input is small, the output has n*m*k*l elements; at
+    2^16 each that overflows int64, which the native size computation reports instead of wrapping."""
+    names = ["a", "b", "c", "d"]
+    nodes = [helper.make_node("Unsqueeze", [v, f"axes_{v}"], [f"u_{v}"]) for v in names]
+    nodes += [helper.make_node("Mul", ["u_a", "u_b"], ["ab"]), helper.make_node("Mul", ["ab", "u_c"], ["abc"]),
+              helper.make_node("Mul", ["abc", "u_d"], ["y"])]
+    axes = {v: [k for k in range(4) if k != i] for i, v in enumerate(names)}
+    model = dynamic_model(nodes, [helper.make_tensor_value_info(v, TensorProto.FLOAT, [f"n_{v}"]) for v in names],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n_a", "n_b", "n_c", "n_d"])],
+                   [numpy_helper.from_array(np.array(axes[v], np.int64), f"axes_{v}") for v in names])
+    session = InferenceSession(compiler.compile(model, tmp_path / "outer.tilec"))
+    reference = ort.InferenceSession(model.SerializeToString())
+    rng = np.random.default_rng(5)
+    _check(session, reference, {v: rng.standard_normal(n).astype(np.float32) for v, n in zip(names, (2, 3, 5, 7))})
+    with pytest.raises(InvalidInputError, match="too large to address"):
+        session.run(None, {v: np.ones(1 << 16, np.float32) for v in names})
