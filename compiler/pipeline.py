@@ -74,6 +74,7 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any], prof
         "outputs": _output_spec(program),
         "workspace_size": program.workspace_size,
         "dims": [{"name": name, "min": r.lo, "max": r.hi} for name, r in program.sizes.items()],
+        "size_constraints": [c.message for c in program.constraints],
         "kernels": [{"name": c.kernel.name, "ops": c.kernel.label, "flops": c.kernel.flops} for c in program.calls],
         # No timings here: compiling the same model twice must give the same bytes.
         "build": {"options": {k: repr(v) for k, v in sorted(options.items())}},
@@ -135,7 +136,7 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, l
 
 def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool, signature: bytes) -> dict[str, bytes]:
     layout = RunLayout(tuple(program.sizes), program.workspace_size, tuple(program.slots),
-                       tuple(tuple(v.shape) for v in program.outputs))
+                       tuple(tuple(v.shape) for v in program.outputs), tuple(program.constraints))
     with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
         obj = compile_module(build_module(program.calls, tgt, profile=profile, signature=signature, layout=layout),
                              tgt, log.timings)

@@ -211,6 +211,9 @@ def _check_fields(manifest: dict[str, Any], label: str) -> None:
     if not isinstance(dims, list) or not all(isinstance(d, dict) and isinstance(d.get("name"), str)
                                              and _is_count(d.get("min")) and _is_count(d.get("max")) for d in dims):
         problems.append("'dims' is not a list of {name, min, max} size variables")
+    if not isinstance(manifest.get("size_constraints", []), list) or not all(
+            isinstance(m, str) for m in manifest.get("size_constraints", [])):
+        problems.append("'size_constraints' is not a list of messages")
     if not _is_count(manifest.get("workspace_size")):
         problems.append("'workspace_size' is not a non-negative integer")
     if not isinstance(manifest.get("kernels"), list) or not all(isinstance(k, dict) for k in manifest["kernels"]):

@@ -194,6 +194,8 @@ class CpuExecutor:
             raise
         self._checks = artifact.checks
         self._output_ranks = [len(e["shape"]) for e in artifact.manifest["outputs"]]
+        self._constraints = [str(m) for m in artifact.manifest.get("size_constraints", [])]
+        self._dim_names = [str(d.get("name")) for d in artifact.manifest.get("dims", [])]
         self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size, what="the workspace"))]
         self._changed = threading.Condition()  # guards the free slots, the run count and closing
         self._running = 0
@@ -235,6 +237,9 @@ class CpuExecutor:
         values = self._native.sizes(dims, 1 + sum(self._output_ranks))
         if values[0] == -1:  # tilec_sizes: a size overflowed int64
             raise InvalidInputError(f"the input shapes (dims {list(dims)}) make tensors too large to address")
+        if values[0] <= -2 and -2 - values[0] < len(self._constraints):  # tilec_sizes: constraint k violated
+            raise InvalidInputError(f"the input shapes do not fit together: {self._constraints[-2 - values[0]]} "
+                                    f"({self._dims_text(dims)})")
         if any(v < 0 for v in values):
             raise CorruptArtifactError(f"the native code computed negative sizes for dims {list(dims)}")
         shapes, k = [], 1
@@ -242,6 +247,9 @@ class CpuExecutor:
             shapes.append(values[k:k + rank])
             k += rank
         return values[0], shapes
+
+    def _dims_text(self, dims: Sequence[int]) -> str:
+        return ", ".join(f"{name}={value}" for name, value in zip(self._dim_names, dims))
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], dims: Sequence[int] = (),
             workspace_size: int = 0) -> None:

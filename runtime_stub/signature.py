@@ -30,6 +30,7 @@ def native_signature(manifest: Mapping[str, Any], weights_size: int) -> bytes:
             "outputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["outputs"]],
             "workspace_size": manifest["workspace_size"],
             "dims": [[d["name"], d["min"], d["max"]] for d in manifest.get("dims", [])],
+            "size_constraints": len(manifest.get("size_constraints", [])),
             "weights_size": weights_size,
             "kernels": len(manifest["kernels"]),
             "profile": bool(manifest.get("profile", False)),

@@ -8,6 +8,10 @@ shape inference,
   earlier folded values) was evaluated with ``onnx.reference`` and replaced by
   a constant,
 * ``Shape``/``Size`` of a value with a fully static shape became constants,
+* shape computations over symbolic dims (``Shape`` of a value whose dims are
+  size expressions, and the integer ops after it: :mod:`.symbolic`) became
+  *size values*: arrays of ints and size expressions (``sizes``), and the
+  nodes whose shape operand is one got their output types from them,
 * control flow and recurrent nodes were expanded into plain nodes where
   :mod:`.expand` can (an ``If`` with a constant condition became the chosen
   branch, for instance), and so were nodes ``is_supported`` refuses (or that
@@ -48,12 +52,16 @@ from compiler.frontend.loader import (
     graph_attrs,
     graph_inputs,
     infer_types,
+    input_dim_names,
     normalize_domain,
     opsets_of,
     outer_names,
 )
+from compiler.frontend import symbolic
 from compiler.frontend.rewrite import NameSource, all_names, has_subgraph
+from compiler.frontend.symbolic import SymbolicDims
 from compiler.graph.ir import Graph, Node, Value
+from compiler.loopir.sizes import size_prod
 
 #: Ops whose result differs per run: folding would freeze one sample.
 RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -85,13 +93,22 @@ class FoldedGraph:
     is_supported: Callable[[str, str], bool] | None = None
     # Nodes computed whether or not their results are used (a branch of an If with a run-time condition).
     speculative: set[str] = field(default_factory=set)
+    # Size values (object arrays of ints and size expressions) with their element types, and the names
+    # symbolic dims travel under in the types (symbolic.py).
+    sizes: dict[str, np.ndarray] = field(default_factory=dict)
+    size_types: dict[str, int] = field(default_factory=dict)
+    dims: SymbolicDims = field(default_factory=lambda: SymbolicDims(()))
 
     def as_graph(self) -> onnx.GraphProto:
         """The graph without initializers (constants travel separately to shape inference)."""
         return helper.make_graph(self.nodes, self.name or "g", self.inputs, self.outputs, value_info=self.declared)
 
     def infer(self) -> None:
-        self.types = infer_types(self.as_graph(), self.opsets, self.constants)
+        typed = {name: helper.make_tensor_type_proto(self.size_types[name], list(array.shape))
+                 for name, array in self.sizes.items()}
+        values = {**self.constants, **self.sizes}
+        self.types = infer_types(self.as_graph(), self.opsets, self.constants, typed,
+                                 lambda node, types: symbolic.output_types(node, self.dims, types, values))
 
     def static_shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.constants:
@@ -125,6 +142,7 @@ def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] 
         opsets=opsets_of(model),
         declared=list(graph.value_info),
         is_supported=is_supported,
+        dims=SymbolicDims(input_dim_names(graph)),
     )
     names = NameSource(all_names(graph))
     for _ in range(_MAX_ROUNDS):
@@ -172,7 +190,7 @@ def _fold_node(node: onnx.NodeProto, state: FoldedGraph, names: NameSource) -> l
     if folded is None and all(not n or n in state.constants for n in node.input):
         folded = _try_evaluate(node, state)
     if folded is None:
-        return None
+        return _fold_sizes(node, state)
     for name, array in zip(node.output, folded):
         if name:
             state.constants[name] = array
@@ -192,6 +210,42 @@ def _fold_shape_query(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarr
     # ONNX's start/end clamping is exactly Python's slice semantics.
     start, end = attrs.get("start", 0), attrs.get("end", len(shape))
     return [np.array(shape[start:end], dtype=np.int64)]
+
+
+def _fold_sizes(node: onnx.NodeProto, state: FoldedGraph) -> list[onnx.NodeProto] | None:
+    """A shape computation over symbolic dims, evaluated into size values (symbolic.py); None to keep it."""
+    if node.domain not in ("", "ai.onnx") or not node.output or not node.output[0]:
+        return None
+    if node.op_type in ("Shape", "Size"):
+        shape = symbolic.shape_of(state.types.get(node.input[0]), state.dims)
+        if shape is None:
+            return None
+        if node.op_type == "Size":
+            values = symbolic.sizes_array([size_prod(shape)], ())
+        else:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            values = symbolic.sizes_array(shape[attrs.get("start", 0):attrs.get("end", len(shape))])
+        results, elem = [values], onnx.TensorProto.INT64
+    elif node.op_type in symbolic.SHAPE_OPS and any(n in state.sizes for n in node.input):
+        if not all(not n or n in state.constants or n in state.sizes for n in node.input):
+            return None
+        results = symbolic.evaluate(node, [state.sizes.get(n, state.constants.get(n)) if n else None for n in node.input])
+        if results is None:
+            return None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        first = next(n for n in node.input if n in state.sizes)
+        elem = attrs["to"] if node.op_type == "Cast" else state.size_types[first]
+    else:
+        return None
+    for name, array in zip(node.output, results):
+        if not name:
+            continue
+        if symbolic.is_symbolic(array):
+            state.sizes[name], state.size_types[name] = array, elem
+        else:
+            dtype = np.bool_ if array.dtype == bool else helper.tensor_dtype_to_np_dtype(elem)
+            state.constants[name] = array.astype(dtype)
+    return []
 
 
 def _try_evaluate(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarray] | None:
@@ -241,6 +295,8 @@ def _drop_unused_constants(state: FoldedGraph) -> None:
                 used |= outer_names(sub)
     for name in [n for n in state.constants if n not in used]:
         del state.constants[name]
+    for name in [n for n in state.sizes if n not in used]:
+        del state.sizes[name], state.size_types[name]
 
 
 # --- the node evaluator ---------------------------------------------------------------
@@ -343,8 +399,8 @@ def evaluate_ir_node(node: Node, opsets: Mapping[str, int]) -> list[tuple[DType,
                        for v in node.attrs.values())
     if not is_foldable(node.op_type, node.domain, has_subgraph):
         return None
-    if any(v is not None and not v.is_const for v in node.inputs):
-        return None
+    if any(v is not None and (not v.is_const or v.const.dtype == object) for v in node.inputs):
+        return None  # a size value is computed at run time (the frontend folded what it could)
     if not fold_allowed([v.const.size for v in node.inputs if v is not None],
                         [(v.type.numel, v.type.nbytes) for v in node.outputs]):
         return None

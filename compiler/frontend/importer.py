@@ -25,7 +25,7 @@ support is not checked here: the lowering does that.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,9 @@ from compiler.dtypes import DType
 from compiler.errors import CompileError, DataDependentError, ShapeError, UnsupportedOpError, describe_node
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import normalize_domain, topological_sort
+from compiler.frontend.symbolic import SymbolicDims
 from compiler.graph.ir import Graph, Node, TensorType, Value
-from compiler.loopir.sizes import Size, SizeRange, SizeVar
+from compiler.loopir.sizes import SizeRange, SizeVar
 
 
 #: No value may take more bytes: a user process of x86-64 or aarch64 Linux has 2^47 bytes of address space,
@@ -58,7 +59,7 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
     nodes: list[Node] = []
     node_names = _unique_node_names(ordered)
     for proto, name in zip(ordered, node_names):
-        nodes.append(_import_node(proto, name, folded, values, sizes))
+        nodes.append(_import_node(proto, name, folded, values, folded.dims))
     outputs = [_lookup(o.name, folded, values, reader=f"graph output '{o.name}'") for o in folded.outputs]
     return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes)
 
@@ -130,19 +131,21 @@ def _check_extent(label: str, t: TensorType,
     return t
 
 
-def _tensor_type(label: str, t: onnx.TypeProto, sizes: Collection[str] | None = None) -> TensorType:
+def _tensor_type(label: str, t: onnx.TypeProto, sizes: SymbolicDims | None = None) -> TensorType:
     """A TensorType, or a ShapeError/CompileError saying what is missing; ``label`` names the value.
 
-    A named dim is a size variable when it is one of ``sizes`` (None: a graph input, whose named dims
-    define them); any other name is onnx's for a size it could not infer (``unk__3``): unknown."""
+    A named dim is the size ``sizes`` knows it by (None: a graph input, whose named dims are the size
+    variables); any other name is onnx's for a size it could not infer (``unk__3``): unknown."""
     kind = t.WhichOneof("value")
     if kind != "tensor_type":
         raise UnsupportedOpError(f"{label} is a {kind or 'value of unknown type'}; tilec supports tensors only")
     dims = _dims(t)
     if t.tensor_type.elem_type == 0 or dims is None:
         raise ShapeError(f"the type of {label} could not be inferred at compile time")
+    shape = [d if isinstance(d, int) else SizeVar(d) for d in dims]
     if sizes is not None:
-        dims = [d if isinstance(d, int) or d in sizes else "?" for d in dims]
+        shape = [d if isinstance(d, int) else sizes.size_of(d) for d in dims]
+        dims = [d if s is not None else "?" for d, s in zip(dims, shape)]
     unknown = [i for i, d in enumerate(dims) if d == "?"]
     if unknown:
         raise ShapeError(f"{label} has shape [{', '.join(map(str, dims))}] whose dimension(s) "
@@ -153,11 +156,7 @@ def _tensor_type(label: str, t: onnx.TypeProto, sizes: Collection[str] | None = 
         dtype = DType.from_onnx(t.tensor_type.elem_type)
     except KeyError as exc:
         raise CompileError(f"{label}: {exc.args[0]}") from None
-    return TensorType(dtype, tuple(_size(d) for d in dims))
-
-
-def _size(d: int | str) -> Size:
-    return int(d) if isinstance(d, int) else SizeVar(d)
+    return TensorType(dtype, tuple(shape))
 
 
 def _const_value(name: str, array: np.ndarray) -> Value:
@@ -171,9 +170,15 @@ def _const_value(name: str, array: np.ndarray) -> Value:
 def _lookup(name: str, folded: FoldedGraph, values: dict[str, Value], reader: str) -> Value:
     """The Value called ``name``, creating constants on first use."""
     if name not in values:
-        if name not in folded.constants:
+        if name in folded.sizes:
+            # A size value (symbolic.py): a constant whose elements are size expressions, computed at run time
+            # by the lowering where a kernel reads it.
+            dtype = DType.from_onnx(folded.size_types[name])
+            values[name] = Value(name, TensorType(dtype, tuple(folded.sizes[name].shape)), const=folded.sizes[name])
+        elif name not in folded.constants:
             raise CompileError(f"{reader} reads '{name}', which nothing defines")
-        values[name] = _const_value(name, folded.constants[name])
+        else:
+            values[name] = _const_value(name, folded.constants[name])
     return values[name]
 
 
@@ -196,7 +201,7 @@ def _unique_node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
 
 
 def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: dict[str, Value],
-                 sizes: Collection[str]) -> Node:
+                 sizes: SymbolicDims) -> Node:
     domain = normalize_domain(proto.domain)
     opset = folded.opsets.get(domain, 0)
     node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import os
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -553,6 +553,13 @@ def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None
             tensor_type.shape.dim.add().dim_value = d
 
 
+def input_dim_names(graph: onnx.GraphProto) -> list[str]:
+    """The symbolic dims of the graph inputs, in order of appearance."""
+    names = [d.dim_param for vi in graph_inputs(graph) if vi.type.WhichOneof("value") == "tensor_type"
+             for d in vi.type.tensor_type.shape.dim if not d.HasField("dim_value") and d.dim_param]
+    return list(dict.fromkeys(names))
+
+
 def name_unnamed_dims(graph: onnx.GraphProto) -> None:
     """Give every unnamed unknown dimension of a graph input a name of its own (``<input>_dim<axis>``),
     so it becomes a size variable like the named ones (skl2onnx and some tf2onnx exports leave them unnamed)."""
@@ -675,7 +682,10 @@ def _signature(graph: onnx.GraphProto) -> list[bytes]:
 
 
 def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
-                constants: Mapping[str, np.ndarray] | None) -> dict[str, onnx.TypeProto]:
+                constants: Mapping[str, np.ndarray] | None,
+                typed_values: Mapping[str, onnx.TypeProto] | None = None,
+                corrections: Callable[[onnx.NodeProto, Mapping[str, onnx.TypeProto]],
+                                      Mapping[str, onnx.TypeProto]] | None = None) -> dict[str, onnx.TypeProto]:
     """Run ONNX shape inference (non-strict, with data propagation where needed) and return every value's type.
 
     ``graph`` supplies nodes, inputs, outputs and (unless ``constants`` is
@@ -683,12 +693,15 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
     numpy values. Declared shapes of outputs and ``value_info`` are not fed
     in, because binding input shapes can make them stale; where inference
     leaves a value without a type, the declared one is used instead. Types
-    onnx gets wrong (:mod:`.shape_fixes`) are corrected, and the values
-    downstream of them inferred from the corrected ones.
+    onnx gets wrong (:mod:`.shape_fixes`) or cannot know (``corrections``: the
+    folder's symbolic shapes) are corrected, and the values downstream of them
+    inferred from the corrected ones. ``typed_values`` are values no node
+    produces whose types are known (the folder's symbolic shape values).
     """
     proxy = onnx.GraphProto(name=graph.name or "g")
     proxy.node.extend(graph.node)
     proxy.input.extend(graph_inputs(graph))
+    proxy.input.extend(helper.make_value_info(name, t) for name, t in (typed_values or {}).items())
     # A graph output that is a graph input or a constant passed through keeps that value's type: listed as
     # a shapeless proxy output, it erased the shape onnx gives the input, and every value computed from it.
     passed_through = {i.name for i in graph.input} | {t.name for t in graph.initializer} | set(constants or ())
@@ -713,6 +726,9 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
     pinned: set[str] = set()
     for _ in range(len(graph.node)):
         fixes = {name: t for node in graph.node for name, t in corrected_types(node, types).items()}
+        if corrections is not None:
+            fixes |= {name: t for node in graph.node for name, t in corrections(node, types).items()
+                      if name not in pinned or not _same_type(t, types.get(name))}
         if not fixes:
             break
         _pin(model.graph, fixes, pinned)
@@ -734,11 +750,28 @@ def _inferred_types(model: onnx.ModelProto, declared: Mapping[str, onnx.TypeProt
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if not _has_type(vi.type):
             continue
-        # Inference wins (declared shapes may predate the input binding), unless it is less static.
-        if vi.name in declared and _is_static(declared[vi.name]) and not _is_static(vi.type):
+        # Inference wins (declared shapes may predate the input binding), unless it is less static and says
+        # nothing against the declared shape (a rank or a fixed dim of its own: the declaration is stale).
+        if (vi.name in declared and _is_static(declared[vi.name]) and not _is_static(vi.type)
+                and _refines(declared[vi.name], vi.type)):
             continue
         types[vi.name] = vi.type
     return types
+
+
+def _refines(static: onnx.TypeProto, inferred: onnx.TypeProto) -> bool:
+    """Whether the static type is one the inferred type allows: the same rank, equal where the inferred dim
+    is fixed, and no inferred dim that follows an input's symbolic dim (onnx's ``unk__`` names are unknowns)."""
+    if inferred.WhichOneof("value") != "tensor_type" or not inferred.tensor_type.HasField("shape"):
+        return True
+    have, want = static.tensor_type.shape.dim, inferred.tensor_type.shape.dim
+    return len(have) == len(want) and all(
+        w.dim_value == h.dim_value if w.HasField("dim_value") else not w.dim_param or w.dim_param.startswith("unk__")
+        for h, w in zip(have, want))
+
+
+def _same_type(a: onnx.TypeProto, b: onnx.TypeProto | None) -> bool:
+    return b is not None and a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
 def _private_name(name: str) -> str:

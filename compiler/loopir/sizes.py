@@ -143,3 +143,110 @@ def size_nbytes(dtype: DType, numel: Size) -> Size:
         return dtype.nbytes(numel)
     per = dtype.elements_per_byte
     return size_ceil_div(numel, per) if per > 1 else size_mul(numel, dtype.itemsize)
+
+
+# --- canonical form -------------------------------------------------------------------------------
+# Sizes built along different paths (batch*seq from a Reshape, seq*batch from a Flatten) must compare
+# equal: a size is normalized to a sum of monomials with integer coefficients, in a fixed order; a
+# division, remainder, min or max of normalized operands is an opaque factor of a monomial.
+
+Monomial = tuple[Expr, ...]  # sorted factors (size variables and opaque atoms), () for the constant term
+
+
+def _poly(e: Size) -> dict[Monomial, int]:
+    if isinstance(e, int):
+        return {(): e} if e else {}
+    if isinstance(e, Const):
+        return {(): int(e.value)} if e.value else {}
+    if isinstance(e, Binary) and e.op in ("add", "sub", "mul"):
+        a, b = _poly(e.a), _poly(e.b)
+        if e.op == "mul":
+            out: dict[Monomial, int] = {}
+            for ma, ca in a.items():
+                for mb, cb in b.items():
+                    m = tuple(sorted(ma + mb, key=repr))
+                    out[m] = out.get(m, 0) + ca * cb
+            return {m: c for m, c in out.items() if c}
+        sign = 1 if e.op == "add" else -1
+        out = dict(a)
+        for m, c in b.items():
+            out[m] = out.get(m, 0) + sign * c
+        return {m: c for m, c in out.items() if c}
+    if isinstance(e, Binary):
+        atom = Binary(e.op, size_expr(normalize(e.a)), size_expr(normalize(e.b)))
+        folded = _fold_atom(atom)
+        return _poly(folded) if folded is not None else {(atom,): 1}
+    return {(e,): 1}
+
+
+def _fold_atom(atom: Binary) -> Size | None:
+    """A division, remainder, min or max that normalization can settle: constant operands, x / 1, x % 1."""
+    a, b = static_value(atom.a), static_value(atom.b)
+    if a is not None and b is not None and atom.op in _EVAL and (atom.op not in ("div", "rem") or b > 0):
+        return _EVAL[atom.op](a, b)
+    if b == 1 and atom.op == "div":
+        return atom.a
+    if b == 1 and atom.op == "rem":
+        return 0
+    if atom.op in ("min", "max") and atom.a == atom.b:
+        return atom.a
+    return None
+
+
+def _from_poly(poly: dict[Monomial, int]) -> Size:
+    terms: list[Expr] = []
+    constant = poly.get((), 0)
+    for m in sorted((m for m in poly if m), key=repr):
+        term: Expr = Const(poly[m]) if poly[m] != 1 else m[0]
+        for k, factor in enumerate(m):
+            if poly[m] == 1 and k == 0:
+                continue
+            term = Binary("mul", term, factor)
+        terms.append(term)
+    if not terms:
+        return constant
+    total = terms[0]
+    for t in terms[1:]:
+        total = Binary("add", total, t)
+    return total if not constant else Binary("add", total, Const(constant))
+
+
+def normalize(d: Size) -> Size:
+    """The canonical form of ``d`` (an int when it is one)."""
+    return _from_poly(_poly(d))
+
+
+def same_size(a: Size, b: Size) -> bool:
+    """Whether ``a`` and ``b`` are provably the same size."""
+    return normalize(a) == normalize(b)
+
+
+def exact_quotient(a: Size, b: Size) -> Size | None:
+    """``a / b`` when ``b`` divides ``a`` as polynomials with ``b`` a monomial (``batch*seq*768 / (seq*12)``), else None."""
+    pa, pb = _poly(a), _poly(b)
+    if len(pb) != 1:
+        return None
+    (mb, cb), = pb.items()
+    out: dict[Monomial, int] = {}
+    for ma, ca in pa.items():
+        rest = list(ma)
+        for factor in mb:
+            if factor not in rest:
+                return None
+            rest.remove(factor)
+        if ca % cb:
+            return None
+        out[tuple(rest)] = out.get(tuple(rest), 0) + ca // cb
+    return _from_poly({m: c for m, c in out.items() if c})
+
+
+@dataclass(frozen=True)
+class SizeConstraint:
+    """What a run's sizes must satisfy for the code to be right: ``lhs == rhs`` (operands that broadcast or
+    contract together) or ``lhs <= rhs`` (a loop reads a buffer along a dim at least as long); the native
+    code checks every one before the run (``tilec_sizes``) and the runtime reports ``message``."""
+
+    lhs: Size
+    relation: str  # "==" or "<="
+    rhs: Size
+    message: str

@@ -31,8 +31,10 @@ from compiler.errors import CompileError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, binary, const, map_loads, substitute, walk
-from compiler.loopir.sizes import SizeRange, as_size, size_expr, size_nbytes
+from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index, map_loads,
+                                  select, substitute, walk)
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import SizeConstraint, SizeRange, as_size, same_size, size_expr, size_nbytes
 from compiler.loopir.stmt import Kernel, Stmt, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -67,6 +69,8 @@ class Program:
     slots: list[SymbolicSlot] = field(default_factory=list)
     # The size variables of the shapes, in the order of the ``dims`` array the native code takes.
     sizes: dict[str, SizeRange] = field(default_factory=dict)
+    # What a run's sizes must satisfy, checked before it runs.
+    constraints: list[SizeConstraint] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +91,7 @@ class _State:
     arena: dict[str, list[int]] = field(default_factory=dict)  # key → [size, first, last]
     calls: list[tuple[Kernel, int]] = field(default_factory=list)  # (kernel, step)
     checks: list[tuple[str, str]] = field(default_factory=list)  # (flag buffer, message), as LoweringContext.checks
+    constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs)
 
 
 def _namer() -> Callable[[str], str]:
@@ -118,8 +123,13 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
 
     for k, v in enumerate(graph.inputs):
         state.storage[buffer_of(v).name] = _Storage("input", k)
+    size_values: list[Value] = []
     for v in graph.constants():
         name = buffer_of(v).name
+        if v.const.dtype == object:  # a size value (frontend/symbolic.py): computed at run time, if read
+            size_values.append(v)
+            state.storage[name] = _Storage("arena", key=name)
+            continue
         state.constants[name] = v.const
         state.storage[name] = _Storage("weights", key=name)
     outputs = _output_buffers(graph, buffer_of, state)
@@ -130,16 +140,37 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
         if group.kind == "view":
             node = group.nodes[0]
             # Bytes, not elements: a view may also change the element type (BitCast).
-            if node.outputs[0].type.nbytes != node.inputs[0].type.nbytes:
+            if not same_size(node.outputs[0].type.nbytes, node.inputs[0].type.nbytes):
                 raise ShapeError(f"{node.describe()}: cannot view {node.inputs[0].type} as {node.outputs[0].type} "
-                                 f"({node.inputs[0].type.nbytes} vs {node.outputs[0].type.nbytes} bytes)")
+                                 f"({format_size(node.inputs[0].type.nbytes)} vs "
+                                 f"{format_size(node.outputs[0].type.nbytes)} bytes)")
             state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
             continue
         _lower_group(group, step, buffer_of, state)
     for k, (value, copy_from) in enumerate(outputs):
         if copy_from is not None:
             _emit_copy(buffer_of(copy_from), buffer_of(value), len(groups) + k, state)
+    _materialize_size_values([buffer_of(v) for v in size_values], [v.const for v in size_values], state)
     return _finish(graph, state)
+
+
+def _materialize_size_values(buffers: list[Buffer], values: list[np.ndarray], state: _State) -> None:
+    """Size values some kernel reads (a sequence length used as data) are computed first, from the dims."""
+    read = {b.name for kernel, _ in state.calls for b in kernel.params}
+    comps = []
+    for buffer, array in zip(buffers, values):
+        if buffer.name not in read:
+            continue
+        index = tuple(Var(f"s{k}") for k in range(array.ndim))
+        flat = [size_expr(v) for v in array.reshape(-1)]
+        position = flat_index(Buffer(buffer.name, buffer.dtype, tuple(array.shape)), index)
+        value: Expr = cast(flat[-1], buffer.dtype)
+        for k in range(len(flat) - 2, -1, -1):
+            value = select(compare("eq", position, Const(k)), cast(flat[k], buffer.dtype), value)
+        comps.append(Computation(buffer, index, value))
+    if comps:
+        _add_kernel(comps, "size_values", "sizes", -1, state)
+        state.calls.insert(0, state.calls.pop())
 
 
 def _output_buffers(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _State) -> list[tuple[Value, Value | None]]:
@@ -187,6 +218,8 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
         computations.extend(ctx.computations)
         materialized |= ctx.materialized
         state.checks.extend(ctx.checks)
+        for c in ctx.constraints:
+            state.constraints.setdefault((c.lhs, c.relation, c.rhs), c)
         for name, array in ctx.constants.items():
             state.constants[name] = array
             state.storage[name] = _Storage("weights", key=name)
@@ -386,7 +419,7 @@ def _finish(graph: Graph, state: _State) -> Program:
         calls.append(KernelCall(kernel, tuple(refs)))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
     return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
-                   _output_sources(graph, state), slots, dict(graph.sizes))
+                   _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()))
 
 
 def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:

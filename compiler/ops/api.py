@@ -26,8 +26,9 @@ from compiler.dtypes import DType
 from compiler.errors import DataDependentError, ModelLoadError, ShapeError, UnsupportedOpError
 from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
-from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, const, select, substitute
-from compiler.loopir.sizes import Size, as_size, is_one
+from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, cast, const, select, substitute, walk
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import Size, SizeConstraint, as_size, is_one, normalize, same_size
 
 Index = tuple[Expr, ...]
 
@@ -63,6 +64,12 @@ class Tensor:
         return self[[Const(0) if is_one(dim) else index[offset + k] for k, dim in enumerate(self.shape)]]
 
 
+def size_value(n: Size, dtype: DType) -> Expr:
+    """A size as a value of ``dtype`` in an expression: an immediate where static, the size variable
+    arithmetic converted at run time where not (a mean over a symbolic sequence divides by it)."""
+    return const(n, dtype) if isinstance(n, int) else cast(n, dtype)
+
+
 def broadcast_shapes(*shapes: tuple[Size, ...]) -> tuple[Size, ...]:
     """numpy's broadcast of ``shapes``. A symbolic dim meets a 1 or an equal dim; where it meets another
     (a static n > 1 or a different expression), the graph's shape inference has already equated them."""
@@ -93,6 +100,8 @@ class LoweringContext:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     # Run-time checks: (flag buffer, message); a run that sets a flag fails with its message.
     checks: list[tuple[str, str]] = field(default_factory=list)
+    # What the run's symbolic sizes must satisfy (checked before the run, from the dims alone).
+    constraints: list[SizeConstraint] = field(default_factory=list)
     _vars: "itertools.count[int]" = field(default_factory=itertools.count)
 
     # --- reading the node -----------------------------------------------------------
@@ -152,6 +161,25 @@ class LoweringContext:
             self.invalid(f"{what} {list(np.asarray(values).reshape(-1).tolist())} name an axis more than once")
         return axes
 
+    def require(self, lhs: Size, relation: str, rhs: Size, why: str) -> None:
+        """Record that the run's sizes must satisfy ``lhs relation rhs`` (``==`` or ``<=``); nothing to record
+        where both are static (a static contradiction is the lowering's to refuse) or it holds for all sizes."""
+        if (isinstance(lhs, int) and isinstance(rhs, int)) or same_size(lhs, rhs):
+            return
+        shown = f"{format_size(lhs)} {relation} {format_size(rhs)}"
+        self.constraints.append(SizeConstraint(normalize(lhs), relation, normalize(rhs),
+                                               f"{self.node.describe()}: {why}: needs {shown}"))
+
+    def _require_in_bounds(self, body: Expr, extents: dict[Var, Size]) -> None:
+        """A load indexed by a loop variable alone reads as far as the loop goes: the dim must be that long."""
+        for e in walk(body):
+            if not isinstance(e, Load):
+                continue
+            for axis, (index, dim) in enumerate(zip(e.indices, e.buffer.shape)):
+                if isinstance(index, Var) and index in extents and not (
+                        isinstance(dim, int) and isinstance(extents[index], int)):
+                    self.require(extents[index], "<=", dim, f"reads axis {axis} of an input over a longer range")
+
     # --- describing results ---------------------------------------------------------
 
     def fresh_vars(self, n: int, prefix: str = "i") -> tuple[Var, ...]:
@@ -169,6 +197,7 @@ class LoweringContext:
         out = self.temp(shape, dtype or body.dtype, name)
         if dtype is not None and body.dtype is not dtype:
             raise TypeError(f"{self.node.describe()}: computed {body.dtype.value}, declared {dtype.value}")
+        self._require_in_bounds(body, dict(zip(index, out.shape)))
         self.computations.append(Computation(out, index, body))
         if materialize:
             self.materialized.add(out.name)
@@ -186,6 +215,7 @@ class LoweringContext:
         dtype = post.dtype if post is not None else body.dtype
         out = self.temp(shape, dtype, name)
         axes = tuple(ReduceAxis(v, as_size(e) if isinstance(e, Expr) else int(e)) for v, e in zip(rvars, extents))
+        self._require_in_bounds(body, {**dict(zip(index, out.shape)), **{a.var: a.extent for a in axes}})
         if not axes:
             # A reduction over nothing is the epilogue of the single element.
             value = post if post is not None else body

@@ -27,6 +27,7 @@ import numpy as np
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, min_, select
+from compiler.loopir.sizes import Size, same_size
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -46,6 +47,9 @@ def spatial_pads(ctx: LoweringContext, in_spatial: tuple[int, ...], out_spatial:
     if auto_pad not in AUTO_PADS:
         ctx.invalid(f"auto_pad {auto_pad!r} is none of {', '.join(AUTO_PADS[:-1])}")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(n, int) for n in (*in_spatial, *out_spatial)):
+            ctx.unsupported(f"auto_pad={auto_pad} over symbolic spatial dims (its pads depend on the size); "
+                            "bind them with input_shapes= / --input-shape")
         begins, ends = [], []
         for i in range(rank):
             total = max(0, (out_spatial[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - in_spatial[i])
@@ -197,6 +201,16 @@ def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape,
                       finish if wide or epilogue is not None else None, name=name)
 
 
+def checked_bias(ctx: LoweringContext, k: int, channels: Size) -> Tensor | None:
+    """Input ``k``, a bias of one value per output channel, or None where omitted; another shape is invalid."""
+    if not ctx.has_input(k):
+        return None
+    bias = ctx.input(k)
+    if bias.rank != 1 or not same_size(bias.shape[0], channels):
+        ctx.invalid(f"the bias has shape {list(bias.shape)}; it must be [{channels}], one value per output channel")
+    return bias
+
+
 def add_bias(bias: Tensor | None) -> Callable[[Expr, Index], Expr] | None:
     """The epilogue adding a per-output-channel bias (in the accumulator's type)."""
     if bias is None:
@@ -230,7 +244,7 @@ def conv_operands(ctx: LoweringContext, x: Tensor, w: Tensor, fill: float,
 
 def conv(ctx: LoweringContext) -> list[Tensor]:
     x, w = ctx.input(0), ctx.input(1)
-    bias = ctx.input(2) if ctx.has_input(2) else None
+    bias = checked_bias(ctx, 2, ctx.output_type(0).shape[1])
     xp, packed, shape = conv_operands(ctx, x, w, 0.0, ctx.input_value(1).const,
                                       lambda m, c, ks: w[[m, c, *ks]], x.dtype)
     return [conv_sum(ctx, xp, packed, shape, ctx.output_type(0).shape, add_bias(bias))]
@@ -264,7 +278,7 @@ def _transpose_begin_pads(ctx: LoweringContext, x: Tensor, kernel: tuple[int, ..
 def conv_transpose(ctx: LoweringContext) -> list[Tensor]:
     x, w = ctx.input(0), ctx.input(1)
     out = ctx.output_type(0)
-    bias = ctx.input(2) if ctx.has_input(2) else None
+    bias = checked_bias(ctx, 2, out.shape[1])
     check_operands(ctx, x, w)
     rank = x.rank - 2
     kernel = tuple(w.shape[2:])
@@ -370,9 +384,9 @@ def deform_conv(ctx: LoweringContext) -> list[Tensor]:
     channel only through its offset group), then contracted with the weights.
     """
     x, w, offset = ctx.input(0), ctx.input(1), ctx.input(2)
-    bias = ctx.input(3) if ctx.has_input(3) else None
     mask = ctx.input(4) if ctx.has_input(4) else None
     out = ctx.output_type(0)
+    bias = checked_bias(ctx, 3, out.shape[1])
     check_operands(ctx, x, w)
     rank = x.rank - 2
     kernel = tuple(w.shape[2:])

@@ -11,6 +11,7 @@ from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
+from compiler.loopir.sizes import is_one
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -21,6 +22,10 @@ def _broadcasting(formula: Formula) -> Callable[[LoweringContext], list[Tensor]]
     def lower(ctx: LoweringContext) -> list[Tensor]:
         operands = [ctx.input(i) for i in range(len(ctx.node.inputs)) if ctx.has_input(i)]
         out = ctx.output_type(0)
+        for x in operands:
+            for dim, wide in zip(x.shape[::-1], out.shape[::-1]):
+                if not is_one(dim):
+                    ctx.require(dim, "==", wide, "operands must broadcast")
         return [ctx.compute(out.shape, lambda i: formula(ctx, *(x.at_broadcast(i) for x in operands)),
                             dtype=out.dtype, name=ctx.node.op_type.lower())]
 

@@ -28,8 +28,10 @@ def matmul_of(ctx: LoweringContext, a: Tensor, b: Tensor, out_shape: tuple[int, 
               epilogue: Callable[[Expr, Index], Expr] | None = None, name: str = "matmul") -> Tensor:
     """``a @ b`` with numpy's MatMul semantics, operands cast to ``acc_dtype`` and summed in it."""
     k_extent = a.shape[-1]
-    if b.shape[0 if b.rank == 1 else -2] != k_extent:
+    inner = b.shape[0 if b.rank == 1 else -2]
+    if isinstance(inner, int) and isinstance(k_extent, int) and inner != k_extent:
         ctx.unsupported(f"inner dimensions differ: {a.shape} @ {b.shape}")
+    ctx.require(k_extent, "==", inner, "the inner dimensions of a MatMul must agree")
     rank = len(out_shape)
 
     def body(i: Index, r: Index) -> Expr:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, select
-from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.reduce import accumulator_type, reduced_space, source_index
 from compiler.ops.registry import OpDef, defop
 
@@ -23,7 +23,7 @@ def _stats(ctx: LoweringContext, x: Tensor, axes: list[int], acc: DType, eps: fl
 
     mean = None
     if centered:
-        mean = ctx.reduce(stat_shape, extents, value, "sum", lambda a, i: a / const(count, acc), name="mean",
+        mean = ctx.reduce(stat_shape, extents, value, "sum", lambda a, i: a / size_value(count, acc), name="mean",
                           materialize=True)
 
     def square(i: Index, r: Index) -> Expr:
@@ -31,7 +31,7 @@ def _stats(ctx: LoweringContext, x: Tensor, axes: list[int], acc: DType, eps: fl
         return d * d
 
     inv = ctx.reduce(stat_shape, extents, square, "sum",
-                     lambda a, i: const(1.0, acc) / call("sqrt", a / const(count, acc) + const(eps, acc)),
+                     lambda a, i: const(1.0, acc) / call("sqrt", a / size_value(count, acc) + const(eps, acc)),
                      name="inv_std", materialize=True)
     return mean, inv
 
@@ -95,7 +95,7 @@ def group_norm(ctx: LoweringContext) -> list[Tensor]:
     def value(i: Index, r: Index) -> Expr:
         return cast(x[[i[0], i[1] * per + r[0], *r[1:]]], acc)
 
-    mean = ctx.reduce([x.shape[0], groups], extents, value, "sum", lambda a, i: a / const(count, acc),
+    mean = ctx.reduce([x.shape[0], groups], extents, value, "sum", lambda a, i: a / size_value(count, acc),
                       name="group_mean", materialize=True)
 
     def square(i: Index, r: Index) -> Expr:
@@ -103,7 +103,7 @@ def group_norm(ctx: LoweringContext) -> list[Tensor]:
         return d * d
 
     inv = ctx.reduce([x.shape[0], groups], extents, square, "sum",
-                     lambda a, i: const(1.0, acc) / call("sqrt", a / const(count, acc) + const(eps, acc)),
+                     lambda a, i: const(1.0, acc) / call("sqrt", a / size_value(count, acc) + const(eps, acc)),
                      name="group_inv_std", materialize=True)
     by_group = scale.shape[0] != channels  # opset 18: one scale/bias per group
 
@@ -146,10 +146,10 @@ def mean_variance_norm(ctx: LoweringContext) -> list[Tensor]:
     def value(i: Index, r: Index) -> Expr:
         return cast(x[source_index(x.rank, axes, True, i, r)], work)
 
-    mean = ctx.reduce(stat_shape, extents, value, "sum", lambda a, i: a / const(count, work), name="mvn_mean",
+    mean = ctx.reduce(stat_shape, extents, value, "sum", lambda a, i: a / size_value(count, work), name="mvn_mean",
                       materialize=True)
     sq = ctx.reduce(stat_shape, extents, lambda i, r: value(i, r) * value(i, r), "sum",
-                    lambda a, i: a / const(count, work), name="mvn_sq", materialize=True)
+                    lambda a, i: a / size_value(count, work), name="mvn_sq", materialize=True)
 
     def y(i: Index) -> Expr:
         s = _stat_index(i, axes)

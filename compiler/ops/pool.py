@@ -17,7 +17,8 @@ from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
-from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.loopir.sizes import size_prod
+from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.conv import pad_input, spatial_pads
 from compiler.ops.reduce import accumulator_type
 from compiler.ops.registry import OpDef, defop
@@ -53,8 +54,14 @@ def _padded_window(ctx: LoweringContext, x: Tensor, kernel, strides, dilations, 
     rank = len(kernel)
     out_spatial = ctx.output_type(0).shape[2:]
     begins = pads[:rank]
-    reach = [(out_spatial[d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1 for d in range(rank)]
-    ends = [max(0, reach[d] - begins[d] - x.shape[2 + d]) for d in range(rank)]
+    if all(isinstance(n, int) for n in (*out_spatial, *x.shape[2:])):
+        reach = [(out_spatial[d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1 for d in range(rank)]
+        ends = [max(0, reach[d] - begins[d] - x.shape[2 + d]) for d in range(rank)]
+    else:
+        # Symbolic sizes: the last window reaches at most the end pad (one stride less one further with
+        # ceil_mode) past the input; padding that far may pad more than some sizes need, never less.
+        ceil_mode = bool(ctx.attr("ceil_mode", 0))
+        ends = [pads[rank + d] + (strides[d] - 1 if ceil_mode else 0) for d in range(rank)]
     source = pad_input(ctx, x, begins, ends, fill)
     return lambda i, r: source[[i[0], i[1], *(i[2 + d] * strides[d] + r[d] * dilations[d] for d in range(rank))]]
 
@@ -102,8 +109,10 @@ def average_pool(ctx: LoweringContext) -> list[Tensor]:
     rank = len(kernel)
     include_pad = bool(ctx.attr("count_include_pad", 0))
     padded = any(pads)
-    overhang = any((out.shape[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1
-                   > x.shape[2 + d] + pads[d] + pads[rank + d] for d in range(rank))
+    # Symbolic sizes: whether the last window overhangs depends on the size, so count (always right).
+    overhang = not all(isinstance(n, int) for n in (*out.shape[2:], *x.shape[2:])) or any(
+        (out.shape[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1
+        > x.shape[2 + d] + pads[d] + pads[rank + d] for d in range(rank))
     work = accumulator_type(x.dtype)
     window = _padded_window(ctx, x, kernel, strides, dilations, pads, 0.0)
 
@@ -151,7 +160,7 @@ def _global(combiner: str, average: bool):
                                name="globalpool")]
         # Half-precision sums accumulate in float32: a float16 count or sum overflows past 65504.
         work = accumulator_type(x.dtype)
-        count = const(math.prod(spatial), work)
+        count = size_value(size_prod(spatial), work)
         return [ctx.reduce(ctx.output_type(0).shape, spatial, lambda i, r: cast(x[[i[0], i[1], *r]], work), combiner,
                            lambda acc, i: cast(acc / count, x.dtype), name="globalpool")]
 

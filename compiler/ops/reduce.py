@@ -6,7 +6,6 @@ element rounded to the input type first (as numpy does), and round once at the e
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -14,13 +13,14 @@ from typing import Callable
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, call, cast, const
-from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.loopir.sizes import Size, size_prod
+from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.registry import OpDef, defop
 
 # name: (combiner, per-element map, epilogue(acc, count))
-_REDUCTIONS: dict[str, tuple[str, Callable[[Expr], Expr], Callable[[Expr, int], Expr]]] = {
+_REDUCTIONS: dict[str, tuple[str, Callable[[Expr], Expr], Callable[[Expr, Size], Expr]]] = {
     "ReduceSum": ("sum", lambda v: v, lambda a, n: a),
-    "ReduceMean": ("sum", lambda v: v, lambda a, n: a / const(n, a.dtype)),
+    "ReduceMean": ("sum", lambda v: v, lambda a, n: a / size_value(n, a.dtype)),
     "ReduceMax": ("max", lambda v: v, lambda a, n: a),
     "ReduceMin": ("min", lambda v: v, lambda a, n: a),
     "ReduceProd": ("prod", lambda v: v, lambda a, n: a),
@@ -45,10 +45,10 @@ def reduce_axes(ctx: LoweringContext, rank: int, input_index: int = 1) -> list[i
     return sorted({ctx.axis(a, rank, "axes") for a in np.asarray(axes).reshape(-1).tolist()})
 
 
-def reduced_space(shape: tuple[int, ...], axes: list[int]) -> tuple[list[int], list[int], int]:
+def reduced_space(shape: tuple[Size, ...], axes: list[int]) -> tuple[list[Size], list[Size], Size]:
     """(keepdims result shape, reduction extents, number of elements reduced into each result)."""
     extents = [shape[a] for a in axes]
-    return [1 if d in axes else n for d, n in enumerate(shape)], extents, math.prod(extents)
+    return [1 if d in axes else n for d, n in enumerate(shape)], extents, size_prod(extents)
 
 
 def source_index(rank: int, axes: list[int], keepdims: bool, i: Index, r: Index) -> list[Expr]:

@@ -16,7 +16,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import compiler
-from helpers_dynamic import dynamic_model, attention_model, cnn_model, mlp_model, two_input_model
+from helpers_dynamic import (attention_model, bert_encoder_model, bert_feeds, cnn_model, dynamic_model, mlp_model,
+                             spatial_cnn_model, two_input_model, vit_model)
 from runtime_stub import InferenceSession
 from runtime_stub.errors import InvalidInputError
 
@@ -32,12 +33,55 @@ def _check(session: InferenceSession, reference: ort.InferenceSession, feeds: di
         assert float(np.abs(g - w).max(initial=0.0)) <= RTOL * scale
 
 
+def _image(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)}
+
+
 CASES = {
     "mlp": (mlp_model, {}, [(1, 64), (2, 64), (7, 64), (64, 64), (1000, 64)]),
     "cnn": (cnn_model, {"N": (1, 9)}, [(1, 3, 16, 16), (2, 3, 16, 16), (3, 3, 16, 16), (5, 3, 16, 16), (9, 3, 16, 16)]),
     "attention": (attention_model, {"sequence": (1, 80)},
                   [(1, 1, 32), (2, 7, 32), (3, 17, 32), (1, 64, 32), (2, 80, 32), (4, 31, 32)]),
 }
+
+
+# Exporter-style models whose shapes are computed in the graph (Shape -> Gather -> Concat -> Reshape, Range,
+# ConstantOfShape, Expand): name -> (model, dim_bounds, the feeds of each run).
+EXPORTED = {
+    "bert": (lambda: bert_encoder_model(), {"sequence": (1, 128)},
+             [bert_feeds(b, s) for b, s in [(1, 1), (2, 7), (1, 13), (3, 31), (1, 128), (4, 128)]]),
+    "gpt2": (lambda: bert_encoder_model(causal=True), {"sequence": (1, 128)},
+             [bert_feeds(b, s) for b, s in [(1, 1), (2, 5), (1, 17), (3, 64), (2, 128)]]),
+    "vit": (vit_model, {"batch_size": (1, 16)},
+            [{"pixel_values": np.random.default_rng(n).standard_normal((n, 3, 16, 16)).astype(np.float32)}
+             for n in (1, 2, 3, 7, 16)]),
+    "cnn_hw": (spatial_cnn_model, {},
+               [_image(s) for s in [(1, 3, 16, 16), (2, 3, 7, 9), (1, 3, 2, 2), (3, 3, 31, 20), (1, 3, 64, 48)]]),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[InferenceSession, ort.InferenceSession]]:
+    folder = tmp_path_factory.mktemp("exported")
+    built = {}
+    for name, (make, bounds, _) in EXPORTED.items():
+        model = make()
+        path = compiler.compile(model, folder / f"{name}.tilec", dim_bounds=bounds or None)
+        built[name] = (InferenceSession(path), ort.InferenceSession(model.SerializeToString()))
+    return built
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTED))
+def test_exported_model_runs_every_shape_from_one_artifact(exported, name: str) -> None:
+    session, reference = exported[name]
+    for feeds in EXPORTED[name][2]:
+        _check(session, reference, feeds)
+
+
+def test_exported_shapes_show_the_input_names(exported) -> None:
+    assert [a.shape for a in exported["bert"][0].get_inputs()] == [["batch", "sequence"]] * 2
+    assert exported["bert"][0].get_outputs()[0].shape == ["batch", "sequence", 32]
+    assert exported["cnn_hw"][0].get_inputs()[0].shape == ["N", 3, "height", "width"]
 
 
 @pytest.fixture(scope="module")

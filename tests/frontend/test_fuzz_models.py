@@ -403,16 +403,25 @@ def build(seed: str, edits: tuple) -> tuple[onnx.ModelProto | None, bytes]:
 # --- the oracle ------------------------------------------------------------------------------------------
 
 
+#: The value a mutant's symbolic dim (a dim_param, an unnamed dim) takes in the comparison runs.
+SYMBOLIC_DIM = 2
+
+
+def _concrete(shape: list) -> list[int]:
+    return [SYMBOLIC_DIM if isinstance(d, str) else int(d) for d in shape]
+
+
 def _feeds(session: InferenceSession, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for arg in session.get_inputs():
+        shape = _concrete(arg.shape)
         if arg.dtype == np.bool_:
-            feeds[arg.name] = rng.integers(0, 2, arg.shape).astype(bool)
+            feeds[arg.name] = rng.integers(0, 2, shape).astype(bool)
         elif arg.dtype.kind in "iu":
-            feeds[arg.name] = rng.integers(0, 3, arg.shape).astype(arg.dtype)  # indices: in range of the seeds
+            feeds[arg.name] = rng.integers(0, 3, shape).astype(arg.dtype)  # indices: in range of the seeds
         else:
-            feeds[arg.name] = rng.standard_normal(arg.shape).astype(arg.dtype)
+            feeds[arg.name] = rng.standard_normal(shape).astype(arg.dtype)
     return feeds
 
 
@@ -459,7 +468,7 @@ RUN_LIMIT_BYTES = 256 << 20
 def _footprint(manifest: dict[str, Any]) -> int:
     tensors = [*manifest.get("inputs", []), *manifest.get("outputs", [])]
     return int(manifest.get("workspace_size", 0)) + sum(
-        int(np.prod(t["shape"], dtype=object)) * max(np.dtype(_api_dtype(t["dtype"])).itemsize, 1) for t in tensors)
+        int(np.prod(_concrete(t["shape"]), dtype=object)) * max(np.dtype(_api_dtype(t["dtype"])).itemsize, 1) for t in tensors)
 
 
 def _api_dtype(name: str) -> str:

@@ -8,8 +8,9 @@ the symbolic workspace slots' offsets are computed at entry;
 ``tilec_sizes(dims, out)`` writes the workspace bytes the run needs, then every
 output's dims, so the runtime allocates from what the code itself computes; its
 arithmetic is overflow-checked, and an overflow writes -1 first (the inputs ask
-for more than int64 sizes can address), so ``tilec_run`` is only ever called
-with sizes that fit. Kernels equal up to names
+for more than int64 sizes can address), a violated size constraint ``k``
+(``RunLayout.constraints``) ``-2 - k``, so ``tilec_run`` is only ever called
+with sizes that fit and that the kernels were built for. Kernels equal up to names
 (``canonical_kernel``: the same layer repeated) share one function. ``tilec_signature()`` returns the
 ``signature`` bytes (runtime_stub/signature.py), NUL-terminated, for the runtime
 to hold against the manifest. With ``profile=True`` each call is
@@ -31,7 +32,7 @@ from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
 from compiler.artifact.memory_plan import SymbolicSlot
 from compiler.loopir.expr import Binary, Const
-from compiler.loopir.sizes import Size, SizeVar
+from compiler.loopir.sizes import Size, SizeConstraint, SizeVar
 from compiler.loopir.stmt import Kernel, canonical_kernel
 
 
@@ -61,6 +62,7 @@ class RunLayout:
     workspace_base: int = 0
     slots: tuple[SymbolicSlot, ...] = ()
     output_shapes: tuple[tuple[Size, ...], ...] = field(default_factory=tuple)
+    constraints: tuple[SizeConstraint, ...] = ()
 
 
 def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
@@ -178,7 +180,13 @@ def _add_sizes(module: ir.Module, layout: RunLayout) -> None:
         count: ir.Value = ir.Constant(I64, 16)
         for d in dims_of:
             count = sizes.arith("mul", count, d)
-    values[0] = b.select(sizes.overflow, ir.Constant(I64, -1), total)
+    status = b.select(sizes.overflow, ir.Constant(I64, -1), total)
+    for k in reversed(range(len(layout.constraints))):  # the first violated one is reported
+        c = layout.constraints[k]
+        lhs, rhs = sizes.value(c.lhs), sizes.value(c.rhs)
+        violated = b.icmp_signed("!=" if c.relation == "==" else ">", lhs, rhs)
+        status = b.select(violated, ir.Constant(I64, -2 - k), status)
+    values[0] = status
     for k, value in enumerate(values):
         b.store(value, b.gep(out, [ir.Constant(I64, k)], source_etype=I64))
     b.ret_void()
