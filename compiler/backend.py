@@ -14,6 +14,10 @@ inputs), the graph inputs that value derives from (integer or scalar ones only: 
 operands, never data tensors) are specialized: compiled in as ``constant_inputs`` with
 the values of each ``run``, one artifact per distinct value.
 
+With ``TILEC_BACKEND_MODE=as_given`` the model is compiled once, the way a user's model arrives:
+no graph input compiled in as a constant and no symbolic dim bound, and that one artifact runs
+every data set (the count issue 13 asks for; the default mode specializes, as above).
+
 Every ``run`` is described by a ``BackendRun`` (``TilecRep.last_run``; ``record_runs()``
 collects those of a block of code): which graph inputs stayed run-time inputs and which
 outputs the artifact computed from their data, as the manifest's ``computed_from`` says.
@@ -52,6 +56,7 @@ from compiler.frontend.loader import graph_inputs, node_reads
 from runtime_stub import InferenceSession
 
 _CACHE_ENV = "TILEC_BACKEND_CACHE"
+_MODE_ENV = "TILEC_BACKEND_MODE"
 
 
 def cache_dir() -> str:
@@ -211,13 +216,20 @@ class TilecRep(BackendRep):
         self._needed: set[str] = set()  # values the compiler asked to know at compile time
         self._sessions: dict[tuple, tuple[InferenceSession, BackendRun]] = {}
         self.last_run: BackendRun | None = None  # what the latest ``run`` ran
-        if self._static:
+        self._as_given = os.environ.get(_MODE_ENV, "") == "as_given"
+        if self._as_given:
+            path = compile_cached(self._bytes)
+            session = InferenceSession(path, threads=1)
+            self._sessions[()] = session, describe_artifact(path, session.manifest)
+        elif self._static:
             try:
                 self._session({})
             except DataDependentError as exc:
                 self._needed.update(exc.values)  # compiled per value, on the first run
 
     def _session(self, feed: dict[str, np.ndarray]) -> tuple[tuple[InferenceSession, BackendRun], set[str]]:
+        if self._as_given:
+            return self._sessions[()], set()
         while True:
             fixed = sorted(n for n in _upstream(self._graph, sorted(self._needed))
                            if n in feed and _is_shape_operand(feed[n]))

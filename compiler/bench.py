@@ -38,8 +38,9 @@ class BenchError(TilecError):
 # --- inputs -----------------------------------------------------------------------
 
 
-def _spec_fields(spec: Any) -> tuple[str, str, tuple[int, ...]]:
-    """(name, dtype name, shape) of a NodeArg, a manifest entry dict or a (name, dtype, shape) tuple."""
+def _spec_fields(spec: Any) -> tuple[str, str, tuple[int | str, ...]]:
+    """(name, dtype name, shape) of a NodeArg, a manifest entry dict or a (name, dtype, shape) tuple;
+    a symbolic dim stays its name."""
     if isinstance(spec, Mapping):
         name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
     elif isinstance(spec, tuple):
@@ -49,7 +50,7 @@ def _spec_fields(spec: Any) -> tuple[str, str, tuple[int, ...]]:
         # runtime_stub NodeArg: .type says "tensor(bfloat16)" while .dtype is the uint16 carrier.
         dtype = "bfloat16" if getattr(spec, "type", "") == "tensor(bfloat16)" else spec.dtype
     dtype_name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
-    return str(name), dtype_name, tuple(int(d) for d in shape)
+    return str(name), dtype_name, tuple(d if isinstance(d, str) else int(d) for d in shape)
 
 
 def random_array(dtype: str, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -71,12 +72,19 @@ def random_array(dtype: str, shape: Sequence[int], rng: np.random.Generator) -> 
     raise BenchError(f"cannot make random inputs of dtype {dtype!r}")
 
 
-def random_inputs(specs: Iterable[Any], seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic random inputs, name -> array, for ``specs`` (NodeArgs, manifest entries or tuples)."""
+def random_inputs(specs: Iterable[Any], seed: int = 0,
+                  shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """Deterministic random inputs, name -> array, for ``specs`` (NodeArgs, manifest entries or tuples);
+    ``shapes`` gives the run shape of inputs with symbolic dims (an artifact that runs at any shape)."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in specs:
         name, dtype, shape = _spec_fields(spec)
+        if shapes and name in shapes:
+            shape = tuple(int(d) for d in shapes[name])
+        elif any(isinstance(d, str) for d in shape):
+            raise ValueError(f"input {name!r} has symbolic shape {list(shape)}: give its run shape "
+                             f"(--input-shape {name}=AxB...)")
         inputs[name] = random_array(dtype, shape, rng)
     return inputs
 

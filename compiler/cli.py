@@ -402,6 +402,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.dynamic:
+        if args.model or args.onnx or args.input_shape or args.suite:
+            raise CliError("--dynamic benchmarks its own models: give no MODEL, --onnx, --input-shape or --suite")
+        return _bench_dynamic(args)
     if args.suite:
         if args.model or args.onnx or args.input_shape:
             raise CliError("--suite benchmarks the built-in models: give no MODEL, --onnx or --input-shape")
@@ -425,8 +429,6 @@ def _bench_model(args: argparse.Namespace) -> int:
         if _is_artifact(model):
             if not args.onnx:
                 raise CliError(f"{args.model} is a tilec artifact: give the ONNX model for onnxruntime with --onnx MODEL")
-            if args.input_shape:
-                raise CliError("--input-shape applies when compiling; the artifact's shapes are fixed")
             artifact, onnx_model = model, pathlib.Path(args.onnx)
             if not onnx_model.exists():
                 raise CliError(f"no such ONNX model: {args.onnx}")
@@ -434,13 +436,18 @@ def _bench_model(args: argparse.Namespace) -> int:
             onnx_model = pathlib.Path(args.onnx) if args.onnx else model
             artifact = pathlib.Path(tmp) / "model.tilec"
             start = time.perf_counter()
-            compiler.compile(str(model), artifact, input_shapes=_shapes_dict(args.input_shape))
+            # Symbolic dims stay symbolic: --input-shape gives the run shapes, as a server would see them.
+            compiler.compile(str(model), artifact)
             _eprint(f"compiled {model} in {time.perf_counter() - start:.2f} s")
         for threads in args.threads or [0]:
             threads = threads or bench.default_threads()
             with InferenceSession(artifact, threads=threads) as tilec_session:
                 ort = bench.ort_session(onnx_model, threads, note=lambda line: _eprint(f"note: {line}"))
-                inputs = bench.random_inputs(tilec_session.get_inputs(), seed=args.seed)
+                try:
+                    inputs = bench.random_inputs(tilec_session.get_inputs(), seed=args.seed,
+                                                 shapes=_shapes_dict(args.input_shape))
+                except ValueError as exc:
+                    raise CliError(str(exc)) from None
                 result = bench.benchmark(tilec_session, ort, inputs, runs=args.runs, warmup=args.warmup,
                                          threads=threads)
             _print_bench_result(onnx_model, args, result)
@@ -455,6 +462,21 @@ def _print_bench_result(onnx_model: pathlib.Path, args: argparse.Namespace, resu
     verdict = "faster" if result.ratio < 1 else "slower" if result.ratio > 1 else "as fast"
     print(f"ratio tilec/ort (median): {result.ratio:.3f}  (tilec is {verdict})")
     print(f"max abs diff / max |ort|: {result.max_rel_diff:.3e}")
+
+
+def _bench_dynamic(args: argparse.Namespace) -> int:
+    from compiler import bench, bench_dynamic
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(bench_dynamic.CASES)
+    unknown = [n for n in names if n not in bench_dynamic.CASES]
+    if unknown:
+        raise CliError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(bench_dynamic.CASES)}")
+    threads = args.threads or list(dict.fromkeys([1, bench.default_threads()]))
+    start = time.perf_counter()
+    rows = bench_dynamic.run_dynamic(names, threads, runs=args.runs, warmup=args.warmup,
+                                     progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
+    print(bench_dynamic.DynamicRow.markdown_table(rows))
+    return EXIT_OK if all(row.error is None for row in rows) else EXIT_ERROR
 
 
 def _bench_suite(args: argparse.Namespace) -> int:
@@ -508,8 +530,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         model = args.model
     else:
         raise CliError("give a MODEL, or --suite-model NAME")
-    result = profile.profile_model(model, args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
-                                   input_shapes=_shapes_dict(args.input_shape), compare_ort=args.ort)
+    try:
+        result = profile.profile_model(model, args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
+                                       input_shapes=_shapes_dict(args.input_shape), compare_ort=args.ort)
+    except ValueError as exc:  # a symbolic input without its run shape
+        raise CliError(str(exc)) from None
     print(f"threads: {result.threads}  runs: {result.runs}  mean wall {result.wall_ms:.3f} ms "
           f"(kernels {result.kernel_ms:.3f} ms, outside kernels {result.wall_ms - result.kernel_ms:.3f} ms)")
     total = result.kernel_ms or 1.0
@@ -729,9 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_positive_int, default=20, help="timed runs of each (default 20)")
     p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed runs of each first (default 3)")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
-                   help="bind an input's shape when compiling, e.g. x=2x64 (repeatable)")
+                   help="the run shape of an input with symbolic dims, e.g. x=2x64 (repeatable); the model is compiled once, its symbolic dims left symbolic")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--suite", action="store_true", help="benchmark the built-in model suite instead of MODEL")
+    p.add_argument("--dynamic", action="store_true",
+                   help="benchmark artifacts with symbolic dims against ones compiled for each run shape and "
+                        "against onnxruntime (models: bench_dynamic.CASES; --models to pick)")
     p.add_argument("--models", metavar="A,B", help="with --suite: only these models (default: all of them)")
     p.add_argument("--out", metavar="DIR", help="with --suite: write the results (CSV, JSON, Markdown) and a plot (PNG) into DIR")
     p.add_argument("--peak-gflops", type=_peak_gflops, metavar="GFLOPS|measure",
@@ -751,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=25, help="kernels to list (default 25)")
     p.add_argument("--ort", action="store_true", help="also profile onnxruntime and compare per op type")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
-                   help="bind a symbolic input dimension (repeatable)")
+                   help="the run shape of an input with symbolic dims, e.g. x=2x64 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.set_defaults(func=cmd_profile)
 

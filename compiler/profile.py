@@ -66,9 +66,10 @@ def profile_model(model: Any, threads: int, runs: int = 20, warmup: int = 3, see
 
     threads = threads or bench.default_threads()
     with tempfile.TemporaryDirectory(prefix="tilec-profile-") as tmp:
-        artifact = compiler.compile(model, pathlib.Path(tmp) / "model.tilec", input_shapes=input_shapes, profile=True)
+        # Symbolic dims stay symbolic; ``input_shapes`` are the run shapes.
+        artifact = compiler.compile(model, pathlib.Path(tmp) / "model.tilec", profile=True)
         with InferenceSession(artifact, threads=threads) as session:
-            inputs = bench.random_inputs(session.get_inputs(), seed=seed)
+            inputs = bench.random_inputs(session.get_inputs(), seed=seed, shapes=input_shapes)
             _timed_runs(lambda: session.run(None, inputs), warmup)
             session.kernel_profile(reset=True)
             wall = _timed_runs(lambda: session.run(None, inputs), runs)

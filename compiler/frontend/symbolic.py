@@ -260,7 +260,9 @@ def _reshape(data: list[Size], shape: list[Size], allowzero: bool) -> list[Size]
     return out if same_size(size_prod(out), size_prod(data)) else None
 
 
-def _broadcast(a: list[Size], b: list[Size]) -> list[Size] | None:
+def _broadcast(a: list[Size], b: list[Size], unify: bool = False) -> list[Size] | None:
+    """numpy's broadcast of two shapes; with ``unify``, two different symbolic dims are taken to be one
+    (the first: the lowering records that they must be equal, which the run checks)."""
     rank = max(len(a), len(b))
     a, b = [1] * (rank - len(a)) + a, [1] * (rank - len(b)) + b
     out: list[Size] = []
@@ -269,9 +271,41 @@ def _broadcast(a: list[Size], b: list[Size]) -> list[Size] | None:
             out.append(y)
         elif y == 1:
             out.append(x)
+        elif unify and not (isinstance(x, int) and isinstance(y, int)):
+            out.append(y if isinstance(y, int) else x)
         else:
             return None
     return out
+
+
+#: Ops whose output is the numpy broadcast of their inputs.
+_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or",
+                           "Xor", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "PRelu", "BitShift"})
+
+
+def _unified_broadcast(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
+                       values: Mapping[str, np.ndarray]) -> dict[str, onnx.TypeProto]:
+    """The output type of a broadcasting node whose inputs carry differently named symbolic dims for one
+    axis (``batch`` and ``batch_size``; tf2onnx's ``unk__655`` and ``unk__656``), which onnx leaves unknown."""
+    out = node.output[0] if node.output else ""
+    have = types.get(out)
+    if not out or have is None or shape_of(have, dims) is not None or not have.HasField("tensor_type"):
+        return {}
+    shapes = []
+    for name in node.input:
+        if not name:
+            continue
+        shape = list(values[name].shape) if name in values and not is_symbolic(values[name]) else shape_of(
+            types.get(name), dims)
+        if shape is None:
+            return {}
+        shapes.append(shape)
+    result = shapes[0]
+    for shape in shapes[1:]:
+        result = _broadcast(result, shape, unify=True)
+        if result is None:
+            return {}
+    return {out: dims.tensor_type(have.tensor_type.elem_type, result)}
 
 
 def _clamped(v: Size, dim: Size, negative_from_end: bool = True) -> Size:
@@ -354,6 +388,8 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         shape = _windowed_shape(node, data, types, dims, values)
         return {} if shape is None else {o: dims.tensor_type(data_type.tensor_type.elem_type, shape)
                                          for o in node.output[:1]}
+    if node.op_type in _BROADCASTING and not any(n in values and is_symbolic(values[n]) for n in node.input):
+        return _unified_broadcast(node, dims, types, values)
     if not any(n in values and is_symbolic(values[n]) for n in node.input):
         return {}
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

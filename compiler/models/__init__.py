@@ -4,6 +4,7 @@
 * ``transformer``: a BERT-style encoder, GPT-2-style decoder blocks and a ViT, in exporter op patterns.
 * ``synthetic``: an MLP, one big MatMul, a long chain of tiny elementwise ops.
 * ``mobilenet``: MobileNetV2 (depthwise separable convs, ReLU6 as Clip, residual Adds).
+* ``exported``: models with symbolic batch / sequence / image sizes, shapes computed in the graph.
 
 ``SUITE`` names the models of the benchmark suite (``tilec bench --suite``, docs/PERFORMANCE.md):
 name -> (zero-argument builder, one-line description). ``build(name)`` builds one of them.

@@ -93,7 +93,7 @@ print("dims", session.get_inputs()[0].shape)
 @pytest.mark.arm
 def test_dynamic_attention_block_on_arm(tmp_path: pathlib.Path) -> None:
     """One aarch64 artifact with a symbolic batch and sequence, run at several shapes in one process."""
-    from helpers_dynamic import attention_model
+    from compiler.models.exported import attention_model
 
     require_emulator()
     model = attention_model()

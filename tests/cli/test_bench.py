@@ -145,6 +145,26 @@ def test_bench_command_prints_ratio_and_diff(tmp_path, capsys):
     assert diff < 1e-5
 
 
+def test_bench_of_a_dynamic_model_needs_the_run_shapes(tmp_path, capsys):
+    """The gemm model's batch is symbolic: it is compiled once, and --input-shape gives the run shape."""
+    pytest.importorskip("onnxruntime")
+    model = _gemm_model(tmp_path / "gemm.onnx")
+    assert cli.main(["bench", str(model), "--threads", "1", "--runs", "2", "--warmup", "0"]) == 1
+    assert "--input-shape x=" in capsys.readouterr().err
+    for shape in ("x=1x16", "x=7x16"):
+        assert cli.main(["bench", str(model), "--threads", "1", "--runs", "2", "--warmup", "0",
+                         "--input-shape", shape]) == 0
+        assert float(_bench_lines(capsys.readouterr().out)["max abs diff / max |ort|"]) < 1e-5
+
+
+def test_bench_dynamic_table(capsys):
+    pytest.importorskip("onnxruntime")
+    assert cli.main(["bench", "--dynamic", "--models", "cnn_hw", "--threads", "1", "--runs", "2",
+                     "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| cnn_hw |") == 3 and "**geomean**" in out
+
+
 def test_bench_existing_artifact_needs_onnx(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     model = _gemm_model(tmp_path / "gemm.onnx")

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import compiler
-from helpers_dynamic import (attention_model, bert_encoder_model, bert_feeds, cnn_model, dynamic_model, mlp_model,
+from compiler.models.exported import (attention_model, bert_encoder_model, bert_feeds, cnn_model, dynamic_model, mlp_model,
                              spatial_cnn_model, two_input_model, vit_model)
 from runtime_stub import InferenceSession
 from runtime_stub.errors import InvalidInputError
@@ -167,3 +167,21 @@ def test_sizes_beyond_int64_are_refused_before_running(tmp_path) -> None:
     _check(session, reference, {v: rng.standard_normal(n).astype(np.float32) for v, n in zip(names, (2, 3, 5, 7))})
     with pytest.raises(InvalidInputError, match="too large to address"):
         session.run(None, {v: np.ones(1 << 16, np.float32) for v in names})
+
+
+def test_differently_named_dims_of_one_axis_are_unified_and_checked(tmp_path) -> None:
+    """tf2onnx names one dim differently on each input (unk__655, unk__656): an Add of the two proves
+    them one size for the compiler; the run checks that they are."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = dynamic_model(nodes, [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["unk__655", 4]),
+                                  helper.make_tensor_value_info("b", TensorProto.FLOAT, ["unk__656", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["unk__657", 4])], [])
+    session = InferenceSession(compiler.compile(model, tmp_path / "unify.tilec"))
+    reference = ort.InferenceSession(model.SerializeToString())
+    assert session.get_outputs()[0].shape == ["unk__655", 4]
+    rng = np.random.default_rng(8)
+    for n in (1, 3, 10):
+        _check(session, reference, {k: rng.standard_normal((n, 4)).astype(np.float32) for k in "ab"})
+    with pytest.raises(InvalidInputError, match=r"Add 'Add_0' \(opset 17\): operands must broadcast: needs "
+                                                r"unk__656 == unk__655 \(unk__655=3, unk__656=2\)"):
+        session.run(None, {"a": np.zeros((3, 4), np.float32), "b": np.zeros((2, 4), np.float32)})

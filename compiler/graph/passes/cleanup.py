@@ -97,8 +97,9 @@ def _is_passthrough(graph: Graph, node: Node) -> bool:
 
 
 def _small(value: Value) -> bool:
-    """Whether folding's size rule lets ``value`` (computed from no constants) become a constant."""
-    return fold_allowed([], [(value.type.numel, value.type.nbytes)])
+    """Whether folding's size rule lets ``value`` (computed from no constants) become a constant; a value of
+    symbolic size cannot become one."""
+    return value.type.is_static and fold_allowed([], [(value.type.numel, value.type.nbytes)])
 
 
 def _is_read(graph: Graph, value: Value) -> bool:

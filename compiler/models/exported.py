@@ -1,5 +1,15 @@
-"""Models with symbolic dimensions, built with onnx.helper the way exporters leave them: the batch
-(and sequence) as ``dim_param`` s of the inputs, outputs named with the same or with other symbols."""
+"""Models with symbolic dimensions, built with onnx.helper the way exporters leave them (tests and
+``tilec bench --dynamic``): the batch and sequence as ``dim_param`` s of the inputs, every shape the
+graph needs computed in it (Shape -> Gather -> Concat -> Reshape, Range, Expand, ConstantOfShape).
+
+* ``mlp_model``, ``cnn_model`` (symbolic N, output named ``unk__7`` as tf2onnx would),
+  ``spatial_cnn_model`` (N, height, width), ``attention_model`` (one block over batch x sequence
+  with constant weights but no shape computations), ``two_input_model`` (two inputs sharing batch);
+* ``bert_encoder_model`` (``causal=True``: GPT-2-style) with ``bert_feeds``, and ``vit_model``:
+  torch.onnx's patterns for heads, positions, masks and the class token.
+
+Weights are seeded random; every model passes onnx.checker.
+"""
 
 from __future__ import annotations
 
