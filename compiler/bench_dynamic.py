@@ -128,8 +128,12 @@ def run_dynamic(names: Sequence[str] | None = None, threads: Sequence[int] = (1,
             for k, feeds in enumerate(feeds_of()):
                 shapes = _shape_text(feeds)
                 say(f"{name} {shapes}: compiling the static artifact")
-                static_path = compiler.compile(model, folder / f"static{k}.tilec",
-                                               input_shapes={n: a.shape for n, a in feeds.items()})
+                try:
+                    static_path = compiler.compile(model, folder / f"static{k}.tilec",
+                                                   input_shapes={n: a.shape for n, a in feeds.items()})
+                except Exception as exc:  # noqa: BLE001
+                    rows.append(DynamicRow(name, shapes, 0, error=f"static compile: {type(exc).__name__}: {exc}"[:200]))
+                    continue
                 for t in threads:
                     rows.append(_time_one(name, shapes, t, dynamic_path, static_path, model, feeds, runs, warmup,
                                           InferenceSession))

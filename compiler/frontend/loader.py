@@ -530,8 +530,10 @@ def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 
 
 def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None:
-    """Write the user's static shapes onto the graph inputs (in place)."""
+    """Write the user's static shapes onto the graph inputs (in place), and the values they give
+    symbolic dims onto every other declared shape that names them."""
     inputs = {i.name: i for i in graph_inputs(graph)}
+    bound: dict[str, int] = {}
     for name, dims in input_shapes.items():
         if name not in inputs:
             known = ", ".join(f"'{n}'" for n in inputs) or "none"
@@ -547,10 +549,20 @@ def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None
                 if have.HasField("dim_value") and have.dim_value != want:
                     raise ShapeError(f"input_shapes gives input '{name}' dimension {axis} = {want}, "
                                      f"but the model fixes it to {have.dim_value} ({_fmt_proto_dims(declared)})")
+            for have, want in zip(declared, dims):
+                if have.dim_param:
+                    bound[have.dim_param] = want
         tensor_type.ClearField("shape")
         tensor_type.shape.SetInParent()  # a scalar's shape has no dims but must stay present
         for d in dims:
             tensor_type.shape.dim.add().dim_value = d
+    # A bound symbol has its value everywhere: declared outputs and value_info that name it say so too
+    # (left symbolic, they contradict the bound input, and opset conversion refuses the model).
+    for vi in [*graph.output, *graph.value_info, *graph_inputs(graph)]:
+        if vi.type.WhichOneof("value") == "tensor_type":
+            for d in vi.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value") and d.dim_param in bound:
+                    d.dim_value = bound[d.dim_param]
 
 
 def input_dim_names(graph: onnx.GraphProto) -> list[str]:

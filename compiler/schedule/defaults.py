@@ -215,11 +215,13 @@ def _strip_mined_contraction(c: Computation, target: Target,
         return None
     var = symbolic[-1]
     lanes = target.vector_lanes(c.body.dtype.itemsize)
-    probe = strip_mine(c, var, 2 * lanes).block_computation
+    probe = strip_mine(c, var, 2 * lanes).block_computation  # the var at a typical block's extent
     col = _contraction_lanes(probe, lanes)
     if col is None or col == var:
         return None
-    block = max_tile_rows(probe, target, lanes, col) if _contraction_rows(probe, col) == var else 2 * lanes
+    # Blocks of a register tile's rows where the tile's rows run along ``var``; else one value of ``var``
+    # per block (an image of a batch: the whole static schedule of one).
+    block = max_tile_rows(probe, target, lanes, col) if _contraction_rows(probe, col) == var else 1
     mined = strip_mine(c, var, block)
     # Operands are packed only if constant: a per-call pack would run outside the block loops.
     inner = _schedule_static(mined.block_computation, target, is_constant, runtime_packs=False)

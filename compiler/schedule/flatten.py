@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from compiler.loopir.compute import Computation, ReduceAxis
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, free_vars, map_loads, substitute
+from compiler.loopir.sizes import is_one, may_exceed_one
 
 
 def _merged(buffer: Buffer, indices: tuple[Expr, ...], a: Var, b: Var, fused: Var,
@@ -55,11 +56,17 @@ def _merged_loads(c: Computation, a: Var, b: Var, fused: Var, extents: tuple[int
 
 
 def _flatten_once(c: Computation) -> Computation | None:
-    live = [(k, v, n) for k, (v, n) in enumerate(zip(c.index, c.space)) if n > 1]
-    if len(live) < 2 or not c.writes_whole_output:
+    live = [(k, v, n) for k, (v, n) in enumerate(zip(c.index, c.space)) if may_exceed_one(n)]
+    if len(live) < 2:
         return None
     (ka, a, na), (kb, b, nb) = live[-2], live[-1]
-    if kb != ka + 1 or c.output.shape[ka:kb + 1] != (na, nb):
+    offsets = c.offsets or (0,) * len(c.index)
+    # The two dims must be written whole: the whole output, or (a strip-mined block of a symbolic
+    # computation: one image of a batch) a box offset only along other dims.
+    if not c.writes_whole_output and c.is_static:
+        return None
+    if (kb != ka + 1 or c.output.shape[ka:kb + 1] != (na, nb) or offsets[ka] != 0 or offsets[kb] != 0
+            or not all(isinstance(n, int) for n in (na, nb))):
         return None
     fused = Var(f"{a.name}_{b.name}")
     out = _merged(c.output, c.index, a, b, fused, (na, nb))
@@ -67,12 +74,14 @@ def _flatten_once(c: Computation) -> Computation | None:
     if flat is None:
         return None
     space = c.space[:ka] + (na * nb,) + c.space[kb + 1:]
-    return replace(flat, output=out[0], index=out[1], extents=None if c.extents is None else space, offsets=None)
+    moved = None if c.offsets is None else offsets[:ka] + (0,) + offsets[kb + 1:]
+    return replace(flat, output=out[0], index=out[1], extents=None if c.extents is None else space, offsets=moved)
 
 
 def _unit_vars_zero(c: Computation) -> Computation:
     """Extent-1 vars are 0 (as in build_loops): a 1x1 conv's x[n, ci, oh + kh, ow + kw] is x[n, ci, oh, ow]."""
-    unit = {v: Const(0) for v, n in zip(c.index, c.space) if n == 1} | {a.var: Const(0) for a in c.axes if a.extent == 1}
+    unit = ({v: Const(0) for v, n in zip(c.index, c.space) if is_one(n)}
+            | {a.var: Const(0) for a in c.axes if is_one(a.extent)})
     return c.map_exprs(lambda e: substitute(e, unit))
 
 
@@ -84,7 +93,7 @@ def flatten_inner(c: Computation) -> Computation:
 
 
 def _flatten_reduction_once(c: Computation) -> Computation | None:
-    live = [axis for axis in c.axes if axis.extent > 1]
+    live = [axis for axis in c.axes if may_exceed_one(axis.extent)]
     if len(live) < 2:
         return None
     a, b = live[-2], live[-1]
