@@ -95,7 +95,7 @@ def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]
     packs constants only."""
     extents = dict(zip(c.index, c.space))
     loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
-    red = math.prod(a.extent for a in c.axes)
+    red = math.prod(nominal(a.extent) for a in c.axes)
     packs: list[Computation] = []
     for load in loads:
         along_col = _coefficient(load, tile.col)

@@ -35,7 +35,7 @@ from compiler.loopir.stmt import ForKind, Stmt, seq
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
 from compiler.schedule.contraction import choose_tile, max_tile_rows, pack_operands, tiled_contraction
-from compiler.schedule.strip_mine import serial, strip_mine
+from compiler.schedule.strip_mine import at_extents, serial, strip_mine
 from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split, vectorize_reduction
 
 # Below this much work (scalar operations: output elements × reduction extent) a kernel runs
@@ -109,7 +109,7 @@ def _contraction_lanes(c: Computation, lanes: int) -> Var | None:
     # A short reduction (a first conv over 3 input channels) leaves little work per tile to hide a
     # scattered store of the tile behind: there, a var with a contiguous store may vectorize over
     # strided loads (a stride-2 conv's output columns) rather than lose to one with unit loads.
-    short = math.prod(a.extent for a in c.axes) < SHORT_REDUCTION
+    short = math.prod(nominal(a.extent) for a in c.axes) < SHORT_REDUCTION
     best, best_key = None, None
     for v, n in _live_index(c):
         contiguous_store = _store_coefficient(c, v) == 1
@@ -204,31 +204,71 @@ def _parallelized(c: Computation, s: Stmt, tile_var: Var | None) -> Stmt:
 
 def _strip_mined_contraction(c: Computation, target: Target,
                              is_constant: Callable[[str], bool] | None) -> Scheduled | None:
-    """A contraction over a symbolic row extent (a batch, a sequence) with static reduction axes: blocks
-    of as many rows as a register tile holds get the static register-tiled schedule, inside loops over
-    the blocks (on the thread pool) and the other symbolic vars; the last rows, fewer than a block, the
-    symbolic schedule. None where that does not apply."""
-    if not (c.is_reduction and _is_contraction(c)) or not all(isinstance(a.extent, int) for a in c.axes):
+    """A contraction over symbolic spatial extents (a batch, a sequence, both sides of attention scores)
+    gets the static register-tiled schedule in static blocks: the symbolic vector var (if any) is cut into
+    blocks a tile wide, then the symbolic row var into blocks of a tile's rows (or, where the rows run
+    along another var, one value per block: an image of a batch), inside loops over the blocks (the
+    first on the thread pool) and the other symbolic vars. What is left at the end of a var, fewer than a
+    block, is cut again into halving blocks (8, 4, 2, 1 rows after 14), so every element is computed by a
+    static tile. The reduction may be symbolic (attention's values over the sequence). None where that
+    does not apply."""
+    if not (c.is_reduction and _is_contraction(c)):
         return None
     symbolic = [v for v, n in zip(c.index, c.space) if not isinstance(n, int)]
     if not symbolic:
         return None
-    var = symbolic[-1]
     lanes = target.vector_lanes(c.body.dtype.itemsize)
-    probe = strip_mine(c, var, 2 * lanes).block_computation  # the var at a typical block's extent
+    probe = at_extents(c, {v: 2 * lanes for v in symbolic})  # each symbolic var at a typical block's extent
     col = _contraction_lanes(probe, lanes)
-    if col is None or col == var:
+    if col is None:
         return None
+    row = _contraction_rows(probe, col)
+
+    def static_blocks(block: Computation) -> Scheduled:
+        # Operands are packed only if constant: a per-call pack would run outside the block loops.
+        return _schedule_static(block, target, is_constant, runtime_packs=False)
+
+    if col in symbolic:
+        # Columns first, keeping the row var symbolic for the blocks' own row tiling.
+        def column_blocks(block: Computation) -> Scheduled:
+            inner = _strip_mined_contraction(block, target, is_constant)
+            return inner if inner is not None else static_blocks(block)
+
+        return _strip_chain(c, col, _halving(2 * lanes), frozenset({row} & set(symbolic)), column_blocks)
+    var = row if row in symbolic else symbolic[-1]
     # Blocks of a register tile's rows where the tile's rows run along ``var``; else one value of ``var``
     # per block (an image of a batch: the whole static schedule of one).
-    block = max_tile_rows(probe, target, lanes, col) if _contraction_rows(probe, col) == var else 1
-    mined = strip_mine(c, var, block)
-    # Operands are packed only if constant: a per-call pack would run outside the block loops.
-    inner = _schedule_static(mined.block_computation, target, is_constant, runtime_packs=False)
-    parts = [mined.wrap(serial(inner.body))]
-    if mined.rest is not None:
-        parts.append(_parallelized(mined.rest, _schedule_symbolic(mined.rest, target), None))
-    return Scheduled(seq(*parts), inner.packs)
+    first = max_tile_rows(probe, target, lanes, col) if row == var else 1
+    return _strip_chain(c, var, _halving(first), frozenset(), static_blocks)
+
+
+def _halving(first: int) -> list[int]:
+    """``first``, then the powers of two below it: 14 -> 14, 8, 4, 2, 1."""
+    blocks, size = [first], 1 << (first.bit_length() - 1)
+    if size == first:
+        size //= 2
+    while size >= 1:
+        blocks.append(size)
+        size //= 2
+    return blocks
+
+
+def _strip_chain(c: Computation, var: Var, blocks: list[int], keep: frozenset[Var],
+                 schedule_block: Callable[[Computation], Scheduled]) -> Scheduled:
+    """``c`` strip-mined along ``var`` by ``blocks[0]``, what is left by ``blocks[1]``, and so on (the last
+    block is 1, so nothing is left), each block computation scheduled by ``schedule_block``."""
+    parts: list[Stmt] = []
+    packs: list[Computation] = []
+    current: Computation | None = c
+    for block in blocks:
+        if current is None:
+            break
+        mined = strip_mine(current, var, block, keep)
+        inner = schedule_block(mined.block_computation)
+        parts.append(mined.wrap(serial(inner.body)))
+        packs.extend(p for p in inner.packs if p not in packs)
+        current = mined.rest
+    return Scheduled(seq(*parts), tuple(packs))
 
 
 def _schedule_symbolic(c: Computation, target: Target) -> Stmt:

@@ -23,6 +23,7 @@ from compiler.loopir.compute import Computation
 from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Expr, Load, Select, Var, free_vars, map_loads, min_,
                                   substitute, walk)
 from compiler.dtypes import DType
+from compiler.loopir.sizes import is_one, may_exceed_one
 
 
 def pack_operand(c: Computation, load: Load, blocked: Var, block: int, name: str) -> tuple[Computation, Computation] | None:
@@ -32,8 +33,10 @@ def pack_operand(c: Computation, load: Load, blocked: Var, block: int, name: str
     used = set().union(*(free_vars(i) for i in load.indices))
     if blocked not in used:
         return None
-    spatial = [v for v in c.index if v in used and v != blocked and extents[v] > 1]
-    inner = [v for v in reduction if v in used and extents[v] > 1]
+    spatial = [v for v in c.index if v in used and v != blocked and may_exceed_one(extents[v])]
+    inner = [v for v in reduction if v in used and may_exceed_one(extents[v])]
+    if not all(isinstance(extents[v], int) for v in [*spatial, *inner, blocked]):
+        return None  # a panel of symbolic length: packed per call it would need a symbolic workspace slot
     blocks = -(-extents[blocked] // block)
     shape = tuple(extents[v] for v in spatial) + (blocks,) + tuple(extents[v] for v in inner) + (block,)
     # A pack that duplicates data (an im2col-like gather) costs more memory traffic than it saves.
@@ -44,7 +47,7 @@ def pack_operand(c: Computation, load: Load, blocked: Var, block: int, name: str
     pack_index = tuple(Var(f"{name}_{v.name}") for v in spatial) + (outer,) + tuple(Var(f"{name}_{v.name}") for v in inner) + (lane,)
     mapping: dict[Var, Expr] = dict(zip(spatial + inner, pack_index[: len(spatial)] + pack_index[len(spatial) + 1: -1]))
     mapping[blocked] = min_(outer * block + lane, extents[blocked] - 1)
-    unit = {v: Const(0) for v in used if extents.get(v, 1) == 1}
+    unit = {v: Const(0) for v in used if is_one(extents.get(v, 1))}
     source = Load(load.buffer, tuple(substitute(substitute(i, unit), mapping) for i in load.indices))
     pack = Computation(packed, pack_index, source)
     read = Load(packed, tuple(spatial) + (blocked // block,) + tuple(inner) + (blocked % block,))

@@ -4,9 +4,10 @@ Contract: ``strip_mine(c, var, block)`` splits computation ``c`` along its spati
 (of symbolic extent ``n``) into
 
 * ``block_computation``: ``c`` restricted to the ``block`` consecutive values of ``var`` starting at
-  ``block_var * block``, with every other symbolic index var ``u`` fixed to one value ``base(u)``:
-  a computation whose iteration space is all ints (its stores are at offsets that are
-  expressions of those outer vars, its buffers may keep symbolic shapes);
+  ``block_var * block``, with every other symbolic index var ``u`` not in ``keep`` fixed to one
+  value ``base(u)``: a computation whose iteration space is ints but for the ``keep`` vars (its
+  stores are at offsets that are expressions of the outer vars, its buffers may keep symbolic
+  shapes, its reduction may stay symbolic);
 * ``outer``: the loops that bind them: one per other symbolic var (outermost, in index order) and
   the block loop ``for block_var in 0..n / block``;
 * ``rest``: ``c`` over the last ``n % block`` values of ``var`` (symbolic extent: the caller
@@ -51,10 +52,15 @@ def _plus(a: Size, b: Expr) -> Expr:
     return b if a == 0 else (Const(a) if isinstance(a, int) else a) + b
 
 
-def strip_mine(c: Computation, var: Var, block: int) -> StripMined:
+def at_extents(c: Computation, extents: dict[Var, Size]) -> Computation:
+    """``c`` with the given index vars over other extents (a probe for schedule decisions)."""
+    return _region(c, {}, tuple(extents.get(v, n) for v, n in zip(c.index, c.space)))
+
+
+def strip_mine(c: Computation, var: Var, block: int, keep: frozenset[Var] = frozenset()) -> StripMined:
     space = dict(zip(c.index, c.space))
     extent = space[var]
-    others = [v for v in c.index if v != var and not isinstance(space[v], int)]
+    others = [v for v in c.index if v != var and v not in keep and not isinstance(space[v], int)]
     bases = {v: Var(f"{v.name}_at") for v in others}
     block_var = Var(f"{var.name}_blk")
     count, rest = parts_of(extent, block)

@@ -12,6 +12,7 @@ register tiles are only built over static extents.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from compiler.loopir.compute import combine
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, div, map_loads, mul, sub
@@ -45,11 +46,37 @@ def split(s: Stmt, name: str, factor: int) -> Stmt:
         main = For(inner, factor, substitute_stmt(node.body, {node.var: outer * factor + inner}))
         parts: list[Stmt] = [For(outer, count, main, node.kind) if static_value(count) != 1
                              else substitute_stmt(main, {outer: Const(0)})]
-        if static_value(rest) != 0:
-            parts.append(For(inner, rest, substitute_stmt(node.body, {node.var: inner + _expr(count) * factor})))
+        start = _expr(count) * factor
+        if isinstance(rest, int):
+            if rest:
+                parts.append(For(inner, rest, substitute_stmt(node.body, {node.var: inner + start})))
+        else:
+            # A symbolic tail: chunks of halving static sizes, each a loop ``inner`` the split's callers
+            # schedule like the main one (a vectorized 8, 4, 2, 1 after 16 lanes, not a scalar loop).
+            parts.extend(halving_chunks(rest, factor, start, name, lambda f, first: For(
+                inner, f, substitute_stmt(node.body, {node.var: inner + first}))))
         return seq(*parts)
 
     return map_stmts(s, rewrite)
+
+
+def halving_chunks(rest: Expr, factor: int, start: Expr, name: str, chunk: Callable[[int, Expr], Stmt]) -> list[Stmt]:
+    """The last ``rest < factor`` (symbolic) iterations of a loop as chunks of halving static sizes: for each
+    power of two ``f < factor``, a loop that runs once when bit ``f`` of ``rest`` is set, around
+    ``chunk(f, first)``: ``f`` iterations (vectorizable: a static extent) from ``first``, which is
+    ``start`` plus what the larger chunks took."""
+    chunks: list[Stmt] = []
+    f = 1 << ((factor - 1).bit_length() - 1)
+    while f >= 1:
+        if 2 * f >= factor:  # the largest chunk: nothing before it, its bit is rest / f
+            taken: Expr = Const(0)
+            bit = div(rest, Const(f))
+        else:
+            taken = mul(div(rest, Const(2 * f)), Const(2 * f))
+            bit = sub(div(rest, Const(f)), mul(div(rest, Const(2 * f)), Const(2)))
+        chunks.append(For(Var(f"{name}_c{f}"), as_size(bit), chunk(f, start + taken)))
+        f //= 2
+    return chunks
 
 
 def _perfect_chain(loop: For, names: set[str]) -> list[For]:
@@ -217,8 +244,17 @@ def vectorize_reduction(s: Stmt, name: str, width: int, combiner: str, init: Con
         main: Stmt = For(lane, width, lanes_update, ForKind.VECTORIZED)
         main = For(outer, count, main) if static_value(count) != 1 else substitute_stmt(main, {outer: Const(0)})
         parts = [main]
-        if static_value(rest) != 0:
-            parts.append(For(tail, rest, substitute_stmt(cursor, {loop.var: tail + _expr(count) * width})))
+        start = _expr(count) * width
+        if isinstance(rest, int):
+            if rest:
+                parts.append(For(tail, rest, substitute_stmt(cursor, {loop.var: tail + start})))
+        else:
+            # A symbolic tail goes into the lanes too, in chunks of halving static sizes.
+            def chunk(f: int, first: Expr) -> Stmt:
+                update = _retarget_accumulator(substitute_stmt(cursor, {loop.var: first + lane}), acc, part, (lane,))
+                return For(lane, f, update, ForKind.VECTORIZED) if f > 1 else substitute_stmt(update, {lane: Const(0)})
+
+            parts.extend(halving_chunks(rest, width, start, f"{name}_t", chunk))
         folds: list[Stmt] = []
         half = width // 2
         while half >= 1:

@@ -46,7 +46,9 @@ def test_bounds_and_nominal_values() -> None:
         SizeRange(5, 2)
 
 
-def test_a_symbolic_nest_prints_its_extents_and_splits_into_whole_vectors_and_a_tail() -> None:
+def test_a_symbolic_nest_prints_its_extents_and_splits_into_whole_vectors_and_halving_chunks() -> None:
+    """The tail of a symbolic split (fewer than 16) runs as chunks of 8, 4, 2 and 1 lanes, each taken when
+    its bit of the tail's length is set."""
     x = Buffer("x", DType.F32, (BATCH, SEQ))
     y = Buffer("y", DType.F32, (BATCH, SEQ))
     i, j = Var("i"), Var("j")
@@ -59,8 +61,25 @@ def test_a_symbolic_nest_prints_its_extents_and_splits_into_whole_vectors_and_a_
         y[i, ((j_o * 16) + j_i)] = (x[i, ((j_o * 16) + j_i)] + 1.0)
       }
     }
-    vectorized for j_i in 0..seq - ((seq / 16) * 16) {
-      y[i, (j_i + ((seq / 16) * 16))] = (x[i, (j_i + ((seq / 16) * 16))] + 1.0)
+    for j_c8 in 0..(seq - ((seq / 16) * 16)) / 8 {
+      vectorized for j_i in 0..8 {
+        y[i, (j_i + ((seq / 16) * 16))] = (x[i, (j_i + ((seq / 16) * 16))] + 1.0)
+      }
+    }
+    for j_c4 in 0..((seq - ((seq / 16) * 16)) / 4) - (((seq - ((seq / 16) * 16)) / 8) * 2) {
+      vectorized for j_i in 0..4 {
+        y[i, (j_i + (((seq / 16) * 16) + (((seq - ((seq / 16) * 16)) / 8) * 8)))] = (x[i, (j_i + (((seq / 16) * 16) + (((seq - ((seq / 16) * 16)) / 8) * 8)))] + 1.0)
+      }
+    }
+    for j_c2 in 0..((seq - ((seq / 16) * 16)) / 2) - (((seq - ((seq / 16) * 16)) / 4) * 2) {
+      vectorized for j_i in 0..2 {
+        y[i, (j_i + (((seq / 16) * 16) + (((seq - ((seq / 16) * 16)) / 4) * 4)))] = (x[i, (j_i + (((seq / 16) * 16) + (((seq - ((seq / 16) * 16)) / 4) * 4)))] + 1.0)
+      }
+    }
+    for j_c1 in 0..(seq - ((seq / 16) * 16)) - (((seq - ((seq / 16) * 16)) / 2) * 2) {
+      vectorized for j_i in 0..1 {
+        y[i, (j_i + (((seq / 16) * 16) + (((seq - ((seq / 16) * 16)) / 2) * 2)))] = (x[i, (j_i + (((seq / 16) * 16) + (((seq - ((seq / 16) * 16)) / 2) * 2)))] + 1.0)
+      }
     }
   }
 }"""
