@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var
-from compiler.loopir.stmt import Alloc, Barrier, For, If, Kernel, Seq, Stmt, Store
+from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "lt": "<", "le": "<=", "gt": ">",
           "ge": ">=", "eq": "==", "ne": "!=", "and": "&&", "or": "||", "xor": "^", "shl": "<<", "shr": ">>"}
@@ -61,7 +61,8 @@ def format_buffer(b: Buffer) -> str:
 def _format_stmt(s: Stmt, indent: int, out: list[str]) -> None:
     pad = "  " * indent
     if isinstance(s, For):
-        out.append(f"{pad}{s.kind.value} {s.var.name} in 0..{format_size(s.extent)} {{")
+        when = f" if {format_size(s.work)} >= {s.min_work}" if s.work is not None and s.kind is ForKind.PARALLEL else ""
+        out.append(f"{pad}{s.kind.value} {s.var.name} in 0..{format_size(s.extent)}{when} {{")
         _format_stmt(s.body, indent + 1, out)
         out.append(f"{pad}}}")
     elif isinstance(s, Seq):

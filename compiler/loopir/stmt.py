@@ -43,6 +43,10 @@ class For(Stmt):
     extent: "int | Expr"
     body: Stmt
     kind: ForKind = ForKind.SERIAL
+    # A parallel loop over symbolic sizes runs on the thread pool only when this much work (an int64 size
+    # expression: scalar operations of the whole loop) reaches ``min_work``; below it, on the caller.
+    work: "Expr | None" = None
+    min_work: int = 0
 
 
 @dataclass(frozen=True)

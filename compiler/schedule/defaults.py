@@ -24,19 +24,19 @@ pool when its work at nominal sizes (each size variable 64) pays for it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target
 from compiler.loopir.compute import Computation, build_loops, reduce_init
-from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
-from compiler.loopir.sizes import Size, may_exceed_one, nominal, static_value
-from compiler.loopir.stmt import ForKind, Stmt, seq
+from compiler.loopir.expr import Expr, Load, Var, flat_index, linear_coefficient, walk
+from compiler.loopir.sizes import Size, may_exceed_one, nominal, size_expr, size_prod, static_value
+from compiler.loopir.stmt import For, ForKind, Stmt, map_stmts, seq, walk_stmts
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
 from compiler.schedule.contraction import choose_tile, max_tile_rows, pack_operands, tiled_contraction
-from compiler.schedule.strip_mine import at_extents, serial, strip_mine
-from compiler.schedule.transforms import annotate, hoist_reduction, outermost_loop, split, vectorize_reduction
+from compiler.schedule.strip_mine import at_extents, serial_top, strip_mine
+from compiler.schedule.transforms import annotate, collapse, hoist_reduction, outermost_loop, split, vectorize_reduction
 
 # Below this much work (scalar operations: output elements × reduction extent) a kernel runs
 # on the calling thread. A fork/join of the pool costs about 1 us on an idle 2-core Zen 4;
@@ -194,12 +194,46 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
 
 
 def _parallelized(c: Computation, s: Stmt, tile_var: Var | None) -> Stmt:
-    """``s`` with its outermost loop on the thread pool when ``c`` has the work to pay for a fork/join."""
-    if _work(c) >= (MIN_PARALLEL_CONTRACTION if tile_var is not None else MIN_PARALLEL_WORK):
+    """``s`` with its outermost loop on the thread pool when ``c`` has the work to pay for a fork/join.
+    Symbolic outer loops (a batch that may be 1) are first collapsed with the loop inside them."""
+    threshold = MIN_PARALLEL_CONTRACTION if tile_var is not None else MIN_PARALLEL_WORK
+    if not c.is_static:
+        # Symbolic: whether the pool pays depends on the run's sizes, so the loop decides at run time.
+        s = _collapse_symbolic_prefix(s)
+        outer = outermost_loop(s)
+        if outer is None or not may_exceed_one(outer.extent) or outer.kind not in (ForKind.SERIAL, ForKind.PARALLEL):
+            return s
+        return _decided_per_run(s, outer, c, threshold)
+    if _work(c) >= threshold:
         outer = outermost_loop(s)
         if outer is not None and may_exceed_one(outer.extent) and outer.kind is ForKind.SERIAL:
             s = annotate(s, outer.var.name, ForKind.PARALLEL)
     return s
+
+
+def _decided_per_run(s: Stmt, loop: For, c: Computation, threshold: int) -> Stmt:
+    """``s`` with ``loop`` parallel when the run's sizes give ``c`` at least ``threshold`` operations."""
+    decided = replace(loop, kind=ForKind.PARALLEL, work=symbolic_work(c), min_work=threshold)
+    return map_stmts(s, lambda n: decided if n is loop else None)
+
+
+def symbolic_work(c: Computation) -> Expr:
+    """Scalar operations of ``c`` (output elements x reduction extent) as a size expression."""
+    return size_expr(size_prod([*c.space, *(a.extent for a in c.axes)]))
+
+
+def _collapse_symbolic_prefix(s: Stmt) -> Stmt:
+    """The top perfect nest's leading loops of symbolic extent, and the loop after them, as one loop."""
+    chain: list[For] = []
+    node = s
+    while isinstance(node, For) and node.kind is ForKind.SERIAL:
+        chain.append(node)
+        if isinstance(node.extent, int):
+            break
+        node = node.body
+    if len(chain) < 2 or isinstance(chain[0].extent, int):
+        return s
+    return collapse(chain, chain[-1].body)
 
 
 def _strip_mined_contraction(c: Computation, target: Target,
@@ -265,7 +299,12 @@ def _strip_chain(c: Computation, var: Var, blocks: list[int], keep: frozenset[Va
             break
         mined = strip_mine(current, var, block, keep)
         inner = schedule_block(mined.block_computation)
-        parts.append(mined.wrap(serial(inner.body)))
+        if any(isinstance(n, For) and n.kind is ForKind.PARALLEL for n in walk_stmts(inner.body)):
+            # The block's own schedule splits it over the pool (a GEMM's column panels): the blocks run in turn.
+            parts.append(serial_top(mined.wrap(inner.body)))
+        else:
+            nest = mined.wrap(inner.body)
+            parts.append(_decided_per_run(nest, nest, current, MIN_PARALLEL_CONTRACTION))
         packs.extend(p for p in inner.packs if p not in packs)
         current = mined.rest
     return Scheduled(seq(*parts), tuple(packs))

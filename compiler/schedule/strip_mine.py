@@ -9,7 +9,7 @@ Contract: ``strip_mine(c, var, block)`` splits computation ``c`` along its spati
   stores are at offsets that are expressions of the outer vars, its buffers may keep symbolic
   shapes, its reduction may stay symbolic);
 * ``outer``: the loops that bind them: one per other symbolic var (outermost, in index order) and
-  the block loop ``for block_var in 0..n / block``;
+  the block loop ``for block_var in 0..n / block``, which ``wrap`` collapses into one parallel loop;
 * ``rest``: ``c`` over the last ``n % block`` values of ``var`` (symbolic extent: the caller
   schedules it as any symbolic computation).
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from compiler.loopir.compute import Computation
 from compiler.loopir.expr import Const, Expr, Var, div, mul, substitute
 from compiler.loopir.sizes import Size
-from compiler.loopir.stmt import For, ForKind, Seq, Stmt, map_stmts
-from compiler.schedule.transforms import parts_of
+from compiler.loopir.stmt import For, ForKind, Seq, Stmt
+from compiler.schedule.transforms import collapse, parts_of
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,8 @@ class StripMined:
     rest: Computation | None
 
     def wrap(self, body: Stmt) -> Stmt:
-        for loop in reversed(self.outer):
-            body = replace(loop, body=body)
-        return body
+        """``body`` inside the outer loops, collapsed into one loop for the thread pool."""
+        return collapse(list(self.outer), body, ForKind.PARALLEL)
 
 
 def _region(c: Computation, shifts: dict[Var, Expr], space: tuple[Size, ...]) -> Computation:
@@ -75,7 +74,6 @@ def strip_mine(c: Computation, var: Var, block: int, keep: frozenset[Var] = froz
     return StripMined(_region(c, shifts, block_space), outer, remainder)
 
 
-def serial(s: Stmt) -> Stmt:
-    """``s`` with its parallel loops made serial (it runs inside a parallel loop of its own)."""
-    return map_stmts(s, lambda n: replace(n, kind=ForKind.SERIAL) if isinstance(n, For) and n.kind is ForKind.PARALLEL
-                     else None)
+def serial_top(s: Stmt) -> Stmt:
+    """``s`` with its top loop serial: the pool goes to the parallel loops inside it."""
+    return replace(s, kind=ForKind.SERIAL, work=None) if isinstance(s, For) else s

@@ -16,7 +16,7 @@ from typing import Callable
 
 from compiler.loopir.compute import combine
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, div, map_loads, mul, sub
-from compiler.loopir.sizes import Size, as_size, static_value
+from compiler.loopir.sizes import Size, as_size, size_mul, static_value
 from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, map_stmts, seq, substitute_stmt
 
 
@@ -153,6 +153,23 @@ def fuse(s: Stmt, outer: str, inner: str, fused: str | None = None) -> Stmt:
         return For(v, node.extent * b.extent, body, node.kind)
 
     return map_stmts(s, rewrite)
+
+
+def collapse(loops: list[For], body: Stmt, kind: ForKind = ForKind.SERIAL) -> Stmt:
+    """The perfect nest ``loops`` (their own bodies ignored) around ``body`` as one loop over the product
+    of their extents, each var recovered by division and remainder: ``for a { for b { S } }`` → ``for
+    a_b in 0..A*B { S[a := a_b / B, b := a_b % B] }``. A nest of symbolic extents (a batch, blocks of a
+    sequence) is then one loop the thread pool can split whatever the run's sizes (batch 1 included)."""
+    if len(loops) == 1:
+        return replace(loops[0], body=body, kind=kind)
+    fused = Var("_".join(loop.var.name for loop in loops))
+    mapping: dict[Var, Expr] = {}
+    inner: Size = 1
+    for k, loop in enumerate(reversed(loops)):
+        position = fused if inner == 1 else div(fused, _expr(inner))
+        mapping[loop.var] = position if k == len(loops) - 1 else position % _expr(loop.extent)
+        inner = size_mul(inner, loop.extent)
+    return For(fused, inner, substitute_stmt(body, mapping), kind)
 
 
 def _retarget_accumulator(s: Stmt, old: Buffer, new: Buffer, index: tuple[Expr, ...]) -> Stmt:
@@ -295,5 +312,5 @@ def loop_vars_outside_in(s: Stmt) -> list[Var]:
     return out
 
 
-__all__ = ["annotate", "fuse", "hoist_reduction", "loop_vars_outside_in", "merge_siblings", "outermost_loop", "reorder",
+__all__ = ["annotate", "collapse", "fuse", "hoist_reduction", "loop_vars_outside_in", "merge_siblings", "outermost_loop", "reorder",
            "split", "vectorize_reduction"]

@@ -178,7 +178,16 @@ class FunctionEmitter:
             self.vector = None
             del self.env[s.var]
         elif s.kind is ForKind.PARALLEL and self.vector is None and (known is None or known > 1):
-            self.parallel(s)
+            if s.work is None:
+                self.parallel(s)
+                return
+            # Decided per run: the pool only where this run's sizes give the loop the work to pay for it.
+            enough = self.b.icmp_signed(">=", self.index(s.work), ir.Constant(I64, s.min_work))
+            with self.b.if_else(enough) as (on_pool, inline):
+                with on_pool:
+                    self.parallel(s)
+                with inline:
+                    self.counted_loop(s.var, ir.Constant(I64, 0), self.index(size_expr(s.extent)), s.body)
         else:
             self.counted_loop(s.var, ir.Constant(I64, 0), self.index(size_expr(s.extent)), s.body)
 
