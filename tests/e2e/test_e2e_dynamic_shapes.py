@@ -60,15 +60,22 @@ EXPORTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[InferenceSession, ort.InferenceSession]]:
-    folder = tmp_path_factory.mktemp("exported")
+Sessions = dict[str, tuple[InferenceSession, ort.InferenceSession]]
+
+
+def _compile_all(cases: dict, folder) -> Sessions:
+    """Each case's model compiled once (with its dim_bounds) and loaded, next to onnxruntime on it."""
     built = {}
-    for name, (make, bounds, _) in EXPORTED.items():
+    for name, (make, bounds, _) in cases.items():
         model = make()
         path = compiler.compile(model, folder / f"{name}.tilec", dim_bounds=bounds or None)
         built[name] = (InferenceSession(path), ort.InferenceSession(model.SerializeToString()))
     return built
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Sessions:
+    return _compile_all(EXPORTED, tmp_path_factory.mktemp("exported"))
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTED))
@@ -85,14 +92,8 @@ def test_exported_shapes_show_the_input_names(exported) -> None:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[InferenceSession, ort.InferenceSession]]:
-    folder = tmp_path_factory.mktemp("dynamic")
-    built = {}
-    for name, (make, bounds, _) in CASES.items():
-        model = make()
-        path = compiler.compile(model, folder / f"{name}.tilec", dim_bounds=bounds or None)
-        built[name] = (InferenceSession(path), ort.InferenceSession(model.SerializeToString()))
-    return built
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Sessions:
+    return _compile_all(CASES, tmp_path_factory.mktemp("dynamic"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
