@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from compiler.loopir.expr import Binary, Const, Expr, binary
+from compiler.loopir.expr import Const, binary
 from compiler.loopir.sizes import (Size, SizeVar, exact_quotient, normalize, same_size, size_expr, size_mul,
                                    size_prod)
 
@@ -430,11 +430,6 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
     if shape is None or not elem or not node.output or not node.output[0]:
         return {}
     return {node.output[0]: dims.tensor_type(elem, shape)}
-
-
-def symbolic_value(size: Size) -> Expr:
-    """A size as an int64 expression (for code that computes with it at run time)."""
-    return size_expr(size)
 
 
 __all__ = ["RESERVED_PREFIX", "SHAPE_OPS", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",

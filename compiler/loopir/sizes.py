@@ -46,10 +46,6 @@ class SizeRange:
         return f"{self.lo}..{self.hi}"
 
 
-def is_static(d: Size) -> bool:
-    return isinstance(d, int)
-
-
 def static_value(d: Size) -> int | None:
     """``d`` as an int, or None when it depends on a size variable."""
     if isinstance(d, int):
@@ -119,12 +115,6 @@ def evaluate_size(d: Size, values: Mapping[str, int]) -> int:
     if isinstance(d, Binary) and d.op in _EVAL and d.dtype is DType.I64:
         return _EVAL[d.op](evaluate_size(d.a, values), evaluate_size(d.b, values))
     raise ValueError(f"not a size expression: {d}")
-
-
-def upper_bound(d: Size, ranges: Mapping[str, SizeRange]) -> int:
-    """The largest value ``d`` takes over the ranges (sizes are monotone: sums, products, divisions
-    by constants, max and min of non-negative sizes)."""
-    return evaluate_size(d, {v.name: ranges[v.name].hi for v in size_vars(d)})
 
 
 def nominal(d: Size, ranges: Mapping[str, SizeRange] | None = None, typical: int = 64) -> int:

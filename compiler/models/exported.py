@@ -78,10 +78,6 @@ def two_input_model() -> onnx.ModelProto:
                   [numpy_helper.from_array(np.array([1], np.int64), "axes")])
 
 
-def _i64(name: str, values) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.array(values, np.int64), name)
-
-
 class _Builder:
     """Nodes and initializers of a graph under construction, with fresh value names."""
 

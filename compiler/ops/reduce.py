@@ -12,7 +12,7 @@ import numpy as np
 from typing import Callable
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Expr, call, cast, const
+from compiler.loopir.expr import Expr, call, cast
 from compiler.loopir.sizes import Size, size_prod
 from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.registry import OpDef, defop
