@@ -8,8 +8,8 @@ creates one context with ``tilec_create(num_threads)`` (``<= 0``: all online CPU
 ``new_context()`` creates another one (its own thread pool of the same size), so calls
 can run concurrently, each on its own context.
 ``run(..., context=None)`` calls ``tilec_run`` with raw pointers on that context (the
-first by default) and returns its status code. ``sizes(dims, count)`` calls ``tilec_sizes``:
-for the run's size-variable values, the workspace bytes and then every output dim.
+first by default) and returns its status code. ``sizes(dims, out)`` calls ``tilec_sizes`` on two
+int64 arrays: the run's size-variable values in, the workspace bytes and every output dim out.
 ``enable_profile(counters)`` hands the first context an int64 array that artifacts
 compiled with profiling add each kernel's wall time (ns) to.
 ``close()`` (or garbage collection) destroys every context, unloads the library and
@@ -112,14 +112,12 @@ class NativeModule:
         return int(self._run(self._ctx if context is None else context, in_array, out_array, weights, workspace,
                              dims or None))
 
-    def sizes(self, dims: Sequence[int], count: int) -> list[int]:
-        """``tilec_sizes``: ``count`` int64 values (workspace bytes, then the outputs' dims) for ``dims``."""
+    def sizes(self, dims: int, out: int) -> None:
+        """``tilec_sizes`` on the int64 arrays at these addresses: the run's dims in, the workspace bytes
+        and then the outputs' dims out."""
         if self.closed:
             raise ExecutionError("the native module is closed")
-        values = (ctypes.c_int64 * max(len(dims), 1))(*dims)
-        out = (ctypes.c_int64 * count)()
-        self._sizes(values, out)
-        return list(out)
+        self._sizes(dims, out)
 
     def enable_profile(self, counters_address: int, count: int) -> None:
         """Let profiled kernels add their times (int64 ns) to ``count`` counters at that address."""

@@ -231,10 +231,12 @@ class CpuExecutor:
             self._running -= 1
             self._changed.notify_all()
 
-    def plan(self, dims: Sequence[int]) -> tuple[int, list[list[int]]]:
-        """For a run with these size-variable values: the workspace bytes and every output's shape,
+    def plan(self, dims: np.ndarray) -> tuple[int, list[list[int]]]:
+        """For a run with these size-variable values (int64): the workspace bytes and every output's shape,
         as the native code computes them."""
-        values = self._native.sizes(dims, 1 + sum(self._output_ranks))
+        out = np.empty(1 + sum(self._output_ranks), dtype=np.int64)
+        self._native.sizes(dims.ctypes.data, out.ctypes.data)
+        values = out.tolist()
         if values[0] == -1:  # tilec_sizes: a size overflowed int64
             raise InvalidInputError(f"the input shapes (dims {list(dims)}) make tensors too large to address")
         if values[0] <= -2 and -2 - values[0] < len(self._constraints):  # tilec_sizes: constraint k violated
@@ -251,18 +253,17 @@ class CpuExecutor:
     def _dims_text(self, dims: Sequence[int]) -> str:
         return ", ".join(f"{name}={value}" for name, value in zip(self._dim_names, dims))
 
-    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], dims: Sequence[int] = (),
+    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], dims: np.ndarray | None = None,
             workspace_size: int = 0) -> None:
         in_ptrs = [a.ctypes.data for a in inputs]
         out_ptrs = [a.ctypes.data for a in outputs]
-        dims_array = np.asarray(dims, dtype=np.int64)
         slot = self._take_slot()
         try:
             if workspace_size > slot.workspace.size:
                 # A larger run than this slot has seen: grow it once, for this run and the smaller ones after.
                 slot.workspace = _aligned_empty(workspace_size, what="the workspace")
             status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, slot.workspace.ctypes.data,
-                                      context=slot.context, dims=dims_array.ctypes.data if len(dims) else 0)
+                                      context=slot.context, dims=0 if dims is None else dims.ctypes.data)
             failed = [c.message for c in self._checks if slot.workspace[c.offset]]
             self.profiled_runs += 1  # only counted for profiled artifacts, whose one slot makes runs serial
         finally:
@@ -371,6 +372,8 @@ class InferenceSession:
         self._sizes = SizeVariables(self._manifest)
         for arg in self._inputs:
             self._sizes.check_declared(arg.name, arg.shape)
+        self._input_names = [arg.name for arg in self._inputs]
+        self._input_shapes = [arg.shape for arg in self._inputs]
         target = self._manifest.get("target")
         kind = target.get("kind") if isinstance(target, dict) else None
         factory = _EXECUTORS.get(kind)  # type: ignore[arg-type]
@@ -528,8 +531,8 @@ class InferenceSession:
                 else:
                     views.append(view)
                     inputs.append(_checked_view(arg, view, executor.device_io))
-            dims = self._sizes.bind([a.name for a in self._inputs], [a.shape for a in self._inputs], shapes) \
-                if self._sizes else []
+            dims = np.array(self._sizes.bind(self._input_names, self._input_shapes, shapes), dtype=np.int64) \
+                if self._sizes else None
             yield inputs, dims
         finally:
             for view in views:

@@ -50,14 +50,13 @@ class SizeVariables:
         values: list[int | None] = [None] * len(self.ranges)
         source: list[tuple[str, int]] = [("", 0)] * len(self.ranges)
         for name, want, have in zip(names, declared, shapes):
-            expected = f"[{', '.join(map(str, want))}]"
             if len(have) != len(want):
                 raise InvalidInputError(f"input {name!r} has shape {list(have)} of rank {len(have)}, expected rank "
-                                        f"{len(want)}: {expected}")
+                                        f"{len(want)}: {_shape_text(want)}")
             for axis, (d, n) in enumerate(zip(want, have)):
                 if isinstance(d, int):
                     if n != d:
-                        raise InvalidInputError(f"input {name!r} has shape {list(have)}, expected {expected}: "
+                        raise InvalidInputError(f"input {name!r} has shape {list(have)}, expected {_shape_text(want)}: "
                                                 f"axis {axis} must be {d}")
                     continue
                 k = self._index[d]
@@ -75,3 +74,7 @@ class SizeVariables:
         if unset:
             raise CorruptArtifactError(f"no input sets the size variable(s) {', '.join(unset)}")
         return [int(v) for v in values]  # type: ignore[arg-type]
+
+
+def _shape_text(shape: Sequence[Dim]) -> str:
+    return f"[{', '.join(map(str, shape))}]"
