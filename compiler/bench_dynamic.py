@@ -34,30 +34,27 @@ def _symbolic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelProto:
     return model
 
 
-def _images(*shape: int) -> Feeds:
-    return {"x": np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)}
+def _first_input(model: onnx.ModelProto, *shape: int) -> Feeds:
+    return {model.graph.input[0].name: np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)}
 
 
-def _pixels(*shape: int) -> Feeds:
-    return {"pixel_values": np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)}
+def _bert_feeds(model: onnx.ModelProto) -> list[Feeds]:
+    return [exported.bert_feeds(b, s, vocab=1000) for b, s in ((1, 16), (1, 128), (4, 64))]
 
 
-def _squeezenet_feeds(n: int) -> Feeds:
-    model = light_model("squeezenet")
-    return {model.graph.input[0].name: np.random.default_rng(n).standard_normal((n, 3, 224, 224)).astype(np.float32)}
-
-
-# name -> (dynamic model builder, dim_bounds, the run shapes' feeds)
-CASES: dict[str, tuple[Callable[[], onnx.ModelProto], dict[str, tuple[int, int]], Callable[[], list[Feeds]]]] = {
+# name -> (dynamic model builder, dim_bounds, the run shapes' feeds for the model built)
+CASES: dict[str, tuple[Callable[[], onnx.ModelProto], dict[str, tuple[int, int]],
+                       Callable[[onnx.ModelProto], list[Feeds]]]] = {
     "bert": (lambda: exported.bert_encoder_model(hidden=256, heads=4, layers=4, vocab=1000, max_pos=512),
-             {"sequence": (1, 512)}, lambda: [exported.bert_feeds(b, s, vocab=1000) for b, s in ((1, 16), (1, 128), (4, 64))]),
+             {"sequence": (1, 512)}, _bert_feeds),
     "gpt2": (lambda: exported.bert_encoder_model(hidden=256, heads=4, layers=4, vocab=1000, max_pos=512, causal=True),
-             {"sequence": (1, 512)}, lambda: [exported.bert_feeds(b, s, vocab=1000) for b, s in ((1, 16), (1, 128), (4, 64))]),
+             {"sequence": (1, 512)}, _bert_feeds),
     "vit": (lambda: exported.vit_model(image=64, patch=8, hidden=192, heads=3, layers=4), {},
-            lambda: [_pixels(n, 3, 64, 64) for n in (1, 4, 8)]),
+            lambda m: [_first_input(m, n, 3, 64, 64) for n in (1, 4, 8)]),
     "squeezenet": (lambda: _symbolic_batch(light_model("squeezenet")), {},
-                   lambda: [_squeezenet_feeds(n) for n in (1, 2, 4)]),
-    "cnn_hw": (exported.spatial_cnn_model, {}, lambda: [_images(1, 3, 64, 64), _images(4, 3, 96, 80), _images(8, 3, 128, 128)]),
+                   lambda m: [_first_input(m, n, 3, 224, 224) for n in (1, 2, 4)]),
+    "cnn_hw": (exported.spatial_cnn_model, {},
+               lambda m: [_first_input(m, *s) for s in ((1, 3, 64, 64), (4, 3, 96, 80), (8, 3, 128, 128))]),
 }
 
 
@@ -125,7 +122,7 @@ def run_dynamic(names: Sequence[str] | None = None, threads: Sequence[int] = (1,
             except Exception as exc:  # noqa: BLE001 - a row says what failed; the suite goes on
                 rows.append(DynamicRow(name, "-", 0, error=f"dynamic compile: {type(exc).__name__}: {exc}"[:200]))
                 continue
-            for k, feeds in enumerate(feeds_of()):
+            for k, feeds in enumerate(feeds_of(model)):
                 shapes = _shape_text(feeds)
                 say(f"{name} {shapes}: compiling the static artifact")
                 try:

@@ -142,7 +142,7 @@ def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] 
         opsets=opsets_of(model),
         declared=list(graph.value_info),
         is_supported=is_supported,
-        dims=SymbolicDims(input_dim_names(graph)),
+        dims=SymbolicDims(input_dim_names(graph_inputs(graph))),
     )
     names = NameSource(all_names(graph))
     for _ in range(_MAX_ROUNDS):

@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 from compiler.dtypes import DType
 from compiler.errors import CompileError, DataDependentError, ShapeError, UnsupportedOpError, describe_node
 from compiler.frontend.folding import FoldedGraph, ir_constant
-from compiler.frontend.loader import normalize_domain, topological_sort
+from compiler.frontend.loader import input_dim_names, normalize_domain, topological_sort
 from compiler.frontend.symbolic import SymbolicDims
 from compiler.graph.ir import Graph, Node, TensorType, Value
 from compiler.loopir.sizes import SizeRange, SizeVar
@@ -66,7 +66,7 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
 
 def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str, SizeRange]) -> dict[str, SizeRange]:
     """Every symbolic dimension of the graph inputs, in order of appearance, with its range."""
-    names = list(dict.fromkeys(d for vi in inputs for d in (_dims(vi.type) or []) if isinstance(d, str)))
+    names = input_dim_names(inputs)
     unknown = sorted(set(dim_bounds) - set(names))
     if unknown:
         raise ShapeError(f"dim_bounds names {', '.join(repr(n) for n in unknown)}, which no graph input has as a "

@@ -565,9 +565,9 @@ def bind_input_shapes(graph: onnx.GraphProto, input_shapes: InputShapes) -> None
                     d.dim_value = bound[d.dim_param]
 
 
-def input_dim_names(graph: onnx.GraphProto) -> list[str]:
-    """The symbolic dims of the graph inputs, in order of appearance."""
-    names = [d.dim_param for vi in graph_inputs(graph) if vi.type.WhichOneof("value") == "tensor_type"
+def input_dim_names(inputs: Iterable[onnx.ValueInfoProto]) -> list[str]:
+    """The symbolic dims of the graph inputs ``inputs``, in order of appearance."""
+    names = [d.dim_param for vi in inputs if vi.type.WhichOneof("value") == "tensor_type"
              for d in vi.type.tensor_type.shape.dim if not d.HasField("dim_value") and d.dim_param]
     return list(dict.fromkeys(names))
 

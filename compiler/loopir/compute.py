@@ -64,11 +64,6 @@ class Computation:
         return all(isinstance(d, int) for d in sizes)
 
     @property
-    def is_static_space(self) -> bool:
-        """Whether the iteration space (not necessarily the reduction or the buffers) is all ints."""
-        return all(isinstance(d, int) for d in self.space)
-
-    @property
     def is_reduction(self) -> bool:
         return bool(self.axes)
 

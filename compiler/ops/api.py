@@ -23,7 +23,7 @@ import numpy as np
 
 from compiler.codegen.target import Target
 from compiler.dtypes import DType
-from compiler.errors import DataDependentError, ModelLoadError, ShapeError, UnsupportedOpError
+from compiler.errors import DataDependentError, ModelLoadError, UnsupportedOpError
 from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, cast, const, select, substitute, walk
@@ -68,23 +68,6 @@ def size_value(n: Size, dtype: DType) -> Expr:
     """A size as a value of ``dtype`` in an expression: an immediate where static, the size variable
     arithmetic converted at run time where not (a mean over a symbolic sequence divides by it)."""
     return const(n, dtype) if isinstance(n, int) else cast(n, dtype)
-
-
-def broadcast_shapes(*shapes: tuple[Size, ...]) -> tuple[Size, ...]:
-    """numpy's broadcast of ``shapes``. A symbolic dim meets a 1 or an equal dim; where it meets another
-    (a static n > 1 or a different expression), the graph's shape inference has already equated them."""
-    if all(isinstance(d, int) for shape in shapes for d in shape):
-        return tuple(np.broadcast_shapes(*shapes))
-    rank = max(len(shape) for shape in shapes)
-    out: list[Size] = []
-    for axis in range(rank):
-        dims = [shape[axis - rank + len(shape)] for shape in shapes if axis - rank + len(shape) >= 0]
-        wide = [d for d in dims if not is_one(d)]
-        static = [d for d in wide if isinstance(d, int)]
-        if len(set(static)) > 1:
-            raise ValueError(f"shapes {shapes} do not broadcast")
-        out.append(static[0] if static else wide[0] if wide else 1)
-    return tuple(out)
 
 
 @dataclass

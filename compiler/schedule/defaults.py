@@ -15,10 +15,13 @@ Three classes, recognised from the computation itself rather than from op names:
 - every computation: the outermost loop runs on the thread pool when there is
   enough work to pay for a fork/join.
 
-A computation with symbolic extents (``Computation.is_static`` false) gets the
-pointwise/reduction schedule above with symbolic loops kept whole (a split of
-one gives a symbolic count and tail), no register tile yet, and the thread
-pool when its work at nominal sizes (each size variable 64) pays for it.
+A computation with symbolic extents (``Computation.is_static`` false): a
+contraction is strip-mined into static blocks (``compiler.schedule.strip_mine``)
+that get the contraction schedule above; anything else gets the pointwise /
+reduction schedule with its symbolic loops kept whole (a split of one ends in
+halving static chunks). Heuristics read symbolic sizes at their nominal value
+(each size variable 64); whether a symbolic outer loop uses the thread pool is
+decided per run from the run's sizes (``For.work``).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import Const, Expr, Var, div, mul, substitute
-from compiler.loopir.sizes import Size
+from compiler.loopir.expr import Const, Expr, Var, mul, substitute
+from compiler.loopir.sizes import Size, size_expr
 from compiler.loopir.stmt import For, ForKind, Seq, Stmt
 from compiler.schedule.transforms import collapse, parts_of
 
@@ -42,13 +42,9 @@ class StripMined:
 def _region(c: Computation, shifts: dict[Var, Expr], space: tuple[Size, ...]) -> Computation:
     """``c`` over ``space`` with each var ``v`` of ``shifts`` read and written at ``v + shift``."""
     offsets = c.offsets or (0,) * len(c.index)
-    moved = tuple(_plus(k, shifts[v]) if v in shifts else k for v, k in zip(c.index, offsets))
+    moved = tuple(size_expr(k) + shifts[v] if v in shifts else k for v, k in zip(c.index, offsets))
     shifted = c.map_exprs(lambda e: substitute(e, {v: v + s for v, s in shifts.items()}))
     return replace(shifted, extents=space, offsets=moved)
-
-
-def _plus(a: Size, b: Expr) -> Expr:
-    return b if a == 0 else (Const(a) if isinstance(a, int) else a) + b
 
 
 def at_extents(c: Computation, extents: dict[Var, Size]) -> Computation:
@@ -68,7 +64,7 @@ def strip_mine(c: Computation, var: Var, block: int, keep: frozenset[Var] = froz
     outer = tuple(For(bases[v], space[v], Seq(())) for v in others) + (For(block_var, count, Seq(()), ForKind.PARALLEL),)
     remainder = None
     if rest != 0:
-        start = mul(div(extent, Const(block)), Const(block)) if not isinstance(extent, int) else Const(count * block)
+        start = size_expr(count) * block
         rest_space = tuple(rest if v == var else n for v, n in zip(c.index, c.space))
         remainder = _region(c, {var: start}, rest_space)
     return StripMined(_region(c, shifts, block_space), outer, remainder)

@@ -5,8 +5,9 @@ that name, so a split's remainder (tail) nest, whose loops keep the names of
 the main nest, is scheduled the same way. Transforms that do not find their
 loops leave the tree as it is, which lets default schedules be written once
 for every shape an op can take. A symbolic extent (an expression over size
-variables) is split into a symbolic count of whole parts and a symbolic tail;
-register tiles are only built over static extents.
+variables) is split into a symbolic count of whole parts and a tail of static
+chunks of halving sizes (``halving_chunks``); register tiles are only built over
+static extents.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable
 
 from compiler.loopir.compute import combine
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, div, map_loads, mul, sub
-from compiler.loopir.sizes import Size, as_size, size_mul, static_value
+from compiler.loopir.sizes import Size, as_size, size_expr, size_mul, static_value
 from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, map_stmts, seq, substitute_stmt
 
 
@@ -26,10 +27,6 @@ def parts_of(extent: Size, factor: int) -> tuple[Size, Size]:
         return divmod(extent, factor)
     count = as_size(div(extent, Const(factor)))
     return count, as_size(sub(extent, mul(div(extent, Const(factor)), Const(factor))))
-
-
-def _expr(d: Size) -> Expr:
-    return Const(d) if isinstance(d, int) else d
 
 
 def split(s: Stmt, name: str, factor: int) -> Stmt:
@@ -46,7 +43,7 @@ def split(s: Stmt, name: str, factor: int) -> Stmt:
         main = For(inner, factor, substitute_stmt(node.body, {node.var: outer * factor + inner}))
         parts: list[Stmt] = [For(outer, count, main, node.kind) if static_value(count) != 1
                              else substitute_stmt(main, {outer: Const(0)})]
-        start = _expr(count) * factor
+        start = size_expr(count) * factor
         if isinstance(rest, int):
             if rest:
                 parts.append(For(inner, rest, substitute_stmt(node.body, {node.var: inner + start})))
@@ -166,8 +163,8 @@ def collapse(loops: list[For], body: Stmt, kind: ForKind = ForKind.SERIAL) -> St
     mapping: dict[Var, Expr] = {}
     inner: Size = 1
     for k, loop in enumerate(reversed(loops)):
-        position = fused if inner == 1 else div(fused, _expr(inner))
-        mapping[loop.var] = position if k == len(loops) - 1 else position % _expr(loop.extent)
+        position = fused if inner == 1 else div(fused, size_expr(inner))
+        mapping[loop.var] = position if k == len(loops) - 1 else position % size_expr(loop.extent)
         inner = size_mul(inner, loop.extent)
     return For(fused, inner, substitute_stmt(body, mapping), kind)
 
@@ -205,7 +202,7 @@ def hoist_reduction(s: Stmt, names: list[str]) -> Stmt:
         if {f.var.name for f in chain} != wanted or not isinstance(inner, Alloc) or inner.buffer.shape != (1,):
             return None
         if not all(isinstance(f.extent, int) for f in chain):
-            return None  # a symbolic split's tail: it keeps its scalar accumulator
+            return None  # a loop of symbolic extent keeps its scalar accumulator
         parts = inner.body.stmts if isinstance(inner.body, Seq) else (inner.body,)
         if len(parts) != 3:
             return None
@@ -261,7 +258,7 @@ def vectorize_reduction(s: Stmt, name: str, width: int, combiner: str, init: Con
         main: Stmt = For(lane, width, lanes_update, ForKind.VECTORIZED)
         main = For(outer, count, main) if static_value(count) != 1 else substitute_stmt(main, {outer: Const(0)})
         parts = [main]
-        start = _expr(count) * width
+        start = size_expr(count) * width
         if isinstance(rest, int):
             if rest:
                 parts.append(For(tail, rest, substitute_stmt(cursor, {loop.var: tail + start})))

@@ -719,8 +719,7 @@ def kernel_size_vars(kernel: Kernel) -> set[SizeVar]:
     for node in walk_stmts(kernel.body):
         if isinstance(node, For):
             found |= size_vars(node.extent)
-    for e in stmt_exprs(kernel.body):
-        found |= {x for x in walk(e) if isinstance(x, SizeVar)}
+    found |= size_vars(*stmt_exprs(kernel.body))
     for buffer, _ in loads_and_stores(kernel.body):
         found |= size_vars(*buffer.shape)
     return found

@@ -137,9 +137,6 @@ class _Sizes:
                 return b.select(b.icmp_signed("<" if e.op == "min" else ">", x, y), x, y)
         raise ValueError(f"not a size expression: {e}")
 
-    def add(self, x: ir.Value, y: ir.Value) -> ir.Value:
-        return self.arith("add", x, y)
-
     def arith(self, op: str, x: ir.Value, y: ir.Value) -> ir.Value:
         b = self.b
         if self.overflow is None:
@@ -161,7 +158,7 @@ def _slot_offsets(sizes: _Sizes, layout: RunLayout) -> tuple[dict[str, ir.Value]
         for key in slot.after:
             offset = b.select(b.icmp_signed(">", ends[key], offset), ends[key], offset)
         offsets[slot.key] = offset
-        ends[slot.key] = sizes.add(offset, sizes.value(slot.size))
+        ends[slot.key] = sizes.arith("add", offset, sizes.value(slot.size))
         total = b.select(b.icmp_signed(">", ends[slot.key], total), ends[slot.key], total)
     return offsets, total
 
