@@ -28,6 +28,7 @@ from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
 from compiler.loopir.printer import format_kernel, format_size
+from compiler.loopir.sizes import SizeRange
 from compiler.lowering.driver import Program, lower_graph
 from compiler.ops.registry import lookup
 from runtime_stub.signature import native_signature
@@ -65,6 +66,14 @@ def _output_spec(program: Program) -> list[dict[str, Any]]:
     return specs
 
 
+def _dim_entry(name: str, r: SizeRange) -> dict[str, Any]:
+    """A size variable as the runtime binds it: from the input shapes, or (``value``) read from an input's data."""
+    entry: dict[str, Any] = {"name": name, "min": r.lo, "max": r.hi}
+    if r.source is not None:
+        entry["value"] = [r.source.input, r.source.index]
+    return entry
+
+
 def _manifest(program: Program, target: Target, options: Mapping[str, Any], profile: bool) -> dict[str, Any]:
     manifest = {
         "compiler_version": __version__,
@@ -73,7 +82,7 @@ def _manifest(program: Program, target: Target, options: Mapping[str, Any], prof
         "inputs": _io_spec(program.inputs),
         "outputs": _output_spec(program),
         "workspace_size": program.workspace_size,
-        "dims": [{"name": name, "min": r.lo, "max": r.hi} for name, r in program.sizes.items()],
+        "dims": [_dim_entry(name, r) for name, r in program.sizes.items()],
         "size_constraints": [c.message for c in program.constraints],
         "kernels": [{"name": c.kernel.name, "ops": c.kernel.label, "flops": c.kernel.flops} for c in program.calls],
         # No timings here: compiling the same model twice must give the same bytes.

@@ -196,6 +196,17 @@ def _is_tensor(entry: Any) -> bool:
             and all(_is_count(d) or (isinstance(d, str) and d) for d in entry["shape"]))
 
 
+def _is_size_variable(d: dict) -> bool:
+    """``{name, min, max}``, or a value size with ``value: [input, index]`` (which may be negative)."""
+    if not isinstance(d.get("name"), str):
+        return False
+    if "value" not in d:
+        return _is_count(d.get("min")) and _is_count(d.get("max"))
+    value = d["value"]
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and _is_count(value[1])
+            and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in ("min", "max")))
+
+
 def _check_fields(manifest: dict[str, Any], label: str) -> None:
     """The fields every executor reads have the types format 2 gives them (the executors' own checks,
     and the native signature, come after)."""
@@ -208,8 +219,7 @@ def _check_fields(manifest: dict[str, Any], label: str) -> None:
             # A graph may list one output twice (onnxruntime returns it twice); an input is fed once.
             problems.append("'inputs' repeats a name")
     dims = manifest.get("dims", [])
-    if not isinstance(dims, list) or not all(isinstance(d, dict) and isinstance(d.get("name"), str)
-                                             and _is_count(d.get("min")) and _is_count(d.get("max")) for d in dims):
+    if not isinstance(dims, list) or not all(isinstance(d, dict) and _is_size_variable(d) for d in dims):
         problems.append("'dims' is not a list of {name, min, max} size variables")
     if not isinstance(manifest.get("size_constraints", []), list) or not all(
             isinstance(m, str) for m in manifest.get("size_constraints", [])):

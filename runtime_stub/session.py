@@ -240,7 +240,7 @@ class CpuExecutor:
         if values[0] == -1:  # tilec_sizes: a size overflowed int64
             raise InvalidInputError(f"the input shapes (dims {list(dims)}) make tensors too large to address")
         if values[0] <= -2 and -2 - values[0] < len(self._constraints):  # tilec_sizes: constraint k violated
-            raise InvalidInputError(f"the input shapes do not fit together: {self._constraints[-2 - values[0]]} "
+            raise InvalidInputError(f"the inputs do not fit together: {self._constraints[-2 - values[0]]} "
                                     f"({self._dims_text(dims)})")
         if any(v < 0 for v in values):
             raise CorruptArtifactError(f"the native code computed negative sizes for dims {list(dims)}")
@@ -531,7 +531,7 @@ class InferenceSession:
                 else:
                     views.append(view)
                     inputs.append(_checked_view(arg, view, executor.device_io))
-            dims = np.array(self._sizes.bind(self._input_names, self._input_shapes, shapes), dtype=np.int64) \
+            dims = np.array(self._sizes.bind(self._input_names, self._input_shapes, shapes, inputs), dtype=np.int64) \
                 if self._sizes else None
             yield inputs, dims
         finally:

@@ -1,12 +1,14 @@
 """Binding an artifact's symbolic dimensions (size variables) from the shapes of a run's inputs.
 
 Contract: ``SizeVariables(manifest)`` reads the manifest's ``dims`` (each ``{name, min, max}``, in the
-order of the native ``dims`` array). ``bind(args, shapes)`` takes each input's declared shape (ints,
-and names of size variables) and the shape the caller passed, and returns the value of every size
-variable as the native code takes it, or raises ``InvalidInputError`` naming the input, the axis,
-the variable, and its range or the conflicting value: a wrong rank or fixed dim, two inputs that
-disagree on one variable, a value outside the variable's range, a variable no input sets. Only the
-standard library: the caller makes the int64 array.
+order of the native ``dims`` array; a *value size* also has ``value: [input, index]``, an element of an
+integer input of static shape that sets a shape at run time: a Reduce's axes). ``bind(args, shapes,
+arrays)`` takes each input's declared shape (ints, and names of size variables), the shape the caller
+passed and the array itself, and returns the value of every size variable as the native code takes it,
+or raises ``InvalidInputError`` naming the input, the axis (or element), the variable, and its range or
+the conflicting value: a wrong rank or fixed dim, two inputs that disagree on one variable, a value
+outside the variable's range, a variable no input sets. Reading a value size is the one look at input
+data here: bookkeeping, no arithmetic. Only the standard library: the caller makes the int64 array.
 """
 
 from __future__ import annotations
@@ -24,18 +26,28 @@ class SizeRange:
     name: str
     lo: int
     hi: int
+    value: tuple[str, int] | None = None  # (input, element index) for a value size
+
+
+_VALUE_DTYPES = ("int32", "int64")
 
 
 class SizeVariables:
     def __init__(self, manifest: Mapping[str, Any]) -> None:
         entries = manifest.get("dims", [])
         try:
-            self.ranges = [SizeRange(str(e["name"]), int(e["min"]), int(e["max"])) for e in entries]
+            self.ranges = [SizeRange(str(e["name"]), int(e["min"]), int(e["max"]), _value_source(e)) for e in entries]
+            inputs = {str(e["name"]): e for e in manifest.get("inputs", [])}
         except (TypeError, KeyError, ValueError):
             raise CorruptArtifactError(f"the manifest's 'dims' is malformed: {entries!r}") from None
         self._index = {r.name: k for k, r in enumerate(self.ranges)}
-        if len(self._index) != len(self.ranges) or any(not 0 <= r.lo <= r.hi for r in self.ranges):
+        if len(self._index) != len(self.ranges) or any(not r.lo <= r.hi or (r.lo < 0 and r.value is None)
+                                                       for r in self.ranges):
             raise CorruptArtifactError(f"the manifest's 'dims' is malformed: {entries!r}")
+        for r in self.ranges:
+            if r.value is not None and not _holds(inputs.get(r.value[0]), r.value[1]):
+                raise CorruptArtifactError(f"size variable {r.name!r} is read from element {r.value[1]} of input "
+                                           f"{r.value[0]!r}, which has no such integer element")
 
     def __bool__(self) -> bool:
         return bool(self.ranges)
@@ -46,9 +58,20 @@ class SizeVariables:
             if isinstance(d, str) and d not in self._index:
                 raise CorruptArtifactError(f"input {name!r} has dim {d!r}, which is no size variable of the manifest")
 
-    def bind(self, names: Sequence[str], declared: Sequence[Sequence[Dim]], shapes: Sequence[Sequence[int]]) -> list[int]:
+    def bind(self, names: Sequence[str], declared: Sequence[Sequence[Dim]], shapes: Sequence[Sequence[int]],
+             arrays: Sequence[Any]) -> list[int]:
         values: list[int | None] = [None] * len(self.ranges)
         source: list[tuple[str, int]] = [("", 0)] * len(self.ranges)
+        by_name = dict(zip(names, arrays))
+        for k, r in enumerate(self.ranges):
+            if r.value is None:
+                continue
+            name, element = r.value
+            n = int(by_name[name].reshape(-1)[element])
+            if not r.lo <= n <= r.hi:
+                raise InvalidInputError(f"input {name!r} element {element} is {n}, outside the range tilec compiled "
+                                        f"for it: [{r.lo}, {r.hi}]")
+            values[k] = n
         for name, want, have in zip(names, declared, shapes):
             if len(have) != len(want):
                 raise InvalidInputError(f"input {name!r} has shape {list(have)} of rank {len(have)}, expected rank "
@@ -74,6 +97,26 @@ class SizeVariables:
         if unset:
             raise CorruptArtifactError(f"no input sets the size variable(s) {', '.join(unset)}")
         return [int(v) for v in values]  # type: ignore[arg-type]
+
+
+def _value_source(entry: Mapping[str, Any]) -> tuple[str, int] | None:
+    if "value" not in entry:
+        return None
+    name, element = entry["value"]
+    return str(name), int(element)
+
+
+def _holds(spec: Mapping[str, Any] | None, element: int) -> bool:
+    """Whether the input ``spec`` (a manifest entry) is an integer tensor of static shape with that element."""
+    if spec is None or spec.get("dtype") not in _VALUE_DTYPES:
+        return False
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        return False
+    count = 1
+    for d in shape:
+        count *= d
+    return 0 <= element < count
 
 
 def _shape_text(shape: Sequence[Dim]) -> str:

@@ -3,7 +3,7 @@
 Contract: ``native_signature(manifest, weights_size)`` is the canonical bytes (JSON, sorted
 keys, no spaces) of what the native code was compiled to read and write: the ABI version, the
 name, element type and shape of every input and output in order (a symbolic dim by its name or
-expression), the size variables with their ranges, the static workspace size, the weights
+expression), the size variables with their ranges (and, for a value size, the input element it is read from), the static workspace size, the weights
 section's size, the kernel count (profiling counters) and the run-time checks' flag offsets. The
 compiler embeds it in the shared object, returned by ``tilec_signature()``; the CPU executor
 recomputes it from the manifest it read and refuses the artifact with ``CorruptArtifactError``
@@ -29,7 +29,8 @@ def native_signature(manifest: Mapping[str, Any], weights_size: int) -> bytes:
             "inputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["inputs"]],
             "outputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["outputs"]],
             "workspace_size": manifest["workspace_size"],
-            "dims": [[d["name"], d["min"], d["max"]] for d in manifest.get("dims", [])],
+            "dims": [[d["name"], d["min"], d["max"], *(["value", d["value"]] if "value" in d else [])]
+                     for d in manifest.get("dims", [])],
             "size_constraints": len(manifest.get("size_constraints", [])),
             "weights_size": weights_size,
             "kernels": len(manifest["kernels"]),

@@ -61,7 +61,7 @@ from compiler.frontend import symbolic
 from compiler.frontend.rewrite import NameSource, all_names, has_subgraph
 from compiler.frontend.symbolic import SymbolicDims
 from compiler.graph.ir import Graph, Node, Value
-from compiler.loopir.sizes import size_prod
+from compiler.loopir.sizes import ValueSource, size_prod
 
 #: Ops whose result differs per run: folding would freeze one sample.
 RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -98,6 +98,8 @@ class FoldedGraph:
     sizes: dict[str, np.ndarray] = field(default_factory=dict)
     size_types: dict[str, int] = field(default_factory=dict)
     dims: SymbolicDims = field(default_factory=lambda: SymbolicDims(()))
+    # The value sizes (size variables read from an input's data) by name, and where each is read.
+    value_sources: dict[str, ValueSource] = field(default_factory=dict)
 
     def as_graph(self) -> onnx.GraphProto:
         """The graph without initializers (constants travel separately to shape inference)."""
@@ -145,6 +147,7 @@ def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] 
         dims=SymbolicDims(input_dim_names(graph_inputs(graph))),
     )
     names = NameSource(all_names(graph))
+    _seed_value_sizes(state, names)
     for _ in range(_MAX_ROUNDS):
         _drop_unused_constants(state)
         state.infer()
@@ -161,6 +164,47 @@ def static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
     if not all(d.HasField("dim_value") for d in dims):
         return None
     return tuple(d.dim_value for d in dims)
+
+
+def _seed_value_sizes(state: FoldedGraph, names: NameSource) -> None:
+    """A small integer graph input that feeds a shape-setting operand (``symbolic.SHAPE_OPERANDS``: a Reduce's
+    axes) is read at run time: those operands read a size value of value sizes instead (a copy under a fresh
+    name; every other reader still reads the tensor), so its shape effects stay symbolic."""
+    eligible: dict[str, tuple[tuple[int, ...], int]] = {}
+    for vi in state.inputs:
+        shape = static_shape(vi.type)
+        elem = vi.type.tensor_type.elem_type
+        if shape is not None and len(shape) <= 1 and elem in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) \
+                and int(np.prod(shape, dtype=np.int64)) <= symbolic.MAX_VALUE_ELEMENTS:
+            eligible[vi.name] = (shape, elem)
+    taken = set(input_dim_names(state.inputs))
+    aliases: dict[str, str] = {}
+    nodes: list[onnx.NodeProto] = []
+    for node in state.nodes:
+        positions = symbolic.SHAPE_OPERANDS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+        hits = [k for k in positions if k < len(node.input) and node.input[k] in eligible]
+        if hits:
+            node = _copy(node)  # the caller's model stays as it was
+            for k in hits:
+                name = node.input[k]
+                if name not in aliases:
+                    shape, elem = eligible[name]
+                    aliases[name] = alias = names.fresh(f"{name}__value")
+                    if not int(np.prod(shape, dtype=np.int64)):  # no elements: the shape says it all
+                        state.constants[alias] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(elem))
+                    else:
+                        array, sources = symbolic.value_sizes(name, shape, taken)
+                        state.sizes[alias], state.size_types[alias] = array, elem
+                        state.value_sources.update(sources)
+                node.input[k] = aliases[name]
+        nodes.append(node)
+    state.nodes = nodes
+
+
+def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    return out
 
 
 # --- one round ------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
     """Build the graph IR from ``folded`` (see the module docstring)."""
     _check_input_types(folded.inputs)
     sizes = _size_ranges(folded.inputs, dim_bounds or {})
+    sizes.update((name, SizeRange.of_value(source)) for name, source in folded.value_sources.items())
     values: dict[str, Value] = {}
     inputs = [_input_value(vi) for vi in folded.inputs]
     values.update((v.name, v) for v in inputs)

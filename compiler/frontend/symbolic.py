@@ -34,8 +34,8 @@ import onnx
 from onnx import helper
 
 from compiler.loopir.expr import Const, binary
-from compiler.loopir.sizes import (Size, SizeVar, exact_quotient, normalize, same_size, size_expr, size_mul,
-                                   size_prod)
+from compiler.loopir.sizes import (Size, SizeVar, ValueSource, choose, exact_quotient, kept_dims, named_axes,
+                                   normalize, same_size, size_expr, size_mul, size_prod)
 
 #: The prefix of the dim_params tilec gives sizes that are not a graph input's own.
 RESERVED_PREFIX = "tilec_size_"
@@ -237,6 +237,42 @@ SHAPE_OPS = frozenset({*_BINARY, *_COMPARE, "Identity", "Neg", "Cast", "Gather",
                        "Reshape", "Slice", "Where", "Abs"})
 
 
+# --- shape-setting values given at run time ----------------------------------------------------------
+
+REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                        "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"})
+
+#: The operands that set a shape or name axes, by op: where a graph input feeds one directly, its elements
+#: become *value sizes*, size variables the runtime reads from the input's data (``ValueSource``).
+SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {op: (1,) for op in REDUCE_OPS}
+
+#: Most elements a shape-setting input may have to be read as value sizes (one per axis, or two for pads).
+MAX_VALUE_ELEMENTS = 64
+
+
+def value_sizes(name: str, shape: Sequence[int], taken: set[str]) -> tuple[np.ndarray, dict[str, ValueSource]]:
+    """The size value of graph input ``name`` (of static ``shape``): one size variable per element, named
+    ``name`` (a scalar) or ``name[k]``, and where the runtime reads each."""
+    count = int(np.prod(shape, dtype=np.int64))
+    sources: dict[str, ValueSource] = {}
+    array = np.empty(count, dtype=object)
+    for k in range(count):
+        var = name if not shape else f"{name}[{k}]"
+        while var in taken:
+            var += "'"
+        taken.add(var)
+        sources[var] = ValueSource(name, k)
+        array[k] = SizeVar(var)
+    return array.reshape(tuple(shape)), sources
+
+
+def _reduce_shape(data: list[Size], axes: list[Size], keepdims: bool) -> list[Size]:
+    flags = named_axes(axes, len(data))
+    if keepdims:
+        return [choose(f, 1, d) for f, d in zip(flags, data)]
+    return kept_dims(data, flags, len(axes))
+
+
 # --- types of nodes whose shape operand is symbolic --------------------------------------------------
 
 
@@ -423,6 +459,8 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
             length = normalize(binary("div", size_expr(size_add_int(limit, delta - 1 - start)), Const(delta)))
             shape = [length if not isinstance(length, int) else max(length, 0)]
             elem = elem or onnx.TensorProto.INT64
+    elif op in REDUCE_OPS and data is not None and operand(1) is not None:
+        shape = _reduce_shape(data, operand(1), bool(attrs.get("keepdims", 1)))
     elif op == "Slice" and data is not None and operand(1) is not None and operand(2) is not None:
         axes = operand(3)
         if axes is None or all(isinstance(a, int) for a in axes):
@@ -432,5 +470,5 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
     return {node.output[0]: dims.tensor_type(elem, shape)}
 
 
-__all__ = ["RESERVED_PREFIX", "SHAPE_OPS", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",
+__all__ = ["MAX_VALUE_ELEMENTS", "REDUCE_OPS", "RESERVED_PREFIX", "SHAPE_OPERANDS", "SHAPE_OPS", "value_sizes", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",
            "shape_of", "sizes_array", "symbolic_value"]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Binary, Const, Expr, Var, add, div, mul, walk
+from compiler.loopir.expr import (COMPARE_OPS, Binary, Const, Expr, Select, Var, add, binary, compare, div, mul,
+                                  select, walk)
 
 Size = Union[int, Expr]
 
@@ -33,14 +34,34 @@ class SizeVar(Var):
     """A symbolic dimension (int64), bound for a whole run from the input shapes."""
 
 
+#: Bound on the magnitude of a value size (see ``ValueSource``): sums of a few such values and sizes stay within
+#: int64, so a Slice bound or a pad is clamped by the code before anything can overflow.
+VALUE_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class ValueSource:
+    """Where the runtime reads a size variable that is no dimension but a *value*: element ``index`` (row-major)
+    of the integer graph input ``input``, a shape-setting operand given at run time (Reduce's axes, Pad's pads,
+    Slice's starts, Reshape's shape). Such a variable may be negative."""
+
+    input: str
+    index: int
+
+
 @dataclass(frozen=True)
 class SizeRange:
     lo: int = 1
     hi: int = DEFAULT_MAX_SIZE
+    source: ValueSource | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.lo <= self.hi:
+        if not self.lo <= self.hi or (self.lo < 0 and self.source is None):
             raise ValueError(f"empty size range [{self.lo}, {self.hi}]")
+
+    @staticmethod
+    def of_value(source: ValueSource) -> "SizeRange":
+        return SizeRange(-VALUE_LIMIT, VALUE_LIMIT, source)
 
     def __str__(self) -> str:
         return f"{self.lo}..{self.hi}"
@@ -79,6 +100,13 @@ def size_ceil_div(a: Size, b: int) -> Size:
     return as_size(div(add(a, Const(b - 1)), Const(b)))
 
 
+def size_sum(terms: Iterable[Size]) -> Size:
+    total: Size = 0
+    for t in terms:
+        total = size_add(total, t)
+    return total
+
+
 def size_prod(dims: Iterable[Size]) -> Size:
     total: Size = 1
     for d in dims:
@@ -102,6 +130,10 @@ def may_exceed_one(d: Size) -> bool:
 
 _EVAL = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
          "div": lambda x, y: x // y, "rem": lambda x, y: x % y, "min": min, "max": max}
+# Conditions inside sizes (which axes a run-time ``axes`` input names): comparisons, and/or of them, Select.
+_CONDITIONS = {"lt": lambda x, y: x < y, "le": lambda x, y: x <= y, "gt": lambda x, y: x > y,
+               "ge": lambda x, y: x >= y, "eq": lambda x, y: x == y, "ne": lambda x, y: x != y,
+               "and": lambda x, y: bool(x and y), "or": lambda x, y: bool(x or y)}
 
 
 def evaluate_size(d: Size, values: Mapping[str, int]) -> int:
@@ -114,6 +146,10 @@ def evaluate_size(d: Size, values: Mapping[str, int]) -> int:
         return int(values[d.name])
     if isinstance(d, Binary) and d.op in _EVAL and d.dtype is DType.I64:
         return _EVAL[d.op](evaluate_size(d.a, values), evaluate_size(d.b, values))
+    if isinstance(d, Binary) and d.op in _CONDITIONS and (d.op in COMPARE_OPS or d.dtype is DType.BOOL):
+        return int(_CONDITIONS[d.op](evaluate_size(d.a, values), evaluate_size(d.b, values)))
+    if isinstance(d, Select):
+        return evaluate_size(d.true_value if evaluate_size(d.cond, values) else d.false_value, values)
     raise ValueError(f"not a size expression: {d}")
 
 
@@ -133,6 +169,49 @@ def size_nbytes(dtype: DType, numel: Size) -> Size:
         return dtype.nbytes(numel)
     per = dtype.elements_per_byte
     return size_ceil_div(numel, per) if per > 1 else size_mul(numel, dtype.itemsize)
+
+
+# --- axes given at run time -----------------------------------------------------------------------
+# A Reduce's or CumSum's axes may be value sizes: which axes they name is a condition per axis, and every
+# dimension that depends on it a Select over those conditions.
+
+
+def named_axes(axes: Iterable[Size], rank: int) -> list[Expr]:
+    """For each axis of a rank-``rank`` tensor, the condition that one of ``axes`` (each in ``[-rank, rank)``,
+    an int or a value size) names it."""
+    axes = [size_expr(a) for a in axes]
+    flags: list[Expr] = []
+    for axis in range(rank):
+        flag: Expr = Const(False, DType.BOOL)
+        for a in axes:
+            hit = binary("or", compare("eq", a, axis), compare("eq", a, axis - rank))
+            flag = hit if isinstance(flag, Const) else binary("or", flag, hit)
+        flags.append(flag)
+    return flags
+
+
+def choose(flag: Expr, if_true: Size, if_false: Size) -> Size:
+    """``if_true`` where ``flag`` holds at run time, else ``if_false``, as a size."""
+    return as_size(select(flag, size_expr(if_true), size_expr(if_false)))
+
+
+def kept_axes_before(flags: list[Expr], axis: int) -> Size:
+    """How many of the axes before ``axis`` are not named (the position of ``axis`` once the named ones are
+    dropped, as a Reduce with ``keepdims=0`` drops them)."""
+    return size_sum(choose(f, 0, 1) for f in flags[:axis])
+
+
+def kept_dims(shape: "list[Size] | tuple[Size, ...]", flags: list[Expr], count: int) -> list[Size]:
+    """The dims of ``shape`` with the ``count`` axes that ``flags`` name dropped: result dim ``j`` is the
+    dim of the ``j``-th axis not named."""
+    dims: list[Size] = []
+    for j in range(len(shape) - count):
+        dim: Size = 0
+        for axis, (d, flag) in enumerate(zip(shape, flags)):
+            at_j = compare("eq", size_expr(kept_axes_before(flags, axis)), j)
+            dim = choose(flag, dim, choose(at_j, d, dim))
+        dims.append(dim)
+    return dims
 
 
 # --- canonical form -------------------------------------------------------------------------------

@@ -144,14 +144,15 @@ class LoweringContext:
             self.invalid(f"{what} {list(np.asarray(values).reshape(-1).tolist())} name an axis more than once")
         return axes
 
-    def require(self, lhs: Size, relation: str, rhs: Size, why: str) -> None:
+    def require(self, lhs: Size, relation: str, rhs: Size, why: str, show: bool = True) -> None:
         """Record that the run's sizes must satisfy ``lhs relation rhs`` (``==`` or ``<=``); nothing to record
-        where both are static (a static contradiction is the lowering's to refuse) or it holds for all sizes."""
+        where both are static (a static contradiction is the lowering's to refuse) or it holds for all sizes.
+        ``show=False`` leaves the relation out of the message (a condition over value sizes says less than ``why``)."""
         if (isinstance(lhs, int) and isinstance(rhs, int)) or same_size(lhs, rhs):
             return
-        shown = f"{format_size(lhs)} {relation} {format_size(rhs)}"
+        shown = f": needs {format_size(lhs)} {relation} {format_size(rhs)}" if show else ""
         self.constraints.append(SizeConstraint(normalize(lhs), relation, normalize(rhs),
-                                               f"{self.node.describe()}: {why}: needs {shown}"))
+                                               f"{self.node.describe()}: {why}{shown}"))
 
     def _require_in_bounds(self, body: Expr, extents: dict[Var, Size]) -> None:
         """A load indexed by a loop variable alone reads as far as the loop goes: the dim must be that long."""

@@ -1,19 +1,24 @@
 """Reduce* ops (axes as attribute or, from opset 13/18, as an input; keepdims; noop_with_empty_axes).
 
+Axes given at run time (a graph input the frontend reads as value sizes) reduce over every axis: axis ``d``'s
+reduction extent is its dim where the axes name it and 1 elsewhere, the result's the other way round, so one
+loop nest serves every choice of axes, and the run's ``axes`` are checked against the rank before it starts.
+
 Sums and products of half-precision values accumulate in float32 (``accumulator_type``), each
 element rounded to the input type first (as numpy does), and round once at the end.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from typing import Callable
-
 from compiler.dtypes import DType
-from compiler.loopir.expr import Expr, call, cast
-from compiler.loopir.sizes import Size, size_prod
+from compiler.loopir.expr import Const, Expr, call, cast, compare, select
+from compiler.loopir.sizes import (Size, as_size, choose, kept_axes_before, named_axes, size_expr, size_prod,
+                                   size_sum)
 from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.registry import OpDef, defop
 
@@ -45,6 +50,53 @@ def reduce_axes(ctx: LoweringContext, rank: int, input_index: int = 1) -> list[i
     return sorted({ctx.axis(a, rank, "axes") for a in np.asarray(axes).reshape(-1).tolist()})
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """Where a Reduce reads: the reduction extents, the element count per result, and the input index for
+    result index ``i`` and reduction index ``r``."""
+
+    extents: list[Size]
+    count: Size
+    source: Callable[[Index, Index], list[Expr]]
+
+
+def reduction(ctx: LoweringContext, x: Tensor) -> Reduction:
+    keep = bool(ctx.attr("keepdims", 1))
+    given = ctx.const_input(1, "axes") if ctx.has_input(1) else None
+    if given is not None and given.dtype == object and given.size:
+        return _run_time_axes(ctx, x, [as_size(a) for a in given.reshape(-1)], keep)
+    axes = reduce_axes(ctx, x.rank)
+    _, extents, count = reduced_space(x.shape, axes)
+    return Reduction(extents, count, lambda i, r: source_index(x.rank, axes, keep, i, r))
+
+
+def _run_time_axes(ctx: LoweringContext, x: Tensor, axes: list[Size], keep: bool) -> Reduction:
+    rank = x.rank
+    for k, a in enumerate(axes):
+        ctx.require(-rank, "<=", a, f"axes[{k}] must be an axis of the rank-{rank} input")
+        ctx.require(a, "<=", rank - 1, f"axes[{k}] must be an axis of the rank-{rank} input")
+    flags = named_axes(axes, rank)
+    if not keep and len(axes) > 1:  # the result's rank counts the axes: each must be named once
+        named = size_sum(choose(f, 1, 0) for f in flags)
+        ctx.require(named, "==", len(axes), "the axes must name distinct axes (keepdims=0 drops one axis each)",
+                    show=False)
+    extents = [choose(f, d, 1) for f, d in zip(flags, x.shape)]
+
+    def source(i: Index, r: Index) -> list[Expr]:
+        if keep:  # one of the two is 0: the extent of the other axis is 1
+            return [i[d] + r[d] for d in range(rank)]
+        out = []
+        for d in range(rank):
+            position = size_expr(kept_axes_before(flags, d))
+            kept = Const(0)
+            for j in range(len(i)):
+                kept = select(compare("eq", position, j), i[j], kept)
+            out.append(select(flags[d], r[d], kept))
+        return out
+
+    return Reduction(extents, size_prod(extents), source)
+
+
 def reduced_space(shape: tuple[Size, ...], axes: list[int]) -> tuple[list[Size], list[Size], Size]:
     """(keepdims result shape, reduction extents, number of elements reduced into each result)."""
     extents = [shape[a] for a in axes]
@@ -69,29 +121,21 @@ def _lower(name: str):
 
     def lower(ctx: LoweringContext) -> list[Tensor]:
         x = ctx.input(0)
-        axes = reduce_axes(ctx, x.rank)
-        keep = bool(ctx.attr("keepdims", 1))
+        space = reduction(ctx, x)
         out = ctx.output_type(0)
-        _, extents, count = reduced_space(x.shape, axes)
         # max/min are exact in any type; sums and products accumulate wider.
         work = x.dtype if combiner in ("max", "min") else accumulator_type(x.dtype)
-        return [ctx.reduce(out.shape, extents,
-                           lambda i, r: cast(element(x[source_index(x.rank, axes, keep, i, r)]), work), combiner,
-                           lambda acc, i: cast(finish(acc, count), out.dtype), name=name.lower())]
+        return [ctx.reduce(out.shape, space.extents, lambda i, r: cast(element(x[space.source(i, r)]), work), combiner,
+                           lambda acc, i: cast(finish(acc, space.count), out.dtype), name=name.lower())]
 
     return lower
 
 
 def _log_sum_exp(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
-    axes = reduce_axes(ctx, x.rank)
-    keep = bool(ctx.attr("keepdims", 1))
+    space = reduction(ctx, x)
     out = ctx.output_type(0)
-
-    def source(i: Index, r: Index) -> list[Expr]:
-        return source_index(x.rank, axes, keep, i, r)
-
-    extents = [x.shape[a] for a in axes]
+    source, extents = space.source, space.extents
     work = accumulator_type(x.dtype)
     peak = ctx.reduce(out.shape, extents, lambda i, r: x[source(i, r)], "max", name="lse_max", materialize=True)
     return [ctx.reduce(out.shape, extents, lambda i, r: cast(call("exp", x[source(i, r)] - peak[i]), work), "sum",

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.errors import DataDependentError, ModelLoadError, ShapeError
 from compiler.frontend import load_graph, load_model
 from compiler.frontend import loader
-from compiler.loopir.sizes import SizeRange, SizeVar
+from compiler.loopir.sizes import SizeRange, SizeVar, ValueSource
 from compiler.frontend.loader import CANONICAL_OPSET
 
 
@@ -169,11 +169,22 @@ def _reduce_with_axes_input() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_run_time_axes_error_names_the_node_and_the_value_to_fix():
+def test_run_time_axes_input_becomes_value_sizes_read_at_run_time():
+    graph = load_graph(_reduce_with_axes_input())
+    assert [v.name for v in graph.inputs] == ["x", "axes"]
+    assert graph.sizes["axes[0]"].source == ValueSource("axes", 0)
+    assert graph.sizes["axes[0]"].lo < 0  # a value size may be negative (an axis from the end)
+    assert len(graph.outputs[0].shape) == 2 and not graph.outputs[0].type.is_static
+
+
+def test_run_time_axes_computed_from_data_are_refused_naming_the_node_and_the_value():
+    model = _reduce_with_axes_input()
+    model.graph.node.insert(0, helper.make_node("Abs", ["axes"], ["axes_abs"], name="abs"))
+    model.graph.node[1].input[1] = "axes_abs"
     with pytest.raises(DataDependentError) as info:
-        load_graph(_reduce_with_axes_input())
-    assert info.value.values == ("axes",)  # the data operand 'x' is not a shape operand
-    assert "ReduceSum 'sum'" in str(info.value) and "--constant-input" in str(info.value)
+        load_graph(model)
+    assert info.value.values == ("axes_abs",)  # the data operand 'x' is not a shape operand
+    assert "ReduceSum 'sum'" in str(info.value)
 
 
 def test_constant_inputs_fix_a_shape_operand():

@@ -190,3 +190,34 @@ def test_the_unedited_dynamic_artifact_runs(dynamic_artifact: bytes) -> None:
 def test_dynamic_manifest_edits_are_refused(dynamic_artifact: bytes, attack: str) -> None:
     with pytest.raises(CorruptArtifactError):
         InferenceSession(edited(dynamic_artifact, DYNAMIC_ATTACKS[attack]))
+
+
+@pytest.fixture(scope="module")
+def value_artifact(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """ReduceSum(x[3, 4], axes[1]) with the axes read at run time (value sizes)."""
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)], "sum",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+                               helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return compiler.compile(model, tmp_path_factory.mktemp("integrity") / "sum.tilec").read_bytes()
+
+
+VALUE_ATTACKS = {
+    "a value size read from another element": _set("dims.0.value", ["axes", 1]),
+    "a value size read from the data input": _set("dims.0.value", ["x", 0]),
+    "a value size made a dimension": _set("dims.0.value", _DELETE),
+    "a value size's range widened": _set("dims.0.max", 1 << 63),
+}
+
+
+def test_the_unedited_value_artifact_runs(value_artifact: bytes) -> None:
+    with InferenceSession(edited(value_artifact, lambda m: None)) as session:
+        (y,) = session.run(None, {"x": np.ones((3, 4), np.float32), "axes": np.array([1], np.int64)})
+    assert y.tolist() == [4.0] * 3
+
+
+@pytest.mark.parametrize("attack", sorted(VALUE_ATTACKS))
+def test_value_size_manifest_edits_are_refused(value_artifact: bytes, attack: str) -> None:
+    with pytest.raises(CorruptArtifactError):
+        InferenceSession(edited(value_artifact, VALUE_ATTACKS[attack]))

@@ -31,7 +31,7 @@ from compiler.codegen.llvm.types import I32, I64, PTR
 from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
 from compiler.artifact.memory_plan import SymbolicSlot
-from compiler.loopir.expr import Binary, Const
+from compiler.loopir.expr import Binary, Const, Select
 from compiler.loopir.sizes import Size, SizeConstraint, SizeVar
 from compiler.loopir.stmt import Kernel, canonical_kernel
 
@@ -109,6 +109,9 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
     return module
 
 
+_PREDICATES = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
 @dataclass
 class _Sizes:
     """Evaluates size expressions from the run's dims; with ``overflow`` set, ORs into it whether any
@@ -135,6 +138,12 @@ class _Sizes:
                 return (b.sdiv if e.op == "div" else b.srem)(x, y)
             if e.op in ("min", "max"):
                 return b.select(b.icmp_signed("<" if e.op == "min" else ">", x, y), x, y)
+            if e.op in _PREDICATES:  # a condition of a Select (which axes a run-time axes input names): i1
+                return b.icmp_signed(_PREDICATES[e.op], x, y)
+            if e.op in ("and", "or"):
+                return (b.and_ if e.op == "and" else b.or_)(x, y)
+        if isinstance(e, Select):
+            return b.select(self.value(e.cond), self.value(e.true_value), self.value(e.false_value))
         raise ValueError(f"not a size expression: {e}")
 
     def arith(self, op: str, x: ir.Value, y: ir.Value) -> ir.Value:

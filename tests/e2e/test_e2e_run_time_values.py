@@ -1,0 +1,79 @@
+"""Shape-setting values given at run time: a graph input that names axes is read by the runtime, not compiled in.
+
+Each model is compiled once, as a user's model arrives (no ``--constant-input``), and run with many values of
+its shape-setting input, against onnxruntime. Tolerance: max |tilec - onnxruntime| <= 1e-5 * max(1, max
+|onnxruntime|) (float32 sums of at most 60 elements). A value the model cannot take (an axis out of range, an
+axis named twice where keepdims=0 drops one axis per entry) is an ``InvalidInputError`` naming it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import compiler
+from runtime_stub import InferenceSession
+from runtime_stub.errors import InvalidInputError
+
+RTOL = 1e-5
+
+
+def _reduce_model(op: str, keepdims: int, n_axes: int, batch: str | int = 3):
+    out_rank = 3 if keepdims else 3 - n_axes
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", "axes"], ["y"], name="reduce", keepdims=keepdims)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4, 5]),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, [n_axes])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"y{k}" for k in range(out_rank)])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _compiled(model, tmp_path, name: str = "m") -> tuple[InferenceSession, ort.InferenceSession]:
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(model.SerializeToString())
+    compiler.compile(str(path), str(tmp_path / f"{name}.tilec"))
+    return InferenceSession(str(tmp_path / f"{name}.tilec")), ort.InferenceSession(str(path))
+
+
+def _check(session: InferenceSession, reference: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> None:
+    got, = session.run(None, feeds)
+    want, = reference.run(None, feeds)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert float(np.abs(got - want).max(initial=0.0)) <= RTOL * max(1.0, float(np.abs(want).max(initial=0.0)))
+
+
+@pytest.mark.parametrize("op, keepdims, n_axes", [("ReduceSum", 1, 1), ("ReduceMean", 0, 1), ("ReduceMax", 1, 2),
+                                                  ("ReduceLogSumExp", 0, 2), ("ReduceProd", 0, 3)])
+def test_reduce_axes_read_at_run_time(tmp_path, op: str, keepdims: int, n_axes: int) -> None:
+    session, reference = _compiled(_reduce_model(op, keepdims, n_axes), tmp_path)
+    assert [a.name for a in session.get_inputs()] == ["x", "axes"]  # still an input, not a constant
+    x = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32) + 0.5
+    for axes in itertools.permutations([0, 1, 2, -1, -2], n_axes):
+        if len({a % 3 for a in axes}) < n_axes:
+            continue  # an axis named twice: below
+        _check(session, reference, {"x": x, "axes": np.array(axes, np.int64)})
+
+
+def test_reduce_axes_with_a_symbolic_batch(tmp_path) -> None:
+    session, reference = _compiled(_reduce_model("ReduceSum", 0, 1, batch="batch"), tmp_path)
+    rng = np.random.default_rng(1)
+    for n, axis in [(1, 0), (2, 1), (7, -1), (3, 0), (5, 2)]:
+        _check(session, reference, {"x": rng.random((n, 4, 5)).astype(np.float32), "axes": np.array([axis], np.int64)})
+
+
+def test_bad_run_time_axes_are_refused_naming_them(tmp_path) -> None:
+    session, _ = _compiled(_reduce_model("ReduceSum", 0, 2), tmp_path)
+    x = np.ones((3, 4, 5), np.float32)
+    with pytest.raises(InvalidInputError, match=r"axes\[1\] must be an axis of the rank-3 input"):
+        session.run(None, {"x": x, "axes": np.array([0, 3], np.int64)})
+    with pytest.raises(InvalidInputError, match=r"axes\[0\] must be an axis of the rank-3 input: needs -3 <= axes\[0\]"):
+        session.run(None, {"x": x, "axes": np.array([-4, 1], np.int64)})
+    with pytest.raises(InvalidInputError, match="distinct axes"):
+        session.run(None, {"x": x, "axes": np.array([2, -1], np.int64)})
+    with pytest.raises(InvalidInputError, match=r"input 'axes' element 0 is 9223372036854775807, outside"):
+        session.run(None, {"x": x, "axes": np.array([2**63 - 1, 0], np.int64)})
+    assert session.run(None, {"x": x, "axes": np.array([0, 1], np.int64)})[0].tolist() == [12.0] * 5  # the session still runs
