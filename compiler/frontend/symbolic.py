@@ -244,7 +244,7 @@ REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Re
 
 #: The operands that set a shape or name axes, by op: where a graph input feeds one directly, its elements
 #: become *value sizes*, size variables the runtime reads from the input's data (``ValueSource``).
-SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {op: (1,) for op in REDUCE_OPS}
+SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,)}
 
 #: Most elements a shape-setting input may have to be read as value sizes (one per axis, or two for pads).
 MAX_VALUE_ELEMENTS = 64
@@ -471,4 +471,4 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
 
 
 __all__ = ["MAX_VALUE_ELEMENTS", "REDUCE_OPS", "RESERVED_PREFIX", "SHAPE_OPERANDS", "SHAPE_OPS", "value_sizes", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",
-           "shape_of", "sizes_array", "symbolic_value"]
+           "shape_of", "sizes_array"]

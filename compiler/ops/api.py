@@ -28,7 +28,7 @@ from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, cast, const, select, substitute, walk
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import Size, SizeConstraint, as_size, is_one, normalize, same_size
+from compiler.loopir.sizes import Size, SizeConstraint, as_size, is_one, named_axes, normalize, same_size
 
 Index = tuple[Expr, ...]
 
@@ -143,6 +143,15 @@ class LoweringContext:
         if len(set(axes)) != len(axes):
             self.invalid(f"{what} {list(np.asarray(values).reshape(-1).tolist())} name an axis more than once")
         return axes
+
+    def run_time_axes(self, values: Sequence[Size], rank: int, what: str = "axes") -> list[Expr]:
+        """Axes given at run time (value sizes): for each axis of a rank-``rank`` tensor the condition that
+        ``values`` name it; the run checks that each lies in ``[-rank, rank)``."""
+        for k, a in enumerate(values):
+            label = f"{what}[{k}]" if len(values) > 1 or what == "axes" else what
+            self.require(-rank, "<=", a, f"{label} must be an axis of the rank-{rank} input")
+            self.require(a, "<=", rank - 1, f"{label} must be an axis of the rank-{rank} input")
+        return named_axes(values, rank)
 
     def require(self, lhs: Size, relation: str, rhs: Size, why: str, show: bool = True) -> None:
         """Record that the run's sizes must satisfy ``lhs relation rhs`` (``==`` or ``<=``); nothing to record

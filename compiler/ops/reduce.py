@@ -17,8 +17,7 @@ import numpy as np
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, select
-from compiler.loopir.sizes import (Size, as_size, choose, kept_axes_before, named_axes, size_expr, size_prod,
-                                   size_sum)
+from compiler.loopir.sizes import Size, as_size, choose, kept_axes_before, size_expr, size_prod, size_sum
 from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.registry import OpDef, defop
 
@@ -72,10 +71,7 @@ def reduction(ctx: LoweringContext, x: Tensor) -> Reduction:
 
 def _run_time_axes(ctx: LoweringContext, x: Tensor, axes: list[Size], keep: bool) -> Reduction:
     rank = x.rank
-    for k, a in enumerate(axes):
-        ctx.require(-rank, "<=", a, f"axes[{k}] must be an axis of the rank-{rank} input")
-        ctx.require(a, "<=", rank - 1, f"axes[{k}] must be an axis of the rank-{rank} input")
-    flags = named_axes(axes, rank)
+    flags = ctx.run_time_axes(axes, rank)
     if not keep and len(axes) > 1:  # the result's rank counts the axes: each must be named once
         named = size_sum(choose(f, 1, 0) for f in flags)
         ctx.require(named, "==", len(axes), "the axes must name distinct axes (keepdims=0 drops one axis each)",

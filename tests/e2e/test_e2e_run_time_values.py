@@ -77,3 +77,19 @@ def test_bad_run_time_axes_are_refused_naming_them(tmp_path) -> None:
     with pytest.raises(InvalidInputError, match=r"input 'axes' element 0 is 9223372036854775807, outside"):
         session.run(None, {"x": x, "axes": np.array([2**63 - 1, 0], np.int64)})
     assert session.run(None, {"x": x, "axes": np.array([0, 1], np.int64)})[0].tolist() == [12.0] * 5  # the session still runs
+
+
+@pytest.mark.parametrize("op, exclusive, reverse", [("CumSum", 0, 0), ("CumSum", 1, 1), ("CumSum", 0, 1)])
+def test_cumulative_axis_read_at_run_time(tmp_path, op: str, exclusive: int, reverse: int) -> None:
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 5]),
+         helper.make_tensor_value_info("axis", TensorProto.INT32, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 5])])
+    session, reference = _compiled(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path)
+    rng = np.random.default_rng(2)
+    for n, axis in [(3, 0), (1, 1), (2, 2), (4, -1), (3, -3)]:
+        x = rng.random((n, 4, 5)).astype(np.float32) + 0.5
+        _check(session, reference, {"x": x, "axis": np.array(axis, np.int32)})
+    with pytest.raises(InvalidInputError, match="axis must be an axis of the rank-3 input"):
+        session.run(None, {"x": x, "axis": np.array(3, np.int32)})
