@@ -35,7 +35,7 @@ from onnx import helper
 
 from compiler.loopir.expr import Const, binary
 from compiler.loopir.sizes import (Size, SizeVar, ValueSource, choose, exact_quotient, kept_dims, named_axes,
-                                   normalize, same_size, size_expr, size_mul, size_prod)
+                                   normalize, pads_per_axis, same_size, size_expr, size_mul, size_prod, size_sum)
 
 #: The prefix of the dim_params tilec gives sizes that are not a graph input's own.
 RESERVED_PREFIX = "tilec_size_"
@@ -244,7 +244,8 @@ REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Re
 
 #: The operands that set a shape or name axes, by op: where a graph input feeds one directly, its elements
 #: become *value sizes*, size variables the runtime reads from the input's data (``ValueSource``).
-SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,)}
+SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,),
+                                              "Pad": (1, 3)}
 
 #: Most elements a shape-setting input may have to be read as value sizes (one per axis, or two for pads).
 MAX_VALUE_ELEMENTS = 64
@@ -459,6 +460,9 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
             length = normalize(binary("div", size_expr(size_add_int(limit, delta - 1 - start)), Const(delta)))
             shape = [length if not isinstance(length, int) else max(length, 0)]
             elem = elem or onnx.TensorProto.INT64
+    elif op == "Pad" and data is not None and operand(1) is not None:
+        before, after = pads_per_axis(operand(1), operand(3), len(data))
+        shape = [size_sum([d, b, a]) for d, b, a in zip(data, before, after)]
     elif op in REDUCE_OPS and data is not None and operand(1) is not None:
         shape = _reduce_shape(data, operand(1), bool(attrs.get("keepdims", 1)))
     elif op == "Slice" and data is not None and operand(1) is not None and operand(2) is not None:

@@ -179,15 +179,35 @@ def size_nbytes(dtype: DType, numel: Size) -> Size:
 def named_axes(axes: Iterable[Size], rank: int) -> list[Expr]:
     """For each axis of a rank-``rank`` tensor, the condition that one of ``axes`` (each in ``[-rank, rank)``,
     an int or a value size) names it."""
-    axes = [size_expr(a) for a in axes]
     flags: list[Expr] = []
     for axis in range(rank):
         flag: Expr = Const(False, DType.BOOL)
         for a in axes:
-            hit = binary("or", compare("eq", a, axis), compare("eq", a, axis - rank))
-            flag = hit if isinstance(flag, Const) else binary("or", flag, hit)
+            if isinstance(a, int):
+                hit: Expr = Const(a in (axis, axis - rank), DType.BOOL)
+            else:
+                hit = binary("or", compare("eq", a, axis), compare("eq", a, axis - rank))
+            flag = _either(flag, hit)
         flags.append(flag)
     return flags
+
+
+def _either(a: Expr, b: Expr) -> Expr:
+    if isinstance(a, Const):
+        return b if not a.value else a
+    if isinstance(b, Const):
+        return a if not b.value else b
+    return binary("or", a, b)
+
+
+def pads_per_axis(pads: "list[Size]", axes: "Iterable[Size] | None", rank: int) -> tuple[list[Size], list[Size]]:
+    """Pad's ``pads`` (begins of the listed ``axes``, then their ends) as (before, after) per axis of a
+    rank-``rank`` tensor; ints, or sizes chosen per run where the pads or the axes are value sizes."""
+    axes = list(range(rank)) if axes is None else list(axes)
+    flags = [named_axes([a], rank) for a in axes]
+    before = [size_sum(choose(flags[k][d], pads[k], 0) for k in range(len(axes))) for d in range(rank)]
+    after = [size_sum(choose(flags[k][d], pads[len(axes) + k], 0) for k in range(len(axes))) for d in range(rank)]
+    return before, after
 
 
 def choose(flag: Expr, if_true: Size, if_false: Size) -> Size:

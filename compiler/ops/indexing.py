@@ -14,6 +14,8 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.errors import CompileError
 from compiler.loopir.expr import Const, Expr, cast, compare, const, logical_and, max_, min_, select
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import Size, as_size, pads_per_axis, size_add, size_expr
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -74,6 +76,12 @@ def _ints(ctx: LoweringContext, input_index: int, attr: str, what: str) -> list[
     return None if value is None else [int(v) for v in value]
 
 
+def _sizes(ctx: LoweringContext, input_index: int, what: str) -> list[Size]:
+    """A shape-setting input's elements: ints, or value sizes read at run time."""
+    return [as_size(v) if not isinstance(v, (int, np.integer)) else int(v)
+            for v in np.asarray(ctx.const_input(input_index, what)).reshape(-1)]
+
+
 def expand(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
     return [ctx.compute(out.shape, x.at_broadcast, dtype=x.dtype, name="expand")]
@@ -114,31 +122,40 @@ def pad(ctx: LoweringContext) -> list[Tensor]:
     mode = ctx.attr("mode", "constant")
     if ctx.opset < 11:
         pads, value = list(ctx.attr("pads")), const(float(ctx.attr("value", 0.0)), x.dtype)
-        axes = list(range(x.rank))
+        before, after = pads[:x.rank], pads[x.rank:]
     else:
-        pads = _ints(ctx, 1, "", "pads")
+        pads = _sizes(ctx, 1, "pads")
         value = ctx.input(2)[()] if ctx.has_input(2) and ctx.input(2).rank == 0 else \
             ctx.input(2)[(0,)] if ctx.has_input(2) else const(0, x.dtype)
-        axes = _ints(ctx, 3, "", "axes") if ctx.has_input(3) else list(range(x.rank))
-        axes = ctx.axes(axes, x.rank)
-    before = [0] * x.rank
-    for k, a in enumerate(axes):
-        before[a] = pads[k]
+        axes = _sizes(ctx, 3, "axes") if ctx.has_input(3) else None
+        if axes is not None and all(isinstance(a, int) for a in axes):
+            axes = ctx.axes(axes, x.rank)
+        elif axes is not None:
+            ctx.run_time_axes(axes, x.rank)
+        before, after = pads_per_axis(pads, axes, x.rank)
+        for d, n in enumerate(out.shape):
+            ctx.require(0, "<=", n, f"the pads must leave axis {d} with a size >= 0")
+            if mode == "reflect":  # a reflection reads at most n - 1 elements beyond each end
+                for p in (before[d], after[d]):
+                    ctx.require(p, "<=", size_add(x.shape[d], -1),
+                                f"reflect pads of axis {d} must be smaller than its size {format_size(x.shape[d])}")
 
     def read(i: Index) -> Expr:
         src, inside = [], const(True, DType.BOOL)
         for d in range(x.rank):
-            j, n = i[d] - before[d], x.shape[d]
+            j, n = i[d] - size_expr(before[d]), size_expr(x.shape[d])
             if mode == "constant":
                 inside = logical_and(inside, logical_and(compare("ge", j, 0), compare("lt", j, n)))
-                src.append(min_(max_(j, Const(0)), Const(n - 1)))
+                src.append(min_(max_(j, Const(0)), n - 1))
             elif mode == "edge":
-                src.append(min_(max_(j, Const(0)), Const(n - 1)))
+                src.append(min_(max_(j, Const(0)), n - 1))
             elif mode == "reflect":
                 j = select(compare("lt", j, 0), -j, j)
-                src.append(select(compare("ge", j, n), Const(2 * (n - 1)) - j, j))
-            elif mode == "wrap":
-                src.append(((j % n) + n) % n)
+                src.append(select(compare("ge", j, n), (n - 1) * 2 - j, j))
+            elif mode == "wrap":  # around what a negative pad leaves of the axis (as onnxruntime and the reference)
+                cut_before = max_(-size_expr(before[d]), Const(0))
+                kept = n - cut_before - max_(-size_expr(after[d]), Const(0))
+                src.append(cut_before + (((j - cut_before) % kept) + kept) % kept)
             else:
                 ctx.unsupported(f"mode={mode!r}")
         return select(inside, x[src], value) if mode == "constant" else x[src]
