@@ -34,7 +34,7 @@ import onnx
 from onnx import helper
 
 from compiler.loopir.expr import Const, binary
-from compiler.loopir.sizes import (Size, SizeVar, ValueSource, choose, exact_quotient, kept_dims, named_axes,
+from compiler.loopir.sizes import (Size, SizeVar, ValueSource, ValueVar, has_values, slice_geometry, choose, exact_quotient, kept_dims, named_axes,
                                    normalize, pads_per_axis, same_size, size_expr, size_mul, size_prod, size_sum)
 
 #: The prefix of the dim_params tilec gives sizes that are not a graph input's own.
@@ -110,6 +110,8 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
             a, b = int(a), int(b)
             return {"add": a + b, "sub": a - b, "mul": a * b, "min": min(a, b), "max": max(a, b),
                     "div": a // b if b else _undecidable(), "rem": a % b if b else _undecidable()}[op]
+        if op in ("div", "rem") and (has_values(_int(a)) or has_values(_int(b))):
+            _undecidable()  # ONNX truncates, the expressions floor: they agree for non-negative sizes only
         if op in ("div", "rem"):
             # ONNX's integer Div truncates; sizes are non-negative, where it is floor division. A negative
             # operand (a -1 placeholder divided by a size) is beyond what the expressions express.
@@ -138,6 +140,8 @@ def _compare(op: str) -> Callable[[Any, Any], bool]:
             return {"eq": a == b, "lt": a < b, "gt": a > b}[op]
         if same_size(a, b):
             return op == "eq"
+        if has_values(a) or has_values(b):
+            raise Undecidable()  # a value size may be negative
         # Sizes are >= 0: a size compared with a negative constant is decided (Where(Equal(s, -1), ...)).
         for x, y, flip in ((a, b, False), (b, a, True)):
             if isinstance(y, int) and y < 0 and not isinstance(x, int):
@@ -227,7 +231,7 @@ def _evaluate(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None]) -> list
             a, b = (_objects(v) for v in inputs[1:3])
             return [_result(np.where(cond, a, b))]
         if op == "Abs":
-            return [x]  # sizes are non-negative
+            return [x] if not any(has_values(_int(v)) for v in _objects(x).reshape(-1)) else None  # sizes are >= 0
     except (Undecidable, ValueError, IndexError, TypeError):
         return None
     return None
@@ -245,7 +249,7 @@ REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Re
 #: The operands that set a shape or name axes, by op: where a graph input feeds one directly, its elements
 #: become *value sizes*, size variables the runtime reads from the input's data (``ValueSource``).
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,),
-                                              "Pad": (1, 3)}
+                                              "Pad": (1, 3), "Slice": (1, 2, 3, 4)}
 
 #: Most elements a shape-setting input may have to be read as value sizes (one per axis, or two for pads).
 MAX_VALUE_ELEMENTS = 64
@@ -263,7 +267,7 @@ def value_sizes(name: str, shape: Sequence[int], taken: set[str]) -> tuple[np.nd
             var += "'"
         taken.add(var)
         sources[var] = ValueSource(name, k)
-        array[k] = SizeVar(var)
+        array[k] = ValueVar(var)
     return array.reshape(tuple(shape)), sources
 
 
@@ -467,7 +471,9 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         shape = _reduce_shape(data, operand(1), bool(attrs.get("keepdims", 1)))
     elif op == "Slice" and data is not None and operand(1) is not None and operand(2) is not None:
         axes = operand(3)
-        if axes is None or all(isinstance(a, int) for a in axes):
+        if any(has_values(v) for k in range(1, 5) for v in operand(k) or []):
+            shape = slice_geometry(data, operand(1), operand(2), axes, operand(4))[2]
+        elif axes is None or all(isinstance(a, int) for a in axes):
             shape = _slice(data, operand(1), operand(2), axes, operand(4))
     if shape is None or not elem or not node.output or not node.output[0]:
         return {}

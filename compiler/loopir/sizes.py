@@ -34,6 +34,17 @@ class SizeVar(Var):
     """A symbolic dimension (int64), bound for a whole run from the input shapes."""
 
 
+@dataclass(frozen=True)
+class ValueVar(SizeVar):
+    """A value size: a size variable read from an input's data (``ValueSource``), which, unlike a
+    dimension, may be negative (an axis from the end, a negative pad, a Slice start)."""
+
+
+def has_values(d: Size) -> bool:
+    """Whether ``d`` depends on a value size."""
+    return not isinstance(d, int) and any(isinstance(e, ValueVar) for e in walk(d))
+
+
 #: Bound on the magnitude of a value size (see ``ValueSource``): sums of a few such values and sizes stay within
 #: int64, so a Slice bound or a pad is clamped by the code before anything can overflow.
 VALUE_LIMIT = 1 << 62
@@ -198,6 +209,51 @@ def _either(a: Expr, b: Expr) -> Expr:
     if isinstance(b, Const):
         return a if not b.value else b
     return binary("or", a, b)
+
+
+def slice_axis(n: Size, start: Size, end: Size, step: Size) -> tuple[Size, Size]:
+    """(first index, length) of a Slice of an axis of ``n`` elements, as the spec clamps ``start`` and ``end``
+    (negative ones count from the end); ints where all are, else sizes chosen per run. ``step`` is not 0."""
+    if all(isinstance(v, int) for v in (n, start, end, step)):
+        picked = range(*slice(start, end, step).indices(n))
+        return picked.start, len(picked)
+    n_, st = size_expr(n), size_expr(step)
+    forward = compare("gt", st, 0) if not isinstance(step, int) else Const(step > 0, DType.BOOL)
+    lo, hi = select(forward, Const(0), Const(-1)), select(forward, n_, n_ - 1)
+
+    def clamp(v: Size) -> Expr:
+        v_ = size_expr(v)
+        return binary("min", binary("max", select(compare("lt", v_, 0), v_ + n_, v_), lo), hi)
+
+    first, last = clamp(start), clamp(end)
+    span = select(forward, last - first, first - last)
+    stride = select(forward, st, Const(0) - st)
+    length = binary("max", div(span + stride - 1, stride), Const(0))
+    return as_size(first), as_size(length)
+
+
+def slice_geometry(data: "list[Size]", starts: "list[Size]", ends: "list[Size]", axes: "list[Size] | None",
+                   steps: "list[Size] | None") -> tuple[list[Size], list[Size], list[Size]]:
+    """A Slice of a tensor of dims ``data`` as (first index, step, length) per axis; the operands may be value
+    sizes (the axes too: each axis then takes the entries of the one that names it, chosen per run)."""
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    flags = [named_axes([a], len(data)) for a in axes]
+    first: list[Size] = []
+    stride: list[Size] = []
+    length: list[Size] = []
+    for d, n in enumerate(data):
+        if all(isinstance(f[d], Const) and not f[d].value for f in flags):  # an axis no entry names
+            first.append(0), stride.append(1), length.append(n)
+            continue
+        start: Size = 0
+        end: Size = n
+        step: Size = 1
+        for k, f in enumerate(flags):
+            start, end, step = choose(f[d], starts[k], start), choose(f[d], ends[k], end), choose(f[d], steps[k], step)
+        begin, count = slice_axis(n, start, end, step)
+        first.append(begin), stride.append(step), length.append(count)
+    return first, stride, length
 
 
 def pads_per_axis(pads: "list[Size]", axes: "Iterable[Size] | None", rank: int) -> tuple[list[Size], list[Size]]:

@@ -15,7 +15,8 @@ from compiler.dtypes import DType
 from compiler.errors import CompileError
 from compiler.loopir.expr import Const, Expr, cast, compare, const, logical_and, max_, min_, select
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import Size, as_size, pads_per_axis, size_add, size_expr
+from compiler.loopir.sizes import (Size, as_size, choose, has_values, pads_per_axis, size_add, size_expr, size_sum,
+                                   slice_geometry)
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -92,8 +93,11 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
     if ctx.opset < 10:
         starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
     else:
-        starts, ends = _ints(ctx, 1, "", "starts"), _ints(ctx, 2, "", "ends")
-        axes, steps = _ints(ctx, 3, "", "axes"), _ints(ctx, 4, "", "steps")
+        operands = [_sizes(ctx, k, what) if ctx.has_input(k) else None
+                    for k, what in enumerate(["", "starts", "ends", "axes", "steps"]) if k]
+        if any(has_values(v) for values in operands for v in values or []):
+            return [_run_time_slice(ctx, x, *operands)]
+        starts, ends, axes, steps = operands
     axes = list(range(len(starts))) if axes is None else ctx.axes(axes, x.rank)
     steps = [1] * len(starts) if steps is None else steps
     first, stride = [0] * x.rank, [1] * x.rank
@@ -102,6 +106,26 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
         stride[a] = int(st)
     return [ctx.compute(out.shape, lambda i: x[[first[d] + i[d] * stride[d] for d in range(x.rank)]],
                         dtype=x.dtype, name="slice")]
+
+
+def _run_time_slice(ctx: LoweringContext, x: Tensor, starts: list[Size], ends: list[Size], axes: list[Size] | None,
+                    steps: list[Size] | None) -> Tensor:
+    """A Slice whose starts, ends, axes or steps are value sizes: first index and step per axis chosen per run."""
+    if axes is not None and all(isinstance(a, int) for a in axes):
+        axes = ctx.axes(axes, x.rank)
+    elif axes is not None:
+        flags = [ctx.run_time_axes([a], x.rank, f"axes[{k}]") for k, a in enumerate(axes)]
+        for d in range(x.rank):
+            ctx.require(size_sum(choose(f[d], 1, 0) for f in flags), "<=", 1, f"the axes name axis {d} twice",
+                        show=False)
+    for k, st in enumerate(steps or []):
+        if isinstance(st, int) and st == 0:
+            ctx.invalid(f"steps[{k}] is 0")
+        ctx.require(1, "<=", choose(compare("eq", size_expr(st), 0), 0, 1), f"steps[{k}] must not be 0", show=False)
+    first, stride, _ = slice_geometry(list(x.shape), starts, ends, axes, steps)
+    return ctx.compute(ctx.output_type(0).shape,
+                       lambda i: x[[size_expr(first[d]) + i[d] * size_expr(stride[d]) for d in range(x.rank)]],
+                       dtype=x.dtype, name="slice")
 
 
 def split(ctx: LoweringContext) -> list[Tensor]:

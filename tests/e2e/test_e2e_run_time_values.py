@@ -117,3 +117,27 @@ def test_pads_read_at_run_time(tmp_path, mode: str) -> None:
     if mode == "reflect":
         with pytest.raises(InvalidInputError, match="reflect pads of axis 1 must be smaller than its size 4"):
             session.run(None, {"x": x, "pads": np.array([4, 0, 0, 0], np.int64), "axes": np.array([1, 2], np.int64)})
+
+
+def test_slice_starts_ends_axes_steps_read_at_run_time(tmp_path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, 7]),
+         *[helper.make_tensor_value_info(n, TensorProto.INT64, [2]) for n in ("starts", "ends", "axes", "steps")]],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "h", "w"])])
+    session, reference = _compiled(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path)
+    rng = np.random.default_rng(4)
+    big = 2**62
+    runs = [(2, [0, 1], [6, 7], [1, 2], [1, 1]), (1, [-1, 5], [-7, 0], [1, 2], [-1, -2]),
+            (3, [1, -100], [big, 100], [-1, 0], [2, 1]), (2, [4, 0], [2, 1], [2, 1], [1, 3]),
+            (1, [-big, 0], [big, -1], [0, 2], [1, -1]), (4, [0, 6], [0, 0], [1, 2], [1, -3])]
+    for n, starts, ends, axes, steps in runs:
+        feeds = {"x": rng.random((n, 6, 7)).astype(np.float32), "starts": np.array(starts, np.int64),
+                 "ends": np.array(ends, np.int64), "axes": np.array(axes, np.int64), "steps": np.array(steps, np.int64)}
+        _check(session, reference, feeds)
+    feeds["steps"] = np.array([1, 0], np.int64)
+    with pytest.raises(InvalidInputError, match=r"steps\[1\] must not be 0"):
+        session.run(None, feeds)
+    feeds["steps"], feeds["axes"] = np.array([1, 1], np.int64), np.array([2, -1], np.int64)
+    with pytest.raises(InvalidInputError, match="the axes name axis 2 twice"):
+        session.run(None, feeds)

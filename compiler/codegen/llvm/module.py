@@ -135,7 +135,10 @@ class _Sizes:
             if e.op in ("add", "sub", "mul"):
                 return self.arith(e.op, x, y)
             if e.op in ("div", "rem"):
-                return (b.sdiv if e.op == "div" else b.srem)(x, y)
+                # A divisor from a value size (a Slice step) may be 0 in a run the constraints then refuse:
+                # dividing by it must not trap first.
+                zero = b.icmp_signed("==", y, ir.Constant(I64, 0))
+                return (b.sdiv if e.op == "div" else b.srem)(x, b.select(zero, ir.Constant(I64, 1), y))
             if e.op in ("min", "max"):
                 return b.select(b.icmp_signed("<" if e.op == "min" else ">", x, y), x, y)
             if e.op in _PREDICATES:  # a condition of a Select (which axes a run-time axes input names): i1
