@@ -29,7 +29,7 @@ class SizeRange:
     value: tuple[str, int] | None = None  # (input, element index) for a value size
 
 
-_VALUE_DTYPES = ("int32", "int64")
+_VALUE_DTYPES = ("int32", "int64", "float32", "float64")  # a float (OneHot's depth) truncates, as onnxruntime
 
 
 class SizeVariables:
@@ -67,7 +67,12 @@ class SizeVariables:
             if r.value is None:
                 continue
             name, element = r.value
-            n = int(by_name[name].reshape(-1)[element])
+            raw = by_name[name].reshape(-1)[element]
+            try:
+                n = int(raw)
+            except (ValueError, OverflowError):  # NaN, infinity
+                raise InvalidInputError(f"input {name!r} element {element} is {raw}, which sets a size and must be "
+                                        "a finite number") from None
             if not r.lo <= n <= r.hi:
                 raise InvalidInputError(f"input {name!r} element {element} is {n}, outside the range tilec compiled "
                                         f"for it: [{r.lo}, {r.hi}]")

@@ -166,6 +166,10 @@ def static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
     return tuple(d.dim_value for d in dims)
 
 
+# OneHot's depth may be a float (truncated to an integer, as onnxruntime does); the other operands are integers.
+_VALUE_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE})
+
+
 def _seed_value_sizes(state: FoldedGraph, names: NameSource) -> None:
     """A small integer graph input that feeds a shape-setting operand (``symbolic.SHAPE_OPERANDS``: a Reduce's
     axes) is read at run time: those operands read a size value of value sizes instead (a copy under a fresh
@@ -174,7 +178,7 @@ def _seed_value_sizes(state: FoldedGraph, names: NameSource) -> None:
     for vi in state.inputs:
         shape = static_shape(vi.type)
         elem = vi.type.tensor_type.elem_type
-        if shape is not None and len(shape) <= 1 and elem in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) \
+        if shape is not None and len(shape) <= 1 and elem in _VALUE_TYPES \
                 and int(np.prod(shape, dtype=np.int64)) <= symbolic.MAX_VALUE_ELEMENTS:
             eligible[vi.name] = (shape, elem)
     taken = set(input_dim_names(state.inputs))

@@ -249,7 +249,7 @@ REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Re
 #: The operands that set a shape or name axes, by op: where a graph input feeds one directly, its elements
 #: become *value sizes*, size variables the runtime reads from the input's data (``ValueSource``).
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,),
-                                              "Pad": (1, 3), "Slice": (1, 2, 3, 4)}
+                                              "Pad": (1, 3), "Slice": (1, 2, 3, 4), "OneHot": (1,)}
 
 #: Most elements a shape-setting input may have to be read as value sizes (one per axis, or two for pads).
 MAX_VALUE_ELEMENTS = 64
@@ -464,6 +464,12 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
             length = normalize(binary("div", size_expr(size_add_int(limit, delta - 1 - start)), Const(delta)))
             shape = [length if not isinstance(length, int) else max(length, 0)]
             elem = elem or onnx.TensorProto.INT64
+    elif op == "OneHot" and data is not None and operand(1) is not None and len(node.input) > 2:
+        axis = int(attrs.get("axis", -1)) % (len(data) + 1)
+        shape = [*data[:axis], operand(1)[0], *data[axis:]]
+        on_off = node.input[2]  # the result takes the type of OneHot's values
+        elem = (helper.np_dtype_to_tensor_dtype(values[on_off].dtype) if on_off in values
+                else types[on_off].tensor_type.elem_type if on_off in types else 0)
     elif op == "Pad" and data is not None and operand(1) is not None:
         before, after = pads_per_axis(operand(1), operand(3), len(data))
         shape = [size_sum([d, b, a]) for d, b, a in zip(data, before, after)]

@@ -25,7 +25,7 @@ def _i64(e: Expr) -> Expr:
     return cast(e, DType.I64)
 
 
-def wrap_index(e: Expr, n: int) -> Expr:
+def wrap_index(e: Expr, n: "int | Expr") -> Expr:
     """A possibly negative index into a dimension of size ``n``, made non-negative."""
     e = _i64(e)
     return select(compare("lt", e, 0), e + n, e)
@@ -79,7 +79,7 @@ def _ints(ctx: LoweringContext, input_index: int, attr: str, what: str) -> list[
 
 def _sizes(ctx: LoweringContext, input_index: int, what: str) -> list[Size]:
     """A shape-setting input's elements: ints, or value sizes read at run time."""
-    return [as_size(v) if not isinstance(v, (int, np.integer)) else int(v)
+    return [int(v) if isinstance(v, (int, np.integer, float, np.floating)) else as_size(v)
             for v in np.asarray(ctx.const_input(input_index, what)).reshape(-1)]
 
 
@@ -246,8 +246,9 @@ def trilu(ctx: LoweringContext) -> list[Tensor]:
 
 def one_hot(ctx: LoweringContext) -> list[Tensor]:
     idx, values, out = ctx.input(0), ctx.input(2), ctx.output_type(0)
-    depth = int(np.asarray(ctx.const_input(1, "depth")).reshape(-1)[0])
+    depth = _sizes(ctx, 1, "depth")[0]  # an int, or a value size read (truncated to an integer) at run time
     axis = ctx.axis(ctx.attr("axis", -1), len(out.shape))
+    ctx.require(1, "<=", depth, "depth must be positive")
 
     def read(i: Index) -> Expr:
         raw = idx[list(i[:axis]) + list(i[axis + 1:])]

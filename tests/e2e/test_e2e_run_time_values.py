@@ -141,3 +141,22 @@ def test_slice_starts_ends_axes_steps_read_at_run_time(tmp_path) -> None:
     feeds["steps"], feeds["axes"] = np.array([1, 1], np.int64), np.array([2, -1], np.int64)
     with pytest.raises(InvalidInputError, match="the axes name axis 2 twice"):
         session.run(None, feeds)
+
+
+def test_one_hot_depth_read_at_run_time(tmp_path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("OneHot", ["indices", "depth", "values"], ["y"], axis=1)], "g",
+        [helper.make_tensor_value_info("indices", TensorProto.INT64, ["batch", 3]),
+         helper.make_tensor_value_info("depth", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("values", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "d", "k"])])
+    session, reference = _compiled(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), tmp_path)
+    rng = np.random.default_rng(5)
+    values = np.array([-1.0, 2.0], np.float32)
+    for n, depth in [(1, 1.0), (2, 5.0), (3, 7.9), (1, 16.0)]:
+        indices = rng.integers(-int(depth), int(depth), (n, 3))
+        _check(session, reference, {"indices": indices, "depth": np.array([depth], np.float32), "values": values})
+    with pytest.raises(InvalidInputError, match="depth must be positive"):
+        session.run(None, {"indices": indices, "depth": np.array([0.5], np.float32), "values": values})
+    with pytest.raises(InvalidInputError, match="must be a finite number"):
+        session.run(None, {"indices": indices, "depth": np.array([np.nan], np.float32), "values": values})
