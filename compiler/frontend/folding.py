@@ -166,8 +166,8 @@ def static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
     return tuple(d.dim_value for d in dims)
 
 
-# OneHot's depth may be a float (truncated to an integer, as onnxruntime does); the other operands are integers.
-_VALUE_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE})
+_INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})
+_VALUE_TYPES = _INTEGER_TYPES | {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}  # see symbolic.FLOAT_SHAPE_OPERANDS
 
 
 def _seed_value_sizes(state: FoldedGraph, names: NameSource) -> None:
@@ -186,7 +186,8 @@ def _seed_value_sizes(state: FoldedGraph, names: NameSource) -> None:
     nodes: list[onnx.NodeProto] = []
     for node in state.nodes:
         positions = symbolic.SHAPE_OPERANDS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
-        hits = [k for k in positions if k < len(node.input) and node.input[k] in eligible]
+        hits = [k for k in positions if k < len(node.input) and node.input[k] in eligible and (
+            eligible[node.input[k]][1] in _INTEGER_TYPES or (node.op_type, k) in symbolic.FLOAT_SHAPE_OPERANDS)]
         if hits:
             node = _copy(node)  # the caller's model stays as it was
             for k in hits:

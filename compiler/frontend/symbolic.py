@@ -34,7 +34,8 @@ import onnx
 from onnx import helper
 
 from compiler.loopir.expr import Const, binary
-from compiler.loopir.sizes import (Size, SizeVar, ValueSource, ValueVar, has_values, slice_geometry, choose, exact_quotient, kept_dims, named_axes,
+from compiler.loopir.sizes import (Size, SizeVar, ValueSource, ValueVar, expanded_dims, has_values, range_length,
+                                   reshaped_dims, slice_geometry, choose, exact_quotient, kept_dims, named_axes,
                                    normalize, pads_per_axis, same_size, size_expr, size_mul, size_prod, size_sum)
 
 #: The prefix of the dim_params tilec gives sizes that are not a graph input's own.
@@ -249,7 +250,13 @@ REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Re
 #: The operands that set a shape or name axes, by op: where a graph input feeds one directly, its elements
 #: become *value sizes*, size variables the runtime reads from the input's data (``ValueSource``).
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,),
-                                              "Pad": (1, 3), "Slice": (1, 2, 3, 4), "OneHot": (1,)}
+                                              "Pad": (1, 3), "Slice": (1, 2, 3, 4), "OneHot": (1,), "Reshape": (1,),
+                                              "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,),
+                                              "Range": (0, 1, 2)}
+
+#: The shape operands that may be floats (OneHot's depth, truncated to an integer as onnxruntime does); a float
+#: Range stays a computation over data.
+FLOAT_SHAPE_OPERANDS = frozenset({("OneHot", 1)})
 
 #: Most elements a shape-setting input may have to be read as value sizes (one per axis, or two for pads).
 MAX_VALUE_ELEMENTS = 64
@@ -448,10 +455,11 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         elem = data_type.tensor_type.elem_type if data_type is not None and data_type.HasField("tensor_type") else 0
     op = node.op_type
     shape: list[Size] | None = None
+    valued = any(has_values(v) for k in range(len(node.input)) for v in operand(k) or [])
     if op == "Reshape" and data is not None and operand(1) is not None:
-        shape = _reshape(data, operand(1), bool(attrs.get("allowzero", 0)))
+        shape = (reshaped_dims if valued else _reshape)(data, operand(1), bool(attrs.get("allowzero", 0)))
     elif op == "Expand" and data is not None and operand(1) is not None:
-        shape = _broadcast(data, operand(1))
+        shape = expanded_dims(data, operand(1)) if valued else _broadcast(data, operand(1))
     elif op == "Tile" and data is not None and operand(1) is not None:
         shape = [size_mul(d, r) for d, r in zip(data, operand(1))]
     elif op == "ConstantOfShape" and operand(0) is not None:
@@ -460,7 +468,9 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         elem = value.data_type if value is not None else onnx.TensorProto.FLOAT
     elif op == "Range" and all(operand(k) is not None for k in range(3)):
         (start,), (limit,), (delta,) = operand(0), operand(1), operand(2)
-        if isinstance(delta, int) and delta > 0 and isinstance(start, int):
+        if valued:
+            shape, elem = [range_length(start, limit, delta)], elem or onnx.TensorProto.INT64
+        elif isinstance(delta, int) and delta > 0 and isinstance(start, int):
             length = normalize(binary("div", size_expr(size_add_int(limit, delta - 1 - start)), Const(delta)))
             shape = [length if not isinstance(length, int) else max(length, 0)]
             elem = elem or onnx.TensorProto.INT64
@@ -486,5 +496,5 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
     return {node.output[0]: dims.tensor_type(elem, shape)}
 
 
-__all__ = ["MAX_VALUE_ELEMENTS", "REDUCE_OPS", "RESERVED_PREFIX", "SHAPE_OPERANDS", "SHAPE_OPS", "value_sizes", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",
+__all__ = ["FLOAT_SHAPE_OPERANDS", "MAX_VALUE_ELEMENTS", "REDUCE_OPS", "RESERVED_PREFIX", "SHAPE_OPERANDS", "SHAPE_OPS", "value_sizes", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",
            "shape_of", "sizes_array"]

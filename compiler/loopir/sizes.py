@@ -256,6 +256,36 @@ def slice_geometry(data: "list[Size]", starts: "list[Size]", ends: "list[Size]",
     return first, stride, length
 
 
+def equals(v: Size, k: int) -> Expr:
+    """The condition ``v == k``: a constant where ``v`` is an int."""
+    return Const(v == k, DType.BOOL) if isinstance(v, int) else compare("eq", v, k)
+
+
+def reshaped_dims(data: "list[Size]", shape: "list[Size]", allowzero: bool) -> list[Size]:
+    """Reshape's result dims for a ``shape`` of ints and value sizes, as the spec reads it per run: 0 copies the
+    input's dim (unless ``allowzero``), one -1 takes what the others leave of the element count."""
+    entries = [s if allowzero else choose(equals(s, 0), data[k] if k < len(data) else 0, s) for k, s in enumerate(shape)]
+    known = size_prod(choose(equals(s, -1), 1, e) for s, e in zip(shape, entries))
+    hole = as_size(div(size_expr(size_prod(data)), binary("max", size_expr(known), Const(1))))
+    return [choose(equals(s, -1), hole, e) for s, e in zip(shape, entries)]
+
+
+def expanded_dims(data: "list[Size]", shape: "list[Size]") -> list[Size]:
+    """Expand's result dims for a ``shape`` of ints and value sizes: a dim of 1 of the input takes the shape's
+    entry, any other keeps its own (the entry must then be 1 or that dim: the lowering checks it)."""
+    rank = max(len(data), len(shape))
+    data, shape = [1] * (rank - len(data)) + list(data), [1] * (rank - len(shape)) + list(shape)
+    return [s if d == 1 else d for d, s in zip(data, shape)]
+
+
+def range_length(start: Size, limit: Size, delta: Size) -> Size:
+    """Range's element count, ``max(ceil((limit - start) / delta), 0)``, for a ``delta`` that is not 0."""
+    span, step = size_expr(size_add(limit, size_mul(start, -1))), size_expr(delta)
+    forward = compare("gt", step, 0)
+    span, step = select(forward, span, Const(0) - span), select(forward, step, Const(0) - step)
+    return as_size(binary("max", div(span + step - 1, step), Const(0)))
+
+
 def pads_per_axis(pads: "list[Size]", axes: "Iterable[Size] | None", rank: int) -> tuple[list[Size], list[Size]]:
     """Pad's ``pads`` (begins of the listed ``axes``, then their ends) as (before, after) per axis of a
     rank-``rank`` tensor; ints, or sizes chosen per run where the pads or the axes are value sizes."""

@@ -34,7 +34,7 @@ from compiler.loopir.compute import Computation
 from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index, map_loads,
                                   select, substitute, walk)
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import SizeConstraint, SizeRange, as_size, same_size, size_expr, size_nbytes
+from compiler.loopir.sizes import SizeConstraint, SizeRange, as_size, has_values, same_size, size_expr, size_nbytes
 from compiler.loopir.stmt import Kernel, Stmt, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -137,7 +137,8 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
     for step, group in enumerate(groups):
         if progress:
             progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
-        if group.kind == "view":
+        # A view to a shape read at run time is a copy, whose lowering checks the element count per run.
+        if group.kind == "view" and not any(has_values(d) for d in group.nodes[0].outputs[0].type.shape):
             node = group.nodes[0]
             # Bytes, not elements: a view may also change the element type (BitCast).
             if not same_size(node.outputs[0].type.nbytes, node.inputs[0].type.nbytes):

@@ -28,7 +28,7 @@ from compiler.graph.ir import Node, Value
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var
 from compiler.loopir.expr import Buffer, Const, Expr, Load, Var, as_expr, cast, const, select, substitute, walk
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import Size, SizeConstraint, as_size, is_one, named_axes, normalize, same_size
+from compiler.loopir.sizes import Size, SizeConstraint, as_size, has_values, is_one, named_axes, normalize, same_size
 
 Index = tuple[Expr, ...]
 
@@ -118,6 +118,11 @@ class LoweringContext:
                                      values=(value.name,))
         return value.const
 
+    def size_input(self, i: int, what: str = "") -> list[Size]:
+        """A shape-setting input's elements, flattened: ints, or sizes (value sizes read at run time)."""
+        return [int(v) if isinstance(v, (int, np.integer, float, np.floating)) else as_size(v)
+                for v in np.asarray(self.const_input(i, what)).reshape(-1)]
+
     def output_type(self, i: int = 0):
         return self.node.outputs[i].type
 
@@ -152,6 +157,12 @@ class LoweringContext:
             self.require(-rank, "<=", a, f"{label} must be an axis of the rank-{rank} input")
             self.require(a, "<=", rank - 1, f"{label} must be an axis of the rank-{rank} input")
         return named_axes(values, rank)
+
+    def require_dims(self, values: Sequence[Size], what: str) -> None:
+        """Value sizes that become dims (a ConstantOfShape's shape, Tile's repeats) must not be negative."""
+        for k, v in enumerate(values):
+            if has_values(v):
+                self.require(0, "<=", v, f"{what}[{k}] must not be negative")
 
     def require(self, lhs: Size, relation: str, rhs: Size, why: str, show: bool = True) -> None:
         """Record that the run's sizes must satisfy ``lhs relation rhs`` (``==`` or ``<=``); nothing to record

@@ -13,9 +13,9 @@ import numpy as np
 
 from compiler.dtypes import DType
 from compiler.errors import CompileError
-from compiler.loopir.expr import Const, Expr, cast, compare, const, logical_and, max_, min_, select
+from compiler.loopir.expr import Const, Expr, binary, cast, compare, const, logical_and, max_, min_, select
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import (Size, as_size, choose, has_values, pads_per_axis, size_add, size_expr, size_sum,
+from compiler.loopir.sizes import (Size, as_size, choose, equals, has_values, pads_per_axis, size_add, size_expr, size_sum,
                                    slice_geometry)
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -78,13 +78,21 @@ def _ints(ctx: LoweringContext, input_index: int, attr: str, what: str) -> list[
 
 
 def _sizes(ctx: LoweringContext, input_index: int, what: str) -> list[Size]:
-    """A shape-setting input's elements: ints, or value sizes read at run time."""
-    return [int(v) if isinstance(v, (int, np.integer, float, np.floating)) else as_size(v)
-            for v in np.asarray(ctx.const_input(input_index, what)).reshape(-1)]
+    return ctx.size_input(input_index, what)
 
 
 def expand(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
+    shape = _sizes(ctx, 1, "shape")
+    if any(has_values(s) for s in shape):
+        ctx.require_dims(shape, "shape")
+        rank = max(x.rank, len(shape))
+        dims, entries = [1] * (rank - x.rank) + list(x.shape), [1] * (rank - len(shape)) + shape
+        for k, (d, s) in enumerate(zip(dims, entries)):
+            if d != 1:
+                fits = binary("or", equals(s, 1), compare("eq", size_expr(s), size_expr(d)))
+                ctx.require(1, "<=", choose(fits, 1, 0), f"shape[{k}] must be 1 or {format_size(d)} to broadcast "
+                            f"axis {k} of the input", show=False)
     return [ctx.compute(out.shape, x.at_broadcast, dtype=x.dtype, name="expand")]
 
 
@@ -189,6 +197,7 @@ def pad(ctx: LoweringContext) -> list[Tensor]:
 
 def tile(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
+    ctx.require_dims(_sizes(ctx, 1, "repeats"), "repeats")
     return [ctx.compute(out.shape, lambda i: x[[i[d] % x.shape[d] if x.shape[d] > 1 else Const(0)
                                                 for d in range(x.rank)]], dtype=x.dtype, name="tile")]
 

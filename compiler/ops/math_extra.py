@@ -10,6 +10,7 @@ import math
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
+from compiler.loopir.sizes import choose, equals, has_values
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.elementwise import Formula, _broadcasting, _c
 from compiler.ops.registry import OpDef, defop
@@ -124,6 +125,7 @@ def eye_like(ctx: LoweringContext) -> list[Tensor]:
 
 def constant_of_shape(ctx: LoweringContext) -> list[Tensor]:
     out = ctx.output_type(0)
+    ctx.require_dims(ctx.size_input(0, "shape"), "shape")
     value = ctx.attr("value")
     scalar = 0.0 if value is None else value.reshape(-1)[0].item()
     return [ctx.compute(out.shape, lambda i: const(scalar, out.dtype), dtype=out.dtype, name="fill")]
@@ -131,6 +133,9 @@ def constant_of_shape(ctx: LoweringContext) -> list[Tensor]:
 
 def range_op(ctx: LoweringContext) -> list[Tensor]:
     start, delta, out = ctx.input(0), ctx.input(2), ctx.output_type(0)
+    step = ctx.size_input(2, "delta") if ctx.input_value(2).const is not None else []
+    if step and has_values(step[0]):
+        ctx.require(1, "<=", choose(equals(step[0], 0), 0, 1), "delta must not be 0", show=False)
     return [ctx.compute(out.shape, lambda i: start[()] + cast(i[0], out.dtype) * delta[()], dtype=out.dtype,
                         name="range")]
 

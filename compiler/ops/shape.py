@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, cast
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import Size, choose, equals, has_values, normalize, size_prod, size_sum
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -33,10 +35,25 @@ def _ravel(index: Index, shape: tuple[int, ...]) -> Expr:
 def reshape_copy(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     out = ctx.output_type(0)
+    if ctx.node.op_type == "Reshape" and any(has_values(d) for d in out.shape):
+        _require_reshape(ctx, x, out.shape)
     if x.shape == out.shape:
         return [ctx.compute(out.shape, lambda i: x[i], dtype=x.dtype, name="copy")]
     return [ctx.compute(out.shape, lambda i: x[_unravel(_ravel(i, out.shape), x.shape)], dtype=x.dtype,
                         name="reshape")]
+
+
+def _require_reshape(ctx: LoweringContext, x: Tensor, shape: tuple[Size, ...]) -> None:
+    """A Reshape to a shape read at run time must keep the element count, with at most one -1 and no other
+    negative entry (``sizes.reshaped_dims`` reads the entries)."""
+    entries = ctx.size_input(1, "shape")
+    for k, s in enumerate(entries):
+        if has_values(s):
+            ctx.require(-1, "<=", s, f"shape[{k}] must be -1 or more")
+    holes = size_sum(choose(equals(s, -1), 1, 0) for s in entries)
+    ctx.require(holes, "<=", 1, "at most one entry of the shape may be -1", show=False)
+    ctx.require(size_prod(shape), "==", size_prod(x.shape), f"the shape must keep the input's "
+                f"{format_size(normalize(size_prod(x.shape)))} elements", show=False)
 
 
 def transpose(ctx: LoweringContext) -> list[Tensor]:

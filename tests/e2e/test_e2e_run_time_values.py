@@ -160,3 +160,69 @@ def test_one_hot_depth_read_at_run_time(tmp_path) -> None:
         session.run(None, {"indices": indices, "depth": np.array([0.5], np.float32), "values": values})
     with pytest.raises(InvalidInputError, match="must be a finite number"):
         session.run(None, {"indices": indices, "depth": np.array([np.nan], np.float32), "values": values})
+
+
+def _graph_model(node, inputs, output, opset: int = 18):
+    return helper.make_model(helper.make_graph([node], "g", inputs, [output]),
+                             opset_imports=[helper.make_opsetid("", opset)])
+
+
+SHAPE_CASES = {
+    # name: (node, inputs, output, the feeds of each run (the data input first, as a function of the values))
+    "reshape": (helper.make_node("Reshape", ["x", "shape"], ["y"]),
+                [("x", TensorProto.FLOAT, ["n", 3, 4]), ("shape", TensorProto.INT64, [2])], ["a", "b"],
+                [((2, 3, 4), {"shape": [6, 4]}), ((1, 3, 4), {"shape": [-1, 2]}), ((5, 3, 4), {"shape": [0, -1]}),
+                 ((2, 3, 4), {"shape": [24, 1]}), ((7, 3, 4), {"shape": [-1, 12]})]),
+    "expand": (helper.make_node("Expand", ["x", "shape"], ["y"]),
+               [("x", TensorProto.FLOAT, [3, 1]), ("shape", TensorProto.INT64, [3])], ["a", "b", "c"],
+               [((3, 1), {"shape": [2, 3, 4]}), ((3, 1), {"shape": [1, 1, 1]}), ((3, 1), {"shape": [2, 1, 5]}),
+                ((3, 1), {"shape": [1, 3, 0]})]),
+    "tile": (helper.make_node("Tile", ["x", "repeats"], ["y"]),
+             [("x", TensorProto.FLOAT, [2, 3]), ("repeats", TensorProto.INT64, [2])], ["a", "b"],
+             [((2, 3), {"repeats": [1, 1]}), ((2, 3), {"repeats": [2, 3]}), ((2, 3), {"repeats": [0, 2]})]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_CASES))
+def test_shapes_read_at_run_time(tmp_path, name: str) -> None:
+    node, inputs, out_dims, runs = SHAPE_CASES[name]
+    model = _graph_model(node, [helper.make_tensor_value_info(*i) for i in inputs],
+                         helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims))
+    session, reference = _compiled(model, tmp_path)
+    rng = np.random.default_rng(6)
+    for shape, values in runs:
+        feeds = {"x": rng.random(shape).astype(np.float32), **{k: np.array(v, np.int64) for k, v in values.items()}}
+        _check(session, reference, feeds)
+
+
+@pytest.mark.parametrize("values, message", [
+    ([5, 5], "the shape must keep the input's 12 \\* n elements"), ([-1, -1], "at most one entry of the shape may be -1"),
+    ([-2, -12], r"shape\[0\] must be -1 or more")])
+def test_bad_run_time_reshape_is_refused(tmp_path, values, message: str) -> None:
+    node, inputs, out_dims, _ = SHAPE_CASES["reshape"]
+    model = _graph_model(node, [helper.make_tensor_value_info(*i) for i in inputs],
+                         helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims))
+    session, _ = _compiled(model, tmp_path)
+    with pytest.raises(InvalidInputError, match=message):
+        session.run(None, {"x": np.ones((2, 3, 4), np.float32), "shape": np.array(values, np.int64)})
+
+
+def test_constant_of_shape_and_range_read_at_run_time(tmp_path) -> None:
+    fill = helper.make_node("ConstantOfShape", ["shape"], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5]))
+    session, reference = _compiled(_graph_model(fill, [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                                                helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])),
+                                   tmp_path, "fill")
+    for shape in ([2, 3], [1, 1], [0, 4], [17, 5]):
+        _check(session, reference, {"shape": np.array(shape, np.int64)})
+    with pytest.raises(InvalidInputError, match=r"shape\[0\] must not be negative"):
+        session.run(None, {"shape": np.array([-1, 2], np.int64)})
+    scalars = [helper.make_tensor_value_info(n, TensorProto.INT32, []) for n in ("start", "limit", "delta")]
+    session, reference = _compiled(_graph_model(helper.make_node("Range", ["start", "limit", "delta"], ["y"]), scalars,
+                                                helper.make_tensor_value_info("y", TensorProto.INT32, ["n"])),
+                                   tmp_path, "range")
+    for start, limit, delta in [(0, 5, 1), (10, 2, -3), (3, 3, 1), (1, 10, 4), (5, 0, 1), (-7, 7, 5)]:
+        feeds = {"start": np.array(start, np.int32), "limit": np.array(limit, np.int32), "delta": np.array(delta, np.int32)}
+        got, = session.run(None, feeds)
+        assert got.tolist() == reference.run(None, feeds)[0].tolist()
+    with pytest.raises(InvalidInputError, match="delta must not be 0"):
+        session.run(None, {"start": np.array(0, np.int32), "limit": np.array(4, np.int32), "delta": np.array(0, np.int32)})

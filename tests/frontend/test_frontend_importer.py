@@ -85,12 +85,12 @@ def test_tensor_attribute_is_a_numpy_array():
                                   [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
                                    _f32("s_out", [])]))]
     nodes.append(helper.make_node("EyeLike", ["y"], ["eye"], name="eye", dtype=TensorProto.FLOAT))
-    # ConstantOfShape on a runtime shape is not foldable, so its TENSOR attribute reaches the IR.
+    # ConstantOfShape on a run-time shape (value sizes) is not foldable, so its TENSOR attribute reaches the IR.
     nodes.append(helper.make_node("ConstantOfShape", ["shape_in"], ["filled"], name="fill",
                                   value=numpy_helper.from_array(np.array([3], np.int32))))
     model = _model(nodes, [_f32("x", [2, 2]), helper.make_tensor_value_info("m", TensorProto.INT64, []), _f32("s", []),
-                           helper.make_tensor_value_info("shape_in", TensorProto.INT64, [0])],
-                   [_f32("eye", [2, 2]), _f32("z", []), helper.make_tensor_value_info("filled", TensorProto.INT32, [])])
+                           helper.make_tensor_value_info("shape_in", TensorProto.INT64, [1])],
+                   [_f32("eye", [2, 2]), _f32("z", []), helper.make_tensor_value_info("filled", TensorProto.INT32, ["k"])])
     graph = load_graph(model)
     fill = next(n for n in graph.nodes if n.op_type == "ConstantOfShape")
     assert isinstance(fill.attrs["value"], np.ndarray) and fill.attrs["value"].tolist() == [3]
