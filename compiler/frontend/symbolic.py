@@ -252,7 +252,7 @@ REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Re
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {**{op: (1,) for op in REDUCE_OPS}, "CumSum": (1,), "CumProd": (1,),
                                               "Pad": (1, 3), "Slice": (1, 2, 3, 4), "OneHot": (1,), "Reshape": (1,),
                                               "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,),
-                                              "Range": (0, 1, 2)}
+                                              "Range": (0, 1, 2), "Split": (1,), "TopK": (1,)}
 
 #: The shape operands that may be floats (OneHot's depth, truncated to an integer as onnxruntime does); a float
 #: Range stays a computation over data.
@@ -491,6 +491,12 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
             shape = slice_geometry(data, operand(1), operand(2), axes, operand(4))[2]
         elif axes is None or all(isinstance(a, int) for a in axes):
             shape = _slice(data, operand(1), operand(2), axes, operand(4))
+    elif op in ("Split", "TopK") and data is not None and operand(1) is not None and valued:
+        axis = int(attrs.get("axis", 0 if op == "Split" else -1)) % len(data)
+        parts = operand(1) if op == "Split" else operand(1) * 2  # TopK: values and indices, k long
+        types_of = [elem] * len(parts) if op == "Split" else [elem, onnx.TensorProto.INT64]
+        return {name: dims.tensor_type(t, [*data[:axis], part, *data[axis + 1:]])
+                for name, part, t in zip(node.output, parts, types_of) if name and t}
     if shape is None or not elem or not node.output or not node.output[0]:
         return {}
     return {node.output[0]: dims.tensor_type(elem, shape)}

@@ -139,13 +139,18 @@ def _run_time_slice(ctx: LoweringContext, x: Tensor, starts: list[Size], ends: l
 def split(ctx: LoweringContext) -> list[Tensor]:
     x = ctx.input(0)
     axis = ctx.axis(ctx.attr("axis", 0), x.rank)
-    results, offset = [], 0
+    results: list[Tensor] = []
+    offset: Size = 0
     for value in ctx.node.outputs:
-        def read(i: Index, offset: int = offset) -> Expr:
-            return x[[i[d] + offset if d == axis else i[d] for d in range(x.rank)]]
+        def read(i: Index, offset: Size = offset) -> Expr:
+            return x[[i[d] + size_expr(offset) if d == axis else i[d] for d in range(x.rank)]]
 
         results.append(ctx.compute(value.shape, read, dtype=x.dtype, name="split"))
-        offset += value.shape[axis] if len(value.shape) == x.rank else 0
+        offset = size_add(offset, value.shape[axis]) if len(value.shape) == x.rank else offset
+    if has_values(offset):  # split sizes read at run time
+        ctx.require_dims([value.shape[axis] for value in ctx.node.outputs], "split")
+        ctx.require(offset, "==", x.shape[axis], f"the split sizes must add up to axis {axis}'s "
+                    f"{format_size(x.shape[axis])} elements", show=False)
     return results
 
 

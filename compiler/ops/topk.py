@@ -8,15 +8,15 @@ exact; ``sorted=0`` (order unspecified) returns the sorted order too.
 
 NaN orders above every number, as numpy's sort (the reference) has it: first for
 largest, last for smallest. ``k`` is the output's extent along the axis, so a
-run-time ``k`` input works when the model declares the output shape.
+run-time ``k`` input is read as a value size (checked against the axis per run).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, logical_and, select
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import has_values
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -47,8 +47,11 @@ def topk(ctx: LoweringContext) -> list[Tensor]:
     n, k = x.shape[axis], out.shape[axis]
     given = ctx.attr("k") if ctx.opset < 10 else None
     if ctx.opset >= 10 and ctx.input_value(1).const is not None:
-        given = int(np.asarray(ctx.input_value(1).const).reshape(-1)[0])
-    if given is not None and int(given) != k:
+        given = ctx.size_input(1, "k")[0]
+    if has_values(k):  # k read at run time
+        ctx.require(0, "<=", k, "k must not be negative")
+        ctx.require(k, "<=", n, f"k must be at most the {format_size(n)} elements of axis {axis}")
+    elif given is not None and int(given) != k:
         ctx.unsupported(f"k={given} but the output has {k} elements along axis {axis}")
     largest = bool(ctx.attr("largest", 1))
 
