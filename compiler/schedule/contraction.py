@@ -25,7 +25,7 @@ from typing import Callable
 
 from compiler.codegen.target import Target, vector_parts
 from compiler.loopir.compute import Computation, build_loops
-from compiler.loopir.expr import Load, Var, flat_index, linear_coefficient, walk
+from compiler.loopir.expr import Load, Var, flat_index, free_vars, linear_coefficient, walk
 from compiler.loopir.sizes import nominal
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.packing import pack_operand
@@ -82,9 +82,13 @@ def choose_tile(c: Computation, target: Target, lanes: int, col: Var, row: Var |
 
 
 def _pack_name(load: Load, blocked: Var, block: int, c: Computation) -> str:
-    # Equal names must mean equal layouts: the layout is a function of the load, the
-    # blocked var, the block and the extents, so hash exactly those.
-    extents = tuple(zip(c.index, c.space)) + tuple((a.var, a.extent) for a in c.axes)
+    # Equal names must mean equal layouts: the layout is a function of the load, the blocked var, the
+    # block and the extents of the loop vars the load uses, in their order, so hash exactly those. Not
+    # the other extents: the strip-mined blocks of a contraction over a symbolic row count (14 rows,
+    # then 8, 4, 2, 1) read one packed copy of their constant weights, not one copy each.
+    used = set().union(*(free_vars(i) for i in load.indices))
+    extents = tuple((v, n) for v, n in zip(c.index, c.space) if v in used) + tuple(
+        (a.var, a.extent) for a in c.axes if a.var in used)
     digest = hashlib.sha1(repr((load.indices, blocked, block, extents)).encode()).hexdigest()[:8]
     return f"{load.buffer.name}_pk{block}_{digest}"
 
