@@ -228,29 +228,28 @@ def test_constant_of_shape_and_range_read_at_run_time(tmp_path) -> None:
         session.run(None, {"start": np.array(0, np.int32), "limit": np.array(4, np.int32), "delta": np.array(0, np.int32)})
 
 
-def test_top_k_and_split_sizes_read_at_run_time(tmp_path) -> None:
-    topk = _graph_model(helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1),
-                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10]),
-                         helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
-                        helper.make_tensor_value_info("v", TensorProto.FLOAT, ["a", "b"]))
-    topk.graph.output.append(helper.make_tensor_value_info("i", TensorProto.INT64, ["a", "b"]))
-    session, reference = _compiled(topk, tmp_path, "topk")
-    rng = np.random.default_rng(7)
-    for n, k in [(1, 1), (3, 4), (2, 10), (5, 0)]:
-        feeds = {"x": rng.random((n, 10)).astype(np.float32), "k": np.array([k], np.int64)}
-        for got, want in zip(session.run(None, feeds), reference.run(None, feeds)):
-            assert got.shape == want.shape and np.array_equal(got, want)
-    with pytest.raises(InvalidInputError, match="k must be at most the 10 elements of axis 1"):
-        session.run(None, {"x": np.ones((1, 10), np.float32), "k": np.array([11], np.int64)})
-    split = _graph_model(helper.make_node("Split", ["x", "split"], ["a", "b"], axis=1),
-                         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10]),
-                          helper.make_tensor_value_info("split", TensorProto.INT64, [2])],
+TWO_OUTPUT_CASES = {
+    # name: (node, the size input and its dtype, the runs' values, a bad value and the error it gives)
+    "topk": (helper.make_node("TopK", ["x", "k"], ["a", "b"], axis=1), ("k", [1]), [[1], [4], [10], [0]],
+             [11], "k must be at most the 10 elements of axis 1"),
+    "split": (helper.make_node("Split", ["x", "split"], ["a", "b"], axis=1), ("split", [2]), [[3, 7], [10, 0], [5, 5]],
+              [4, 4], "the split sizes must add up to axis 1's 10 elements"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_OUTPUT_CASES))
+def test_top_k_and_split_sizes_read_at_run_time(tmp_path, name: str) -> None:
+    node, (size_name, size_shape), runs, bad, message = TWO_OUTPUT_CASES[name]
+    second = TensorProto.INT64 if name == "topk" else TensorProto.FLOAT
+    model = _graph_model(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10]),
+                                helper.make_tensor_value_info(size_name, TensorProto.INT64, size_shape)],
                          helper.make_tensor_value_info("a", TensorProto.FLOAT, ["p", "q"]))
-    split.graph.output.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, ["r", "s"]))
-    session, reference = _compiled(split, tmp_path, "split")
-    for n, parts in [(1, [3, 7]), (2, [10, 0]), (4, [5, 5])]:
-        feeds = {"x": rng.random((n, 10)).astype(np.float32), "split": np.array(parts, np.int64)}
+    model.graph.output.append(helper.make_tensor_value_info("b", second, ["r", "s"]))
+    session, reference = _compiled(model, tmp_path)
+    rng = np.random.default_rng(7)
+    for n, values in enumerate(runs, start=1):
+        feeds = {"x": rng.random((n, 10)).astype(np.float32), size_name: np.array(values, np.int64)}
         for got, want in zip(session.run(None, feeds), reference.run(None, feeds)):
             assert got.shape == want.shape and np.array_equal(got, want)
-    with pytest.raises(InvalidInputError, match="the split sizes must add up to axis 1's 10 elements"):
-        session.run(None, {"x": np.ones((1, 10), np.float32), "split": np.array([4, 4], np.int64)})
+    with pytest.raises(InvalidInputError, match=message):
+        session.run(None, {"x": np.ones((1, 10), np.float32), size_name: np.array(bad, np.int64)})
