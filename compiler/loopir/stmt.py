@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Mapping
 
 from compiler.loopir.expr import Buffer, Expr, Load, Var, map_loads, substitute, walk
+from compiler.loopir.sizes import SizeVar, size_vars
 
 
 class ForKind(enum.Enum):
@@ -218,3 +219,15 @@ def loads_and_stores(s: Stmt) -> Iterator[tuple[Buffer, bool]]:
 
 def find_loops(s: Stmt, name: str) -> list[For]:
     return [n for n in walk_stmts(s) if isinstance(n, For) and n.var.name == name]
+
+
+def kernel_size_vars(kernel: "Kernel") -> set[SizeVar]:
+    """The size variables a kernel reads: in its extents, its expressions and its buffers' shapes."""
+    found: set[SizeVar] = set()
+    for node in walk_stmts(kernel.body):
+        if isinstance(node, For):
+            found |= size_vars(node.extent)
+    found |= size_vars(*stmt_exprs(kernel.body))
+    for buffer, _ in loads_and_stores(kernel.body):
+        found |= size_vars(*buffer.shape)
+    return found

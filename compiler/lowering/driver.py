@@ -35,7 +35,7 @@ from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, 
                                   select, substitute, walk)
 from compiler.loopir.printer import format_size
 from compiler.loopir.sizes import SizeConstraint, SizeRange, as_size, has_values, same_size, size_expr, size_nbytes
-from compiler.loopir.stmt import Kernel, Stmt, loads_and_stores, seq
+from compiler.loopir.stmt import Kernel, Stmt, kernel_size_vars, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
 from compiler.ops.shape import reshape_copy
@@ -437,8 +437,11 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
 
     sources: dict[tuple[str, int, str], frozenset[int]] = {
         ("input", k, ""): frozenset((k,)) for k, v in enumerate(graph.inputs) if v.type.numel != 0}
+    position = {v.name: k for k, v in enumerate(graph.inputs)}
+    # A value size is an input's data too: a kernel that reads one (Range's start, a Reduce's axes) reads it.
+    value_input = {name: position[r.source.input] for name, r in graph.sizes.items() if r.source is not None}
     for kernel, _ in state.calls:
-        read: set[int] = set()
+        read: set[int] = {value_input[v.name] for v in kernel_size_vars(kernel) if v.name in value_input}
         written: list[tuple[str, int, str]] = []
         for buffer, is_store in loads_and_stores(kernel.body):
             if buffer.scope != "global":

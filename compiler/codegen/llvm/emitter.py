@@ -44,8 +44,9 @@ from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, padded_extent, vec
 from compiler.dtypes import DType
 from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient,
                                   substitute, walk)
-from compiler.loopir.sizes import SizeVar, size_expr, size_vars, static_value
-from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, loads_and_stores, stmt_exprs, walk_stmts
+from compiler.loopir.sizes import SizeVar, size_expr, static_value
+from compiler.loopir.stmt import (Alloc, For, ForKind, Kernel, Seq, Stmt, Store, kernel_size_vars, loads_and_stores,
+                                  stmt_exprs, walk_stmts)
 from compiler.codegen.llvm import narrow, vecmath
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
 
@@ -711,18 +712,6 @@ def constant(e: Const) -> ir.Constant:
     if e.dtype.is_signed and value >= 1 << (bits - 1):
         value -= 1 << bits
     return ir.Constant(t, value)
-
-
-def kernel_size_vars(kernel: Kernel) -> set[SizeVar]:
-    """The size variables a kernel reads: in its extents, its expressions and its buffers' shapes."""
-    found: set[SizeVar] = set()
-    for node in walk_stmts(kernel.body):
-        if isinstance(node, For):
-            found |= size_vars(node.extent)
-    found |= size_vars(*stmt_exprs(kernel.body))
-    for buffer, _ in loads_and_stores(kernel.body):
-        found |= size_vars(*buffer.shape)
-    return found
 
 
 def _used_buffers(s: Stmt) -> set[str]:
