@@ -50,12 +50,25 @@ def test_mixed_outputs_count_as_computed_when_one_depends_on_run_time_input() ->
     assert runs[0].computed_outputs == ("y",) and runs[0].folded_outputs == ("z",)
 
 
-def test_shape_operands_compiled_in_as_constants_leave_a_folded_artifact() -> None:
-    # Pad's pads set the output's shape: the backend compiles that input in (as in the *_expanded cases).
+def test_shape_operands_read_at_run_time_are_sources() -> None:
+    # Pad's pads set the output's shape: read at run time (value sizes), they make the padded constant computed.
     pads = np.array([0, 1, 0, 1], np.int64)
     model = graph_model([helper.make_node("Pad", ["c", "pads"], ["y"])], {"pads": pads}, ["y"], {"c": C})
     verdict, runs, (y,) = run_case(model, [pads])
     np.testing.assert_array_equal(y, np.pad(C, ((0, 0), (1, 1))))
+    assert verdict == "computed"
+    assert runs[0].runtime_inputs == ("pads",) and runs[0].computed_outputs == ("y",)
+
+
+def test_shape_operands_compiled_in_as_constants_leave_a_folded_artifact() -> None:
+    # A shape computed from an input's data (not the input itself) is no value size: the backend compiles the
+    # input in, and the reshaped constant is folded.
+    shape = np.array([-3, -2], np.int64)
+    model = graph_model([helper.make_node("Abs", ["shape"], ["positive"]),
+                         helper.make_node("Reshape", ["c", "positive"], ["r"]), helper.make_node("Neg", ["r"], ["y"])],
+                        {"shape": shape}, ["y"], {"c": C})
+    verdict, runs, (y,) = run_case(model, [shape])
+    np.testing.assert_array_equal(y, -C.reshape(3, 2))
     assert verdict == "folded"
     assert runs[0].runtime_inputs == () and runs[0].folded_outputs == ("y",)
 
