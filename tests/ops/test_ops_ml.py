@@ -249,3 +249,198 @@ def test_tree_ensemble_refuses_a_cycle(tmp_path) -> None:
     x = np.zeros((2, 1), np.float32)
     with pytest.raises(CompileError, match="cycle"):
         compiled(_tree_model(attrs, x, 1), tmp_path)
+
+
+# --- TreeEnsembleRegressor / TreeEnsembleClassifier (opsets 1, 3) ----------------------------
+
+_LEGACY_MODES = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"]
+
+
+def _legacy_forest(rng: np.random.Generator, trees: int, features: int, targets: int, depth: int,
+                   modes: tuple[str, ...], prefix: str, per_leaf: int = 1, tracks: bool = True) -> dict[str, Any]:
+    """Random trees in the legacy attributes (``nodes_*`` by tree and node id, ``{prefix}_*`` leaf weights);
+    node ids are listed out of order within each tree (the first listed node stays the root)."""
+    cols: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "truenodeids",
+                                             "falsenodeids", "missing_value_tracks_true")}
+    leaf_cols: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "ids", "weights")}
+    for tree in range(trees):
+        count = [0]
+        rows: list[dict[str, Any]] = []
+
+        def node(level: int) -> int:
+            nid = count[0]
+            count[0] += 1
+            row: dict[str, Any] = {"treeids": tree, "nodeids": nid, "featureids": 0, "modes": "LEAF", "values": 0.0,
+                                   "truenodeids": 0, "falsenodeids": 0, "missing_value_tracks_true": 0}
+            rows.append(row)
+            if level > depth or (level > 1 and rng.random() < 0.25):
+                for t in rng.choice(targets, per_leaf, replace=False):
+                    leaf_cols["treeids"].append(tree)
+                    leaf_cols["nodeids"].append(nid)
+                    leaf_cols["ids"].append(int(t))
+                    leaf_cols["weights"].append(float(rng.integers(-8, 9)) / 4)
+                return nid
+            row.update(featureids=int(rng.integers(features)), modes=str(rng.choice(modes)),
+                       values=float(rng.integers(-4, 5)) / 4, missing_value_tracks_true=int(tracks and rng.random() < 0.5))
+            row["truenodeids"] = node(level + 1)
+            row["falsenodeids"] = node(level + 1)
+            return nid
+
+        node(1)
+        rows = rows[:1] + [rows[k] for k in rng.permutation(len(rows) - 1) + 1]
+        for row in rows:
+            for k, v in row.items():
+                cols[k].append(v)
+    attrs = {f"nodes_{k}": v for k, v in cols.items()}
+    if not tracks:
+        del attrs["nodes_missing_value_tracks_true"]
+    attrs.update({f"{prefix}_{k}": v for k, v in leaf_cols.items()})
+    return attrs
+
+
+def _as_tensors(attrs: dict[str, Any], names: tuple[str, ...], dtype: str) -> dict[str, Any]:
+    """Opset 3's ``*_as_tensor`` forms of float attributes."""
+    out = dict(attrs)
+    for name in names:
+        if name in out:
+            out[f"{name}_as_tensor"] = _tensor(out.pop(name), dtype)
+    return out
+
+
+def _ort_check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], cache, rtol: float = 1e-6,
+               atol: float = 1e-6) -> None:
+    want = ort_reference(model, feeds)
+    got = run_compiled(model, feeds, cache_dir=cache)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+        if w.dtype.kind in "iu":
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+def _ml_model_outputs(op: str, x: np.ndarray, attrs: dict[str, Any], opset: int,
+                      outputs: list[tuple[str, int, list[int]]]) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], [name for name, _, _ in outputs], domain="ai.onnx.ml", **attrs)
+    graph = helper.make_graph([node], "ml", [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(
+        x.dtype), list(x.shape))], [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("ai.onnx.ml", opset)])
+    model.ir_version = 10
+    return model
+
+
+def _regressor(x: np.ndarray, attrs: dict[str, Any], targets: int, opset: int = 1) -> onnx.ModelProto:
+    return _ml_model_outputs("TreeEnsembleRegressor", x, {**attrs, "n_targets": targets}, opset,
+                             [("y", onnx.TensorProto.FLOAT, [x.shape[0], targets])])
+
+
+def _classifier(x: np.ndarray, attrs: dict[str, Any], labels: list[int], opset: int = 1) -> onnx.ModelProto:
+    return _ml_model_outputs("TreeEnsembleClassifier", x, {**attrs, "classlabels_int64s": labels}, opset,
+                             [("label", onnx.TensorProto.INT64, [x.shape[0]]),
+                              ("scores", onnx.TensorProto.FLOAT, [x.shape[0], len(labels)])])
+
+
+@pytest.mark.parametrize("modes", [("BRANCH_LEQ",), ("BRANCH_LT", "BRANCH_GTE"), tuple(_LEGACY_MODES)])
+@pytest.mark.parametrize("tracks", [False, True])
+def test_tree_regressor_walk(compile_cache, modes, tracks) -> None:
+    """Every legacy branch mode with NaN features, with and without missing_value_tracks_true, vs onnxruntime."""
+    rng = np.random.default_rng(len(modes) * 2 + tracks)
+    attrs = _legacy_forest(rng, trees=4, features=3, targets=2, depth=4, modes=modes, prefix="target", per_leaf=2,
+                           tracks=tracks)
+    x = _features(rng, (64, 3))
+    _ort_check(_regressor(x, attrs, 2), {"x": x}, compile_cache)
+
+
+@pytest.mark.parametrize("aggregate", ["SUM", "AVERAGE", "MIN", "MAX"])
+def test_tree_regressor_aggregates(compile_cache, aggregate) -> None:
+    """Aggregates with base values; a target no leaf of a row reaches is the base value alone."""
+    rng = np.random.default_rng(30)
+    attrs = _legacy_forest(rng, trees=5, features=4, targets=3, depth=3, modes=("BRANCH_LEQ", "BRANCH_GT"),
+                           prefix="target")
+    x = _features(rng, (40, 4))
+    model = _regressor(x, {**attrs, "aggregate_function": aggregate, "base_values": [0.5, -1.0, 2.0]}, 3)
+    _ort_check(model, {"x": x}, compile_cache)
+
+
+@pytest.mark.parametrize("transform,targets", [("SOFTMAX", 3), ("LOGISTIC", 3), ("SOFTMAX_ZERO", 3),
+                                               ("LOGISTIC", 1), ("NONE", 1)])
+def test_tree_regressor_post_transforms(compile_cache, transform, targets) -> None:
+    rng = np.random.default_rng(40)
+    attrs = _legacy_forest(rng, trees=3, features=3, targets=targets, depth=3, modes=("BRANCH_LEQ",), prefix="target")
+    x = _features(rng, (24, 3))
+    _ort_check(_regressor(x, {**attrs, "post_transform": transform}, targets), {"x": x}, compile_cache,
+               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tree_regressor_as_tensor(compile_cache, dtype) -> None:
+    """Opset 3's nodes_values_as_tensor / target_weights_as_tensor / base_values_as_tensor, with double input."""
+    rng = np.random.default_rng(50)
+    attrs = _legacy_forest(rng, trees=3, features=3, targets=1, depth=4, modes=("BRANCH_LEQ", "BRANCH_EQ"),
+                           prefix="target")
+    attrs = _as_tensors({**attrs, "base_values": [0.25]}, ("nodes_values", "target_weights", "base_values"), dtype)
+    x = _features(rng, (32, 3), dtype)
+    _ort_check(_regressor(x, attrs, 1, opset=3), {"x": x}, compile_cache)
+
+
+def test_tree_regressor_single_leaf_tree(compile_cache) -> None:
+    """A tree that is only a leaf (its root is LEAF) next to a one-split tree."""
+    attrs = {"nodes_treeids": [0, 1, 1, 1], "nodes_nodeids": [0, 0, 1, 2], "nodes_featureids": [0, 0, 0, 0],
+             "nodes_modes": ["LEAF", "BRANCH_LEQ", "LEAF", "LEAF"], "nodes_values": [0.0, 0.5, 0.0, 0.0],
+             "nodes_truenodeids": [0, 1, 0, 0], "nodes_falsenodeids": [0, 2, 0, 0],
+             "target_treeids": [0, 1, 1], "target_nodeids": [0, 1, 2], "target_ids": [0, 0, 0],
+             "target_weights": [2.0, 3.0, 5.0]}
+    x = np.array([[0.0], [1.0], [np.nan]], np.float32)
+    model = _regressor(x, attrs, 1)
+    _ort_check(model, {"x": x}, compile_cache)
+    np.testing.assert_array_equal(run_compiled(model, {"x": x}, cache_dir=compile_cache)[0], [[5.0], [7.0], [7.0]])
+
+
+@pytest.mark.parametrize("transform", ["NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO"])
+def test_tree_classifier_multiclass(compile_cache, transform) -> None:
+    rng = np.random.default_rng(60)
+    attrs = _legacy_forest(rng, trees=4, features=3, targets=4, depth=4, modes=("BRANCH_LEQ", "BRANCH_GT"),
+                           prefix="class", per_leaf=4)
+    x = _features(rng, (48, 3))
+    model = _classifier(x, {**attrs, "post_transform": transform, "base_values": [0.1, 0.0, -0.2, 0.3]},
+                        [3, 5, 7, 11])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["probabilities", "margins", "margins_logistic", "two_columns", "two_base_values"])
+def test_tree_classifier_binary(compile_cache, case) -> None:
+    """onnxruntime's binary rules: one score column expanded to [1 - s, s] (positive weights: a forest's
+    class-1 probability), [-s, s] / [s, -s] or logistic of both (margins), or two columns of their own."""
+    rng = np.random.default_rng(70)
+    two = case in ("two_columns", "two_base_values")
+    attrs = _legacy_forest(rng, trees=3, features=3, targets=2 if two else 1, depth=3, modes=("BRANCH_LEQ",),
+                           prefix="class", per_leaf=2 if two else 1)
+    if case == "probabilities":
+        attrs["class_weights"] = [abs(w) / 6 for w in attrs["class_weights"]]
+    if case == "margins_logistic":
+        attrs.update(post_transform="LOGISTIC", base_values=[0.25])
+    if case == "two_base_values":
+        attrs["base_values"] = [0.5, -0.5]
+    x = _features(rng, (48, 3))
+    _ort_check(_classifier(x, attrs, [4, 9]), {"x": x}, compile_cache, rtol=1e-5, atol=1e-6)
+
+
+def test_tree_classifier_refuses_string_labels(tmp_path) -> None:
+    rng = np.random.default_rng(80)
+    attrs = _legacy_forest(rng, trees=1, features=2, targets=2, depth=2, modes=("BRANCH_LEQ",), prefix="class")
+    x = np.zeros((2, 2), np.float32)
+    model = _ml_model_outputs("TreeEnsembleClassifier", x, {**attrs, "classlabels_strings": ["a", "b"]}, 1,
+                              [("label", onnx.TensorProto.STRING, [2]), ("scores", onnx.TensorProto.FLOAT, [2, 2])])
+    with pytest.raises(CompileError, match="TreeEnsembleClassifier.*(?i:string)"):
+        compiled(model, tmp_path)
+
+
+def test_tree_regressor_refuses_a_dangling_branch(tmp_path) -> None:
+    attrs = {"nodes_treeids": [0, 0], "nodes_nodeids": [0, 1], "nodes_featureids": [0, 0],
+             "nodes_modes": ["BRANCH_LEQ", "LEAF"], "nodes_values": [0.0, 0.0], "nodes_truenodeids": [1, 0],
+             "nodes_falsenodeids": [7, 0], "target_treeids": [0], "target_nodeids": [1], "target_ids": [0],
+             "target_weights": [1.0]}
+    with pytest.raises(CompileError, match="branches to node 7"):
+        compiled(_regressor(np.zeros((2, 1), np.float32), attrs, 1), tmp_path)

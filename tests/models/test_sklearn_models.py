@@ -1,0 +1,131 @@
+"""scikit-learn models converted by skl2onnx (ai.onnx.ml scorers) compile and match onnxruntime and scikit-learn.
+
+Models are trained at test time on ``make_classification`` / ``make_regression`` data
+with fixed seeds, converted with ``options={'zipmap': False}`` (labels and probabilities as
+tensors) and a symbolic batch (skl2onnx's ``[None, F]`` input), compiled once, and run on
+the training rows plus NaN-free rows far outside them. Labels must equal onnxruntime's and
+the model's ``predict``; probabilities and regression outputs must be within 1e-5 of
+onnxruntime's (absolute, relative for regression targets of size ~100).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (ExtraTreesClassifier, GradientBoostingClassifier, GradientBoostingRegressor,
+                              RandomForestClassifier, RandomForestRegressor)
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MaxAbsScaler, Normalizer, StandardScaler
+from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.tree import DecisionTreeRegressor
+from skl2onnx import to_onnx
+
+import runtime_stub
+from helpers_onnx import compiled, ort_reference
+
+TOLERANCE = 1e-5
+
+
+def _data(classes: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    if classes is None:
+        x, y = make_regression(400, 8, n_informative=5, noise=1.0, random_state=seed)
+    else:
+        x, y = make_classification(400, 8, n_informative=5, n_classes=classes, random_state=seed)
+    return x.astype(np.float32), y
+
+
+def _convert(model, x: np.ndarray, tensors: bool):
+    options = {id(model): {"zipmap": False}} if tensors else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+
+
+def _feeds(x: np.ndarray) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    far = (rng.standard_normal((16, x.shape[1])) * 4).astype(np.float32)  # beyond every threshold
+    return {"X": np.concatenate([x, far, x[:1]])}  # 417 rows: not a multiple of any vector width
+
+
+def _run(onnx_model, feeds, compile_cache) -> list[np.ndarray]:
+    with runtime_stub.InferenceSession(compiled(onnx_model, compile_cache)) as session:
+        return session.run(None, feeds)
+
+
+CLASSIFIERS = {
+    "scaler_random_forest": lambda: make_pipeline(StandardScaler(),
+                                                  RandomForestClassifier(12, max_depth=6, random_state=0)),
+    "extra_trees": lambda: ExtraTreesClassifier(8, random_state=0),
+    "gradient_boosting": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0),
+    "scaler_logistic_regression": lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+    "maxabs_normalizer_logistic": lambda: make_pipeline(MaxAbsScaler(), Normalizer("l2"), LogisticRegression()),
+}
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_classifier(compile_cache, name: str, classes: int) -> None:
+    x, y = _data(classes)
+    model = CLASSIFIERS[name]().fit(x, y)
+    onnx_model = _convert(model, x, tensors=True)
+    feeds = _feeds(x)
+    want_label, want_proba = ort_reference(onnx_model, feeds)
+    label, proba = _run(onnx_model, feeds, compile_cache)
+    assert label.dtype == np.int64 and proba.dtype == np.float32
+    np.testing.assert_array_equal(label, want_label)
+    np.testing.assert_array_equal(label, model.predict(feeds["X"]))
+    np.testing.assert_allclose(proba, want_proba, rtol=0, atol=TOLERANCE)
+    assert proba.shape == (feeds["X"].shape[0], classes)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_linear_svc(compile_cache, classes: int) -> None:
+    """LinearSVC: decision values, no probabilities (one column for two classes, via ArrayFeatureExtractor)."""
+    x, y = _data(classes, seed=3)
+    model = LinearSVC(random_state=0).fit(x, y)
+    onnx_model = _convert(model, x, tensors=False)
+    feeds = _feeds(x)
+    want = ort_reference(onnx_model, feeds)
+    got = _run(onnx_model, feeds, compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
+    np.testing.assert_allclose(got[1], want[1], rtol=TOLERANCE, atol=TOLERANCE)
+
+
+REGRESSORS = {
+    "gradient_boosting": lambda: GradientBoostingRegressor(n_estimators=30, max_depth=4, random_state=0),
+    "random_forest": lambda: RandomForestRegressor(10, max_depth=6, random_state=0),
+    "decision_tree": lambda: DecisionTreeRegressor(max_depth=5, random_state=0),
+    "scaler_linear": lambda: make_pipeline(StandardScaler(), LinearRegression()),
+    "linear_svr": lambda: LinearSVR(random_state=0, max_iter=5000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSORS))
+def test_regressor(compile_cache, name: str) -> None:
+    x, y = _data(None, seed=5)
+    model = REGRESSORS[name]().fit(x, y)
+    onnx_model = _convert(model, x, tensors=False)
+    feeds = _feeds(x)
+    (want,) = ort_reference(onnx_model, feeds)
+    (got,) = _run(onnx_model, feeds, compile_cache)
+    assert got.shape == want.shape == (feeds["X"].shape[0], 1)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE * scale)
+    np.testing.assert_allclose(got[:, 0], model.predict(feeds["X"]), rtol=0, atol=1e-4 * scale)
+
+
+def test_multi_target_regressor(compile_cache) -> None:
+    x, y = make_regression(300, 6, n_targets=3, random_state=2)
+    x = x.astype(np.float32)
+    model = RandomForestRegressor(6, max_depth=5, random_state=0).fit(x, y)
+    onnx_model = _convert(model, x, tensors=False)
+    feeds = _feeds(x)
+    (want,) = ort_reference(onnx_model, feeds)
+    (got,) = _run(onnx_model, feeds, compile_cache)
+    assert got.shape == want.shape == (feeds["X"].shape[0], 3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE * float(np.abs(want).max()))
