@@ -14,7 +14,8 @@ As onnxruntime computes them (the tests compare with it):
 * ``LinearClassifier``: the same scores, one column per intercept. Several columns:
   the label is the class of the first largest score, the scores post-transformed.
   One column with two class labels: label ``labels[1]`` where the score is positive,
-  and the scores become ``[1 - s, s]`` (onnxruntime applies no LOGISTIC there).
+  and the scores become ``[1 - s, s]``, with ``s`` the logistic of the score under
+  LOGISTIC and the raw score otherwise (onnxruntime ignores SOFTMAX there).
 
 Inputs of other types are converted to float first (onnxruntime's rule).
 """
@@ -26,8 +27,8 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, call, cast, compare, const, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.ml_common import (PROBIT, argmax_rows, floats, int_labels, label_of, post_transform,
-                                    regression_transform, transform_code)
+from compiler.ops.ml_common import (LOGISTIC, PROBIT, argmax_rows, floats, int_labels, label_of, logistic,
+                                    post_transform, regression_transform, transform_code)
 from compiler.ops.registry import OpDef, defop
 
 _ML = "ai.onnx.ml"
@@ -183,9 +184,12 @@ def linear_classifier(ctx: LoweringContext) -> list[Tensor]:
                 ctx.unsupported("PROBIT on a single score column with two classes (onnxruntime leaves the "
                                 "second column unwritten)")
             one = const(1.0, DType.F32)
-            probabilities = ctx.compute(score_type.shape, lambda i: select(compare("eq", i[1], 0),
-                                                                           one - scores[i[0], 0], scores[i[0], 0]),
-                                        dtype=DType.F32, name="linear_two_classes")
+
+            def two_classes(i: Index) -> Expr:
+                s = logistic(scores[i[0], 0]) if transform == LOGISTIC else scores[i[0], 0]
+                return select(compare("eq", i[1], 0), one - s, s)
+
+            probabilities = ctx.compute(score_type.shape, two_classes, dtype=DType.F32, name="linear_two_classes")
         else:
             probabilities = regression_transform(ctx, scores, transform)
     return [label, ctx.compute(score_type.shape, lambda i: cast(probabilities[i], score_type.dtype),

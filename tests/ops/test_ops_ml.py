@@ -444,3 +444,84 @@ def test_tree_regressor_refuses_a_dangling_branch(tmp_path) -> None:
              "target_weights": [1.0]}
     with pytest.raises(CompileError, match="branches to node 7"):
         compiled(_regressor(np.zeros((2, 1), np.float32), attrs, 1), tmp_path)
+
+
+# --- Scaler, Normalizer, Imputer ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+@pytest.mark.parametrize("attrs", [{"offset": [0.5, -1.0, 2.0, 0.0], "scale": [2.0, 0.5, -1.0, 3.0]},
+                                   {"offset": [1.5], "scale": [0.25]}])
+def test_scaler(compile_cache, dtype, attrs) -> None:
+    x = (rand((5, 4), seed=3) * 4).astype(dtype)
+    model = _ml_model("Scaler", {"x": x}, attrs, 1, expected=[np.zeros(x.shape, np.float32)])  # float, per spec
+    _ort_check(model, {"x": x}, compile_cache)
+    if dtype == "float32":
+        _check(model, {"x": x}, cache=compile_cache, rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["MAX", "L1", "L2"])
+@pytest.mark.parametrize("shape", [(6, 5), (5,)])
+def test_normalizer(compile_cache, norm, shape) -> None:
+    """Per row; a row of zeros (its norm 0) stays as it is (onnxruntime; the reference divides by 0)."""
+    x = rand(shape, seed=4)
+    if len(shape) == 2:
+        x[2] = 0.0
+    expected = ort_reference(_ml_model("Normalizer", {"x": x}, {"norm": norm}, 1,
+                                       expected=[np.zeros(shape, np.float32)]), {"x": x})
+    model = _ml_model("Normalizer", {"x": x}, {"norm": norm}, 1, expected)
+    _check(model, {"x": x}, expected, cache=compile_cache, rtol=1e-6, atol=1e-7)
+    if len(shape) == 2:
+        np.testing.assert_array_equal(expected[0][2], 0.0)
+
+
+def test_normalizer_int_input(compile_cache) -> None:
+    x = np.array([[1, -3, 2], [0, 0, 0]], np.int64)
+    expected = [np.array([[1 / 6, -0.5, 1 / 3], [0, 0, 0]], np.float32)]
+    model = _ml_model("Normalizer", {"x": x}, {"norm": "L1"}, 1, expected)
+    _check(model, {"x": x}, expected, cache=compile_cache, rtol=1e-6)
+    _ort_check(model, {"x": x}, compile_cache)
+
+
+@pytest.mark.parametrize("attrs,x", [
+    ({"imputed_value_floats": [9.0, 8.0, 7.0], "replaced_value_float": float("nan")},
+     np.array([[np.nan, 1.0, 2.0], [3.0, np.nan, np.nan]], np.float32)),
+    ({"imputed_value_floats": [-1.0], "replaced_value_float": 2.0}, np.array([[2.0, 1.0, 2.0]], np.float32)),
+    ({"imputed_value_int64s": [5, 6], "replaced_value_int64": -1}, np.array([[-1, 3], [4, -1]], np.int64)),
+])
+def test_imputer(compile_cache, attrs, x) -> None:
+    model = _ml_model("Imputer", {"x": x}, attrs, 1)
+    _check(model, {"x": x}, cache=compile_cache)
+    _ort_check(model, {"x": x}, compile_cache)
+
+
+# --- LinearRegressor, LinearClassifier ------------------------------------------------------
+
+
+@pytest.mark.parametrize("targets,transform", [(1, "NONE"), (3, "NONE"), (3, "SOFTMAX"), (1, "PROBIT")])
+def test_linear_regressor(compile_cache, targets, transform) -> None:
+    rng = np.random.default_rng(targets)
+    x = rand((7, 4), seed=5)
+    scale = 0.05 if transform == "PROBIT" else 1.0  # probit wants scores in (0, 1)
+    attrs = {"coefficients": (rng.standard_normal(targets * 4) * scale).tolist(), "targets": targets,
+             "intercepts": (rng.uniform(0.4, 0.6, targets) if transform == "PROBIT" else rng.standard_normal(targets)
+                            ).tolist(), "post_transform": transform}
+    model = _ml_model("LinearRegressor", {"x": x}, attrs, 1, expected=[np.zeros((7, targets), np.float32)])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("classes,transform", [(3, "NONE"), (3, "SOFTMAX"), (3, "LOGISTIC"), (3, "SOFTMAX_ZERO"),
+                                               (2, "LOGISTIC"), (1, "NONE"), (1, "LOGISTIC")])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_linear_classifier(compile_cache, classes, transform, dtype) -> None:
+    """Several score columns (arg max label), two, and one column with two labels ([1 - s, s], onnxruntime)."""
+    rng = np.random.default_rng(classes * 7)
+    x = (rand((9, 3), seed=6) * 3).astype(dtype)
+    labels = [10, 20, 30][:max(classes, 2)]
+    attrs = {"coefficients": rng.standard_normal(classes * 3).astype(np.float32).tolist(),
+             "intercepts": rng.standard_normal(classes).astype(np.float32).tolist(),
+             "classlabels_ints": labels, "post_transform": transform}
+    model = _ml_model_outputs("LinearClassifier", x, attrs, 1,
+                              [("label", onnx.TensorProto.INT64, [9]),
+                               ("scores", onnx.TensorProto.FLOAT, [9, max(classes, 2)])])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-5)
