@@ -133,7 +133,13 @@ def _array_feature_extractor(attrs, dims, elem, inputs):
     return [(elem, [*dims[:-1], count] if len(dims) > 1 else [1, count])]
 
 
+def _one_hot_encoder(attrs, dims, elem, inputs):
+    categories = len(attrs.get("cats_int64s") or attrs.get("cats_strings") or [])
+    return [(_FLOAT, [*dims, categories])] if categories else None
+
+
 _RULES = {
+    "OneHotEncoder": _one_hot_encoder,
     "ArrayFeatureExtractor": _array_feature_extractor,
     "TreeEnsembleClassifier": _tree_classifier,
     "TreeEnsembleRegressor": _tree_regressor,

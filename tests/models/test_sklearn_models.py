@@ -20,7 +20,9 @@ from sklearn.ensemble import (ExtraTreesClassifier, GradientBoostingClassifier, 
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, Normalizer, StandardScaler
-from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.compose import ColumnTransformer
+from sklearn.preprocessing import OneHotEncoder
+from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR, OneClassSVM
 from sklearn.tree import DecisionTreeRegressor
 from skl2onnx import to_onnx
 
@@ -102,6 +104,8 @@ REGRESSORS = {
     "decision_tree": lambda: DecisionTreeRegressor(max_depth=5, random_state=0),
     "scaler_linear": lambda: make_pipeline(StandardScaler(), LinearRegression()),
     "linear_svr": lambda: LinearSVR(random_state=0, max_iter=5000),
+    "svr_rbf": lambda: make_pipeline(StandardScaler(), SVR(C=50.0)),
+    "svr_poly": lambda: make_pipeline(StandardScaler(), SVR(kernel="poly", C=50.0)),
 }
 
 
@@ -129,3 +133,65 @@ def test_multi_target_regressor(compile_cache) -> None:
     (got,) = _run(onnx_model, feeds, compile_cache)
     assert got.shape == want.shape == (feeds["X"].shape[0], 3)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("classes", [2, 3, 4])
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "sigmoid", "linear"])
+@pytest.mark.parametrize("probability", [False, True])
+def test_svc(compile_cache, kernel: str, classes: int, probability: bool) -> None:
+    """One-vs-one decision values or (probability=True) libsvm's coupled probabilities."""
+    x, y = _data(classes, seed=7)
+    x, y = x[:200], y[:200]
+    model = SVC(kernel=kernel, probability=probability, random_state=0).fit(x, y)
+    onnx_model = _convert(model, x, tensors=True)
+    feeds = _feeds(x)
+    want = ort_reference(onnx_model, feeds)
+    got = _run(onnx_model, feeds, compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
+    np.testing.assert_allclose(got[1], want[1], rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_one_class_svm(compile_cache) -> None:
+    x, _ = _data(None, seed=8)
+    model = OneClassSVM(gamma=0.05).fit(x)
+    onnx_model = _convert(model, x, tensors=False)
+    feeds = _feeds(x)
+    want = ort_reference(onnx_model, feeds)
+    got = _run(onnx_model, feeds, compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0].reshape(-1), model.predict(feeds["X"]))
+    # Decision values: a sum over ~200 support vectors; onnxruntime sums in float, tilec in double.
+    np.testing.assert_allclose(got[1], want[1], rtol=0, atol=TOLERANCE * float(np.abs(want[1]).max()))
+
+
+def _mixed_columns(seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Three numeric columns and two integer-coded categorical ones (4 categories each)."""
+    x, y = make_classification(300, 5, n_informative=3, n_classes=3, random_state=seed)
+    cats = np.stack([(x[:, 3] > 0) + 2 * (x[:, 4] > 0.5), np.digitize(x[:, 4], [-1, 0, 1])], 1)
+    return np.concatenate([x[:, :3], cats], 1).astype(np.float32), y
+
+
+@pytest.mark.parametrize("name", ["svc_probability", "svc_linear_kernel", "linear_svc"])
+def test_mixed_columns_pipeline(compile_cache, name: str) -> None:
+    """ColumnTransformer(StandardScaler on numbers, OneHotEncoder on categories) then an SVM: Gather, Cast,
+    OneHotEncoder, Concat and Reshape([-1, C]) over the symbolic batch, then the scorer."""
+    x, y = _mixed_columns()
+    classifier = {"svc_probability": lambda: SVC(probability=True, random_state=0),
+                  "svc_linear_kernel": lambda: SVC(kernel="linear"),
+                  "linear_svc": lambda: LinearSVC(random_state=0)}[name]()
+    columns = ColumnTransformer([("num", StandardScaler(), [0, 1, 2]),
+                                 ("cat", OneHotEncoder(handle_unknown="ignore"), [3, 4])])
+    model = make_pipeline(columns, classifier).fit(x, y)
+    # skl2onnx wants an option it knows for LinearSVC inside a pipeline (it adds a zipmap default otherwise).
+    options = {id(classifier): {"zipmap": False} if isinstance(classifier, SVC) else {"nocl": False}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_model = to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+    assert "OneHotEncoder" in {n.op_type for n in onnx_model.graph.node}
+    feeds = {"X": np.concatenate([x, x[:5]])}
+    want = ort_reference(onnx_model, feeds)
+    got = _run(onnx_model, feeds, compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
+    np.testing.assert_allclose(got[1], want[1], rtol=TOLERANCE, atol=TOLERANCE)

@@ -525,3 +525,109 @@ def test_linear_classifier(compile_cache, classes, transform, dtype) -> None:
                               [("label", onnx.TensorProto.INT64, [9]),
                                ("scores", onnx.TensorProto.FLOAT, [9, max(classes, 2)])])
     _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-5)
+
+
+# --- SVMClassifier, SVMRegressor ---------------------------------------------------------------
+
+
+def _svm_attrs(rng: np.random.Generator, kernel: str, features: int) -> dict[str, Any]:
+    return {"kernel_type": kernel, "kernel_params": [0.3, 0.5, 2.0] if kernel != "SIGMOID" else [0.2, 0.1, 0.0]}
+
+
+@pytest.mark.parametrize("kernel", ["LINEAR", "POLY", "RBF", "SIGMOID"])
+@pytest.mark.parametrize("one_class", [0, 1])
+def test_svm_regressor(compile_cache, kernel, one_class) -> None:
+    rng = np.random.default_rng(90)
+    x = rand((11, 3), seed=7)
+    attrs = {**_svm_attrs(rng, kernel, 3), "n_supports": 5, "support_vectors": rng.standard_normal(15).tolist(),
+             "coefficients": rng.standard_normal(5).tolist(), "rho": [0.25], "one_class": one_class}
+    model = _ml_model("SVMRegressor", {"x": x}, attrs, 1, expected=[np.zeros((11, 1), np.float32)])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-5)
+
+
+def test_svm_regressor_linear_mode(compile_cache) -> None:
+    """No support vectors: the coefficients are one weight per feature."""
+    x = rand((6, 4), seed=8)
+    attrs = {"coefficients": [0.5, -1.0, 2.0, 0.25], "rho": [-0.5], "kernel_type": "LINEAR",
+             "kernel_params": [0.0, 0.0, 0.0]}
+    model = _ml_model("SVMRegressor", {"x": x}, attrs, 1, expected=[np.zeros((6, 1), np.float32)])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-6, atol=1e-6)
+
+
+def _svc_attrs(rng: np.random.Generator, classes: int, kernel: str, probability: bool) -> dict[str, Any]:
+    per_class = [2, 3, 1, 2][:classes]
+    vectors = sum(per_class)
+    pairs = classes * (classes - 1) // 2
+    attrs = {**_svm_attrs(rng, kernel, 3), "vectors_per_class": per_class,
+             "support_vectors": rng.standard_normal(vectors * 3).tolist(),
+             "coefficients": rng.standard_normal((classes - 1) * vectors).tolist(),
+             "rho": rng.standard_normal(pairs).tolist(), "classlabels_ints": [5, 6, 7, 8][:classes]}
+    if probability:
+        attrs.update(prob_a=rng.uniform(-3, -1, pairs).tolist(), prob_b=rng.uniform(-0.2, 0.2, pairs).tolist())
+    return attrs
+
+
+@pytest.mark.parametrize("classes", [2, 3, 4])
+@pytest.mark.parametrize("kernel", ["LINEAR", "RBF", "POLY"])
+@pytest.mark.parametrize("probability", [False, True])
+def test_svm_classifier_svc(compile_cache, classes, kernel, probability) -> None:
+    rng = np.random.default_rng(classes * 10 + probability)
+    x = rand((13, 3), seed=9)
+    attrs = _svc_attrs(rng, classes, kernel, probability)
+    columns = classes if probability or classes == 2 else classes * (classes - 1) // 2
+    model = _ml_model_outputs("SVMClassifier", x, attrs, 1, [("label", onnx.TensorProto.INT64, [13]),
+                                                             ("scores", onnx.TensorProto.FLOAT, [13, columns])])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("classes,positive", [(2, True), (2, False), (3, False)])
+def test_svm_classifier_linear_mode(compile_cache, classes, positive) -> None:
+    """No support vectors: one score per class; two classes take onnxruntime's threshold rule."""
+    rng = np.random.default_rng(classes + positive)
+    x = rand((10, 3), seed=10, low=0.0, high=1.0) if positive else rand((10, 3), seed=10)
+    coefficients = rng.uniform(0, 0.4, classes * 3) if positive else rng.standard_normal(classes * 3)
+    attrs = {"coefficients": coefficients.tolist(), "rho": [0.1], "classlabels_ints": [3, 4, 5][:classes],
+             "kernel_type": "LINEAR", "kernel_params": [0.0, 0.0, 0.0]}
+    model = _ml_model_outputs("SVMClassifier", x, attrs, 1, [("label", onnx.TensorProto.INT64, [10]),
+                                                             ("scores", onnx.TensorProto.FLOAT, [10, classes])])
+    _ort_check(model, {"x": x}, compile_cache, rtol=1e-5, atol=1e-5)
+
+
+# --- OneHotEncoder, FeatureVectorizer -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float32", "float64"])
+def test_one_hot_encoder(compile_cache, dtype) -> None:
+    """A value outside the categories gives zeros; float values are truncated to integers first."""
+    x = np.array([[1, 4, 7], [3, 9, 1]], dtype)
+    if dtype.startswith("float"):
+        x = x + np.array([[0.25, 0.75, 0.0], [0.5, 0.0, 0.9]], dtype)
+    model = _ml_model("OneHotEncoder", {"x": x}, {"cats_int64s": [1, 3, 4, 7]}, 1,
+                      expected=[np.zeros((2, 3, 4), np.float32)])
+    _ort_check(model, {"x": x}, compile_cache)
+
+
+def test_one_hot_encoder_zeros_0_refuses_unknown_values(compile_cache) -> None:
+    from runtime_stub.errors import InvalidInputError
+
+    x = np.array([1, 3], np.int64)
+    model = _ml_model("OneHotEncoder", {"x": x}, {"cats_int64s": [1, 3], "zeros": 0}, 1,
+                      expected=[np.zeros((2, 2), np.float32)])
+    _ort_check(model, {"x": x}, compile_cache)
+    with pytest.raises(InvalidInputError, match="not one of the categories"):
+        run_compiled(model, {"x": np.array([1, 2], np.int64)}, cache_dir=compile_cache)
+
+
+def test_feature_vectorizer(compile_cache) -> None:
+    """Columns side by side: the second input cut to 1 of its 3 columns, the third padded with zeros."""
+    feeds = {"a": rand((4, 2), seed=11), "b": rand((4, 3), seed=12), "c": np.arange(4, dtype=np.float32).reshape(4, 1)}
+    node = helper.make_node("FeatureVectorizer", list(feeds), ["y"], domain="ai.onnx.ml", inputdimensions=[2, 1, 2])
+    infos = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()]
+    model = helper.make_model(helper.make_graph([node], "fv", infos, [helper.make_tensor_value_info(
+        "y", onnx.TensorProto.FLOAT, [4, 5])]), opset_imports=[helper.make_opsetid("", 21),
+                                                                helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 10
+    want = ort_reference(model, feeds)
+    got = run_compiled(model, feeds, cache_dir=compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0][:, 4], 0.0)
