@@ -11,10 +11,13 @@ The node tables (``nodes_*``, ``leaf_*``, ``membership_values``; legacy nodes na
 node) are compile-time attributes. They become constant tables over one id space: interior nodes
 ``0..n-1``, leaves ``n..n+L-1``, each leaf branching to itself. The walk is a
 fixed number of steps, the depth of the deepest tree: step ``d`` is one
-computation over ``[batch, trees]`` that gathers the current node's feature,
-split and mode and selects its true or false successor, so after the last step
-every tree sits on its leaf. Each step is stored, so no step's expression
-grows with the depth.
+computation over ``[trees, batch]`` that gathers the current node's feature,
+split and mode and then one of its two successors (stored side by side), so after
+the last step every tree sits on its leaf. Each step is stored, so no step's
+expression grows with the depth; the schedule folds the chain of steps into one
+loop per tree (``schedule/localize.py``), each step a pass over the batch through
+a local slice, so a tree's tables stay in cache while every row walks it. Node ids
+are int32.
 
 Decisions follow the spec: ``BRANCH_LEQ/LT/GTE/GT/EQ/NEQ`` compare the feature
 with the split (in the wider of the input's and the splits' types, as the
@@ -46,7 +49,7 @@ from typing import Callable
 import numpy as np
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logical_and, select
+from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.ml_common import (LOGISTIC, PROBIT, argmax_rows, floats, int_labels, label_of, logistic,
                                     post_transform, regression_transform, transform_code)
@@ -120,7 +123,8 @@ def tree_ensemble_regressor(ctx: LoweringContext) -> list[Tensor]:
         # onnxruntime: a target no leaf of the row scores stays 0, base value or not.
         scored = ctx.add_constant(listed, "tree_scored")
         reached = ctx.reduce(scores.shape, [len(forest.roots)],
-                             lambda i, r: cast(scored[leaf[i[0], r[0]] - forest.leaves, i[1]], DType.U8), "max",
+                             lambda i, r: cast(scored[cast(leaf[r[0], i[0]], DType.I64) - forest.leaves, i[1]],
+                                               DType.U8), "max",
                              name="tree_reached", materialize=True)
         based = _add_base(ctx, scores, base)
         scores = ctx.compute(scores.shape, lambda i: select(compare("eq", reached[i], 0), const(0.0, DType.F32),
@@ -250,14 +254,14 @@ def _aggregate(ctx: LoweringContext, leaf: Tensor, forest: _Forest, table: np.nd
     neutral = const(0.0, work) if combiner == "sum" else const(math.inf if combiner == "min" else -math.inf, work)
 
     def contribution(i: Index, r: Index) -> Expr:
-        return weights[leaf[i[0], r[0]] - forest.leaves, i[1]]
+        return weights[cast(leaf[r[0], i[0]], DType.I64) - forest.leaves, i[1]]
 
     def finish(acc: Expr, i: Index) -> Expr:
         if average:
             return acc / const(trees, work)
         return acc if combiner == "sum" else select(compare("eq", acc, neutral), const(0.0, work), acc)
 
-    return ctx.reduce((leaf.shape[0], table.shape[1]), [trees], contribution, combiner, finish, name="tree_scores",
+    return ctx.reduce((leaf.shape[1], table.shape[1]), [trees], contribution, combiner, finish, name="tree_scores",
                       materialize=True)
 
 
@@ -288,14 +292,16 @@ def _walk(ctx: LoweringContext, x: Tensor, forest: _Forest) -> Tensor:
     """``[batch, trees]``: the leaf id each tree reaches for each row."""
     work = DType.from_numpy(np.promote_types(x.dtype.numpy, forest.split.dtype)) \
         if x.dtype not in (DType.F16, DType.BF16) else DType.F32
-    feature = ctx.add_constant(forest.feature, "tree_feature")
+    # Node ids and feature numbers in int32 (every id space here fits): half the table bytes to cache.
+    feature = ctx.add_constant(forest.feature.astype(np.int32), "tree_feature")
     split = ctx.add_constant(forest.split.astype(work.numpy), "tree_split")
     mode = ctx.add_constant(forest.mode, "tree_mode")
     tracks = ctx.add_constant(forest.tracks_true, "tree_nan_true")
-    on_true = ctx.add_constant(forest.on_true, "tree_true")
-    on_false = ctx.add_constant(forest.on_false, "tree_false")
+    # Both successors of node k side by side (2k: true, 2k + 1: false): a step gathers one of them.
+    children = ctx.add_constant(np.stack([forest.on_true, forest.on_false], 1).reshape(-1).astype(np.int32),
+                                "tree_children")
     members = ctx.add_constant(forest.members.astype(work.numpy), "tree_members")
-    roots = ctx.add_constant(forest.roots, "tree_roots")
+    roots = ctx.add_constant(forest.roots.astype(np.int32), "tree_roots")
     modes = sorted({int(m) for m in forest.mode[:forest.leaves]})
 
     def decide(node: Expr, value: Expr) -> Expr:
@@ -315,18 +321,18 @@ def _walk(ctx: LoweringContext, x: Tensor, forest: _Forest) -> Tensor:
 
     def step(current: Callable[[Index], Expr]) -> Callable[[Index], Expr]:
         def successor(i: Index) -> Expr:
-            node = current(i)
-            value = cast(x[i[0], feature[node]], work)
-            return select(decide(node, value), on_true[node], on_false[node])
+            node = cast(current(i), DType.I64)
+            value = cast(x[i[1], cast(feature[node], DType.I64)], work)
+            return children[node * 2 + select(decide(node, value), Const(0), Const(1))]
 
         return successor
 
     def start(i: Index) -> Expr:
-        return roots[i[1]]
+        return roots[i[0]]
 
     position: Callable[[Index], Expr] = start
     for _ in range(max(forest.depth, 1)):  # at least one step: a forest of single-leaf trees
-        walked = ctx.compute((x.shape[0], len(forest.roots)), step(position), dtype=DType.I64, name="tree_walk",
+        walked = ctx.compute((len(forest.roots), x.shape[0]), step(position), dtype=DType.I32, name="tree_walk",
                              materialize=True)
         position = walked.__getitem__
     return walked
