@@ -10,8 +10,8 @@ The node tables (``nodes_*``, ``leaf_*``, ``membership_values``; legacy nodes na
 ``(tree id, node id)``, ``LEAF`` nodes among them, a tree rooted at its first listed
 node) are compile-time attributes. They become constant tables over one id space: interior nodes
 ``0..n-1``, leaves ``n..n+L-1``, each leaf branching to itself. The walk is a
-fixed number of steps, the depth of the deepest tree: step ``d`` is one
-computation over ``[trees, batch]`` that gathers the current node's feature,
+fixed number of steps, the depth of the tree (trees of equal depth walk
+together, deepest first): step ``d`` is one computation over ``[trees, batch]`` that gathers the current node's feature,
 split and mode and then one of its two successors (stored side by side), so after
 the last step every tree sits on its leaf. Each step is stored, so no step's
 expression grows with the depth; the schedule folds the chain of steps into one
@@ -72,7 +72,7 @@ class _Forest:
     on_false: np.ndarray  # int64 [n + L]
     members: np.ndarray  # [n + L, widest set], NaN-padded (NaN equals nothing)
     roots: np.ndarray  # int64 [trees]
-    depth: int
+    depths: np.ndarray  # int64 [trees]: the most interior nodes on a root-to-leaf path of each tree
     leaves: int  # n: the first leaf id
 
     @property
@@ -301,7 +301,6 @@ def _walk(ctx: LoweringContext, x: Tensor, forest: _Forest) -> Tensor:
     children = ctx.add_constant(np.stack([forest.on_true, forest.on_false], 1).reshape(-1).astype(np.int32),
                                 "tree_children")
     members = ctx.add_constant(forest.members.astype(work.numpy), "tree_members")
-    roots = ctx.add_constant(forest.roots.astype(np.int32), "tree_roots")
     modes = sorted({int(m) for m in forest.mode[:forest.leaves]})
 
     def decide(node: Expr, value: Expr) -> Expr:
@@ -327,15 +326,22 @@ def _walk(ctx: LoweringContext, x: Tensor, forest: _Forest) -> Tensor:
 
         return successor
 
-    def start(i: Index) -> Expr:
-        return roots[i[0]]
-
-    position: Callable[[Index], Expr] = start
-    for _ in range(max(forest.depth, 1)):  # at least one step: a forest of single-leaf trees
-        walked = ctx.compute((len(forest.roots), x.shape[0]), step(position), dtype=DType.I32, name="tree_walk",
-                             materialize=True)
-        position = walked.__getitem__
-    return walked
+    # Trees of one depth walk together, as many steps as they need (at least one: a single-leaf tree);
+    # deepest first, each group's last step writing its rows of the [trees, batch] leaf table.
+    order = np.argsort(-forest.depths, kind="stable")
+    leaf = ctx.temp((len(order), x.shape[0]), DType.I32, "tree_leaf")
+    start = 0
+    for depth in sorted(set(forest.depths.tolist()), reverse=True):
+        group = order[forest.depths[order] == depth]
+        group_roots = ctx.add_constant(forest.roots[group].astype(np.int32), "tree_roots")
+        position: Callable[[Index], Expr] = lambda i, group_roots=group_roots: group_roots[i[0]]
+        for _ in range(max(depth, 1) - 1):
+            walked = ctx.compute((group.size, x.shape[0]), step(position), dtype=DType.I32, name="tree_walk",
+                                 materialize=True)
+            position = walked.__getitem__
+        ctx.write_region(leaf, (start, 0), (group.size, x.shape[0]), step(position))
+        start += group.size
+    return Tensor(leaf)
 
 
 def _any(conditions: list[Expr]) -> Expr:
@@ -387,7 +393,7 @@ def _forest(ctx: LoweringContext, features: int) -> _Forest:
         on_true=on_true, on_false=on_false,
         members=_member_table(ctx, modes, leaves, splits.dtype),
         roots=roots,
-        depth=_depth(ctx, roots, on_true, on_false, n),
+        depths=_depths(ctx, roots, on_true, on_false, n),
         leaves=n,
     )
 
@@ -458,7 +464,7 @@ def _legacy_forest(ctx: LoweringContext, features: int) -> tuple[_Forest, dict[t
         on_true=on_true, on_false=on_false,
         members=np.full((n_all, 1), np.nan, splits.dtype),
         roots=roots,
-        depth=_depth(ctx, roots, on_true, on_false, n),
+        depths=_depths(ctx, roots, on_true, on_false, n),
         leaves=n,
     )
     leaf_of = {key: int(ids[k]) - n for key, k in position.items() if is_leaf[k]}
@@ -505,8 +511,9 @@ def _member_table(ctx: LoweringContext, modes: np.ndarray, leaves: int, dtype: n
     return table
 
 
-def _depth(ctx: LoweringContext, roots: np.ndarray, on_true: np.ndarray, on_false: np.ndarray, leaves: int) -> int:
-    """The most interior nodes on any root-to-leaf path; a cycle is refused."""
+def _depths(ctx: LoweringContext, roots: np.ndarray, on_true: np.ndarray, on_false: np.ndarray,
+            leaves: int) -> np.ndarray:
+    """Per tree, the most interior nodes on any root-to-leaf path; a cycle is refused."""
     memo: dict[int, int] = {}
 
     def depth(node: int, path: frozenset[int]) -> int:
@@ -519,7 +526,7 @@ def _depth(ctx: LoweringContext, roots: np.ndarray, on_true: np.ndarray, on_fals
             memo[node] = 1 + max(depth(int(on_true[node]), inner), depth(int(on_false[node]), inner))
         return memo[node]
 
-    return max(depth(int(r), frozenset()) for r in roots)
+    return np.array([depth(int(r), frozenset()) for r in roots], np.int64)
 
 
 OPS: list[OpDef] = [
