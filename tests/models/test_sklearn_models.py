@@ -58,6 +58,16 @@ def _run(onnx_model, feeds, compile_cache) -> list[np.ndarray]:
         return session.run(None, feeds)
 
 
+def _check_classifier(model, onnx_model, feeds, compile_cache, rtol: float = TOLERANCE) -> list[np.ndarray]:
+    """Labels equal to onnxruntime's and to ``model.predict``; scores within ``rtol`` / 1e-5 of onnxruntime's."""
+    want = ort_reference(onnx_model, feeds)
+    got = _run(onnx_model, feeds, compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
+    np.testing.assert_allclose(got[1], want[1], rtol=rtol, atol=TOLERANCE)
+    return got
+
+
 CLASSIFIERS = {
     "scaler_random_forest": lambda: make_pipeline(StandardScaler(),
                                                   RandomForestClassifier(12, max_depth=6, random_state=0)),
@@ -75,12 +85,8 @@ def test_classifier(compile_cache, name: str, classes: int) -> None:
     model = CLASSIFIERS[name]().fit(x, y)
     onnx_model = _convert(model, x, tensors=True)
     feeds = _feeds(x)
-    want_label, want_proba = ort_reference(onnx_model, feeds)
-    label, proba = _run(onnx_model, feeds, compile_cache)
+    label, proba = _check_classifier(model, onnx_model, feeds, compile_cache, rtol=0)
     assert label.dtype == np.int64 and proba.dtype == np.float32
-    np.testing.assert_array_equal(label, want_label)
-    np.testing.assert_array_equal(label, model.predict(feeds["X"]))
-    np.testing.assert_allclose(proba, want_proba, rtol=0, atol=TOLERANCE)
     assert proba.shape == (feeds["X"].shape[0], classes)
 
 
@@ -90,12 +96,7 @@ def test_linear_svc(compile_cache, classes: int) -> None:
     x, y = _data(classes, seed=3)
     model = LinearSVC(random_state=0).fit(x, y)
     onnx_model = _convert(model, x, tensors=False)
-    feeds = _feeds(x)
-    want = ort_reference(onnx_model, feeds)
-    got = _run(onnx_model, feeds, compile_cache)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
-    np.testing.assert_allclose(got[1], want[1], rtol=TOLERANCE, atol=TOLERANCE)
+    _check_classifier(model, onnx_model, _feeds(x), compile_cache)
 
 
 REGRESSORS = {
@@ -144,12 +145,7 @@ def test_svc(compile_cache, kernel: str, classes: int, probability: bool) -> Non
     x, y = x[:200], y[:200]
     model = SVC(kernel=kernel, probability=probability, random_state=0).fit(x, y)
     onnx_model = _convert(model, x, tensors=True)
-    feeds = _feeds(x)
-    want = ort_reference(onnx_model, feeds)
-    got = _run(onnx_model, feeds, compile_cache)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
-    np.testing.assert_allclose(got[1], want[1], rtol=TOLERANCE, atol=TOLERANCE)
+    _check_classifier(model, onnx_model, _feeds(x), compile_cache)
 
 
 def test_one_class_svm(compile_cache) -> None:
@@ -189,9 +185,4 @@ def test_mixed_columns_pipeline(compile_cache, name: str) -> None:
         warnings.simplefilter("ignore")
         onnx_model = to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
     assert "OneHotEncoder" in {n.op_type for n in onnx_model.graph.node}
-    feeds = {"X": np.concatenate([x, x[:5]])}
-    want = ort_reference(onnx_model, feeds)
-    got = _run(onnx_model, feeds, compile_cache)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
-    np.testing.assert_allclose(got[1], want[1], rtol=TOLERANCE, atol=TOLERANCE)
+    _check_classifier(model, onnx_model, {"X": np.concatenate([x, x[:5]])}, compile_cache)
