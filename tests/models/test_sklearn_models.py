@@ -186,3 +186,24 @@ def test_mixed_columns_pipeline(compile_cache, name: str) -> None:
         onnx_model = to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
     assert "OneHotEncoder" in {n.op_type for n in onnx_model.graph.node}
     _check_classifier(model, onnx_model, {"X": np.concatenate([x, x[:5]])}, compile_cache)
+
+
+def test_default_zipmap_is_refused_with_the_converter_option(tmp_path) -> None:
+    """skl2onnx's default output (ZipMap: a list of dicts) is not a tensor; the error says how to convert."""
+    from compiler.errors import UnsupportedOpError
+
+    x, y = _data(2)
+    onnx_model = _convert(LogisticRegression().fit(x, y), x, tensors=False)
+    assert "ZipMap" in {n.op_type for n in onnx_model.graph.node}
+    with pytest.raises(UnsupportedOpError, match=r"ZipMap.*zipmap': False"):
+        compiled(onnx_model, tmp_path)
+
+
+def test_string_labels_are_refused_naming_the_op(tmp_path) -> None:
+    from compiler.errors import CompileError
+
+    x, y = _data(3)
+    onnx_model = _convert(RandomForestClassifier(3, max_depth=3, random_state=0).fit(x, np.array(["a", "b", "c"])[y]),
+                          x, tensors=True)
+    with pytest.raises(CompileError, match=r"TreeEnsembleClassifier.*STRING.*integer labels"):
+        compiled(onnx_model, tmp_path)
