@@ -26,10 +26,24 @@ if TYPE_CHECKING:
 
 Expander = Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]
 
+def _refuse_maps(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) -> None:
+    """No expansion: a reason for ai.onnx.ml's map and string ops, which converters emit by default."""
+    raise NotExpandable(_MAP_OPS[node.op_type])
+
+
+_MAP_OPS = {
+    "ZipMap": "its output is a sequence of maps, which tilec cannot return yet; convert the classifier with "
+              "skl2onnx's options={'zipmap': False} (onnxmltools: zipmap=False) for labels and probabilities "
+              "as tensors",
+    "DictVectorizer": "its input is a map, which tilec cannot take yet; feed the features as a tensor",
+    "CategoryMapper": "it maps strings, and tilec has no string tensors yet; encode the categories as integers",
+}
+
 #: (domain, op type) -> its expander.
 EXPANDERS: dict[tuple[str, str], Expander] = {
     **{("", op): f for op, f in {**control_flow.EXPANDERS, **recurrent.EXPANDERS}.items()},
     **{(contrib.DOMAIN, op): f for op, f in contrib.EXPANDERS.items()},
+    **{("ai.onnx.ml", op): _refuse_maps for op in _MAP_OPS},
 }
 
 

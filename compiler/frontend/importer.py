@@ -156,7 +156,9 @@ def _tensor_type(label: str, t: onnx.TypeProto, sizes: SymbolicDims | None = Non
     try:
         dtype = DType.from_onnx(t.tensor_type.elem_type)
     except KeyError as exc:
-        raise CompileError(f"{label}: {exc.args[0]}") from None
+        hint = (" (tilec has no string tensors yet: for a classifier's string class labels, train or convert "
+                "it with integer labels)") if t.tensor_type.elem_type == onnx.TensorProto.STRING else ""
+        raise CompileError(f"{label}: {exc.args[0]}{hint}") from None
     return TensorType(dtype, tuple(shape))
 
 

@@ -731,13 +731,18 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
                               ir_version=_PROXY_IR_VERSION)
     declared = {vi.name: vi.type for vi in [*graph.value_info, *graph.output] if _has_type(vi.type)}
     types = _inferred_types(model, declared)
+    # Inference lists no initializers; a correction may need their shapes (ArrayFeatureExtractor's indices).
+    constant_types = {t.name: helper.make_tensor_type_proto(t.data_type, list(t.dims)) for t in proxy.initializer}
     # Where onnx's inference is wrong (shape_fixes), pin the value to the right type: it becomes an input
     # of the proxy (its producer writes a private name instead) and inference runs again, so every value
     # downstream follows. A pin can depend on another (a pool after a pool): repeat until none changes
     # (at most once per node, as each round settles every pin whose input was settled before).
     pinned: set[str] = set()
     for _ in range(len(graph.node)):
-        fixes = {name: t for node in graph.node for name, t in corrected_types(node, types).items()}
+        # A value not pinned yet is pinned even where ``types`` agrees: that may be a declared type, which
+        # inference (and so every consumer of the value) does not see.
+        fixes = {name: t for node in graph.node for name, t in corrected_types(node, {**constant_types, **types}).items()
+                 if name not in pinned or not _same_type(t, types.get(name))}
         if corrections is not None:
             fixes |= {name: t for node in graph.node for name, t in corrections(node, types).items()
                       if name not in pinned or not _same_type(t, types.get(name))}

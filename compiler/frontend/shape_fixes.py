@@ -13,6 +13,8 @@ formula to SAME's padding instead of giving ``ceil(in / stride)``. The spec
 ("sliding windows that would start in the right padded region are ignored"),
 onnxruntime and PyTorch drop that window: one row/column fewer. With
 ``ceil_mode=0`` inference agrees with the spec and nothing is corrected.
+
+ai.onnx.ml scorers, whose outputs onnx mostly leaves shapeless: :mod:`.ml_types`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 from onnx import helper
+
+from compiler.frontend.ml_types import ml_output_types
 
 #: Pools whose output size depends on ``ceil_mode``.
 CEIL_MODE_POOLS = frozenset({"MaxPool", "AveragePool", "LpPool"})
@@ -57,6 +61,8 @@ def pool_output_spatial(in_spatial: Sequence[int], kernel: Sequence[int], stride
 def corrected_types(node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
     """``{output name: type}`` for the outputs of ``node`` whose correct type differs from ``types``
     (the current inference results, the node's input included); empty when nothing is known to be wrong."""
+    if node.domain == "ai.onnx.ml":
+        return ml_output_types(node, types)
     if node.op_type not in CEIL_MODE_POOLS or node.domain not in ("", "ai.onnx") or not node.input:
         return {}
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

@@ -423,6 +423,16 @@ def _windowed_shape(node: onnx.NodeProto, data: list[Size], types: Mapping[str, 
     return out
 
 
+def _reshapes_symbolic_data(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
+                            values: Mapping[str, np.ndarray]) -> bool:
+    """A Reshape of data with a symbolic dim by a constant shape (skl2onnx's ``[-1, C]``): onnx leaves the
+    -1 (or 0) unknown, though it is the symbolic size."""
+    if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in values:
+        return False
+    data = shape_of(types.get(node.input[0]), dims)
+    return data is not None and not all(isinstance(d, int) for d in data)
+
+
 def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
                  values: Mapping[str, np.ndarray]) -> dict[str, onnx.TypeProto]:
     """See the module docstring; ``values`` holds the symbolic (object-dtype) and constant arrays."""
@@ -438,7 +448,8 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
                                          for o in node.output[:1]}
     if node.op_type in _BROADCASTING and not any(n in values and is_symbolic(values[n]) for n in node.input):
         return _unified_broadcast(node, dims, types, values)
-    if not any(n in values and is_symbolic(values[n]) for n in node.input):
+    if not any(n in values and is_symbolic(values[n]) for n in node.input) and \
+            not _reshapes_symbolic_data(node, dims, types, values):
         return {}
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
 

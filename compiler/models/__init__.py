@@ -16,7 +16,7 @@ from typing import Callable
 
 import onnx
 
-from compiler.models import light, mobilenet, synthetic, transformer
+from compiler.models import light, mobilenet, synthetic, transformer, trees
 
 
 def _light(name: str) -> Callable[[], onnx.ModelProto]:
@@ -38,6 +38,12 @@ SUITE: dict[str, tuple[Callable[[], onnx.ModelProto], str]] = {
     "bert_small": (lambda: transformer.encoder(layers=4, hidden=256, heads=4, seq=128),
                    "small BERT encoder: 4 layers, hidden 256, 4 heads, seq 128, batch 1"),
     "elementwise_chain": (synthetic.elementwise_chain, "200 small elementwise ops on 1x64 (per-op overhead)"),
+    "random_forest_b1": (lambda: trees.random_forest(batch=1),
+                         "RandomForest-shaped TreeEnsembleClassifier: 200 trees, depth 8, 20 features, 3 classes, batch 1"),
+    "random_forest_b1024": (lambda: trees.random_forest(batch=1024), "the same forest, batch 1024"),
+    "lightgbm_b1": (lambda: trees.gradient_boosting(batch=1),
+                    "LightGBM-shaped TreeEnsembleRegressor: 500 trees of 31 leaves, 20 features, batch 1"),
+    "lightgbm_b1024": (lambda: trees.gradient_boosting(batch=1024), "the same ensemble, batch 1024"),
 }
 
 

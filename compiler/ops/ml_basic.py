@@ -1,4 +1,5 @@
-"""ai.onnx.ml element maps: Binarizer, ArrayFeatureExtractor, LabelEncoder (numeric keys and values).
+"""ai.onnx.ml element maps: Binarizer, ArrayFeatureExtractor, LabelEncoder (numeric keys and values),
+OneHotEncoder (integer categories), FeatureVectorizer.
 
 * ``Binarizer``: 1 where ``x > threshold``, else 0 (NaN gives 0), in x's type.
 * ``ArrayFeatureExtractor``: the last axis of X gathered at the (run-time)
@@ -17,6 +18,15 @@
 The lookup is one reduction over the (deduplicated) keys giving the matching
 key's position, then a gather of the values table; both tables are
 compile-time constants.
+
+* ``OneHotEncoder``: a new last axis, 1.0 where the element equals the
+  category (``cats_int64s``; float inputs are truncated to integers first, as
+  onnxruntime does). With ``zeros=0`` a value outside the categories fails
+  the run (``InvalidInputError``), else it gives a row of zeros. String
+  categories are refused.
+* ``FeatureVectorizer``: the inputs' columns side by side as float, input
+  ``k`` giving ``inputdimensions[k]`` columns (cut, or zero-padded where it has
+  fewer); a 1-D input is one row.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import math
 import numpy as np
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Const, Expr, call, compare, const, max_, select
+from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.indexing import wrap_index
 from compiler.ops.registry import OpDef, defop
@@ -119,8 +129,65 @@ def _table(ctx: LoweringContext, attrs: dict[str, type | None], what: str) -> np
     return (array if dtype is None else array.astype(dtype)).reshape(-1)
 
 
+def one_hot_encoder(ctx: LoweringContext) -> list[Tensor]:
+    x, out = ctx.input(0), ctx.output_type(0)
+    if ctx.attr("cats_strings") is not None:
+        ctx.unsupported("string categories (cats_strings) are not supported: tilec has no string tensors")
+    cats = ctx.attr("cats_int64s")
+    if cats is None or len(cats) == 0:
+        ctx.unsupported("cats_int64s is required")
+    table = ctx.add_constant(np.asarray(cats, np.int64), "one_hot_categories")
+    count = len(cats)
+    if tuple(out.shape) != (*x.shape, count):
+        ctx.unsupported(f"the output shape {list(out.shape)} is not the input's plus {count} categories")
+
+    def value(i: Index) -> Expr:
+        return cast(x[i], DType.I64)  # a float category is truncated (onnxruntime's static_cast)
+
+    if not int(ctx.attr("zeros", 1)):
+        hits = ctx.reduce(x.shape, [count], lambda i, r: select(compare("eq", value(i), table[r[0]]),
+                                                                   const(1, DType.U8), const(0, DType.U8)),
+                          "max", name="one_hot_known", materialize=True)
+        ctx.check(x.shape, lambda i: compare("eq", hits[i], 0),
+                  "an input value is not one of the categories (cats_int64s), and zeros=0 forbids that")
+    one, zero = const(1.0, out.dtype), const(0.0, out.dtype)
+    return [ctx.compute(out.shape, lambda i: select(compare("eq", value(i[:-1]), table[i[-1]]), one, zero),
+                        dtype=out.dtype, name="one_hot_encoder")]
+
+
+def feature_vectorizer(ctx: LoweringContext) -> list[Tensor]:
+    out = ctx.output_type(0)
+    widths = [int(w) for w in ctx.attr("inputdimensions", [])]
+    inputs = [ctx.input(k) for k in range(len(ctx.inputs))]
+    if len(widths) != len(inputs):
+        ctx.unsupported(f"{len(widths)} inputdimensions for {len(inputs)} inputs")
+    if any(t.rank not in (1, 2) for t in inputs):
+        ctx.unsupported("every input must be 1-D (one row) or 2-D [N, C]")
+    offsets = np.concatenate([[0], np.cumsum(widths)]).tolist()
+    if out.shape[-1] != offsets[-1]:
+        ctx.unsupported(f"the output has {out.shape[-1]} columns, the inputdimensions add up to {offsets[-1]}")
+
+    def column(i: Index) -> Expr:
+        value: Expr = const(0.0, out.dtype)
+        for k in reversed(range(len(inputs))):
+            t = inputs[k]
+            have = t.shape[-1]
+            if not isinstance(have, int):
+                ctx.unsupported(f"input {k}'s columns must have a static size")
+            own = i[1] - offsets[k]
+            inside = logical_and(compare("ge", i[1], offsets[k]), compare("lt", i[1], offsets[k] + min(widths[k], have)))
+            safe = select(inside, own, Const(0))
+            read = cast(t[(i[0], safe) if t.rank == 2 else (safe,)], out.dtype)
+            value = select(inside, read, value) if min(widths[k], have) else value
+        return value
+
+    return [ctx.compute(out.shape, column, dtype=out.dtype, name="feature_vectorizer")]
+
+
 OPS: list[OpDef] = [
     defop("Binarizer", binarizer, kind="elementwise", domain=_ML),
     defop("ArrayFeatureExtractor", array_feature_extractor, domain=_ML),
     defop("LabelEncoder", label_encoder, domain=_ML, since=2),
+    defop("OneHotEncoder", one_hot_encoder, domain=_ML),
+    defop("FeatureVectorizer", feature_vectorizer, domain=_ML),
 ]

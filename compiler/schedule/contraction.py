@@ -102,6 +102,8 @@ def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]
     red = math.prod(nominal(a.extent) for a in c.axes)
     packs: list[Computation] = []
     for load in loads:
+        if any(isinstance(e, Load) for index in load.indices for e in walk(index)):
+            continue  # a gather (a tree's leaf weights at the leaf it reached): its rows follow data, not loops
         along_col = _coefficient(load, tile.col)
         along_row = 0 if tile.row is None else _coefficient(load, tile.row)
         if along_col == 1 and along_row == 0:
