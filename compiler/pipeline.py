@@ -131,8 +131,9 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, l
            progress) -> tuple[Graph, Program]:
     """The target-independent half: frontend, graph passes, lowering to scheduled kernels."""
     with log.stage("frontend"):
+        # CUDA kernels take no dims yet: a shape-setting input must be fixed there (a declared output shape).
         graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None, constant_inputs,
-                           dim_bounds)
+                           dim_bounds, read_values=tgt.kind != "cuda")
     if tgt.kind == "cuda" and graph.sizes:
         raise CompileError(f"symbolic dimensions ({', '.join(graph.sizes)}) are not supported on CUDA targets yet; "
                            "bind them with input_shapes= / --input-shape")

@@ -31,10 +31,12 @@ __all__ = ["load_graph", "load_model", "fold_model", "import_graph"]
 def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
                is_supported: Callable[[str, str], bool] | None = None,
                constant_inputs: ConstantInputs | None = None,
-               dim_bounds: DimBounds | None = None) -> Graph:
+               dim_bounds: DimBounds | None = None, read_values: bool = True) -> Graph:
     """Load ``model`` (path, bytes or ModelProto), bind ``input_shapes`` ({"x": (2, 64)}) and
     ``constant_inputs`` ({"axes": np.array([1])}), and import it. Input dimensions left symbolic
     become size variables, with the ranges ``dim_bounds`` ({"batch": (1, 64)}; either end None) gives.
+    With ``read_values`` a small integer input that sets a shape is read at run time (value sizes,
+    ``folding.fold_model``); without (CUDA targets) such a shape must be fixed otherwise.
 
     ``is_supported(op_type, domain)``, when given, is asked about every node left
     after folding (folding expands refused ones whose schema defines a function
@@ -44,7 +46,7 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
-    folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)), is_supported)
+    folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)), is_supported, read_values)
     if is_supported is not None:
         missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:

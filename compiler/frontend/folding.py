@@ -128,11 +128,13 @@ class FoldedGraph:
         return np.dtype(helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type))
 
 
-def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] | None = None) -> FoldedGraph:
+def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] | None = None,
+               read_values: bool = True) -> FoldedGraph:
     """Fold ``model`` to a fixpoint (see the module docstring); the model itself is not modified.
 
     ``is_supported(op_type, domain)`` says which ops tilec lowers; without it no op is expanded
-    into its function body for want of a lowering.
+    into its function body for want of a lowering. ``read_values``: shape-setting graph inputs
+    become value sizes (``_seed_value_sizes``).
     """
     graph = model.graph
     state = FoldedGraph(
@@ -147,7 +149,8 @@ def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] 
         dims=SymbolicDims(input_dim_names(graph_inputs(graph))),
     )
     names = NameSource(all_names(graph))
-    _seed_value_sizes(state, names)
+    if read_values:
+        _seed_value_sizes(state, names)
     for _ in range(_MAX_ROUNDS):
         _drop_unused_constants(state)
         state.infer()

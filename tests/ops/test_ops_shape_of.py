@@ -20,6 +20,7 @@ from compiler.loopir.expr import Buffer
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
 from helpers_onnx import graph_model, rand
+from runtime_stub import InferenceSession
 
 
 def _lowered_constant(op: str, attrs: dict, out_shape: tuple[int, ...]) -> np.ndarray:
@@ -44,10 +45,22 @@ def test_size_lowering():
     np.testing.assert_array_equal(_lowered_constant("Size", {}, ()), [120])
 
 
-def test_shape_of_data_dependent_size_is_a_shape_error(tmp_path):
-    x, pads = rand((4, 5), seed=1), np.array([1, 0, 0, 2], dtype=np.int64)
+def test_shape_of_a_shape_read_at_run_time_is_computed_from_the_values(tmp_path):
+    x = rand((4, 5), seed=1)
     nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("Shape", ["p"], ["s"]),
              helper.make_node("Cast", ["s"], ["y"], to=1)]
+    model = graph_model(nodes, {"x": x, "pads": np.array([1, 0, 0, 2], dtype=np.int64)}, ["y"], opset=18)
+    session = InferenceSession(compiler.compile(model.SerializeToString(), str(tmp_path / "m.tilec")))
+    for pads in ([1, 0, 0, 2], [0, 3, 2, 0], [-1, -2, 0, 0]):
+        (y,) = session.run(None, {"x": x, "pads": np.array(pads, dtype=np.int64)})
+        np.testing.assert_array_equal(y, [4 + pads[0] + pads[2], 5 + pads[1] + pads[3]])
+
+
+def test_shape_of_data_dependent_size_is_a_shape_error(tmp_path):
+    # Pads computed from an input's data (not the input itself): no value size, a size tilec cannot know.
+    x, pads = rand((4, 5), seed=1), np.array([1, 0, 0, 2], dtype=np.int64)
+    nodes = [helper.make_node("Abs", ["pads"], ["positive"]), helper.make_node("Pad", ["x", "positive"], ["p"]),
+             helper.make_node("Shape", ["p"], ["s"]), helper.make_node("Cast", ["s"], ["y"], to=1)]
     model = graph_model(nodes, {"x": x, "pads": pads}, ["y"], opset=18)
     with pytest.raises(ShapeError, match="data-dependent size"):
         compiler.compile(model.SerializeToString(), str(tmp_path / "m.tilec"))
