@@ -149,6 +149,14 @@ def _allocate(what: str, nbytes: int, allocate: Callable[[], Any]) -> Any:
         raise ExecutionError(f"cannot allocate {what} of {nbytes} bytes ({_gib(nbytes)}): {exc}") from None
 
 
+def _output_buffer(arg: "NodeArg", shape: list[int]) -> np.ndarray:
+    try:
+        return arg.element_type.native_empty(shape)
+    except (MemoryError, ValueError) as exc:  # ValueError: numpy's "array is too big" beyond the address space
+        nbytes = arg.element_type.shape_nbytes(shape)
+        raise ExecutionError(f"cannot allocate output {arg.name!r} of {nbytes} bytes ({_gib(nbytes)}): {exc}") from None
+
+
 def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB"
 
@@ -185,6 +193,7 @@ class CpuExecutor:
         if not artifact.native:
             raise CorruptArtifactError("the artifact has no 'native' section")
         self._weights = _aligned_weights(artifact.weights)
+        self._weights_address = self._weights.ctypes.data
         self._workspace_size = max(int(artifact.manifest.get("workspace_size", 0)), 1)
         self._native = NativeModule(artifact.native, threads)
         try:
@@ -262,7 +271,7 @@ class CpuExecutor:
             if workspace_size > slot.workspace.size:
                 # A larger run than this slot has seen: grow it once, for this run and the smaller ones after.
                 slot.workspace = _aligned_empty(workspace_size, what="the workspace")
-            status = self._native.run(in_ptrs, out_ptrs, self._weights.ctypes.data, slot.workspace.ctypes.data,
+            status = self._native.run(in_ptrs, out_ptrs, self._weights_address, slot.workspace.ctypes.data,
                                       context=slot.context, dims=0 if dims is None else dims.ctypes.data)
             failed = [c.message for c in self._checks if slot.workspace[c.offset]]
             self.profiled_runs += 1  # only counted for profiled artifacts, whose one slot makes runs serial
@@ -373,6 +382,7 @@ class InferenceSession:
         for arg in self._inputs:
             self._sizes.check_declared(arg.name, arg.shape)
         self._input_names = [arg.name for arg in self._inputs]
+        self._known_inputs = frozenset(self._input_names)
         self._input_shapes = [arg.shape for arg in self._inputs]
         target = self._manifest.get("target")
         kind = target.get("kind") if isinstance(target, dict) else None
@@ -413,9 +423,7 @@ class InferenceSession:
                 workspace_size, shapes = executor.plan(dims)
             else:
                 shapes = [arg.shape for arg in self._outputs]
-            outputs = [_allocate(f"output {arg.name!r}", arg.element_type.shape_nbytes(shape),
-                                 lambda arg=arg, shape=shape: arg.element_type.native_empty(shape))
-                       for arg, shape in zip(self._outputs, shapes)]
+            outputs = [_output_buffer(arg, shape) for arg, shape in zip(self._outputs, shapes)]
             if self._sizes:
                 executor.run(inputs, outputs, dims, workspace_size)
             else:
@@ -501,21 +509,25 @@ class InferenceSession:
             selected.append(index[name])
         return selected
 
+    def _expected_inputs(self) -> str:
+        return "; ".join(arg.describe() for arg in self._inputs) or "none"
+
     @contextlib.contextmanager
     def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor) -> Iterator[tuple[list[Any], list[int]]]:
         """The inputs as the executor takes them and the size variables' values they set; DLPack tensors go
         back to their producers afterwards."""
-        if not isinstance(input_feed, Mapping):
+        if type(input_feed) is not dict and not isinstance(input_feed, Mapping):  # dict first: the ABC check costs
             raise InvalidInputError(f"input_feed must be a dict of name -> numpy array, got {type(input_feed).__name__}")
-        expected = "; ".join(arg.describe() for arg in self._inputs) or "none"
-        known = {arg.name for arg in self._inputs}
+        known = self._known_inputs
         # Names are strings; a key of another type (a Mapping may even yield unhashable ones) is unknown.
         unknown = [name for name in input_feed if not isinstance(name, str) or name not in known]
         if unknown:
-            raise InvalidInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are: {expected}")
+            raise InvalidInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are: "
+                                    f"{self._expected_inputs()}")
         missing = [arg.name for arg in self._inputs if arg.name not in input_feed]
         if missing:
-            raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: {expected}")
+            raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: "
+                                    f"{self._expected_inputs()}")
         views: list[DeviceView] = []
         try:
             inputs, shapes = [], []
@@ -565,6 +577,13 @@ def _checked_view(arg: NodeArg, view: DeviceView, device_io: bool) -> DeviceView
 def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
     """The value as the native buffer of exactly ``arg``'s dtype and shape (C-contiguous, aligned, packed),
     and its shape; symbolic dims are checked by the caller, which binds them across the inputs."""
+    etype = arg.element_type
+    if (type(value) is np.ndarray and value.dtype == etype.api_dtype and etype.elements_per_byte == 1
+            and value.flags.c_contiguous and value.flags.aligned):
+        # The common case, already the native buffer: what the checks below would conclude, without their cost.
+        if list(value.shape) != arg.shape and not any(isinstance(d, str) for d in arg.shape):
+            raise InvalidInputError(f"input {arg.name!r} has shape {list(value.shape)}, expected {arg.shape}")
+        return value, list(value.shape)
     if not isinstance(value, (np.ndarray, np.generic)):
         raise InvalidInputError(
             f"input {arg.name!r} must be a numpy array, got {type(value).__name__}; "
@@ -575,7 +594,6 @@ def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
         raise InvalidInputError(f"input {arg.name!r} is a masked array with {int(np.count_nonzero(value.mask))} "
                                 "masked element(s); tilec reads every element: pass value.filled(...)")
     array = np.asarray(value)
-    etype = arg.element_type
     converted = etype.as_api_array(array)
     if converted is None:
         alternative = f" codes or an ml_dtypes {etype.name} array" if etype.name != arg.dtype.name else ""
