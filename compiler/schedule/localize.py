@@ -89,7 +89,7 @@ def _serial(s: Stmt) -> Stmt:
                      else None)
 
 
-def _localize_one(stmts: list[Stmt], name: str) -> list[Stmt] | None:
+def _localize_one(stmts: list[Stmt], name: str, slices: set[str]) -> list[Stmt] | None:
     users = [k for k, s in enumerate(stmts) if any(b.name == name for b, _ in loads_and_stores(s))]
     writers = [k for k in users if any(st for _, st in _accesses(stmts[k], name))]
     readers = [k for k in users if k not in writers]
@@ -118,8 +118,9 @@ def _localize_one(stmts: list[Stmt], name: str) -> list[Stmt] | None:
         w = stmts[k]
         if not isinstance(w, For) or w.kind not in _OUTER_KINDS or w.extent != reader.extent:
             return None
-        # Stores to the writer's own local buffers (a slice localized into it before) move with it.
-        own = {n.buffer.name for n in walk_stmts(w.body) if isinstance(n, Alloc)}
+        # Stores to a slice localized into the writer before move with it (not to other local buffers: a
+        # reduction's accumulator keeps its own loop, and static kernels keep their schedules).
+        own = {n.buffer.name for n in walk_stmts(w.body) if isinstance(n, Alloc)} & slices
         if any(b.name != name and b.name not in own for b, is_store in loads_and_stores(w) if is_store):
             return None
         if _slice_dim(_accesses(w, name), w.var) != dim:
@@ -133,8 +134,10 @@ def _localize_one(stmts: list[Stmt], name: str) -> list[Stmt] | None:
 def localize_slices(body: Stmt, private: Callable[[str], bool]) -> Stmt:
     stmts = list(body.stmts) if isinstance(body, Seq) else [body]
     candidates = sorted({b.name for s in stmts for b, is_store in loads_and_stores(s) if is_store and private(b.name)})
+    slices: set[str] = set()
     for name in candidates:
-        localized = _localize_one(stmts, name)
+        localized = _localize_one(stmts, name, slices)
         if localized is not None:
             stmts = localized
+            slices.add(f"{name}_slice")
     return seq(*stmts)
