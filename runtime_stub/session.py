@@ -136,25 +136,24 @@ class Executor(Protocol):
 
 def _aligned_empty(nbytes: int, alignment: int = WORKSPACE_ALIGNMENT, what: str = "a buffer") -> np.ndarray:
     """A uint8 buffer of ``nbytes`` whose address is a multiple of ``alignment``."""
-    raw = _allocate(what, nbytes + alignment, lambda: np.empty(nbytes + alignment, dtype=np.uint8))
+    raw = _allocate(what, lambda: nbytes + alignment, lambda: np.empty(nbytes + alignment, dtype=np.uint8))
     start = -raw.ctypes.data % alignment
     return raw[start:start + nbytes]
 
 
-def _allocate(what: str, nbytes: int, allocate: Callable[[], Any]) -> Any:
-    """``allocate()``, or an ExecutionError naming ``what`` where this machine has not the memory for it."""
+def _allocate(what: str, nbytes: Callable[[], int], allocate: Callable[[], Any]) -> Any:
+    """``allocate()``, or an ExecutionError naming ``what`` and its ``nbytes()`` (computed only then) where this
+    machine has not the memory for it."""
     try:
         return allocate()
     except (MemoryError, ValueError) as exc:  # ValueError: numpy's "array is too big" beyond the address space
-        raise ExecutionError(f"cannot allocate {what} of {nbytes} bytes ({_gib(nbytes)}): {exc}") from None
+        size = nbytes()
+        raise ExecutionError(f"cannot allocate {what} of {size} bytes ({_gib(size)}): {exc}") from None
 
 
 def _output_buffer(arg: "NodeArg", shape: list[int]) -> np.ndarray:
-    try:
-        return arg.element_type.native_empty(shape)
-    except (MemoryError, ValueError) as exc:  # ValueError: numpy's "array is too big" beyond the address space
-        nbytes = arg.element_type.shape_nbytes(shape)
-        raise ExecutionError(f"cannot allocate output {arg.name!r} of {nbytes} bytes ({_gib(nbytes)}): {exc}") from None
+    return _allocate(f"output {arg.name!r}", lambda: arg.element_type.shape_nbytes(shape),
+                     lambda: arg.element_type.native_empty(shape))
 
 
 def _gib(nbytes: int) -> str:

@@ -498,7 +498,7 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         shape = _reduce_shape(data, operand(1), bool(attrs.get("keepdims", 1)))
     elif op == "Slice" and data is not None and operand(1) is not None and operand(2) is not None:
         axes = operand(3)
-        if any(has_values(v) for k in range(1, 5) for v in operand(k) or []):
+        if valued:
             shape = slice_geometry(data, operand(1), operand(2), axes, operand(4))[2]
         elif axes is None or all(isinstance(a, int) for a in axes):
             shape = _slice(data, operand(1), operand(2), axes, operand(4))
@@ -513,5 +513,6 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
     return {node.output[0]: dims.tensor_type(elem, shape)}
 
 
-__all__ = ["FLOAT_SHAPE_OPERANDS", "MAX_VALUE_ELEMENTS", "REDUCE_OPS", "RESERVED_PREFIX", "SHAPE_OPERANDS", "SHAPE_OPS", "value_sizes", "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types",
-           "shape_of", "sizes_array"]
+__all__ = ["FLOAT_SHAPE_OPERANDS", "MAX_VALUE_ELEMENTS", "REDUCE_OPS", "RESERVED_PREFIX", "SHAPE_OPERANDS", "SHAPE_OPS",
+           "SymbolicDims", "Undecidable", "evaluate", "is_symbolic", "output_types", "shape_of", "sizes_array",
+           "value_sizes"]

@@ -261,6 +261,11 @@ def equals(v: Size, k: int) -> Expr:
     return Const(v == k, DType.BOOL) if isinstance(v, int) else compare("eq", v, k)
 
 
+def differs(v: Size, k: int) -> Expr:
+    """The condition ``v != k``: a constant where ``v`` is an int."""
+    return Const(v != k, DType.BOOL) if isinstance(v, int) else compare("ne", v, k)
+
+
 def reshaped_dims(data: "list[Size]", shape: "list[Size]", allowzero: bool) -> list[Size]:
     """Reshape's result dims for a ``shape`` of ints and value sizes, as the spec reads it per run: 0 copies the
     input's dim (unless ``allowzero``), one -1 takes what the others leave of the element count."""

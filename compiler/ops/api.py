@@ -164,6 +164,11 @@ class LoweringContext:
             if has_values(v):
                 self.require(0, "<=", v, f"{what}[{k}] must not be negative")
 
+    def require_that(self, condition: Expr, why: str) -> None:
+        """Record that ``condition`` (over value sizes, e.g. ``steps[0] != 0``) must hold in the run; a constant
+        one records nothing."""
+        self.require(1, "<=", as_size(select(condition, Const(1), Const(0))), why, show=False)
+
     def require(self, lhs: Size, relation: str, rhs: Size, why: str, show: bool = True) -> None:
         """Record that the run's sizes must satisfy ``lhs relation rhs`` (``==`` or ``<=``); nothing to record
         where both are static (a static contradiction is the lowering's to refuse) or it holds for all sizes.

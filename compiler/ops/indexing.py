@@ -15,8 +15,8 @@ from compiler.dtypes import DType
 from compiler.errors import CompileError
 from compiler.loopir.expr import Const, Expr, binary, cast, compare, const, logical_and, max_, min_, select
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import (Size, as_size, choose, equals, has_values, pads_per_axis, size_add, size_expr, size_sum,
-                                   slice_geometry)
+from compiler.loopir.sizes import (Size, choose, differs, equals, has_values, pads_per_axis, size_add, size_expr,
+                                   size_sum, slice_geometry)
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -70,20 +70,9 @@ def require_values_in(ctx: LoweringContext, input_index: int, ranges: Sequence[t
         ctx.check(shape, violated, message)
 
 
-def _ints(ctx: LoweringContext, input_index: int, attr: str, what: str) -> list[int] | None:
-    if ctx.has_input(input_index):
-        return [int(v) for v in np.asarray(ctx.const_input(input_index, what)).reshape(-1)]
-    value = ctx.attr(attr)
-    return None if value is None else [int(v) for v in value]
-
-
-def _sizes(ctx: LoweringContext, input_index: int, what: str) -> list[Size]:
-    return ctx.size_input(input_index, what)
-
-
 def expand(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
-    shape = _sizes(ctx, 1, "shape")
+    shape = ctx.size_input(1, "shape")
     if any(has_values(s) for s in shape):
         ctx.require_dims(shape, "shape")
         rank = max(x.rank, len(shape))
@@ -91,8 +80,7 @@ def expand(ctx: LoweringContext) -> list[Tensor]:
         for k, (d, s) in enumerate(zip(dims, entries)):
             if d != 1:
                 fits = binary("or", equals(s, 1), compare("eq", size_expr(s), size_expr(d)))
-                ctx.require(1, "<=", choose(fits, 1, 0), f"shape[{k}] must be 1 or {format_size(d)} to broadcast "
-                            f"axis {k} of the input", show=False)
+                ctx.require_that(fits, f"shape[{k}] must be 1 or {format_size(d)} to broadcast axis {k} of the input")
     return [ctx.compute(out.shape, x.at_broadcast, dtype=x.dtype, name="expand")]
 
 
@@ -101,7 +89,7 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
     if ctx.opset < 10:
         starts, ends, axes, steps = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"), None
     else:
-        operands = [_sizes(ctx, k, what) if ctx.has_input(k) else None
+        operands = [ctx.size_input(k, what) if ctx.has_input(k) else None
                     for k, what in enumerate(["", "starts", "ends", "axes", "steps"]) if k]
         if any(has_values(v) for values in operands for v in values or []):
             return [_run_time_slice(ctx, x, *operands)]
@@ -129,7 +117,7 @@ def _run_time_slice(ctx: LoweringContext, x: Tensor, starts: list[Size], ends: l
     for k, st in enumerate(steps or []):
         if isinstance(st, int) and st == 0:
             ctx.invalid(f"steps[{k}] is 0")
-        ctx.require(1, "<=", choose(compare("eq", size_expr(st), 0), 0, 1), f"steps[{k}] must not be 0", show=False)
+        ctx.require_that(differs(st, 0), f"steps[{k}] must not be 0")
     first, stride, _ = slice_geometry(list(x.shape), starts, ends, axes, steps)
     return ctx.compute(ctx.output_type(0).shape,
                        lambda i: x[[size_expr(first[d]) + i[d] * size_expr(stride[d]) for d in range(x.rank)]],
@@ -161,10 +149,10 @@ def pad(ctx: LoweringContext) -> list[Tensor]:
         pads, value = list(ctx.attr("pads")), const(float(ctx.attr("value", 0.0)), x.dtype)
         before, after = pads[:x.rank], pads[x.rank:]
     else:
-        pads = _sizes(ctx, 1, "pads")
+        pads = ctx.size_input(1, "pads")
         value = ctx.input(2)[()] if ctx.has_input(2) and ctx.input(2).rank == 0 else \
             ctx.input(2)[(0,)] if ctx.has_input(2) else const(0, x.dtype)
-        axes = _sizes(ctx, 3, "axes") if ctx.has_input(3) else None
+        axes = ctx.size_input(3, "axes") if ctx.has_input(3) else None
         if axes is not None and all(isinstance(a, int) for a in axes):
             axes = ctx.axes(axes, x.rank)
         elif axes is not None:
@@ -202,7 +190,7 @@ def pad(ctx: LoweringContext) -> list[Tensor]:
 
 def tile(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
-    ctx.require_dims(_sizes(ctx, 1, "repeats"), "repeats")
+    ctx.require_dims(ctx.size_input(1, "repeats"), "repeats")
     return [ctx.compute(out.shape, lambda i: x[[i[d] % x.shape[d] if x.shape[d] > 1 else Const(0)
                                                 for d in range(x.rank)]], dtype=x.dtype, name="tile")]
 
@@ -260,7 +248,7 @@ def trilu(ctx: LoweringContext) -> list[Tensor]:
 
 def one_hot(ctx: LoweringContext) -> list[Tensor]:
     idx, values, out = ctx.input(0), ctx.input(2), ctx.output_type(0)
-    depth = _sizes(ctx, 1, "depth")[0]  # an int, or a value size read (truncated to an integer) at run time
+    depth = ctx.size_input(1, "depth")[0]  # an int, or a value size read (truncated to an integer) at run time
     axis = ctx.axis(ctx.attr("axis", -1), len(out.shape))
     ctx.require(1, "<=", depth, "depth must be positive")
 

@@ -6,11 +6,9 @@ with numpy broadcasting by ``_broadcasting``.
 
 from __future__ import annotations
 
-import math
-
 from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logical_and, max_, min_, select
-from compiler.loopir.sizes import choose, equals, has_values
+from compiler.loopir.sizes import differs, has_values
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.elementwise import Formula, _broadcasting, _c
 from compiler.ops.registry import OpDef, defop
@@ -135,7 +133,7 @@ def range_op(ctx: LoweringContext) -> list[Tensor]:
     start, delta, out = ctx.input(0), ctx.input(2), ctx.output_type(0)
     step = ctx.size_input(2, "delta") if ctx.input_value(2).const is not None else []
     if step and has_values(step[0]):
-        ctx.require(1, "<=", choose(equals(step[0], 0), 0, 1), "delta must not be 0", show=False)
+        ctx.require_that(differs(step[0], 0), "delta must not be 0")
     return [ctx.compute(out.shape, lambda i: start[()] + cast(i[0], out.dtype) * delta[()], dtype=out.dtype,
                         name="range")]
 

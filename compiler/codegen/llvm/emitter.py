@@ -46,7 +46,7 @@ from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load,
                                   substitute, walk)
 from compiler.loopir.sizes import SizeVar, size_expr, static_value
 from compiler.loopir.stmt import (Alloc, For, ForKind, Kernel, Seq, Stmt, Store, kernel_size_vars, loads_and_stores,
-                                  stmt_exprs, walk_stmts)
+                                  walk_stmts)
 from compiler.codegen.llvm import narrow, vecmath
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
 
