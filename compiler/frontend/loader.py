@@ -802,6 +802,11 @@ def _pin(proxy: onnx.GraphProto, fixes: Mapping[str, onnx.TypeProto], pinned: se
         for k, name in enumerate(node.output):
             if name in fixes:
                 node.output[k] = _private_name(name)
+    # A graph output of the pinned name would be a second value of it beside the input: onnx's inference
+    # then types none of the input's readers. The output follows its producer's private name instead.
+    for vi in proxy.output:
+        if vi.name in fixes:
+            vi.name = _private_name(vi.name)
     for vi in proxy.input:
         if vi.name in fixes:
             vi.type.CopyFrom(fixes[vi.name])

@@ -178,6 +178,14 @@ def _result(array: np.ndarray, like_int: bool = True) -> np.ndarray:
     return out.reshape(array.shape)
 
 
+def _elementwise(fn: Callable[..., Any], *arrays: np.ndarray) -> np.ndarray:
+    """``fn`` applied per element (with broadcasting) as an object array, 0-d arrays included (numpy's
+    ufuncs return those as bare scalars)."""
+    out = np.empty(np.broadcast_shapes(*(a.shape for a in arrays)), dtype=object)
+    out[...] = np.frompyfunc(fn, len(arrays), 1)(*arrays)
+    return out
+
+
 def evaluate(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
     """See the module docstring; ``inputs`` are numpy arrays (object dtype where symbolic)."""
     results = _evaluate(node, inputs)
@@ -191,12 +199,12 @@ def _evaluate(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None]) -> list
         if op in _BINARY or op in _COMPARE:
             a, b = (_objects(x) for x in inputs[:2])
             fn = _arith(_BINARY[op]) if op in _BINARY else _compare(_COMPARE[op])
-            return [_result(np.frompyfunc(fn, 2, 1)(a, b))]
+            return [_result(_elementwise(fn, a, b))]
         x = inputs[0]
         if op == "Identity":
             return [x]
         if op == "Neg":
-            return [_result(np.frompyfunc(lambda v: _arith("sub")(0, v), 1, 1)(_objects(x)))]
+            return [_result(_elementwise(lambda v: _arith("sub")(0, v), _objects(x)))]
         if op == "Cast":
             if attrs.get("to") not in _INT_TYPES:
                 return None  # a size as a float is computed at run time
@@ -356,6 +364,22 @@ def _unified_broadcast(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[
     return {out: dims.tensor_type(have.tensor_type.elem_type, result)}
 
 
+def _concat_type(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
+                 values: Mapping[str, np.ndarray]) -> dict[str, onnx.TypeProto]:
+    """The output type of a Concat of tensors along a symbolic axis (a KV cache's past + new rows), whose
+    length onnx's inference cannot add up; the other axes are the first input's."""
+    out = node.output[0] if node.output else ""
+    have = types.get(out)
+    if not out or have is None or shape_of(have, dims) is not None or not have.HasField("tensor_type"):
+        return {}
+    shapes = [list(values[n].shape) if n in values else shape_of(types.get(n), dims) for n in node.input]
+    if not shapes or any(s is None or len(s) != len(shapes[0]) for s in shapes) or not shapes[0]:
+        return {}
+    axis = helper.get_attribute_value(next(a for a in node.attribute if a.name == "axis")) % len(shapes[0])
+    result = [size_sum([s[axis] for s in shapes]) if k == axis else shapes[0][k] for k in range(len(shapes[0]))]
+    return {out: dims.tensor_type(have.tensor_type.elem_type, result)}
+
+
 def _clamped(v: Size, dim: Size, negative_from_end: bool = True) -> Size:
     """A Slice bound ``v`` for an axis of ``dim`` elements, clamped to [0, dim] as the spec says (step > 0)."""
     if isinstance(v, int):
@@ -448,6 +472,8 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
                                          for o in node.output[:1]}
     if node.op_type in _BROADCASTING and not any(n in values and is_symbolic(values[n]) for n in node.input):
         return _unified_broadcast(node, dims, types, values)
+    if node.op_type == "Concat" and not any(n in values and is_symbolic(values[n]) for n in node.input):
+        return _concat_type(node, dims, types, values)
     if not any(n in values and is_symbolic(values[n]) for n in node.input) and \
             not _reshapes_symbolic_data(node, dims, types, values):
         return {}
@@ -481,8 +507,9 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         (start,), (limit,), (delta,) = operand(0), operand(1), operand(2)
         if valued:
             shape, elem = [range_length(start, limit, delta)], elem or onnx.TensorProto.INT64
-        elif isinstance(delta, int) and delta > 0 and isinstance(start, int):
-            length = normalize(binary("div", size_expr(size_add_int(limit, delta - 1 - start)), Const(delta)))
+        elif isinstance(delta, int) and delta > 0:
+            span = size_add_int(size_sum([limit, size_mul(start, -1)]), delta - 1)
+            length = normalize(binary("div", size_expr(span), Const(delta)))
             shape = [length if not isinstance(length, int) else max(length, 0)]
             elem = elem or onnx.TensorProto.INT64
     elif op == "OneHot" and data is not None and operand(1) is not None and len(node.input) > 2:

@@ -78,7 +78,7 @@ def two_input_model() -> onnx.ModelProto:
                   [numpy_helper.from_array(np.array([1], np.int64), "axes")])
 
 
-class _Builder:
+class GraphBuilder:
     """Nodes and initializers of a graph under construction, with fresh value names."""
 
     def __init__(self, seed: int) -> None:
@@ -128,7 +128,7 @@ def bert_encoder_model(hidden: int = 32, heads: int = 4, layers: int = 2, vocab:
     heads split and merged by Reshapes to Concat'ed Shape dims; the padding mask extended by
     Unsqueeze/Cast/Sub/Mul; for ``causal`` a lower-triangular mask built with Trilu from
     ConstantOfShape([seq, seq]) and applied with Where."""
-    b = _Builder(3)
+    b = GraphBuilder(3)
     head_dim = hidden // heads
     seq = b.op("Gather", b.op("Shape", "input_ids"), b.const("one", np.array(1, np.int64)))
     positions = b.op("Unsqueeze", b.op("Range", b.const("start", np.array(0, np.int64)), seq,
@@ -183,7 +183,7 @@ def vit_model(image: int = 16, patch: int = 4, hidden: int = 32, heads: int = 4,
     a Reshape to Concat(Shape(x)[0], hidden, -1), a class token Expanded to the batch, learned
     positions, pre-norm encoder blocks (heads split by Reshape to Shape dims), the class token
     gathered out, LayerNorm and a linear head."""
-    b = _Builder(5)
+    b = GraphBuilder(5)
     tokens = (image // patch) ** 2
     head_dim = hidden // heads
     emb = b.op("Conv", "pixel_values", b.weight("patch_w", hidden, 3, patch, patch), b.weight("patch_b", hidden),

@@ -91,7 +91,7 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
     else:
         operands = [ctx.size_input(k, what) if ctx.has_input(k) else None
                     for k, what in enumerate(["", "starts", "ends", "axes", "steps"]) if k]
-        if any(has_values(v) for values in operands for v in values or []):
+        if any(not isinstance(v, int) for values in operands for v in values or []):
             return [_run_time_slice(ctx, x, *operands)]
         starts, ends, axes, steps = operands
     axes = list(range(len(starts))) if axes is None else ctx.axes(axes, x.rank)
@@ -106,7 +106,8 @@ def slice_op(ctx: LoweringContext) -> list[Tensor]:
 
 def _run_time_slice(ctx: LoweringContext, x: Tensor, starts: list[Size], ends: list[Size], axes: list[Size] | None,
                     steps: list[Size] | None) -> Tensor:
-    """A Slice whose starts, ends, axes or steps are value sizes: first index and step per axis chosen per run."""
+    """A Slice whose starts, ends, axes or steps are sizes (computed from symbolic dims, or value sizes):
+    first index and step per axis chosen per run."""
     if axes is not None and all(isinstance(a, int) for a in axes):
         axes = ctx.axes(axes, x.rank)
     elif axes is not None:

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.errors import DataDependentError, ModelLoadError, ShapeError
 from compiler.frontend import load_graph, load_model
 from compiler.frontend import loader
-from compiler.loopir.sizes import SizeRange, SizeVar, ValueSource
+from compiler.loopir.sizes import SizeRange, SizeVar, ValueSource, size_sum
 from compiler.frontend.loader import CANONICAL_OPSET
 
 
@@ -261,3 +261,37 @@ def test_corrected_pool_sizes_reach_every_value_downstream():
     assert [(v.name, v.shape) for v in graph_ir.outputs] == [
         ("y", (1, 2, 5, 5)), ("p1", (1, 2, 9, 9)), ("indices", (1, 2, 9, 9))]
     assert [v.shape for n in graph_ir.nodes for v in n.outputs if n.op_type == "AveragePool"] == [(1, 2, 5, 5)]
+
+
+def test_concat_along_symbolic_axes_adds_the_sizes_for_its_readers_and_the_output():
+    """A KV cache's present = Concat(past, new) along the past axis: a graph output that a Transpose
+    also reads (onnx infers neither the sum nor, once it is pinned, the reader)."""
+    f32 = TensorProto.FLOAT
+    nodes = [helper.make_node("Concat", ["past", "new"], ["present"], axis=2),
+             helper.make_node("Transpose", ["present"], ["t"], perm=[0, 1, 3, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("past", f32, ["b", 2, "P", 8]),
+                                           helper.make_tensor_value_info("new", f32, ["b", 2, "S", 8])],
+                              [helper.make_tensor_value_info("present", f32, ["b", 2, "P + S", 8]),
+                               helper.make_tensor_value_info("t", f32, ["b", 2, 8, "T"])])
+    g = load_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    total = size_sum([SizeVar("P"), SizeVar("S")])
+    assert g.outputs[0].shape == (SizeVar("b"), 2, total, 8) and g.outputs[1].shape == (SizeVar("b"), 2, 8, total)
+
+
+def test_scalar_shape_arithmetic_and_a_range_from_a_symbolic_start():
+    """Range(past + 1, past + seq + 1) over 0-d sizes (Squeeze of Shape dims) is seq long."""
+    i64 = TensorProto.INT64
+    one = numpy_helper.from_array(np.array(1, np.int64), "one")
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    idx = [numpy_helper.from_array(np.array(k, np.int64), f"k{k}") for k in (1, 2)]
+    nodes = [helper.make_node("Shape", ["ids"], ["s1"]), helper.make_node("Gather", ["s1", "k1"], ["seq"]),
+             helper.make_node("Shape", ["past"], ["s2"]), helper.make_node("Gather", ["s2", "k2"], ["p"]),
+             helper.make_node("Add", ["p", "one"], ["start"]), helper.make_node("Add", ["p", "seq"], ["total"]),
+             helper.make_node("Add", ["total", "one"], ["limit"]),
+             helper.make_node("Range", ["start", "limit", "one"], ["rows"]),
+             helper.make_node("Unsqueeze", ["rows", "zero"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", i64, ["b", "S"]),
+                                           helper.make_tensor_value_info("past", TensorProto.FLOAT, ["b", 2, "P", 8])],
+                              [helper.make_tensor_value_info("y", i64, [1, "n"])], [one, zero, *idx])
+    g = load_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert g.outputs[0].shape == (1, SizeVar("S"))
