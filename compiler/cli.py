@@ -402,10 +402,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.dynamic:
+    if args.dynamic and args.decode:
+        raise CliError("give one of --dynamic and --decode")
+    if args.dynamic or args.decode:
+        flag = "--dynamic" if args.dynamic else "--decode"
         if args.model or args.onnx or args.input_shape or args.suite:
-            raise CliError("--dynamic benchmarks its own models: give no MODEL, --onnx, --input-shape or --suite")
-        return _bench_dynamic(args)
+            raise CliError(f"{flag} benchmarks its own models: give no MODEL, --onnx, --input-shape or --suite")
+        return _bench_dynamic(args) if args.dynamic else _bench_decode(args)
     if args.suite:
         if args.model or args.onnx or args.input_shape:
             raise CliError("--suite benchmarks the built-in models: give no MODEL, --onnx or --input-shape")
@@ -462,6 +465,21 @@ def _print_bench_result(onnx_model: pathlib.Path, args: argparse.Namespace, resu
     verdict = "faster" if result.ratio < 1 else "slower" if result.ratio > 1 else "as fast"
     print(f"ratio tilec/ort (median): {result.ratio:.3f}  (tilec is {verdict})")
     print(f"max abs diff / max |ort|: {result.max_rel_diff:.3e}")
+
+
+def _bench_decode(args: argparse.Namespace) -> int:
+    from compiler import bench, bench_decode
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(bench_decode.CASES)
+    unknown = [n for n in names if n not in bench_decode.CASES]
+    if unknown:
+        raise CliError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(bench_decode.CASES)}")
+    threads = args.threads or list(dict.fromkeys([1, bench.default_threads()]))
+    start = time.perf_counter()
+    rows = bench_decode.run_decode(names, threads, runs=args.runs, warmup=args.warmup,
+                                   progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
+    print(bench_decode.DecodeRow.markdown_table(rows))
+    return EXIT_OK if all(row.error is None for row in rows) else EXIT_ERROR
 
 
 def _bench_dynamic(args: argparse.Namespace) -> int:
@@ -760,7 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true",
                    help="benchmark artifacts with symbolic dims against ones compiled for each run shape and "
                         "against onnxruntime (models: bench_dynamic.CASES; --models to pick)")
-    p.add_argument("--models", metavar="A,B", help="with --suite: only these models (default: all of them)")
+    p.add_argument("--decode", action="store_true",
+                   help="benchmark KV-cache decoders, one decode step over pasts of 16/128/512 tokens and a 128-token "
+                        "prefill, against onnxruntime (models: bench_decode.CASES; --models to pick)")
+    p.add_argument("--models", metavar="A,B", help="with --suite, --dynamic or --decode: only these models "
+                                                    "(default: all of them)")
     p.add_argument("--out", metavar="DIR", help="with --suite: write the results (CSV, JSON, Markdown) and a plot (PNG) into DIR")
     p.add_argument("--peak-gflops", type=_peak_gflops, metavar="GFLOPS|measure",
                    help="with --suite: one core's fp32 FMA peak for '%% peak', times the threads (default: the "

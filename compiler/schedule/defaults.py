@@ -37,9 +37,10 @@ from compiler.loopir.sizes import Size, may_exceed_one, nominal, size_expr, size
 from compiler.loopir.stmt import For, ForKind, Stmt, map_stmts, seq, walk_stmts
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
-from compiler.schedule.contraction import choose_tile, max_tile_rows, pack_operands, tiled_contraction
+from compiler.schedule.contraction import L2_BUDGET, choose_tile, max_tile_rows, pack_operands, tiled_contraction
 from compiler.schedule.strip_mine import at_extents, serial_top, strip_mine
-from compiler.schedule.transforms import annotate, collapse, hoist_reduction, outermost_loop, split, vectorize_reduction
+from compiler.schedule.transforms import (annotate, blocks_inside, collapse, hoist_reduction, outermost_loop, reorder,
+                                         split, vectorize_reduction)
 
 # Below this much work (scalar operations: output elements × reduction extent) a kernel runs
 # on the calling thread. A fork/join of the pool costs about 1 us on an idle 2-core Zen 4;
@@ -137,6 +138,45 @@ def _vectorize_along_reduction(c: Computation, s: Stmt, lanes: int) -> Stmt:
     return vectorize_reduction(s, axis.var.name, width, c.combiner, reduce_init(c.combiner, c.body.dtype))
 
 
+# A transposed copy walks this many rows of its strided operand per block, so the block's cache lines
+# (rows x one vector's lanes) stay in L1 while the vectors are gathered from them.
+TRANSPOSE_BLOCK_ROWS = 64
+
+
+def _transposed_vectors(c: Computation, s: Stmt, lanes: int) -> Stmt:
+    """A pointwise nest whose contiguous store runs across a strided operand (a Transpose, a layout
+    change): vectors along the store's axis, gathered from the strided operand, with a loop along
+    which that operand is contiguous inside the vector blocks, so each gathered cache line serves
+    the block's next vectors from L1 instead of being fetched again per element."""
+    live = _live_index(c)
+    if len(live) < 2:
+        return s
+    inner, extent = live[-1]
+    if _store_coefficient(c, inner) != 1 or nominal(extent) < lanes:
+        return s
+    steps = _coefficients(c, inner)
+    if any(k is None or k < 0 for k in steps):
+        return s
+    strided = [ld for ld, k in zip(_loads(c), steps) if k > MAX_SHUFFLED_LOAD_STRIDE]
+    if not strided:
+        return s
+    across = next((v for v, _ in reversed(live[:-1])
+                   if all(linear_coefficient(flat_index(ld.buffer, ld.indices), v) == 1 for ld in strided)), None)
+    if across is None:
+        return s
+    between = [v.name for v, _ in live[[v for v, _ in live].index(across):-1]]
+    known = static_value(extent)
+    if known is not None and known <= lanes:  # one vector: it is the innermost loop already
+        return annotate(s, inner.name, ForKind.VECTORIZED)
+    s = split(s, inner.name, lanes)
+    rows = dict(live)[across]
+    if nominal(rows) > TRANSPOSE_BLOCK_ROWS:
+        s = split(s, across.name, TRANSPOSE_BLOCK_ROWS)
+        between = [f"{across.name}_i" if n == across.name else n for n in between]
+    s = reorder(s, [f"{inner.name}_o", *between])
+    return annotate(s, f"{inner.name}_i", ForKind.VECTORIZED)
+
+
 @dataclass(frozen=True)
 class Scheduled:
     """A scheduled computation: ``body`` reads the outputs of ``packs`` (pointwise operand
@@ -193,6 +233,8 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
             s = annotate(s, vector_loop, ForKind.VECTORIZED)
         elif c.is_reduction:
             s = _vectorize_along_reduction(c, s, lanes)
+        else:
+            s = _transposed_vectors(c, s, lanes)
     return Scheduled(_parallelized(c, s, tile_var), tuple(packs))
 
 
@@ -276,7 +318,23 @@ def _strip_mined_contraction(c: Computation, target: Target,
     # Blocks of a register tile's rows where the tile's rows run along ``var``; else one value of ``var``
     # per block (an image of a batch: the whole static schedule of one).
     first = max_tile_rows(probe, target, lanes, col) if row == var else 1
-    return _strip_chain(c, var, _halving(first), frozenset(), static_blocks)
+    return _strip_chain(c, var, _halving(first), frozenset(), static_blocks,
+                        _blocks_per_panel(probe, col, first) if row == var else None)
+
+
+def _blocks_per_panel(c: Computation, col: Var, rows: int) -> int | None:
+    """How many row blocks of ``rows`` rows should share each pass over the column panels: as many as
+    keep their rows of the other operand within the L2 budget, where the column operand is too big to
+    stay cached from one block to the next (a decoder's vocabulary projection over a prompt). None:
+    the blocks may each walk all panels."""
+    loads = list(dict.fromkeys(_loads(c)))
+    column_side = [ld for ld in loads if linear_coefficient(flat_index(ld.buffer, ld.indices), col) != 0]
+    column_bytes = sum(nominal(ld.buffer.numel) * ld.buffer.dtype.itemsize for ld in column_side)
+    if column_bytes <= L2_BUDGET:
+        return None
+    row_bytes = sum(ld.buffer.dtype.itemsize for ld in loads if ld not in column_side) * math.prod(
+        nominal(a.extent) for a in c.axes)
+    return max(1, L2_BUDGET // max(1, rows * row_bytes))
 
 
 def _halving(first: int) -> list[int]:
@@ -291,9 +349,11 @@ def _halving(first: int) -> list[int]:
 
 
 def _strip_chain(c: Computation, var: Var, blocks: list[int], keep: frozenset[Var],
-                 schedule_block: Callable[[Computation], Scheduled]) -> Scheduled:
+                 schedule_block: Callable[[Computation], Scheduled], per_panel: int | None = None) -> Scheduled:
     """``c`` strip-mined along ``var`` by ``blocks[0]``, what is left by ``blocks[1]``, and so on (the last
-    block is 1, so nothing is left), each block computation scheduled by ``schedule_block``."""
+    block is 1, so nothing is left), each block computation scheduled by ``schedule_block``. With
+    ``per_panel``, the first blocks' loop goes inside the column-panel loop of their schedule, that many
+    blocks per pass (``blocks_inside``)."""
     parts: list[Stmt] = []
     packs: list[Computation] = []
     current: Computation | None = c
@@ -304,7 +364,10 @@ def _strip_chain(c: Computation, var: Var, blocks: list[int], keep: frozenset[Va
         inner = schedule_block(mined.block_computation)
         if any(isinstance(n, For) and n.kind is ForKind.PARALLEL for n in walk_stmts(inner.body)):
             # The block's own schedule splits it over the pool (a GEMM's column panels): the blocks run in turn.
-            parts.append(serial_top(mined.wrap(inner.body)))
+            nest = serial_top(mined.wrap(inner.body))
+            if per_panel is not None and block == blocks[0] and isinstance(nest, For) and isinstance(nest.body, For):
+                nest = blocks_inside(nest, per_panel)
+            parts.append(nest)
         else:
             nest = mined.wrap(inner.body)
             parts.append(_decided_per_run(nest, nest, current, MIN_PARALLEL_CONTRACTION))
@@ -332,7 +395,7 @@ def _schedule_symbolic(c: Computation, target: Target) -> Stmt:
         if c.is_reduction:
             s = hoist_reduction(s, [vector_loop])
         return annotate(s, vector_loop, ForKind.VECTORIZED)
-    return _vectorize_along_reduction(c, s, lanes) if c.is_reduction else s
+    return _vectorize_along_reduction(c, s, lanes) if c.is_reduction else _transposed_vectors(c, s, lanes)
 
 
 def schedule_computation(c: Computation, target: Target) -> Stmt:

@@ -169,6 +169,25 @@ def collapse(loops: list[For], body: Stmt, kind: ForKind = ForKind.SERIAL) -> St
     return For(fused, inner, substitute_stmt(body, mapping), kind)
 
 
+def blocks_inside(outer: For, group: int) -> Stmt:
+    """``for b in 0..n { for p in 0..m { S } }`` → ``for b_o in 0..n/g { for p { for b_i in 0..g { S[b := b_o*g
+    + b_i] } } }`` and the last ``n % g`` values of ``b`` the same way. ``p`` keeps its kind (the pool's
+    loop), ``b`` runs serially: each ``p`` iteration (a GEMM's column panel) serves ``g`` consecutive ``b``
+    iterations (row blocks) while its data is cached, instead of being fetched again for every one."""
+    inner = outer.body
+    assert isinstance(inner, For)
+    count, rest = parts_of(outer.extent, group)
+    block_o, block_i = Var(f"{outer.var.name}_o"), Var(f"{outer.var.name}_i")
+
+    def nest(extent: Size, first: Expr) -> Stmt:
+        return replace(inner, body=For(block_i, extent, substitute_stmt(inner.body, {outer.var: first + block_i})))
+
+    parts: list[Stmt] = [For(block_o, count, nest(group, block_o * group))] if static_value(count) != 0 else []
+    if static_value(rest) != 0:
+        parts.append(nest(rest, size_expr(count) * group))
+    return seq(*parts)
+
+
 def _retarget_accumulator(s: Stmt, old: Buffer, new: Buffer, index: tuple[Expr, ...]) -> Stmt:
     def rewrite(node: Stmt) -> Stmt | None:
         if isinstance(node, Store):

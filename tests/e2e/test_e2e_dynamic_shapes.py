@@ -10,6 +10,8 @@ the axis and the size variable.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -197,3 +199,20 @@ def test_differently_named_dims_of_one_axis_are_unified_and_checked(tmp_path) ->
     with pytest.raises(InvalidInputError, match=r"Add 'Add_0' \(opset 17\): operands must broadcast: needs "
                                                 r"unk__656 == unk__655 \(unk__655=3, unk__656=2\)"):
         session.run(None, {"a": np.zeros((3, 4), np.float32), "b": np.zeros((2, 4), np.float32)})
+
+
+def test_row_blocks_share_each_pass_over_big_weights(tmp_path) -> None:
+    """A symbolic-row MatMul whose weights outgrow the L2 (a decoder's vocabulary projection): groups of
+    14-row blocks run inside each column panel, so the weights stream once per group, not once per block.
+    Row counts around the 14-row blocks and the groups (18 blocks of 14 for K=512) must all be right."""
+    rng = np.random.default_rng(9)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    model = dynamic_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "rows", 512])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "rows", 1024])],
+                          [numpy_helper.from_array(rng.standard_normal((512, 1024)).astype(np.float32), "w")])
+    path = compiler.compile(model, tmp_path / "vocab.tilec", dump_ir=tmp_path / "ir")
+    kernel = next((tmp_path / "ir").glob("*MatMul*.loop.txt")).read_text()
+    assert re.search(r"for \w+_blk_o in .*\n\s+parallel for i2_o in .*\n\s+for \w+_blk_i in 0\.\.18 ", kernel)
+    session, reference = InferenceSession(path), ort.InferenceSession(model.SerializeToString())
+    for batch, rows in [(1, 1), (1, 13), (1, 14), (1, 15), (1, 252), (1, 253), (2, 130), (3, 7)]:
+        _check(session, reference, {"x": rng.standard_normal((batch, rows, 512)).astype(np.float32)})

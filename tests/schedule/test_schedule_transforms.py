@@ -19,7 +19,8 @@ from compiler.loopir.compute import Computation, ReduceAxis, acc_var, build_loop
 from compiler.loopir.expr import Buffer, Const, Var
 from compiler.loopir.stmt import Alloc, For, ForKind, Kernel, Seq, Stmt, Store, find_loops, loads_and_stores, walk_stmts
 from compiler.schedule.defaults import schedule_computation
-from compiler.schedule.transforms import (annotate, fuse, hoist_reduction, loop_vars_outside_in, outermost_loop,
+from compiler.schedule.transforms import (annotate, blocks_inside, fuse, hoist_reduction, loop_vars_outside_in,
+                                          outermost_loop,
                                           reorder, split)
 from runtime_stub.native import NativeModule
 
@@ -279,3 +280,38 @@ def test_default_schedule_column_sum_runs(rows, cols):
     out = np.zeros(cols, np.float32)
     run_nest(schedule_computation(c, resolve_target("host")), {"x": xv, "y": out}, threads=2)
     np.testing.assert_allclose(out, xv.sum(axis=0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows,cols", [(513, 64), (64, 513), (200, 17), (16, 16)])
+def test_default_schedule_transpose_gathers_vectors_in_blocks(rows, cols):
+    """y[j, i] = x[i, j]: vectors along y's rows gathered from x's columns, x's rows walked inside the
+    vector blocks (each gathered cache line reused from L1), in blocks of 64 when longer."""
+    x, y = Buffer("x", F, (rows, cols)), Buffer("y", F, (cols, rows))
+    c = Computation(y, (j, i), x[i, j])
+    s = schedule_computation(c, resolve_target("host"))
+    vectors = [n for n in walk_stmts(s) if isinstance(n, For) and n.kind is ForKind.VECTORIZED]
+    assert vectors and {n.var.name for n in vectors} == {"i_i" if rows > 16 else "i"}
+    first, order = s.stmts[0] if isinstance(s, Seq) else s, []
+    while isinstance(first, For):
+        order.append(first.var.name)
+        first = first.body
+    assert order == (["j_o", "i_o", "j_i", "i_i"] if cols > 64 else ["i_o", "j", "i_i"] if rows > 16 else ["j", "i"])
+    xv = np.random.default_rng(4).standard_normal((rows, cols)).astype(np.float32)
+    out = np.full((cols, rows), np.nan, np.float32)
+    run_nest(s, {"x": xv, "y": out}, threads=2)
+    np.testing.assert_array_equal(out, xv.T)
+
+
+def test_blocks_inside_puts_groups_of_outer_iterations_inside_the_inner_loop():
+    """for b in 0..10 { parallel for p in 0..4 { S } } in groups of 3: 3 full groups, then a tail of 1."""
+    b, p = Var("b"), Var("p")
+    x = Buffer("x", F, (10, 4))
+    body = Store(x, (b, p), Const(1.0, F))
+    nest = For(b, 10, For(p, 4, body, ForKind.PARALLEL))
+    b_o, b_i = Var("b_o"), Var("b_i")
+    want = Seq((For(b_o, 3, For(p, 4, For(b_i, 3, Store(x, (b_o * 3 + b_i, p), Const(1.0, F))), ForKind.PARALLEL)),
+                For(p, 4, For(b_i, 1, Store(x, (Const(9) + b_i, p), Const(1.0, F))), ForKind.PARALLEL)))
+    assert blocks_inside(nest, 3) == want
+    out = np.zeros((10, 4), np.float32)
+    run_nest(blocks_inside(nest, 3), {"x": out}, threads=2)
+    assert (out == 1).all()
