@@ -492,7 +492,9 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         elem = data_type.tensor_type.elem_type if data_type is not None and data_type.HasField("tensor_type") else 0
     op = node.op_type
     shape: list[Size] | None = None
-    valued = any(has_values(v) for k in range(len(node.input)) for v in operand(k) or [])
+    # Only symbolic operands can hold value sizes: a constant (a weight matrix) is not walked element by element.
+    valued = any(has_values(v) for n in node.input if n in values and is_symbolic(values[n])
+                 for v in values[n].reshape(-1))
     if op == "Reshape" and data is not None and operand(1) is not None:
         shape = (reshaped_dims if valued else _reshape)(data, operand(1), bool(attrs.get("allowzero", 0)))
     elif op == "Expand" and data is not None and operand(1) is not None:
