@@ -29,7 +29,7 @@ class SizeRange:
     value: tuple[str, int] | None = None  # (input, element index) for a value size
 
 
-_VALUE_DTYPES = ("int32", "int64", "float32", "float64")  # a float (OneHot's depth) truncates, as onnxruntime
+_VALUE_DTYPES = ("int32", "int64", "float32", "float64", "bool")  # a float (OneHot's depth) truncates, as onnxruntime
 
 
 class SizeVariables:

@@ -208,7 +208,9 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
     domain = normalize_domain(proto.domain)
     opset = folded.opsets.get(domain, 0)
     node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset,
-                speculative=proto.name in folded.speculative)
+                speculative=proto.name in folded.speculative, guard=folded.guards.get(proto.name))
+    if proto.name in folded.phis:
+        node.attrs["predicate"] = folded.phis[proto.name]
     reader = describe_node(proto.op_type, name, opset, domain)
     node.inputs = [None if not n else _lookup(n, folded, values, reader) for n in proto.input]
     outputs = list(proto.output)

@@ -8,6 +8,11 @@ name, op type and opset. ``Program.output_sources`` says, per graph output, whic
 graph inputs' run-time data reaches it through the kernels (none: the output is a
 constant of the artifact, folded at compile time).
 
+A node guarded by a size predicate (a branch of a run-time If, ``Node.guard``) becomes a kernel with that
+guard, which the run calls only where it holds: its size constraints hold only there too, and its check
+flags are cleared where it is skipped. A ``Phi`` (the If's output) becomes two guarded copies into one
+buffer, from the then-branch's result where the predicate holds, else from the else-branch's.
+
 Inside a group, temporaries written by pointwise computations are inlined into
 their readers (compute-inline); a reduction read only at its own output index
 by a pointwise computation takes that computation as its epilogue (the Conv →
@@ -28,13 +33,14 @@ from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.codegen.target import Target
 from compiler.dtypes import DType, storage_bytes
 from compiler.errors import CompileError, ShapeError, UnsupportedOpError
-from compiler.graph.ir import Graph, Node, TensorType, Value
+from compiler.graph.ir import PHI_DOMAIN, Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index, map_loads,
-                                  select, substitute, walk)
+from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index,
+                                  logical_and, map_loads, select, substitute, walk)
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import SizeConstraint, SizeRange, as_size, has_values, same_size, size_expr, size_nbytes
+from compiler.loopir.sizes import (SizeConstraint, SizeRange, as_size, has_values, negation, same_size, size_expr,
+                                   size_nbytes)
 from compiler.loopir.stmt import Kernel, Stmt, kernel_size_vars, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -91,7 +97,7 @@ class _State:
     arena: dict[str, list[int]] = field(default_factory=dict)  # key → [size, first, last]
     calls: list[tuple[Kernel, int]] = field(default_factory=list)  # (kernel, step)
     checks: list[tuple[str, str]] = field(default_factory=list)  # (flag buffer, message), as LoweringContext.checks
-    constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs)
+    constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs, when)
 
 
 def _namer() -> Callable[[str], str]:
@@ -104,9 +110,15 @@ def _namer() -> Callable[[str], str]:
     return fresh
 
 
+def _kind(node: Node) -> str:
+    """How the fusion pass may group ``node`` (``OpDef.kind``; ``phi`` for a run-time If's output)."""
+    return "phi" if node.domain == PHI_DOMAIN else lookup(node.op_type, node.domain).kind
+
+
 def check_supported(graph: Graph) -> None:
     """Refuse, all at once, nodes with no lowering (the frontend does this earlier for whole models)."""
-    missing = sorted({"  " + n.describe() for n in graph.nodes if lookup(n.op_type, n.domain) is None})
+    missing = sorted({"  " + n.describe() for n in graph.nodes
+                      if n.domain != PHI_DOMAIN and lookup(n.op_type, n.domain) is None})
     if missing:
         raise UnsupportedOpError("unsupported operators:\n" + "\n".join(missing))
 
@@ -133,7 +145,7 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
         state.constants[name] = v.const
         state.storage[name] = _Storage("weights", key=name)
     outputs = _output_buffers(graph, buffer_of, state)
-    groups = fuse_groups(graph, lambda n: lookup(n.op_type, n.domain).kind)
+    groups = fuse_groups(graph, _kind)
     for step, group in enumerate(groups):
         if progress:
             progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
@@ -146,6 +158,9 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
                                  f"({format_size(node.inputs[0].type.nbytes)} vs "
                                  f"{format_size(node.outputs[0].type.nbytes)} bytes)")
             state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
+            continue
+        if group.kind == "phi":
+            _lower_phi(group.nodes[0], step, buffer_of, state)
             continue
         _lower_group(group, step, buffer_of, state)
     for k, (value, copy_from) in enumerate(outputs):
@@ -179,7 +194,7 @@ def _output_buffers(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _
     result: list[tuple[Value, Value | None]] = []
     claimed: set[int] = set()
     for k, v in enumerate(graph.outputs):
-        is_view = v.producer is not None and lookup(v.producer.op_type, v.producer.domain).kind == "view"
+        is_view = v.producer is not None and _kind(v.producer) == "view"
         if v.producer is None or is_view or id(v) in claimed:
             # A fresh value with the output's name, filled by a copy kernel at the end.
             out = Value(v.name, v.type)
@@ -193,12 +208,24 @@ def _output_buffers(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _
     return result
 
 
-def _emit_copy(src: Buffer, dst: Buffer, step: int, state: _State) -> None:
+def _emit_copy(src: Buffer, dst: Buffer, step: int, state: _State, guard: Expr | None = None,
+               name: str = "") -> None:
     node = Node("Identity", f"copy_{dst.name}", [], [Value(dst.name, TensorType(dst.dtype, dst.shape))], opset=1)
     ctx = LoweringContext(node, state.target, [Tensor(src)], state.names)
     result = reshape_copy(ctx)[0]
     comps = [_retarget(c, {result.buffer.name: dst}) for c in ctx.computations]
-    _add_kernel(comps, f"copy_{dst.name}", "Copy", step, state)
+    _add_kernel(comps, name or f"copy_{dst.name}", "Copy", step, state, guard=guard)
+
+
+def _lower_phi(node: Node, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
+    """The output of a run-time If: the taken branch's result copied into the Phi's buffer. Each copy sees
+    the buffer in its branch's shape, which is the Phi's (``select(predicate, ...)``) wherever it runs."""
+    out = buffer_of(node.outputs[0])
+    taken = node.attrs["predicate"]
+    for value, holds in zip(node.inputs, (taken, negation(taken))):
+        src = buffer_of(value)
+        guard = holds if node.guard is None else logical_and(node.guard, holds)
+        _emit_copy(src, replace(out, shape=src.shape), step, state, guard, state.names(f"{node.name}_{src.name}"))
 
 
 def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
@@ -220,7 +247,8 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
         materialized |= ctx.materialized
         state.checks.extend(ctx.checks)
         for c in ctx.constraints:
-            state.constraints.setdefault((c.lhs, c.relation, c.rhs), c)
+            c = replace(c, when=node.guard)  # a skipped node's sizes need not fit
+            state.constraints.setdefault((c.lhs, c.relation, c.rhs, c.when), c)
         for name, array in ctx.constants.items():
             state.constants[name] = array
             state.storage[name] = _Storage("weights", key=name)
@@ -242,7 +270,7 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
     computations = _inline(computations, keep | materialized)
     computations = [c.map_exprs(lambda e: _fold_scalar_constants(e, state)) for c in computations]
     temporaries = {c.output.name for c in computations} - keep
-    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, temporaries)
+    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, temporaries, last.guard)
 
 
 # Element types whose compile-time values the code generator takes as immediates.
@@ -336,7 +364,7 @@ def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
 
 
 def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State,
-                temporaries: frozenset[str] | set[str] = frozenset()) -> None:
+                temporaries: frozenset[str] | set[str] = frozenset(), guard: Expr | None = None) -> None:
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
@@ -369,7 +397,7 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
                             else as_size(binary("max", size_expr(entry[0]), size_expr(nbytes))))
             entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
     kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label,
-                    sum(c.flops for c in comps))
+                    sum(c.flops for c in comps), guard)
     state.calls.append((kernel, step))
 
 
@@ -405,6 +433,7 @@ def _finish(graph: Graph, state: _State) -> Program:
         offsets[name] = len(blob)
         blob.extend(storage_bytes(state.constants[name]))
     calls = []
+    flags = {state.storage[name].key for name, _ in state.checks}
     for kernel, _ in state.calls:
         refs = []
         for b in kernel.params:
@@ -417,7 +446,10 @@ def _finish(graph: Graph, state: _State) -> Program:
                 refs.append(BufferRef("workspace", slot=s.key))
             else:
                 refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
-        calls.append(KernelCall(kernel, tuple(refs)))
+        # A skipped kernel's check flags must read 0 (the runtime reads every flag after the run).
+        clears = tuple(sorted({plan.offsets[state.storage[b.name].key] for b in kernel.params
+                               if state.storage[b.name].kind == "arena" and state.storage[b.name].key in flags}))
+        calls.append(KernelCall(kernel, tuple(refs), clears if kernel.guard is not None else ()))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
     return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
                    _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()))
