@@ -14,12 +14,16 @@ emitting into a :class:`~compiler.frontend.rewrite.Builder` or raising
   ``tilec.Phi`` of the two (``FoldedGraph.phis``), whose dims are
   ``select(predicate, then_dim, else_dim)``: the branches may give different
   shapes, not different element types or ranks. With a condition computed
-  from tensor data: both branches inlined and each output a ``Where`` between
-  them, allowed only where both branches give every read output the same
-  element type and the same static shape (a select cannot change shape);
-  sequence/optional outputs refuse. The branches' nodes are recorded as
-  speculative (``FoldedGraph.speculative``): they run whether taken or not, so
-  their lowerings add no run-time checks.
+  from tensor data (``ReduceSum(x) > 0``), allowed only where both branches
+  give every read output the same element type and the same static shape
+  (the run's output shapes are settled before the condition is computed):
+  the same guards over a ``ConditionVar``, the condition's byte, which the
+  run function reads after the kernel computing it (``FoldedGraph.conditions``).
+  Without ``read_values`` (CUDA, whose launch sequence is fixed) both
+  branches are inlined and each output is a ``Where`` between them; the
+  branches' nodes are recorded as speculative (``FoldedGraph.speculative``):
+  they run whether taken or not, so their lowerings add no run-time checks.
+  Sequence/optional outputs refuse.
 * ``Scan`` (opset 8 with its batch axis and ``sequence_lens``, opsets 9+ with
   input/output axes and directions): the body inlined once per step of the
   static sequence length, states chained, each step's input slices taken
@@ -53,7 +57,7 @@ from compiler.frontend.loader import infer_types, outer_names
 from compiler.frontend.rewrite import Builder, NotExpandable, subgraph
 from compiler.graph.ir import PHI_DOMAIN
 from compiler.loopir.expr import Const, Expr, binary, compare, select
-from compiler.loopir.sizes import Size, negation, predicate, size_expr
+from compiler.loopir.sizes import ConditionVar, Size, negation, predicate, size_expr
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -83,13 +87,25 @@ def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
         if not out:
             continue
         then_type, else_type = then_types[k], else_types[k]
+        # The shapes of the outputs must be known before the run (tilec_sizes), so before the condition is.
         if then_type is None or else_type is None:
-            raise NotExpandable(f"the condition is only known at run time and output {k} ('{out}') is not a "
-                                "tensor of static shape in both branches; tilec cannot select between them")
+            raise NotExpandable(f"the condition '{cond}' is computed from tensor data and output {k} ('{out}') "
+                                "is not a tensor of static shape in both branches; tilec takes a branch whose "
+                                "output shapes are not settled in advance only where the condition is a graph "
+                                "input or shape arithmetic")
         if then_type != else_type:
-            raise NotExpandable(f"the condition is only known at run time and the branches give output {k} "
-                                f"('{out}') different types ({_fmt(then_type)} vs {_fmt(else_type)}); "
-                                "tilec needs one static type to select between them")
+            raise NotExpandable(f"the condition '{cond}' is computed from tensor data and the branches give "
+                                f"output {k} ('{out}') different types ({_fmt(then_type)} vs {_fmt(else_type)}); "
+                                "output shapes must be known before the run, so tilec takes branches of different "
+                                "shapes only where the condition is a graph input or shape arithmetic")
+    if state.static_shape(cond) is None or int(np.prod(state.static_shape(cond))) != 1:
+        raise NotExpandable(f"the condition '{cond}' is not known to have exactly one element")
+    if state.read_values:
+        # The run function reads the condition's byte once the kernel computing it has run.
+        state.conditions.add(cond)
+        _expand_guarded(node, state, b, compare("ne", ConditionVar(cond), 0))
+        return
+    # A target whose launch sequence is fixed (CUDA) runs both branches and selects.
     then_outs = [b.fresh(f"then_{o}") if o else "" for o in node.output]
     else_outs = [b.fresh(f"else_{o}") if o else "" for o in node.output]
     b.inline(then_branch, {}, then_outs)
@@ -218,7 +234,7 @@ def _elem_and_rank(t: onnx.TypeProto | None) -> tuple[int, int] | None:
 
 
 def _fmt_rank(info: tuple[int, int]) -> str:
-    return f"{helper.tensor_dtype_to_string(info[0])} of rank {info[1]}"
+    return f"{DType.from_onnx(info[0]).value} of rank {info[1]}"
 
 
 def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorInfo | None]:
@@ -233,7 +249,7 @@ def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorIn
 
 
 def _fmt(info: TensorInfo) -> str:
-    return f"{helper.tensor_dtype_to_string(info[0])}[{'x'.join(map(str, info[1]))}]"
+    return f"{DType.from_onnx(info[0]).value}[{'x'.join(map(str, info[1]))}]"
 
 
 # --- Scan -----------------------------------------------------------------------------------

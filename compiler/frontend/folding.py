@@ -98,7 +98,10 @@ class FoldedGraph:
     # and each Phi's predicate: its output is its first input where that holds, else its second.
     guards: dict[str, Expr] = field(default_factory=dict)
     phis: dict[str, Expr] = field(default_factory=dict)
-    # Whether small graph inputs that set shapes or pick an If's branch are read at run time (value sizes).
+    # The data conditions those guards read (``ConditionVar``): one-element bool values computed in the run.
+    conditions: set[str] = field(default_factory=set)
+    # Whether run-time values steer the native code: small graph inputs that set shapes or pick an If's branch
+    # are read as value sizes, and an If on a data condition runs only its taken branch (not so on CUDA).
     read_values: bool = True
     # Size values (object arrays of ints and size expressions) with their element types, and the names
     # symbolic dims travel under in the types (symbolic.py).

@@ -62,7 +62,9 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
     for proto, name in zip(ordered, node_names):
         nodes.append(_import_node(proto, name, folded, values, folded.dims))
     outputs = [_lookup(o.name, folded, values, reader=f"graph output '{o.name}'") for o in folded.outputs]
-    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes)
+    conditions = {name: _lookup(name, folded, values, reader=f"an If's condition '{name}'")
+                  for name in sorted(folded.conditions)}
+    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes, conditions)
 
 
 def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str, SizeRange]) -> dict[str, SizeRange]:

@@ -121,6 +121,8 @@ class Graph:
     opsets: dict[str, int] = field(default_factory=dict)
     # The size variables its shapes use, by name, with the values a run may give them.
     sizes: dict[str, SizeRange] = field(default_factory=dict)
+    # The data conditions of run-time Ifs (``ConditionVar`` in guards) by name: read by the run, so live.
+    conditions: dict[str, Value] = field(default_factory=dict)
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def fresh_name(self, hint: str) -> str:
@@ -155,6 +157,7 @@ class Graph:
         for node in self.nodes:
             node.inputs = [new if v is old else v for v in node.inputs]
         self.outputs = [new if v is old else v for v in self.outputs]
+        self.conditions = {name: new if v is old else v for name, v in self.conditions.items()}
 
     def add_const(self, name_hint: str, array: np.ndarray) -> Value:
         array = np.asarray(array)

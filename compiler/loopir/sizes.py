@@ -40,6 +40,18 @@ class ValueVar(SizeVar):
     dimension, may be negative (an axis from the end, a negative pad, a Slice start)."""
 
 
+@dataclass(frozen=True)
+class ConditionVar(Var):
+    """An If's condition computed from tensor data: the one-element bool value ``name`` (``Graph.conditions``),
+    which ``tilec_run`` reads from its buffer after the kernel computing it and before the kernels it guards.
+    It appears in guards only, never in a dim (nothing can be sized by it before the run)."""
+
+
+def has_conditions(e: Expr) -> bool:
+    """Whether ``e`` (a guard) reads a condition computed in the run."""
+    return any(isinstance(x, ConditionVar) for x in walk(e))
+
+
 def has_values(d: Size) -> bool:
     """Whether ``d`` depends on a value size."""
     return not isinstance(d, int) and any(isinstance(e, ValueVar) for e in walk(d))

@@ -39,8 +39,8 @@ from compiler.loopir.compute import Computation
 from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index,
                                   logical_and, map_loads, select, substitute, walk)
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import (SizeConstraint, SizeRange, as_size, has_values, negation, same_size, size_expr,
-                                   size_nbytes)
+from compiler.loopir.sizes import (ConditionVar, SizeConstraint, SizeRange, as_size, has_conditions, has_values,
+                                   negation, same_size, size_expr, size_nbytes)
 from compiler.loopir.stmt import Kernel, Stmt, kernel_size_vars, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -77,6 +77,8 @@ class Program:
     sizes: dict[str, SizeRange] = field(default_factory=dict)
     # What a run's sizes must satisfy, checked before it runs.
     constraints: list[SizeConstraint] = field(default_factory=list)
+    # Where the run reads each data condition of a run-time If (``ConditionVar`` in guards), by name.
+    conditions: dict[str, BufferRef] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class _State:
     calls: list[tuple[Kernel, int]] = field(default_factory=list)  # (kernel, step)
     checks: list[tuple[str, str]] = field(default_factory=list)  # (flag buffer, message), as LoweringContext.checks
     constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs, when)
+    conditions: dict[str, str] = field(default_factory=dict)  # data condition → its buffer
 
 
 def _namer() -> Callable[[str], str]:
@@ -135,6 +138,7 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
 
     for k, v in enumerate(graph.inputs):
         state.storage[buffer_of(v).name] = _Storage("input", k)
+    state.conditions = {name: buffer_of(v).name for name, v in graph.conditions.items()}
     size_values: list[Value] = []
     for v in graph.constants():
         name = buffer_of(v).name
@@ -247,7 +251,9 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
         materialized |= ctx.materialized
         state.checks.extend(ctx.checks)
         for c in ctx.constraints:
-            c = replace(c, when=node.guard)  # a skipped node's sizes need not fit
+            # A skipped node's sizes need not fit; a data condition is not known before the run, where
+            # the constraints are checked: then they must hold either way.
+            c = replace(c, when=node.guard if node.guard is not None and not has_conditions(node.guard) else None)
             state.constraints.setdefault((c.lhs, c.relation, c.rhs, c.when), c)
         for name, array in ctx.constants.items():
             state.constants[name] = array
@@ -368,6 +374,11 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
+    # The data conditions the guard reads stay live until the run has read them here.
+    for var in {e for e in walk(guard) if isinstance(e, ConditionVar)} if guard is not None else ():
+        storage = state.storage[state.conditions[var.name]]
+        if storage.kind == "arena":
+            state.arena[storage.key][2] = max(state.arena[storage.key][2], step)
     # A target with schedules of its own (CUDA: blocks, threads, shared memory) replaces the CPU defaults.
     own_schedule = getattr(state.target, "schedule_computation", None)
     parts = []
@@ -426,33 +437,34 @@ def _finish(graph: Graph, state: _State) -> Program:
     symbolic = {slot.key for slot in slots}
     offsets: dict[str, int] = {}
     blob = bytearray()
-    used = {b.name for kernel, _ in state.calls for b in kernel.params}
+    used = {b.name for kernel, _ in state.calls for b in kernel.params} | set(state.conditions.values())
     used_keys = {state.storage[n].key for n in used if state.storage[n].kind == "weights"}
     for name in sorted(used_keys):
         blob.extend(b"\0" * (-len(blob) % WEIGHT_ALIGNMENT))
         offsets[name] = len(blob)
         blob.extend(storage_bytes(state.constants[name]))
+    def ref(name: str) -> BufferRef:
+        s = state.storage[name]
+        if s.kind in ("input", "output"):
+            return BufferRef(s.kind, index=s.index)
+        if s.kind == "weights":
+            return BufferRef("weights", offset=offsets[s.key])
+        if s.key in symbolic:
+            return BufferRef("workspace", slot=s.key)
+        return BufferRef("workspace", offset=plan.offsets[s.key])
+
     calls = []
     flags = {state.storage[name].key for name, _ in state.checks}
     for kernel, _ in state.calls:
-        refs = []
-        for b in kernel.params:
-            s = state.storage[b.name]
-            if s.kind in ("input", "output"):
-                refs.append(BufferRef(s.kind, index=s.index))
-            elif s.kind == "weights":
-                refs.append(BufferRef("weights", offset=offsets[s.key]))
-            elif s.key in symbolic:
-                refs.append(BufferRef("workspace", slot=s.key))
-            else:
-                refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
+        refs = [ref(b.name) for b in kernel.params]
         # A skipped kernel's check flags must read 0 (the runtime reads every flag after the run).
         clears = tuple(sorted({plan.offsets[state.storage[b.name].key] for b in kernel.params
                                if state.storage[b.name].kind == "arena" and state.storage[b.name].key in flags}))
         calls.append(KernelCall(kernel, tuple(refs), clears if kernel.guard is not None else ()))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
     return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
-                   _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()))
+                   _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()),
+                   {name: ref(buffer) for name, buffer in state.conditions.items()})
 
 
 def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:

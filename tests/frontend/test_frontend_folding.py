@@ -142,13 +142,28 @@ def test_if_on_a_bool_input_becomes_guarded_branches_and_a_phi():
     assert graph.sizes["c"].source.input == "c"  # read from the input's data per run
 
 
-@pytest.mark.parametrize("cond", [True, False])
-def test_if_on_a_data_condition_becomes_a_select(cond):
+def _data_if_model() -> onnx.ModelProto:
     model = _if_model(True)
     model.graph.node[0].CopyFrom(helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"))
     model.graph.node.insert(1, helper.make_node("Greater", ["s", "zero"], ["c"], name="cond"))
     model.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
-    graph = load_graph(model)
+    return model
+
+
+def test_if_on_a_data_condition_guards_its_branches_by_the_condition_byte():
+    graph = load_graph(_data_if_model())
+    guards = {n.op_type: None if n.guard is None else format_expr(n.guard) for n in graph.nodes}
+    assert guards == {"ReduceSum": None, "Greater": None, "Add": "(c != 0)", "Neg": "(c == 0)", "Mul": "(c == 0)",
+                      "Phi": None, "Relu": None}
+    assert list(graph.conditions) == ["c"] and graph.conditions["c"].producer.op_type == "Greater"
+    assert "c" not in graph.sizes  # not a size: read by the run function once computed
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_on_a_data_condition_becomes_a_select_where_values_do_not_steer_the_run(cond):
+    """Without ``read_values`` (CUDA's fixed launch sequence) both branches run and a Where selects."""
+    model = _data_if_model()
+    graph = load_graph(model, read_values=False)
     assert sorted(n.op_type for n in graph.nodes) == ["Add", "Greater", "Mul", "Neg", "ReduceSum", "Relu", "Where"]
     feeds = {"x": np.array([-1.5, 2.0], np.float32) * (1 if cond else -1)}
     expected = ReferenceEvaluator(model).run(None, feeds)[0]
@@ -164,8 +179,8 @@ def test_if_with_data_condition_and_different_branch_shapes_is_refused():
         else model.graph.node[2].attribute[1].g
     then_branch.node.append(helper.make_node("ReduceSum", ["t_out"], ["t_sum"], name="tsum", keepdims=1))
     then_branch.output[0].CopyFrom(_f32("t_sum", [1]))
-    with pytest.raises(UnsupportedOpError, match=r"If 'if' \(opset 17\): the condition is only known at run time "
-                                                 r"and the branches give output 0 \('y'\) different types"):
+    with pytest.raises(UnsupportedOpError, match=r"If 'if' \(opset 17\): the condition 'c' is computed from tensor "
+                                                 r"data and the branches give output 0 \('y'\) different types"):
         load_graph(model, is_supported=lambda op, domain: op != "If")
 
 

@@ -218,3 +218,44 @@ def test_merged_decoder_prefill_then_decode_steps(tmp_path, dummy_past):
                      "past_key_values.0.value": value, "use_cache_branch": np.array([True])}
             logits, key, value = _compare(session, model, feeds, rtol=1e-4, atol=1e-5)
             assert logits.shape == (1, 1, VOCAB) and key.shape == (1, HEADS, 6 + step, HEAD)
+
+
+# --- conditions computed from tensor data --------------------------------------------------------------------
+
+
+def _data_condition_model(then_shape=(2, 4)):
+    """y = Gather(x, i) (then) or Relu(x[:2]) (else), picked by ReduceSum(x) > 0, computed in the run."""
+    then_branch = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["picked"], axis=0)], "then", [],
+                                    [_f32("picked", list(then_shape))])
+    else_branch = helper.make_graph([helper.make_node("Relu", ["head"], ["e"])], "else", [], [_f32("e", [2, 4])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+             helper.make_node("Greater", ["s", "zero"], ["c"], name="positive"),
+             helper.make_node("Slice", ["x", "starts", "ends"], ["head"], name="head"),
+             helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_branch, else_branch=else_branch),
+             helper.make_node("Neg", ["y"], ["z"], name="neg")]
+    inits = [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+             helper.make_tensor("starts", TensorProto.INT64, [1], [0]), helper.make_tensor("ends", TensorProto.INT64, [1], [2])]
+    return _model(nodes, [_f32("x", [3, 4]), helper.make_tensor_value_info("i", TensorProto.INT64, [then_shape[0]])],
+                  [_f32("z", [None, 4])], inits)
+
+
+def test_data_condition_runs_only_the_taken_branch(tmp_path):
+    """A kernel computes the condition into the workspace and the run branches on that byte: the then-branch's
+    index check fails the run only where its sum is positive; the else-branch result is right either way."""
+    model = _data_condition_model()
+    positive, negative = rand((3, 4), low=0.1, high=1.0), rand((3, 4), seed=1, low=-1.0, high=-0.1)
+    bad = np.array([0, 99], np.int64)
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        _compare(session, model, {"x": positive, "i": np.array([2, 0], np.int64)})
+        _compare(session, model, {"x": negative, "i": np.array([2, 0], np.int64)})
+        _compare(session, model, {"x": negative, "i": bad})  # the Gather does not run
+        with pytest.raises(runtime_stub.InvalidInputError, match=r"Gather .*an index in i is out of range"):
+            session.run(None, {"x": positive, "i": bad})
+
+
+def test_data_condition_with_branches_of_different_shapes_is_refused(tmp_path):
+    with pytest.raises(compiler.errors.UnsupportedOpError,
+                       match=r"If 'if' \(opset 17\): the condition 'c' is computed from tensor data and the branches "
+                             r"give output 0 \('y'\) different types \(float32\[3x4\] vs float32\[2x4\]\); output "
+                             r"shapes must be known before the run"):
+        compiler.compile(_data_condition_model((3, 4)), tmp_path / "m.tilec")

@@ -33,7 +33,7 @@ from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
 from compiler.artifact.memory_plan import SymbolicSlot
 from compiler.loopir.expr import Binary, Const, Select
-from compiler.loopir.sizes import Size, SizeConstraint, SizeVar
+from compiler.loopir.sizes import ConditionVar, Size, SizeConstraint, SizeVar
 from compiler.loopir.stmt import Kernel, canonical_kernel
 
 
@@ -66,6 +66,8 @@ class RunLayout:
     slots: tuple[SymbolicSlot, ...] = ()
     output_shapes: tuple[tuple[Size, ...], ...] = field(default_factory=tuple)
     constraints: tuple[SizeConstraint, ...] = ()
+    # Where ``tilec_run`` reads the data conditions of guards (``ConditionVar``), by name.
+    conditions: tuple[tuple[str, BufferRef], ...] = ()
 
 
 def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
@@ -90,6 +92,7 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
     b = ir.IRBuilder(run.append_basic_block("entry"))
     sizes = _Sizes(b, dims, layout.dims)
     slot_offsets, _ = _slot_offsets(sizes, layout)
+    sizes.conditions = {name: _pointer(b, ref, run.args, slot_offsets) for name, ref in layout.conditions}
     profiling = None
     if profile:
         profiling = (emitter.declare("tilec_profile_begin", I64, [PTR]),
@@ -117,18 +120,23 @@ def _call(b: ir.IRBuilder, fn: ir.Function, call: KernelCall, k: int, run_args: 
     if profiling is not None:
         started = b.call(profiling[0], [ctx])
     args = [ctx] + ([dims] if len(fn.args) == len(call.args) + 2 else [])
-    for ref in call.args:
-        if ref.kind in ("input", "output"):
-            table = inputs if ref.kind == "input" else outputs
-            args.append(b.load(b.gep(table, [ir.Constant(I64, ref.index)], source_etype=PTR), typ=PTR))
-        elif ref.slot is not None:
-            args.append(b.gep(workspace, [slot_offsets[ref.slot]], source_etype=ir.IntType(8)))
-        else:
-            base = weights if ref.kind == "weights" else workspace
-            args.append(b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8)))
+    args.extend(_pointer(b, ref, run_args, slot_offsets) for ref in call.args)
     b.call(fn, args)
     if profiling is not None:
         b.call(profiling[1], [ctx, ir.Constant(I32, k), started])
+
+
+def _pointer(b: ir.IRBuilder, ref: BufferRef, run_args: tuple[ir.Value, ...],
+             slot_offsets: dict[str, ir.Value]) -> ir.Value:
+    """The address of the buffer ``ref`` in this run."""
+    _, inputs, outputs, weights, workspace, _ = run_args
+    if ref.kind in ("input", "output"):
+        table = inputs if ref.kind == "input" else outputs
+        return b.load(b.gep(table, [ir.Constant(I64, ref.index)], source_etype=PTR), typ=PTR)
+    if ref.slot is not None:
+        return b.gep(workspace, [slot_offsets[ref.slot]], source_etype=ir.IntType(8))
+    base = weights if ref.kind == "weights" else workspace
+    return b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8))
 
 
 _PREDICATES = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
@@ -143,6 +151,8 @@ class _Sizes:
     dims: ir.Value
     names: tuple[str, ...]
     overflow: ir.Value | None = None
+    # The address of each data condition's byte (``tilec_run`` only: ``tilec_sizes`` runs before any kernel).
+    conditions: dict[str, ir.Value] = field(default_factory=dict)
 
     def value(self, e: Size) -> ir.Value:
         b = self.b
@@ -150,6 +160,8 @@ class _Sizes:
             return ir.Constant(I64, e)
         if isinstance(e, Const):
             return ir.Constant(I64, int(e.value))
+        if isinstance(e, ConditionVar):  # a bool byte, as the kernel computing it stored it
+            return b.zext(b.load(self.conditions[e.name], typ=ir.IntType(8)), I64)
         if isinstance(e, SizeVar):
             return b.load(b.gep(self.dims, [ir.Constant(I64, self.names.index(e.name))], source_etype=I64), typ=I64)
         if isinstance(e, Binary):

@@ -35,7 +35,7 @@ class FusedGroup:
 
 def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup]:
     users = graph.consumers()
-    outputs = {id(v) for v in graph.outputs}
+    outputs = {id(v) for v in [*graph.outputs, *graph.conditions.values()]}  # stored: the run reads them
     group_of: dict[int, FusedGroup] = {}  # id(node) → its group
     groups: list[FusedGroup] = []
     for node in graph.nodes:
