@@ -82,22 +82,23 @@ def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     if taken is not None:
         _expand_guarded(node, state, b, taken)
         return
+    # The shapes of the outputs must be known before the run (tilec_sizes), so before the condition is; where
+    # both branches run (CUDA) a select cannot change shape either.
+    what = "is computed from tensor data" if state.read_values else "is only known at run time"
+    why = ("output shapes must be known before the run, so tilec takes branches of different shapes only where "
+           "the condition is a graph input or shape arithmetic" if state.read_values else
+           "on this target both branches run and a select picks each output, which needs one static type")
     then_types, else_types = _output_types(then_branch, state), _output_types(else_branch, state)
     for k, out in enumerate(node.output):
         if not out:
             continue
         then_type, else_type = then_types[k], else_types[k]
-        # The shapes of the outputs must be known before the run (tilec_sizes), so before the condition is.
         if then_type is None or else_type is None:
-            raise NotExpandable(f"the condition '{cond}' is computed from tensor data and output {k} ('{out}') "
-                                "is not a tensor of static shape in both branches; tilec takes a branch whose "
-                                "output shapes are not settled in advance only where the condition is a graph "
-                                "input or shape arithmetic")
+            raise NotExpandable(f"the condition '{cond}' {what} and output {k} ('{out}') is not a tensor of static "
+                                f"shape in both branches; {why}")
         if then_type != else_type:
-            raise NotExpandable(f"the condition '{cond}' is computed from tensor data and the branches give "
-                                f"output {k} ('{out}') different types ({_fmt(then_type)} vs {_fmt(else_type)}); "
-                                "output shapes must be known before the run, so tilec takes branches of different "
-                                "shapes only where the condition is a graph input or shape arithmetic")
+            raise NotExpandable(f"the condition '{cond}' {what} and the branches give output {k} ('{out}') "
+                                f"different types ({_fmt(then_type)} vs {_fmt(else_type)}); {why}")
     if state.static_shape(cond) is None or int(np.prod(state.static_shape(cond))) != 1:
         raise NotExpandable(f"the condition '{cond}' is not known to have exactly one element")
     if state.read_values:

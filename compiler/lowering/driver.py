@@ -149,6 +149,7 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
         state.constants[name] = v.const
         state.storage[name] = _Storage("weights", key=name)
     outputs = _output_buffers(graph, buffer_of, state)
+    direct = _alias_phi_inputs(graph, buffer_of, state)
     groups = fuse_groups(graph, _kind)
     for step, group in enumerate(groups):
         if progress:
@@ -164,7 +165,7 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
             state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
             continue
         if group.kind == "phi":
-            _lower_phi(group.nodes[0], step, buffer_of, state)
+            _lower_phi(group.nodes[0], step, buffer_of, state, direct)
             continue
         _lower_group(group, step, buffer_of, state)
     for k, (value, copy_from) in enumerate(outputs):
@@ -221,14 +222,45 @@ def _emit_copy(src: Buffer, dst: Buffer, step: int, state: _State, guard: Expr |
     _add_kernel(comps, name or f"copy_{dst.name}", "Copy", step, state, guard=guard)
 
 
-def _lower_phi(node: Node, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
-    """The output of a run-time If: the taken branch's result copied into the Phi's buffer. Each copy sees
-    the buffer in its branch's shape, which is the Phi's (``select(predicate, ...)``) wherever it runs."""
-    out = buffer_of(node.outputs[0])
+def _phi_guards(node: Node) -> tuple[Expr, Expr]:
+    """Under which guards a Phi's then- and else-input are computed (the If's own guard and its branch's)."""
     taken = node.attrs["predicate"]
-    for value, holds in zip(node.inputs, (taken, negation(taken))):
+    if node.guard is None:
+        return taken, negation(taken)
+    return logical_and(node.guard, taken), logical_and(node.guard, negation(taken))
+
+
+def _alias_phi_inputs(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _State) -> set[int]:
+    """A branch result that only its Phi reads is written into the Phi's buffer by its own producer: only one
+    branch runs, so both may share it, and the copy goes. Returns the ``id`` of each such Phi input. Outer Phis
+    come first, so a nested If's Phi shares its outer one's buffer in turn."""
+    users = graph.consumers()
+    kept = {id(v) for v in [*graph.outputs, *graph.conditions.values()]}
+    direct: set[int] = set()
+    for node in reversed(graph.nodes):
+        if node.domain != PHI_DOMAIN:
+            continue
+        out = buffer_of(node.outputs[0])
+        storage = state.storage.setdefault(out.name, _Storage("arena", key=out.name))
+        for value, guard in zip(node.inputs, _phi_guards(node)):
+            producer = value.producer
+            if (producer is None or producer.guard != guard or _kind(producer) == "view" or id(value) in kept
+                    or len(users.get(id(value), [])) != 1):
+                continue
+            state.storage[buffer_of(value).name] = storage
+            direct.add(id(value))
+    return direct
+
+
+def _lower_phi(node: Node, step: int, buffer_of: Callable[[Value], Buffer], state: _State, direct: set[int]) -> None:
+    """The output of a run-time If: the taken branch's result copied into the Phi's buffer, unless its producer
+    wrote it there (``_alias_phi_inputs``). Each copy sees the buffer in its branch's shape, which is the
+    Phi's (``select(predicate, ...)``) wherever it runs."""
+    out = buffer_of(node.outputs[0])
+    for value, guard in zip(node.inputs, _phi_guards(node)):
+        if id(value) in direct:
+            continue
         src = buffer_of(value)
-        guard = holds if node.guard is None else logical_and(node.guard, holds)
         _emit_copy(src, replace(out, shape=src.shape), step, state, guard, state.names(f"{node.name}_{src.name}"))
 
 
@@ -473,10 +505,11 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
     A data-flow walk over the kernels in run order, at kernel granularity: everything a kernel stores
     depends on everything it loads (its global buffers, by storage, so views and their roots are one
     value), added to what the stored buffer already depended on (several kernels may write parts of
-    it). Weights depend on nothing. Zero-element tensors carry no data: an empty input is no source
-    and an empty output has none."""
-    def where(buffer: Buffer) -> tuple[str, int, str]:
-        s = state.storage[buffer.name]
+    it), and on what its guard reads (a run-time If's condition: the taken branch depends on it). Weights
+    depend on nothing. Zero-element tensors carry no data: an empty input is no source and an empty output
+    has none."""
+    def where(name: str) -> tuple[str, int, str]:
+        s = state.storage[name]
         return s.kind, s.index, s.key
 
     sources: dict[tuple[str, int, str], frozenset[int]] = {
@@ -486,14 +519,20 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
     value_input = {name: position[r.source.input] for name, r in graph.sizes.items() if r.source is not None}
     for kernel, _ in state.calls:
         read: set[int] = {value_input[v.name] for v in kernel_size_vars(kernel) if v.name in value_input}
+        # What a guarded kernel stores depends on what decided that it runs (a run-time If's condition).
+        for v in walk(kernel.guard) if kernel.guard is not None else ():
+            if isinstance(v, ConditionVar):
+                read |= sources.get(where(state.conditions[v.name]), frozenset())
+            elif isinstance(v, Var) and v.name in value_input:
+                read.add(value_input[v.name])
         written: list[tuple[str, int, str]] = []
         for buffer, is_store in loads_and_stores(kernel.body):
             if buffer.scope != "global":
                 continue  # kernel-local: part of the kernel's own computation
             if is_store:
-                written.append(where(buffer))
+                written.append(where(buffer.name))
             else:
-                read |= sources.get(where(buffer), frozenset())
+                read |= sources.get(where(buffer.name), frozenset())
         for place in written:
             sources[place] = sources.get(place, frozenset()) | read
     return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel != 0 else ()

@@ -62,19 +62,82 @@ def test_bool_input_picks_branches_of_different_shapes(tmp_path):
         assert _compare(session, model, {"x": x, "c": np.array([False])})[0].shape == (3, 4)
 
 
-def test_dumped_loop_ir_shows_the_guards(tmp_path):
-    """Each branch's kernels and the If's two copies carry the predicate (or its negation) in --dump-ir."""
+def test_branch_returning_an_outer_value_is_copied_into_the_output(tmp_path):
+    """The then-branch returns x itself (its buffer is not the If's to write): a guarded copy of x's 3 x 4
+    fills the output, the else-branch's Concat (6 x 4) writes it directly."""
+    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["same"])], "then", [],
+                                    [_f32("same", [None, 4])])
+    else_branch = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["twice"], axis=0)], "else", [],
+                                    [_f32("twice", [None, 4])])
+    model = _model([helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)],
+                   [_f32("x", [3, 4]), _bool("c")], [_f32("y", [None, 4])])
+    x = rand((3, 4))
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        assert _compare(session, model, {"x": x, "c": np.array([True])})[0].shape == (3, 4)
+        assert _compare(session, model, {"x": x, "c": np.array([False])})[0].shape == (6, 4)
+        assert [k["ops"] for k in session.manifest["kernels"]] == ["Concat", "Copy"]
+
+
+def test_branches_of_constants_are_computed_from_the_condition(tmp_path):
+    """Both branches return constants: the output still depends on the condition input (manifest
+    ``computed_from``), whose value picks the constant per run."""
+    ones, twos = (helper.make_tensor(n, TensorProto.FLOAT, [2], [v, v]) for n, v in (("ones", 1.0), ("twos", 2.0)))
+    then_branch = helper.make_graph([helper.make_node("Identity", ["ones"], ["a"])], "then", [], [_f32("a", [2])])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["twos"], ["b"])], "else", [], [_f32("b", [2])])
+    model = _model([helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)],
+                   [_bool("c")], [_f32("y", [2])], [ones, twos])
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        assert session.manifest["outputs"][0]["computed_from"] == ["c"]
+        for c in (True, False):
+            _compare(session, model, {"c": np.array([c])})
+
+
+_GUARDED_KERNELS = """\
+kernel k_if_Concat_7 "Concat" (if_then_y_4: float32[6, 4], x_0: float32[3, 4]) when (c != 0) {
+  for i0 in 0..3 {
+    vectorized for i1 in 0..4 {
+      if_then_y_4[i0, i1] = x_0[i0, i1]
+    }
+  }
+  for i2 in 0..3 {
+    vectorized for i3 in 0..4 {
+      if_then_y_4[(i2 + 3), i3] = x_0[i2, i3]
+    }
+  }
+}
+
+kernel k_if_Relu_9 "Relu" (if_else_y_5: float32[3, 4], x_0: float32[3, 4]) when (c == 0) {
+  for i0 in 0..3 {
+    vectorized for i1 in 0..4 {
+      if_else_y_5[i0, i1] = max(x_0[i0, i1], 0.0)
+    }
+  }
+}
+
+kernel k_neg_11 "Neg" (z_2: float32[select((c != 0), 6, 3), 4], y_3: float32[select((c != 0), 6, 3), 4]) {
+  parallel for i0 in 0..select((c != 0), 6, 3) if select((c != 0), 6, 3) * 4 >= 32768 {
+    vectorized for i1 in 0..4 {
+      z_2[i0, i1] = neg(y_3[i0, i1])
+    }
+  }
+}
+"""
+
+
+def test_dumped_ir_shows_the_guards(tmp_path):
+    """--dump-ir: each branch's kernel carries the predicate or its negation; the branches write the If's
+    output buffer themselves (no copy: only one runs), whose dims the kernel after the If reads as selects."""
     model = _model(_concat_or_relu(), [_f32("x", [3, 4]), _bool("c", ())], [_f32("z", [None, 4])])
     compiler.compile(model, tmp_path / "m.tilec", dump_ir=tmp_path / "ir")
-    heads = sorted(p.read_text().splitlines()[0] for p in (tmp_path / "ir").glob("*.loop.txt"))
-    assert [h for h in heads if " when " in h] == [
-        'kernel if_Phi_if_else_y_7_12 "Copy" (y_9: float32[3, 4], if_else_y_7: float32[3, 4]) when (c == 0) {',
-        'kernel if_Phi_if_then_y_4_10 "Copy" (y_9: float32[6, 4], if_then_y_4: float32[6, 4]) when (c != 0) {',
-        'kernel k_if_Concat_5 "Concat" (if_then_y_4: float32[6, 4], x_0: float32[3, 4]) when (c != 0) {',
-        'kernel k_if_Relu_8 "Relu" (if_else_y_7: float32[3, 4], x_0: float32[3, 4]) when (c == 0) {']
-    graph = (tmp_path / "ir" / "graph.txt").read_text()
-    assert "%y:float32[select((c != 0), 6, 3)x4] = Phi(%if/then_y, %if/else_y)" in graph
-    assert "= Neg(%y)\n" in graph  # after the If: unguarded
+    assert "\n".join(p.read_text() for p in sorted((tmp_path / "ir").glob("*.loop.txt"))) == _GUARDED_KERNELS
+    assert (tmp_path / "ir" / "graph.txt").read_text() == """\
+graph g(%x:float32[3x4], %c:bool[]):
+  %if/then_y:float32[6x4] = Concat(%x, %x) when (c != 0)
+  %if/else_y:float32[3x4] = Relu(%x) when (c == 0)
+  %y:float32[select((c != 0), 6, 3)x4] = Phi(%if/then_y, %if/else_y)
+  %z:float32[select((c != 0), 6, 3)x4] = Neg(%y)
+  return %z
+"""
 
 
 def test_only_the_taken_branch_runs(tmp_path):
