@@ -56,8 +56,8 @@ from compiler.dtypes import DType
 from compiler.frontend.loader import infer_types, outer_names
 from compiler.frontend.rewrite import Builder, NotExpandable, subgraph
 from compiler.graph.ir import PHI_DOMAIN
-from compiler.loopir.expr import Const, Expr, binary, compare, select
-from compiler.loopir.sizes import ConditionVar, Size, negation, predicate, size_expr
+from compiler.loopir.expr import Const, Expr, binary, compare, select, walk
+from compiler.loopir.sizes import ConditionVar, Size, ValueVar, negation, predicate, size_expr
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -75,7 +75,12 @@ def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
             raise NotExpandable(f"the condition has {value.size} elements; If needs exactly one")
         b.inline(then_branch if bool(value.reshape(-1)[0]) else else_branch, {}, node.output)
         return
+    read = set(state.value_sources)
     taken = size_predicate(cond, state, {o: n for n in state.nodes for o in n.output})
+    # An input read as a value size for a predicate that did not come about (compared with data) is not read.
+    used = {e.name for e in walk(taken) if isinstance(e, ValueVar)} if taken is not None else set()
+    for name in set(state.value_sources) - read - used:
+        del state.value_sources[name]
     if isinstance(taken, Const):  # sizes that decide it at compile time
         b.inline(then_branch if taken.value else else_branch, {}, node.output)
         return

@@ -10,8 +10,9 @@ constant of the artifact, folded at compile time).
 
 A node guarded by a size predicate (a branch of a run-time If, ``Node.guard``) becomes a kernel with that
 guard, which the run calls only where it holds: its size constraints hold only there too, and its check
-flags are cleared where it is skipped. A ``Phi`` (the If's output) becomes two guarded copies into one
-buffer, from the then-branch's result where the predicate holds, else from the else-branch's.
+flags are cleared where it is skipped. A ``Phi`` (the If's output) is one buffer that the taken branch
+fills: its result's producer writes it directly where only the Phi reads that result, else a guarded copy
+does (a branch returning an outer value or a constant).
 
 Inside a group, temporaries written by pointwise computations are inlined into
 their readers (compute-inline); a reduction read only at its own output index

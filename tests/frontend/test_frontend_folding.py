@@ -243,3 +243,14 @@ def test_fold_that_keeps_the_element_count_folds_past_the_limit(monkeypatch):
     graph = load_graph(_model(nodes, [_f32("x", [2, 6])], [_f32("y", [2, 4])], [_const("w", w)]))
     assert [n.op_type for n in graph.nodes] == ["MatMul"]
     assert np.array_equal(graph.nodes[0].inputs[1].const, w.T)
+
+
+def test_an_input_compared_with_data_is_no_value_size():
+    """``Equal(k, ReduceMax(ids))``: a data condition; the one-element input k stays a tensor, not a size."""
+    model = _data_if_model()
+    model.graph.node[1].CopyFrom(helper.make_node("Equal", ["k", "top"], ["c"], name="cond"))
+    model.graph.node.insert(1, helper.make_node("ReduceMax", ["ids"], ["top"], keepdims=0, name="top"))
+    model.graph.input.extend([helper.make_tensor_value_info("k", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("ids", TensorProto.INT64, [3])])
+    graph = load_graph(model)
+    assert graph.sizes == {} and list(graph.conditions) == ["c"]

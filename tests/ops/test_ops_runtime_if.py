@@ -163,6 +163,16 @@ def test_only_the_taken_branch_runs(tmp_path):
         np.testing.assert_array_equal(untaken, x[:2])
 
 
+def test_profile_counts_nothing_for_the_untaken_branch(tmp_path):
+    """With profiling on, a kernel of a branch never taken is never called: its time counter stays 0."""
+    model = _model(_concat_or_relu(), [_f32("x", [3, 4]), _bool("c", ())], [_f32("z", [None, 4])])
+    with runtime_stub.InferenceSession(compiler.compile(model, tmp_path / "m.tilec", profile=True)) as session:
+        for _ in range(3):
+            _compare(session, model, {"x": rand((3, 4)), "c": np.array(False)})
+        times = {k.ops: k.seconds for k in session.kernel_profile()}
+    assert set(times) == {"Concat", "Relu", "Neg"} and times["Concat"] == 0.0
+
+
 def test_condition_from_shape_arithmetic_over_a_symbolic_dim(tmp_path):
     """``Equal(Shape(past)[2], 0)``, as exporters test for an empty cache: a size predicate over ``past``'s
     length, so one artifact serves an empty past (else-branch: the new values) and a filled one (Concat)."""
@@ -262,6 +272,18 @@ def _merged_decoder() -> onnx.ModelProto:
     outputs = [_f32("logits", [1, "sequence_length", VOCAB]),
                _f32("present.0.key", [1, HEADS, "total", HEAD]), _f32("present.0.value", [1, HEADS, "total", HEAD])]
     return _model(nodes, inputs, outputs, inits)
+
+
+def test_cache_concat_along_symbolic_lengths(tmp_path):
+    """Concat(past, new) along an axis both give symbolic lengths: the result is past_len + new_len long
+    (onnx's inference leaves it unknown), an empty past included."""
+    model = _model([helper.make_node("Concat", ["past", "new"], ["present"], axis=2)],
+                   [_f32("past", [1, 2, "past_len", 4]), _f32("new", [1, 2, "new_len", 4])],
+                   [_f32("present", [1, 2, None, 4])])
+    with runtime_stub.InferenceSession(compiled(model, tmp_path, dim_bounds={"past_len": (0, 32)})) as session:
+        assert session.get_outputs()[0].shape == [1, 2, "new_len + past_len", 4]
+        for past, new in ((0, 3), (5, 1), (2, 7)):
+            _compare(session, model, {"past": rand((1, 2, past, 4)), "new": rand((1, 2, new, 4), seed=1)})
 
 
 @pytest.mark.parametrize("dummy_past", [0, 1], ids=["empty_past", "dummy_past"])
