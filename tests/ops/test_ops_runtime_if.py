@@ -197,6 +197,43 @@ def test_condition_from_shape_arithmetic_over_a_symbolic_dim(tmp_path):
         assert joined.shape == (1, 2, 8, 4)
 
 
+def test_size_constraints_of_the_untaken_branch_are_not_checked(tmp_path):
+    """The else-branch adds a and b, so there len(a) must equal len(b); the then-branch concatenates them,
+    where any lengths do. The run checks the constraint only where the else-branch runs."""
+    then_branch = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["joined"], axis=0)], "then", [],
+                                    [_f32("joined", [None])])
+    else_branch = helper.make_graph([helper.make_node("Add", ["a", "b"], ["summed"])], "else", [],
+                                    [_f32("summed", [None])])
+    model = _model([helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_branch, else_branch=else_branch)],
+                   [_f32("a", ["n"]), _f32("b", ["m"]), _bool("c")], [_f32("y", [None])])
+    a, b = rand((3,)), rand((5,), seed=1)
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        assert _compare(session, model, {"a": a, "b": b, "c": np.array([True])})[0].shape == (8,)
+        _compare(session, model, {"a": a, "b": b[:3], "c": np.array([False])})
+        with pytest.raises(runtime_stub.InvalidInputError, match=r"Add"):
+            session.run(None, {"a": a, "b": b, "c": np.array([False])})
+
+
+def test_data_condition_inside_a_branch_of_a_size_condition(tmp_path):
+    """An If on ReduceSum(x) > 0 computed inside the then-branch of an If on a bool input: the inner guards
+    are the conjunction of the outer predicate and the condition's byte."""
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    inner_then = helper.make_graph([helper.make_node("Exp", ["t"], ["p"])], "inner_then", [], [_f32("p", [2, 3])])
+    inner_else = helper.make_graph([helper.make_node("Abs", ["t"], ["q"])], "inner_else", [], [_f32("q", [2, 3])])
+    outer_then = helper.make_graph(
+        [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("ReduceSum", ["t"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "zero"], ["positive"]),
+         helper.make_node("If", ["positive"], ["r"], then_branch=inner_then, else_branch=inner_else)],
+        "outer_then", [], [_f32("r", [2, 3])])
+    outer_else = helper.make_graph([helper.make_node("Neg", ["x"], ["n"])], "outer_else", [], [_f32("n", [2, 3])])
+    model = _model([helper.make_node("If", ["c"], ["y"], then_branch=outer_then, else_branch=outer_else)],
+                   [_f32("x", [2, 3]), _bool("c")], [_f32("y", [2, 3])], [zero])
+    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
+        for x in (rand((2, 3), low=0.1, high=1.0), rand((2, 3), low=-1.0, high=-0.1)):
+            for c in (True, False):
+                _compare(session, model, {"x": x, "c": np.array([c])})
+
+
 def test_nested_ifs_reading_outer_scope_values(tmp_path):
     """An If inside a branch, on another input: guards compose; branches read x and w from the outer scope."""
     inner_then = helper.make_graph([helper.make_node("Concat", ["x", "w"], ["a"], axis=1)], "inner_then", [],
