@@ -94,8 +94,8 @@ class FoldedGraph:
     is_supported: Callable[[str, str], bool] | None = None
     # Nodes computed whether or not their results are used (a branch of an If whose condition is tensor data).
     speculative: set[str] = field(default_factory=set)
-    # Nodes that run only where a size predicate holds (a branch of an If whose condition is one), by name;
-    # and each Phi's predicate: its output is its first input where that holds, else its second.
+    # Nodes that run only where a predicate holds (a branch of a run-time If: over sizes, or a data condition's
+    # byte), by name; and each Phi's predicate: its output is its first input where that holds, else its second.
     guards: dict[str, Expr] = field(default_factory=dict)
     phis: dict[str, Expr] = field(default_factory=dict)
     # The data conditions those guards read (``ConditionVar``): one-element bool values computed in the run.

@@ -27,7 +27,7 @@ from compiler.loopir.sizes import Size, SizeRange, size_nbytes, size_prod
 
 
 #: The domain of the nodes the frontend makes for tilec's own use: ``Phi(then, else)`` is the output of an If
-#: whose condition is a size predicate (attribute ``predicate``): ``then`` where it holds, else ``else``,
+#: whose condition is known at run time (attribute ``predicate``): ``then`` where it holds, else ``else``,
 #: whose dims may differ (the Phi's are ``select(predicate, then_dim, else_dim)``).
 PHI_DOMAIN = "tilec"
 
@@ -95,7 +95,8 @@ class Node:
     opset: int = 0
     # Computed whether or not its results are used (an If branch under a data condition): no run-time checks.
     speculative: bool = False
-    # Runs only where this size predicate holds (an If branch under a condition over sizes); None: always.
+    # Runs only where this predicate holds (an If branch under a run-time condition: an expression over size
+    # variables and data conditions, ``sizes.ConditionVar``); None: always.
     guard: Expr | None = None
 
     def describe(self) -> str:

@@ -8,7 +8,7 @@ name, op type and opset. ``Program.output_sources`` says, per graph output, whic
 graph inputs' run-time data reaches it through the kernels (none: the output is a
 constant of the artifact, folded at compile time).
 
-A node guarded by a size predicate (a branch of a run-time If, ``Node.guard``) becomes a kernel with that
+A guarded node (a branch of a run-time If, ``Node.guard``) becomes a kernel with that
 guard, which the run calls only where it holds: its size constraints hold only there too, and its check
 flags are cleared where it is skipped. A ``Phi`` (the If's output) is one buffer that the taken branch
 fills: its result's producer writes it directly where only the Phi reads that result, else a guarded copy
