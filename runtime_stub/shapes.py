@@ -29,7 +29,9 @@ class SizeRange:
     value: tuple[str, int] | None = None  # (input, element index) for a value size
 
 
-_VALUE_DTYPES = ("int32", "int64", "float32", "float64")  # a float (OneHot's depth) truncates, as onnxruntime
+# A float (OneHot's depth) truncates, as onnxruntime; a bool (an If's condition, as in optimum's
+# ``use_cache_branch``) reads as 0 or 1.
+_VALUE_DTYPES = ("int32", "int64", "float32", "float64", "bool")
 
 
 class SizeVariables:

@@ -20,7 +20,7 @@ from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError, 
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import NameSource
 from compiler.frontend.sequences import resolve_sequences
-from compiler.graph.ir import Graph
+from compiler.graph.ir import PHI_DOMAIN, Graph
 from compiler.loopir.sizes import SizeRange
 
 DimBounds = Mapping[str, tuple[int | None, int | None]]
@@ -48,7 +48,8 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     """
     folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)), is_supported, read_values)
     if is_supported is not None:
-        missing = [n for n in folded.nodes if not is_supported(n.op_type, normalize_domain(n.domain))]
+        # A Phi (a run-time If's output) is the frontend's own node, lowered by the driver.
+        missing = [n for n in folded.nodes if n.domain != PHI_DOMAIN and not is_supported(n.op_type, normalize_domain(n.domain))]
         if missing:
             names = NameSource(set())
             reasons = [(describe_node(n.op_type, n.name or "<unnamed>", folded.opsets.get(normalize_domain(n.domain)),

@@ -5,12 +5,25 @@ emitting into a :class:`~compiler.frontend.rewrite.Builder` or raising
 :class:`~compiler.frontend.rewrite.NotExpandable`):
 
 * ``If`` with a constant condition: the taken branch, inlined (its outputs
-  under the If's output names). With a run-time condition: both branches
-  inlined and each output a ``Where`` between them, allowed only where both
-  branches give every read output the same element type and the same static
-  shape (a select cannot change shape); sequence/optional outputs refuse.
-  The branches' nodes are recorded as speculative (``FoldedGraph.speculative``):
+  under the If's output names). With a condition that is a *size predicate*
+  (``size_predicate``: a one-element bool or integer graph input, read per run
+  as a value size, or a comparison / logic over such inputs and symbolic dims,
+  ``Equal(Shape(past)[2], 0)``): both branches inlined, the then-branch's nodes
+  guarded by the predicate and the else-branch's by its negation
+  (``FoldedGraph.guards``: only the taken branch runs), each output a
+  ``tilec.Phi`` of the two (``FoldedGraph.phis``), whose dims are
+  ``select(predicate, then_dim, else_dim)``: the branches may give different
+  shapes, not different element types or ranks. With a condition computed
+  from tensor data (``ReduceSum(x) > 0``), allowed only where both branches
+  give every read output the same element type and the same static shape
+  (the run's output shapes are settled before the condition is computed):
+  the same guards over a ``ConditionVar``, the condition's byte, which the
+  run function reads after the kernel computing it (``FoldedGraph.conditions``).
+  Without ``read_values`` (CUDA, whose launch sequence is fixed) both
+  branches are inlined and each output is a ``Where`` between them; the
+  branches' nodes are recorded as speculative (``FoldedGraph.speculative``):
   they run whether taken or not, so their lowerings add no run-time checks.
+  Sequence/optional outputs refuse.
 * ``Scan`` (opset 8 with its batch axis and ``sequence_lens``, opsets 9+ with
   input/output axes and directions): the body inlined once per step of the
   static sequence length, states chained, each step's input slices taken
@@ -33,14 +46,18 @@ Bodies read outer-scope values freely: those names are left as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.dtypes import DType
 from compiler.frontend.loader import infer_types, outer_names
 from compiler.frontend.rewrite import Builder, NotExpandable, subgraph
+from compiler.graph.ir import PHI_DOMAIN
+from compiler.loopir.expr import Const, Expr, binary, compare, select, walk
+from compiler.loopir.sizes import ConditionVar, Size, ValueVar, negation, predicate, size_expr
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -58,18 +75,43 @@ def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
             raise NotExpandable(f"the condition has {value.size} elements; If needs exactly one")
         b.inline(then_branch if bool(value.reshape(-1)[0]) else else_branch, {}, node.output)
         return
+    read = set(state.value_sources)
+    taken = size_predicate(cond, state, {o: n for n in state.nodes for o in n.output})
+    # An input read as a value size for a predicate that did not come about (compared with data) is not read.
+    used = {e.name for e in walk(taken) if isinstance(e, ValueVar)} if taken is not None else set()
+    for name in set(state.value_sources) - read - used:
+        del state.value_sources[name]
+    if isinstance(taken, Const):  # sizes that decide it at compile time
+        b.inline(then_branch if taken.value else else_branch, {}, node.output)
+        return
+    if taken is not None:
+        _expand_guarded(node, state, b, taken)
+        return
+    # The shapes of the outputs must be known before the run (tilec_sizes), so before the condition is; where
+    # both branches run (CUDA) a select cannot change shape either.
+    what = "is computed from tensor data" if state.read_values else "is only known at run time"
+    why = ("output shapes must be known before the run, so tilec takes branches of different shapes only where "
+           "the condition is a graph input or shape arithmetic" if state.read_values else
+           "on this target both branches run and a select picks each output, which needs one static type")
     then_types, else_types = _output_types(then_branch, state), _output_types(else_branch, state)
     for k, out in enumerate(node.output):
         if not out:
             continue
         then_type, else_type = then_types[k], else_types[k]
         if then_type is None or else_type is None:
-            raise NotExpandable(f"the condition is only known at run time and output {k} ('{out}') is not a "
-                                "tensor of static shape in both branches; tilec cannot select between them")
+            raise NotExpandable(f"the condition '{cond}' {what} and output {k} ('{out}') is not a tensor of static "
+                                f"shape in both branches; {why}")
         if then_type != else_type:
-            raise NotExpandable(f"the condition is only known at run time and the branches give output {k} "
-                                f"('{out}') different types ({_fmt(then_type)} vs {_fmt(else_type)}); "
-                                "tilec needs one static type to select between them")
+            raise NotExpandable(f"the condition '{cond}' {what} and the branches give output {k} ('{out}') "
+                                f"different types ({_fmt(then_type)} vs {_fmt(else_type)}); {why}")
+    if state.static_shape(cond) is None or int(np.prod(state.static_shape(cond))) != 1:
+        raise NotExpandable(f"the condition '{cond}' is not known to have exactly one element")
+    if state.read_values:
+        # The run function reads the condition's byte once the kernel computing it has run.
+        state.conditions.add(cond)
+        _expand_guarded(node, state, b, compare("ne", ConditionVar(cond), 0))
+        return
+    # A target whose launch sequence is fixed (CUDA) runs both branches and selects.
     then_outs = [b.fresh(f"then_{o}") if o else "" for o in node.output]
     else_outs = [b.fresh(f"else_{o}") if o else "" for o in node.output]
     b.inline(then_branch, {}, then_outs)
@@ -84,11 +126,94 @@ def expand_if(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
             b.op("Where", [cond, then_out, else_out], out)
 
 
+def _expand_guarded(node: onnx.NodeProto, state: "FoldedGraph", b: Builder, taken: Expr) -> None:
+    """Both branches inlined under guards (``taken`` and its negation), each output a Phi of the two."""
+    then_branch, else_branch = subgraph(node, "then_branch"), subgraph(node, "else_branch")
+    then_types = [_elem_and_rank(t) for t in _branch_types(then_branch, state)]
+    else_types = [_elem_and_rank(t) for t in _branch_types(else_branch, state)]
+    for k, out in enumerate(node.output):
+        if not out:
+            continue
+        then_type, else_type = then_types[k], else_types[k]
+        if then_type is None or else_type is None:
+            raise NotExpandable(f"output {k} ('{out}') is not a tensor of known element type and rank in both "
+                                "branches; tilec runs the taken branch of a run-time If for tensors only")
+        if then_type != else_type:
+            raise NotExpandable(f"the branches give output {k} ('{out}') different element types or ranks "
+                                f"({_fmt_rank(then_type)} vs {_fmt_rank(else_type)}); a run-time If may change "
+                                "only the dims")
+    then_outs = [b.fresh(f"then_{o}") if o else "" for o in node.output]
+    else_outs = [b.fresh(f"else_{o}") if o else "" for o in node.output]
+    for branch, outs, guard in ((then_branch, then_outs, taken), (else_branch, else_outs, negation(taken))):
+        first = len(b.nodes)
+        b.inline(branch, {}, outs)
+        state.guards.update((n.name, guard) for n in b.nodes[first:])
+    state.opsets.setdefault(PHI_DOMAIN, 1)
+    for out, then_out, else_out in zip(node.output, then_outs, else_outs):
+        if out:
+            phi = helper.make_node("Phi", [then_out, else_out], [out], name=b.fresh("Phi"), domain=PHI_DOMAIN)
+            b.nodes.append(phi)
+            state.phis[phi.name] = taken
+
+
+_COMPARISONS = {"Equal": "eq", "Less": "lt", "Greater": "gt", "LessOrEqual": "le", "GreaterOrEqual": "ge"}
+_PASS_THROUGH = frozenset({"Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Cast"})
+
+
+def size_predicate(name: str, state: "FoldedGraph", producers: Mapping[str, onnx.NodeProto]) -> Expr | None:
+    """The one-element ``name`` as a condition over sizes, where it is one: a size value (an integer reads as
+    ``!= 0``), a one-element bool or integer graph input (``FoldedGraph.input_value``), or Not / And / Or /
+    Xor / comparisons / reshapes / casts of those; None for a value computed from tensor data."""
+    scalar = _size_scalar(name, state)
+    if scalar is not None:
+        return predicate(scalar)
+    node = producers.get(name)
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    if op in _PASS_THROUGH or op == "Not":
+        to = next((a.i for a in node.attribute if a.name == "to"), onnx.TensorProto.BOOL)
+        operand = size_predicate(node.input[0], state, producers) if to == onnx.TensorProto.BOOL else None
+        return negation(operand) if op == "Not" and operand is not None else operand
+    if op in ("And", "Or", "Xor"):
+        a = size_predicate(node.input[0], state, producers)
+        b = size_predicate(node.input[1], state, producers) if a is not None else None
+        if a is None or b is None:
+            return None
+        if op == "Xor":
+            return binary("ne", select(a, Const(1), Const(0)), select(b, Const(1), Const(0)))
+        return binary(op.lower(), a, b)
+    if op in _COMPARISONS:
+        a = _size_scalar(node.input[0], state)
+        b = _size_scalar(node.input[1], state) if a is not None else None
+        if a is None or b is None:
+            return None
+        if isinstance(a, int) and isinstance(b, int):
+            return Const(bool(_EVAL_COMPARE[op](a, b)), DType.BOOL)
+        return compare(_COMPARISONS[op], size_expr(a), size_expr(b))
+    return None
+
+
+_EVAL_COMPARE = {"Equal": lambda a, b: a == b, "Less": lambda a, b: a < b, "Greater": lambda a, b: a > b,
+                 "LessOrEqual": lambda a, b: a <= b, "GreaterOrEqual": lambda a, b: a >= b}
+
+
+def _size_scalar(name: str, state: "FoldedGraph") -> Size | None:
+    """The single element of a size value, an integer or bool constant, or a graph input read per run."""
+    array = state.sizes.get(name, state.constants.get(name))
+    if array is None:
+        return state.input_value(name)
+    if array.size != 1 or (array.dtype != object and array.dtype.kind not in "biu"):
+        return None
+    element = array.reshape(-1)[0]
+    return element if isinstance(element, Expr) else int(element)
+
+
 TensorInfo = tuple[int, tuple[int, ...]]  # ONNX element type, static shape
 
 
-def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorInfo | None]:
-    """Each output's element type and static shape when ``graph`` runs in the folded graph's scope."""
+def _branch_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[onnx.TypeProto | None]:
+    """Each output's type when ``graph`` runs in the folded graph's scope (None: not a typed tensor)."""
     reads = outer_names(graph)
     inputs = [helper.make_value_info(n, state.types[n]) for n in sorted(reads)
               if n not in state.constants and n in state.types]
@@ -97,14 +222,32 @@ def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorIn
     proxy = helper.make_graph(graph.node, "branch", inputs,
                               [helper.make_value_info(o.name, onnx.TypeProto()) for o in graph.output])
     types = infer_types(proxy, state.opsets, constants)
+    out: list[onnx.TypeProto | None] = []
+    for o in graph.output:
+        if o.name in constants:
+            array = constants[o.name]
+            out.append(helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
+            continue
+        t = types.get(o.name)
+        tensor = t is not None and t.WhichOneof("value") == "tensor_type" and t.tensor_type.HasField("shape") \
+            and t.tensor_type.elem_type
+        out.append(t if tensor else None)
+    return out
+
+
+def _elem_and_rank(t: onnx.TypeProto | None) -> tuple[int, int] | None:
+    return None if t is None else (t.tensor_type.elem_type, len(t.tensor_type.shape.dim))
+
+
+def _fmt_rank(info: tuple[int, int]) -> str:
+    return f"{DType.from_onnx(info[0]).value} of rank {info[1]}"
+
+
+def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorInfo | None]:
+    """Each output's element type and static shape when ``graph`` runs in the folded graph's scope."""
     infos: list[TensorInfo | None] = []
-    for out in graph.output:
-        t = types.get(out.name)
-        if out.name in constants:
-            array = constants[out.name]
-            infos.append((helper.np_dtype_to_tensor_dtype(array.dtype), tuple(array.shape)))
-        elif t is None or t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape") or not all(
-                d.HasField("dim_value") for d in t.tensor_type.shape.dim):
+    for t in _branch_types(graph, state):
+        if t is None or not all(d.HasField("dim_value") for d in t.tensor_type.shape.dim):
             infos.append(None)
         else:
             infos.append((t.tensor_type.elem_type, tuple(d.dim_value for d in t.tensor_type.shape.dim)))
@@ -112,7 +255,7 @@ def _output_types(graph: onnx.GraphProto, state: "FoldedGraph") -> list[TensorIn
 
 
 def _fmt(info: TensorInfo) -> str:
-    return f"{helper.tensor_dtype_to_string(info[0])}[{'x'.join(map(str, info[1]))}]"
+    return f"{DType.from_onnx(info[0]).value}[{'x'.join(map(str, info[1]))}]"
 
 
 # --- Scan -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import onnx
 from compiler.frontend import contrib, control_flow, functions, recurrent
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import Builder, NameSource, NotExpandable
+from compiler.loopir.expr import logical_and
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -58,6 +59,10 @@ def expand_node(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -
     state.constants.update(builder.constants)
     if node.name in state.speculative:  # what a speculative node expands into is speculative too
         state.speculative.update(n.name for n in builder.nodes)
+    outer = state.guards.get(node.name)
+    if outer is not None:  # what a guarded node expands into runs under its guard (and its own, if nested)
+        for n in builder.nodes:
+            state.guards[n.name] = logical_and(outer, state.guards[n.name]) if n.name in state.guards else outer
     return builder.nodes
 
 

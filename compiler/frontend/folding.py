@@ -60,8 +60,9 @@ from compiler.frontend.loader import (
 from compiler.frontend import symbolic
 from compiler.frontend.rewrite import NameSource, all_names, has_subgraph
 from compiler.frontend.symbolic import SymbolicDims
-from compiler.graph.ir import Graph, Node, Value
-from compiler.loopir.sizes import ValueSource, size_prod
+from compiler.graph.ir import PHI_DOMAIN, Graph, Node, Value
+from compiler.loopir.expr import Expr
+from compiler.loopir.sizes import ValueSource, ValueVar, choose, same_size, size_prod
 
 #: Ops whose result differs per run: folding would freeze one sample.
 RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -91,8 +92,17 @@ class FoldedGraph:
     declared: list[onnx.ValueInfoProto] = field(default_factory=list)  # value_info, fallback types
     # Whether tilec lowers (op_type, domain); None: every op counts as lowered.
     is_supported: Callable[[str, str], bool] | None = None
-    # Nodes computed whether or not their results are used (a branch of an If with a run-time condition).
+    # Nodes computed whether or not their results are used (a branch of an If whose condition is tensor data).
     speculative: set[str] = field(default_factory=set)
+    # Nodes that run only where a predicate holds (a branch of a run-time If: over sizes, or a data condition's
+    # byte), by name; and each Phi's predicate: its output is its first input where that holds, else its second.
+    guards: dict[str, Expr] = field(default_factory=dict)
+    phis: dict[str, Expr] = field(default_factory=dict)
+    # The data conditions those guards read (``ConditionVar``): one-element bool values computed in the run.
+    conditions: set[str] = field(default_factory=set)
+    # Whether run-time values steer the native code: small graph inputs that set shapes or pick an If's branch
+    # are read as value sizes, and an If on a data condition runs only its taken branch (not so on CUDA).
+    read_values: bool = True
     # Size values (object arrays of ints and size expressions) with their element types, and the names
     # symbolic dims travel under in the types (symbolic.py).
     sizes: dict[str, np.ndarray] = field(default_factory=dict)
@@ -110,7 +120,41 @@ class FoldedGraph:
                  for name, array in self.sizes.items()}
         values = {**self.constants, **self.sizes}
         self.types = infer_types(self.as_graph(), self.opsets, self.constants, typed,
-                                 lambda node, types: symbolic.output_types(node, self.dims, types, values))
+                                 lambda node, types: self._phi_types(node, types) if node.domain == PHI_DOMAIN
+                                 else symbolic.output_types(node, self.dims, types, values))
+
+    def _phi_types(self, node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
+        """A Phi's output: its inputs' element type, each dim ``select(predicate, then_dim, else_dim)``."""
+        shapes = []
+        for name in node.input:
+            if name in self.constants:
+                array = self.constants[name]
+                shapes.append((helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
+            else:
+                t = types.get(name)
+                shape = symbolic.shape_of(t, self.dims)
+                if shape is None:
+                    return {}  # not inferred yet: a later round of pins settles it
+                shapes.append((t.tensor_type.elem_type, shape))
+        (elem, then_dims), (_, else_dims) = shapes
+        cond = self.phis[node.name]
+        dims = [d if same_size(d, e) else choose(cond, d, e) for d, e in zip(then_dims, else_dims)]
+        return {node.output[0]: self.dims.tensor_type(elem, dims)}
+
+    def input_value(self, name: str) -> ValueVar | None:
+        """A one-element bool or integer graph input of static shape read as a value size (an If's condition
+        computed from it picks the branch per run); None for any other value, or when inputs are not read."""
+        vi = next((v for v in self.inputs if v.name == name), None)
+        shape = static_shape(vi.type) if vi is not None else None
+        if not self.read_values or shape is None or int(np.prod(shape, dtype=np.int64)) != 1 \
+                or vi.type.tensor_type.elem_type not in _CONDITION_TYPES:
+            return None
+        known = [v for v, source in self.value_sources.items() if source.input == name]
+        if not known:
+            _, sources = symbolic.value_sizes(name, shape, set(input_dim_names(self.inputs)) | set(self.value_sources))
+            self.value_sources.update(sources)
+            known = list(sources)
+        return ValueVar(known[0])
 
     def static_shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.constants:
@@ -138,6 +182,7 @@ def fold_model(model: onnx.ModelProto, is_supported: Callable[[str, str], bool] 
     """
     graph = model.graph
     state = FoldedGraph(
+        read_values=read_values,
         name=graph.name,
         nodes=list(graph.node),
         inputs=graph_inputs(graph),
@@ -171,6 +216,7 @@ def static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
 
 _INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})
 _VALUE_TYPES = _INTEGER_TYPES | {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}  # see symbolic.FLOAT_SHAPE_OPERANDS
+_CONDITION_TYPES = _INTEGER_TYPES | {onnx.TensorProto.BOOL}
 
 
 def _seed_value_sizes(state: FoldedGraph, names: NameSource) -> None:

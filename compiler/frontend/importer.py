@@ -62,7 +62,9 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
     for proto, name in zip(ordered, node_names):
         nodes.append(_import_node(proto, name, folded, values, folded.dims))
     outputs = [_lookup(o.name, folded, values, reader=f"graph output '{o.name}'") for o in folded.outputs]
-    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes)
+    conditions = {name: _lookup(name, folded, values, reader=f"an If's condition '{name}'")
+                  for name in sorted(folded.conditions)}
+    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes, conditions)
 
 
 def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str, SizeRange]) -> dict[str, SizeRange]:
@@ -208,7 +210,9 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
     domain = normalize_domain(proto.domain)
     opset = folded.opsets.get(domain, 0)
     node = Node(proto.op_type, name, [], [], _attributes(proto), domain, opset,
-                speculative=proto.name in folded.speculative)
+                speculative=proto.name in folded.speculative, guard=folded.guards.get(proto.name))
+    if proto.name in folded.phis:
+        node.attrs["predicate"] = folded.phis[proto.name]
     reader = describe_node(proto.op_type, name, opset, domain)
     node.inputs = [None if not n else _lookup(n, folded, values, reader) for n in proto.input]
     outputs = list(proto.output)

@@ -447,6 +447,27 @@ def _windowed_shape(node: onnx.NodeProto, data: list[Size], types: Mapping[str, 
     return out
 
 
+def _concat_type(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
+                 values: Mapping[str, np.ndarray]) -> dict[str, onnx.TypeProto]:
+    """A Concat of tensors whose lengths along the axis are symbolic (a KV cache: past + new): onnx leaves
+    the sum unknown, though it is a size."""
+    shapes: list[list[Size]] = []
+    for name in node.input:
+        shape = list(values[name].shape) if name in values else shape_of(types.get(name), dims)
+        if shape is None:
+            return {}
+        shapes.append(shape)
+    first = types.get(node.input[0]) if node.input and node.input[0] not in values else None
+    if not shapes or not node.output or not node.output[0] or first is None or not first.tensor_type.elem_type:
+        return {}
+    axis = int(next((a.i for a in node.attribute if a.name == "axis"), 0)) % len(shapes[0])
+    if all(isinstance(s[axis], int) for s in shapes):
+        return {}  # onnx sums static lengths itself
+    shape = list(shapes[0])
+    shape[axis] = size_sum(s[axis] for s in shapes)
+    return {node.output[0]: dims.tensor_type(first.tensor_type.elem_type, shape)}
+
+
 def _reshapes_symbolic_data(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
                             values: Mapping[str, np.ndarray]) -> bool:
     """A Reshape of data with a symbolic dim by a constant shape (skl2onnx's ``[-1, C]``): onnx leaves the

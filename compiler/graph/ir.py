@@ -21,8 +21,15 @@ import numpy as np
 
 from compiler.dtypes import DType
 from compiler.errors import describe_node
-from compiler.loopir.printer import format_size
+from compiler.loopir.expr import Expr
+from compiler.loopir.printer import format_expr, format_size
 from compiler.loopir.sizes import Size, SizeRange, size_nbytes, size_prod
+
+
+#: The domain of the nodes the frontend makes for tilec's own use: ``Phi(then, else)`` is the output of an If
+#: whose condition is known at run time (attribute ``predicate``): ``then`` where it holds, else ``else``,
+#: whose dims may differ (the Phi's are ``select(predicate, then_dim, else_dim)``).
+PHI_DOMAIN = "tilec"
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,11 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     domain: str = ""
     opset: int = 0
-    # Computed whether or not its results are used (an If branch under a run-time condition): no run-time checks.
+    # Computed whether or not its results are used (an If branch under a data condition): no run-time checks.
     speculative: bool = False
+    # Runs only where this predicate holds (an If branch under a run-time condition: an expression over size
+    # variables and data conditions, ``sizes.ConditionVar``); None: always.
+    guard: Expr | None = None
 
     def describe(self) -> str:
         return describe_node(self.op_type, self.name, self.opset, self.domain)
@@ -112,6 +122,8 @@ class Graph:
     opsets: dict[str, int] = field(default_factory=dict)
     # The size variables its shapes use, by name, with the values a run may give them.
     sizes: dict[str, SizeRange] = field(default_factory=dict)
+    # The data conditions of run-time Ifs (``ConditionVar`` in guards) by name: read by the run, so live.
+    conditions: dict[str, Value] = field(default_factory=dict)
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def fresh_name(self, hint: str) -> str:
@@ -146,6 +158,7 @@ class Graph:
         for node in self.nodes:
             node.inputs = [new if v is old else v for v in node.inputs]
         self.outputs = [new if v is old else v for v in self.outputs]
+        self.conditions = {name: new if v is old else v for name, v in self.conditions.items()}
 
     def add_const(self, name_hint: str, array: np.ndarray) -> Value:
         array = np.asarray(array)
@@ -157,6 +170,7 @@ class Graph:
         for node in self.nodes:
             args = ", ".join("_" if v is None else f"%{v.name}" for v in node.inputs)
             outs = ", ".join(repr(o) for o in node.outputs)
-            lines.append(f"  {outs} = {node.op_type}({args})")
+            when = f" when {format_expr(node.guard)}" if node.guard is not None else ""
+            lines.append(f"  {outs} = {node.op_type}({args}){when}")
         lines.append(f"  return {', '.join('%' + v.name for v in self.outputs)}")
         return "\n".join(lines)

@@ -96,7 +96,8 @@ def format_stmt(s: Stmt) -> str:
 def format_kernel(k: Kernel) -> str:
     params = ", ".join(format_buffer(b) for b in k.params)
     label = f' "{k.label}"' if k.label else ""
-    out = [f"kernel {k.name}{label} ({params}) {{"]
+    when = f" when {format_expr(k.guard)}" if k.guard is not None else ""
+    out = [f"kernel {k.name}{label} ({params}){when} {{"]
     _format_stmt(k.body, 1, out)
     out.append("}")
     return "\n".join(out)

@@ -40,6 +40,18 @@ class ValueVar(SizeVar):
     dimension, may be negative (an axis from the end, a negative pad, a Slice start)."""
 
 
+@dataclass(frozen=True)
+class ConditionVar(Var):
+    """An If's condition computed from tensor data: the one-element bool value ``name`` (``Graph.conditions``),
+    which ``tilec_run`` reads from its buffer after the kernel computing it and before the kernels it guards.
+    It appears in guards only, never in a dim (nothing can be sized by it before the run)."""
+
+
+def has_conditions(e: Expr) -> bool:
+    """Whether ``e`` (a guard) reads a condition computed in the run."""
+    return any(isinstance(x, ConditionVar) for x in walk(e))
+
+
 def has_values(d: Size) -> bool:
     """Whether ``d`` depends on a value size."""
     return not isinstance(d, int) and any(isinstance(e, ValueVar) for e in walk(d))
@@ -306,6 +318,32 @@ def choose(flag: Expr, if_true: Size, if_false: Size) -> Size:
     return as_size(select(flag, size_expr(if_true), size_expr(if_false)))
 
 
+# --- conditions of an If over sizes -------------------------------------------------------------------
+# An If whose condition is a size predicate (a bool graph input read as a value size, a comparison of symbolic
+# dims) runs one branch: its nodes carry the predicate, or its negation, as their guard.
+
+_INVERSE = {"lt": "ge", "ge": "lt", "gt": "le", "le": "gt", "eq": "ne", "ne": "eq"}
+
+
+def negation(cond: Expr) -> Expr:
+    """``not cond`` for a size predicate, as a comparison again where it is one (guards print readably)."""
+    if isinstance(cond, Const):
+        return Const(not cond.value, DType.BOOL)
+    if isinstance(cond, Binary) and cond.op in _INVERSE:
+        return Binary(_INVERSE[cond.op], cond.a, cond.b)
+    if isinstance(cond, Binary) and cond.op in ("and", "or"):
+        return Binary("or" if cond.op == "and" else "and", negation(cond.a), negation(cond.b))
+    return compare("eq", select(cond, Const(1), Const(0)), 0)
+
+
+def predicate(d: Size) -> Expr:
+    """A size element read as a condition: a bool predicate as it is, an integer (a value size) as ``!= 0``."""
+    e = size_expr(d)
+    if e.dtype is DType.BOOL:
+        return e
+    return Const(e.value != 0, DType.BOOL) if isinstance(e, Const) else compare("ne", e, 0)
+
+
 def kept_axes_before(flags: list[Expr], axis: int) -> Size:
     """How many of the axes before ``axis`` are not named (the position of ``axis`` once the named ones are
     dropped, as a Reduce with ``keepdims=0`` drops them)."""
@@ -430,3 +468,5 @@ class SizeConstraint:
     relation: str  # "==" or "<="
     rhs: Size
     message: str
+    # Only where this size predicate holds (the guard of the If branch whose node needs it); None: always.
+    when: Expr | None = None

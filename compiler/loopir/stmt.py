@@ -92,6 +92,9 @@ class Kernel:
     label: str = ""
     # Floating-point work of its reductions (``Computation.flops``), for profiles' GFLOP/s.
     flops: int = 0
+    # The predicate under which the run calls it (a branch of a run-time If: over the dims and data
+    # conditions' bytes); None: always.
+    guard: Expr | None = None
 
 
 def seq(*stmts: Stmt) -> Stmt:

@@ -8,6 +8,12 @@ name, op type and opset. ``Program.output_sources`` says, per graph output, whic
 graph inputs' run-time data reaches it through the kernels (none: the output is a
 constant of the artifact, folded at compile time).
 
+A guarded node (a branch of a run-time If, ``Node.guard``) becomes a kernel with that
+guard, which the run calls only where it holds: its size constraints hold only there too, and its check
+flags are cleared where it is skipped. A ``Phi`` (the If's output) is one buffer that the taken branch
+fills: its result's producer writes it directly where only the Phi reads that result, else a guarded copy
+does (a branch returning an outer value or a constant).
+
 Inside a group, temporaries written by pointwise computations are inlined into
 their readers (compute-inline); a reduction read only at its own output index
 by a pointwise computation takes that computation as its epilogue (the Conv →
@@ -28,13 +34,14 @@ from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.codegen.target import Target
 from compiler.dtypes import DType, storage_bytes
 from compiler.errors import CompileError, ShapeError, UnsupportedOpError
-from compiler.graph.ir import Graph, Node, TensorType, Value
+from compiler.graph.ir import PHI_DOMAIN, Graph, Node, TensorType, Value
 from compiler.graph.passes.fusion import FusedGroup, fuse_groups
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index, map_loads,
-                                  select, substitute, walk)
+from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index,
+                                  logical_and, map_loads, select, substitute, walk)
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import SizeConstraint, SizeRange, as_size, has_values, same_size, size_expr, size_nbytes
+from compiler.loopir.sizes import (ConditionVar, SizeConstraint, SizeRange, as_size, has_conditions, has_values,
+                                   negation, same_size, size_expr, size_nbytes)
 from compiler.loopir.stmt import Kernel, Stmt, kernel_size_vars, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -71,6 +78,8 @@ class Program:
     sizes: dict[str, SizeRange] = field(default_factory=dict)
     # What a run's sizes must satisfy, checked before it runs.
     constraints: list[SizeConstraint] = field(default_factory=list)
+    # Where the run reads each data condition of a run-time If (``ConditionVar`` in guards), by name.
+    conditions: dict[str, BufferRef] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +100,8 @@ class _State:
     arena: dict[str, list[int]] = field(default_factory=dict)  # key → [size, first, last]
     calls: list[tuple[Kernel, int]] = field(default_factory=list)  # (kernel, step)
     checks: list[tuple[str, str]] = field(default_factory=list)  # (flag buffer, message), as LoweringContext.checks
-    constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs)
+    constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs, when)
+    conditions: dict[str, str] = field(default_factory=dict)  # data condition → its buffer
 
 
 def _namer() -> Callable[[str], str]:
@@ -104,9 +114,15 @@ def _namer() -> Callable[[str], str]:
     return fresh
 
 
+def _kind(node: Node) -> str:
+    """How the fusion pass may group ``node`` (``OpDef.kind``; ``phi`` for a run-time If's output)."""
+    return "phi" if node.domain == PHI_DOMAIN else lookup(node.op_type, node.domain).kind
+
+
 def check_supported(graph: Graph) -> None:
     """Refuse, all at once, nodes with no lowering (the frontend does this earlier for whole models)."""
-    missing = sorted({"  " + n.describe() for n in graph.nodes if lookup(n.op_type, n.domain) is None})
+    missing = sorted({"  " + n.describe() for n in graph.nodes
+                      if n.domain != PHI_DOMAIN and lookup(n.op_type, n.domain) is None})
     if missing:
         raise UnsupportedOpError("unsupported operators:\n" + "\n".join(missing))
 
@@ -123,6 +139,7 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
 
     for k, v in enumerate(graph.inputs):
         state.storage[buffer_of(v).name] = _Storage("input", k)
+    state.conditions = {name: buffer_of(v).name for name, v in graph.conditions.items()}
     size_values: list[Value] = []
     for v in graph.constants():
         name = buffer_of(v).name
@@ -133,7 +150,8 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
         state.constants[name] = v.const
         state.storage[name] = _Storage("weights", key=name)
     outputs = _output_buffers(graph, buffer_of, state)
-    groups = fuse_groups(graph, lambda n: lookup(n.op_type, n.domain).kind)
+    direct = _alias_phi_inputs(graph, buffer_of, state)
+    groups = fuse_groups(graph, _kind)
     for step, group in enumerate(groups):
         if progress:
             progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
@@ -146,6 +164,9 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
                                  f"({format_size(node.inputs[0].type.nbytes)} vs "
                                  f"{format_size(node.outputs[0].type.nbytes)} bytes)")
             state.storage[buffer_of(node.outputs[0]).name] = state.storage[buffer_of(node.inputs[0]).name]
+            continue
+        if group.kind == "phi":
+            _lower_phi(group.nodes[0], step, buffer_of, state, direct)
             continue
         _lower_group(group, step, buffer_of, state)
     for k, (value, copy_from) in enumerate(outputs):
@@ -179,7 +200,7 @@ def _output_buffers(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _
     result: list[tuple[Value, Value | None]] = []
     claimed: set[int] = set()
     for k, v in enumerate(graph.outputs):
-        is_view = v.producer is not None and lookup(v.producer.op_type, v.producer.domain).kind == "view"
+        is_view = v.producer is not None and _kind(v.producer) == "view"
         if v.producer is None or is_view or id(v) in claimed:
             # A fresh value with the output's name, filled by a copy kernel at the end.
             out = Value(v.name, v.type)
@@ -193,12 +214,55 @@ def _output_buffers(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _
     return result
 
 
-def _emit_copy(src: Buffer, dst: Buffer, step: int, state: _State) -> None:
+def _emit_copy(src: Buffer, dst: Buffer, step: int, state: _State, guard: Expr | None = None,
+               name: str = "") -> None:
     node = Node("Identity", f"copy_{dst.name}", [], [Value(dst.name, TensorType(dst.dtype, dst.shape))], opset=1)
     ctx = LoweringContext(node, state.target, [Tensor(src)], state.names)
     result = reshape_copy(ctx)[0]
     comps = [_retarget(c, {result.buffer.name: dst}) for c in ctx.computations]
-    _add_kernel(comps, f"copy_{dst.name}", "Copy", step, state)
+    _add_kernel(comps, name or f"copy_{dst.name}", "Copy", step, state, guard=guard)
+
+
+def _phi_guards(node: Node) -> tuple[Expr, Expr]:
+    """Under which guards a Phi's then- and else-input are computed (the If's own guard and its branch's)."""
+    taken = node.attrs["predicate"]
+    if node.guard is None:
+        return taken, negation(taken)
+    return logical_and(node.guard, taken), logical_and(node.guard, negation(taken))
+
+
+def _alias_phi_inputs(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _State) -> set[int]:
+    """A branch result that only its Phi reads is written into the Phi's buffer by its own producer: only one
+    branch runs, so both may share it, and the copy goes. Returns the ``id`` of each such Phi input. Outer Phis
+    come first, so a nested If's Phi shares its outer one's buffer in turn."""
+    users = graph.consumers()
+    kept = {id(v) for v in [*graph.outputs, *graph.conditions.values()]}
+    direct: set[int] = set()
+    for node in reversed(graph.nodes):
+        if node.domain != PHI_DOMAIN:
+            continue
+        out = buffer_of(node.outputs[0])
+        storage = state.storage.setdefault(out.name, _Storage("arena", key=out.name))
+        for value, guard in zip(node.inputs, _phi_guards(node)):
+            producer = value.producer
+            if (producer is None or producer.guard != guard or _kind(producer) == "view" or id(value) in kept
+                    or len(users.get(id(value), [])) != 1):
+                continue
+            state.storage[buffer_of(value).name] = storage
+            direct.add(id(value))
+    return direct
+
+
+def _lower_phi(node: Node, step: int, buffer_of: Callable[[Value], Buffer], state: _State, direct: set[int]) -> None:
+    """The output of a run-time If: the taken branch's result copied into the Phi's buffer, unless its producer
+    wrote it there (``_alias_phi_inputs``). Each copy sees the buffer in its branch's shape, which is the
+    Phi's (``select(predicate, ...)``) wherever it runs."""
+    out = buffer_of(node.outputs[0])
+    for value, guard in zip(node.inputs, _phi_guards(node)):
+        if id(value) in direct:
+            continue
+        src = buffer_of(value)
+        _emit_copy(src, replace(out, shape=src.shape), step, state, guard, state.names(f"{node.name}_{src.name}"))
 
 
 def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
@@ -220,7 +284,10 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
         materialized |= ctx.materialized
         state.checks.extend(ctx.checks)
         for c in ctx.constraints:
-            state.constraints.setdefault((c.lhs, c.relation, c.rhs), c)
+            # A skipped node's sizes need not fit; a data condition is not known before the run, where
+            # the constraints are checked: then they must hold either way.
+            c = replace(c, when=node.guard if node.guard is not None and not has_conditions(node.guard) else None)
+            state.constraints.setdefault((c.lhs, c.relation, c.rhs, c.when), c)
         for name, array in ctx.constants.items():
             state.constants[name] = array
             state.storage[name] = _Storage("weights", key=name)
@@ -242,7 +309,7 @@ def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buff
     computations = _inline(computations, keep | materialized)
     computations = [c.map_exprs(lambda e: _fold_scalar_constants(e, state)) for c in computations]
     temporaries = {c.output.name for c in computations} - keep
-    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, temporaries)
+    _add_kernel(computations, state.names(f"k_{last.name}"), group.label, step, state, temporaries, last.guard)
 
 
 # Element types whose compile-time values the code generator takes as immediates.
@@ -336,10 +403,15 @@ def _as_epilogue(reader: Computation, producer: Computation) -> Computation:
 
 
 def _add_kernel(comps: list[Computation], name: str, label: str, step: int, state: _State,
-                temporaries: frozenset[str] | set[str] = frozenset()) -> None:
+                temporaries: frozenset[str] | set[str] = frozenset(), guard: Expr | None = None) -> None:
     for c in comps:
         if c.output.name not in state.storage:
             state.storage[c.output.name] = _Storage("arena", key=c.output.name)
+    # The data conditions the guard reads stay live until the run has read them here.
+    for var in {e for e in walk(guard) if isinstance(e, ConditionVar)} if guard is not None else ():
+        storage = state.storage[state.conditions[var.name]]
+        if storage.kind == "arena":
+            state.arena[storage.key][2] = max(state.arena[storage.key][2], step)
     # A target with schedules of its own (CUDA: blocks, threads, shared memory) replaces the CPU defaults.
     own_schedule = getattr(state.target, "schedule_computation", None)
     parts = []
@@ -369,7 +441,7 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
                             else as_size(binary("max", size_expr(entry[0]), size_expr(nbytes))))
             entry[1], entry[2] = min(entry[1], step), max(entry[2], step)
     kernel = Kernel(re.sub(r"[^A-Za-z0-9_]", "_", name), tuple(params.values()), body, label,
-                    sum(c.flops for c in comps))
+                    sum(c.flops for c in comps), guard)
     state.calls.append((kernel, step))
 
 
@@ -398,29 +470,34 @@ def _finish(graph: Graph, state: _State) -> Program:
     symbolic = {slot.key for slot in slots}
     offsets: dict[str, int] = {}
     blob = bytearray()
-    used = {b.name for kernel, _ in state.calls for b in kernel.params}
+    used = {b.name for kernel, _ in state.calls for b in kernel.params} | set(state.conditions.values())
     used_keys = {state.storage[n].key for n in used if state.storage[n].kind == "weights"}
     for name in sorted(used_keys):
         blob.extend(b"\0" * (-len(blob) % WEIGHT_ALIGNMENT))
         offsets[name] = len(blob)
         blob.extend(storage_bytes(state.constants[name]))
+    def ref(name: str) -> BufferRef:
+        s = state.storage[name]
+        if s.kind in ("input", "output"):
+            return BufferRef(s.kind, index=s.index)
+        if s.kind == "weights":
+            return BufferRef("weights", offset=offsets[s.key])
+        if s.key in symbolic:
+            return BufferRef("workspace", slot=s.key)
+        return BufferRef("workspace", offset=plan.offsets[s.key])
+
     calls = []
+    flags = {state.storage[name].key for name, _ in state.checks}
     for kernel, _ in state.calls:
-        refs = []
-        for b in kernel.params:
-            s = state.storage[b.name]
-            if s.kind in ("input", "output"):
-                refs.append(BufferRef(s.kind, index=s.index))
-            elif s.kind == "weights":
-                refs.append(BufferRef("weights", offset=offsets[s.key]))
-            elif s.key in symbolic:
-                refs.append(BufferRef("workspace", slot=s.key))
-            else:
-                refs.append(BufferRef("workspace", offset=plan.offsets[s.key]))
-        calls.append(KernelCall(kernel, tuple(refs)))
+        refs = [ref(b.name) for b in kernel.params]
+        # A skipped kernel's check flags must read 0 (the runtime reads every flag after the run).
+        clears = tuple(sorted({plan.offsets[state.storage[b.name].key] for b in kernel.params
+                               if state.storage[b.name].kind == "arena" and state.storage[b.name].key in flags}))
+        calls.append(KernelCall(kernel, tuple(refs), clears if kernel.guard is not None else ()))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
     return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
-                   _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()))
+                   _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()),
+                   {name: ref(buffer) for name, buffer in state.conditions.items()})
 
 
 def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
@@ -429,10 +506,11 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
     A data-flow walk over the kernels in run order, at kernel granularity: everything a kernel stores
     depends on everything it loads (its global buffers, by storage, so views and their roots are one
     value), added to what the stored buffer already depended on (several kernels may write parts of
-    it). Weights depend on nothing. Zero-element tensors carry no data: an empty input is no source
-    and an empty output has none."""
-    def where(buffer: Buffer) -> tuple[str, int, str]:
-        s = state.storage[buffer.name]
+    it), and on what its guard reads (a run-time If's condition: the taken branch depends on it). Weights
+    depend on nothing. Zero-element tensors carry no data: an empty input is no source and an empty output
+    has none."""
+    def where(name: str) -> tuple[str, int, str]:
+        s = state.storage[name]
         return s.kind, s.index, s.key
 
     sources: dict[tuple[str, int, str], frozenset[int]] = {
@@ -442,14 +520,20 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
     value_input = {name: position[r.source.input] for name, r in graph.sizes.items() if r.source is not None}
     for kernel, _ in state.calls:
         read: set[int] = {value_input[v.name] for v in kernel_size_vars(kernel) if v.name in value_input}
+        # What a guarded kernel stores depends on what decided that it runs (a run-time If's condition).
+        for v in walk(kernel.guard) if kernel.guard is not None else ():
+            if isinstance(v, ConditionVar):
+                read |= sources.get(where(state.conditions[v.name]), frozenset())
+            elif isinstance(v, Var) and v.name in value_input:
+                read.add(value_input[v.name])
         written: list[tuple[str, int, str]] = []
         for buffer, is_store in loads_and_stores(kernel.body):
             if buffer.scope != "global":
                 continue  # kernel-local: part of the kernel's own computation
             if is_store:
-                written.append(where(buffer))
+                written.append(where(buffer.name))
             else:
-                read |= sources.get(where(buffer), frozenset())
+                read |= sources.get(where(buffer.name), frozenset())
         for place in written:
             sources[place] = sources.get(place, frozenset()) | read
     return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel != 0 else ()

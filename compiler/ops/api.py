@@ -239,8 +239,9 @@ class LoweringContext:
         """Fail the run when ``violated(i)`` holds for any index ``i`` of ``shape``: for values the op cannot
         take that are only known at run time (an index out of range). The runtime raises
         ``InvalidInputError`` naming this node and ``message``; the op must still stay in bounds.
-        A speculative node (one branch of an If under a run-time condition) gets none: its values may be
-        out of range exactly when its results are not used."""
+        A speculative node (a branch of an If on a data condition where both branches run: CUDA) gets none:
+        its values may be out of range exactly when its results are not used. A guarded branch runs only
+        when taken and keeps its checks (the run clears their flags where it skips the branch)."""
         if self.node.speculative:
             return
         flag = self.reduce((), shape, lambda _, r: select(violated(r), const(1, DType.U8), const(0, DType.U8)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, cast
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import Size, choose, equals, has_values, normalize, size_prod, size_sum
+from compiler.loopir.sizes import Size, choose, equals, has_values, normalize, size_add, size_prod, size_sum
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -82,7 +82,7 @@ def concat(ctx: LoweringContext) -> list[Tensor]:
         x = ctx.input(k)
         offsets = [offset if d == axis else 0 for d in range(len(out.shape))]
         ctx.write_region(result, offsets, x.shape, lambda i, x=x: x[i])
-        offset += x.shape[axis]
+        offset = size_add(offset, x.shape[axis])
     return [Tensor(result)]
 
 

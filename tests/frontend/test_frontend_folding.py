@@ -11,6 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from compiler.errors import ShapeError, UnsupportedOpError
 from compiler.frontend import load_graph
 from compiler.frontend.folding import graph_to_model
+from compiler.loopir.printer import format_expr
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
@@ -127,28 +128,59 @@ def test_if_with_constant_condition_is_inlined(cond, ops):
     np.testing.assert_allclose(values["z"], expected)
 
 
-@pytest.mark.parametrize("cond", [True, False])
-def test_if_with_runtime_condition_becomes_a_select(cond):
+def test_if_on_a_bool_input_becomes_guarded_branches_and_a_phi():
+    """A graph input condition is a value size: each branch's nodes are guarded by the predicate or its
+    negation, the output a Phi of the two (run only the taken branch: tests/ops/test_ops_runtime_if.py)."""
     model = _if_model(True)
     del model.graph.node[0]  # the condition now comes from a graph input
     model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
     graph = load_graph(model)
-    assert sorted(n.op_type for n in graph.nodes) == ["Add", "Mul", "Neg", "Relu", "Where"]
-    feeds = {"x": np.array([-1.5, 2.0], np.float32), "c": np.array(cond)}
+    guards = {n.op_type: None if n.guard is None else format_expr(n.guard) for n in graph.nodes}
+    assert guards == {"Add": "(c != 0)", "Neg": "(c == 0)", "Mul": "(c == 0)", "Phi": None, "Relu": None}
+    phi = next(n for n in graph.nodes if n.op_type == "Phi")
+    assert format_expr(phi.attrs["predicate"]) == "(c != 0)" and phi.outputs[0].shape == (2,)
+    assert graph.sizes["c"].source.input == "c"  # read from the input's data per run
+
+
+def _data_if_model() -> onnx.ModelProto:
+    model = _if_model(True)
+    model.graph.node[0].CopyFrom(helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"))
+    model.graph.node.insert(1, helper.make_node("Greater", ["s", "zero"], ["c"], name="cond"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    return model
+
+
+def test_if_on_a_data_condition_guards_its_branches_by_the_condition_byte():
+    graph = load_graph(_data_if_model())
+    guards = {n.op_type: None if n.guard is None else format_expr(n.guard) for n in graph.nodes}
+    assert guards == {"ReduceSum": None, "Greater": None, "Add": "(c != 0)", "Neg": "(c == 0)", "Mul": "(c == 0)",
+                      "Phi": None, "Relu": None}
+    assert list(graph.conditions) == ["c"] and graph.conditions["c"].producer.op_type == "Greater"
+    assert "c" not in graph.sizes  # not a size: read by the run function once computed
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_on_a_data_condition_becomes_a_select_where_values_do_not_steer_the_run(cond):
+    """Without ``read_values`` (CUDA's fixed launch sequence) both branches run and a Where selects."""
+    model = _data_if_model()
+    graph = load_graph(model, read_values=False)
+    assert sorted(n.op_type for n in graph.nodes) == ["Add", "Greater", "Mul", "Neg", "ReduceSum", "Relu", "Where"]
+    feeds = {"x": np.array([-1.5, 2.0], np.float32) * (1 if cond else -1)}
     expected = ReferenceEvaluator(model).run(None, feeds)[0]
     np.testing.assert_allclose(ReferenceEvaluator(graph_to_model(graph)).run(None, feeds)[0], expected)
 
 
-def test_if_with_runtime_condition_and_different_branch_shapes_is_refused():
+def test_if_with_data_condition_and_different_branch_shapes_is_refused():
     model = _if_model(True)
-    del model.graph.node[0]
-    model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
-    then_branch = model.graph.node[0].attribute[0].g if model.graph.node[0].attribute[0].name == "then_branch" \
-        else model.graph.node[0].attribute[1].g
-    then_branch.node.append(helper.make_node("ReduceSum", ["t_out"], ["t_sum"], name="sum", keepdims=1))
+    model.graph.node[0].CopyFrom(helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"))
+    model.graph.node.insert(1, helper.make_node("Greater", ["s", "zero"], ["c"], name="cond"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    then_branch = model.graph.node[2].attribute[0].g if model.graph.node[2].attribute[0].name == "then_branch" \
+        else model.graph.node[2].attribute[1].g
+    then_branch.node.append(helper.make_node("ReduceSum", ["t_out"], ["t_sum"], name="tsum", keepdims=1))
     then_branch.output[0].CopyFrom(_f32("t_sum", [1]))
-    with pytest.raises(UnsupportedOpError, match=r"If 'if' \(opset 17\): the condition is only known at run time "
-                                                 r"and the branches give output 0 \('y'\) different types"):
+    with pytest.raises(UnsupportedOpError, match=r"If 'if' \(opset 17\): the condition 'c' is computed from tensor "
+                                                 r"data and the branches give output 0 \('y'\) different types"):
         load_graph(model, is_supported=lambda op, domain: op != "If")
 
 
@@ -211,3 +243,14 @@ def test_fold_that_keeps_the_element_count_folds_past_the_limit(monkeypatch):
     graph = load_graph(_model(nodes, [_f32("x", [2, 6])], [_f32("y", [2, 4])], [_const("w", w)]))
     assert [n.op_type for n in graph.nodes] == ["MatMul"]
     assert np.array_equal(graph.nodes[0].inputs[1].const, w.T)
+
+
+def test_an_input_compared_with_data_is_no_value_size():
+    """``Equal(k, ReduceMax(ids))``: a data condition; the one-element input k stays a tensor, not a size."""
+    model = _data_if_model()
+    model.graph.node[1].CopyFrom(helper.make_node("Equal", ["k", "top"], ["c"], name="cond"))
+    model.graph.node.insert(1, helper.make_node("ReduceMax", ["ids"], ["top"], keepdims=0, name="top"))
+    model.graph.input.extend([helper.make_tensor_value_info("k", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("ids", TensorProto.INT64, [3])])
+    graph = load_graph(model)
+    assert graph.sizes == {} and list(graph.conditions) == ["c"]

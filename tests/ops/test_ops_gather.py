@@ -102,25 +102,6 @@ def test_constant_index_out_of_range_fails_the_compile(tmp_path):
         compiler.compile(model, tmp_path / "g.tilec")
 
 
-def test_no_check_in_an_if_branch_that_runs_speculatively(tmp_path):
-    """Under a run-time condition both branches of an If run; the untaken one may index out of range."""
-    x = rand([5, 4])
-    then_branch = onnx.helper.make_graph(
-        [onnx.helper.make_node("Gather", ["x", "i"], ["picked"], axis=0)], "then", [],
-        [onnx.helper.make_tensor_value_info("picked", onnx.TensorProto.FLOAT, [2, 4])])
-    else_branch = onnx.helper.make_graph(
-        [onnx.helper.make_node("Slice", ["x", "starts", "ends"], ["head"])], "else", [],
-        [onnx.helper.make_tensor_value_info("head", onnx.TensorProto.FLOAT, [2, 4])])
-    feeds = {"x": x, "i": np.array([0, 3], np.int64), "c": np.array(True)}
-    model = graph_model([onnx.helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)],
-                        feeds, ["y"], {"starts": np.array([0], np.int64), "ends": np.array([2], np.int64)})
-    with runtime_stub.InferenceSession(compiled(model, tmp_path)) as session:
-        (taken,) = session.run(None, feeds)
-        (untaken,) = session.run(None, {**feeds, "i": np.array([0, 99], np.int64), "c": np.array(False)})
-    np.testing.assert_array_equal(taken, x[[0, 3]])
-    np.testing.assert_array_equal(untaken, x[:2])
-
-
 def test_sequence_lengths_and_roi_batch_indices_are_checked(tmp_path):
     """ReverseSequence's lengths must lie in [0, T] and RoiAlign's batch indices in [0, N): past them the
     reads left the tensor."""

@@ -11,7 +11,8 @@ arithmetic is overflow-checked, and an overflow writes -1 first (the inputs ask
 for more than int64 sizes can address), a violated size constraint ``k``
 (``RunLayout.constraints``) ``-2 - k``, so ``tilec_run`` is only ever called
 with sizes that fit and that the kernels were built for. Kernels equal up to names
-(``canonical_kernel``: the same layer repeated) share one function. ``tilec_signature()`` returns the
+(``canonical_kernel``: the same layer repeated) share one function. A kernel with a guard (a branch of a run-time If) is called only where the guard, a predicate over the
+dims, holds. ``tilec_signature()`` returns the
 ``signature`` bytes (runtime_stub/signature.py), NUL-terminated, for the runtime
 to hold against the manifest. With ``profile=True`` each call is
 bracketed by ``tilec_profile_begin`` / ``tilec_profile_end`` (support library), which
@@ -32,7 +33,7 @@ from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
 from compiler.artifact.memory_plan import SymbolicSlot
 from compiler.loopir.expr import Binary, Const, Select
-from compiler.loopir.sizes import Size, SizeConstraint, SizeVar
+from compiler.loopir.sizes import ConditionVar, Size, SizeConstraint, SizeVar
 from compiler.loopir.stmt import Kernel, canonical_kernel
 
 
@@ -51,6 +52,8 @@ class BufferRef:
 class KernelCall:
     kernel: Kernel
     args: tuple[BufferRef, ...]
+    # Workspace offsets of the check flags the kernel writes, zeroed where its guard skips it.
+    clears: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class RunLayout:
     slots: tuple[SymbolicSlot, ...] = ()
     output_shapes: tuple[tuple[Size, ...], ...] = field(default_factory=tuple)
     constraints: tuple[SizeConstraint, ...] = ()
+    # Where ``tilec_run`` reads the data conditions of guards (``ConditionVar``), by name.
+    conditions: tuple[tuple[str, BufferRef], ...] = ()
 
 
 def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
@@ -85,28 +90,53 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
     run = ir.Function(module, ir.FunctionType(I32, [PTR] * 6), "tilec_run")
     ctx, inputs, outputs, weights, workspace, dims = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
-    slot_offsets, _ = _slot_offsets(_Sizes(b, dims, layout.dims), layout)
+    sizes = _Sizes(b, dims, layout.dims)
+    slot_offsets, _ = _slot_offsets(sizes, layout)
+    sizes.conditions = {name: _pointer(b, ref, run.args, slot_offsets) for name, ref in layout.conditions}
+    profiling = None
     if profile:
-        begin = emitter.declare("tilec_profile_begin", I64, [PTR])
-        end = emitter.declare("tilec_profile_end", ir.VoidType(), [PTR, I32, I64])
+        profiling = (emitter.declare("tilec_profile_begin", I64, [PTR]),
+                     emitter.declare("tilec_profile_end", ir.VoidType(), [PTR, I32, I64]))
     for k, (fn, call) in enumerate(zip(functions, calls)):
-        if profile:
-            started = b.call(begin, [ctx])
-        args = [ctx] + ([dims] if len(fn.args) == len(call.args) + 2 else [])
-        for ref in call.args:
-            if ref.kind in ("input", "output"):
-                table = inputs if ref.kind == "input" else outputs
-                args.append(b.load(b.gep(table, [ir.Constant(I64, ref.index)], source_etype=PTR), typ=PTR))
-            elif ref.slot is not None:
-                args.append(b.gep(workspace, [slot_offsets[ref.slot]], source_etype=ir.IntType(8)))
-            else:
-                base = weights if ref.kind == "weights" else workspace
-                args.append(b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8)))
-        b.call(fn, args)
-        if profile:
-            b.call(end, [ctx, ir.Constant(I32, k), started])
+        if call.kernel.guard is None:
+            _call(b, fn, call, k, run.args, slot_offsets, profiling)
+            continue
+        # A branch of a run-time If: called where its guard holds; elsewhere its check flags read 0.
+        with b.if_else(sizes.value(call.kernel.guard)) as (taken, skipped):
+            with taken:
+                _call(b, fn, call, k, run.args, slot_offsets, profiling)
+            with skipped:
+                for offset in call.clears:
+                    b.store(ir.Constant(ir.IntType(8), 0),
+                            b.gep(workspace, [ir.Constant(I64, offset)], source_etype=ir.IntType(8)))
     b.ret(ir.Constant(I32, 0))
     return module
+
+
+def _call(b: ir.IRBuilder, fn: ir.Function, call: KernelCall, k: int, run_args: tuple[ir.Value, ...],
+          slot_offsets: dict[str, ir.Value], profiling: tuple[ir.Function, ir.Function] | None) -> None:
+    """One kernel call of ``tilec_run``, bracketed by the profile calls (``profiling``: begin, end) if given."""
+    ctx, inputs, outputs, weights, workspace, dims = run_args
+    if profiling is not None:
+        started = b.call(profiling[0], [ctx])
+    args = [ctx] + ([dims] if len(fn.args) == len(call.args) + 2 else [])
+    args.extend(_pointer(b, ref, run_args, slot_offsets) for ref in call.args)
+    b.call(fn, args)
+    if profiling is not None:
+        b.call(profiling[1], [ctx, ir.Constant(I32, k), started])
+
+
+def _pointer(b: ir.IRBuilder, ref: BufferRef, run_args: tuple[ir.Value, ...],
+             slot_offsets: dict[str, ir.Value]) -> ir.Value:
+    """The address of the buffer ``ref`` in this run."""
+    _, inputs, outputs, weights, workspace, _ = run_args
+    if ref.kind in ("input", "output"):
+        table = inputs if ref.kind == "input" else outputs
+        return b.load(b.gep(table, [ir.Constant(I64, ref.index)], source_etype=PTR), typ=PTR)
+    if ref.slot is not None:
+        return b.gep(workspace, [slot_offsets[ref.slot]], source_etype=ir.IntType(8))
+    base = weights if ref.kind == "weights" else workspace
+    return b.gep(base, [ir.Constant(I64, ref.offset)], source_etype=ir.IntType(8))
 
 
 _PREDICATES = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
@@ -121,6 +151,8 @@ class _Sizes:
     dims: ir.Value
     names: tuple[str, ...]
     overflow: ir.Value | None = None
+    # The address of each data condition's byte (``tilec_run`` only: ``tilec_sizes`` runs before any kernel).
+    conditions: dict[str, ir.Value] = field(default_factory=dict)
 
     def value(self, e: Size) -> ir.Value:
         b = self.b
@@ -128,6 +160,8 @@ class _Sizes:
             return ir.Constant(I64, e)
         if isinstance(e, Const):
             return ir.Constant(I64, int(e.value))
+        if isinstance(e, ConditionVar):  # a bool byte, as the kernel computing it stored it
+            return b.zext(b.load(self.conditions[e.name], typ=ir.IntType(8)), I64)
         if isinstance(e, SizeVar):
             return b.load(b.gep(self.dims, [ir.Constant(I64, self.names.index(e.name))], source_etype=I64), typ=I64)
         if isinstance(e, Binary):
@@ -194,6 +228,8 @@ def _add_sizes(module: ir.Module, layout: RunLayout) -> None:
         c = layout.constraints[k]
         lhs, rhs = sizes.value(c.lhs), sizes.value(c.rhs)
         violated = b.icmp_signed("!=" if c.relation == "==" else ">", lhs, rhs)
+        if c.when is not None:  # a constraint of a branch of a run-time If: only where that branch runs
+            violated = b.and_(violated, sizes.value(c.when))
         status = b.select(violated, ir.Constant(I64, -2 - k), status)
     values[0] = status
     for k, value in enumerate(values):

@@ -70,8 +70,8 @@ def remove_identities(graph: Graph) -> bool:
 
 
 def eliminate_dead_code(graph: Graph) -> bool:
-    """Delete nodes whose outputs reach no graph output; True if any was deleted."""
-    needed = {id(v) for v in graph.outputs}
+    """Delete nodes whose outputs reach no graph output or If condition; True if any was deleted."""
+    needed = {id(v) for v in [*graph.outputs, *graph.conditions.values()]}
     live: list[Node] = []
     for node in reversed(graph.nodes):
         if any(id(o) in needed for o in node.outputs):

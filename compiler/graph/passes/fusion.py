@@ -5,7 +5,10 @@ when that input has no other reader, is not a graph output and has the node's
 output shape (so the producer's iteration space is the node's). Chains such as
 Conv → Add(bias) → Relu or MatMul → Add → Erf → Mul become one group; the
 lowering then inlines the elementwise work into the producer's store. View
-ops (Reshape & co.) stay alone: they produce no kernel at all.
+ops (Reshape & co.) stay alone: they produce no kernel at all; so does a
+``phi`` (the output of a run-time If, whose copies the driver emits). Nodes
+with different guards (the branches of a run-time If) never share a group:
+a kernel runs or is skipped whole.
 
 A group runs at the position of its last node; every value a group reads from
 outside is produced before that, and its only visible output is the last
@@ -32,7 +35,7 @@ class FusedGroup:
 
 def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup]:
     users = graph.consumers()
-    outputs = {id(v) for v in graph.outputs}
+    outputs = {id(v) for v in [*graph.outputs, *graph.conditions.values()]}  # stored: the run reads them
     group_of: dict[int, FusedGroup] = {}  # id(node) → its group
     groups: list[FusedGroup] = []
     for node in graph.nodes:
@@ -56,7 +59,9 @@ def _fusable_producer(node: Node, users: dict[int, list[Node]], outputs: set[int
         if value is None or value.producer is None or id(value) in outputs:
             continue
         group = group_of.get(id(value.producer))
-        if group is None or group.kind == "view" or group.nodes[-1] is not value.producer:
+        if group is None or group.kind in ("view", "phi") or group.nodes[-1] is not value.producer:
+            continue
+        if value.producer.guard != node.guard:
             continue
         if len(users.get(id(value), [])) != 1 or value.shape != out_shape:
             continue
