@@ -364,22 +364,6 @@ def _unified_broadcast(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[
     return {out: dims.tensor_type(have.tensor_type.elem_type, result)}
 
 
-def _concat_type(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, onnx.TypeProto],
-                 values: Mapping[str, np.ndarray]) -> dict[str, onnx.TypeProto]:
-    """The output type of a Concat of tensors along a symbolic axis (a KV cache's past + new rows), whose
-    length onnx's inference cannot add up; the other axes are the first input's."""
-    out = node.output[0] if node.output else ""
-    have = types.get(out)
-    if not out or have is None or shape_of(have, dims) is not None or not have.HasField("tensor_type"):
-        return {}
-    shapes = [list(values[n].shape) if n in values else shape_of(types.get(n), dims) for n in node.input]
-    if not shapes or any(s is None or len(s) != len(shapes[0]) for s in shapes) or not shapes[0]:
-        return {}
-    axis = helper.get_attribute_value(next(a for a in node.attribute if a.name == "axis")) % len(shapes[0])
-    result = [size_sum([s[axis] for s in shapes]) if k == axis else shapes[0][k] for k in range(len(shapes[0]))]
-    return {out: dims.tensor_type(have.tensor_type.elem_type, result)}
-
-
 def _clamped(v: Size, dim: Size, negative_from_end: bool = True) -> Size:
     """A Slice bound ``v`` for an axis of ``dim`` elements, clamped to [0, dim] as the spec says (step > 0)."""
     if isinstance(v, int):
