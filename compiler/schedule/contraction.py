@@ -14,6 +14,12 @@ For ``out[.., i, j] = sum_r A(i, r) * B(r, j)`` (recognised by access pattern, s
   reads from beyond L2 (``_outer_order``): usually B's column panels outside, so one B
   micro-panel (``K × nr``) stays in L2 while the row tiles stream past it;
 - the outermost loop runs on the thread pool when there is enough work.
+
+Integer contractions ``sum_r int32(A(i, r)) * int32(B(r, j))`` of a uint8 A and an int8 B (the
+quantized lowerings bring every 8-bit pair to that form, zero points as compensation terms in the
+epilogue) are first rewritten into 4-way dot products over words of four consecutive ``r``
+(``dot_product_form``), then get the same tile, packing and loop order: an int32 vector lane of
+accumulators per output column, one ``vpdpbusd`` per vector per four ``r`` on VNNI targets.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from compiler.codegen.target import Target, vector_parts
-from compiler.loopir.compute import Computation, build_loops
-from compiler.loopir.expr import Load, Var, flat_index, free_vars, linear_coefficient, walk
-from compiler.loopir.sizes import nominal
+from dataclasses import replace
+
+from compiler.dtypes import DType
+from compiler.loopir.compute import Computation, ReduceAxis, build_loops
+from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Dot4, Expr, Load, Pack4, Var, compare, const, flat_index,
+                                  free_vars, linear_coefficient, min_, select, substitute, walk)
+from compiler.loopir.sizes import may_exceed_one, nominal
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.packing import pack_operand
 from compiler.schedule.simplify import simplify_indices
@@ -99,9 +109,13 @@ def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]
     packs constants only."""
     extents = dict(zip(c.index, c.space))
     loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
+    # The bytes of a dot product's word are read together (one 32-bit load): a panel per byte would part them.
+    in_words = {ld for e in walk(c.body) if isinstance(e, Pack4) for p in e.parts for ld in walk(p)}
     red = math.prod(nominal(a.extent) for a in c.axes)
     packs: list[Computation] = []
     for load in loads:
+        if load in in_words:
+            continue
         if any(isinstance(e, Load) for index in load.indices for e in walk(index)):
             continue  # a gather (a tree's leaf weights at the leaf it reached): its rows follow data, not loops
         along_col = _coefficient(load, tile.col)
@@ -180,3 +194,94 @@ def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
     s = hoist_reduction(s, [row_inner, col_inner])
     s = annotate(s, row_inner, ForKind.UNROLLED)
     return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
+
+
+# --- integer contractions as 4-way dot products ---------------------------------------------------
+
+
+def has_dot_product(target: Target) -> bool:
+    """Whether ``target`` has the 4-way uint8 x int8 dot product ``Dot4`` lowers to (x86 VNNI)."""
+    return target.arch == "x86_64" and "avx512vnni" in target.features
+
+
+@dataclass(frozen=True)
+class _Operands:
+    axis: ReduceAxis
+    a: Expr  # uint8, read as words of four consecutive r
+    b: Expr  # int8, packed into words
+
+
+def _dot_operands(c: Computation) -> _Operands | None:
+    """The uint8 and int8 factors of ``sum_r int32(a) * int32(b)`` over one static axis, or None."""
+    if c.combiner != "sum" or c.body.dtype is not DType.I32 or len(c.axes) != 1 or not isinstance(c.axes[0].extent, int):
+        return None
+    body = c.body
+    if not (isinstance(body, Binary) and body.op == "mul" and isinstance(body.a, Cast) and isinstance(body.b, Cast)):
+        return None
+    factors = {body.a.value.dtype: body.a.value, body.b.value.dtype: body.b.value}
+    if set(factors) != {DType.U8, DType.I8}:
+        return None
+    return _Operands(c.axes[0], factors[DType.U8], factors[DType.I8])
+
+
+def dot_product_operands_packable(c: Computation, is_constant: Callable[[str], bool] | None,
+                                  runtime_packs: bool) -> bool:
+    """Whether ``dot_product_form`` applies to ``c``: an integer contraction whose int8 factor can be packed
+    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``)."""
+    ops = _dot_operands(c)
+    if ops is None or is_constant is None or ops.axis.extent < 1:
+        return False
+    if not free_vars(ops.b) <= {*c.index, ops.axis.var}:
+        return False  # it varies along loops outside ``c`` (a strip-mined block's batch): no one word pack
+    constant = all(is_constant(e.buffer.name) for e in walk(ops.b) if isinstance(e, Load))
+    return constant or (runtime_packs and c.is_static)
+
+
+def dot_product_form(c: Computation, is_constant: Callable[[str], bool]) -> tuple[Computation, Computation, bool]:
+    """``c`` (see ``dot_product_operands_packable``) as ``sum_{r4} dot4(A word, Bw[r4, ...])``.
+
+    Word ``r4`` holds ``r = 4 r4 .. 4 r4 + 3``; A's word is read in place (four consecutive bytes of a
+    row), B's are packed by the returned pointwise computation ``Bw[r4, <B's index vars>]``, zero bytes
+    past the reduction. When ``K % 4 != 0`` the last word starts at ``K - 4`` (so A's read stays inside
+    its row) and B's word zeroes the bytes the previous word already counted. The flag says whether
+    Bw reads constants only (a compile-time pack).
+    """
+    ops = _dot_operands(c)
+    assert ops is not None
+    r, k_extent = ops.axis.var, ops.axis.extent
+    words = -(-k_extent // 4)
+    extents = dict(zip(c.index, c.space))
+    b_vars = [v for v in c.index if v in free_vars(ops.b) and may_exceed_one(extents[v])]
+    b_used = {v: Const(0) for v in c.index if v in free_vars(ops.b) and v not in b_vars}
+    digest = hashlib.sha1(repr((ops.b, r, k_extent, tuple((v, extents[v]) for v in b_vars))).encode()).hexdigest()[:8]
+    first = next(e for e in walk(ops.b) if isinstance(e, Load))
+    name = f"{first.buffer.name}_dot4_{digest}"
+
+    def start(r4: Expr) -> Expr:
+        return r4 * 4 if k_extent % 4 == 0 or k_extent < 4 else min_(r4 * 4, Const(k_extent - 4))
+
+    def position(r4: Expr, k: int) -> Expr:
+        # Below 4 terms every byte past the end repeats the last (A's read stays in its row; B zeroes it).
+        return Const(min(k, k_extent - 1)) if k_extent < 4 else start(r4) + k
+
+    pack_r4 = Var(f"{name}_r4")
+    pack_vars = {v: Var(f"{name}_{v.name}") for v in b_vars}
+    zero = const(0, DType.I8)
+    parts = []
+    for k in range(4):
+        at = position(pack_r4, k)
+        byte = substitute(substitute(ops.b, b_used), {r: at, **pack_vars})
+        counted = start(pack_r4) + k if k_extent >= 4 else Const(k)
+        # A byte this word must not count: past the reduction, or (short last word) counted by the one before.
+        if k_extent < 4 and k >= k_extent:
+            byte = zero
+        elif k_extent % 4 and k_extent >= 4:
+            byte = select(compare("ge", counted, pack_r4 * 4), byte, zero)
+        parts.append(byte)
+    packed = Buffer(name, DType.I32, (words, *(extents[v] for v in b_vars)))
+    pack = Computation(packed, (pack_r4, *pack_vars.values()), Pack4(tuple(parts)))
+    r4 = Var(f"{r.name}_w")
+    a_word = Pack4(tuple(substitute(ops.a, {r: position(r4, k)}) for k in range(4)))
+    body = Dot4(a_word, Load(packed, (r4, *b_vars)))
+    constant = all(is_constant(e.buffer.name) for e in walk(ops.b) if isinstance(e, Load))
+    return replace(c, body=body, axes=(ReduceAxis(r4, words),)), pack, constant

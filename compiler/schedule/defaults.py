@@ -37,7 +37,8 @@ from compiler.loopir.sizes import Size, may_exceed_one, nominal, size_expr, size
 from compiler.loopir.stmt import For, ForKind, Stmt, map_stmts, seq, walk_stmts
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
-from compiler.schedule.contraction import choose_tile, max_tile_rows, pack_operands, tiled_contraction
+from compiler.schedule.contraction import (choose_tile, dot_product_form, dot_product_operands_packable, has_dot_product,
+                                           max_tile_rows, pack_operands, tiled_contraction)
 from compiler.schedule.strip_mine import at_extents, serial_top, strip_mine
 from compiler.schedule.transforms import annotate, collapse, hoist_reduction, outermost_loop, split, vectorize_reduction
 
@@ -96,6 +97,13 @@ def _contraction_rows(c: Computation, lanes_var: Var) -> Var | None:
 
 def _is_contraction(c: Computation) -> bool:
     return c.combiner == "sum" and len(_loads(c)) >= 2 and c.body.dtype.is_float
+
+
+def _is_dot_product(c: Computation, target: Target, is_constant: Callable[[str], bool] | None,
+                    runtime_packs: bool = True) -> bool:
+    """An 8-bit integer contraction the target's dot product instruction takes (``dot_product_form``)."""
+    return (c.is_reduction and has_dot_product(target) and len(_loads(c)) >= 2
+            and dot_product_operands_packable(c, is_constant, runtime_packs))
 
 
 def _store_coefficient(c: Computation, v: Var) -> int | None:
@@ -158,7 +166,13 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
 def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str], bool] | None,
                      runtime_packs: bool = True) -> Scheduled:
     """The schedule of a computation whose iteration space is static (its buffers' shapes need not be)."""
-    if c.is_reduction and _is_contraction(c):
+    packs: list[Computation] = []
+    if _is_dot_product(c, target, is_constant, runtime_packs):
+        # Into 4-way dot products over packed int8 words; the contraction schedule below takes it from there.
+        c, words, constant = dot_product_form(c, is_constant)
+        packs.append(words)
+        is_constant = _also_constant(is_constant, words.output.name, constant)
+    elif c.is_reduction and _is_contraction(c):
         # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
         # their dims: flattening them is untried, and their goldens show the printer's nests).
         c = flatten_inner(split_grouped_index(c))
@@ -169,12 +183,13 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
     if not live:
         return Scheduled(build_loops(c))
     lanes = target.vector_lanes(c.body.dtype.itemsize)
-    tile_var = _contraction_lanes(c, lanes) if c.is_reduction and _is_contraction(c) else None
-    packs: list[Computation] = []
+    contraction = c.is_reduction and (_is_contraction(c) or bool(packs))
+    tile_var = _contraction_lanes(c, lanes) if contraction else None
     if tile_var is not None:
         tile = choose_tile(c, target, lanes, tile_var, _contraction_rows(c, tile_var))
         if is_constant is not None:
-            c, packs = pack_operands(c, tile, is_constant, runtime_packs)
+            c, panels = pack_operands(c, tile, is_constant, runtime_packs)
+            packs.extend(panels)
         s = tiled_contraction(c, tile)
     else:
         s = build_loops(c)
@@ -194,6 +209,11 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
         elif c.is_reduction:
             s = _vectorize_along_reduction(c, s, lanes)
     return Scheduled(_parallelized(c, s, tile_var), tuple(packs))
+
+
+def _also_constant(is_constant: Callable[[str], bool], name: str, constant: bool) -> Callable[[str], bool]:
+    """``is_constant`` that also knows the pack ``name`` made in this schedule (not yet placed by the driver)."""
+    return lambda n: constant if n == name else is_constant(n)
 
 
 def _parallelized(c: Computation, s: Stmt, tile_var: Var | None) -> Stmt:
@@ -249,7 +269,7 @@ def _strip_mined_contraction(c: Computation, target: Target,
     block, is cut again into halving blocks (8, 4, 2, 1 rows after 14), so every element is computed by a
     static tile. The reduction may be symbolic (attention's values over the sequence). None where that
     does not apply."""
-    if not (c.is_reduction and _is_contraction(c)):
+    if not (c.is_reduction and (_is_contraction(c) or _is_dot_product(c, target, is_constant, runtime_packs=False))):
         return None
     symbolic = [v for v, n in zip(c.index, c.space) if not isinstance(n, int)]
     if not symbolic:
