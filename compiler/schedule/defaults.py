@@ -181,7 +181,7 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
         c = flatten_reduction(c)
     live = _live_index(c)
     if not live:
-        return Scheduled(build_loops(c))
+        return Scheduled(build_loops(c), tuple(packs))
     lanes = target.vector_lanes(c.body.dtype.itemsize)
     contraction = c.is_reduction and (_is_contraction(c) or bool(packs))
     tile_var = _contraction_lanes(c, lanes) if contraction else None
