@@ -206,14 +206,31 @@ def has_dot_product(target: Target) -> bool:
 
 @dataclass(frozen=True)
 class _Operands:
-    axis: ReduceAxis
-    a: Expr  # uint8, read as words of four consecutive r
+    axis: ReduceAxis  # the reduction axis cut into words of four
+    a: Expr  # uint8
     b: Expr  # int8, packed into words
+    # Where A's words come from: ``in place`` (four consecutive bytes of a row), else a word pack of A's
+    # buffer along dim ``a_dim`` (a conv's input channels).
+    a_dim: int | None
+
+
+def _a_layout(a: Expr, axis: ReduceAxis) -> tuple[bool, int | None] | None:
+    """(read in place, dim to pack along) for A's words over ``axis``; None if neither works."""
+    if not isinstance(a, Load):
+        return None
+    if _coefficient(a, axis.var) == 1:
+        return True, None
+    dims = [d for d, index in enumerate(a.indices) if axis.var in free_vars(index)]
+    if len(dims) == 1 and a.indices[dims[0]] == axis.var and a.buffer.shape[dims[0]] == axis.extent:
+        return False, dims[0]
+    return None
 
 
 def _dot_operands(c: Computation) -> _Operands | None:
-    """The uint8 and int8 factors of ``sum_r int32(a) * int32(b)`` over one static axis, or None."""
-    if c.combiner != "sum" or c.body.dtype is not DType.I32 or len(c.axes) != 1 or not isinstance(c.axes[0].extent, int):
+    """The uint8 and int8 factors of ``sum int32(a) * int32(b)`` over static axes and the axis to cut
+    into words, or None. The axis: one A is contiguous along (its rows read in place), else one A's
+    buffer can be packed along; longer ones first (a 3-tap kernel width fills words poorly)."""
+    if c.combiner != "sum" or c.body.dtype is not DType.I32 or not all(isinstance(a.extent, int) for a in c.axes):
         return None
     body = c.body
     if not (isinstance(body, Binary) and body.op == "mul" and isinstance(body.a, Cast) and isinstance(body.b, Cast)):
@@ -221,67 +238,123 @@ def _dot_operands(c: Computation) -> _Operands | None:
     factors = {body.a.value.dtype: body.a.value, body.b.value.dtype: body.b.value}
     if set(factors) != {DType.U8, DType.I8}:
         return None
-    return _Operands(c.axes[0], factors[DType.U8], factors[DType.I8])
+    a, b = factors[DType.U8], factors[DType.I8]
+    options = []
+    for axis in c.axes:
+        layout = _a_layout(a, axis)
+        if layout is not None and axis.extent > 0:
+            in_place, dim = layout
+            options.append(((axis.extent >= 4, in_place, axis.extent), _Operands(axis, a, b, dim)))
+    return max(options, key=lambda o: o[0])[1] if options else None
+
+
+def _pack_sources(e: Expr) -> list[str]:
+    return [x.buffer.name for x in walk(e) if isinstance(x, Load)]
 
 
 def dot_product_operands_packable(c: Computation, is_constant: Callable[[str], bool] | None,
                                   runtime_packs: bool) -> bool:
     """Whether ``dot_product_form`` applies to ``c``: an integer contraction whose int8 factor can be packed
-    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``)."""
+    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``),
+    and whose uint8 factor is read in place or may be packed per call too."""
     ops = _dot_operands(c)
-    if ops is None or is_constant is None or ops.axis.extent < 1:
+    if ops is None or is_constant is None:
         return False
-    if not free_vars(ops.b) <= {*c.index, ops.axis.var}:
+    loop_vars = {*c.index, *(a.var for a in c.axes)}
+    if not free_vars(ops.b) <= loop_vars:
         return False  # it varies along loops outside ``c`` (a strip-mined block's batch): no one word pack
-    constant = all(is_constant(e.buffer.name) for e in walk(ops.b) if isinstance(e, Load))
-    return constant or (runtime_packs and c.is_static)
+    per_call = runtime_packs and c.is_static
+    if ops.a_dim is not None and not per_call:
+        return False
+    return all(is_constant(name) for name in _pack_sources(ops.b)) or per_call
 
 
-def dot_product_form(c: Computation, is_constant: Callable[[str], bool]) -> tuple[Computation, Computation, bool]:
-    """``c`` (see ``dot_product_operands_packable``) as ``sum_{r4} dot4(A word, Bw[r4, ...])``.
+def dot_product_form(c: Computation, is_constant: Callable[[str], bool]
+                     ) -> tuple[Computation, list[Computation], frozenset[str]]:
+    """``c`` (see ``dot_product_operands_packable``) as a sum of ``dot4(A word, B word)`` over words of
+    four steps ``4 w .. 4 w + 3`` of one reduction axis, with the pointwise packs that make the words
+    (B's ``Bw[w, <other axes>, <B's index vars>]``; A's too when it is not read in place) and the names of
+    those that read constants only (compile-time packs).
 
-    Word ``r4`` holds ``r = 4 r4 .. 4 r4 + 3``; A's word is read in place (four consecutive bytes of a
-    row), B's are packed by the returned pointwise computation ``Bw[r4, <B's index vars>]``, zero bytes
-    past the reduction. When ``K % 4 != 0`` the last word starts at ``K - 4`` (so A's read stays inside
-    its row) and B's word zeroes the bytes the previous word already counted. The flag says whether
-    Bw reads constants only (a compile-time pack).
+    A read in place reads four consecutive bytes of its row: when ``K % 4 != 0`` the last word starts at
+    ``K - 4`` (inside the row) and B's last word zeroes the bytes the word before already counted. Packed
+    words are aligned, zero past the end of the axis on both sides.
     """
     ops = _dot_operands(c)
     assert ops is not None
     r, k_extent = ops.axis.var, ops.axis.extent
     words = -(-k_extent // 4)
-    extents = dict(zip(c.index, c.space))
-    b_vars = [v for v in c.index if v in free_vars(ops.b) and may_exceed_one(extents[v])]
-    b_used = {v: Const(0) for v in c.index if v in free_vars(ops.b) and v not in b_vars}
-    digest = hashlib.sha1(repr((ops.b, r, k_extent, tuple((v, extents[v]) for v in b_vars))).encode()).hexdigest()[:8]
-    first = next(e for e in walk(ops.b) if isinstance(e, Load))
-    name = f"{first.buffer.name}_dot4_{digest}"
+    in_place = ops.a_dim is None
+    extents = dict(zip(c.index, c.space)) | {a.var: a.extent for a in c.axes}
+    others = [a.var for a in c.axes if a.var != r]
 
-    def start(r4: Expr) -> Expr:
-        return r4 * 4 if k_extent % 4 == 0 or k_extent < 4 else min_(r4 * 4, Const(k_extent - 4))
+    def start(w: Expr) -> Expr:
+        if not in_place or k_extent % 4 == 0 or k_extent < 4:
+            return w * 4
+        return min_(w * 4, Const(k_extent - 4))
 
-    def position(r4: Expr, k: int) -> Expr:
-        # Below 4 terms every byte past the end repeats the last (A's read stays in its row; B zeroes it).
-        return Const(min(k, k_extent - 1)) if k_extent < 4 else start(r4) + k
+    def position(w: Expr, k: int) -> Expr:
+        # Below 4 terms, or packed: bytes past the end read the last element (and count as zero).
+        last = k_extent - 1
+        if k_extent < 4:
+            return Const(min(k, last))
+        return start(w) + k if in_place or k_extent % 4 == 0 else min_(start(w) + k, Const(last))
 
-    pack_r4 = Var(f"{name}_r4")
-    pack_vars = {v: Var(f"{name}_{v.name}") for v in b_vars}
-    zero = const(0, DType.I8)
-    parts = []
-    for k in range(4):
-        at = position(pack_r4, k)
-        byte = substitute(substitute(ops.b, b_used), {r: at, **pack_vars})
-        counted = start(pack_r4) + k if k_extent >= 4 else Const(k)
-        # A byte this word must not count: past the reduction, or (short last word) counted by the one before.
-        if k_extent < 4 and k >= k_extent:
-            byte = zero
-        elif k_extent % 4 and k_extent >= 4:
-            byte = select(compare("ge", counted, pack_r4 * 4), byte, zero)
-        parts.append(byte)
-    packed = Buffer(name, DType.I32, (words, *(extents[v] for v in b_vars)))
-    pack = Computation(packed, (pack_r4, *pack_vars.values()), Pack4(tuple(parts)))
-    r4 = Var(f"{r.name}_w")
-    a_word = Pack4(tuple(substitute(ops.a, {r: position(r4, k)}) for k in range(4)))
-    body = Dot4(a_word, Load(packed, (r4, *b_vars)))
-    constant = all(is_constant(e.buffer.name) for e in walk(ops.b) if isinstance(e, Load))
-    return replace(c, body=body, axes=(ReduceAxis(r4, words),)), pack, constant
+    def counts(w: Expr, k: int) -> Expr | None:
+        """Whether byte ``k`` of word ``w`` is a term of its own (None: always)."""
+        if k_extent < 4:
+            return None if k < k_extent else Const(False, DType.BOOL)
+        if k_extent % 4 == 0:
+            return None
+        return compare("ge", start(w) + k, w * 4) if in_place else compare("lt", w * 4 + k, Const(k_extent))
+
+    def word(e: Expr, w: Expr, mapping: dict[Var, Expr], dtype: DType, masked: bool = True) -> Pack4:
+        # Unmasked (A read in place): the bytes stay plain loads, one 32-bit load; B's zeroes cancel them.
+        parts = []
+        for k in range(4):
+            byte = substitute(e, {**mapping, r: position(w, k)})
+            keep = counts(w, k) if masked else None
+            parts.append(byte if keep is None else select(keep, byte, const(0, dtype)))
+        return Pack4(tuple(parts))
+
+    packs: list[Computation] = []
+    constant: set[str] = set()
+
+    def pack_of(e: Expr, role: str, vars_: list[Var], dtype: DType) -> tuple[Buffer, Computation]:
+        digest = hashlib.sha1(repr((e, r, k_extent, in_place, tuple((v, extents[v]) for v in vars_))).encode()).hexdigest()[:8]
+        name = f"{_pack_sources(e)[0]}_{role}_{digest}"
+        w = Var(f"{name}_w")
+        mapping = {v: Var(f"{name}_{v.name}") for v in vars_}
+        unit = {v: Const(0) for v in free_vars(e) if v in extents and not may_exceed_one(extents[v])}
+        packed = Buffer(name, DType.I32, (words, *(extents[v] for v in vars_)))
+        pack = Computation(packed, (w, *mapping.values()), word(substitute(e, unit), w, mapping, dtype))
+        if all(is_constant(n) for n in _pack_sources(e)):
+            constant.add(name)
+        packs.append(pack)
+        return packed, pack
+
+    w = Var(f"{r.name}_w")
+    if in_place:
+        a_word: Expr = word(ops.a, w, {}, DType.U8, masked=False)
+    else:
+        # A's buffer packed along ``a_dim``: the words of every element, in A's own layout (not per loop var).
+        load = ops.a
+        assert isinstance(load, Load)
+        dims = [Var(f"{load.buffer.name}_d{d}") for d in range(len(load.buffer.shape))]
+        source = Load(load.buffer, tuple(r if d == ops.a_dim else v for d, v in enumerate(dims)))
+        digest = hashlib.sha1(repr((load.buffer, ops.a_dim)).encode()).hexdigest()[:8]
+        name = f"{load.buffer.name}_words_{digest}"
+        shape = tuple(words if d == ops.a_dim else n for d, n in enumerate(load.buffer.shape))
+        outer = dims[ops.a_dim]
+        mapping = {v: v for v in dims}
+        pack = Computation(Buffer(name, DType.I32, shape), tuple(dims),
+                           word(source, outer, mapping, DType.U8))
+        packs.append(pack)
+        if is_constant(load.buffer.name):
+            constant.add(name)
+        a_word = Load(pack.output, tuple(w if d == ops.a_dim else i for d, i in enumerate(load.indices)))
+    b_vars = [v for v in (*others, *c.index) if v in free_vars(ops.b) and may_exceed_one(extents[v])]
+    b_packed, _ = pack_of(ops.b, "dot4", b_vars, DType.I8)
+    body = Dot4(a_word, Load(b_packed, (w, *b_vars)))
+    axes = tuple(ReduceAxis(w, words) if a.var == r else a for a in c.axes)
+    return replace(c, body=body, axes=axes), packs, frozenset(constant)

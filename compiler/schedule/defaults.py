@@ -170,8 +170,8 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
     if _is_dot_product(c, target, is_constant, runtime_packs):
         # Into 4-way dot products over packed int8 words; the contraction schedule below takes it from there.
         c, words, constant = dot_product_form(c, is_constant)
-        packs.append(words)
-        is_constant = _also_constant(is_constant, words.output.name, constant)
+        packs.extend(words)
+        is_constant = _also_constant(is_constant, {p.output.name for p in words}, constant)
     elif c.is_reduction and _is_contraction(c):
         # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
         # their dims: flattening them is untried, and their goldens show the printer's nests).
@@ -211,9 +211,9 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
     return Scheduled(_parallelized(c, s, tile_var), tuple(packs))
 
 
-def _also_constant(is_constant: Callable[[str], bool], name: str, constant: bool) -> Callable[[str], bool]:
-    """``is_constant`` that also knows the pack ``name`` made in this schedule (not yet placed by the driver)."""
-    return lambda n: constant if n == name else is_constant(n)
+def _also_constant(is_constant: Callable[[str], bool], made: set[str], constant: frozenset[str]) -> Callable[[str], bool]:
+    """``is_constant`` that also knows the packs ``made`` in this schedule (not yet placed by the driver)."""
+    return lambda n: n in constant if n in made else is_constant(n)
 
 
 def _parallelized(c: Computation, s: Stmt, tile_var: Var | None) -> Stmt:

@@ -166,3 +166,61 @@ def test_symbolic_rows(compile_cache):
         a = _ints((rows, k), "uint8", rows)
         got = run_compiled(model, {"a": a}, cache_dir=compile_cache)[0]
         np.testing.assert_array_equal(got, _expected(a, b, az, bz), err_msg=f"rows={rows}")
+
+
+# --- ConvInteger and QLinearConv ----------------------------------------------------------------
+
+
+def _conv_integer(check, x, w, xz, wz, attrs, weights=True):
+    feeds, consts = {"x": x}, {"xz": xz, "wz": wz}
+    (consts if weights else feeds)["w"] = w
+    model = node_model("ConvInteger", ["x", "w", "xz", "wz"], feeds, consts=consts, attrs=attrs, opset=10)
+    check(model, feeds, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 6, 16])
+@pytest.mark.parametrize("types", [("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8"), ("int8", "uint8")],
+                         ids="-".join)
+def test_conv_integer_channels_and_types(check, channels, types):
+    # Words run over the input channels: fewer than 4, not a multiple of 4, and whole words; the pads
+    # hold x's zero point, which must contribute nothing whatever it is.
+    x = _ints((2, channels, 9, 11), types[0], 30)
+    w = _ints((13, channels, 3, 3), types[1], 31)
+    xz, wz = _ints((), types[0], 32), _ints((), types[1], 33)
+    _conv_integer(check, x, w, xz, wz, {"pads": [1, 2, 1, 0]})
+
+
+@pytest.mark.parametrize("xz, wz", [(0, -128), (255, 127), (255, 0), (0, 0)])
+def test_conv_integer_extreme_zero_points(check, xz, wz):
+    x, w = _ints((1, 8, 10, 10), "uint8", 34), _ints((33, 8, 3, 3), "int8", 35)
+    x.flat[::3] = 255
+    w.flat[::5] = -128
+    _conv_integer(check, x, w, np.array(xz, np.uint8), np.array(wz, np.int8), {"pads": [1, 1, 1, 1]})
+
+
+@pytest.mark.parametrize("attrs", [{"strides": [2, 2], "pads": [1, 1, 1, 1]}, {"dilations": [2, 1]},
+                                   {"group": 2, "pads": [0, 1, 0, 1]}, {"group": 8}], ids=str)
+@pytest.mark.parametrize("weights", [True, False], ids=["const_w", "input_w"])
+def test_conv_integer_geometry(check, attrs, weights):
+    group = attrs.get("group", 1)
+    x, w = _ints((1, 8, 12, 13), "uint8", 36), _ints((16, 8 // group, 3, 3), "int8", 37)
+    _conv_integer(check, x, w, np.array(7, np.uint8), np.array(-2, np.int8), attrs, weights)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("weights", [True, False], ids=["const_w", "input_w"])
+def test_qlinear_conv_per_channel_saturates(check, dtype, weights):
+    m, c = 20, 12
+    centre = 128 if dtype == "uint8" else 0
+    values = {"x": _ints((1, c, 8, 9), dtype, 38), "xs": np.float32(0.05), "xz": np.array(centre + 5, dtype),
+              "w": _ints((m, c, 3, 3), "int8", 39), "ws": np.linspace(0.002, 0.02, m, dtype=np.float32),
+              "wz": np.zeros((m,), np.int8), "ys": np.float32(0.6), "yz": np.array(centre - 4, dtype),
+              "b": _ints((m,), "int32", 40, -20000, 20000)}
+    names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]
+    feeds = {"x": values["x"]} | ({"w": values["w"]} if not weights else {})
+    model = node_model("QLinearConv", names, feeds, consts={k: v for k, v in values.items() if k not in feeds},
+                       attrs={"pads": [1, 1, 1, 1]}, opset=10)
+    y = reference(model, feeds)[0]
+    info = np.iinfo(dtype)
+    assert (y == info.min).any() and (y == info.max).any() and ((y > info.min) & (y < info.max)).any()
+    check(model, feeds, rtol=0, atol=0)

@@ -76,8 +76,8 @@ def test_printer_shows_the_word_nodes():
 @pytest.mark.parametrize("kk", [1, 3, 4, 6, 13, 16])
 def test_word_pack_evaluates_like_numpy(kk):
     c, _, b, _ = _int_matmul(3, kk, 5)
-    _, pack, constant = dot_product_form(c, lambda name: name == "b")
-    assert constant
+    _, (pack,), constant = dot_product_form(c, lambda name: name == "b")
+    assert constant == {pack.output.name}
     values = _operands(3, kk, 5)
     words = evaluate(pack, {"b": values["b"]})
     assert words.dtype == np.int32 and words.shape == (-(-kk // 4), 5)
