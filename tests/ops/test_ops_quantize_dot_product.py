@@ -224,3 +224,23 @@ def test_qlinear_conv_per_channel_saturates(check, dtype, weights):
     info = np.iinfo(dtype)
     assert (y == info.min).any() and (y == info.max).any() and ((y > info.min) & (y < info.max)).any()
     check(model, feeds, rtol=0, atol=0)
+
+
+def test_conv_integer_symbolic_batch(compile_cache):
+    # A symbolic batch keeps its loops whole: the conv then reads its input in place (no per-call word pack).
+    x_shape, w = (8, 7, 6), _ints((5, 8, 3, 3), "int8", 41)
+    xz, wz = np.array(250, np.uint8), np.array(-1, np.int8)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, ["batch", *x_shape])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, ["batch", 5, 7, 6])],
+                              [helper.make_tensor(name, dt, v.shape, v.reshape(-1).tolist())
+                               for name, dt, v in (("w", TensorProto.INT8, w), ("xz", TensorProto.UINT8, xz),
+                                                   ("wz", TensorProto.INT8, wz))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 8
+    for batch in (1, 3):
+        x = _ints((batch, *x_shape), "uint8", 42 + batch)
+        fixed = node_model("ConvInteger", ["x", "w", "xz", "wz"], {"x": x}, consts={"w": w, "xz": xz, "wz": wz},
+                           attrs={"pads": [1, 1, 1, 1]}, opset=10)
+        got = run_compiled(model, {"x": x}, cache_dir=compile_cache)[0]
+        np.testing.assert_array_equal(got, reference(fixed, {"x": x})[0], err_msg=f"batch={batch}")
