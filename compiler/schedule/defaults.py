@@ -7,7 +7,9 @@ Three classes, recognised from the computation itself rather than from op names:
   gather...). It gets a register tile: ``rows`` × ``lanes`` accumulators kept in
   vector registers while the reduction streams (``hoist_reduction``), rows
   unrolled, lanes vectorized. An output index read through a division (a grouped
-  conv's channel) is first split into group and member indices.
+  conv's channel) is first split into group and member indices. An 8-bit integer
+  one (uint8 x int8 into int32) is first rewritten into 4-way dot products where
+  the target has them (``contraction.dot_product_form``: VNNI).
 - other reductions and pointwise computations: innermost loop vectorized where
   its store is contiguous and every load contiguous, invariant or a short stride
   along it (a stride-2 pool's window); failing that, a reduction is vectorized
