@@ -255,18 +255,16 @@ def _pack_sources(e: Expr) -> list[str]:
 def dot_product_operands_packable(c: Computation, is_constant: Callable[[str], bool] | None,
                                   runtime_packs: bool) -> bool:
     """Whether ``dot_product_form`` applies to ``c``: an integer contraction whose int8 factor can be packed
-    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``),
-    and whose uint8 factor is read in place or may be packed per call too."""
+    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``)."""
     ops = _dot_operands(c)
     if ops is None or is_constant is None:
         return False
     loop_vars = {*c.index, *(a.var for a in c.axes)}
     if not free_vars(ops.b) <= loop_vars:
         return False  # it varies along loops outside ``c`` (a strip-mined block's batch): no one word pack
-    per_call = runtime_packs and c.is_static
-    if ops.a_dim is not None and not per_call:
-        return False
-    return all(is_constant(name) for name in _pack_sources(ops.b)) or per_call
+    # A's word pack relayouts its whole buffer (whatever loops read it), so it may run per call anywhere,
+    # before a strip-mined contraction's block loops too; B's is per index var, so only for a static ``c``.
+    return all(is_constant(name) for name in _pack_sources(ops.b)) or (runtime_packs and c.is_static)
 
 
 def dot_product_form(c: Computation, is_constant: Callable[[str], bool]

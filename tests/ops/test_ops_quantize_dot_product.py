@@ -227,7 +227,7 @@ def test_qlinear_conv_per_channel_saturates(check, dtype, weights):
 
 
 def test_conv_integer_symbolic_batch(compile_cache):
-    # A symbolic batch keeps its loops whole: the conv then reads its input in place (no per-call word pack).
+    # A symbolic batch: one image per strip-mined block, the whole input packed into channel words first.
     x_shape, w = (8, 7, 6), _ints((5, 8, 3, 3), "int8", 41)
     xz, wz = np.array(250, np.uint8), np.array(-1, np.int8)
     node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 1, 1, 1])
