@@ -199,6 +199,33 @@ class Cast(Expr):
         return self.type
 
 
+@dataclass(frozen=True)
+class Pack4(Expr):
+    """Four 8-bit values as one int32 word, ``parts[k]`` in bits ``8k .. 8k+7`` (little-endian byte order):
+    the operand layout of the 4-way dot products below. Consecutive elements of one buffer become
+    one 32-bit load."""
+
+    parts: tuple[Expr, Expr, Expr, Expr]
+
+    @property
+    def dtype(self) -> DType:
+        return DType.I32
+
+
+@dataclass(frozen=True)
+class Dot4(Expr):
+    """``sum_k uint8(byte k of a) * int8(byte k of b)`` over the four bytes of int32 words ``a`` and ``b``,
+    exact in int32: one lane of x86's ``vpdpbusd`` (VNNI), widened, multiplied and added elsewhere.
+    Integer contractions are rewritten into it (``compiler.schedule.contraction.dot_product_form``)."""
+
+    a: Expr
+    b: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return DType.I32
+
+
 # --- constructors with folding ------------------------------------------------------
 
 
@@ -337,6 +364,10 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return (e.cond, e.true_value, e.false_value)
     if isinstance(e, Cast):
         return (e.value,)
+    if isinstance(e, Pack4):
+        return e.parts
+    if isinstance(e, Dot4):
+        return (e.a, e.b)
     return ()
 
 
@@ -359,6 +390,10 @@ def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
         return select(*kids)
     if isinstance(e, Cast):
         return cast(kids[0], e.type, e.saturate, e.round_mode)
+    if isinstance(e, Pack4):
+        return Pack4(kids)
+    if isinstance(e, Dot4):
+        return Dot4(*kids)
     return e
 
 

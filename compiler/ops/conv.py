@@ -62,9 +62,14 @@ def spatial_pads(ctx: LoweringContext, in_spatial: tuple[int, ...], out_spatial:
     return list(ctx.attr("pads", [0] * (2 * rank)))
 
 
-def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float,
+def _fill(fill: float | Expr, dtype: DType) -> Expr:
+    return fill if isinstance(fill, Expr) else const(fill, dtype)
+
+
+def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float | Expr,
               spread: tuple[int, ...] | None = None) -> Tensor:
-    """A copy of ``x`` with ``fill`` around its spatial dims (dims 2..).
+    """A copy of ``x`` with ``fill`` (a number, or a scalar expression: a zero point) around its spatial
+    dims (dims 2..).
 
     ``spread`` puts ``s - 1`` fill values between neighbours along each spatial dim
     (ConvTranspose's strides). Negative pads crop.
@@ -88,12 +93,12 @@ def pad_input(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int
                 inside = logical_and(inside, compare("eq", q % spread[d], 0))
                 q = q // spread[d]
             src.append(_clamp(q, x.shape[2 + d]))
-        return select(inside, x[[i[0], i[1], *src]], const(fill, x.dtype))
+        return select(inside, x[[i[0], i[1], *src]], _fill(fill, x.dtype))
 
     return ctx.compute(shape, value, dtype=x.dtype, name="padded", materialize=True)
 
 
-def _pad_by_regions(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float) -> Tensor:
+def _pad_by_regions(ctx: LoweringContext, x: Tensor, begins: list[int], ends: list[int], fill: float | Expr) -> Tensor:
     """The padded copy as plain region writes: each border slab filled once, the interior copied.
 
     Every write is contiguous along the last dim, so all of them vectorize (one select with clamped
@@ -109,7 +114,7 @@ def _pad_by_regions(ctx: LoweringContext, x: Tensor, begins: list[int], ends: li
                 # dims before d: the interior only (their borders are other slabs); after d: everything.
                 offsets = (0, 0, *begins[:d], start, *(0,) * (rank - d - 1))
                 extents = (*x.shape[:2], *inner[:d], size, *shape[3 + d:])
-                ctx.write_region(out, offsets, extents, lambda i: const(fill, x.dtype))
+                ctx.write_region(out, offsets, extents, lambda i: _fill(fill, x.dtype))
     ctx.write_region(out, (0, 0, *begins), x.shape, lambda i: x[i])
     return Tensor(out)
 
@@ -175,14 +180,16 @@ def packed_weights(ctx: LoweringContext, known: np.ndarray | None, shape: ConvSh
 
 
 def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape, out_shape: tuple[int, ...],
-             epilogue: Callable[[Expr, Index], Expr] | None = None, name: str = "conv") -> Tensor:
+             epilogue: Callable[[Expr, Index], Expr] | None = None, name: str = "conv",
+             integer: bool = False) -> Tensor:
     """``out[n, m, o...] = epilogue(sum over c, k of xp[n, group(m) c, o*s + k*d] * packed[c, k..., m])``.
 
     16-bit floats accumulate in float32 (``epilogue`` sees the float32 sum) and are
     rounded once at the end, as onnxruntime does, instead of at every product.
+    ``integer``: 8-bit operands, summed in int32 (the epilogue's result is stored as it is).
     """
     m_per_group = shape.out_channels // shape.group
-    acc_type = DType.F32 if xp.dtype in (DType.F16, DType.BF16) else xp.dtype
+    acc_type = DType.I32 if integer else DType.F32 if xp.dtype in (DType.F16, DType.BF16) else xp.dtype
 
     def body(i: Index, r: Index) -> Expr:
         n, m, spatial = i[0], i[1], i[2:]
@@ -191,7 +198,7 @@ def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape,
         pos = [spatial[d] * shape.strides[d] + ks[d] * shape.dilations[d] for d in range(shape.rank)]
         return cast(xp[[n, channel, *pos]], acc_type) * cast(packed[[c, *ks, m]], acc_type)
 
-    wide = acc_type is not xp.dtype
+    wide = acc_type is not xp.dtype and not integer
 
     def finish(acc: Expr, i: Index) -> Expr:
         value = epilogue(acc, i) if epilogue is not None else acc
@@ -313,20 +320,16 @@ def conv_transpose(ctx: LoweringContext) -> list[Tensor]:
 # --- integer convs --------------------------------------------------------------------------------
 
 
-def _zero_point_shifted(ctx: LoweringContext, x: Tensor, zero_point: Tensor | None) -> Tensor:
-    """``int32(x) - zero_point`` (a scalar zero point), inlined into the padded copy."""
-    if zero_point is None:
-        return ctx.compute(x.shape, lambda i: cast(x[i], DType.I32), dtype=DType.I32, name="x_i32")
-    zp = cast(zero_point[[Const(0)] * zero_point.rank], DType.I32)
-    return ctx.compute(x.shape, lambda i: cast(x[i], DType.I32) - zp, dtype=DType.I32, name="x_i32")
-
-
 def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
                  epilogue: Callable[[Expr, Index], Expr] | None = None) -> Tensor:
     """The int32 conv of ``(x - x_zero_point) * (w - w_zero_point)``.
 
-    ``inputs`` are the node's input positions of x, w and their optional zero points
-    (x's a scalar, w's a scalar or one per output channel).
+    ``inputs`` are the node's input positions of x, w and their optional zero points (x's a scalar,
+    w's a scalar or one per output channel). As for MatMulInteger (``quantize.integer_matmul``), it is
+    the conv of a uint8 ``x'`` and an int8 ``w'`` (each moved by 128 where its type is the other one,
+    its zero point with it), the zero points as compensation terms in the epilogue:
+    ``sum (x'-zx')(w'-zw') = sum x'w' - zw' windowsum(x') - zx' sum(w') + K zx' zw'``, x' padded with
+    zx' (so a pad contributes nothing), window sums only where w's zero point is not 0.
     """
     x_at, w_at, x_zp_at, w_zp_at = inputs
     x, w = ctx.input(x_at), ctx.input(w_at)
@@ -334,20 +337,65 @@ def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
     w_zero = ctx.input(w_zp_at) if ctx.has_input(w_zp_at) else None
     if x_zero is not None and x_zero.buffer.numel != 1:
         ctx.unsupported("the input's zero point must be a scalar")
+    for t in (x, w):
+        if t.dtype not in (DType.U8, DType.I8):
+            ctx.unsupported(f"integer conv of {t.dtype.value} values (uint8 and int8 only)")
+    x_offset = 128 if x.dtype is DType.I8 else 0
+    w_offset = -128 if w.dtype is DType.U8 else 0
+    zx = const(x_offset, DType.I32) if x_zero is None else cast(x_zero[[Const(0)] * x_zero.rank], DType.I32) + x_offset
+
+    def zw(m: Expr) -> Expr:
+        return const(w_offset, DType.I32) if w_zero is None else cast(per_channel(w_zero, m), DType.I32) + w_offset
+
+    known_zw = np.zeros((), np.int64) if w_zero is None else ctx.input_value(w_zp_at).const
+    zw_is_nil = known_zw is not None and not (np.asarray(known_zw).astype(np.int64) + w_offset).any()
+    known_zx = np.zeros((), np.int64) if x_zero is None else ctx.input_value(x_zp_at).const
+    zx_is_nil = known_zx is not None and not (np.asarray(known_zx).astype(np.int64) + x_offset).any()
+    moved_x = x if not x_offset else ctx.compute(
+        x.shape, lambda i: cast(cast(x[i], DType.I32) + x_offset, DType.U8), dtype=DType.U8, name="rebiased",
+        materialize=True)  # a real buffer: the conv's words pack it
     known = ctx.input_value(w_at).const
-    known_zero = ctx.input_value(w_zp_at).const if w_zero is not None else np.zeros((), np.int32)
-    if known is not None and known_zero is not None:
-        known = known.astype(np.int32) - known_zero.astype(np.int32).reshape(-1, *([1] * (known.ndim - 1)))
-    else:
-        known = None
+    known_moved = None if known is None else (known.astype(np.int64) + w_offset).astype(np.int8)
 
     def load(m: Expr, c: Expr, ks: Index) -> Expr:
-        value = cast(w[[m, c, *ks]], DType.I32)
-        return value - cast(per_channel(w_zero, m), DType.I32) if w_zero is not None else value
+        return cast(cast(w[[m, c, *ks]], DType.I32) + w_offset, DType.I8)
 
-    # Padding the shifted input with 0 is padding the input with its zero point.
-    xp, packed, shape = conv_operands(ctx, _zero_point_shifted(ctx, x, x_zero), w, 0, known, load, DType.I32)
-    return conv_sum(ctx, xp, packed, shape, ctx.output_type(0).shape, epilogue, name="convinteger")
+    xp, packed, shape = conv_operands(ctx, moved_x, w, cast(zx, DType.U8), known_moved, load, DType.I8)
+    out_shape = ctx.output_type(0).shape
+    rank = shape.rank
+    m_per_group = shape.out_channels // shape.group
+    terms = shape.in_per_group * int(np.prod(shape.kernel))
+    window_sums = None
+    if not zw_is_nil:
+        def window(i: Index, r: Index) -> Expr:
+            channel = i[1] * shape.in_per_group + r[0]
+            pos = [i[2 + d] * shape.strides[d] + r[1 + d] * shape.dilations[d] for d in range(rank)]
+            return cast(xp[[i[0], channel, *pos]], DType.I32)
+
+        window_sums = ctx.reduce((out_shape[0], shape.group, *out_shape[2:]), [shape.in_per_group, *shape.kernel],
+                                 window, name="window_sums", materialize=True)
+    weight_sums = None
+    if not zx_is_nil:
+        if known_moved is not None:
+            weight_sums = ctx.add_constant(known_moved.astype(np.int32).reshape(shape.out_channels, -1).sum(axis=1)
+                                           .astype(np.int32), "weight_sums")
+        else:
+            weight_sums = ctx.reduce((shape.out_channels,), [shape.in_per_group, *shape.kernel],
+                                     lambda i, r: cast(packed[[*r, i[0]]], DType.I32), name="weight_sums",
+                                     materialize=True)
+
+    def compensated(acc: Expr, i: Index) -> Expr:
+        m = i[1]
+        value = acc
+        if window_sums is not None:
+            value = value - zw(m) * window_sums[[i[0], m // m_per_group, *i[2:]]]
+        if weight_sums is not None:
+            value = value - zx * weight_sums[m]
+            if window_sums is not None:
+                value = value + const(terms, DType.I32) * zx * zw(m)
+        return value if epilogue is None else epilogue(value, i)
+
+    return conv_sum(ctx, xp, packed, shape, out_shape, compensated, name="convinteger", integer=True)
 
 
 def conv_integer(ctx: LoweringContext) -> list[Tensor]:

@@ -18,7 +18,7 @@ from compiler.ops.reduce import accumulator_type
 from compiler.ops.registry import OpDef, defop
 
 
-def _batch_index(batch: Index, shape: tuple[int, ...]) -> list[Expr]:
+def batch_index(batch: Index, shape: tuple[int, ...]) -> list[Expr]:
     """Indices into an operand's batch dims, right-aligned with the output's, broadcasting size-1 dims."""
     offset = len(batch) - len(shape)
     return [Const(0) if dim == 1 else batch[offset + k] for k, dim in enumerate(shape)]
@@ -37,8 +37,8 @@ def matmul_of(ctx: LoweringContext, a: Tensor, b: Tensor, out_shape: tuple[int, 
     def body(i: Index, r: Index) -> Expr:
         k = r[0]
         batch = i[: rank - (a.rank > 1) - (b.rank > 1)]
-        a_idx = [k] if a.rank == 1 else [*_batch_index(batch, a.shape[:-2]), i[len(batch)], k]
-        b_idx = [k] if b.rank == 1 else [*_batch_index(batch, b.shape[:-2]), k, i[-1]]
+        a_idx = [k] if a.rank == 1 else [*batch_index(batch, a.shape[:-2]), i[len(batch)], k]
+        b_idx = [k] if b.rank == 1 else [*batch_index(batch, b.shape[:-2]), k, i[-1]]
         return cast(a[a_idx], acc_dtype) * cast(b[b_idx], acc_dtype)
 
     return ctx.reduce(out_shape, [k_extent], body, "sum", epilogue, name=name)

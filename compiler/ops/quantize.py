@@ -17,11 +17,17 @@ products accumulate in int32 and requantize in float64, as onnx's reference does
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, max_, min_, select
-from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.loopir.sizes import Size
+from compiler.ops.api import Index, LoweringContext, Tensor, size_value
 from compiler.ops.conv import integer_conv, per_channel
-from compiler.ops.linalg import matmul_of
+from compiler.ops.linalg import batch_index
 from compiler.ops.registry import OpDef, defop
 
 
@@ -149,27 +155,113 @@ def dynamic_quantize_linear(ctx: LoweringContext) -> list[Tensor]:
 # --- integer matmul and conv --------------------------------------------------------------------
 
 
-def _shifted(ctx: LoweringContext, t: Tensor, zero: Tensor | None, per_row: bool) -> Tensor:
-    """``int32(t) - zero_point`` with MatMulInteger's zero point layouts: scalar, one per row of a
-    (``[M]``, or ``[..., M, 1]``) or one per column of b (``[N]``, ``[..., 1, N]``)."""
-    def value(i: Index) -> Expr:
-        v = cast(t[i], DType.I32)
-        if zero is None:
-            return v
-        if per_row and zero.rank == 1 and zero.buffer.numel > 1:
-            z = zero[i[-2]]
-        else:
-            z = zero.at_broadcast(i)
-        return v - cast(z, DType.I32)
+@dataclass(frozen=True)
+class _ByteOperand:
+    """A MatMulInteger operand brought to the dot product's type (uint8 for a, int8 for b) by adding
+    ``offset`` (0, or +-128: the other signedness), and its zero point moved by the same offset."""
 
-    # Pointwise: the driver inlines it into the matmul's loads.
-    return ctx.compute(t.shape, value, dtype=DType.I32, name="zero_shifted")
+    tensor: Tensor
+    offset: int
+    zero: Tensor | None
+    known_zero: np.ndarray | None  # the moved zero point where it is a compile-time constant
+
+    def zero_at(self, index: list[Expr]) -> Expr:
+        """The moved zero point (int32) of the element at ``index`` of the operand."""
+        if self.zero is None:
+            return const(self.offset, DType.I32)
+        return cast(self.zero.at_broadcast(index), DType.I32) + self.offset
+
+    @property
+    def zero_is_nil(self) -> bool:
+        return self.known_zero is not None and not self.known_zero.any()
+
+
+def _byte_operand(ctx: LoweringContext, at: int, zero_at: int, dtype: DType) -> _ByteOperand:
+    t, zero = ctx.input(at), _optional(ctx, zero_at)
+    if t.dtype not in (DType.U8, DType.I8):
+        ctx.unsupported(f"integer matmul of {t.dtype.value} values (uint8 and int8 only)")
+    if zero is not None and zero.dtype is not t.dtype:
+        ctx.invalid(f"zero point of type {zero.dtype.value} for {t.dtype.value} values")
+    offset = 0 if t.dtype is dtype else (128 if dtype is DType.U8 else -128)
+    if offset:
+        # x + 128 as uint8 / x - 128 as int8: the same products, moved into the dot product's types.
+        source = t
+        t = ctx.compute(t.shape, lambda i: cast(cast(source[i], DType.I32) + offset, dtype), dtype=dtype,
+                        name="rebiased", materialize=dtype is DType.U8)  # a real buffer: its rows are read as words
+    known = np.zeros((), np.int64) if zero is None else ctx.input_value(zero_at).const
+    return _ByteOperand(t, offset, zero, None if known is None else np.asarray(known).astype(np.int64) + offset)
+
+
+def integer_matmul(ctx: LoweringContext, a_at: int, za_at: int, b_at: int, zb_at: int, out_shape: tuple[Size, ...],
+                   epilogue: Callable[[Expr, Index], Expr] | None, name: str) -> Tensor:
+    """``(a - za) @ (b - zb)`` in int32 as ``a' @ b'`` of a uint8 ``a'`` and an int8 ``b'`` (the form the
+    contraction schedule runs as 4-way dot products), the zero points as compensation terms in the epilogue:
+    ``sum (a'-za')(b'-zb') = sum a'b' - zb' rowsum(a') - za' colsum(b') + K za' zb'`` (exact: int32 wraps
+    alike on both sides). A constant b's column sums are computed here; ``epilogue`` comes after."""
+    a = _byte_operand(ctx, a_at, za_at, DType.U8)
+    b = _byte_operand(ctx, b_at, zb_at, DType.I8)
+    at, bt = a.tensor, b.tensor
+    k_extent = at.shape[-1]
+    rank = len(out_shape)
+
+    def operand_index(t: Tensor, i: Index, k: Expr, is_a: bool) -> list[Expr]:
+        batch = i[: rank - (at.rank > 1) - (bt.rank > 1)]
+        if t.rank == 1:
+            return [k]
+        row_or_col = i[len(batch)] if is_a else i[-1]
+        outer = batch_index(batch, t.shape[:-2])
+        return [*outer, row_or_col, k] if is_a else [*outer, k, row_or_col]
+
+    def a_zero(i: Index) -> Expr:
+        # One per row ([M]) is indexed by the row; [..., M, 1] and scalars broadcast against a's element.
+        if a.zero is not None and a.zero.rank == 1 and a.zero.buffer.numel > 1:
+            return cast(a.zero[i[rank - 1 - (bt.rank > 1)]], DType.I32) + a.offset
+        return a.zero_at(operand_index(at, i, Const(0), True))
+
+    def b_zero(i: Index) -> Expr:
+        return b.zero_at(operand_index(bt, i, Const(0), False))
+
+    row_sums = None if b.zero_is_nil else ctx.reduce(
+        at.shape[:-1], [k_extent], lambda i, r: cast(at[[*i, r[0]]], DType.I32), name="row_sums", materialize=True)
+    col_sums = None
+    if not a.zero_is_nil:
+        known = ctx.input_value(b_at).const
+        if known is not None:
+            moved = np.asarray(known).astype(np.int64) + b.offset
+            col_sums = ctx.add_constant(moved.sum(axis=-2 if moved.ndim > 1 else 0).astype(np.int32), "col_sums")
+        else:
+            shape = (*bt.shape[:-2], bt.shape[-1]) if bt.rank > 1 else ()
+            col_sums = ctx.reduce(shape, [k_extent], lambda i, r: cast(
+                bt[[*i[:-1], r[0], i[-1]]] if bt.rank > 1 else bt[[r[0]]], DType.I32), name="col_sums",
+                materialize=True)
+    k_value = size_value(k_extent, DType.I32)
+
+    def compensated(acc: Expr, i: Index) -> Expr:
+        value = acc
+        if row_sums is not None:
+            index = operand_index(at, i, Const(0), True)[:-1]
+            value = value - b_zero(i) * row_sums[index]
+        if col_sums is not None:
+            index = operand_index(bt, i, Const(0), False)
+            index = [*index[:-2], index[-1]] if bt.rank > 1 else [Const(0)] * col_sums.rank
+            value = value - a_zero(i) * col_sums[index]
+            if row_sums is not None:
+                value = value + k_value * a_zero(i) * b_zero(i)
+        return value if epilogue is None else epilogue(value, i)
+
+    def body(i: Index, r: Index) -> Expr:
+        return (cast(at[operand_index(at, i, r[0], True)], DType.I32)
+                * cast(bt[operand_index(bt, i, r[0], False)], DType.I32))
+
+    inner = bt.shape[0 if bt.rank == 1 else -2]
+    if isinstance(inner, int) and isinstance(k_extent, int) and inner != k_extent:
+        ctx.unsupported(f"inner dimensions differ: {at.shape} @ {bt.shape}")
+    ctx.require(k_extent, "==", inner, "the inner dimensions of a MatMul must agree")
+    return ctx.reduce(out_shape, [k_extent], body, "sum", compensated, name=name)
 
 
 def matmul_integer(ctx: LoweringContext) -> list[Tensor]:
-    a = _shifted(ctx, ctx.input(0), _optional(ctx, 2), per_row=True)
-    b = _shifted(ctx, ctx.input(1), _optional(ctx, 3), per_row=False)
-    return [matmul_of(ctx, a, b, ctx.output_type(0).shape, DType.I32, name="matmulinteger")]
+    return [integer_matmul(ctx, 0, 2, 1, 3, ctx.output_type(0).shape, None, "matmulinteger")]
 
 
 def _requantize(ctx: LoweringContext, acc: Expr, multiplier: Expr, zero_point: Expr | None, dtype: DType) -> Expr:
@@ -187,8 +279,6 @@ def _scalar(ctx: LoweringContext, t: Tensor | None, what: str) -> Expr | None:
 
 def qlinear_matmul(ctx: LoweringContext) -> list[Tensor]:
     a_scale, b_scale, y_scale = ctx.input(1), ctx.input(4), ctx.input(6)
-    a = _shifted(ctx, ctx.input(0), _optional(ctx, 2), per_row=True)
-    b = _shifted(ctx, ctx.input(3), _optional(ctx, 5), per_row=False)
     out = ctx.output_type(0)
     y_zero = _scalar(ctx, _optional(ctx, 7), "y_zero_point")
     y_s = _scalar(ctx, y_scale, "y_scale")
@@ -197,7 +287,7 @@ def qlinear_matmul(ctx: LoweringContext) -> list[Tensor]:
         a_s = a_scale[i[-2]] if a_scale.rank == 1 and a_scale.buffer.numel > 1 else a_scale.at_broadcast(i)
         return _requantize(ctx, acc, a_s * b_scale.at_broadcast(i) / y_s, y_zero, out.dtype)
 
-    return [matmul_of(ctx, a, b, out.shape, DType.I32, epilogue, name="qlinearmatmul")]
+    return [integer_matmul(ctx, 0, 2, 3, 5, out.shape, epilogue, "qlinearmatmul")]
 
 
 def qlinear_conv(ctx: LoweringContext) -> list[Tensor]:

@@ -14,6 +14,12 @@ For ``out[.., i, j] = sum_r A(i, r) * B(r, j)`` (recognised by access pattern, s
   reads from beyond L2 (``_outer_order``): usually B's column panels outside, so one B
   micro-panel (``K × nr``) stays in L2 while the row tiles stream past it;
 - the outermost loop runs on the thread pool when there is enough work.
+
+Integer contractions ``sum_r int32(A(i, r)) * int32(B(r, j))`` of a uint8 A and an int8 B (the
+quantized lowerings bring every 8-bit pair to that form, zero points as compensation terms in the
+epilogue) are first rewritten into 4-way dot products over words of four consecutive ``r``
+(``dot_product_form``), then get the same tile, packing and loop order: an int32 vector lane of
+accumulators per output column, one ``vpdpbusd`` per vector per four ``r`` on VNNI targets.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from compiler.codegen.target import Target, vector_parts
-from compiler.loopir.compute import Computation, build_loops
-from compiler.loopir.expr import Load, Var, flat_index, free_vars, linear_coefficient, walk
-from compiler.loopir.sizes import nominal
+from dataclasses import replace
+
+from compiler.dtypes import DType
+from compiler.loopir.compute import Computation, ReduceAxis, build_loops
+from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Dot4, Expr, Load, Pack4, Var, compare, const, flat_index,
+                                  free_vars, linear_coefficient, min_, select, substitute, walk)
+from compiler.loopir.sizes import may_exceed_one, nominal
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.packing import pack_operand
 from compiler.schedule.simplify import simplify_indices
@@ -99,9 +109,13 @@ def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]
     packs constants only."""
     extents = dict(zip(c.index, c.space))
     loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
+    # The bytes of a dot product's word are read together (one 32-bit load): a panel per byte would part them.
+    in_words = {ld for e in walk(c.body) if isinstance(e, Pack4) for p in e.parts for ld in walk(p)}
     red = math.prod(nominal(a.extent) for a in c.axes)
     packs: list[Computation] = []
     for load in loads:
+        if load in in_words:
+            continue
         if any(isinstance(e, Load) for index in load.indices for e in walk(index)):
             continue  # a gather (a tree's leaf weights at the leaf it reached): its rows follow data, not loops
         along_col = _coefficient(load, tile.col)
@@ -180,3 +194,165 @@ def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
     s = hoist_reduction(s, [row_inner, col_inner])
     s = annotate(s, row_inner, ForKind.UNROLLED)
     return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
+
+
+# --- integer contractions as 4-way dot products ---------------------------------------------------
+
+
+def has_dot_product(target: Target) -> bool:
+    """Whether ``target`` has the 4-way uint8 x int8 dot product ``Dot4`` lowers to (x86 VNNI)."""
+    return target.arch == "x86_64" and "avx512vnni" in target.features
+
+
+@dataclass(frozen=True)
+class _Operands:
+    axis: ReduceAxis  # the reduction axis cut into words of four
+    a: Expr  # uint8
+    b: Expr  # int8, packed into words
+    # Where A's words come from: ``in place`` (four consecutive bytes of a row), else a word pack of A's
+    # buffer along dim ``a_dim`` (a conv's input channels).
+    a_dim: int | None
+
+
+def _a_layout(a: Expr, axis: ReduceAxis) -> tuple[bool, int | None] | None:
+    """(read in place, dim to pack along) for A's words over ``axis``; None if neither works."""
+    if not isinstance(a, Load):
+        return None
+    if _coefficient(a, axis.var) == 1:
+        return True, None
+    dims = [d for d, index in enumerate(a.indices) if axis.var in free_vars(index)]
+    if len(dims) == 1 and a.indices[dims[0]] == axis.var and a.buffer.shape[dims[0]] == axis.extent:
+        return False, dims[0]
+    return None
+
+
+def _dot_operands(c: Computation) -> _Operands | None:
+    """The uint8 and int8 factors of ``sum int32(a) * int32(b)`` over static axes and the axis to cut
+    into words, or None. The axis: one A is contiguous along (its rows read in place), else one A's
+    buffer can be packed along; longer ones first (a 3-tap kernel width fills words poorly)."""
+    if c.combiner != "sum" or c.body.dtype is not DType.I32 or not all(isinstance(a.extent, int) for a in c.axes):
+        return None
+    body = c.body
+    if not (isinstance(body, Binary) and body.op == "mul" and isinstance(body.a, Cast) and isinstance(body.b, Cast)):
+        return None
+    factors = {body.a.value.dtype: body.a.value, body.b.value.dtype: body.b.value}
+    if set(factors) != {DType.U8, DType.I8}:
+        return None
+    a, b = factors[DType.U8], factors[DType.I8]
+    options = []
+    for axis in c.axes:
+        layout = _a_layout(a, axis)
+        if layout is not None and axis.extent > 0:
+            in_place, dim = layout
+            options.append(((axis.extent >= 4, in_place, axis.extent), _Operands(axis, a, b, dim)))
+    return max(options, key=lambda o: o[0])[1] if options else None
+
+
+def _pack_sources(e: Expr) -> list[str]:
+    return [x.buffer.name for x in walk(e) if isinstance(x, Load)]
+
+
+def dot_product_operands_packable(c: Computation, is_constant: Callable[[str], bool] | None,
+                                  runtime_packs: bool) -> bool:
+    """Whether ``dot_product_form`` applies to ``c``: an integer contraction whose int8 factor can be packed
+    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``)."""
+    ops = _dot_operands(c)
+    if ops is None or is_constant is None:
+        return False
+    loop_vars = {*c.index, *(a.var for a in c.axes)}
+    if not free_vars(ops.b) <= loop_vars:
+        return False  # it varies along loops outside ``c`` (a strip-mined block's batch): no one word pack
+    # A's word pack relayouts its whole buffer (whatever loops read it), so it may run per call anywhere,
+    # before a strip-mined contraction's block loops too; B's is per index var, so only for a static ``c``.
+    return all(is_constant(name) for name in _pack_sources(ops.b)) or (runtime_packs and c.is_static)
+
+
+def dot_product_form(c: Computation, is_constant: Callable[[str], bool]
+                     ) -> tuple[Computation, list[Computation], frozenset[str]]:
+    """``c`` (see ``dot_product_operands_packable``) as a sum of ``dot4(A word, B word)`` over words of
+    four steps ``4 w .. 4 w + 3`` of one reduction axis, with the pointwise packs that make the words
+    (B's ``Bw[w, <other axes>, <B's index vars>]``; A's too when it is not read in place) and the names of
+    those that read constants only (compile-time packs).
+
+    A read in place reads four consecutive bytes of its row: when ``K % 4 != 0`` the last word starts at
+    ``K - 4`` (inside the row) and B's last word zeroes the bytes the word before already counted. Packed
+    words are aligned, zero past the end of the axis on both sides.
+    """
+    ops = _dot_operands(c)
+    assert ops is not None
+    r, k_extent = ops.axis.var, ops.axis.extent
+    words = -(-k_extent // 4)
+    in_place = ops.a_dim is None
+    extents = dict(zip(c.index, c.space)) | {a.var: a.extent for a in c.axes}
+    others = [a.var for a in c.axes if a.var != r]
+
+    def start(w: Expr) -> Expr:
+        if not in_place or k_extent % 4 == 0 or k_extent < 4:
+            return w * 4
+        return min_(w * 4, Const(k_extent - 4))
+
+    def position(w: Expr, k: int) -> Expr:
+        # Below 4 terms, or packed: bytes past the end read the last element (and count as zero).
+        last = k_extent - 1
+        if k_extent < 4:
+            return Const(min(k, last))
+        return start(w) + k if in_place or k_extent % 4 == 0 else min_(start(w) + k, Const(last))
+
+    def counts(w: Expr, k: int) -> Expr | None:
+        """Whether byte ``k`` of word ``w`` is a term of its own (None: always)."""
+        if k_extent < 4:
+            return None if k < k_extent else Const(False, DType.BOOL)
+        if k_extent % 4 == 0:
+            return None
+        return compare("ge", start(w) + k, w * 4) if in_place else compare("lt", w * 4 + k, Const(k_extent))
+
+    def word(e: Expr, w: Expr, mapping: dict[Var, Expr], dtype: DType, masked: bool = True) -> Pack4:
+        # Unmasked (A read in place): the bytes stay plain loads, one 32-bit load; B's zeroes cancel them.
+        parts = []
+        for k in range(4):
+            byte = substitute(e, {**mapping, r: position(w, k)})
+            keep = counts(w, k) if masked else None
+            parts.append(byte if keep is None else select(keep, byte, const(0, dtype)))
+        return Pack4(tuple(parts))
+
+    packs: list[Computation] = []
+    constant: set[str] = set()
+
+    def pack_of(e: Expr, role: str, vars_: list[Var], dtype: DType) -> tuple[Buffer, Computation]:
+        digest = hashlib.sha1(repr((e, r, k_extent, in_place, tuple((v, extents[v]) for v in vars_))).encode()).hexdigest()[:8]
+        name = f"{_pack_sources(e)[0]}_{role}_{digest}"
+        w = Var(f"{name}_w")
+        mapping = {v: Var(f"{name}_{v.name}") for v in vars_}
+        unit = {v: Const(0) for v in free_vars(e) if v in extents and not may_exceed_one(extents[v])}
+        packed = Buffer(name, DType.I32, (words, *(extents[v] for v in vars_)))
+        pack = Computation(packed, (w, *mapping.values()), word(substitute(e, unit), w, mapping, dtype))
+        if all(is_constant(n) for n in _pack_sources(e)):
+            constant.add(name)
+        packs.append(pack)
+        return packed, pack
+
+    w = Var(f"{r.name}_w")
+    if in_place:
+        a_word: Expr = word(ops.a, w, {}, DType.U8, masked=False)
+    else:
+        # A's buffer packed along ``a_dim``: the words of every element, in A's own layout (not per loop var).
+        load = ops.a
+        assert isinstance(load, Load)
+        dims = [Var(f"{load.buffer.name}_d{d}") for d in range(len(load.buffer.shape))]
+        source = Load(load.buffer, tuple(r if d == ops.a_dim else v for d, v in enumerate(dims)))
+        digest = hashlib.sha1(repr((load.buffer, ops.a_dim)).encode()).hexdigest()[:8]
+        name = f"{load.buffer.name}_words_{digest}"
+        shape = tuple(words if d == ops.a_dim else n for d, n in enumerate(load.buffer.shape))
+        outer = dims[ops.a_dim]
+        mapping = {v: v for v in dims}
+        pack = Computation(Buffer(name, DType.I32, shape), tuple(dims),
+                           word(source, outer, mapping, DType.U8))
+        packs.append(pack)
+        if is_constant(load.buffer.name):
+            constant.add(name)
+        a_word = Load(pack.output, tuple(w if d == ops.a_dim else i for d, i in enumerate(load.indices)))
+    b_vars = [v for v in (*others, *c.index) if v in free_vars(ops.b) and may_exceed_one(extents[v])]
+    b_packed, _ = pack_of(ops.b, "dot4", b_vars, DType.I8)
+    body = Dot4(a_word, Load(b_packed, (w, *b_vars)))
+    axes = tuple(ReduceAxis(w, words) if a.var == r else a for a in c.axes)
+    return replace(c, body=body, axes=axes), packs, frozenset(constant)

@@ -7,7 +7,9 @@ Three classes, recognised from the computation itself rather than from op names:
   gather...). It gets a register tile: ``rows`` × ``lanes`` accumulators kept in
   vector registers while the reduction streams (``hoist_reduction``), rows
   unrolled, lanes vectorized. An output index read through a division (a grouped
-  conv's channel) is first split into group and member indices.
+  conv's channel) is first split into group and member indices. An 8-bit integer
+  one (uint8 x int8 into int32) is first rewritten into 4-way dot products where
+  the target has them (``contraction.dot_product_form``: VNNI).
 - other reductions and pointwise computations: innermost loop vectorized where
   its store is contiguous and every load contiguous, invariant or a short stride
   along it (a stride-2 pool's window); failing that, a reduction is vectorized
@@ -37,7 +39,8 @@ from compiler.loopir.sizes import Size, may_exceed_one, nominal, size_expr, size
 from compiler.loopir.stmt import For, ForKind, Stmt, map_stmts, seq, walk_stmts
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
-from compiler.schedule.contraction import L2_BUDGET, choose_tile, max_tile_rows, pack_operands, tiled_contraction
+from compiler.schedule.contraction import (L2_BUDGET, choose_tile, dot_product_form, dot_product_operands_packable,
+                                           has_dot_product, max_tile_rows, pack_operands, tiled_contraction)
 from compiler.schedule.strip_mine import at_extents, serial_top, strip_mine
 from compiler.schedule.transforms import (annotate, blocks_inside, collapse, hoist_reduction, outermost_loop, reorder,
                                          split, vectorize_reduction)
@@ -97,6 +100,13 @@ def _contraction_rows(c: Computation, lanes_var: Var) -> Var | None:
 
 def _is_contraction(c: Computation) -> bool:
     return c.combiner == "sum" and len(_loads(c)) >= 2 and c.body.dtype.is_float
+
+
+def _is_dot_product(c: Computation, target: Target, is_constant: Callable[[str], bool] | None,
+                    runtime_packs: bool = True) -> bool:
+    """An 8-bit integer contraction the target's dot product instruction takes (``dot_product_form``)."""
+    return (c.is_reduction and has_dot_product(target) and len(_loads(c)) >= 2
+            and dot_product_operands_packable(c, is_constant, runtime_packs))
 
 
 def _store_coefficient(c: Computation, v: Var) -> int | None:
@@ -198,7 +208,13 @@ def schedule(c: Computation, target: Target, is_constant: Callable[[str], bool] 
 def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str], bool] | None,
                      runtime_packs: bool = True) -> Scheduled:
     """The schedule of a computation whose iteration space is static (its buffers' shapes need not be)."""
-    if c.is_reduction and _is_contraction(c):
+    packs: list[Computation] = []
+    if _is_dot_product(c, target, is_constant, runtime_packs):
+        # Into 4-way dot products over packed int8 words; the contraction schedule below takes it from there.
+        c, words, constant = dot_product_form(c, is_constant)
+        packs.extend(words)
+        is_constant = _also_constant(is_constant, {p.output.name for p in words}, constant)
+    elif c.is_reduction and _is_contraction(c):
         # A 1x1 conv over a small image is a GEMM over its flat pixels (pointwise kernels keep
         # their dims: flattening them is untried, and their goldens show the printer's nests).
         c = flatten_inner(split_grouped_index(c))
@@ -207,14 +223,15 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
         c = flatten_reduction(c)
     live = _live_index(c)
     if not live:
-        return Scheduled(build_loops(c))
+        return Scheduled(build_loops(c), tuple(packs))
     lanes = target.vector_lanes(c.body.dtype.itemsize)
-    tile_var = _contraction_lanes(c, lanes) if c.is_reduction and _is_contraction(c) else None
-    packs: list[Computation] = []
+    contraction = c.is_reduction and (_is_contraction(c) or bool(packs))
+    tile_var = _contraction_lanes(c, lanes) if contraction else None
     if tile_var is not None:
         tile = choose_tile(c, target, lanes, tile_var, _contraction_rows(c, tile_var))
         if is_constant is not None:
-            c, packs = pack_operands(c, tile, is_constant, runtime_packs)
+            c, panels = pack_operands(c, tile, is_constant, runtime_packs)
+            packs.extend(panels)
         s = tiled_contraction(c, tile)
     else:
         s = build_loops(c)
@@ -236,6 +253,11 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
         else:
             s = _transposed_vectors(c, s, lanes)
     return Scheduled(_parallelized(c, s, tile_var), tuple(packs))
+
+
+def _also_constant(is_constant: Callable[[str], bool], made: set[str], constant: frozenset[str]) -> Callable[[str], bool]:
+    """``is_constant`` that also knows the packs ``made`` in this schedule (not yet placed by the driver)."""
+    return lambda n: n in constant if n in made else is_constant(n)
 
 
 def _parallelized(c: Computation, s: Stmt, tile_var: Var | None) -> Stmt:
@@ -291,7 +313,7 @@ def _strip_mined_contraction(c: Computation, target: Target,
     block, is cut again into halving blocks (8, 4, 2, 1 rows after 14), so every element is computed by a
     static tile. The reduction may be symbolic (attention's values over the sequence). None where that
     does not apply."""
-    if not (c.is_reduction and _is_contraction(c)):
+    if not (c.is_reduction and (_is_contraction(c) or _is_dot_product(c, target, is_constant, runtime_packs=False))):
         return None
     symbolic = [v for v, n in zip(c.index, c.space) if not isinstance(n, int)]
     if not symbolic:

@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Expr, Load, Select, Var, free_vars, map_loads, min_,
-                                  substitute, walk)
+from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Expr, Load, Pack4, Select, Var, free_vars, map_loads,
+                                  min_, substitute, walk)
 from compiler.dtypes import DType
 from compiler.loopir.sizes import is_one, may_exceed_one
 
@@ -78,7 +78,9 @@ class _NotConstant(Exception):
     pass
 
 
-_NUMPY_OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "min": np.minimum, "max": np.maximum}
+_NUMPY_OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "min": np.minimum, "max": np.maximum,
+              "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal, "eq": np.equal,
+              "ne": np.not_equal}
 
 
 def _eval(e: Expr, env: dict[Var, np.ndarray], arrays: dict[str, np.ndarray]):
@@ -98,6 +100,14 @@ def _eval(e: Expr, env: dict[Var, np.ndarray], arrays: dict[str, np.ndarray]):
         return a // b if e.op == "div" else a % b
     if isinstance(e, Select):
         return np.where(_eval(e.cond, env, arrays), _eval(e.true_value, env, arrays), _eval(e.false_value, env, arrays))
-    if isinstance(e, Cast) and e.dtype is DType.I64:
-        return _eval(e.value, env, arrays).astype(np.int64)
+    if isinstance(e, Cast) and not e.dtype.is_float and e.dtype.bits >= 8 and not e.value.dtype.is_float:
+        # Integer conversions wrap, in numpy as in the generated code.
+        return np.asarray(_eval(e.value, env, arrays)).astype(e.dtype.numpy)
+    if isinstance(e, Pack4):
+        # Word packs of integer contractions (``contraction.dot_product_form``): byte k at bits 8k.
+        word = np.zeros((), np.uint32)
+        for k, part in enumerate(e.parts):
+            byte = np.asarray(_eval(part, env, arrays)).astype(np.uint8).astype(np.uint32)
+            word = word | (byte << np.uint32(8 * k))
+        return word.astype(np.int32)  # wraps: bit 31 is the sign of byte 3
     raise _NotConstant(type(e).__name__)

@@ -42,8 +42,8 @@ import numpy as np
 
 from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, padded_extent, vector_parts
 from compiler.dtypes import DType
-from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index, linear_coefficient,
-                                  substitute, walk)
+from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Dot4, Expr, Load, Pack4, Select, Var, flat_index,
+                                  linear_coefficient, substitute, walk)
 from compiler.loopir.sizes import SizeVar, size_expr, static_value
 from compiler.loopir.stmt import (Alloc, For, ForKind, Kernel, Seq, Stmt, Store, kernel_size_vars, loads_and_stores,
                                   walk_stmts)
@@ -72,6 +72,8 @@ class ModuleEmitter:
     outlined: int = 0
     # The size variables, in the order of the run's dims array.
     dims: tuple[str, ...] = ()
+    # The target's LLVM features: which instructions ``Dot4`` may lower to.
+    features: tuple[str, ...] = ()
 
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         if name not in self.functions:
@@ -473,7 +475,73 @@ class FunctionEmitter:
             return self.b.select(c, t, f)
         if isinstance(e, Cast):
             return self.cast(self.expr(e.value), e.value.dtype, e.type, e.saturate, e.round_mode)
+        if isinstance(e, Pack4):
+            return self.pack4(e)
+        if isinstance(e, Dot4):
+            return self.dot4(None, e)
         raise TypeError(f"cannot emit {type(e).__name__}")
+
+    def pack4(self, e: Pack4) -> ir.Value:
+        """Four bytes as an int32 word: one unaligned 32-bit load where they are consecutive elements of an
+        8-bit buffer (a row of activations read in place), else each widened and shifted into place."""
+        first = e.parts[0]
+        if (isinstance(first, Load) and first.buffer.dtype.bits == 8 and not _is_packed(first.buffer)
+                and all(isinstance(p, Load) and p.buffer == first.buffer for p in e.parts)):
+            base = flat_index(_layout(first.buffer), first.indices)
+            offsets = [flat_index(_layout(p.buffer), p.indices) for p in e.parts]
+            vector = self.vector.var if self.vector is not None else None
+            if all(_offset_difference(o, base) == k for k, o in enumerate(offsets)) and (
+                    vector is None or linear_coefficient(base, vector) == 0):
+                ptr = self.b.gep(self.pointers[first.buffer.name], [self.index(base)], inbounds=True, source_etype=I8)
+                return self.b.load(ptr, typ=I32, align=1)
+        word = None
+        for k, part in enumerate(e.parts):
+            v = self.expr(part)
+            lanes = v.type.count if is_vector(v) else None
+            wide = self.b.zext(v, vectorized(I32, lanes))
+            if k:
+                wide = self.b.shl(wide, self.broadcast(ir.Constant(I32, 8 * k), lanes))
+            word = wide if word is None else self.b.or_(*self._match(word, wide))
+        return word
+
+    def dot4(self, acc: ir.Value | None, e: Dot4) -> ir.Value:
+        """``acc + Dot4(a, b)`` lane by lane (``acc`` None: 0). With VNNI, ``vpdpbusd`` on each 16 / 8 / 4 lanes;
+        elsewhere (and for other widths) the bytes widened to int32, multiplied and summed in groups of four."""
+        a, b = self._match(self.expr(e.a), self.expr(e.b))
+        if acc is not None:
+            acc, a, b = self._match(acc, a, b)
+        lanes = a.type.count if is_vector(a) else 1
+        if "avx512vnni" in self.mod.features and lanes in (4, 8, 16, 32):
+            if acc is None:
+                acc = ir.Constant(a.type, None)
+            chunk = min(lanes, 16)
+            if chunk < 16 and "avx512vl" not in self.mod.features:
+                return self._dot4_widened(acc, a, b, lanes)
+            vt = ir.VectorType(I32, chunk)
+            fn = self.mod.declare(f"llvm.x86.avx512.vpdpbusd.{32 * chunk}", vt, [vt, vt, vt])
+            pieces = []
+            for start in range(0, lanes, chunk):
+                picks = ir.Constant(ir.VectorType(I32, chunk), list(range(start, start + chunk)))
+                part = [v if chunk == lanes else self.b.shuffle_vector(v, v, picks) for v in (acc, a, b)]
+                pieces.append(self.b.call(fn, part))
+            if len(pieces) == 1:
+                return pieces[0]
+            return self.b.shuffle_vector(pieces[0], pieces[1], ir.Constant(ir.VectorType(I32, lanes), list(range(lanes))))
+        return self._dot4_widened(acc, a, b, lanes)
+
+    def _dot4_widened(self, acc: ir.Value | None, a: ir.Value, b: ir.Value, lanes: int) -> ir.Value:
+        """The portable ``Dot4``: bytes zero- / sign-extended to int32, multiplied, groups of four added."""
+        bytes_t = ir.VectorType(I8, 4 * lanes)
+        wide_t = ir.VectorType(I32, 4 * lanes)
+        product = self.b.mul(self.b.zext(self.b.bitcast(a, bytes_t), wide_t), self.b.sext(self.b.bitcast(b, bytes_t), wide_t))
+        total = acc
+        for k in range(4):
+            picks = ir.Constant(ir.VectorType(I32, lanes), [4 * j + k for j in range(lanes)])
+            term = self.b.shuffle_vector(product, product, picks)
+            if lanes == 1:
+                term = self.b.extract_element(term, ir.Constant(I32, 0))
+            total = term if total is None else self.b.add(total, term)
+        return total
 
     def _bf16_rounded(self, v: ir.Value, dtype: DType) -> ir.Value:
         """A bfloat16 result (computed in a float register) rounded to bfloat16, as each op's output
@@ -483,6 +551,9 @@ class FunctionEmitter:
         return self._from_memory(self._float_to_bf16(v, v.type.count if is_vector(v) else None), DType.BF16)
 
     def binary(self, e: Binary) -> ir.Value:
+        if e.op == "add" and isinstance(e.b, Dot4):
+            # A reduction's update ``acc + dot4(a, b)``: the accumulating form, one vpdpbusd.
+            return self.dot4(self.expr(e.a), e.b)
         a, b = self._match(self.expr(e.a), self.expr(e.b))
         dtype = e.a.dtype
         op = e.op
@@ -634,6 +705,25 @@ class FunctionEmitter:
         toward_zero = self.b.select(away, self.b.sub(bits, one), bits)
         odd = self.b.select(inexact, self.b.or_(toward_zero, one), toward_zero)
         return self.b.bitcast(odd, near.type)
+
+
+def _offset_difference(x: Expr, y: Expr) -> int | None:
+    """The constant ``x - y`` of two index expressions that differ only in constant terms, else None."""
+    if x == y:
+        return 0
+    if isinstance(x, Const) and isinstance(y, Const):
+        return int(x.value) - int(y.value)
+    if isinstance(x, Binary) and x.op == "add" and isinstance(x.b, Const):
+        d = _offset_difference(x.a, y)
+        if d is not None:
+            return d + int(x.b.value)
+    if isinstance(y, Binary) and y.op == "add" and isinstance(y.b, Const):
+        d = _offset_difference(x, y.a)
+        if d is not None:
+            return d - int(y.b.value)
+    if isinstance(x, Binary) and isinstance(y, Binary) and x.op == y.op == "add" and x.a == y.a:
+        return _offset_difference(x.b, y.b)
+    return None
 
 
 def _is_packed(buffer: Buffer) -> bool:

@@ -78,7 +78,7 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
     module.triple = target.triple
     _add_signature(module, signature)
     _add_sizes(module, layout)
-    emitter = ModuleEmitter(module, dims=layout.dims)
+    emitter = ModuleEmitter(module, dims=layout.dims, features=target.features)
     # A kernel equal to an earlier one up to names (a repeated layer) calls that one's function.
     by_form: dict[Kernel, ir.Function] = {}
     functions = []

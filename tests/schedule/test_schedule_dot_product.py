@@ -1,0 +1,159 @@
+"""Integer contractions as 4-way dot products: the rewrite, its packs, both lowerings of ``Dot4``, the ISA.
+
+``dot_product_form`` turns ``sum_r int32(u8 a) * int32(s8 b)`` into ``sum_w dot4(pack4(a bytes), Bw[w, j])``;
+the scheduled nest (packs run as kernels first, or evaluated with numpy as the driver folds constant
+ones) must give numpy's int32 result exactly, for reductions that are and are not multiples of 4. The
+emitter lowers ``Dot4`` to ``vpdpbusd`` with VNNI and to widened multiplies without: a kernel emitted
+for a target without VNNI (runnable on this host) checks the portable lowering.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from compiler.codegen.link import link_shared_object
+from compiler.codegen.llvm.module import BufferRef, KernelCall, build_module, compile_module, emit_assembly
+from compiler.codegen.target import Target, resolve_target
+from compiler.dtypes import DType
+from compiler.frontend import load_graph
+from compiler.graph.passes import run_passes
+from compiler.loopir.compute import Computation, ReduceAxis
+from compiler.loopir.expr import Buffer, Dot4, Pack4, Var, cast
+from compiler.loopir.printer import format_expr, format_stmt
+from compiler.loopir.stmt import For, ForKind, Kernel, Stmt, Store, loads_and_stores, seq
+from compiler.lowering.driver import lower_graph
+from compiler.schedule.contraction import dot_product_form, dot_product_operands_packable
+from compiler.schedule.defaults import schedule, schedule_computation
+from compiler.schedule.packing import evaluate
+from helpers_onnx import node_model
+from runtime_stub.native import NativeModule
+
+VNNI = resolve_target("x86_64-linux-gnu", "znver4")
+NO_VNNI = resolve_target("x86_64-linux-gnu", "x86-64-v4")
+i, j, r = Var("i"), Var("j"), Var("r")
+
+
+def _has_vnni_host() -> bool:
+    return "avx512vnni" in resolve_target("host").features
+
+
+def _run(body: Stmt, arrays: dict[str, np.ndarray], target: Target) -> None:
+    """Compile ``body`` as one kernel for ``target`` (which this host must be able to run) and run it."""
+    params: dict[str, Buffer] = {}
+    for buffer, _ in loads_and_stores(body):
+        if buffer.scope == "global":
+            params.setdefault(buffer.name, buffer)
+    call = KernelCall(Kernel("k", tuple(params.values()), body), tuple(BufferRef("input", index=n) for n in range(len(params))))
+    native = link_shared_object([compile_module(build_module([call], target), target)], target.triple, target.cpu)
+    module = NativeModule(native, 1)
+    try:
+        assert module.run([arrays[name].ctypes.data for name in params], [], 0, 0) == 0
+    finally:
+        module.close()
+
+
+def _int_matmul(m: int, kk: int, n: int) -> tuple[Computation, Buffer, Buffer, Buffer]:
+    a, b, y = Buffer("a", DType.U8, (m, kk)), Buffer("b", DType.I8, (kk, n)), Buffer("y", DType.I32, (m, n))
+    body = cast(a[i, r], DType.I32) * cast(b[r, j], DType.I32)
+    return Computation(y, (i, j), body, (ReduceAxis(r, kk),), "sum"), a, b, y
+
+
+def _operands(m: int, kk: int, n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(kk)
+    return {"a": rng.integers(0, 256, (m, kk)).astype(np.uint8), "b": rng.integers(-128, 128, (kk, n)).astype(np.int8)}
+
+
+def test_printer_shows_the_word_nodes():
+    a, w = Buffer("a", DType.U8, (2, 8)), Buffer("w", DType.I32, (2, 4))
+    word = Pack4(tuple(a[i, r * 4 + k] for k in range(4)))
+    assert format_expr(Dot4(word, w[r, j])) == (
+        "dot4_u8s8(pack4(a[i, (r * 4)], a[i, ((r * 4) + 1)], a[i, ((r * 4) + 2)], a[i, ((r * 4) + 3)]), w[r, j])")
+
+
+@pytest.mark.parametrize("kk", [1, 3, 4, 6, 13, 16])
+def test_word_pack_evaluates_like_numpy(kk):
+    c, _, b, _ = _int_matmul(3, kk, 5)
+    _, (pack,), constant = dot_product_form(c, lambda name: name == "b")
+    assert constant == {pack.output.name}
+    values = _operands(3, kk, 5)
+    words = evaluate(pack, {"b": values["b"]})
+    assert words.dtype == np.int32 and words.shape == (-(-kk // 4), 5)
+    # Each word's bytes (low first) are 4 consecutive rows of b; the last word of a K % 4 != 0
+    # reduction starts at K - 4 with the rows the word before counted zeroed.
+    raw = words.view(np.uint8).reshape(words.shape[0], 5, 4).view(np.int8)
+    for w in range(words.shape[0]):
+        start = 4 * w if kk % 4 == 0 or kk < 4 else min(4 * w, kk - 4)
+        for byte in range(4):
+            row = start + byte
+            counted = row >= 4 * w and row < kk
+            want = values["b"][min(row, kk - 1)] if counted else np.zeros(5, np.int8)
+            np.testing.assert_array_equal(raw[w, :, byte], want)
+
+
+def test_dot_product_form_needs_a_packable_int8_operand():
+    c, _, _, _ = _int_matmul(4, 8, 16)
+    assert dot_product_operands_packable(c, lambda name: name == "b", runtime_packs=False)
+    assert dot_product_operands_packable(c, lambda name: False, runtime_packs=True)
+    assert not dot_product_operands_packable(c, lambda name: False, runtime_packs=False)
+    f = Buffer("f", DType.F32, (4, 8))
+    float_body = Computation(c.output, c.index, cast(f[i, r], DType.I32) * cast(c.body.b.value, DType.I32), c.axes, "sum")
+    assert not dot_product_operands_packable(float_body, lambda name: True, runtime_packs=True)
+
+
+@pytest.mark.parametrize("m, kk, n", [(1, 1, 1), (5, 3, 17), (14, 8, 32), (29, 13, 47), (40, 130, 96)])
+@pytest.mark.parametrize("target", [VNNI, NO_VNNI], ids=["vpdpbusd", "widened"])
+def test_scheduled_dot_products_are_exact(m, kk, n, target):
+    if not _has_vnni_host():
+        pytest.skip("the host cannot run VNNI code")
+    c, _, _, _ = _int_matmul(m, kk, n)
+    # Scheduled for VNNI (so the nest holds Dot4) whatever the target it is emitted for.
+    scheduled = schedule(c, VNNI, lambda name: False)
+    assert "dot4_u8s8" in format_stmt(scheduled.body)
+    arrays = _operands(m, kk, n)
+    arrays["y"] = np.full((m, n), -1, np.int32)
+    for p in scheduled.packs:
+        arrays[p.output.name] = np.zeros(p.output.shape, p.output.dtype.numpy)
+    body = seq(*(schedule_computation(p, target) for p in scheduled.packs), scheduled.body)
+    _run(body, arrays, target)
+    want = arrays["a"].astype(np.int32) @ arrays["b"].astype(np.int32)
+    np.testing.assert_array_equal(arrays["y"], want)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 4, 8, 16, 32])
+@pytest.mark.parametrize("target", [VNNI, NO_VNNI], ids=["vpdpbusd", "widened"])
+def test_dot4_lowerings_at_every_width(lanes, target):
+    # acc[j] += dot4(word of a, w[r, j]) with bytes at the ends of their types, for each vector width.
+    if not _has_vnni_host():
+        pytest.skip("the host cannot run VNNI code")
+    words = 3
+    a, w, y = Buffer("a", DType.U8, (4 * words,)), Buffer("w", DType.I32, (words, lanes)), Buffer("y", DType.I32, (lanes,))
+    word = Pack4(tuple(a[4 * r + k] for k in range(4)))
+    body = For(r, words, For(j, lanes, Store(y, (j,), y[j] + Dot4(word, w[r, j])),
+                             ForKind.VECTORIZED if lanes > 1 else ForKind.SERIAL))
+    rng = np.random.default_rng(lanes)
+    av = rng.choice(np.array([0, 1, 254, 255], np.uint8), 4 * words)
+    wb = rng.choice(np.array([-128, -127, 0, 126, 127], np.int8), (words, lanes, 4))
+    arrays = {"a": av, "w": np.ascontiguousarray(wb).view(np.int32).reshape(words, lanes),
+              "y": np.arange(lanes, dtype=np.int32)}
+    _run(body, arrays, target)
+    want = np.arange(lanes) + np.einsum("wk,wjk->j", av.reshape(words, 4).astype(np.int64), wb.astype(np.int64))
+    np.testing.assert_array_equal(arrays["y"], want.astype(np.int32))
+
+
+def _assembly(target: Target) -> str:
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.integers(0, 256, (64, 256)).astype(np.uint8)}
+    consts = {"b": rng.integers(-128, 128, (256, 256)).astype(np.int8), "az": np.uint8(3), "bz": np.int8(-2)}
+    model = node_model("MatMulInteger", ["a", "b", "az", "bz"], feeds, consts=consts, opset=10)
+    program = lower_graph(run_passes(load_graph(model)), target)
+    return emit_assembly(build_module(program.calls, target), target)
+
+
+def test_matmul_integer_uses_vpdpbusd_on_vnni_targets():
+    asm = _assembly(VNNI)
+    # The 13 x 32 register tile: two zmm vpdpbusd per row per word.
+    assert len(re.findall(r"\bvpdpbusd\s+[^\n]*zmm", asm)) >= 26
+    assert "vpdpbusd" not in _assembly(NO_VNNI)
