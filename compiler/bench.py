@@ -143,6 +143,12 @@ class TimingSummary:
     runs: int
 
 
+def geomean(values: Sequence[float | None]) -> float:
+    """The geometric mean of the values given (None and 0 skipped); NaN when none is."""
+    kept = [v for v in values if v]
+    return math.exp(statistics.fmean(math.log(v) for v in kept)) if kept else float("nan")
+
+
 def summarize(times_ms: Sequence[float]) -> TimingSummary:
     return TimingSummary(statistics.median(times_ms), min(times_ms), statistics.fmean(times_ms), max(times_ms),
                          len(times_ms))

@@ -10,7 +10,6 @@ step (batch 1, one new token) over pasts of 16, 128 and 512 tokens, and a 128-to
 
 from __future__ import annotations
 
-import math
 import pathlib
 import statistics
 import tempfile
@@ -66,8 +65,7 @@ class DecodeRow:
             for threads in sorted({r.threads for r in rows}):
                 ok = [r.ratio for r in rows if r.phase == phase and r.threads == threads and r.ratio]
                 if ok:
-                    mean = math.exp(statistics.fmean(math.log(v) for v in ok))
-                    lines.append(f"| **geomean** | {phase} | | | {threads} | | | **{mean:.2f}** | |")
+                    lines.append(f"| **geomean** | {phase} | | | {threads} | | | **{bench.geomean(ok):.2f}** | |")
         return "\n".join(lines)
 
 

@@ -10,7 +10,6 @@ formats the table with the geometric means of dynamic/static and dynamic/onnxrun
 
 from __future__ import annotations
 
-import math
 import pathlib
 import statistics
 import tempfile
@@ -90,14 +89,9 @@ class DynamicRow:
         for threads in sorted({r.threads for r in rows}):
             ok = [r for r in rows if r.threads == threads and not r.error]
             if ok:
-                lines.append(f"| **geomean** | | {threads} | | | | **{_geomean([r.vs_static for r in ok]):.2f}** | "
-                             f"**{_geomean([r.vs_ort for r in ok]):.2f}** | |")
+                lines.append(f"| **geomean** | | {threads} | | | | **{bench.geomean([r.vs_static for r in ok]):.2f}** | "
+                             f"**{bench.geomean([r.vs_ort for r in ok]):.2f}** | |")
         return "\n".join(lines)
-
-
-def _geomean(values: list[float | None]) -> float:
-    kept = [v for v in values if v]
-    return math.exp(statistics.fmean(math.log(v) for v in kept)) if kept else float("nan")
 
 
 def _shape_text(feeds: Feeds) -> str:

@@ -468,32 +468,30 @@ def _print_bench_result(onnx_model: pathlib.Path, args: argparse.Namespace, resu
 
 
 def _bench_decode(args: argparse.Namespace) -> int:
-    from compiler import bench, bench_decode
+    from compiler import bench_decode
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(bench_decode.CASES)
-    unknown = [n for n in names if n not in bench_decode.CASES]
-    if unknown:
-        raise CliError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(bench_decode.CASES)}")
-    threads = args.threads or list(dict.fromkeys([1, bench.default_threads()]))
-    start = time.perf_counter()
-    rows = bench_decode.run_decode(names, threads, runs=args.runs, warmup=args.warmup,
-                                   progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
-    print(bench_decode.DecodeRow.markdown_table(rows))
-    return EXIT_OK if all(row.error is None for row in rows) else EXIT_ERROR
+    return _bench_builtin(args, bench_decode.CASES, bench_decode.run_decode, bench_decode.DecodeRow.markdown_table)
 
 
 def _bench_dynamic(args: argparse.Namespace) -> int:
-    from compiler import bench, bench_dynamic
+    from compiler import bench_dynamic
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(bench_dynamic.CASES)
-    unknown = [n for n in names if n not in bench_dynamic.CASES]
+    return _bench_builtin(args, bench_dynamic.CASES, bench_dynamic.run_dynamic, bench_dynamic.DynamicRow.markdown_table)
+
+
+def _bench_builtin(args: argparse.Namespace, cases: Any, run: Any, table: Any) -> int:
+    """A benchmark of built-in models (``--dynamic``, ``--decode``): ``run`` the picked ``cases``, print the table."""
+    from compiler import bench
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(cases)
+    unknown = [n for n in names if n not in cases]
     if unknown:
-        raise CliError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(bench_dynamic.CASES)}")
+        raise CliError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(cases)}")
     threads = args.threads or list(dict.fromkeys([1, bench.default_threads()]))
     start = time.perf_counter()
-    rows = bench_dynamic.run_dynamic(names, threads, runs=args.runs, warmup=args.warmup,
-                                     progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
-    print(bench_dynamic.DynamicRow.markdown_table(rows))
+    rows = run(names, threads, runs=args.runs, warmup=args.warmup,
+               progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
+    print(table(rows))
     return EXIT_OK if all(row.error is None for row in rows) else EXIT_ERROR
 
 

@@ -165,6 +165,23 @@ def test_bench_dynamic_table(capsys):
     assert out.count("| cnn_hw |") == 3 and "**geomean**" in out
 
 
+def test_bench_decode_table(capsys, monkeypatch):
+    """Every phase of a (tiny) decoder against onnxruntime, logits within 1e-4; an unknown model is refused."""
+    pytest.importorskip("onnxruntime")
+    from compiler import bench_decode
+    from compiler.models.decoder import llama_decoder_model
+
+    monkeypatch.setattr(bench_decode, "CASES", {"tiny": lambda: llama_decoder_model(layers=1, hidden=32, heads=4,
+                                                                                       kv_heads=2, intermediate=64)})
+    assert cli.main(["bench", "--decode", "--models", "nope"]) == 1
+    assert "unknown model(s) nope; known: tiny" in capsys.readouterr().err
+    assert cli.main(["bench", "--decode", "--threads", "1", "--runs", "2", "--warmup", "0"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
+    assert [row.split("|")[2:4] for row in rows] == [[" decode ", " 16 "], [" decode ", " 128 "], [" decode ", " 512 "],
+                                                     [" prefill ", " 0 "]]
+    assert all(float(row.split("|")[-2]) <= 1e-4 for row in rows)
+
+
 def test_bench_existing_artifact_needs_onnx(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     model = _gemm_model(tmp_path / "gemm.onnx")
