@@ -20,6 +20,7 @@ from runtime_stub.errors import (
     ShapeError,
     TargetError,
     TilecError,
+    TilecWarning,
     ToolchainError,
     UnsupportedOpError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ShapeError",
     "TargetError",
     "TilecError",
+    "TilecWarning",
     "ToolchainError",
     "UnsupportedOpError",
     "describe_node",

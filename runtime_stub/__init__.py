@@ -12,6 +12,7 @@ from runtime_stub.errors import (
     InvalidOutputNameError,
     NotAnArtifactError,
     TilecError,
+    TilecWarning,
 )
 from runtime_stub.session import InferenceSession, KernelTime, NodeArg
 
@@ -28,4 +29,5 @@ __all__ = [
     "NodeArg",
     "NotAnArtifactError",
     "TilecError",
+    "TilecWarning",
 ]

@@ -12,6 +12,10 @@ class TilecError(Exception):
     """Base class of every error tilec raises on purpose."""
 
 
+class TilecWarning(UserWarning):
+    """Something tilec accepted by reading it one way where the model could be read otherwise; says which."""
+
+
 # --- compile time -----------------------------------------------------------------
 
 

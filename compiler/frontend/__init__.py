@@ -2,7 +2,8 @@
 
 ``load_graph`` chains the steps: :mod:`.loader` (read, check, bind input
 shapes, convert the opset, infer shapes), :mod:`.sequences` (tensor sequences
-known at compile time become tensor ops), :mod:`.folding` (compile-time
+known at compile time become tensor ops), :mod:`.qdq` (QDQ models' contractions
+over dequantized 8-bit values become integer contractions), :mod:`.folding` (compile-time
 constant folding to a fixpoint with shape inference) and :mod:`.importer`
 (ONNX -> :class:`compiler.graph.ir.Graph`).
 """
@@ -18,6 +19,7 @@ from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
 from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
+from compiler.frontend.qdq import integer_contractions
 from compiler.frontend.rewrite import NameSource
 from compiler.frontend.sequences import resolve_sequences
 from compiler.graph.ir import PHI_DOMAIN, Graph
@@ -46,7 +48,8 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
-    folded = fold_model(resolve_sequences(load_model(model, input_shapes, constant_inputs)), is_supported, read_values)
+    loaded = integer_contractions(resolve_sequences(load_model(model, input_shapes, constant_inputs)))
+    folded = fold_model(loaded, is_supported, read_values)
     if is_supported is not None:
         # A Phi (a run-time If's output) is the frontend's own node, lowered by the driver.
         missing = [n for n in folded.nodes if n.domain != PHI_DOMAIN and not is_supported(n.op_type, normalize_domain(n.domain))]

@@ -6,7 +6,10 @@ Contract of :func:`load_model`: given a path, serialized bytes or a
 * passed ``onnx.checker`` (nodes topologically sorted first, so a file listing
   its nodes out of order is accepted; onnxruntime's own default-domain ops,
   ``SimplifiedLayerNormalization`` and ``LayerNormalization`` below opset 17,
-  moved to domain ``com.microsoft`` first, where the frontend expands them),
+  moved to domain ``com.microsoft`` first, where the frontend expands them;
+  the per-axis ``axis`` of Quantize/DequantizeLinear that onnxruntime's
+  quantizer writes into models below opset 13 is read as opset 13's, with a
+  :class:`TilecWarning` saying so),
 * has the user's ``input_shapes`` bound onto its graph inputs, and the graph
   inputs named in ``constant_inputs`` turned into initializers holding the given
   values (for inputs that fix shapes: axes, sizes, pads),
@@ -37,13 +40,14 @@ from __future__ import annotations
 import heapq
 import os
 import pathlib
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
-from compiler.errors import ModelLoadError, ShapeError, describe_node
+from compiler.errors import ModelLoadError, ShapeError, TilecWarning, describe_node
 from compiler.frontend.shape_fixes import corrected_types
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
@@ -69,12 +73,15 @@ def load_model(model: ModelSource, input_shapes: InputShapes | None = None,
     sort_graph(proto.graph)
     check_order(proto.graph, source)
     claim_ort_default_domain_ops(proto)
+    early_axes = take_early_quantizer_axes(proto)
     check_model(proto, source)
     check_tensors(proto, source)
     bind_input_shapes(proto.graph, input_shapes or {})
     name_unnamed_dims(proto.graph)
     bind_input_values(proto.graph, constant_inputs or {})
     proto = convert_opset(proto)
+    if early_axes:
+        restore_quantizer_axes(proto, early_axes, source)
     types = infer_types(proto.graph, opsets_of(proto), constants=None)
     check_node_types(proto, types, source)
     check_output_types(proto, types, source)
@@ -137,6 +144,45 @@ def claim_ort_default_domain_ops(model: onnx.ModelProto) -> None:
 
     if claim(model.graph) and ORT_DOMAIN not in opsets_of(model):
         model.opset_import.append(helper.make_opsetid(ORT_DOMAIN, 1))
+
+
+_QUANTIZERS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def take_early_quantizer_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """Remove the ``axis`` attribute from Quantize/DequantizeLinear nodes of a model below opset 13 (in place);
+    returns it per node (keyed by the node's output).
+
+    onnxruntime's quantizer writes per-channel scales with ``axis`` whatever the model's opset (onnxruntime
+    1.32 itself then refuses the file); the attribute (per-axis quantization) exists from opset 13 on, with
+    one meaning, so the checker is shown the node without it and the model gets it back once converted.
+    """
+    if opsets_of(model).get("", CANONICAL_OPSET) >= 13:
+        return {}
+    axes = {}
+    for node in model.graph.node:
+        if node.op_type in _QUANTIZERS and node.domain in ("", "ai.onnx"):
+            kept = [a for a in node.attribute if a.name != "axis"]
+            if len(kept) < len(node.attribute):
+                axes[node.output[0]] = next(a.i for a in node.attribute if a.name == "axis")
+                del node.attribute[:]
+                node.attribute.extend(kept)
+    return axes
+
+
+def restore_quantizer_axes(model: onnx.ModelProto, axes: Mapping[str, int], source: str) -> None:
+    """Give the converted model's quantizers back the ``axis`` that :func:`take_early_quantizer_axes` took."""
+    version = opsets_of(model).get("")
+    if version is None or version < 13:
+        raise ModelLoadError(f"{source}: {len(axes)} QuantizeLinear/DequantizeLinear node(s) use attribute 'axis' "
+                             f"(per-axis quantization, opset 13) in an opset-{version} model that could not be "
+                             f"converted to opset {CANONICAL_OPSET}")
+    for node in model.graph.node:
+        if node.op_type in _QUANTIZERS and node.output[0] in axes:
+            node.attribute.append(helper.make_attribute("axis", axes[node.output[0]]))
+    warnings.warn(f"{source}: read the 'axis' attribute of {len(axes)} QuantizeLinear/DequantizeLinear node(s) "
+                  f"below opset 13 as opset 13's per-axis quantization (what onnxruntime's quantizer meant by it)", TilecWarning,
+                  stacklevel=2)
 
 
 def check_model(model: onnx.ModelProto, source: str) -> None:

@@ -100,12 +100,28 @@ def quantize_linear(ctx: LoweringContext) -> list[Tensor]:
     precision = ctx.attr("precision", 0)
     work = DType.from_onnx(precision) if precision else _promote(x.dtype, scale.dtype)
 
+    known = ctx.input_value(1).const
+    # Dividing by a power of two is multiplying by its reciprocal, exactly (a fused requantization's unit scale).
+    reciprocal = None if known is None or not _powers_of_two(known) else ctx.add_constant(
+        (1 / np.asarray(known, np.float64)).astype(scale.dtype.numpy), "inverse_scale")
+
+    unit = known is not None and bool(np.all(np.asarray(known) == 1))
+
     def value(i: Index) -> Expr:
-        s = quant_param(ctx, scale, x.shape, i, axis, block)
-        scaled = cast(x[i], work) / cast(s, work)
+        if unit:
+            scaled = cast(x[i], work)
+        elif reciprocal is not None:
+            scaled = cast(x[i], work) * cast(quant_param(ctx, reciprocal, x.shape, i, axis, block), work)
+        else:
+            scaled = cast(x[i], work) / cast(quant_param(ctx, scale, x.shape, i, axis, block), work)
         return quantize(ctx, scaled, quant_param(ctx, zero, x.shape, i, axis, block), out.dtype)
 
     return [ctx.compute(out.shape, value, dtype=out.dtype, name="quantize")]
+
+
+def _powers_of_two(values: np.ndarray) -> bool:
+    values = np.asarray(values, np.float64)
+    return bool(values.size) and bool(np.all(np.isfinite(values) & (values > 0) & (np.frexp(values)[0] == 0.5)))
 
 
 def dequantize_linear(ctx: LoweringContext) -> list[Tensor]:

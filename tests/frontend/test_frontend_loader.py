@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.errors import DataDependentError, ModelLoadError, ShapeError
-from compiler.frontend import load_graph, load_model
+from compiler.errors import DataDependentError, ModelLoadError, ShapeError, TilecWarning
+from compiler.frontend import fold_model, load_graph, load_model
 from compiler.frontend import loader
 from compiler.loopir.sizes import SizeRange, SizeVar, ValueSource, size_sum
 from compiler.frontend.loader import CANONICAL_OPSET
@@ -295,3 +295,29 @@ def test_scalar_shape_arithmetic_and_a_range_from_a_symbolic_start():
                               [helper.make_tensor_value_info("y", i64, [1, "n"])], [one, zero, *idx])
     g = load_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert g.outputs[0].shape == (1, SizeVar("S"))
+
+
+def _per_channel_dequantize_model(opset: int) -> onnx.ModelProto:
+    """What onnxruntime's quantize_static writes for per-channel weights, whatever the model's opset."""
+    w = numpy_helper.from_array(np.array([[1, -2], [3, 4], [-5, 6]], np.int8), "w")
+    scale = numpy_helper.from_array(np.array([0.5, 0.25, 2.0], np.float32), "s")
+    zero = numpy_helper.from_array(np.zeros(3, np.int8), "z")
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"], axis=0),
+             helper.make_node("Add", ["x", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])], [w, scale, zero])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_per_axis_dequantize_below_opset_13_is_read_as_opset_13s_with_a_warning():
+    with pytest.warns(TilecWarning, match=r"'axis' attribute of 1 QuantizeLinear/DequantizeLinear"):
+        model = load_model(_per_channel_dequantize_model(11))
+    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear")
+    assert helper.get_attribute_value(next(a for a in node.attribute if a.name == "axis")) == 0
+    # The folded weights show the per-row scales.
+    np.testing.assert_array_equal(fold_model(model).constants["wf"], [[0.5, -1], [0.75, 1], [-10, 12]])
+
+
+def test_per_axis_dequantize_from_opset_13_loads_without_a_warning(recwarn):
+    load_model(_per_channel_dequantize_model(13))
+    assert not [w for w in recwarn if "axis" in str(w.message)]
