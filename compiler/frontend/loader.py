@@ -197,6 +197,21 @@ def check_model(model: onnx.ModelProto, source: str) -> None:
         if domain in newest and version > newest[domain]:
             raise ModelLoadError(f"{source}: imports opset {version} of domain '{domain or 'ai.onnx'}', newer than "
                                  f"the newest this onnx ({onnx.__version__}) defines ({newest[domain]})")
+    # The checker lets an IR < 3 model import no opset at all; inference then fails on its first node.
+    local = {normalize_domain(f.domain) for f in model.functions}
+    used = {normalize_domain(n.domain): n.op_type for n in _graph_nodes(model.graph)}
+    missing = sorted(used.keys() - opsets_of(model).keys() - local)
+    if missing:
+        raise ModelLoadError(f"{source}: invalid ONNX model: it imports no opset for domain "
+                             f"'{missing[0] or 'ai.onnx'}', which its node {used[missing[0]]} is from")
+
+
+def _graph_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in graph_attrs(attr):
+                yield from _graph_nodes(sub)
 
 
 # --- tensor data ------------------------------------------------------------------

@@ -23,6 +23,12 @@ result then feeds whatever followed (``Relu``, ``QuantizeLinear``, ...), which
 graph fusion folds into the contraction's store. A pattern that does not match
 stays float; the DequantizeLinear nodes stay for their other readers (dead ones
 are removed later), so semantics never change.
+
+Before that, data-movement ops between a DQ and a Q with the same per-tensor
+scale and zero point (``Q(Reshape(DQ(q)))``, ``MaxPool``, ``Concat``, nearest
+``Resize``, ...) run on the integers: ``Q(op(DQ(q)))`` becomes ``op(q)``, exactly
+equal since such an op only selects or repeats values, so the contraction after
+them sees its DQ directly.
 """
 
 from __future__ import annotations
@@ -61,16 +67,99 @@ class _Dequantized:
 
 
 def integer_contractions(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every matching contraction rewritten (see the module docstring); the model itself
+    """The model with every matching pattern rewritten (see the module docstring); the model itself
     is not modified. A model without DequantizeLinear is returned as it is."""
-    graph = model.graph
-    if not any(n.op_type == "DequantizeLinear" for n in graph.node):
+    if not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
         return model
+    return _contractions(_selections_on_integers(model))
+
+
+def _selections_on_integers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Q(op(DQ(q, s, z)), s, z)`` -> ``op(q)`` for ops that only select, move or take the maximum of their
+    data (:data:`_SELECTIONS`), the parameters per tensor and equal: dequantizing is increasing, so picking
+    values commutes with it, and requantizing a picked value gives back its integer exactly."""
+    graph = model.graph
     known = _Known(_constants(graph), {o: n for n in graph.node for o in n.output})
+    readers = _readers(graph)
+    outputs = {o.name for o in graph.output}
+    replaced: dict[str, onnx.NodeProto] = {}  # a Q's output -> the integer op now producing it
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.domain not in ("", "ai.onnx"):
+            continue
+        op = known.producers.get(node.input[0])
+        if op is None or op.domain not in ("", "ai.onnx") or op.op_type not in _SELECTIONS \
+                or op.output[0] != node.input[0] or len(readers.get(op.output[0], [])) != 1 \
+                or op.output[0] in outputs or len([o for o in op.output if o]) != 1 or not _selects(op):
+            continue
+        requantized = _parameters(node, known)
+        data = [0] if op.op_type != "Concat" else range(len(op.input))
+        sources = [_dequantized(op.input[k], known) for k in data]
+        if requantized is None or any(q is None or not _same_parameters(q, requantized) for q in sources):
+            continue
+        integer_op = onnx.NodeProto()
+        integer_op.CopyFrom(op)
+        for k, q in zip(data, sources):
+            integer_op.input[k] = q.value
+        integer_op.output[0] = node.output[0]
+        replaced[node.output[0]] = integer_op
+    if not replaced:
+        return model
+    # The float op and the DequantizeLinear stay for any other reader; dead ones are removed later.
+    return _with_nodes(model, [replaced.get(n.output[0], n) if n.op_type == "QuantizeLinear" else n
+                               for n in graph.node], {})
+
+
+#: Ops whose outputs are elements of their data inputs (or the largest of some): they commute with
+#: an increasing elementwise map.
+_SELECTIONS = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather",
+                         "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Concat", "MaxPool", "Resize"})
+
+
+def _selects(node: onnx.NodeProto) -> bool:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Resize":
+        return attrs.get("mode", b"nearest") in (b"nearest", "nearest")
+    return True
+
+
+def _parameters(node: onnx.NodeProto, known: _Known) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A Quantize/DequantizeLinear's scale and zero point if both are constants (or the zero point absent)."""
+    scale = known.constants.get(node.input[1])
+    has_zero = len(node.input) > 2 and bool(node.input[2])
+    zero = known.constants.get(node.input[2]) if has_zero else None
+    return None if scale is None or (has_zero and zero is None) else (scale, zero)
+
+
+def _same_parameters(q: _Dequantized, parameters: tuple[np.ndarray, np.ndarray | None]) -> bool:
+    scale, zero = parameters
+    if q.scale.size != 1 or scale.size != 1 or q.scale.reshape(()) != scale.reshape(()) or not scale.reshape(()) > 0:
+        return False
+    # Zero points on both sides: they say the integer type (a QuantizeLinear without one writes uint8).
+    return q.zero is not None and zero is not None and zero.size == 1 and q.zero.size == 1 \
+        and zero.dtype == q.zero.dtype and q.zero.reshape(()) == zero.reshape(())
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _with_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto], added: dict[str, np.ndarray]) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(numpy_helper.from_array(a, name) for name, a in added.items())
+    return out
+
+
+def _contractions(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = model.graph
+    known = _Known(_constants(graph), {o: n for n in graph.node for o in n.output})
+    readers = _readers(graph)
     outputs = {o.name for o in graph.output}
     names = NameSource(all_names(graph))
     opset = opsets_of(model).get("", 1)
@@ -96,12 +185,7 @@ def integer_contractions(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(node)
     if not added and len(nodes) == len(graph.node):
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    out.graph.initializer.extend(numpy_helper.from_array(a, name) for name, a in added.items())
-    return out
+    return _with_nodes(model, nodes, added)
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:

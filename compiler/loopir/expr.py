@@ -342,12 +342,44 @@ def call(func: str, *args: Expr, dtype: DType | None = None) -> Expr:
 def cast(value: Expr, dtype: DType, saturate: bool = True, round_mode: str = "up") -> Expr:
     if value.dtype is dtype:
         return value
+    if isinstance(value, Cast) and value.value.dtype is dtype and _round_trips(value.value, value.type):
+        return value.value  # a quantized value and back (requantize, then dequantize): nothing changes
     if isinstance(value, Const) and not dtype.is_float and not value.dtype.is_float:
         return Const(int(value.value), dtype) if dtype is not DType.BOOL else Const(bool(value.value), dtype)
     # Attributes that cannot change this conversion take their defaults, so equal casts compare equal.
     saturate = saturate or dtype.format is None
     round_mode = round_mode if dtype is DType.F8E8M0 else "up"
     return Cast(value, dtype, saturate, round_mode)
+
+
+_EXACT_INTEGER_BITS = {DType.F64: 53, DType.F32: 24, DType.F16: 11, DType.BF16: 8}
+
+
+def _round_trips(e: Expr, narrow: DType) -> bool:
+    """Whether float ``e`` converts to integer type ``narrow`` and back unchanged: it is clamped into
+    ``narrow``'s range (``min(max(integral, lo), hi)``) and its float type holds every such integer."""
+    if not narrow.is_int or narrow is DType.BOOL or narrow.bits >= _EXACT_INTEGER_BITS.get(e.dtype, 0):
+        return False
+    lo, hi = (-(1 << (narrow.bits - 1)), (1 << (narrow.bits - 1)) - 1) if narrow.is_signed else (0, (1 << narrow.bits) - 1)
+    if not (isinstance(e, Binary) and e.op == "min" and isinstance(e.b, Const) and e.b.value <= hi):
+        return False
+    inner = e.a
+    return isinstance(inner, Binary) and inner.op == "max" and isinstance(inner.b, Const) and inner.b.value >= lo \
+        and _integral(inner.a)
+
+
+def _integral(e: Expr) -> bool:
+    """Whether float ``e`` is always an integer (or NaN-free rounding of one): round/floor/ceil/trunc results,
+    integer constants and conversions from integers, and sums, differences and products of those."""
+    if isinstance(e, Call):
+        return e.func in ("round", "floor", "ceil", "trunc")
+    if isinstance(e, Const):
+        return float(e.value).is_integer()
+    if isinstance(e, Cast):
+        return not e.value.dtype.is_float
+    if isinstance(e, Binary):
+        return e.op in ("add", "sub", "mul") and _integral(e.a) and _integral(e.b)
+    return False
 
 
 # --- traversal ----------------------------------------------------------------------

@@ -55,7 +55,7 @@ def quantize(ctx: LoweringContext, scaled: Expr, zero_point: Expr | None, dtype:
     rounded = call("round", scaled)
     # float16 cannot hold every 16-bit zero point: add it in float32 (exact for these ranges).
     wide = cast(rounded, DType.F64 if scaled.dtype is DType.F64 else DType.F32)
-    if zero_point is not None:
+    if zero_point is not None and not (isinstance(zero_point, Const) and zero_point.value == 0):
         wide = wide + cast(zero_point, wide.dtype)
     return cast(min_(max_(wide, const(lo, wide.dtype)), const(hi, wide.dtype)), dtype)
 

@@ -150,6 +150,14 @@ def test_old_opset_is_converted_to_canonical():
     assert [n.op_type for n in graph_ir.nodes] == ["BatchNormalization", "Dropout"]
 
 
+def test_a_model_importing_no_opset_for_its_nodes_is_refused_by_name():
+    model = _relu_model()
+    del model.opset_import[:]
+    model.ir_version = 1  # the checker asks IR < 3 models for no opset import
+    with pytest.raises(ModelLoadError, match=r"imports no opset for domain 'ai\.onnx', which its node Relu is from"):
+        load_model(model)
+
+
 def test_failed_conversion_keeps_original_opset(monkeypatch):
     def refuse(model, target):
         raise RuntimeError("no adapter")

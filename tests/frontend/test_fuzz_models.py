@@ -346,8 +346,8 @@ def apply(model: onnx.ModelProto, mutation: tuple) -> None:  # noqa: PLR0912, PL
                              if args[1] % 2 else onnx.TypeProto())
     elif kind == "extra input":
         graph.input.append(_vi(f"extra{args[0]}", TensorProto.FLOAT, [args[1]]))
-    elif kind == "opset":
-        model.opset_import[0].version = args[0] if model.opset_import else 0
+    elif kind == "opset" and model.opset_import:
+        model.opset_import[0].version = args[0]
     elif kind == "opset domain":
         model.opset_import.append(helper.make_opsetid(args[0], args[1]))
     elif kind == "ir_version":
