@@ -20,6 +20,7 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from compiler.codegen.cuda.target import CUDA_ARCHS
+from compiler.graph.passes.bf16 import PRECISIONS
 from compiler.compare import DEFAULT_ATOL, DEFAULT_RTOL, FUSION_NOTE, Row, Status, compare_model
 from runtime_stub.errors import InvalidInputError, TilecError
 
@@ -249,7 +250,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
                            input_shapes=_shapes_dict(args.input_shape), dim_bounds=_dims_dict(args.dim),
                            constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None, dump_ir=args.dump_ir,
-                           progress=progress, timings=timings, profile=args.profile)
+                           progress=progress, timings=timings, profile=args.profile, precision=args.precision)
     elapsed = time.perf_counter() - start
     if args.time_passes:
         _eprint("stage timings:")
@@ -732,6 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constant-input", action="append", type=_input_file, metavar="NAME=FILE.npy",
                    help="fix an input that determines shapes (axes, sizes) to the array in FILE.npy; it is "
                         "compiled in and leaves the artifact's inputs (repeatable)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default): the model's types; bf16: float32 MatMul/Gemm/Conv on bfloat16 operands, "
+                        "float32 sums (AVX512-BF16 CPUs)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the graph IR and each kernel's loop IR into DIR")
     p.add_argument("--time-passes", action="store_true", help="print a table of stage timings to stderr")
     p.add_argument("--profile", action="store_true",

@@ -181,6 +181,19 @@ FLOAT_FORMATS: dict[DType, FloatFormat] = {
 }
 
 
+def constant_values(array: np.ndarray, dtype: DType) -> np.ndarray:
+    """A compile-time array of ``dtype`` as numbers numpy computes with (bfloat16's uint16 bits read as
+    ``ml_dtypes.bfloat16``)."""
+    return np.asarray(array).view(ml_dtypes.bfloat16) if dtype is DType.BF16 else np.asarray(array)
+
+
+def constant_storage(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """Numbers rounded to ``dtype`` as its compile-time arrays hold them (inverse of ``constant_values``)."""
+    if dtype is DType.BF16:
+        return np.asarray(values).astype(ml_dtypes.bfloat16).view(np.uint16)
+    return np.asarray(values).astype(dtype.numpy)
+
+
 def storage_bytes(array: np.ndarray) -> bytes:
     """An IR constant as the bytes kernels read: sub-byte types packed, everything else as is."""
     array = np.ascontiguousarray(array)

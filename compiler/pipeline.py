@@ -5,6 +5,8 @@ timed (``build.timings`` in the manifest, ``tilec compile --time-passes``) and
 can report progress; ``dump_ir`` writes the graph and every kernel's loop IR.
 ``profile=True`` (CPU targets) times every kernel call in the native code; the
 runtime then reports per-kernel times (``InferenceSession.kernel_profile``).
+``precision="bf16"`` (CPU targets) runs float32 MatMul/Gemm/Conv on bfloat16 operands
+after the graph passes (``graph.passes.bf16``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import pathlib
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -23,14 +26,16 @@ from compiler.artifact.format import write_artifact
 from compiler.codegen.link import link_shared_object
 from compiler.codegen.llvm.module import RunLayout, build_module, compile_module
 from compiler.codegen.target import Target, resolve_target
-from compiler.errors import CompileError
+from compiler.errors import CompileError, TilecWarning
 from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
+from compiler.graph.passes.bf16 import PRECISIONS, contractions_in_bf16
 from compiler.loopir.printer import format_kernel, format_size
 from compiler.loopir.sizes import SizeRange
 from compiler.lowering.driver import Program, lower_graph
 from compiler.ops.registry import lookup
+from compiler.schedule.contraction import dot_product_forms
 from runtime_stub.signature import native_signature
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
@@ -100,19 +105,29 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
                   constant_inputs: Mapping[str, Any] | None = None,
                   dim_bounds: Mapping[str, tuple[int | None, int | None]] | None = None, dump_ir: str | os.PathLike | None = None,
                   progress: Callable[[str], None] | None = None, timings: dict[str, float] | None = None,
-                  profile: bool = False, **options: Any) -> pathlib.Path:
+                  profile: bool = False, precision: str = "fp32", **options: Any) -> pathlib.Path:
     if options:
         raise CompileError(f"unknown compile option(s): {', '.join(sorted(options))}")
+    if precision not in PRECISIONS:
+        raise CompileError(f"precision={precision!r} is none of {', '.join(map(repr, PRECISIONS))}")
     log = BuildLog(progress)
     cuda = target.startswith("cuda")
     if cuda and profile:
         raise CompileError("profile=True is for CPU targets; CUDA kernels are profiled with the CUDA tools (nsys)")
+    if cuda and precision != "fp32":
+        raise CompileError(f"precision={precision!r} is for CPU targets yet; CUDA kernels compute in the model's types")
     with log.stage("target"):
         tgt = _resolve_cuda(target, cpu) if cuda else resolve_target(target, cpu)
-    graph, program = _lower(model, input_shapes, constant_inputs, dim_bounds, tgt, log, progress)
+    if precision == "bf16" and "bf16" not in dot_product_forms(tgt):
+        warnings.warn(f"target {tgt.cpu} has no bfloat16 dot product instruction (x86 AVX512-BF16): "
+                      "precision='bf16' rounds the contractions' operands but computes them widened, "
+                      "likely slower than fp32", TilecWarning, stacklevel=3)
+    graph, program = _lower(model, input_shapes, constant_inputs, dim_bounds, tgt, log, progress, precision)
     if dump_ir is not None:
         _dump(pathlib.Path(dump_ir), graph, program)
     build_options: dict[str, Any] = {"input_shapes": dict(input_shapes or {})}
+    if precision != "fp32":
+        build_options["precision"] = precision
     if constant_inputs:
         build_options["constant_inputs"] = sorted(constant_inputs)
     if dim_bounds:
@@ -128,7 +143,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
 
 
 def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, log: BuildLog,
-           progress) -> tuple[Graph, Program]:
+           progress, precision: str = "fp32") -> tuple[Graph, Program]:
     """The target-independent half: frontend, graph passes, lowering to scheduled kernels."""
     with log.stage("frontend"):
         # CUDA kernels take no dims yet: a shape-setting input must be fixed there (a declared output shape).
@@ -139,6 +154,8 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, l
                            "bind them with input_shapes= / --input-shape")
     with log.stage("graph passes"):
         graph = run_passes(graph)
+        if precision == "bf16":
+            graph = contractions_in_bf16(graph)
     with log.stage("lowering"):
         program = lower_graph(graph, tgt, progress)
     return graph, program

@@ -200,30 +200,46 @@ class Cast(Expr):
 
 
 @dataclass(frozen=True)
-class Pack4(Expr):
-    """Four 8-bit values as one int32 word, ``parts[k]`` in bits ``8k .. 8k+7`` (little-endian byte order):
-    the operand layout of the 4-way dot products below. Consecutive elements of one buffer become
-    one 32-bit load."""
+class PackWord(Expr):
+    """Four 8-bit or two 16-bit values as one int32 word, ``parts[k]`` in bits ``w k .. w k + w - 1``
+    (``w`` = 32 / len(parts), little-endian order): the operand layout of the word dot products below.
+    Consecutive elements of one buffer become one 32-bit load."""
 
-    parts: tuple[Expr, Expr, Expr, Expr]
+    parts: tuple[Expr, ...]
 
     @property
     def dtype(self) -> DType:
         return DType.I32
+
+    @property
+    def part_bits(self) -> int:
+        return 32 // len(self.parts)
+
+
+#: The element type of each word dot product's operands: ``u8s8`` multiplies bytes of ``a`` read as
+#: uint8 by bytes of ``b`` read as int8; ``bf16`` multiplies the two bfloat16 halves of both.
+WORD_DOT_PARTS = {"u8s8": 4, "bf16": 2}
 
 
 @dataclass(frozen=True)
-class Dot4(Expr):
-    """``sum_k uint8(byte k of a) * int8(byte k of b)`` over the four bytes of int32 words ``a`` and ``b``,
-    exact in int32: one lane of x86's ``vpdpbusd`` (VNNI), widened, multiplied and added elsewhere.
-    Integer contractions are rewritten into it (``compiler.schedule.contraction.dot_product_form``)."""
+class WordDot(Expr):
+    """``sum_k part k of a * part k of b`` over the parts of int32 words ``a`` and ``b`` (see
+    ``WORD_DOT_PARTS``). ``u8s8``: exact in int32, one lane of x86's ``vpdpbusd`` (VNNI). ``bf16``: the
+    products exact in float32, summed in float32, one lane of x86's ``vdpbf16ps`` (AVX512-BF16).
+    Elsewhere the parts are widened, multiplied and added. Contractions are rewritten into it
+    (``compiler.schedule.contraction.dot_product_form``)."""
 
     a: Expr
     b: Expr
+    form: str = "u8s8"
 
     @property
     def dtype(self) -> DType:
-        return DType.I32
+        return DType.F32 if self.form == "bf16" else DType.I32
+
+    @property
+    def parts(self) -> int:
+        return WORD_DOT_PARTS[self.form]
 
 
 # --- constructors with folding ------------------------------------------------------
@@ -396,9 +412,9 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return (e.cond, e.true_value, e.false_value)
     if isinstance(e, Cast):
         return (e.value,)
-    if isinstance(e, Pack4):
+    if isinstance(e, PackWord):
         return e.parts
-    if isinstance(e, Dot4):
+    if isinstance(e, WordDot):
         return (e.a, e.b)
     return ()
 
@@ -422,10 +438,10 @@ def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
         return select(*kids)
     if isinstance(e, Cast):
         return cast(kids[0], e.type, e.saturate, e.round_mode)
-    if isinstance(e, Pack4):
-        return Pack4(kids)
-    if isinstance(e, Dot4):
-        return Dot4(*kids)
+    if isinstance(e, PackWord):
+        return PackWord(kids)
+    if isinstance(e, WordDot):
+        return WordDot(*kids, form=e.form)
     return e
 
 

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from compiler.dtypes import DType
-from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Dot4, Expr, Load, Pack4, Select, Var
+from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, PackWord, Select, Var, WordDot
 from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "lt": "<", "le": "<=", "gt": ">",
@@ -43,10 +43,10 @@ def format_expr(e: Expr) -> str:
         mode = "" if e.saturate or e.type.format is None else ", saturate=0"
         mode += f", round_mode={e.round_mode}" if e.type is DType.F8E8M0 else ""
         return f"{e.type.value}({format_expr(e.value)}{mode})"
-    if isinstance(e, Pack4):
-        return f"pack4({', '.join(format_expr(p) for p in e.parts)})"
-    if isinstance(e, Dot4):
-        return f"dot4_u8s8({format_expr(e.a)}, {format_expr(e.b)})"
+    if isinstance(e, PackWord):
+        return f"pack{len(e.parts)}({', '.join(format_expr(p) for p in e.parts)})"
+    if isinstance(e, WordDot):
+        return f"dot{e.parts}_{e.form}({format_expr(e.a)}, {format_expr(e.b)})"
     raise TypeError(f"cannot print {type(e).__name__}")
 
 

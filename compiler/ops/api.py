@@ -248,10 +248,11 @@ class LoweringContext:
                            combiner="max", name="check", materialize=True)
         self.checks.append((flag.buffer.name, f"{self.node.describe()}: {message}"))
 
-    def add_constant(self, array: np.ndarray, hint: str = "c") -> Tensor:
-        """A compile-time array (weights in a packed layout, folded BatchNorm scales) as a tensor."""
+    def add_constant(self, array: np.ndarray, hint: str = "c", dtype: DType | None = None) -> Tensor:
+        """A compile-time array (weights in a packed layout, folded BatchNorm scales) as a tensor; ``dtype``
+        where the array is another type's storage (bfloat16's uint16 bits, see ``dtypes.constant_storage``)."""
         array = np.ascontiguousarray(array)
-        buffer = Buffer(self.names(hint), DType.from_numpy(array.dtype), tuple(array.shape))
+        buffer = Buffer(self.names(hint), dtype or DType.from_numpy(array.dtype), tuple(array.shape))
         self.constants[buffer.name] = array
         return Tensor(buffer)
 

@@ -173,7 +173,7 @@ def packed_weights(ctx: LoweringContext, known: np.ndarray | None, shape: ConvSh
     repacks them at run time.
     """
     if known is not None:
-        return ctx.add_constant(np.moveaxis(known.astype(dtype.numpy, copy=False), 0, -1), "conv_w")
+        return ctx.add_constant(np.moveaxis(known.astype(dtype.numpy, copy=False), 0, -1), "conv_w", dtype)
     packed_shape = (shape.in_per_group, *shape.kernel, shape.out_channels)
     return ctx.compute(packed_shape, lambda i: load(i[-1], i[0], i[1:-1]), dtype=dtype, name="conv_w",
                        materialize=True)
@@ -185,11 +185,13 @@ def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape,
     """``out[n, m, o...] = epilogue(sum over c, k of xp[n, group(m) c, o*s + k*d] * packed[c, k..., m])``.
 
     16-bit floats accumulate in float32 (``epilogue`` sees the float32 sum) and are
-    rounded once at the end, as onnxruntime does, instead of at every product.
+    rounded once at the end to the node's output type, as onnxruntime does, instead of at every
+    product (a bfloat16 conv writing float32, see ``graph.passes.bf16``, is not rounded at all).
     ``integer``: 8-bit operands, summed in int32 (the epilogue's result is stored as it is).
     """
     m_per_group = shape.out_channels // shape.group
     acc_type = DType.I32 if integer else DType.F32 if xp.dtype in (DType.F16, DType.BF16) else xp.dtype
+    out_type = ctx.output_type(0).dtype
 
     def body(i: Index, r: Index) -> Expr:
         n, m, spatial = i[0], i[1], i[2:]
@@ -198,11 +200,11 @@ def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape,
         pos = [spatial[d] * shape.strides[d] + ks[d] * shape.dilations[d] for d in range(shape.rank)]
         return cast(xp[[n, channel, *pos]], acc_type) * cast(packed[[c, *ks, m]], acc_type)
 
-    wide = acc_type is not xp.dtype and not integer
+    wide = acc_type is not out_type and not integer
 
     def finish(acc: Expr, i: Index) -> Expr:
         value = epilogue(acc, i) if epilogue is not None else acc
-        return cast(value, xp.dtype) if wide else value
+        return cast(value, out_type) if wide else value
 
     return ctx.reduce(out_shape, [shape.in_per_group, *shape.kernel], body, "sum",
                       finish if wide or epilogue is not None else None, name=name)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from compiler.dtypes import constant_storage, constant_values
 from compiler.loopir.expr import Const, Expr, binary, call, compare, const, logical_and, max_, min_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
@@ -33,11 +34,12 @@ def batch_norm(ctx: LoweringContext) -> list[Tensor]:
             return (x[i] - mean[c]) * (scale[c] / call("sqrt", var[c] + const(eps, x.dtype))) + bias[c]
 
         return [ctx.compute(x.shape, y, dtype=x.dtype, name="bn")]
-    scale, bias, mean, var = (p.astype(np.float64) for p in params)
+    scale, bias, mean, var = (constant_values(p, ctx.input_value(k).dtype).astype(np.float64)
+                              for k, p in enumerate(params, 1))
     a = scale / np.sqrt(var + eps)
     b = bias - mean * a
-    a_t = ctx.add_constant(a.astype(x.dtype.numpy), "bn_scale")
-    b_t = ctx.add_constant(b.astype(x.dtype.numpy), "bn_shift")
+    a_t = ctx.add_constant(constant_storage(a, x.dtype), "bn_scale", x.dtype)
+    b_t = ctx.add_constant(constant_storage(b, x.dtype), "bn_shift", x.dtype)
     return [ctx.compute(x.shape, lambda i: x[i] * a_t[i[channel]] + b_t[i[channel]], dtype=x.dtype, name="bn")]
 
 

@@ -17,9 +17,11 @@ For ``out[.., i, j] = sum_r A(i, r) * B(r, j)`` (recognised by access pattern, s
 
 Integer contractions ``sum_r int32(A(i, r)) * int32(B(r, j))`` of a uint8 A and an int8 B (the
 quantized lowerings bring every 8-bit pair to that form, zero points as compensation terms in the
-epilogue) are first rewritten into 4-way dot products over words of four consecutive ``r``
-(``dot_product_form``), then get the same tile, packing and loop order: an int32 vector lane of
-accumulators per output column, one ``vpdpbusd`` per vector per four ``r`` on VNNI targets.
+epilogue), and ``sum_r float32(A(i, r)) * float32(B(r, j))`` of two bfloat16 operands (what
+``precision="bf16"`` makes of float contractions), are first rewritten into word dot products over
+words of four (two) consecutive ``r`` (``dot_product_form``), then get the same tile, packing and loop
+order: a vector lane of accumulators per output column, one ``vpdpbusd`` (``vdpbf16ps``) per vector
+per word on targets that have it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from dataclasses import replace
 
 from compiler.dtypes import DType
 from compiler.loopir.compute import Computation, ReduceAxis, build_loops
-from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Dot4, Expr, Load, Pack4, Var, compare, const, flat_index,
-                                  free_vars, linear_coefficient, min_, select, substitute, walk)
+from compiler.loopir.expr import (WORD_DOT_PARTS, Binary, Buffer, Cast, Const, Expr, Load, PackWord, Var, WordDot, compare,
+                                  const, flat_index, free_vars, linear_coefficient, min_, select, substitute, walk)
 from compiler.loopir.sizes import may_exceed_one, nominal
 from compiler.loopir.stmt import ForKind, Stmt
 from compiler.schedule.packing import pack_operand
@@ -110,7 +112,7 @@ def pack_operands(c: Computation, tile: Tile, is_constant: Callable[[str], bool]
     extents = dict(zip(c.index, c.space))
     loads = list(dict.fromkeys(e for e in walk(c.body) if isinstance(e, Load)))
     # The bytes of a dot product's word are read together (one 32-bit load): a panel per byte would part them.
-    in_words = {ld for e in walk(c.body) if isinstance(e, Pack4) for p in e.parts for ld in walk(p)}
+    in_words = {ld for e in walk(c.body) if isinstance(e, PackWord) for p in e.parts for ld in walk(p)}
     red = math.prod(nominal(a.extent) for a in c.axes)
     packs: list[Computation] = []
     for load in loads:
@@ -196,22 +198,31 @@ def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
     return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
 
 
-# --- integer contractions as 4-way dot products ---------------------------------------------------
+# --- contractions as word dot products (u8 x s8 in fours, bf16 in pairs) -------------------------------
 
 
-def has_dot_product(target: Target) -> bool:
-    """Whether ``target`` has the 4-way uint8 x int8 dot product ``Dot4`` lowers to (x86 VNNI)."""
-    return target.arch == "x86_64" and "avx512vnni" in target.features
+def dot_product_forms(target: Target) -> frozenset[str]:
+    """The ``WordDot`` forms ``target`` has an instruction for: ``u8s8`` (x86 VNNI ``vpdpbusd``),
+    ``bf16`` (x86 AVX512-BF16 ``vdpbf16ps``)."""
+    if target.arch != "x86_64":
+        return frozenset()
+    return frozenset(form for form, feature in (("u8s8", "avx512vnni"), ("bf16", "avx512bf16"))
+                     if feature in target.features)
 
 
 @dataclass(frozen=True)
 class _Operands:
-    axis: ReduceAxis  # the reduction axis cut into words of four
-    a: Expr  # uint8
-    b: Expr  # int8, packed into words
-    # Where A's words come from: ``in place`` (four consecutive bytes of a row), else a word pack of A's
+    form: str  # the WordDot form
+    axis: ReduceAxis  # the reduction axis cut into words
+    a: Expr  # uint8 / bfloat16, read along the rows
+    b: Expr  # int8 / bfloat16, along the vectorized columns: packed into words
+    # Where A's words come from: ``in place`` (consecutive elements of a row), else a word pack of A's
     # buffer along dim ``a_dim`` (a conv's input channels).
     a_dim: int | None
+
+    @property
+    def parts(self) -> int:
+        return WORD_DOT_PARTS[self.form]
 
 
 def _a_layout(a: Expr, axis: ReduceAxis) -> tuple[bool, int | None] | None:
@@ -226,25 +237,47 @@ def _a_layout(a: Expr, axis: ReduceAxis) -> tuple[bool, int | None] | None:
     return None
 
 
-def _dot_operands(c: Computation) -> _Operands | None:
-    """The uint8 and int8 factors of ``sum int32(a) * int32(b)`` over static axes and the axis to cut
-    into words, or None. The axis: one A is contiguous along (its rows read in place), else one A's
-    buffer can be packed along; longer ones first (a 3-tap kernel width fills words poorly)."""
-    if c.combiner != "sum" or c.body.dtype is not DType.I32 or not all(isinstance(a.extent, int) for a in c.axes):
-        return None
+def _factors(c: Computation, forms: frozenset[str], is_constant: Callable[[str], bool]) -> tuple[str, Expr, Expr] | None:
+    """(form, A, B) of ``sum int32(u8 a) * int32(s8 b)`` or ``sum float32(bf16 a) * float32(bf16 b)``."""
     body = c.body
     if not (isinstance(body, Binary) and body.op == "mul" and isinstance(body.a, Cast) and isinstance(body.b, Cast)):
         return None
-    factors = {body.a.value.dtype: body.a.value, body.b.value.dtype: body.b.value}
-    if set(factors) != {DType.U8, DType.I8}:
+    x, y = body.a.value, body.b.value
+    if c.body.dtype is DType.I32 and "u8s8" in forms and {x.dtype, y.dtype} == {DType.U8, DType.I8}:
+        return ("u8s8", x, y) if x.dtype is DType.U8 else ("u8s8", y, x)
+    if c.body.dtype is DType.F32 and "bf16" in forms and x.dtype is DType.BF16 and y.dtype is DType.BF16:
+        # B, packed into words once: the weights (the one operand reading constants only), else the one
+        # the innermost output index reads (a product of two activations: attention's).
+        constant = [all(is_constant(name) for name in _pack_sources(f)) for f in (x, y)]
+        if constant.count(True) != 1:
+            col = c.index[-1] if c.index else None
+            constant = [col in free_vars(f) for f in (x, y)]
+        if constant == [False, True]:
+            return "bf16", x, y
+        if constant == [True, False]:
+            return "bf16", y, x
+    return None
+
+
+def _dot_operands(c: Computation, forms: frozenset[str], is_constant: Callable[[str], bool]) -> _Operands | None:
+    """The factors of a contraction over static axes that one of ``forms`` takes and the axis to cut
+    into words, or None. The axis: the one whose words waste the fewest slots (a 3-tap kernel width
+    fills two pairs of bfloat16 to 3/4, 256 channels fill every word), then one A is contiguous along
+    (its rows read in place) rather than one A's buffer can be packed along, then the longest."""
+    if c.combiner != "sum" or not all(isinstance(a.extent, int) for a in c.axes):
         return None
-    a, b = factors[DType.U8], factors[DType.I8]
+    factors = _factors(c, forms, is_constant)
+    if factors is None:
+        return None
+    form, a, b = factors
+    parts = WORD_DOT_PARTS[form]
     options = []
     for axis in c.axes:
         layout = _a_layout(a, axis)
         if layout is not None and axis.extent > 0:
             in_place, dim = layout
-            options.append(((axis.extent >= 4, in_place, axis.extent), _Operands(axis, a, b, dim)))
+            filled = axis.extent / (-(-axis.extent // parts) * parts)
+            options.append(((axis.extent >= parts, filled, in_place, axis.extent), _Operands(form, axis, a, b, dim)))
     return max(options, key=lambda o: o[0])[1] if options else None
 
 
@@ -252,12 +285,15 @@ def _pack_sources(e: Expr) -> list[str]:
     return [x.buffer.name for x in walk(e) if isinstance(x, Load)]
 
 
-def dot_product_operands_packable(c: Computation, is_constant: Callable[[str], bool] | None,
+def dot_product_operands_packable(c: Computation, forms: frozenset[str], is_constant: Callable[[str], bool] | None,
                                   runtime_packs: bool) -> bool:
-    """Whether ``dot_product_form`` applies to ``c``: an integer contraction whose int8 factor can be packed
-    into words, at compile time (it reads constants only) or per call (``runtime_packs``, static ``c``)."""
-    ops = _dot_operands(c)
-    if ops is None or is_constant is None:
+    """Whether ``dot_product_form`` applies to ``c``: a contraction one of ``forms`` takes whose B factor can
+    be packed into words, at compile time (it reads constants only) or per call (``runtime_packs``, static
+    ``c``)."""
+    if is_constant is None:
+        return False
+    ops = _dot_operands(c, forms, is_constant)
+    if ops is None:
         return False
     loop_vars = {*c.index, *(a.var for a in c.axes)}
     if not free_vars(ops.b) <= loop_vars:
@@ -267,73 +303,74 @@ def dot_product_operands_packable(c: Computation, is_constant: Callable[[str], b
     return all(is_constant(name) for name in _pack_sources(ops.b)) or (runtime_packs and c.is_static)
 
 
-def dot_product_form(c: Computation, is_constant: Callable[[str], bool]
+def dot_product_form(c: Computation, forms: frozenset[str], is_constant: Callable[[str], bool]
                      ) -> tuple[Computation, list[Computation], frozenset[str]]:
-    """``c`` (see ``dot_product_operands_packable``) as a sum of ``dot4(A word, B word)`` over words of
-    four steps ``4 w .. 4 w + 3`` of one reduction axis, with the pointwise packs that make the words
-    (B's ``Bw[w, <other axes>, <B's index vars>]``; A's too when it is not read in place) and the names of
-    those that read constants only (compile-time packs).
+    """``c`` (see ``dot_product_operands_packable``) as a sum of ``WordDot(A word, B word)`` over words of
+    ``n`` steps ``n w .. n w + n - 1`` of one reduction axis (``n``: 4 bytes or 2 bfloat16s), with the
+    pointwise packs that make the words (B's ``Bw[w, <other axes>, <B's index vars>]``; A's too when it is
+    not read in place) and the names of those that read constants only (compile-time packs).
 
-    A read in place reads four consecutive bytes of its row: when ``K % 4 != 0`` the last word starts at
-    ``K - 4`` (inside the row) and B's last word zeroes the bytes the word before already counted. Packed
-    words are aligned, zero past the end of the axis on both sides.
+    A read in place reads ``n`` consecutive elements of its row: when ``K % n != 0`` the last word starts
+    at ``K - n`` (inside the row) and B's last word zeroes the parts the word before already counted.
+    Packed words are aligned, zero past the end of the axis on both sides.
     """
-    ops = _dot_operands(c)
+    ops = _dot_operands(c, forms, is_constant)
     assert ops is not None
+    n = ops.parts
     r, k_extent = ops.axis.var, ops.axis.extent
-    words = -(-k_extent // 4)
+    words = -(-k_extent // n)
     in_place = ops.a_dim is None
     extents = dict(zip(c.index, c.space)) | {a.var: a.extent for a in c.axes}
     others = [a.var for a in c.axes if a.var != r]
 
     def start(w: Expr) -> Expr:
-        if not in_place or k_extent % 4 == 0 or k_extent < 4:
-            return w * 4
-        return min_(w * 4, Const(k_extent - 4))
+        if not in_place or k_extent % n == 0 or k_extent < n:
+            return w * n
+        return min_(w * n, Const(k_extent - n))
 
     def position(w: Expr, k: int) -> Expr:
-        # Below 4 terms, or packed: bytes past the end read the last element (and count as zero).
+        # Below n terms, or packed: parts past the end read the last element (and count as zero).
         last = k_extent - 1
-        if k_extent < 4:
+        if k_extent < n:
             return Const(min(k, last))
-        return start(w) + k if in_place or k_extent % 4 == 0 else min_(start(w) + k, Const(last))
+        return start(w) + k if in_place or k_extent % n == 0 else min_(start(w) + k, Const(last))
 
     def counts(w: Expr, k: int) -> Expr | None:
-        """Whether byte ``k`` of word ``w`` is a term of its own (None: always)."""
-        if k_extent < 4:
+        """Whether part ``k`` of word ``w`` is a term of its own (None: always)."""
+        if k_extent < n:
             return None if k < k_extent else Const(False, DType.BOOL)
-        if k_extent % 4 == 0:
+        if k_extent % n == 0:
             return None
-        return compare("ge", start(w) + k, w * 4) if in_place else compare("lt", w * 4 + k, Const(k_extent))
+        return compare("ge", start(w) + k, w * n) if in_place else compare("lt", w * n + k, Const(k_extent))
 
-    def word(e: Expr, w: Expr, mapping: dict[Var, Expr], dtype: DType, masked: bool = True) -> Pack4:
-        # Unmasked (A read in place): the bytes stay plain loads, one 32-bit load; B's zeroes cancel them.
+    def word(e: Expr, w: Expr, mapping: dict[Var, Expr], masked: bool = True) -> PackWord:
+        # Unmasked (A read in place): the parts stay plain loads, one 32-bit load; B's zeroes cancel them.
         parts = []
-        for k in range(4):
-            byte = substitute(e, {**mapping, r: position(w, k)})
+        for k in range(n):
+            part = substitute(e, {**mapping, r: position(w, k)})
             keep = counts(w, k) if masked else None
-            parts.append(byte if keep is None else select(keep, byte, const(0, dtype)))
-        return Pack4(tuple(parts))
+            parts.append(part if keep is None else select(keep, part, const(0, e.dtype)))
+        return PackWord(tuple(parts))
 
     packs: list[Computation] = []
     constant: set[str] = set()
 
-    def pack_of(e: Expr, role: str, vars_: list[Var], dtype: DType) -> tuple[Buffer, Computation]:
+    def pack_of(e: Expr, role: str, vars_: list[Var]) -> tuple[Buffer, Computation]:
         digest = hashlib.sha1(repr((e, r, k_extent, in_place, tuple((v, extents[v]) for v in vars_))).encode()).hexdigest()[:8]
         name = f"{_pack_sources(e)[0]}_{role}_{digest}"
         w = Var(f"{name}_w")
         mapping = {v: Var(f"{name}_{v.name}") for v in vars_}
         unit = {v: Const(0) for v in free_vars(e) if v in extents and not may_exceed_one(extents[v])}
         packed = Buffer(name, DType.I32, (words, *(extents[v] for v in vars_)))
-        pack = Computation(packed, (w, *mapping.values()), word(substitute(e, unit), w, mapping, dtype))
-        if all(is_constant(n) for n in _pack_sources(e)):
+        pack = Computation(packed, (w, *mapping.values()), word(substitute(e, unit), w, mapping))
+        if all(is_constant(source) for source in _pack_sources(e)):
             constant.add(name)
         packs.append(pack)
         return packed, pack
 
     w = Var(f"{r.name}_w")
     if in_place:
-        a_word: Expr = word(ops.a, w, {}, DType.U8, masked=False)
+        a_word: Expr = word(ops.a, w, {}, masked=False)
     else:
         # A's buffer packed along ``a_dim``: the words of every element, in A's own layout (not per loop var).
         load = ops.a
@@ -342,17 +379,17 @@ def dot_product_form(c: Computation, is_constant: Callable[[str], bool]
         source = Load(load.buffer, tuple(r if d == ops.a_dim else v for d, v in enumerate(dims)))
         digest = hashlib.sha1(repr((load.buffer, ops.a_dim)).encode()).hexdigest()[:8]
         name = f"{load.buffer.name}_words_{digest}"
-        shape = tuple(words if d == ops.a_dim else n for d, n in enumerate(load.buffer.shape))
+        shape = tuple(words if d == ops.a_dim else size for d, size in enumerate(load.buffer.shape))
         outer = dims[ops.a_dim]
         mapping = {v: v for v in dims}
         pack = Computation(Buffer(name, DType.I32, shape), tuple(dims),
-                           word(source, outer, mapping, DType.U8))
+                           word(source, outer, mapping))
         packs.append(pack)
         if is_constant(load.buffer.name):
             constant.add(name)
         a_word = Load(pack.output, tuple(w if d == ops.a_dim else i for d, i in enumerate(load.indices)))
     b_vars = [v for v in (*others, *c.index) if v in free_vars(ops.b) and may_exceed_one(extents[v])]
-    b_packed, _ = pack_of(ops.b, "dot4", b_vars, DType.I8)
-    body = Dot4(a_word, Load(b_packed, (w, *b_vars)))
+    b_packed, _ = pack_of(ops.b, f"dot{n}", b_vars)
+    body = WordDot(a_word, Load(b_packed, (w, *b_vars)), ops.form)
     axes = tuple(ReduceAxis(w, words) if a.var == r else a for a in c.axes)
     return replace(c, body=body, axes=axes), packs, frozenset(constant)

@@ -8,8 +8,9 @@ Three classes, recognised from the computation itself rather than from op names:
   vector registers while the reduction streams (``hoist_reduction``), rows
   unrolled, lanes vectorized. An output index read through a division (a grouped
   conv's channel) is first split into group and member indices. An 8-bit integer
-  one (uint8 x int8 into int32) is first rewritten into 4-way dot products where
-  the target has them (``contraction.dot_product_form``: VNNI).
+  one (uint8 x int8 into int32) or a bfloat16 one (into float32) is first
+  rewritten into word dot products where the target has them
+  (``contraction.dot_product_form``: VNNI, AVX512-BF16).
 - other reductions and pointwise computations: innermost loop vectorized where
   its store is contiguous and every load contiguous, invariant or a short stride
   along it (a stride-2 pool's window); failing that, a reduction is vectorized
@@ -40,7 +41,7 @@ from compiler.loopir.stmt import For, ForKind, Stmt, map_stmts, seq, walk_stmts
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
 from compiler.schedule.contraction import (L2_BUDGET, choose_tile, dot_product_form, dot_product_operands_packable,
-                                           has_dot_product, max_tile_rows, pack_operands, tiled_contraction)
+                                           dot_product_forms, max_tile_rows, pack_operands, tiled_contraction)
 from compiler.schedule.strip_mine import at_extents, serial_top, strip_mine
 from compiler.schedule.transforms import (annotate, blocks_inside, collapse, hoist_reduction, outermost_loop, reorder,
                                          split, vectorize_reduction)
@@ -104,9 +105,11 @@ def _is_contraction(c: Computation) -> bool:
 
 def _is_dot_product(c: Computation, target: Target, is_constant: Callable[[str], bool] | None,
                     runtime_packs: bool = True) -> bool:
-    """An 8-bit integer contraction the target's dot product instruction takes (``dot_product_form``)."""
-    return (c.is_reduction and has_dot_product(target) and len(_loads(c)) >= 2
-            and dot_product_operands_packable(c, is_constant, runtime_packs))
+    """A u8 x s8 or bf16 x bf16 contraction one of the target's dot product instructions takes
+    (``dot_product_form``)."""
+    forms = dot_product_forms(target)
+    return (c.is_reduction and bool(forms) and len(_loads(c)) >= 2
+            and dot_product_operands_packable(c, forms, is_constant, runtime_packs))
 
 
 def _store_coefficient(c: Computation, v: Var) -> int | None:
@@ -210,8 +213,8 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
     """The schedule of a computation whose iteration space is static (its buffers' shapes need not be)."""
     packs: list[Computation] = []
     if _is_dot_product(c, target, is_constant, runtime_packs):
-        # Into 4-way dot products over packed int8 words; the contraction schedule below takes it from there.
-        c, words, constant = dot_product_form(c, is_constant)
+        # Into dot products over packed words; the contraction schedule below takes it from there.
+        c, words, constant = dot_product_form(c, dot_product_forms(target), is_constant)
         packs.extend(words)
         is_constant = _also_constant(is_constant, {p.output.name for p in words}, constant)
     elif c.is_reduction and _is_contraction(c):

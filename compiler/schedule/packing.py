@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from compiler.loopir.compute import Computation
-from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Expr, Load, Pack4, Select, Var, free_vars, map_loads,
+from compiler.loopir.expr import (Binary, Buffer, Cast, Const, Expr, Load, PackWord, Select, Var, free_vars, map_loads,
                                   min_, substitute, walk)
 from compiler.dtypes import DType
 from compiler.loopir.sizes import is_one, may_exceed_one
@@ -103,11 +103,13 @@ def _eval(e: Expr, env: dict[Var, np.ndarray], arrays: dict[str, np.ndarray]):
     if isinstance(e, Cast) and not e.dtype.is_float and e.dtype.bits >= 8 and not e.value.dtype.is_float:
         # Integer conversions wrap, in numpy as in the generated code.
         return np.asarray(_eval(e.value, env, arrays)).astype(e.dtype.numpy)
-    if isinstance(e, Pack4):
-        # Word packs of integer contractions (``contraction.dot_product_form``): byte k at bits 8k.
+    if isinstance(e, PackWord):
+        # Word packs of dot products (``contraction.dot_product_form``): part k at bits ``w k`` (bfloat16
+        # parts are their uint16 bits already).
+        bits = e.part_bits
         word = np.zeros((), np.uint32)
         for k, part in enumerate(e.parts):
-            byte = np.asarray(_eval(part, env, arrays)).astype(np.uint8).astype(np.uint32)
-            word = word | (byte << np.uint32(8 * k))
-        return word.astype(np.int32)  # wraps: bit 31 is the sign of byte 3
+            value = np.asarray(_eval(part, env, arrays)).astype(np.dtype(f"uint{bits}")).astype(np.uint32)
+            word = word | (value << np.uint32(bits * k))
+        return word.astype(np.int32)  # wraps: bit 31 is the sign of the last part
     raise _NotConstant(type(e).__name__)

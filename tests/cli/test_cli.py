@@ -126,6 +126,19 @@ def test_compile_dump_ir(models, tmp_path, capsys):
     assert all((dump / name).stat().st_size > 0 for name in files)
 
 
+def test_compile_precision_bf16(models, tmp_path, capsys):
+    dump = tmp_path / "ir"
+    out = tmp_path / "bf.tilec"
+    assert cli.main(["compile", str(models["matmul"]), "-o", str(out), "--input-shape", "x=2x8", "--precision", "bf16",
+                     "--dump-ir", str(dump), "-q"]) == 0
+    assert "bfloat16" in (dump / "graph.txt").read_text()
+    capsys.readouterr()
+    assert cli.main(["inspect", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["build"]["options"]["precision"] == "'bf16'"
+    assert cli.main(["compile", str(models["matmul"]), "-o", str(out), "--precision", "fp8"]) == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
 def test_input_shape_binds_symbolic_batch(models, tmp_path, capsys):
     out = tmp_path / "b5.tilec"
     assert cli.main(["compile", str(models["matmul"]), "-o", str(out), "--input-shape", "x=5x8", "-q"]) == 0

@@ -42,7 +42,7 @@ import numpy as np
 
 from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, padded_extent, vector_parts
 from compiler.dtypes import DType
-from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Dot4, Expr, Load, Pack4, Select, Var, flat_index,
+from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, PackWord, Select, Var, WordDot, flat_index,
                                   linear_coefficient, substitute, walk)
 from compiler.loopir.sizes import SizeVar, size_expr, static_value
 from compiler.loopir.stmt import (Alloc, For, ForKind, Kernel, Seq, Stmt, Store, kernel_size_vars, loads_and_stores,
@@ -65,6 +65,17 @@ _INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": 
 _FCMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
+class _BFloatType(ir.Type):
+    """LLVM's ``bfloat`` (llvmlite has none): only the element type of ``vdpbf16ps``'s operands, which are
+    bitcast from int32 words, so it needs no constants."""
+
+    def _to_string(self) -> str:
+        return "bfloat"
+
+
+_BFLOAT = _BFloatType()
+
+
 @dataclass
 class ModuleEmitter:
     module: ir.Module
@@ -72,7 +83,7 @@ class ModuleEmitter:
     outlined: int = 0
     # The size variables, in the order of the run's dims array.
     dims: tuple[str, ...] = ()
-    # The target's LLVM features: which instructions ``Dot4`` may lower to.
+    # The target's LLVM features: which instructions ``WordDot`` may lower to.
     features: tuple[str, ...] = ()
 
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -475,72 +486,98 @@ class FunctionEmitter:
             return self.b.select(c, t, f)
         if isinstance(e, Cast):
             return self.cast(self.expr(e.value), e.value.dtype, e.type, e.saturate, e.round_mode)
-        if isinstance(e, Pack4):
-            return self.pack4(e)
-        if isinstance(e, Dot4):
-            return self.dot4(None, e)
+        if isinstance(e, PackWord):
+            return self.pack_word(e)
+        if isinstance(e, WordDot):
+            return self.word_dot(None, e)
         raise TypeError(f"cannot emit {type(e).__name__}")
 
-    def pack4(self, e: Pack4) -> ir.Value:
-        """Four bytes as an int32 word: one unaligned 32-bit load where they are consecutive elements of an
-        8-bit buffer (a row of activations read in place), else each widened and shifted into place."""
+    def pack_word(self, e: PackWord) -> ir.Value:
+        """Parts as an int32 word: one unaligned 32-bit load where they are consecutive elements of a buffer
+        (a row of activations read in place), else each one's bits widened and shifted into place."""
+        bits = e.part_bits
         first = e.parts[0]
-        if (isinstance(first, Load) and first.buffer.dtype.bits == 8 and not _is_packed(first.buffer)
+        if (isinstance(first, Load) and first.buffer.dtype.bits == bits and not _is_packed(first.buffer)
                 and all(isinstance(p, Load) and p.buffer == first.buffer for p in e.parts)):
             base = flat_index(_layout(first.buffer), first.indices)
             offsets = [flat_index(_layout(p.buffer), p.indices) for p in e.parts]
             vector = self.vector.var if self.vector is not None else None
             if all(_offset_difference(o, base) == k for k, o in enumerate(offsets)) and (
                     vector is None or linear_coefficient(base, vector) == 0):
-                ptr = self.b.gep(self.pointers[first.buffer.name], [self.index(base)], inbounds=True, source_etype=I8)
-                return self.b.load(ptr, typ=I32, align=1)
+                ptr = self.b.gep(self.pointers[first.buffer.name], [self.index(base)], inbounds=True,
+                                 source_etype=ir.IntType(bits))
+                return self.b.load(ptr, typ=I32, align=bits // 8)
         word = None
         for k, part in enumerate(e.parts):
             v = self.expr(part)
             lanes = v.type.count if is_vector(v) else None
-            wide = self.b.zext(v, vectorized(I32, lanes))
+            if part.dtype is DType.BF16:
+                # In a register a bfloat16 is the float32 its bits shifted up make (``_from_memory``).
+                wide = self.b.lshr(self.b.bitcast(v, vectorized(I32, lanes)), self.broadcast(ir.Constant(I32, 16), lanes))
+            else:
+                wide = self.b.zext(v, vectorized(I32, lanes))
             if k:
-                wide = self.b.shl(wide, self.broadcast(ir.Constant(I32, 8 * k), lanes))
+                wide = self.b.shl(wide, self.broadcast(ir.Constant(I32, bits * k), lanes))
             word = wide if word is None else self.b.or_(*self._match(word, wide))
         return word
 
-    def dot4(self, acc: ir.Value | None, e: Dot4) -> ir.Value:
-        """``acc + Dot4(a, b)`` lane by lane (``acc`` None: 0). With VNNI, ``vpdpbusd`` on each 16 / 8 / 4 lanes;
-        elsewhere (and for other widths) the bytes widened to int32, multiplied and summed in groups of four."""
+    def word_dot(self, acc: ir.Value | None, e: WordDot) -> ir.Value:
+        """``acc + WordDot(a, b)`` lane by lane (``acc`` None: 0): ``vpdpbusd`` (VNNI) or ``vdpbf16ps``
+        (AVX512-BF16) on each 16 / 8 / 4 lanes; elsewhere (and for other widths) the parts widened,
+        multiplied and summed."""
         a, b = self._match(self.expr(e.a), self.expr(e.b))
         if acc is not None:
             acc, a, b = self._match(acc, a, b)
         lanes = a.type.count if is_vector(a) else 1
-        if "avx512vnni" in self.mod.features and lanes in (4, 8, 16, 32):
-            if acc is None:
-                acc = ir.Constant(a.type, None)
-            chunk = min(lanes, 16)
-            if chunk < 16 and "avx512vl" not in self.mod.features:
-                return self._dot4_widened(acc, a, b, lanes)
-            vt = ir.VectorType(I32, chunk)
-            fn = self.mod.declare(f"llvm.x86.avx512.vpdpbusd.{32 * chunk}", vt, [vt, vt, vt])
-            pieces = []
-            for start in range(0, lanes, chunk):
-                picks = ir.Constant(ir.VectorType(I32, chunk), list(range(start, start + chunk)))
-                part = [v if chunk == lanes else self.b.shuffle_vector(v, v, picks) for v in (acc, a, b)]
-                pieces.append(self.b.call(fn, part))
-            if len(pieces) == 1:
-                return pieces[0]
-            return self.b.shuffle_vector(pieces[0], pieces[1], ir.Constant(ir.VectorType(I32, lanes), list(range(lanes))))
-        return self._dot4_widened(acc, a, b, lanes)
+        feature, result = {"u8s8": ("avx512vnni", I32), "bf16": ("avx512bf16", ir.FloatType())}[e.form]
+        chunk = min(lanes, 16)
+        if (feature not in self.mod.features or lanes not in (4, 8, 16, 32)
+                or (chunk < 16 and "avx512vl" not in self.mod.features)):
+            return self._word_dot_widened(acc, a, b, lanes, e.form)
+        if acc is None:
+            acc = ir.Constant(ir.VectorType(result, lanes), None)
+        vt = ir.VectorType(result, chunk)
+        words = ir.VectorType(I32, chunk)
+        if e.form == "u8s8":
+            fn = self.mod.declare(f"llvm.x86.avx512.vpdpbusd.{32 * chunk}", vt, [vt, words, words])
+            convert = lambda v: v  # noqa: E731
+        else:
+            pairs = ir.VectorType(_BFLOAT, 2 * chunk)
+            fn = self.mod.declare(f"llvm.x86.avx512bf16.dpbf16ps.{32 * chunk}", vt, [vt, pairs, pairs])
+            convert = lambda v: self.b.bitcast(v, pairs)  # noqa: E731
+        pieces = []
+        for start in range(0, lanes, chunk):
+            picks = ir.Constant(ir.VectorType(I32, chunk), list(range(start, start + chunk)))
+            acc_part, a_part, b_part = (v if chunk == lanes else self.b.shuffle_vector(v, v, picks) for v in (acc, a, b))
+            pieces.append(self.b.call(fn, [acc_part, convert(a_part), convert(b_part)]))
+        if len(pieces) == 1:
+            return pieces[0]
+        return self.b.shuffle_vector(pieces[0], pieces[1], ir.Constant(ir.VectorType(I32, lanes), list(range(lanes))))
 
-    def _dot4_widened(self, acc: ir.Value | None, a: ir.Value, b: ir.Value, lanes: int) -> ir.Value:
-        """The portable ``Dot4``: bytes zero- / sign-extended to int32, multiplied, groups of four added."""
-        bytes_t = ir.VectorType(I8, 4 * lanes)
-        wide_t = ir.VectorType(I32, 4 * lanes)
-        product = self.b.mul(self.b.zext(self.b.bitcast(a, bytes_t), wide_t), self.b.sext(self.b.bitcast(b, bytes_t), wide_t))
+    def _word_dot_widened(self, acc: ir.Value | None, a: ir.Value, b: ir.Value, lanes: int, form: str) -> ir.Value:
+        """The portable ``WordDot``: parts widened (bytes zero- / sign-extended to int32, bfloat16 halves
+        shifted into float32), multiplied, each word's products added in order."""
+        vector = lanes > 1 or is_vector(a)
+        if form == "u8s8":
+            bytes_t, wide_t = ir.VectorType(I8, 4 * lanes), ir.VectorType(I32, 4 * lanes)
+            product = self.b.mul(self.b.zext(self.b.bitcast(a, bytes_t), wide_t),
+                                 self.b.sext(self.b.bitcast(b, bytes_t), wide_t))
+            terms = []
+            for k in range(4):
+                picks = ir.Constant(ir.VectorType(I32, lanes), [4 * j + k for j in range(lanes)])
+                term = self.b.shuffle_vector(product, product, picks)
+                terms.append(term if vector else self.b.extract_element(term, ir.Constant(I32, 0)))
+            add = self.b.add
+        else:
+            count = lanes if vector else None
+            f32 = vectorized(ir.FloatType(), count)
+            low = lambda v: self.b.bitcast(self.b.shl(v, self.broadcast(ir.Constant(I32, 16), count)), f32)  # noqa: E731
+            high = lambda v: self.b.bitcast(self.b.and_(v, self.broadcast(ir.Constant(I32, -65536), count)), f32)  # noqa: E731
+            terms = [self.b.fmul(low(a), low(b)), self.b.fmul(high(a), high(b))]
+            add = self.b.fadd
         total = acc
-        for k in range(4):
-            picks = ir.Constant(ir.VectorType(I32, lanes), [4 * j + k for j in range(lanes)])
-            term = self.b.shuffle_vector(product, product, picks)
-            if lanes == 1:
-                term = self.b.extract_element(term, ir.Constant(I32, 0))
-            total = term if total is None else self.b.add(total, term)
+        for term in terms:
+            total = term if total is None else add(total, term)
         return total
 
     def _bf16_rounded(self, v: ir.Value, dtype: DType) -> ir.Value:
@@ -551,9 +588,9 @@ class FunctionEmitter:
         return self._from_memory(self._float_to_bf16(v, v.type.count if is_vector(v) else None), DType.BF16)
 
     def binary(self, e: Binary) -> ir.Value:
-        if e.op == "add" and isinstance(e.b, Dot4):
-            # A reduction's update ``acc + dot4(a, b)``: the accumulating form, one vpdpbusd.
-            return self.dot4(self.expr(e.a), e.b)
+        if e.op == "add" and isinstance(e.b, WordDot):
+            # A reduction's update ``acc + dot(a, b)``: the accumulating form, one vpdpbusd / vdpbf16ps.
+            return self.word_dot(self.expr(e.a), e.b)
         a, b = self._match(self.expr(e.a), self.expr(e.b))
         dtype = e.a.dtype
         op = e.op
