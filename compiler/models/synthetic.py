@@ -4,6 +4,8 @@
 * ``matmul(n)``: one n×n×n MatMul against a constant n×n weight.
 * ``elementwise_chain(ops, shape)``: ``ops`` small unary/binary elementwise ops in a row on one
   tensor (default 200 ops on 1×64): the work is negligible, so the time is per-op overhead.
+* ``residual_cnn(batch)``: a ResNet stem and block at 48×48 (Conv/Relu/MaxPool, a residual Add,
+  GlobalAveragePool, Gemm): small enough to quantize and run anywhere (the int8 tests).
 
 Weights are seeded random; IR version 8 (what onnxruntime reads), opset 17.
 """
@@ -73,3 +75,30 @@ def elementwise_chain(ops: int = 200, shape: Sequence[int] = (1, 64), seed: int 
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
     return model_of("elementwise_chain", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], inits)
+
+
+def residual_cnn(batch: int = 2, seed: int = 0) -> onnx.ModelProto:
+    """Conv/Relu/MaxPool, a residual Add, GlobalAveragePool and a Gemm: a ResNet stem and block."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def conv(out: str, x: str, cin: int, cout: int, k: int, stride: int = 1) -> None:
+        w = (rng.standard_normal((cout, cin, k, k)) * (2 / (cin * k * k)) ** 0.5).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, out + "_w"),
+                      numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), out + "_b")])
+        nodes.append(helper.make_node("Conv", [x, out + "_w", out + "_b"], [out], pads=[k // 2] * 4,
+                                      strides=[stride] * 2))
+
+    conv("c1", "x", 3, 16, 5, 2)
+    nodes += [helper.make_node("Relu", ["c1"], ["r1"]),
+              helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]
+    conv("c2", "p1", 16, 16, 3)
+    nodes.append(helper.make_node("Relu", ["c2"], ["r2"]))
+    conv("c3", "r2", 16, 16, 1)
+    nodes += [helper.make_node("Add", ["c3", "p1"], ["s"]), helper.make_node("Relu", ["s"], ["r3"]),
+              helper.make_node("GlobalAveragePool", ["r3"], ["g"]), helper.make_node("Flatten", ["g"], ["f"])]
+    inits += [numpy_helper.from_array((rng.standard_normal((16, 10)) * 0.3).astype(np.float32), "fc_w"),
+              numpy_helper.from_array((rng.standard_normal(10) * 0.1).astype(np.float32), "fc_b")]
+    nodes.append(helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"]))
+    return model_of("residual_cnn", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 48, 48])],
+                    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], inits)

@@ -203,7 +203,9 @@ def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
 
 def dot_product_forms(target: Target) -> frozenset[str]:
     """The ``WordDot`` forms ``target`` has an instruction for: ``u8s8`` (x86 VNNI ``vpdpbusd``),
-    ``bf16`` (x86 AVX512-BF16 ``vdpbf16ps``)."""
+    ``bf16`` (x86 AVX512-BF16 ``vdpbf16ps``, aarch64 BF16 ``bfdot``)."""
+    if target.arch == "aarch64":
+        return frozenset({"bf16"} if "bf16" in target.features else ())
     if target.arch != "x86_64":
         return frozenset()
     return frozenset(form for form, feature in (("u8s8", "avx512vnni"), ("bf16", "avx512bf16"))

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 import compiler
 
@@ -34,9 +35,9 @@ print("numpy", np.__version__)
 """
 
 
-def _run_on_arm(model, feeds: dict[str, np.ndarray], tmp: pathlib.Path) -> list[np.ndarray]:
+def _run_on_arm(model, feeds: dict[str, np.ndarray], tmp: pathlib.Path, **options) -> list[np.ndarray]:
     require_emulator()
-    artifact = compiler.compile(model, tmp / "model.tilec", target="aarch64-linux-gnu")
+    artifact = compiler.compile(model, tmp / "model.tilec", target="aarch64-linux-gnu", **options)
     np.savez(tmp / "in.npz", **feeds)
     script = tmp / "run.py"
     script.write_text(RUNNER)
@@ -112,3 +113,30 @@ def test_dynamic_attention_block_on_arm(tmp_path: pathlib.Path) -> None:
     assert "dims ['batch', 'sequence', 32]" in result.stdout
     for path, feed in zip(paths, feeds):
         _assert_close([np.load(path + ".out.npy")], reference.run(None, feed))
+
+
+@pytest.mark.arm
+def test_int8_qdq_cnn_on_arm(tmp_path: pathlib.Path) -> None:
+    """A quantize_static (QDQ) model: its integer contractions, widened on aarch64, within one output step."""
+    pytest.importorskip("sympy")  # quant_pre_process's symbolic shape inference
+    from compiler.models import quantized, synthetic
+
+    fp32 = synthetic.residual_cnn()
+    model = quantized.quantize_static_qdq(fp32, quantized.random_calibration(fp32))
+    feeds = random_input(model)
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    (got,) = _run_on_arm(model, feeds, tmp_path)
+    last = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
+    step = float(next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == last.input[1]))
+    assert np.max(np.abs(got - want)) <= 1.0001 * step
+
+
+@pytest.mark.arm
+def test_bf16_encoder_on_neoverse_v1(tmp_path: pathlib.Path) -> None:
+    """precision='bf16' for a BF16 arm64 core: bfdot kernels, within bfloat16's error of float32."""
+    from compiler.models.transformer import encoder, encoder_inputs
+
+    model = encoder(layers=2, hidden=64, heads=4, seq=16)
+    feeds = encoder_inputs(model)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert_close_to_max(_run_on_arm(model, feeds, tmp_path, cpu="neoverse-v1", precision="bf16"), want, 2e-2, "arm64 bf16")

@@ -51,3 +51,19 @@ def test_avx2_target_uses_ymm_not_zmm() -> None:
     asm = _assembly("x86_64-linux-gnu", "x86-64-v3")
     assert re.search(r"vfmadd\d+ps\s+[^\n]*ymm", asm)
     assert "zmm" not in asm
+
+
+def _bf16_assembly(target: str, cpu: str | None) -> str:
+    from compiler.graph.passes.bf16 import contractions_in_bf16
+
+    tgt = resolve_target(target, cpu)
+    program = lower_graph(contractions_in_bf16(run_passes(load_graph(_conv_and_gemm_model()))), tgt)
+    return emit_assembly(build_module(program.calls, tgt), tgt)
+
+
+def test_bf16_contractions_use_bfdot_on_neoverse_v1() -> None:
+    asm = _bf16_assembly("aarch64-linux-gnu", "neoverse-v1")
+    assert len(re.findall(r"\bbfdot\s+v\d+\.4s", asm)) >= 8
+    # Without the BF16 extension the same kernels widen the pairs into fmla.
+    plain = _bf16_assembly("aarch64-linux-gnu", None)
+    assert "bfdot" not in plain and re.search(r"\bfmla\s+v\d+\.4s", plain)

@@ -18,44 +18,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 import compiler
 import runtime_stub
 from compiler.frontend import load_graph
 from compiler.graph.passes import run_passes
-from compiler.models import light, quantized, transformer
+from compiler.models import light, quantized, synthetic, transformer
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("sympy")  # quant_pre_process's symbolic shape inference
-
-
-def _cnn() -> onnx.ModelProto:
-    """Conv/Relu/MaxPool, a residual Add, GlobalAveragePool and a Gemm: a ResNet stem and block."""
-    rng = np.random.default_rng(0)
-    inits, nodes = [], []
-
-    def conv(out: str, x: str, cin: int, cout: int, k: int, stride: int = 1) -> None:
-        w = (rng.standard_normal((cout, cin, k, k)) * (2 / (cin * k * k)) ** 0.5).astype(np.float32)
-        inits.extend([numpy_helper.from_array(w, out + "_w"),
-                      numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), out + "_b")])
-        nodes.append(helper.make_node("Conv", [x, out + "_w", out + "_b"], [out], pads=[k // 2] * 4,
-                                      strides=[stride] * 2))
-
-    conv("c1", "x", 3, 16, 5, 2)
-    nodes += [helper.make_node("Relu", ["c1"], ["r1"]),
-              helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]
-    conv("c2", "p1", 16, 16, 3)
-    nodes.append(helper.make_node("Relu", ["c2"], ["r2"]))
-    conv("c3", "r2", 16, 16, 1)
-    nodes += [helper.make_node("Add", ["c3", "p1"], ["s"]), helper.make_node("Relu", ["s"], ["r3"]),
-              helper.make_node("GlobalAveragePool", ["r3"], ["g"]), helper.make_node("Flatten", ["g"], ["f"])]
-    inits += [numpy_helper.from_array((rng.standard_normal((16, 10)) * 0.3).astype(np.float32), "fc_w"),
-              numpy_helper.from_array((rng.standard_normal(10) * 0.1).astype(np.float32), "fc_b")]
-    nodes.append(helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"]))
-    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 48, 48])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 10])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _output_step(model: onnx.ModelProto) -> float:
@@ -81,7 +53,7 @@ def _check_static(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tmp_path
 
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
 def test_quantize_static_cnn_matches_onnxruntime_int8(per_channel: bool, tmp_path) -> None:
-    model = _cnn()
+    model = synthetic.residual_cnn()
     calibration = quantized.random_calibration(model, seed=1)
     qdq = quantized.quantize_static_qdq(model, calibration, per_channel=per_channel)
     _check_static(qdq, quantized.random_calibration(model, batches=1, seed=2)[0], tmp_path)

@@ -529,10 +529,9 @@ class FunctionEmitter:
         if acc is not None:
             acc, a, b = self._match(acc, a, b)
         lanes = a.type.count if is_vector(a) else 1
-        feature, result = {"u8s8": ("avx512vnni", I32), "bf16": ("avx512bf16", ir.FloatType())}[e.form]
-        chunk = min(lanes, 16)
-        if (feature not in self.mod.features or lanes not in (4, 8, 16, 32)
-                or (chunk < 16 and "avx512vl" not in self.mod.features)):
+        result = I32 if e.form == "u8s8" else ir.FloatType()
+        chunk = self._word_dot_chunk(e.form, lanes)
+        if chunk is None:
             return self._word_dot_widened(acc, a, b, lanes, e.form)
         if acc is None:
             acc = ir.Constant(ir.VectorType(result, lanes), None)
@@ -543,16 +542,31 @@ class FunctionEmitter:
             convert = lambda v: v  # noqa: E731
         else:
             pairs = ir.VectorType(_BFLOAT, 2 * chunk)
-            fn = self.mod.declare(f"llvm.x86.avx512bf16.dpbf16ps.{32 * chunk}", vt, [vt, pairs, pairs])
+            name = ("llvm.aarch64.neon.bfdot.v4f32.v8bf16" if "bf16" in self.mod.features
+                    else f"llvm.x86.avx512bf16.dpbf16ps.{32 * chunk}")
+            fn = self.mod.declare(name, vt, [vt, pairs, pairs])
             convert = lambda v: self.b.bitcast(v, pairs)  # noqa: E731
         pieces = []
         for start in range(0, lanes, chunk):
             picks = ir.Constant(ir.VectorType(I32, chunk), list(range(start, start + chunk)))
             acc_part, a_part, b_part = (v if chunk == lanes else self.b.shuffle_vector(v, v, picks) for v in (acc, a, b))
             pieces.append(self.b.call(fn, [acc_part, convert(a_part), convert(b_part)]))
-        if len(pieces) == 1:
-            return pieces[0]
-        return self.b.shuffle_vector(pieces[0], pieces[1], ir.Constant(ir.VectorType(I32, lanes), list(range(lanes))))
+        while len(pieces) > 1:  # concatenated pairwise: a shuffle joins two vectors of one width
+            width = 2 * pieces[0].type.count
+            join = ir.Constant(ir.VectorType(I32, width), list(range(width)))
+            pieces = [self.b.shuffle_vector(x, y, join) for x, y in zip(pieces[::2], pieces[1::2])]
+        return pieces[0]
+
+    def _word_dot_chunk(self, form: str, lanes: int) -> int | None:
+        """Lanes per dot product instruction for ``lanes`` lanes of ``form`` (None: widen instead):
+        x86's 512-bit ones take 16 (8 and 4 with AVX512-VL), aarch64's ``bfdot`` 4."""
+        features = self.mod.features
+        if form == "bf16" and "bf16" in features:  # aarch64 (x86's feature is avx512bf16)
+            return 4 if lanes in (4, 8, 16, 32) else None
+        if {"u8s8": "avx512vnni", "bf16": "avx512bf16"}[form] not in features or lanes not in (4, 8, 16, 32):
+            return None
+        chunk = min(lanes, 16)
+        return chunk if chunk == 16 or "avx512vl" in features else None
 
     def _word_dot_widened(self, acc: ir.Value | None, a: ir.Value, b: ir.Value, lanes: int, form: str) -> ir.Value:
         """The portable ``WordDot``: parts widened (bytes zero- / sign-extended to int32, bfloat16 halves
