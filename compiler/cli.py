@@ -20,7 +20,7 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from compiler.codegen.cuda.target import CUDA_ARCHS
-from compiler.graph.passes.bf16 import PRECISIONS
+from compiler.graph.passes.precision import PRECISIONS
 from compiler.compare import DEFAULT_ATOL, DEFAULT_RTOL, FUSION_NOTE, Row, Status, compare_model
 from runtime_stub.errors import InvalidInputError, TilecError
 

@@ -6,7 +6,7 @@ can report progress; ``dump_ir`` writes the graph and every kernel's loop IR.
 ``profile=True`` (CPU targets) times every kernel call in the native code; the
 runtime then reports per-kernel times (``InferenceSession.kernel_profile``).
 ``precision="bf16"`` (CPU targets) runs float32 MatMul/Gemm/Conv on bfloat16 operands
-after the graph passes (``graph.passes.bf16``).
+after the graph passes (``graph.passes.precision``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from compiler.errors import CompileError, TilecWarning
 from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
-from compiler.graph.passes.bf16 import PRECISIONS, contractions_in_bf16
+from compiler.graph.passes.precision import PRECISIONS, contractions_in_bf16, half_contractions_in_float32
 from compiler.loopir.printer import format_kernel, format_size
 from compiler.loopir.sizes import SizeRange
 from compiler.lowering.driver import Program, lower_graph
@@ -156,6 +156,8 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, l
         graph = run_passes(graph)
         if precision == "bf16":
             graph = contractions_in_bf16(graph)
+        if tgt.kind == "cpu":
+            graph = half_contractions_in_float32(graph)
     with log.stage("lowering"):
         program = lower_graph(graph, tgt, progress)
     return graph, program

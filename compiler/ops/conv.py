@@ -186,7 +186,7 @@ def conv_sum(ctx: LoweringContext, xp: Tensor, packed: Tensor, shape: ConvShape,
 
     16-bit floats accumulate in float32 (``epilogue`` sees the float32 sum) and are
     rounded once at the end to the node's output type, as onnxruntime does, instead of at every
-    product (a bfloat16 conv writing float32, see ``graph.passes.bf16``, is not rounded at all).
+    product (a bfloat16 conv writing float32, see ``graph.passes.precision``, is not rounded at all).
     ``integer``: 8-bit operands, summed in int32 (the epilogue's result is stored as it is).
     """
     m_per_group = shape.out_channels // shape.group

@@ -54,7 +54,7 @@ def test_avx2_target_uses_ymm_not_zmm() -> None:
 
 
 def _bf16_assembly(target: str, cpu: str | None) -> str:
-    from compiler.graph.passes.bf16 import contractions_in_bf16
+    from compiler.graph.passes.precision import contractions_in_bf16
 
     tgt = resolve_target(target, cpu)
     program = lower_graph(contractions_in_bf16(run_passes(load_graph(_conv_and_gemm_model()))), tgt)
@@ -67,3 +67,5 @@ def test_bf16_contractions_use_bfdot_on_neoverse_v1() -> None:
     # Without the BF16 extension the same kernels widen the pairs into fmla.
     plain = _bf16_assembly("aarch64-linux-gnu", None)
     assert "bfdot" not in plain and re.search(r"\bfmla\s+v\d+\.4s", plain)
+
+

@@ -658,6 +658,10 @@ class FunctionEmitter:
             return self.b.select(self.b.icmp_signed("<", x, ir.Constant(x.type, None)), self.b.neg(x), x)
         if f in vecmath.FUNCTIONS and isinstance(x.type.element if is_vector(x) else x.type, ir.FloatType):
             return vecmath.emit(f, self.b, self.mod.module, x)
+        if f in vecmath.FUNCTIONS and dtype is DType.F16 and len(args) == 1:
+            # In float, rounded back to half as libm's float result would be (not lane by lane through libm).
+            wide = vecmath.emit(f, self.b, self.mod.module, self.cast(x, DType.F16, DType.F32))
+            return self.cast(wide, DType.F32, DType.F16)
         if f in _LIBM:
             return self.libm(f, dtype, args)
         if f in _INTRINSIC:

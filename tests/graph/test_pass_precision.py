@@ -1,4 +1,5 @@
-"""Stage 2, precision="bf16": float32 MatMul/Gemm/Conv read bfloat16 operands and accumulate in float32.
+"""Stage 2, contraction precision: precision="bf16" (float32 MatMul/Gemm/Conv on bfloat16 operands, float32
+sums) and float16 contractions on float32 copies.
 
 The rewrite (weights stored as bfloat16, one shared Cast per activation, everything else untouched) and
 the compiled result: against the reference evaluator run on operands rounded to bfloat16 in float64 the
@@ -24,7 +25,7 @@ from compiler.dtypes import DType
 from compiler.errors import CompileError, TilecWarning
 from compiler.frontend import load_graph
 from compiler.graph.passes import run_passes
-from compiler.graph.passes.bf16 import contractions_in_bf16
+from compiler.graph.passes.precision import contractions_in_bf16, half_contractions_in_float32
 from compiler.lowering.driver import lower_graph
 from helpers_onnx import compiled, graph_model, rand, reference
 
@@ -128,3 +129,23 @@ def test_precision_errors_and_the_warning_without_bf16_instructions(tmp_path):
         compiler.compile(model, tmp_path / "a.tilec", target="cuda", precision="bf16")
     with pytest.warns(TilecWarning, match=r"x86-64-v3 has no bfloat16 dot product instruction"):
         compiler.compile(model, tmp_path / "a.tilec", target="x86_64-linux-gnu", cpu="x86-64-v3", precision="bf16")
+
+
+def test_half_contractions_run_on_float32_copies_and_round_once():
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    w = rand((8, 4, 3, 3), 1, dtype="float16")
+    model = graph_model(nodes, {"x": rand((1, 4, 6, 6), dtype="float16")}, ["y"], {"w": w, "b": rand((8,), 2, dtype="float16")})
+    graph = half_contractions_in_float32(run_passes(load_graph(model)))
+    assert [n.op_type for n in graph.nodes] == ["Cast", "Conv", "Cast", "Relu"]
+    conv = graph.nodes[1]
+    assert all(v.dtype is DType.F32 for v in [*conv.inputs, *conv.outputs])
+    np.testing.assert_array_equal(conv.inputs[1].const, w.astype(np.float32))  # widening is exact
+    assert graph.nodes[2].outputs[0].dtype is DType.F16 and graph.nodes[3].inputs[0] is graph.nodes[2].outputs[0]
+
+
+def test_half_erf_and_exp_are_vector_code_not_libm_calls():
+    model = graph_model([helper.make_node("Erf", ["x"], ["e"]), helper.make_node("Exp", ["e"], ["y"])],
+                        {"x": rand((4, 256), dtype="float16")}, ["y"])
+    program = lower_graph(run_passes(load_graph(model)), ZNVER4)
+    asm = emit_assembly(build_module(program.calls, ZNVER4), ZNVER4)
+    assert "erff" not in asm and "expf" not in asm and re.search(r"vcvtph2ps\s+[^\n]*zmm", asm)
