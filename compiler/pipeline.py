@@ -25,7 +25,7 @@ from compiler import __version__
 from compiler.artifact.format import write_artifact
 from compiler.codegen.link import link_shared_object
 from compiler.codegen.llvm.module import RunLayout, build_module, compile_module
-from compiler.codegen.target import Target, resolve_target
+from compiler.codegen.target import Target, dot_product_forms, resolve_target
 from compiler.errors import CompileError, TilecWarning
 from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
@@ -35,7 +35,6 @@ from compiler.loopir.printer import format_kernel, format_size
 from compiler.loopir.sizes import SizeRange
 from compiler.lowering.driver import Program, lower_graph
 from compiler.ops.registry import lookup
-from compiler.schedule.contraction import dot_product_forms
 from runtime_stub.signature import native_signature
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto

@@ -152,3 +152,20 @@ def resolve_target(target: str = "host", cpu: str | None = None) -> Target:
     if unknown:
         raise TargetError(f"unknown CPU feature(s) {', '.join(sorted(unknown))} for {arch}")
     return Target("cpu", arch, _TRIPLES[arch], name, tuple(sorted(features)))
+
+
+# (form, LLVM feature) of each ``WordDot`` form an instruction runs (``loopir.expr.WORD_DOT_PARTS``).
+WORD_DOT_FEATURES = {
+    "x86_64": (("u8s8", "avx512vnni"), ("bf16", "avx512bf16")),
+    "aarch64": (("s8s8", "dotprod"), ("u8s8", "i8mm"), ("bf16", "bf16")),
+}
+
+
+def dot_product_forms(target: object) -> frozenset[str]:
+    """The ``WordDot`` forms ``target`` has an instruction for: ``u8s8`` (x86 VNNI ``vpdpbusd``, aarch64
+    I8MM ``usdot``), ``s8s8`` (aarch64 dot product ``sdot``), ``bf16`` (x86 AVX512-BF16 ``vdpbf16ps``,
+    aarch64 BF16 ``bfdot``). None for targets other than CPUs (CUDA schedules its own)."""
+    if not isinstance(target, Target):
+        return frozenset()
+    return frozenset(form for form, feature in WORD_DOT_FEATURES.get(target.arch, ()) if feature in target.features)
+

@@ -49,6 +49,11 @@ unless refused here):
   ``past_sequence_length``, ``cache_indirection``, the ``qk`` output),
   ``do_rotary``, packed QKV/KV or BNSH key forms, the [2*batch],
   [3*batch+2] and 4-D mask forms.
+* ``MatMulNBits``: 2-, 4- and 8-bit block-quantized constant weights (packed or
+  float zero points, ``g_idx`` (refused with packed zero points, which
+  onnxruntime then ignores), ``bias``), dequantized at compile time into a
+  MatMul of A's type; ``accuracy_level`` (onnxruntime's leave to quantize A) is
+  ignored: tilec computes in A's type.
 * ``RotaryEmbedding``: input [batch, length, hidden] (``num_heads``) or
   [batch, heads, length, head]; ``position_ids`` [batch, length] or [1] (the
   first position); halves or ``interleaved`` pairs; partial
@@ -215,6 +220,56 @@ def expand_fused_matmul(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) 
         _copy(b, product, node.output[0])
     else:
         b.op("Mul", [product, _scalar(b, alpha, _dtype(state, a))], node.output[0])
+
+
+def _unpacked_codes(packed: np.ndarray, bits: int, rows: int) -> np.ndarray:
+    """``rows`` rows of ``bits``-bit codes packed low-first into the bytes of ``packed`` (row-major)."""
+    raw = np.asarray(packed).astype(np.uint8).reshape(rows, -1)
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    return ((raw[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(rows, -1)
+
+
+def expand_matmul_nbits(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
+    """``A @ dequantize(B)^T (+ bias)``: B's ``bits``-bit codes (N rows of K, in blocks of ``block_size``
+    along K) dequantized at compile time as onnxruntime's kernels read them, ``(code - zero point) * scale``
+    per block (zero points packed codes or floats; 2^(bits-1) without), ``g_idx`` naming each K's block."""
+    a, packed, scales, zeros, g_idx, bias = _args(node.input, 6)
+    attrs = _attrs(node)
+    k, n, bits, block = attrs.get("K"), attrs.get("N"), attrs.get("bits", 4), attrs.get("block_size")
+    if k is None or n is None or block is None:
+        raise NotExpandable("the K, N and block_size attributes are required")
+    if bits not in (2, 4, 8):
+        raise NotExpandable(f"bits={bits} (2, 4 and 8 are supported)")
+    unknown = [label for label, name in (("B", packed), ("scales", scales), ("zero_points", zeros), ("g_idx", g_idx))
+               if name and name not in state.constants]
+    if unknown:
+        raise NotExpandable(f"{', '.join(unknown)} must be constants (weights known at compile time)")
+    if g_idx and zeros and state.constants[zeros].dtype == np.uint8:
+        # onnxruntime's CPU kernel then dequantizes with the default zero point, as if none were given.
+        raise NotExpandable("g_idx (deprecated) with packed uint8 zero_points: onnxruntime ignores those "
+                            "zero points; give float zero points or no g_idx")
+    blocks = -(-k // block)
+    codes = _unpacked_codes(state.constants[packed], bits, n)
+    scale = np.asarray(state.constants[scales]).astype(np.float32)
+    if codes.shape[1] != blocks * block or scale.size != n * blocks:
+        raise NotExpandable(f"B of {state.constants[packed].size} bytes and {scale.size} scales do not hold "
+                            f"N={n} rows of {blocks} blocks of {block} {bits}-bit codes")
+    scale = scale.reshape(n, blocks)
+    if not zeros:
+        zero = np.full((n, blocks), float(1 << (bits - 1)), np.float32)
+    elif state.constants[zeros].dtype == np.uint8:
+        zero = _unpacked_codes(state.constants[zeros], bits, n)[:, :blocks].astype(np.float32)
+    else:
+        zero = np.asarray(state.constants[zeros]).astype(np.float32).reshape(n, blocks)
+    block_of = (np.asarray(state.constants[g_idx]).astype(np.int64).reshape(k) if g_idx
+                else np.arange(k) // block)
+    if block_of.min(initial=0) < 0 or block_of.max(initial=0) >= blocks:
+        raise NotExpandable(f"g_idx names blocks outside 0..{blocks - 1}")
+    weight = (codes[:, :k].astype(np.float32) - zero[:, block_of]) * scale[:, block_of]
+    product = b.op("MatMul", [a, b.const(weight.T.astype(_dtype(state, a)), "dequantized_b")],
+                   "" if bias else node.output[0])
+    if bias:
+        b.op("Add", [product, bias], node.output[0])
 
 
 def _activation(b: Builder, name: str, params: dict[str, float], x: str, dtype: np.dtype, out: str) -> None:
@@ -547,4 +602,5 @@ EXPANDERS: dict[str, Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]] =
     "SimplifiedLayerNormalization": expand_simplified_layer_norm, "LayerNormalization": expand_layer_norm,
     "EmbedLayerNormalization": expand_embed_layer_norm, "Attention": expand_attention,
     "MultiHeadAttention": expand_multi_head_attention, "RotaryEmbedding": expand_rotary_embedding,
+    "MatMulNBits": expand_matmul_nbits,
 }

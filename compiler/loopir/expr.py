@@ -217,14 +217,16 @@ class PackWord(Expr):
 
 
 #: The element type of each word dot product's operands: ``u8s8`` multiplies bytes of ``a`` read as
-#: uint8 by bytes of ``b`` read as int8; ``bf16`` multiplies the two bfloat16 halves of both.
-WORD_DOT_PARTS = {"u8s8": 4, "bf16": 2}
+#: uint8 by bytes of ``b`` read as int8, ``s8s8`` both read as int8; ``bf16`` multiplies the two
+#: bfloat16 halves of both.
+WORD_DOT_PARTS = {"u8s8": 4, "s8s8": 4, "bf16": 2}
 
 
 @dataclass(frozen=True)
 class WordDot(Expr):
     """``sum_k part k of a * part k of b`` over the parts of int32 words ``a`` and ``b`` (see
-    ``WORD_DOT_PARTS``). ``u8s8``: exact in int32, one lane of x86's ``vpdpbusd`` (VNNI). ``bf16``: the
+    ``WORD_DOT_PARTS``). ``u8s8``: exact in int32, one lane of x86's ``vpdpbusd`` (VNNI) or aarch64's
+    ``usdot`` (I8MM); ``s8s8``: one lane of aarch64's ``sdot`` (dot product extension). ``bf16``: the
     products exact in float32, summed in float32, one lane of x86's ``vdpbf16ps`` (AVX512-BF16).
     Elsewhere the parts are widened, multiplied and added. Contractions are rewritten into it
     (``compiler.schedule.contraction.dot_product_form``)."""

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from compiler.codegen.target import dot_product_forms
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, min_, select
 from compiler.loopir.sizes import Size, same_size
@@ -322,6 +323,14 @@ def conv_transpose(ctx: LoweringContext) -> list[Tensor]:
 # --- integer convs --------------------------------------------------------------------------------
 
 
+def dot_activation_type(ctx: LoweringContext) -> DType:
+    """The type integer contractions move their activation operand into: int8 where the target's byte
+    dot product multiplies int8 by int8 only (aarch64's ``sdot`` without I8MM's ``usdot``), else uint8
+    (x86's ``vpdpbusd``, ``usdot``, and the widened form elsewhere). Weights are int8 either way."""
+    forms = dot_product_forms(ctx.target)
+    return DType.I8 if "s8s8" in forms and "u8s8" not in forms else DType.U8
+
+
 def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
                  epilogue: Callable[[Expr, Index], Expr] | None = None) -> Tensor:
     """The int32 conv of ``(x - x_zero_point) * (w - w_zero_point)``.
@@ -329,7 +338,8 @@ def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
     ``inputs`` are the node's input positions of x, w and their optional zero points (x's a scalar,
     w's a scalar or one per output channel). As for MatMulInteger (``quantize.integer_matmul``), it is
     the conv of a uint8 ``x'`` and an int8 ``w'`` (each moved by 128 where its type is the other one,
-    its zero point with it), the zero points as compensation terms in the epilogue:
+    its zero point with it; int8 ``x'`` where the target's dot product takes int8 only: see
+    ``dot_activation_type``), the zero points as compensation terms in the epilogue:
     ``sum (x'-zx')(w'-zw') = sum x'w' - zw' windowsum(x') - zx' sum(w') + K zx' zw'``, x' padded with
     zx' (so a pad contributes nothing), window sums only where w's zero point is not 0.
     """
@@ -342,7 +352,8 @@ def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
     for t in (x, w):
         if t.dtype not in (DType.U8, DType.I8):
             ctx.unsupported(f"integer conv of {t.dtype.value} values (uint8 and int8 only)")
-    x_offset = 128 if x.dtype is DType.I8 else 0
+    x_type = dot_activation_type(ctx)
+    x_offset = 0 if x.dtype is x_type else (128 if x_type is DType.U8 else -128)
     w_offset = -128 if w.dtype is DType.U8 else 0
     zx = const(x_offset, DType.I32) if x_zero is None else cast(x_zero[[Const(0)] * x_zero.rank], DType.I32) + x_offset
 
@@ -354,7 +365,7 @@ def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
     known_zx = np.zeros((), np.int64) if x_zero is None else ctx.input_value(x_zp_at).const
     zx_is_nil = known_zx is not None and not (np.asarray(known_zx).astype(np.int64) + x_offset).any()
     moved_x = x if not x_offset else ctx.compute(
-        x.shape, lambda i: cast(cast(x[i], DType.I32) + x_offset, DType.U8), dtype=DType.U8, name="rebiased",
+        x.shape, lambda i: cast(cast(x[i], DType.I32) + x_offset, x_type), dtype=x_type, name="rebiased",
         materialize=True)  # a real buffer: the conv's words pack it
     known = ctx.input_value(w_at).const
     known_moved = None if known is None else (known.astype(np.int64) + w_offset).astype(np.int8)
@@ -362,7 +373,7 @@ def integer_conv(ctx: LoweringContext, inputs: tuple[int, int, int, int],
     def load(m: Expr, c: Expr, ks: Index) -> Expr:
         return cast(cast(w[[m, c, *ks]], DType.I32) + w_offset, DType.I8)
 
-    xp, packed, shape = conv_operands(ctx, moved_x, w, cast(zx, DType.U8), known_moved, load, DType.I8)
+    xp, packed, shape = conv_operands(ctx, moved_x, w, cast(zx, x_type), known_moved, load, DType.I8)
     out_shape = ctx.output_type(0).shape
     rank = shape.rank
     m_per_group = shape.out_channels // shape.group

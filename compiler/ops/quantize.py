@@ -26,7 +26,7 @@ from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, max_, min_, select
 from compiler.loopir.sizes import Size
 from compiler.ops.api import Index, LoweringContext, Tensor, size_value
-from compiler.ops.conv import integer_conv, per_channel
+from compiler.ops.conv import dot_activation_type, integer_conv, per_channel
 from compiler.ops.linalg import batch_index
 from compiler.ops.registry import OpDef, defop
 
@@ -173,7 +173,8 @@ def dynamic_quantize_linear(ctx: LoweringContext) -> list[Tensor]:
 
 @dataclass(frozen=True)
 class _ByteOperand:
-    """A MatMulInteger operand brought to the dot product's type (uint8 for a, int8 for b) by adding
+    """A MatMulInteger operand brought to the dot product's type (``dot_activation_type`` for a, int8
+    for b) by adding
     ``offset`` (0, or +-128: the other signedness), and its zero point moved by the same offset."""
 
     tensor: Tensor
@@ -192,7 +193,7 @@ class _ByteOperand:
         return self.known_zero is not None and not self.known_zero.any()
 
 
-def _byte_operand(ctx: LoweringContext, at: int, zero_at: int, dtype: DType) -> _ByteOperand:
+def _byte_operand(ctx: LoweringContext, at: int, zero_at: int, dtype: DType, is_a: bool) -> _ByteOperand:
     t, zero = ctx.input(at), _optional(ctx, zero_at)
     if t.dtype not in (DType.U8, DType.I8):
         ctx.unsupported(f"integer matmul of {t.dtype.value} values (uint8 and int8 only)")
@@ -203,19 +204,20 @@ def _byte_operand(ctx: LoweringContext, at: int, zero_at: int, dtype: DType) -> 
         # x + 128 as uint8 / x - 128 as int8: the same products, moved into the dot product's types.
         source = t
         t = ctx.compute(t.shape, lambda i: cast(cast(source[i], DType.I32) + offset, dtype), dtype=dtype,
-                        name="rebiased", materialize=dtype is DType.U8)  # a real buffer: its rows are read as words
+                        name="rebiased", materialize=is_a)  # a real buffer: its rows are read as words
     known = np.zeros((), np.int64) if zero is None else ctx.input_value(zero_at).const
     return _ByteOperand(t, offset, zero, None if known is None else np.asarray(known).astype(np.int64) + offset)
 
 
 def integer_matmul(ctx: LoweringContext, a_at: int, za_at: int, b_at: int, zb_at: int, out_shape: tuple[Size, ...],
                    epilogue: Callable[[Expr, Index], Expr] | None, name: str) -> Tensor:
-    """``(a - za) @ (b - zb)`` in int32 as ``a' @ b'`` of a uint8 ``a'`` and an int8 ``b'`` (the form the
-    contraction schedule runs as 4-way dot products), the zero points as compensation terms in the epilogue:
+    """``(a - za) @ (b - zb)`` in int32 as ``a' @ b'`` of a uint8 (or, see ``dot_activation_type``, int8)
+    ``a'`` and an int8 ``b'`` (the forms the contraction schedule runs as 4-way dot products), the zero
+    points as compensation terms in the epilogue:
     ``sum (a'-za')(b'-zb') = sum a'b' - zb' rowsum(a') - za' colsum(b') + K za' zb'`` (exact: int32 wraps
     alike on both sides). A constant b's column sums are computed here; ``epilogue`` comes after."""
-    a = _byte_operand(ctx, a_at, za_at, DType.U8)
-    b = _byte_operand(ctx, b_at, zb_at, DType.I8)
+    a = _byte_operand(ctx, a_at, za_at, dot_activation_type(ctx), True)
+    b = _byte_operand(ctx, b_at, zb_at, DType.I8, False)
     at, bt = a.tensor, b.tensor
     k_extent = at.shape[-1]
     rank = len(out_shape)

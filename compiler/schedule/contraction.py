@@ -198,25 +198,14 @@ def tiled_contraction(c: Computation, tile: Tile) -> Stmt:
     return simplify_indices(annotate(s, col_inner, ForKind.VECTORIZED))
 
 
-# --- contractions as word dot products (u8 x s8 in fours, bf16 in pairs) -------------------------------
-
-
-def dot_product_forms(target: Target) -> frozenset[str]:
-    """The ``WordDot`` forms ``target`` has an instruction for: ``u8s8`` (x86 VNNI ``vpdpbusd``),
-    ``bf16`` (x86 AVX512-BF16 ``vdpbf16ps``, aarch64 BF16 ``bfdot``)."""
-    if target.arch == "aarch64":
-        return frozenset({"bf16"} if "bf16" in target.features else ())
-    if target.arch != "x86_64":
-        return frozenset()
-    return frozenset(form for form, feature in (("u8s8", "avx512vnni"), ("bf16", "avx512bf16"))
-                     if feature in target.features)
+# --- contractions as word dot products (bytes in fours, bf16 in pairs) -------------------------------
 
 
 @dataclass(frozen=True)
 class _Operands:
     form: str  # the WordDot form
     axis: ReduceAxis  # the reduction axis cut into words
-    a: Expr  # uint8 / bfloat16, read along the rows
+    a: Expr  # uint8 / int8 / bfloat16, read along the rows
     b: Expr  # int8 / bfloat16, along the vectorized columns: packed into words
     # Where A's words come from: ``in place`` (consecutive elements of a row), else a word pack of A's
     # buffer along dim ``a_dim`` (a conv's input channels).
@@ -240,14 +229,16 @@ def _a_layout(a: Expr, axis: ReduceAxis) -> tuple[bool, int | None] | None:
 
 
 def _factors(c: Computation, forms: frozenset[str], is_constant: Callable[[str], bool]) -> tuple[str, Expr, Expr] | None:
-    """(form, A, B) of ``sum int32(u8 a) * int32(s8 b)`` or ``sum float32(bf16 a) * float32(bf16 b)``."""
+    """(form, A, B) of ``sum int32(u8 a) * int32(s8 b)``, ``sum int32(s8 a) * int32(s8 b)`` or
+    ``sum float32(bf16 a) * float32(bf16 b)``."""
     body = c.body
     if not (isinstance(body, Binary) and body.op == "mul" and isinstance(body.a, Cast) and isinstance(body.b, Cast)):
         return None
     x, y = body.a.value, body.b.value
     if c.body.dtype is DType.I32 and "u8s8" in forms and {x.dtype, y.dtype} == {DType.U8, DType.I8}:
         return ("u8s8", x, y) if x.dtype is DType.U8 else ("u8s8", y, x)
-    if c.body.dtype is DType.F32 and "bf16" in forms and x.dtype is DType.BF16 and y.dtype is DType.BF16:
+    same = {(DType.I32, DType.I8): "s8s8", (DType.F32, DType.BF16): "bf16"}.get((c.body.dtype, x.dtype))
+    if same in forms and y.dtype is x.dtype:
         # B, packed into words once: the weights (the one operand reading constants only), else the one
         # the innermost output index reads (a product of two activations: attention's).
         constant = [all(is_constant(name) for name in _pack_sources(f)) for f in (x, y)]
@@ -255,9 +246,9 @@ def _factors(c: Computation, forms: frozenset[str], is_constant: Callable[[str],
             col = c.index[-1] if c.index else None
             constant = [col in free_vars(f) for f in (x, y)]
         if constant == [False, True]:
-            return "bf16", x, y
+            return same, x, y
         if constant == [True, False]:
-            return "bf16", y, x
+            return same, y, x
     return None
 
 

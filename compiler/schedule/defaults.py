@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target
+from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, Target, dot_product_forms
 from compiler.loopir.compute import Computation, build_loops, reduce_init
 from compiler.loopir.expr import Expr, Load, Var, flat_index, linear_coefficient, walk
 from compiler.loopir.sizes import Size, may_exceed_one, nominal, size_expr, size_prod, static_value
@@ -41,7 +41,7 @@ from compiler.loopir.stmt import For, ForKind, Stmt, map_stmts, seq, walk_stmts
 from compiler.schedule.flatten import flatten_inner, flatten_reduction
 from compiler.schedule.groups import split_grouped_index
 from compiler.schedule.contraction import (L2_BUDGET, choose_tile, dot_product_form, dot_product_operands_packable,
-                                           dot_product_forms, max_tile_rows, pack_operands, tiled_contraction)
+                                           max_tile_rows, pack_operands, tiled_contraction)
 from compiler.schedule.strip_mine import at_extents, serial_top, strip_mine
 from compiler.schedule.transforms import (annotate, blocks_inside, collapse, hoist_reduction, outermost_loop, reorder,
                                          split, vectorize_reduction)

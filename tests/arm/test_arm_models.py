@@ -116,8 +116,10 @@ def test_dynamic_attention_block_on_arm(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.arm
-def test_int8_qdq_cnn_on_arm(tmp_path: pathlib.Path) -> None:
-    """A quantize_static (QDQ) model: its integer contractions, widened on aarch64, within one output step."""
+@pytest.mark.parametrize("cpu", ["neoverse-n1", "neoverse-v1"])
+def test_int8_qdq_cnn_on_arm(cpu: str, tmp_path: pathlib.Path) -> None:
+    """A quantize_static (QDQ) model within one output step: its integer contractions on sdot (the
+    activations moved to int8) for neoverse-n1, on usdot for neoverse-v1."""
     pytest.importorskip("sympy")  # quant_pre_process's symbolic shape inference
     from compiler.models import quantized, synthetic
 
@@ -125,7 +127,7 @@ def test_int8_qdq_cnn_on_arm(tmp_path: pathlib.Path) -> None:
     model = quantized.quantize_static_qdq(fp32, quantized.random_calibration(fp32))
     feeds = random_input(model)
     (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    (got,) = _run_on_arm(model, feeds, tmp_path)
+    (got,) = _run_on_arm(model, feeds, tmp_path, cpu=cpu)
     last = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
     step = float(next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == last.input[1]))
     assert np.max(np.abs(got - want)) <= 1.0001 * step

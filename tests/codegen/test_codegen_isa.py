@@ -69,3 +69,35 @@ def test_bf16_contractions_use_bfdot_on_neoverse_v1() -> None:
     assert "bfdot" not in plain and re.search(r"\bfmla\s+v\d+\.4s", plain)
 
 
+
+def _int8_model():
+    """A ConvInteger and a MatMulInteger over uint8 activations and int8 weights (with zero points)."""
+    rng = np.random.default_rng(0)
+    consts = [numpy_helper.from_array(rng.integers(-128, 128, (32, 16, 3, 3)).astype(np.int8), "w"),
+              numpy_helper.from_array(rng.integers(-128, 128, (14 * 14, 64)).astype(np.int8), "b"),
+              numpy_helper.from_array(np.uint8(3), "xz"), numpy_helper.from_array(np.uint8(5), "az"),
+              numpy_helper.from_array(np.int8(-2), "bz"), numpy_helper.from_array(np.array([32, -1], np.int64), "flat")]
+    nodes = [helper.make_node("ConvInteger", ["x", "w", "xz"], ["c"]),
+             helper.make_node("Cast", ["c"], ["cu"], to=TensorProto.UINT8),
+             helper.make_node("Reshape", ["cu", "flat"], ["f"]),
+             helper.make_node("MatMulInteger", ["f", "b", "az", "bz"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 16, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [32, 64])], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _int8_assembly(cpu: str | None) -> str:
+    tgt = resolve_target("aarch64-linux-gnu", cpu)
+    program = lower_graph(run_passes(load_graph(_int8_model())), tgt)
+    return emit_assembly(build_module(program.calls, tgt), tgt)
+
+
+@pytest.mark.parametrize("cpu, instruction", [("neoverse-n1", "sdot"), ("cortex-a76", "sdot"), ("neoverse-v1", "usdot")])
+def test_int8_contractions_use_byte_dot_products_on_arm(cpu: str, instruction: str) -> None:
+    # Without I8MM's mixed-sign usdot the uint8 activations move to int8 (x - 128) for sdot.
+    assert len(re.findall(rf"\b{instruction}\s+v\d+\.4s", _int8_assembly(cpu))) >= 8
+
+
+def test_int8_contractions_widen_without_the_dot_product_extension() -> None:
+    asm = _int8_assembly(None)
+    assert not re.search(r"\bu?s?dot\s", asm) and re.search(r"\bs?mlal2?\s|\bmla\s", asm)

@@ -81,6 +81,12 @@ CASES = {
     "MultiHeadAttention": ({"q": X, "k": rand((2, 5, 8), seed=2), "v": rand((2, 5, 4), seed=3),
                             "mask": _ids([1, 1, 1, 0, 0], [1, 1, 1, 1, 1])},
                            {"b": rand((20,), seed=4)}, {"inputs": ["q", "k", "v", "b", "mask"], "num_heads": 2}),
+    # K=40 in blocks of 32 (the last one padded), packed 4-bit zero points, a bias.
+    "MatMulNBits": ({"a": rand((2, 3, 40), seed=1)},
+                    {"w": np.random.default_rng(2).integers(0, 256, (5, 2, 16)).astype(np.uint8),
+                     "s": rand((10,), seed=3), "z": np.random.default_rng(4).integers(0, 256, (5,)).astype(np.uint8),
+                     "bias": rand((5,), seed=5)},
+                    {"inputs": ["a", "w", "s", "z", "", "bias"], "K": 40, "N": 5, "bits": 4, "block_size": 32}),
 }
 
 
@@ -129,6 +135,13 @@ REFUSALS = [
      "rotary_embedding_dim 2 does not fit head size 4 and cos/sin cache width 4"),
     ("FusedMatMul", {"a": rand((2, 3, 4), seed=1)}, {"b": rand((4, 5), seed=2)}, {"transBatchA": 1},
      "transBatchA/transBatchB need A and B of one rank >= 3 (ranks [3, 2])"),
+    ("MatMulNBits", {"a": rand((2, 3, 40), seed=1), "w": np.zeros((8, 2, 16), np.uint8)}, {"s": rand((16,), seed=2)},
+     {"K": 40, "N": 8, "block_size": 32}, "B must be constants (weights known at compile time)"),
+    ("MatMulNBits", {"a": rand((2, 3, 40), seed=1)}, {"w": np.zeros((8, 2, 16), np.uint8), "s": rand((16,), seed=2)},
+     {"K": 40, "N": 8, "block_size": 32, "bits": 3}, "bits=3 (2, 4 and 8 are supported)"),
+    ("MatMulNBits", {"a": rand((2, 3, 40), seed=1)},
+     {"w": np.zeros((8, 2, 16), np.uint8), "s": rand((16,), seed=2), "z": np.zeros(8, np.uint8),
+      "g": np.zeros(40, np.int32)}, {"K": 40, "N": 8, "block_size": 32}, "onnxruntime ignores those zero points"),
 ]
 
 

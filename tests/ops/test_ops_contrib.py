@@ -303,3 +303,46 @@ def _rotary_cache(length: int, width: int) -> dict[str, np.ndarray]:
 def test_rotary_embedding(check, shape, positions, width, attrs):
     feeds = {"x": rand(shape, seed=1), "position_ids": np.array(positions, np.int64)}
     _check_node(check, "RotaryEmbedding", feeds, _rotary_cache(16, width), **attrs)
+
+
+# --- MatMulNBits ------------------------------------------------------------------------------------
+
+
+def _nbits_weights(n: int, k: int, bits: int, block: int, seed: int) -> dict[str, np.ndarray]:
+    """Packed codes [N, blocks, block * bits / 8], scales [N * blocks], packed zero points."""
+    rng = np.random.default_rng(seed)
+    blocks = -(-k // block)
+    zero_bytes = -(-blocks * bits // 8)
+    return {"w": rng.integers(0, 256, (n, blocks, block * bits // 8)).astype(np.uint8),
+            "s": (rng.random(n * blocks) * 0.1 + 0.01).astype(np.float32),
+            "z": rng.integers(0, 256, (n * zero_bytes,)).astype(np.uint8)}
+
+
+@pytest.mark.parametrize("bits, block, k, zeros, shape", [
+    (4, 32, 64, "packed", (1, 64)),          # a decoding step
+    (4, 32, 80, "none", (2, 7, 80)),         # K not a multiple of the block; rank-3 A
+    (4, 16, 48, "float", (5, 48)),
+    (8, 32, 64, "packed", (3, 64)),
+    (2, 32, 64, "packed", (3, 64)),
+])
+def test_matmul_nbits(check, bits, block, k, zeros, shape):
+    """Block-quantized weights against onnxruntime's kernel (accuracy_level 0: A stays float)."""
+    n = 24
+    consts = _nbits_weights(n, k, bits, block, seed=bits + k)
+    blocks = -(-k // block)
+    if zeros == "none":
+        consts.pop("z")
+    elif zeros == "float":
+        consts["z"] = np.random.default_rng(3).uniform(0, 15, n * blocks).astype(np.float32)
+    inputs = ["a", "w", "s", "z" if "z" in consts else ""]
+    _check_node(check, "MatMulNBits", {"a": rand(shape, seed=1)}, consts, inputs=inputs, K=k, N=n, bits=bits,
+                block_size=block, tol={"rtol": 1e-4, "atol": 1e-4})
+
+
+def test_matmul_nbits_with_bias_and_g_idx(check):
+    consts = _nbits_weights(8, 64, 4, 32, seed=5)
+    consts["z"] = np.random.default_rng(7).uniform(0, 15, 16).astype(np.float32)
+    consts["g"] = (np.arange(64) // 32).astype(np.int32)[::-1].copy()  # each K's block, reordered
+    consts["bias"] = rand((8,), seed=6)
+    _check_node(check, "MatMulNBits", {"a": rand((3, 64), seed=1)}, consts, inputs=["a", "w", "s", "z", "g", "bias"],
+                K=64, N=8, bits=4, block_size=32, tol={"rtol": 1e-4, "atol": 1e-4})

@@ -26,7 +26,8 @@ from compiler.loopir.expr import Buffer, PackWord, Var, WordDot, cast
 from compiler.loopir.printer import format_expr, format_stmt
 from compiler.loopir.stmt import For, ForKind, Kernel, Stmt, Store, loads_and_stores, seq
 from compiler.lowering.driver import lower_graph
-from compiler.schedule.contraction import dot_product_form, dot_product_forms, dot_product_operands_packable
+from compiler.codegen.target import dot_product_forms
+from compiler.schedule.contraction import dot_product_form, dot_product_operands_packable
 from compiler.schedule.defaults import schedule, schedule_computation
 from compiler.schedule.packing import evaluate
 from helpers_onnx import node_model
@@ -124,25 +125,46 @@ def test_scheduled_dot_products_are_exact(m, kk, n, target):
     np.testing.assert_array_equal(arrays["y"], want)
 
 
-@pytest.mark.parametrize("lanes", [1, 3, 4, 8, 16, 32])
-@pytest.mark.parametrize("target", [VNNI, NO_VNNI], ids=["vpdpbusd", "widened"])
-def test_u8s8_word_dot_lowerings_at_every_width(lanes, target):
-    # acc[j] += dot4(word of a, w[r, j]) with bytes at the ends of their types, for each vector width.
-    if not _has_vnni_host():
-        pytest.skip("the host cannot run VNNI code")
+#: The bytes at the ends of each form's A type.
+_A_BYTES = {"u8s8": np.array([0, 1, 254, 255], np.uint8), "s8s8": np.array([-128, -1, 0, 127], np.int8)}
+
+
+def _check_word_dot(form: str, lanes: int, target: Target) -> None:
+    # acc[j] += dot4(word of a, w[r, j]) with bytes at the ends of their types.
     words = 3
-    a, w, y = Buffer("a", DType.U8, (4 * words,)), Buffer("w", DType.I32, (words, lanes)), Buffer("y", DType.I32, (lanes,))
+    a = Buffer("a", DType.U8 if form == "u8s8" else DType.I8, (4 * words,))
+    w, y = Buffer("w", DType.I32, (words, lanes)), Buffer("y", DType.I32, (lanes,))
     word = PackWord(tuple(a[4 * r + k] for k in range(4)))
-    body = For(r, words, For(j, lanes, Store(y, (j,), y[j] + WordDot(word, w[r, j])),
+    body = For(r, words, For(j, lanes, Store(y, (j,), y[j] + WordDot(word, w[r, j], form)),
                              ForKind.VECTORIZED if lanes > 1 else ForKind.SERIAL))
     rng = np.random.default_rng(lanes)
-    av = rng.choice(np.array([0, 1, 254, 255], np.uint8), 4 * words)
+    av = rng.choice(_A_BYTES[form], 4 * words)
     wb = rng.choice(np.array([-128, -127, 0, 126, 127], np.int8), (words, lanes, 4))
     arrays = {"a": av, "w": np.ascontiguousarray(wb).view(np.int32).reshape(words, lanes),
               "y": np.arange(lanes, dtype=np.int32)}
     _run(body, arrays, target)
     want = np.arange(lanes) + np.einsum("wk,wjk->j", av.reshape(words, 4).astype(np.int64), wb.astype(np.int64))
     np.testing.assert_array_equal(arrays["y"], want.astype(np.int32))
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 4, 8, 16, 32])
+@pytest.mark.parametrize("target", [VNNI, NO_VNNI], ids=["vpdpbusd", "widened"])
+def test_u8s8_word_dot_lowerings_at_every_width(lanes, target):
+    if not _has_vnni_host():
+        pytest.skip("the host cannot run VNNI code")
+    _check_word_dot("u8s8", lanes, target)
+
+
+@pytest.mark.parametrize("lanes", [1, 8])
+def test_s8s8_widened_word_dot_reads_both_words_signed(lanes):
+    # sdot's form where no instruction runs it (x86): both operands' bytes sign-extended.
+    _check_word_dot("s8s8", lanes, resolve_target("host"))
+
+
+def test_byte_dot_product_forms_of_arm_cores():
+    assert dot_product_forms(resolve_target("aarch64-linux-gnu", "neoverse-n1")) == {"s8s8"}
+    assert dot_product_forms(resolve_target("aarch64-linux-gnu", "neoverse-v1")) == {"s8s8", "u8s8", "bf16"}
+    assert dot_product_forms(resolve_target("aarch64-linux-gnu", None)) == frozenset()
 
 
 def _assembly(target: Target) -> str:

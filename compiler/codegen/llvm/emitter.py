@@ -40,7 +40,7 @@ import llvmlite.ir as ir
 import ml_dtypes
 import numpy as np
 
-from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, padded_extent, vector_parts
+from compiler.codegen.target import MAX_SHUFFLED_LOAD_STRIDE, WORD_DOT_FEATURES, padded_extent, vector_parts
 from compiler.dtypes import DType
 from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, PackWord, Select, Var, WordDot, flat_index,
                                   linear_coefficient, substitute, walk)
@@ -522,30 +522,30 @@ class FunctionEmitter:
         return word
 
     def word_dot(self, acc: ir.Value | None, e: WordDot) -> ir.Value:
-        """``acc + WordDot(a, b)`` lane by lane (``acc`` None: 0): ``vpdpbusd`` (VNNI) or ``vdpbf16ps``
-        (AVX512-BF16) on each 16 / 8 / 4 lanes; elsewhere (and for other widths) the parts widened,
-        multiplied and summed."""
+        """``acc + WordDot(a, b)`` lane by lane (``acc`` None: 0): x86's ``vpdpbusd`` (VNNI) or ``vdpbf16ps``
+        (AVX512-BF16) on each 16 / 8 / 4 lanes, aarch64's ``usdot`` / ``sdot`` / ``bfdot`` on each 4; elsewhere
+        (and for other widths) the parts widened, multiplied and summed."""
         a, b = self._match(self.expr(e.a), self.expr(e.b))
         if acc is not None:
             acc, a, b = self._match(acc, a, b)
         lanes = a.type.count if is_vector(a) else 1
-        result = I32 if e.form == "u8s8" else ir.FloatType()
+        result = ir.FloatType() if e.form == "bf16" else I32
         chunk = self._word_dot_chunk(e.form, lanes)
         if chunk is None:
             return self._word_dot_widened(acc, a, b, lanes, e.form)
         if acc is None:
             acc = ir.Constant(ir.VectorType(result, lanes), None)
         vt = ir.VectorType(result, chunk)
-        words = ir.VectorType(I32, chunk)
-        if e.form == "u8s8":
-            fn = self.mod.declare(f"llvm.x86.avx512.vpdpbusd.{32 * chunk}", vt, [vt, words, words])
-            convert = lambda v: v  # noqa: E731
+        parts = ir.VectorType(_BFLOAT if e.form == "bf16" else I8, e.parts * chunk)
+        if "neon" in self.mod.features:
+            name = {"u8s8": "usdot.v4i32.v16i8", "s8s8": "sdot.v4i32.v16i8", "bf16": "bfdot.v4f32.v8bf16"}[e.form]
+            fn = self.mod.declare(f"llvm.aarch64.neon.{name}", vt, [vt, parts, parts])
+        elif e.form == "u8s8":
+            parts = ir.VectorType(I32, chunk)  # vpdpbusd's operands are typed as words
+            fn = self.mod.declare(f"llvm.x86.avx512.vpdpbusd.{32 * chunk}", vt, [vt, parts, parts])
         else:
-            pairs = ir.VectorType(_BFLOAT, 2 * chunk)
-            name = ("llvm.aarch64.neon.bfdot.v4f32.v8bf16" if "bf16" in self.mod.features
-                    else f"llvm.x86.avx512bf16.dpbf16ps.{32 * chunk}")
-            fn = self.mod.declare(name, vt, [vt, pairs, pairs])
-            convert = lambda v: self.b.bitcast(v, pairs)  # noqa: E731
+            fn = self.mod.declare(f"llvm.x86.avx512bf16.dpbf16ps.{32 * chunk}", vt, [vt, parts, parts])
+        convert = lambda v: v if v.type == parts else self.b.bitcast(v, parts)  # noqa: E731
         pieces = []
         for start in range(0, lanes, chunk):
             picks = ir.Constant(ir.VectorType(I32, chunk), list(range(start, start + chunk)))
@@ -559,22 +559,24 @@ class FunctionEmitter:
 
     def _word_dot_chunk(self, form: str, lanes: int) -> int | None:
         """Lanes per dot product instruction for ``lanes`` lanes of ``form`` (None: widen instead):
-        x86's 512-bit ones take 16 (8 and 4 with AVX512-VL), aarch64's ``bfdot`` 4."""
+        x86's 512-bit ones take 16 (8 and 4 with AVX512-VL), aarch64's 4."""
         features = self.mod.features
-        if form == "bf16" and "bf16" in features:  # aarch64 (x86's feature is avx512bf16)
-            return 4 if lanes in (4, 8, 16, 32) else None
-        if {"u8s8": "avx512vnni", "bf16": "avx512bf16"}[form] not in features or lanes not in (4, 8, 16, 32):
+        arch = "aarch64" if "neon" in features else "x86_64"
+        if dict(WORD_DOT_FEATURES[arch]).get(form) not in features or lanes not in (4, 8, 16, 32):
             return None
+        if arch == "aarch64":
+            return 4
         chunk = min(lanes, 16)
         return chunk if chunk == 16 or "avx512vl" in features else None
 
     def _word_dot_widened(self, acc: ir.Value | None, a: ir.Value, b: ir.Value, lanes: int, form: str) -> ir.Value:
-        """The portable ``WordDot``: parts widened (bytes zero- / sign-extended to int32, bfloat16 halves
-        shifted into float32), multiplied, each word's products added in order."""
+        """The portable ``WordDot``: parts widened (bytes zero- / sign-extended to int32 as the form reads
+        them, bfloat16 halves shifted into float32), multiplied, each word's products added in order."""
         vector = lanes > 1 or is_vector(a)
-        if form == "u8s8":
+        if form in ("u8s8", "s8s8"):
             bytes_t, wide_t = ir.VectorType(I8, 4 * lanes), ir.VectorType(I32, 4 * lanes)
-            product = self.b.mul(self.b.zext(self.b.bitcast(a, bytes_t), wide_t),
+            widen_a = self.b.zext if form == "u8s8" else self.b.sext
+            product = self.b.mul(widen_a(self.b.bitcast(a, bytes_t), wide_t),
                                  self.b.sext(self.b.bitcast(b, bytes_t), wide_t))
             terms = []
             for k in range(4):
