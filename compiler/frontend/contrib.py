@@ -244,7 +244,8 @@ def expand_matmul_nbits(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) 
                if name and name not in state.constants]
     if unknown:
         raise NotExpandable(f"{', '.join(unknown)} must be constants (weights known at compile time)")
-    if g_idx and zeros and state.constants[zeros].dtype == np.uint8:
+    packed_zeros = bool(zeros) and state.constants[zeros].dtype == np.uint8
+    if g_idx and packed_zeros:
         # onnxruntime's CPU kernel then dequantizes with the default zero point, as if none were given.
         raise NotExpandable("g_idx (deprecated) with packed uint8 zero_points: onnxruntime ignores those "
                             "zero points; give float zero points or no g_idx")
@@ -257,7 +258,7 @@ def expand_matmul_nbits(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) 
     scale = scale.reshape(n, blocks)
     if not zeros:
         zero = np.full((n, blocks), float(1 << (bits - 1)), np.float32)
-    elif state.constants[zeros].dtype == np.uint8:
+    elif packed_zeros:
         zero = _unpacked_codes(state.constants[zeros], bits, n)[:, :blocks].astype(np.float32)
     else:
         zero = np.asarray(state.constants[zeros]).astype(np.float32).reshape(n, blocks)

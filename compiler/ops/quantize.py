@@ -174,8 +174,8 @@ def dynamic_quantize_linear(ctx: LoweringContext) -> list[Tensor]:
 @dataclass(frozen=True)
 class _ByteOperand:
     """A MatMulInteger operand brought to the dot product's type (``dot_activation_type`` for a, int8
-    for b) by adding
-    ``offset`` (0, or +-128: the other signedness), and its zero point moved by the same offset."""
+    for b) by adding ``offset`` (0, or +-128: the other signedness), and its zero point moved by the
+    same offset."""
 
     tensor: Tensor
     offset: int

@@ -51,10 +51,7 @@ def half_contractions_in_float32(graph: Graph) -> Graph:
     widened: dict[int, Value] = {}  # id(float16 value) -> its float32 version
     nodes: list[Node] = []
     for node in graph.nodes:
-        if node.op_type not in _OPERANDS or node.domain not in ("", "ai.onnx") or node.outputs[0].dtype is not DType.F16:
-            nodes.append(node)
-            continue
-        if any(v is not None and v.dtype is not DType.F16 for v in node.inputs):
+        if not _takes_float32(node):
             nodes.append(node)
             continue
         node.inputs = [None if v is None else _converted(graph, v, DType.F32, widened, nodes) for v in node.inputs]
@@ -85,6 +82,11 @@ def _takes_bf16(node: Node) -> bool:
     if node.op_type == "Conv" and node.attr("group", 1) != 1:
         return False  # depthwise and grouped convs are too short per output to gain from pairs
     return all(node.input(k) is not None and node.inputs[k].dtype is DType.F32 for k in operands)
+
+
+def _takes_float32(node: Node) -> bool:
+    return (node.op_type in _OPERANDS and node.domain in ("", "ai.onnx") and node.outputs[0].dtype is DType.F16
+            and all(v is None or v.dtype is DType.F16 for v in node.inputs))
 
 
 def _constant(graph: Graph, value: Value, dtype: DType) -> Value:
