@@ -16,6 +16,13 @@ every stage relies on:
   bits ``[b*(k % n), b*(k % n) + b)`` of byte ``k // n`` (low bits first, as
   ONNX's raw_data), so a tensor takes ``nbytes(numel)`` bytes.
 
+String tensors (``STRING``) have one axis more than ONNX gives them: the last one holds
+each string's Unicode code points, zero-padded to the longest, as numpy's ``<U`` arrays
+store them; so a ``[N]`` tensor of strings is an ``[N, chars]`` tensor of 4-byte code
+points whose ``chars`` is a size like any other (static where the strings come from
+the model, a size variable where they come from an input). ``storage`` is the type
+kernels compute them in (uint32); a string's value ends at its first zero code point.
+
 Compile-time constants of the new types are ml_dtypes arrays (one element per
 byte, self-describing, so ``.astype(np.float32)`` gives their values);
 ``storage_bytes`` turns any IR constant into the bytes a kernel reads.
@@ -56,6 +63,8 @@ class DType(enum.Enum):
     U4 = "uint4"
     I2 = "int2"
     U2 = "uint2"
+    # Text: each element a string of UTF-32 code points on one trailing axis of the tensor (see the module docstring).
+    STRING = "string"
 
     @property
     def itemsize(self) -> int:
@@ -83,7 +92,12 @@ class DType(enum.Enum):
 
     @property
     def is_int(self) -> bool:
-        return not self.is_float and self is not DType.BOOL
+        return not self.is_float and self not in (DType.BOOL, DType.STRING)
+
+    @property
+    def storage(self) -> "DType":
+        """The type kernels load and store this one as: uint32 code points for strings, else itself."""
+        return DType.U32 if self is DType.STRING else self
 
     @property
     def is_signed(self) -> bool:
@@ -104,6 +118,8 @@ class DType(enum.Enum):
         """The numpy dtype of this type's compile-time arrays (bfloat16 is carried as uint16 bits)."""
         if self is DType.BF16:
             return np.dtype("uint16")
+        if self is DType.STRING:
+            return np.dtype("uint32")
         if self in _ML_DTYPES:
             return np.dtype(getattr(ml_dtypes, self.value))
         return np.dtype(self.value)
@@ -194,6 +210,13 @@ def constant_storage(values: np.ndarray, dtype: DType) -> np.ndarray:
     return np.asarray(values).astype(dtype.numpy)
 
 
+def string_codes(strings: object) -> np.ndarray:
+    """Strings (a nested list or array of ``str``) as a STRING constant: their code points on one more axis."""
+    text = np.asarray(strings, dtype=str)
+    chars = max(text.dtype.itemsize // 4, 1)
+    return np.ascontiguousarray(text.astype(f"<U{chars}")).view(np.uint32).reshape(*text.shape, chars)
+
+
 def storage_bytes(array: np.ndarray) -> bytes:
     """An IR constant as the bytes kernels read: sub-byte types packed, everything else as is."""
     array = np.ascontiguousarray(array)
@@ -218,7 +241,7 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 _BITS = {DType.I4: 4, DType.U4: 4, DType.F4E2M1: 4, DType.I2: 2, DType.U2: 2}
 _ITEMSIZE = {
     DType.BOOL: 1, DType.I8: 1, DType.U8: 1, DType.I16: 2, DType.U16: 2, DType.F16: 2, DType.BF16: 2,
-    DType.I32: 4, DType.U32: 4, DType.F32: 4, DType.I64: 8, DType.U64: 8, DType.F64: 8,
+    DType.I32: 4, DType.U32: 4, DType.F32: 4, DType.I64: 8, DType.U64: 8, DType.F64: 8, DType.STRING: 4,
 }
 _ML_DTYPES = (DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2, DType.F8E5M2FNUZ, DType.F8E8M0, DType.F4E2M1,
               DType.I4, DType.U4, DType.I2, DType.U2)
@@ -232,7 +255,7 @@ _TO_ONNX = {
     DType.F8E4M3FNUZ: TensorProto.FLOAT8E4M3FNUZ, DType.F8E5M2: TensorProto.FLOAT8E5M2,
     DType.F8E5M2FNUZ: TensorProto.FLOAT8E5M2FNUZ, DType.F8E8M0: TensorProto.FLOAT8E8M0,
     DType.F4E2M1: TensorProto.FLOAT4E2M1, DType.I4: TensorProto.INT4, DType.U4: TensorProto.UINT4,
-    DType.I2: TensorProto.INT2, DType.U2: TensorProto.UINT2,
+    DType.I2: TensorProto.INT2, DType.U2: TensorProto.UINT2, DType.STRING: TensorProto.STRING,
 }
 _FROM_ONNX = {v: k for k, v in _TO_ONNX.items()}
 # onnxruntime spells the narrow types as ONNX's enum names in lower case (float8e4m3fn, int4).

@@ -26,6 +26,7 @@ from compiler.artifact.format import write_artifact
 from compiler.codegen.link import link_shared_object
 from compiler.codegen.llvm.module import RunLayout, build_module, compile_module
 from compiler.codegen.target import Target, dot_product_forms, resolve_target
+from compiler.dtypes import DType
 from compiler.errors import CompileError, TilecWarning
 from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
@@ -56,17 +57,27 @@ class BuildLog:
 
 def _io_spec(values) -> list[dict[str, Any]]:
     """Name, dtype and shape of each value: a symbolic dim as its size variable's name (an input's) or
-    expression text (an output's: the native code computes its value per run)."""
-    return [{"name": v.name, "dtype": v.dtype.value, "shape": [format_size(d) if not isinstance(d, int) else d
-                                                                 for d in v.shape]} for v in values]
+    expression text (an output's: the native code computes its value per run). A string tensor's shape is
+    ONNX's; its code-point axis, the native buffer's last, is ``chars``."""
+    specs = []
+    for v in values:
+        dims = [format_size(d) if not isinstance(d, int) else d for d in v.shape]
+        spec = {"name": v.name, "dtype": v.dtype.value, "shape": dims}
+        if v.dtype is DType.STRING:
+            spec["shape"], spec["chars"] = dims[:-1], dims[-1]
+        specs.append(spec)
+    return specs
 
 
-def _output_spec(program: Program) -> list[dict[str, Any]]:
+def _output_spec(program: Program, maps: Mapping[int, Sequence[int | str]]) -> list[dict[str, Any]]:
     """The outputs' entries, each with ``computed_from``: the inputs whose run-time data reaches it through the
-    kernels (``Program.output_sources``); ``[]`` marks an output folded into a constant at compile time."""
+    kernels (``Program.output_sources``); ``[]`` marks an output folded into a constant at compile time. A
+    ZipMap output (``Graph.output_maps``) has its ``map_keys``."""
     specs = _io_spec(program.outputs)
-    for spec, sources in zip(specs, program.output_sources):
-        spec["computed_from"] = [program.inputs[k].name for k in sources]
+    for k, (spec, sources) in enumerate(zip(specs, program.output_sources)):
+        spec["computed_from"] = [program.inputs[j].name for j in sources]
+        if k in maps:
+            spec["map_keys"] = list(maps[k])
     return specs
 
 
@@ -78,13 +89,14 @@ def _dim_entry(name: str, r: SizeRange) -> dict[str, Any]:
     return entry
 
 
-def _manifest(program: Program, target: Target, options: Mapping[str, Any], profile: bool) -> dict[str, Any]:
+def _manifest(program: Program, maps: Mapping[int, Sequence[int | str]], target: Target, options: Mapping[str, Any],
+              profile: bool) -> dict[str, Any]:
     manifest = {
         "compiler_version": __version__,
         "target": {"kind": target.kind, "triple": target.triple, "arch": target.arch, "cpu": target.cpu,
                    "features": list(target.required_flags)},
         "inputs": _io_spec(program.inputs),
-        "outputs": _output_spec(program),
+        "outputs": _output_spec(program, maps),
         "workspace_size": program.workspace_size,
         "dims": [_dim_entry(name, r) for name, r in program.sizes.items()],
         "size_constraints": [c.message for c in program.constraints],
@@ -131,7 +143,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
         build_options["constant_inputs"] = sorted(constant_inputs)
     if dim_bounds:
         build_options["dim_bounds"] = dict(dim_bounds)
-    manifest = _manifest(program, tgt, build_options, profile)
+    manifest = _manifest(program, graph.output_maps, tgt, build_options, profile)
     sections = (_cuda_sections(program, tgt, log, manifest, dump_ir) if cuda
                 else _cpu_sections(program, tgt, log, profile, native_signature(manifest, len(program.weights))))
     with log.stage("write artifact"):

@@ -9,6 +9,10 @@ Contract (numpy only; ml_dtypes is never imported, so this works with any numpy 
   its low bits, the layout of ml_dtypes' arrays (and so of ONNX's test data). Outputs come
   back in that form; inputs may also be arrays of the ml_dtypes type itself, recognised by
   ``dtype.name`` and a one-element itemsize.
+* Strings (``string``): at the API, numpy arrays of ``str`` (``<U`` or object; outputs are object
+  arrays, as onnxruntime returns them); in native buffers, each string's Unicode code points as uint32
+  on one more, last axis, zero-padded to the longest (numpy's ``<U`` layout; ``code_axis``), so a
+  string ends at its first zero code point.
 * In native buffers, sub-byte elements are packed ``8 // bits`` to a byte, element k of
   the flat row-major order in bits ``bits * (k % per)`` and up of byte ``k // per``.
 """
@@ -29,6 +33,7 @@ class ElementType:
     api_dtype: np.dtype  # the dtype of the arrays run() takes and returns
     bits: int
     ort_name: str  # onnxruntime's spelling in NodeArg.type, tensor(<ort_name>)
+    code_axis: bool = False  # the native buffer has one more axis: a string's code points
 
     @property
     def elements_per_byte(self) -> int:
@@ -82,6 +87,35 @@ class ElementType:
         return codes.reshape(-1)[:numel].reshape(shape)
 
 
+class StringType(ElementType):
+    """Strings: code points on a last native axis (see the module docstring)."""
+
+    def nbytes(self, numel: int) -> int:
+        return numel * 4
+
+    def as_api_array(self, array: np.ndarray) -> np.ndarray | None:
+        if array.dtype.kind == "U":
+            return array
+        if array.dtype.kind == "O" and all(type(v) is str for v in array.reshape(-1)):
+            return array
+        return None
+
+    def to_native(self, array: np.ndarray) -> np.ndarray:
+        text = np.asarray(array, dtype=str)
+        chars = max(text.dtype.itemsize // 4, 1)
+        text = np.ascontiguousarray(text, dtype=f"<U{chars}")
+        return text.view(np.uint32).reshape(*text.shape, chars)
+
+    def native_empty(self, shape: list[int]) -> np.ndarray:
+        return np.empty(shape, dtype=np.uint32)
+
+    def from_native(self, buffer: np.ndarray, shape: list[int]) -> np.ndarray:
+        codes = np.ascontiguousarray(buffer, dtype=np.uint32).reshape(shape)
+        if shape[-1] == 0:
+            return np.full(shape[:-1], "", dtype=object)
+        return codes.view(f"<U{shape[-1]}").reshape(shape[:-1]).astype(object)
+
+
 def _table() -> dict[str, ElementType]:
     native = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
               "float16", "float32", "float64"]
@@ -94,6 +128,7 @@ def _table() -> dict[str, ElementType]:
               "int4": (4, "int4"), "uint4": (4, "uint4"), "int2": (2, "int2"), "uint2": (2, "uint2")}
     for name, (bits, ort_name) in narrow.items():
         table[name] = ElementType(name, np.dtype("uint8"), bits, ort_name)
+    table["string"] = StringType("string", np.dtype(object), 32, "string", code_axis=True)
     return table
 
 

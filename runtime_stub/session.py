@@ -44,14 +44,14 @@ import copy
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
 from runtime_stub.artifact import Artifact, read_artifact
 from runtime_stub.device_arrays import CudaArray, DeviceView, device_view
-from runtime_stub.dtypes import ELEMENT_TYPES, ElementType, element_type
+from runtime_stub.dtypes import ElementType, element_type
 from runtime_stub.errors import (
     CorruptArtifactError,
     ExecutionError,
@@ -62,7 +62,7 @@ from runtime_stub.errors import (
 from runtime_stub.native import NativeModule
 from runtime_stub.platform_check import check_target
 from runtime_stub.shapes import SizeVariables
-from runtime_stub.signature import native_signature
+from runtime_stub.signature import native_shape, native_signature
 
 WORKSPACE_ALIGNMENT = 64
 
@@ -76,35 +76,44 @@ class NodeArg:
     name: str
     shape: list[int | str]
     type: str
-    dtype: np.dtype  # the numpy dtype of the arrays run() takes or returns
-
-    @property
-    def element_type(self) -> ElementType:
-        """How this tensor's elements are marshaled (runtime_stub/dtypes.py)."""
-        return _element_types[self.type]
+    dtype: np.dtype  # the numpy dtype of the arrays run() takes or returns (a ZipMap output's values)
+    element_type: ElementType = field(repr=False, compare=False)  # how the elements are marshaled (dtypes.py)
+    native_shape: list[int | str] = field(repr=False, compare=False)  # with a string's code-point axis
+    # A ZipMap output: each row of the native [N, C] buffer is returned as a dict of these keys to its values.
+    map_keys: tuple[int | str, ...] | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         return f"{self.name} ({self.type}, shape {self.shape})"
+
+    def result(self, buffer: np.ndarray, shape: list[int]) -> Any:
+        """What run() returns for the output buffer of native shape ``shape``: an array, or a list of dicts."""
+        array = self.element_type.from_native(buffer, shape)
+        if self.map_keys is None:
+            return array
+        keys = self.map_keys
+        return [dict(zip(keys, row)) for row in array.tolist()]
 
 
 def _node_arg(entry: Any, role: str) -> NodeArg:
     try:
         name, dtype_name = str(entry["name"]), str(entry["dtype"])
         shape = [d if isinstance(d, str) else int(d) for d in entry["shape"]]
+        native = [d if isinstance(d, str) else int(d) for d in native_shape(entry)]
+        keys = entry.get("map_keys")
+        keys = None if keys is None else tuple(k if isinstance(k, str) else int(k) for k in keys)
     except (TypeError, KeyError, ValueError):
         raise CorruptArtifactError(f"the manifest has a malformed {role} entry: {entry!r}") from None
     etype = element_type(dtype_name)
     if etype is None:
         raise IncompatibleArtifactError(f"{role} {name!r} has element type {dtype_name!r}, unknown to this runtime")
-    return NodeArg(name, shape, _type_string(etype), etype.api_dtype)
-
-
-def _type_string(etype: ElementType) -> str:
-    return f"tensor({etype.ort_name})"
-
-
-# NodeArg.type names one element type (onnxruntime's spellings are unique).
-_element_types = {_type_string(e): e for e in ELEMENT_TYPES.values()}
+    if keys is not None:
+        if etype.code_axis or len(shape) != 2 or shape[1] != len(keys):
+            raise CorruptArtifactError(f"the manifest's {role} {name!r} has {len(keys)} map keys for its "
+                                       f"{dtype_name} shape {shape}")
+        key_type = "string" if keys and isinstance(keys[0], str) else "int64"
+        return NodeArg(name, [], f"seq(map({key_type},tensor({etype.ort_name})))", etype.api_dtype, etype, native,
+                       keys)
+    return NodeArg(name, shape, f"tensor({etype.ort_name})", etype.api_dtype, etype, native)
 
 
 @dataclass(frozen=True)
@@ -201,7 +210,7 @@ class CpuExecutor:
             self._native.close()
             raise
         self._checks = artifact.checks
-        self._output_ranks = [len(e["shape"]) for e in artifact.manifest["outputs"]]
+        self._output_ranks = [len(native_shape(e)) for e in artifact.manifest["outputs"]]
         self._constraints = [str(m) for m in artifact.manifest.get("size_constraints", [])]
         self._dim_names = [str(d.get("name")) for d in artifact.manifest.get("dims", [])]
         self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size, what="the workspace"))]
@@ -379,10 +388,10 @@ class InferenceSession:
         self._outputs = [_node_arg(e, "output") for e in self._manifest.get("outputs", [])]
         self._sizes = SizeVariables(self._manifest)
         for arg in self._inputs:
-            self._sizes.check_declared(arg.name, arg.shape)
+            self._sizes.check_declared(arg.name, arg.native_shape)
         self._input_names = [arg.name for arg in self._inputs]
         self._known_inputs = frozenset(self._input_names)
-        self._input_shapes = [arg.shape for arg in self._inputs]
+        self._input_shapes = [arg.native_shape for arg in self._inputs]
         target = self._manifest.get("target")
         kind = target.get("kind") if isinstance(target, dict) else None
         factory = _EXECUTORS.get(kind)  # type: ignore[arg-type]
@@ -421,7 +430,7 @@ class InferenceSession:
             if self._sizes:
                 workspace_size, shapes = executor.plan(dims)
             else:
-                shapes = [arg.shape for arg in self._outputs]
+                shapes = [arg.native_shape for arg in self._outputs]
             outputs = [_output_buffer(arg, shape) for arg, shape in zip(self._outputs, shapes)]
             if self._sizes:
                 executor.run(inputs, outputs, dims, workspace_size)
@@ -429,9 +438,9 @@ class InferenceSession:
                 executor.run(inputs, outputs)
         results, seen = [], set()
         for i in selected:
-            result = self._outputs[i].element_type.from_native(outputs[i], shapes[i])
-            # A name asked for twice gets two arrays: each result is the caller's own to modify.
-            results.append(result.copy() if i in seen else result)
+            result = self._outputs[i].result(outputs[i], shapes[i])
+            # A name asked for twice gets two results: each is the caller's own to modify.
+            results.append(copy.deepcopy(result) if i in seen else result)
             seen.add(i)
         return results
 
@@ -578,7 +587,7 @@ def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
     and its shape; symbolic dims are checked by the caller, which binds them across the inputs."""
     etype = arg.element_type
     if (type(value) is np.ndarray and value.dtype == etype.api_dtype and etype.elements_per_byte == 1
-            and value.flags.c_contiguous and value.flags.aligned):
+            and not etype.code_axis and value.flags.c_contiguous and value.flags.aligned):
         # The common case, already the native buffer: what the checks below would conclude, without their cost.
         if list(value.shape) != arg.shape and not any(isinstance(d, str) for d in arg.shape):
             raise InvalidInputError(f"input {arg.name!r} has shape {list(value.shape)}, expected {arg.shape}")
@@ -603,4 +612,5 @@ def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
     symbolic = any(isinstance(d, str) for d in arg.shape)
     if not symbolic and list(array.shape) != arg.shape:
         raise InvalidInputError(f"input {arg.name!r} has shape {list(array.shape)}, expected {arg.shape}")
-    return etype.to_native(converted), list(array.shape)
+    native = etype.to_native(converted)
+    return native, list(native.shape if etype.code_axis else array.shape)

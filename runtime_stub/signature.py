@@ -2,8 +2,8 @@
 
 Contract: ``native_signature(manifest, weights_size)`` is the canonical bytes (JSON, sorted
 keys, no spaces) of what the native code was compiled to read and write: the ABI version, the
-name, element type and shape of every input and output in order (a symbolic dim by its name or
-expression), the size variables with their ranges (and, for a value size, the input element it is read from), the static workspace size, the weights
+name, element type and native shape of every input and output in order (a symbolic dim by its name or
+expression; ``native_shape``: a string tensor's code-point axis last), an output's map keys (ZipMap), the size variables with their ranges (and, for a value size, the input element it is read from), the static workspace size, the weights
 section's size, the kernel count (profiling counters) and the run-time checks' flag offsets. The
 compiler embeds it in the shared object, returned by ``tilec_signature()``; the CPU executor
 recomputes it from the manifest it read and refuses the artifact with ``CorruptArtifactError``
@@ -22,12 +22,23 @@ from runtime_stub.errors import CorruptArtifactError
 ABI_VERSION = 3
 
 
+def native_shape(entry: Mapping[str, Any]) -> list[Any]:
+    """An input's or output's shape as its native buffer has it: a string tensor's ``chars`` axis last."""
+    shape = list(entry["shape"])
+    return [*shape, entry["chars"]] if "chars" in entry else shape
+
+
+def _io_facts(entry: Mapping[str, Any]) -> list[Any]:
+    facts = [entry["name"], entry["dtype"], native_shape(entry)]
+    return [*facts, entry["map_keys"]] if "map_keys" in entry else facts
+
+
 def native_signature(manifest: Mapping[str, Any], weights_size: int) -> bytes:
     try:
         facts = {
             "abi": ABI_VERSION,
-            "inputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["inputs"]],
-            "outputs": [[e["name"], e["dtype"], e["shape"]] for e in manifest["outputs"]],
+            "inputs": [_io_facts(e) for e in manifest["inputs"]],
+            "outputs": [_io_facts(e) for e in manifest["outputs"]],
             "workspace_size": manifest["workspace_size"],
             "dims": [[d["name"], d["min"], d["max"], *(["value", d["value"]] if "value" in d else [])]
                      for d in manifest.get("dims", [])],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import onnx
 
-from compiler.frontend import contrib, control_flow, functions, recurrent
+from compiler.frontend import contrib, control_flow, functions, maps, recurrent
 from compiler.frontend.loader import normalize_domain
 from compiler.frontend.rewrite import Builder, NameSource, NotExpandable
 from compiler.loopir.expr import logical_and
@@ -33,9 +33,6 @@ def _refuse_maps(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) -
 
 
 _MAP_OPS = {
-    "ZipMap": "its output is a sequence of maps, which tilec cannot return yet; convert the classifier with "
-              "skl2onnx's options={'zipmap': False} (onnxmltools: zipmap=False) for labels and probabilities "
-              "as tensors",
     "DictVectorizer": "its input is a map, which tilec cannot take yet; feed the features as a tensor",
     "CategoryMapper": "it maps strings, and tilec has no string tensors yet; encode the categories as integers",
 }
@@ -45,6 +42,7 @@ EXPANDERS: dict[tuple[str, str], Expander] = {
     **{("", op): f for op, f in {**control_flow.EXPANDERS, **recurrent.EXPANDERS}.items()},
     **{(contrib.DOMAIN, op): f for op, f in contrib.EXPANDERS.items()},
     **{("ai.onnx.ml", op): _refuse_maps for op in _MAP_OPS},
+    ("ai.onnx.ml", "ZipMap"): maps.expand_zipmap,
 }
 
 

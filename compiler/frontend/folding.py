@@ -110,6 +110,8 @@ class FoldedGraph:
     dims: SymbolicDims = field(default_factory=lambda: SymbolicDims(()))
     # The value sizes (size variables read from an input's data) by name, and where each is read.
     value_sources: dict[str, ValueSource] = field(default_factory=dict)
+    # Graph outputs returned as lists of maps (ZipMap, maps.py): output position -> the keys of its columns.
+    output_maps: dict[int, tuple[int | str, ...]] = field(default_factory=dict)
 
     def as_graph(self) -> onnx.GraphProto:
         """The graph without initializers (constants travel separately to shape inference)."""
@@ -522,13 +524,17 @@ def evaluate_ir_node(node: Node, opsets: Mapping[str, int]) -> list[tuple[DType,
 
 def ir_constant(array: np.ndarray) -> tuple[DType, np.ndarray]:
     """The IR type and storage of a constant: bfloat16 is carried as uint16 bits, the other ml_dtypes
-    types (float8, float4, int4, int2) as themselves (see compiler/dtypes.py).
+    types (float8, float4, int4, int2) as themselves, strings (ONNX's UTF-8 bytes) as code points on one
+    more axis (see compiler/dtypes.py).
 
     Raises ValueError for element types the IR has no DType for.
     """
     array = np.asarray(array)
     if array.dtype == np.dtype(ml_dtypes.bfloat16):
         return DType.BF16, array.view(np.uint16)
+    if array.dtype.kind in "OSU" and all(isinstance(v, (str, bytes)) for v in array.reshape(-1)):
+        text = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
+        return DType.STRING, string_codes(np.asarray(text, dtype=str).reshape(array.shape))
     return DType.from_numpy(array.dtype), array
 
 

@@ -34,6 +34,7 @@ from onnx import helper, numpy_helper
 
 from compiler.dtypes import DType
 from compiler.errors import CompileError, DataDependentError, ShapeError, UnsupportedOpError, describe_node
+from compiler.frontend import strings
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import input_dim_names, normalize_domain, topological_sort
 from compiler.frontend.symbolic import SymbolicDims
@@ -64,7 +65,12 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
     outputs = [_lookup(o.name, folded, values, reader=f"graph output '{o.name}'") for o in folded.outputs]
     conditions = {name: _lookup(name, folded, values, reader=f"an If's condition '{name}'")
                   for name in sorted(folded.conditions)}
-    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes, conditions)
+    for k, keys in folded.output_maps.items():
+        if not outputs[k].dtype.is_float or len(outputs[k].shape) != 2 or outputs[k].shape[1] != len(keys):
+            raise ShapeError(f"graph output '{outputs[k].name}': ZipMap takes a float [N, {len(keys)}] tensor for its "
+                             f"{len(keys)} keys, got {outputs[k].type}")
+    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes, conditions,
+                 dict(folded.output_maps))
 
 
 def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str, SizeRange]) -> dict[str, SizeRange]:
@@ -74,7 +80,11 @@ def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str,
     if unknown:
         raise ShapeError(f"dim_bounds names {', '.join(repr(n) for n in unknown)}, which no graph input has as a "
                          f"symbolic dimension (symbolic dimensions: {', '.join(repr(n) for n in names) or 'none'})")
-    return {name: dim_bounds.get(name, SizeRange()) for name in names}
+    ranges = {name: dim_bounds.get(name, SizeRange()) for name in names}
+    # numpy gives even an array of empty strings one code point per element
+    ranges.update((strings.input_chars(vi.name).name, SizeRange()) for vi in inputs
+                  if vi.type.tensor_type.elem_type == onnx.TensorProto.STRING)
+    return ranges
 
 
 # --- values ---------------------------------------------------------------------------
@@ -111,7 +121,10 @@ def _dims(t: onnx.TypeProto) -> list[int | str] | None:
 
 def _input_value(vi: onnx.ValueInfoProto) -> Value:
     label = f"graph input '{vi.name}'"
-    return Value(vi.name, _check_extent(label, _tensor_type(label, vi.type), "as the model declares it"))
+    t = _tensor_type(label, vi.type)
+    if t.dtype is DType.STRING:
+        t = TensorType(t.dtype, (*t.shape, strings.input_chars(vi.name)))
+    return Value(vi.name, _check_extent(label, t, "as the model declares it"))
 
 
 def _check_extent(label: str, t: TensorType,
@@ -158,9 +171,7 @@ def _tensor_type(label: str, t: onnx.TypeProto, sizes: SymbolicDims | None = Non
     try:
         dtype = DType.from_onnx(t.tensor_type.elem_type)
     except KeyError as exc:
-        hint = (" (tilec has no string tensors yet: for a classifier's string class labels, train or convert "
-                "it with integer labels)") if t.tensor_type.elem_type == onnx.TensorProto.STRING else ""
-        raise CompileError(f"{label}: {exc.args[0]}{hint}") from None
+        raise CompileError(f"{label}: {exc.args[0]}") from None
     return TensorType(dtype, tuple(shape))
 
 
@@ -215,6 +226,7 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
         node.attrs["predicate"] = folded.phis[proto.name]
     reader = describe_node(proto.op_type, name, opset, domain)
     node.inputs = [None if not n else _lookup(n, folded, values, reader) for n in proto.input]
+    strings.check_string_operands(node)
     outputs = list(proto.output)
     while outputs and not outputs[-1]:
         outputs.pop()  # trailing omitted outputs simply do not exist in the IR
@@ -230,7 +242,10 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
             try:
                 if t is None:
                     raise ShapeError(f"the type of {label} could not be inferred at compile time")
-                values[out] = Value(out, _tensor_type(label, t, sizes), producer=node)
+                t = _tensor_type(label, t, sizes)
+                if t.dtype is DType.STRING:
+                    t = TensorType(t.dtype, (*t.shape, strings.output_chars(node, index)))
+                values[out] = Value(out, t, producer=node)
             except ShapeError as exc:
                 # Operands that fix a shape (axes, sizes, counts, Range limits) are integer tensors or
                 # scalars; the node's data operands are neither.

@@ -124,6 +124,8 @@ class Graph:
     sizes: dict[str, SizeRange] = field(default_factory=dict)
     # The data conditions of run-time Ifs (``ConditionVar`` in guards) by name: read by the run, so live.
     conditions: dict[str, Value] = field(default_factory=dict)
+    # Outputs the run returns as a list of dicts (ZipMap): output position -> the keys of its [N, C] columns.
+    output_maps: dict[int, tuple[int | str, ...]] = field(default_factory=dict)
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def fresh_name(self, hint: str) -> str:

@@ -134,7 +134,7 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
 
     def buffer_of(v: Value) -> Buffer:
         if id(v) not in buffers:
-            buffers[id(v)] = Buffer(state.names(v.name), v.dtype, v.shape)
+            buffers[id(v)] = Buffer(state.names(v.name), v.dtype.storage, v.shape)
         return buffers[id(v)]
 
     for k, v in enumerate(graph.inputs):

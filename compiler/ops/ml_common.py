@@ -9,8 +9,8 @@ Formulas are onnxruntime's: LOGISTIC as ``1 / (1 + exp(-|v|))`` mirrored for
 negative ``v``, PROBIT with its closed-form ``erfinv`` (a = 0.147), SOFTMAX_ZERO
 leaving near-zero scores out of the normalisation.
 
-String class labels are not tensors tilec can return; ``int_labels`` refuses
-them with the op's name and the reason.
+String class labels are computed as positions in their table and become
+strings (code points, see compiler/dtypes.py) in ``named_labels``, the last step.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.dtypes import DType
+from compiler.dtypes import DType, string_codes
 from compiler.loopir.expr import Const, Expr, call, compare, const, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 
@@ -52,13 +52,38 @@ def floats(ctx: LoweringContext, name: str, default: list[float] | None = None) 
     return None if default is None else np.asarray(default, np.float32)
 
 
-def int_labels(ctx: LoweringContext, ints: str, strings: str) -> np.ndarray | None:
-    """The int64 class labels (None when the node has none); string labels are refused."""
-    if ctx.attr(strings) is not None:
-        ctx.unsupported(f"string class labels ({strings}) are not supported: tilec has no string tensors; "
-                        f"convert the model with integer labels ({ints})")
+def class_labels(ctx: LoweringContext, ints: str, strings: str) -> np.ndarray | None:
+    """The int64 class labels (None when the node has none); for string labels (``strings``) their positions,
+    which ``named_labels`` turns into the strings at the end."""
+    names = ctx.attr(strings)
+    if names is not None and ctx.attr(ints) is not None:
+        ctx.invalid(f"both {ints} and {strings} are set")
+    if names is not None:
+        return np.arange(len(names), dtype=np.int64)
     labels = ctx.attr(ints)
     return None if labels is None else np.asarray(labels, np.int64).reshape(-1)
+
+
+def label_dtype(ctx: LoweringContext) -> DType:
+    """The type the label is computed in: the label output's, or int64 positions for string labels."""
+    dtype = ctx.output_type(0).dtype
+    return DType.I64 if dtype is DType.STRING else dtype
+
+
+def named_labels(ctx: LoweringContext, label: Tensor, strings: str) -> Tensor:
+    """``label`` as the node's label output: for string labels each position's string, its code points on
+    one more axis (compiler/dtypes.py); other labels as they are."""
+    names = ctx.attr(strings)
+    if names is None:
+        return label
+    table = ctx.add_constant(string_codes(names), "ml_label_names")
+    last = len(names) - 1
+
+    def code(i: Index) -> Expr:
+        position = label[i[:-1]]
+        return table[select(compare("gt", position, last), Const(last), position), i[-1]]
+
+    return ctx.compute((*label.shape, table.shape[1]), code, dtype=DType.U32, name="ml_label_name")
 
 
 def logistic(v: Expr) -> Expr:

@@ -27,8 +27,8 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.loopir.expr import Expr, call, cast, compare, const, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.ml_common import (LOGISTIC, PROBIT, argmax_rows, floats, int_labels, label_of, logistic,
-                                    post_transform, regression_transform, transform_code)
+from compiler.ops.ml_common import (LOGISTIC, PROBIT, argmax_rows, class_labels, floats, label_dtype, label_of, logistic,
+                                    named_labels, post_transform, regression_transform, transform_code)
 from compiler.ops.registry import OpDef, defop
 
 _ML = "ai.onnx.ml"
@@ -158,7 +158,7 @@ def linear_regressor(ctx: LoweringContext) -> list[Tensor]:
 
 
 def linear_classifier(ctx: LoweringContext) -> list[Tensor]:
-    labels = int_labels(ctx, "classlabels_ints", "classlabels_strings")
+    labels = class_labels(ctx, "classlabels_ints", "classlabels_strings")
     if labels is None or labels.size == 0:
         ctx.unsupported("classlabels_ints is required")
     intercepts = floats(ctx, "intercepts")
@@ -167,18 +167,18 @@ def linear_classifier(ctx: LoweringContext) -> list[Tensor]:
     columns = intercepts.size
     transform = transform_code(ctx)
     scores = _linear_scores(ctx, columns, intercepts)
-    label_type, score_type = ctx.output_type(0), ctx.output_type(1)
+    label_type, score_type = label_dtype(ctx), ctx.output_type(1)
     if columns > 1:
         if labels.size != columns:
             ctx.unsupported(f"{labels.size} class labels for {columns} score columns")
-        label = label_of(ctx, argmax_rows(ctx, scores), labels, label_type.dtype)
+        label = label_of(ctx, argmax_rows(ctx, scores), labels, label_type)
         probabilities = post_transform(ctx, scores, transform)
     else:
         yes, no = (labels[1], labels[0]) if labels.size == 2 else (1, 0)
         label = ctx.compute(score_type.shape[:1], lambda i: select(compare("gt", scores[i[0], 0], const(0.0, DType.F32)),
-                                                                   const(int(yes), label_type.dtype),
-                                                                   const(int(no), label_type.dtype)),
-                            dtype=label_type.dtype, name="linear_label")
+                                                                   const(int(yes), label_type),
+                                                                   const(int(no), label_type)),
+                            dtype=label_type, name="linear_label")
         if labels.size == 2:
             if transform == PROBIT:
                 ctx.unsupported("PROBIT on a single score column with two classes (onnxruntime leaves the "
@@ -192,8 +192,9 @@ def linear_classifier(ctx: LoweringContext) -> list[Tensor]:
             probabilities = ctx.compute(score_type.shape, two_classes, dtype=DType.F32, name="linear_two_classes")
         else:
             probabilities = regression_transform(ctx, scores, transform)
-    return [label, ctx.compute(score_type.shape, lambda i: cast(probabilities[i], score_type.dtype),
-                               dtype=score_type.dtype, name="linear_classifier")]
+    return [named_labels(ctx, label, "classlabels_strings"),
+            ctx.compute(score_type.shape, lambda i: cast(probabilities[i], score_type.dtype),
+                        dtype=score_type.dtype, name="linear_classifier")]
 
 
 OPS: list[OpDef] = [

@@ -32,8 +32,8 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.ml_common import (NONE, PROBIT, argmax_rows, floats, int_labels, label_of, logistic,
-                                    post_transform, regression_transform, transform_code)
+from compiler.ops.ml_common import (NONE, PROBIT, argmax_rows, class_labels, floats, label_dtype, label_of, logistic,
+                                    named_labels, post_transform, regression_transform, transform_code)
 from compiler.ops.registry import OpDef, defop
 
 _ML = "ai.onnx.ml"
@@ -135,7 +135,7 @@ def svm_regressor(ctx: LoweringContext) -> list[Tensor]:
 
 def svm_classifier(ctx: LoweringContext) -> list[Tensor]:
     x, rows, features = _input(ctx)
-    labels = int_labels(ctx, "classlabels_ints", "classlabels_strings")
+    labels = class_labels(ctx, "classlabels_ints", "classlabels_strings")
     if labels is None or labels.size == 0:
         ctx.unsupported("classlabels_ints is required")
     classes = labels.size
@@ -146,7 +146,7 @@ def svm_classifier(ctx: LoweringContext) -> list[Tensor]:
     if prob_a.size != prob_b.size:
         ctx.unsupported(f"{prob_a.size} prob_a but {prob_b.size} prob_b values")
     transform = transform_code(ctx)
-    label_type, score_type = ctx.output_type(0), ctx.output_type(1)
+    label_type, score_type = label_dtype(ctx), ctx.output_type(1)
     if per_class.sum() == 0:
         return _svm_linear(ctx, x, rows, features, labels, coefficients, rho, transform)
     if per_class.size != classes:
@@ -165,7 +165,7 @@ def svm_classifier(ctx: LoweringContext) -> list[Tensor]:
         pair_weights[k, start[j]:start[j + 1]] = coef[i, start[j]:start[j + 1]]
     kernel = _kernel(ctx, x, rows, _support_vectors(ctx, vectors, features), _kernel_name(ctx))
     decisions = _weighted(ctx, kernel, pair_weights, rho[:len(pairs)], "svm_decisions")
-    label = label_of(ctx, _vote(ctx, decisions, pairs, classes), labels, label_type.dtype)
+    label = label_of(ctx, _vote(ctx, decisions, pairs, classes), labels, label_type)
     one = const(1.0, DType.F32)
     if prob_a.size:
         pairwise = _pairwise_probabilities(ctx, decisions, pairs, classes, prob_a, prob_b)
@@ -181,8 +181,9 @@ def svm_classifier(ctx: LoweringContext) -> list[Tensor]:
         scores = ctx.compute((rows, 2), expand, dtype=DType.F32, name="svm_two_classes")
     else:
         scores = regression_transform(ctx, decisions, transform)
-    return [label, ctx.compute(score_type.shape, lambda i: cast(scores[i], score_type.dtype), dtype=score_type.dtype,
-                               name="svm_classifier")]
+    return [named_labels(ctx, label, "classlabels_strings"),
+            ctx.compute(score_type.shape, lambda i: cast(scores[i], score_type.dtype), dtype=score_type.dtype,
+                        name="svm_classifier")]
 
 
 def _pairwise_probabilities(ctx: LoweringContext, decisions: Tensor, pairs: list[tuple[int, int]], classes: int,
@@ -328,9 +329,9 @@ def _svm_linear(ctx: LoweringContext, x: Tensor, rows, features: int, labels: np
     values = ctx.compute((rows, features), lambda i: cast(x[(i[0], i[1]) if x.rank == 2 else (i[1],)], DType.F32),
                          dtype=DType.F32, name="svm_features")
     scores = _weighted(ctx, values, coefficients.reshape(classes, features), np.full(classes, rho[0]), "svm_scores")
-    label_type, score_type = ctx.output_type(0), ctx.output_type(1)
+    label_type, score_type = label_dtype(ctx), ctx.output_type(1)
     best = argmax_rows(ctx, scores)
-    label = label_of(ctx, best, labels, label_type.dtype)
+    label = label_of(ctx, best, labels, label_type)
     if classes == 2:
         threshold = 0.5 if (coefficients >= 0).all() else 0.0
         strict = threshold == 0.0
@@ -339,12 +340,13 @@ def _svm_linear(ctx: LoweringContext, x: Tensor, rows, features: int, labels: np
 
         def binary_label(i: Index) -> Expr:
             above = compare("gt" if strict else "ge", peak[i], const(threshold, DType.F32))
-            return select(above, const(int(labels[1]), label_type.dtype), chosen[i])
+            return select(above, const(int(labels[1]), label_type), chosen[i])
 
-        label = ctx.compute((rows,), binary_label, dtype=label_type.dtype, name="svm_binary_label")
+        label = ctx.compute((rows,), binary_label, dtype=label_type, name="svm_binary_label")
     scores = regression_transform(ctx, scores, transform)
-    return [label, ctx.compute(score_type.shape, lambda i: cast(scores[i], score_type.dtype), dtype=score_type.dtype,
-                               name="svm_classifier")]
+    return [named_labels(ctx, label, "classlabels_strings"),
+            ctx.compute(score_type.shape, lambda i: cast(scores[i], score_type.dtype), dtype=score_type.dtype,
+                        name="svm_classifier")]
 
 
 OPS: list[OpDef] = [

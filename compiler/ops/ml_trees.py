@@ -51,8 +51,8 @@ import numpy as np
 from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, binary, call, cast, compare, const, logical_and, select
 from compiler.ops.api import Index, LoweringContext, Tensor
-from compiler.ops.ml_common import (LOGISTIC, PROBIT, argmax_rows, floats, int_labels, label_of, logistic,
-                                    post_transform, regression_transform, transform_code)
+from compiler.ops.ml_common import (LOGISTIC, PROBIT, argmax_rows, class_labels, floats, label_dtype, label_of, logistic,
+                                    named_labels, post_transform, regression_transform, transform_code)
 from compiler.ops.registry import OpDef, defop
 
 _LEQ, _LT, _GTE, _GT, _EQ, _NEQ, _MEMBER = range(7)
@@ -140,7 +140,7 @@ def tree_ensemble_classifier(ctx: LoweringContext) -> list[Tensor]:
     onnxruntime's rules for the label and the scores (below, ``_binary``)."""
     x = _features_input(ctx)
     forest, leaf_of = _legacy_forest(ctx, x.shape[1])
-    labels = int_labels(ctx, "classlabels_int64s", "classlabels_strings")
+    labels = class_labels(ctx, "classlabels_int64s", "classlabels_strings")
     if labels is None or labels.size == 0:
         ctx.unsupported("classlabels_int64s is required")
     n_classes = labels.size
@@ -149,18 +149,19 @@ def tree_ensemble_classifier(ctx: LoweringContext) -> list[Tensor]:
     sums = _aggregate(ctx, _walk(ctx, x, forest), forest, table, "sum", False)
     base = _base_values(ctx, n_classes)
     transform = transform_code(ctx)
-    label_type, score_type = ctx.output_type(0), ctx.output_type(1)
+    label_type, score_type = label_dtype(ctx), ctx.output_type(1)
     if n_classes > 2 or n_classes == 1:
         scores = _add_base(ctx, sums, base)
         # Without base values a class no leaf scores never wins (onnxruntime skips unscored classes).
         scored = sorted(set(ids.tolist())) if base is None else None
         index = argmax_rows(ctx, scores, scored)
-        label = label_of(ctx, index, labels, label_type.dtype)
+        label = label_of(ctx, index, labels, label_type)
         probabilities = post_transform(ctx, scores, transform)
     else:
         label, probabilities = _binary(ctx, sums, base, labels, ids, weights, leaves, forest.leaf_count, transform)
-    return [label, ctx.compute(score_type.shape, lambda i: cast(probabilities[i], score_type.dtype),
-                               dtype=score_type.dtype, name="tree_classifier")]
+    return [named_labels(ctx, label, "classlabels_strings"),
+            ctx.compute(score_type.shape, lambda i: cast(probabilities[i], score_type.dtype),
+                        dtype=score_type.dtype, name="tree_classifier")]
 
 
 def _binary(ctx: LoweringContext, sums: Tensor, base: np.ndarray | None, labels: np.ndarray, ids: np.ndarray,
@@ -202,7 +203,7 @@ def _binary(ctx: LoweringContext, sums: Tensor, base: np.ndarray | None, labels:
     all_positive = bool((weights >= 0).all())
     threshold = c(0.5 if one_class and all_positive else 0.0)
     yes, no = (labels[1], labels[0]) if one_class else (1, 0)
-    label_type = ctx.output_type(0).dtype
+    label_type = label_dtype(ctx)
     label = ctx.compute((n,), lambda i: select(compare("gt", positive(i), threshold), const(int(yes), label_type),
                                                const(int(no), label_type)), dtype=label_type, name="tree_label")
     if two_columns:

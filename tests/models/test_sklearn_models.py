@@ -1,11 +1,12 @@
 """scikit-learn models converted by skl2onnx (ai.onnx.ml scorers) compile and match onnxruntime and scikit-learn.
 
 Models are trained at test time on ``make_classification`` / ``make_regression`` data
-with fixed seeds, converted with ``options={'zipmap': False}`` (labels and probabilities as
+with fixed seeds, converted with ``options={"zipmap": False}`` (labels and probabilities as
 tensors) and a symbolic batch (skl2onnx's ``[None, F]`` input), compiled once, and run on
 the training rows plus NaN-free rows far outside them. Labels must equal onnxruntime's and
 the model's ``predict``; probabilities and regression outputs must be within 1e-5 of
-onnxruntime's (absolute, relative for regression targets of size ~100).
+onnxruntime's (absolute, relative for regression targets of size ~100). skl2onnx's default
+output (ZipMap's list of dicts) and string class labels are checked the same way.
 """
 
 from __future__ import annotations
@@ -188,22 +189,55 @@ def test_mixed_columns_pipeline(compile_cache, name: str) -> None:
     _check_classifier(model, onnx_model, {"X": np.concatenate([x, x[:5]])}, compile_cache)
 
 
-def test_default_zipmap_is_refused_with_the_converter_option(tmp_path) -> None:
-    """skl2onnx's default output (ZipMap: a list of dicts) is not a tensor; the error says how to convert."""
+LABEL_NAMES = np.array(["setosa", "ü", "a much longer class name", "🐈"])
+
+ZIPMAP_CLASSIFIERS = {
+    "logistic_binary": (lambda: LogisticRegression(), 2),
+    "random_forest": (lambda: RandomForestClassifier(6, max_depth=4, random_state=0), 3),
+    "svc": (lambda: SVC(probability=True, random_state=0), 3),
+    "gradient_boosting": (lambda: GradientBoostingClassifier(n_estimators=8, max_depth=2, random_state=0), 4),
+}
+
+
+@pytest.mark.parametrize("labels", ["int", "str"])
+@pytest.mark.parametrize("name", sorted(ZIPMAP_CLASSIFIERS))
+def test_default_zipmap_output(compile_cache, name, labels) -> None:
+    """skl2onnx's default output, ZipMap's list of {label: probability} dicts (after every classifier), and
+    string labels as object arrays: as onnxruntime returns them, keys in its order, values within 1e-5."""
+    import onnxruntime
+
+    make, classes = ZIPMAP_CLASSIFIERS[name]
+    x, y = _data(classes)
+    target = LABEL_NAMES[y] if labels == "str" else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make().fit(x, target)
+        onnx_model = _convert(model, x, tensors=False)
+    assert "ZipMap" in {n.op_type for n in onnx_model.graph.node}
+    feeds = _feeds(x)
+    want = onnxruntime.InferenceSession(onnx_model.SerializeToString()).run(None, feeds)
+    with runtime_stub.InferenceSession(compiled(onnx_model, compile_cache)) as session:
+        assert [(o.name, o.type, o.shape) for o in session.get_outputs()][1] == \
+            ("output_probability", f"seq(map({'string' if labels == 'str' else 'int64'},tensor(float)))", [])
+        got = session.run(None, feeds)
+    assert got[0].dtype == want[0].dtype
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], model.predict(feeds["X"]))
+    assert isinstance(got[1], list) and len(got[1]) == len(want[1])
+    for mine, theirs in zip(got[1], want[1]):
+        assert list(mine) == list(theirs)
+        np.testing.assert_allclose(list(mine.values()), list(theirs.values()), atol=TOLERANCE)
+
+
+def test_a_zipmap_read_by_another_node_is_refused(tmp_path) -> None:
+    from onnx import helper
+
     from compiler.errors import UnsupportedOpError
 
     x, y = _data(2)
     onnx_model = _convert(LogisticRegression().fit(x, y), x, tensors=False)
-    assert "ZipMap" in {n.op_type for n in onnx_model.graph.node}
-    with pytest.raises(UnsupportedOpError, match=r"ZipMap.*zipmap': False"):
-        compiled(onnx_model, tmp_path)
-
-
-def test_string_labels_are_refused_naming_the_op(tmp_path) -> None:
-    from compiler.errors import CompileError
-
-    x, y = _data(3)
-    onnx_model = _convert(RandomForestClassifier(3, max_depth=3, random_state=0).fit(x, np.array(["a", "b", "c"])[y]),
-                          x, tensors=True)
-    with pytest.raises(CompileError, match=r"TreeEnsembleClassifier.*STRING.*integer labels"):
+    graph = onnx_model.graph
+    graph.node.append(helper.make_node("Identity", ["output_probability"], ["again"]))
+    graph.output.append(helper.make_value_info("again", graph.output[1].type))
+    with pytest.raises(UnsupportedOpError, match=r"ZipMap.*read by another node"):
         compiled(onnx_model, tmp_path)

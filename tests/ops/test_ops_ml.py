@@ -314,7 +314,7 @@ def _ort_check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], cache, rtol
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
-        if w.dtype.kind in "iu":
+        if w.dtype.kind in "iuO":  # integers and strings exactly
             np.testing.assert_array_equal(g, w)
         else:
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
@@ -427,14 +427,20 @@ def test_tree_classifier_binary(compile_cache, case) -> None:
     _ort_check(_classifier(x, attrs, [4, 9]), {"x": x}, compile_cache, rtol=1e-5, atol=1e-6)
 
 
-def test_tree_classifier_refuses_string_labels(tmp_path) -> None:
-    rng = np.random.default_rng(80)
-    attrs = _legacy_forest(rng, trees=1, features=2, targets=2, depth=2, modes=("BRANCH_LEQ",), prefix="class")
-    x = np.zeros((2, 2), np.float32)
-    model = _ml_model_outputs("TreeEnsembleClassifier", x, {**attrs, "classlabels_strings": ["a", "b"]}, 1,
-                              [("label", onnx.TensorProto.STRING, [2]), ("scores", onnx.TensorProto.FLOAT, [2, 2])])
-    with pytest.raises(CompileError, match="TreeEnsembleClassifier.*(?i:string)"):
-        compiled(model, tmp_path)
+@pytest.mark.parametrize("labels", [["no", "yes"], ["", "ü", "cat", "a longer label 🐈"]], ids=["binary", "four"])
+def test_tree_classifier_string_labels(compile_cache, labels) -> None:
+    """String class labels come back as onnxruntime returns them (an object array of str), whatever their
+    lengths: the empty string, non-ASCII and beyond the basic plane included."""
+    rng = np.random.default_rng(80 + len(labels))
+    classes = len(labels)
+    attrs = _legacy_forest(rng, trees=3, features=3, targets=classes, depth=3, modes=("BRANCH_LEQ",), prefix="class",
+                           per_leaf=classes)
+    x = _features(rng, (37, 3))
+    model = _ml_model_outputs("TreeEnsembleClassifier", x, {**attrs, "classlabels_strings": labels}, 1,
+                              [("label", onnx.TensorProto.STRING, [37]), ("scores", onnx.TensorProto.FLOAT, [37, classes])])
+    got = run_compiled(model, {"x": x}, cache_dir=compile_cache)
+    assert got[0].dtype == object and set(got[0]) <= set(labels) and len(set(got[0])) > 1
+    _ort_check(model, {"x": x}, compile_cache)
 
 
 def test_tree_regressor_refuses_a_dangling_branch(tmp_path) -> None:
