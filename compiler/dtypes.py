@@ -214,7 +214,7 @@ def string_codes(strings: object) -> np.ndarray:
     """Strings (a nested list or array of ``str``) as a STRING constant: their code points on one more axis."""
     text = np.asarray(strings, dtype=str)
     chars = max(text.dtype.itemsize // 4, 1)
-    return np.ascontiguousarray(text.astype(f"<U{chars}")).view(np.uint32).reshape(*text.shape, chars)
+    return text.astype(f"<U{chars}").reshape(-1).view(np.uint32).reshape(*text.shape, chars)
 
 
 def storage_bytes(array: np.ndarray) -> bytes:

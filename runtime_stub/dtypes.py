@@ -103,8 +103,8 @@ class StringType(ElementType):
     def to_native(self, array: np.ndarray) -> np.ndarray:
         text = np.asarray(array, dtype=str)
         chars = max(text.dtype.itemsize // 4, 1)
-        text = np.ascontiguousarray(text, dtype=f"<U{chars}")
-        return text.view(np.uint32).reshape(*text.shape, chars)
+        text = np.array(text, dtype=f"<U{chars}", order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+        return text.reshape(-1).view(np.uint32).reshape(*text.shape, chars)
 
     def native_empty(self, shape: list[int]) -> np.ndarray:
         return np.empty(shape, dtype=np.uint32)

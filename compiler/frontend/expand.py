@@ -34,7 +34,6 @@ def _refuse_maps(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) -
 
 _MAP_OPS = {
     "DictVectorizer": "its input is a map, which tilec cannot take yet; feed the features as a tensor",
-    "CategoryMapper": "it maps strings, and tilec has no string tensors yet; encode the categories as integers",
 }
 
 #: (domain, op type) -> its expander.

@@ -6,7 +6,7 @@ A STRING value has one axis more than ONNX gives it, its code points (``compiler
   runtime binds it from the longest string of the run's array, as any other symbolic dimension.
 * ``output_chars(node, index)`` is that axis for a string output of ``node``: the longest string of the
   node's attribute tables (a classifier's class labels, LabelEncoder's values and default, CategoryMapper's
-  categories), or an input's (Identity). It raises ``UnsupportedOpError`` for an op not in
+  categories), or its inputs' (Identity; StringConcat adds them up). It raises ``UnsupportedOpError`` for an op not in
   ``STRING_OPS``, which lists the ops whose lowerings read and write strings in this form.
 * ``check_string_operands(node)`` refuses, by name, a node outside ``STRING_OPS`` that reads a string.
 """
@@ -22,17 +22,18 @@ from compiler.loopir.sizes import Size, SizeVar
 
 _ML = "ai.onnx.ml"
 
-#: The attributes holding the strings a node's string output is made of, by (domain, op type).
-_TABLES: dict[tuple[str, str], tuple[str, ...]] = {
-    (_ML, "TreeEnsembleClassifier"): ("classlabels_strings",),
-    (_ML, "LinearClassifier"): ("classlabels_strings",),
-    (_ML, "SVMClassifier"): ("classlabels_strings",),
-    (_ML, "LabelEncoder"): ("values_strings", "default_string", "values_tensor", "default_tensor"),
-    (_ML, "CategoryMapper"): ("cats_strings", "default_string"),
+#: Where the strings of a node's string output come from, by (domain, op type): the attributes listing them,
+#: the attributes giving the default, and the schema's default where none of those is set.
+_TABLES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
+    (_ML, "TreeEnsembleClassifier"): (("classlabels_strings",), (), None),
+    (_ML, "LinearClassifier"): (("classlabels_strings",), (), None),
+    (_ML, "SVMClassifier"): (("classlabels_strings",), (), None),
+    (_ML, "LabelEncoder"): (("values_strings", "values_tensor"), ("default_string", "default_tensor"), "_Unused"),
+    (_ML, "CategoryMapper"): (("cats_strings",), ("default_string",), "_Unused"),
 }
 
 #: Ops whose lowerings take string operands or give string results (code points on the last axis).
-STRING_OPS: frozenset[tuple[str, str]] = frozenset({*_TABLES, ("", "Identity"), ("", "Equal")})
+STRING_OPS: frozenset[tuple[str, str]] = frozenset({*_TABLES, ("", "Identity"), ("", "Equal"), ("", "StringConcat")})
 
 
 def input_chars(name: str) -> SizeVar:
@@ -45,11 +46,16 @@ def output_chars(node: Node, index: int) -> Size:
         raise UnsupportedOpError(f"{node.describe()}: output {index} is a string tensor, which tilec computes only "
                                  f"for {', '.join(sorted(op for _, op in STRING_OPS))}")
     if key in _TABLES:
-        return max([1, *(len(s) for name in _TABLES[key] for s in _strings(node.attr(name)))])
-    source = node.inputs[0]
-    if source is None or source.dtype is not DType.STRING:
+        tables, defaults, schema_default = _TABLES[key]
+        given = [s for name in defaults for s in _strings(node.attr(name))]
+        texts = [s for name in tables for s in _strings(node.attr(name))] + (given or [schema_default or ""])
+        return max(1, *(len(s) for s in texts))
+    sources = [v for v in node.inputs if v is not None]
+    if not sources or any(v.dtype is not DType.STRING for v in sources):
         raise UnsupportedOpError(f"{node.describe()}: a string output of a non-string input")
-    return source.shape[-1]
+    if node.op_type == "StringConcat":
+        return sources[0].shape[-1] + sources[1].shape[-1]
+    return sources[0].shape[-1]
 
 
 def check_string_operands(node: Node) -> None:

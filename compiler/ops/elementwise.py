@@ -14,6 +14,7 @@ from compiler.loopir.expr import Expr, binary, call, cast, compare, const, logic
 from compiler.loopir.sizes import is_one
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
+from compiler.ops.text import string_equal
 
 Formula = Callable[..., Expr]
 
@@ -137,4 +138,13 @@ BINARY: dict[str, Formula] = {
 }
 
 
-OPS: list[OpDef] = [defop(name, _broadcasting(f), "elementwise") for name, f in {**UNARY, **BINARY}.items()]
+def _with_strings(numeric: Callable[[LoweringContext], list[Tensor]]) -> Callable[[LoweringContext], list[Tensor]]:
+    """Equal: of strings too, compared over their code points (ops/text.py)."""
+    def lower(ctx: LoweringContext) -> list[Tensor]:
+        return string_equal(ctx) if ctx.input_value(0).dtype is DType.STRING else numeric(ctx)
+
+    return lower
+
+
+OPS: list[OpDef] = [defop(name, _with_strings(_broadcasting(f)) if name == "Equal" else _broadcasting(f), "elementwise")
+                    for name, f in {**UNARY, **BINARY}.items()]

@@ -1,5 +1,5 @@
-"""ai.onnx.ml element maps: Binarizer, ArrayFeatureExtractor, LabelEncoder (numeric keys and values),
-OneHotEncoder (integer categories), FeatureVectorizer.
+"""ai.onnx.ml element maps: Binarizer, ArrayFeatureExtractor, LabelEncoder and CategoryMapper (numbers and
+strings), OneHotEncoder (integer categories), FeatureVectorizer.
 
 * ``Binarizer``: 1 where ``x > threshold``, else 0 (NaN gives 0), in x's type.
 * ``ArrayFeatureExtractor``: the last axis of X gathered at the (run-time)
@@ -7,16 +7,20 @@ OneHotEncoder (integer categories), FeatureVectorizer.
   the reference do); negative indices count from the end.
 * ``LabelEncoder`` (opsets 2 and 4): each element replaced by the value of the
   matching key, else the default. Keys and values come from ``keys_floats`` /
-  ``keys_int64s`` / ``keys_tensor`` and ``values_floats`` / ``values_int64s``
-  / ``values_tensor``; a repeated key takes the last value. From opset 4 a
+  ``keys_int64s`` / ``keys_strings`` / ``keys_tensor`` and ``values_floats`` /
+  ``values_int64s`` / ``values_strings`` / ``values_tensor``; a repeated key takes
+  the last value (onnx's reference; onnxruntime takes the first). From opset 4 a
   NaN key matches every NaN input; in opset 2 it matches nothing (the spec
   speaks of bitwise matching, but onnxruntime and the reference compare with
   ``==``, and tilec follows them). Defaults follow the schema: -0.0 for
-  floats, -1 for integers, or ``default_*``. String keys or values (and
-  opset 1, which is all strings) are refused: tilec has no string tensors.
+  floats, -1 for integers, '_Unused' for strings, or ``default_*``. Opset 1
+  (``classes_strings``) is not supported.
+* ``CategoryMapper``: ``cats_strings[k]`` <-> ``cats_int64s[k]``, strings to
+  integers or back as the input's type says (defaults -1 and '_Unused').
 
 The lookup is one reduction over the (deduplicated) keys giving the matching
-key's position, then a gather of the values table; both tables are
+key's position (string keys compared as code points, ``ops/text.py``), then a
+gather of the values table (string values: their code points); both tables are
 compile-time constants.
 
 * ``OneHotEncoder``: a new last axis, 1.0 where the element equals the
@@ -35,14 +39,16 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType
+from compiler.dtypes import DType, string_codes
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.indexing import wrap_index
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _unravel
+from compiler.ops.text import mismatches
 
 _ML = "ai.onnx.ml"
+UNUSED = "_Unused"  # the schemas' default string value
 
 
 def binarizer(ctx: LoweringContext) -> list[Tensor]:
@@ -68,24 +74,40 @@ def array_feature_extractor(ctx: LoweringContext) -> list[Tensor]:
 
 
 def label_encoder(ctx: LoweringContext) -> list[Tensor]:
-    x = ctx.input(0)
     keys, values, default = _label_tables(ctx)
-    if DType.from_numpy(keys.dtype) is not x.dtype:
-        ctx.unsupported(f"the keys are {keys.dtype}, the input {x.dtype.value}; they must match")
+    return [_encode(ctx, keys, values, default)]
+
+
+def category_mapper(ctx: LoweringContext) -> list[Tensor]:
+    """CategoryMapper: cats_strings[k] <-> cats_int64s[k], either way, as the input's type says."""
+    names = np.asarray(ctx.attr("cats_strings", []), dtype=str).reshape(-1)
+    ints = np.asarray(ctx.attr("cats_int64s", []), dtype=np.int64).reshape(-1)
+    if names.size != ints.size:
+        ctx.invalid(f"{names.size} cats_strings but {ints.size} cats_int64s")
+    if ctx.input_value(0).dtype is DType.STRING:
+        return [_encode(ctx, names, ints, np.array(ctx.attr("default_int64", -1), np.int64))]
+    return [_encode(ctx, ints, names, np.array(ctx.attr("default_string", UNUSED), dtype=str))]
+
+
+def _encode(ctx: LoweringContext, keys: np.ndarray, values: np.ndarray, default: np.ndarray) -> Tensor:
+    """Each element of input 0 replaced by the value of its key (the last one listed), else ``default``.
+    Keys and values are numbers or strings (numpy ``<U`` arrays); strings in and out are code points."""
+    x = ctx.input(0)
+    text_in, text_out = keys.dtype.kind == "U", values.dtype.kind == "U"
+    if text_in != (ctx.input_value(0).dtype is DType.STRING) or (
+            not text_in and DType.from_numpy(keys.dtype) is not x.dtype):
+        ctx.unsupported(f"the keys are {keys.dtype}, the input {ctx.input_value(0).dtype.value}; they must match")
+    shape = x.shape[:-1] if text_in else x.shape
     nan_keys = np.flatnonzero(np.isnan(keys)) if keys.dtype.kind == "f" and ctx.opset >= 4 else []
     # Last occurrence wins: keep each key's last position (one for all NaN keys, which match any NaN).
     last = {k: j for j, k in enumerate(keys.tolist()) if not (isinstance(k, float) and math.isnan(k))}
     order = sorted(last.values())
-    table = ctx.add_constant(keys[order], "label_keys")
+    found = _positions(ctx, x, shape, keys[order]) if order else None
+    if text_out:
+        return _string_values(ctx, shape, found, np.concatenate([values[order], default.reshape(1)]))
     targets = ctx.add_constant(values[order], "label_values")
     out_type = DType.from_numpy(values.dtype)
     default_value = const(default.item(), out_type)
-
-    def position(i: Index, r: Index) -> Expr:
-        return select(compare("eq", x[i], table[r[0]]), r[0], Const(-1))
-
-    found = ctx.reduce(x.shape, [len(order)], position, "max", name="label_position",
-                       materialize=True) if order else None
     nan_value = const(values[nan_keys[-1]].item(), out_type) if len(nan_keys) else None
 
     def lookup(i: Index) -> Expr:
@@ -96,28 +118,60 @@ def label_encoder(ctx: LoweringContext) -> list[Tensor]:
             value = select(call("isnan", x[i], dtype=DType.BOOL), nan_value, value)
         return value
 
-    return [ctx.compute(x.shape, lookup, dtype=out_type, name="label_encoder")]
+    return ctx.compute(shape, lookup, dtype=out_type, name="label_encoder")
+
+
+def _positions(ctx: LoweringContext, x: Tensor, shape: tuple, keys: np.ndarray) -> Tensor:
+    """``[shape]`` int64: the position in ``keys`` of each element of ``x`` (-1 where none matches)."""
+    if keys.dtype.kind != "U":
+        table = ctx.add_constant(keys, "label_keys")
+        return ctx.reduce(shape, [len(keys)], lambda i, r: select(compare("eq", x[i], table[r[0]]), r[0], Const(-1)),
+                          "max", name="label_position", materialize=True)
+    table = ctx.add_constant(string_codes(keys), "label_keys")
+    differ = mismatches(ctx, (*shape, len(keys)), x, lambda i: i[:-1], table, lambda i: (i[-1],),
+                        name="label_key_mismatch")
+    return ctx.reduce(shape, [len(keys)],
+                      lambda i, r: select(compare("eq", differ[(*i, r[0])], const(0, DType.U8)), r[0], Const(-1)),
+                      "max", name="label_position", materialize=True)
+
+
+def _string_values(ctx: LoweringContext, shape: tuple, found: Tensor | None, values: np.ndarray) -> Tensor:
+    """The strings ``values[found]`` (``values[-1]``, the default, where ``found`` is -1), padded to the
+    output's code-point axis."""
+    chars = ctx.output_type(0).shape[-1]
+    codes = string_codes(values)
+    if not isinstance(chars, int) or codes.shape[1] > chars:
+        ctx.unsupported(f"the output holds {chars} code points per string, its values need {codes.shape[1]}")
+    table = ctx.add_constant(np.pad(codes, ((0, 0), (0, chars - codes.shape[1]))), "label_value_strings")
+    fallback = Const(len(values) - 1)
+
+    def code(i: Index) -> Expr:
+        row = fallback if found is None else select(compare("ge", found[i[:-1]], 0), found[i[:-1]], fallback)
+        return table[row, i[-1]]
+
+    return ctx.compute((*shape, chars), code, dtype=DType.U32, name="label_encoder_strings")
 
 
 def _label_tables(ctx: LoweringContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keys, values (1-D arrays) and the default (a 0-d array of the values' type)."""
-    if ctx.opset < 2 or ctx.attr("keys_strings") is not None or ctx.attr("values_strings") is not None:
-        ctx.unsupported("string keys or values are not supported (tilec has no string tensors)")
-    keys = _table(ctx, {"keys_floats": np.float32, "keys_int64s": np.int64, "keys_tensor": None}, "keys")
-    values = _table(ctx, {"values_floats": np.float32, "values_int64s": np.int64, "values_tensor": None}, "values")
-    if keys.dtype.kind not in "fiu" or values.dtype.kind not in "fiu":
-        ctx.unsupported(f"keys of type {keys.dtype} and values of type {values.dtype} are not supported "
-                        "(string tensors are not)")
+    """Keys, values (1-D arrays, strings as ``<U``) and the default (a 0-d array of the values' type)."""
+    keys = _table(ctx, {"keys_floats": np.float32, "keys_int64s": np.int64, "keys_strings": str,
+                        "keys_tensor": None}, "keys")
+    values = _table(ctx, {"values_floats": np.float32, "values_int64s": np.int64, "values_strings": str,
+                          "values_tensor": None}, "values")
+    if keys.dtype.kind not in "fiuU" or values.dtype.kind not in "fiuU":
+        ctx.unsupported(f"keys of type {keys.dtype} and values of type {values.dtype} are not supported")
     if keys.shape != values.shape:
         ctx.unsupported(f"{keys.size} keys but {values.size} values")
+    fallback = UNUSED if values.dtype.kind == "U" else (-0.0 if values.dtype.kind == "f" else -1)
     if ctx.attr("values_tensor") is not None:
         given = ctx.attr("default_tensor")
-        default = np.asarray(given).reshape(-1)[0] if given is not None else \
-            np.array(-0.0 if values.dtype.kind == "f" else -1)
+        default = _texts(np.asarray(given)).reshape(-1)[0] if given is not None else np.array(fallback)
     else:
-        name = "default_float" if values.dtype.kind == "f" else "default_int64"
-        default = np.array(ctx.attr(name, -0.0 if values.dtype.kind == "f" else -1))
-    return keys, values, np.asarray(default).astype(values.dtype)
+        name = {"U": "default_string", "f": "default_float"}.get(values.dtype.kind, "default_int64")
+        default = np.array(ctx.attr(name, fallback))
+    # A string default keeps its own length (casting to the values' <U width would cut it).
+    return keys, values, np.asarray(default, dtype=str) if values.dtype.kind == "U" else \
+        np.asarray(default).astype(values.dtype)
 
 
 def _table(ctx: LoweringContext, attrs: dict[str, type | None], what: str) -> np.ndarray:
@@ -125,8 +179,16 @@ def _table(ctx: LoweringContext, attrs: dict[str, type | None], what: str) -> np
     if len(given) != 1:
         ctx.unsupported(f"exactly one {what}_* attribute must be set (got {', '.join(n for n, _ in given) or 'none'})")
     name, dtype = given[0]
-    array = np.asarray(ctx.attr(name))
+    array = _texts(np.asarray(ctx.attr(name)))
     return (array if dtype is None else array.astype(dtype)).reshape(-1)
+
+
+def _texts(array: np.ndarray) -> np.ndarray:
+    """A string tensor attribute (ONNX's UTF-8 bytes, as objects) as ``<U``; any other array as it is."""
+    if array.dtype.kind in "OS":
+        return np.asarray([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)],
+                          dtype=str).reshape(array.shape)
+    return array
 
 
 def one_hot_encoder(ctx: LoweringContext) -> list[Tensor]:
@@ -188,6 +250,7 @@ OPS: list[OpDef] = [
     defop("Binarizer", binarizer, kind="elementwise", domain=_ML),
     defop("ArrayFeatureExtractor", array_feature_extractor, domain=_ML),
     defop("LabelEncoder", label_encoder, domain=_ML, since=2),
+    defop("CategoryMapper", category_mapper, domain=_ML),
     defop("OneHotEncoder", one_hot_encoder, domain=_ML),
     defop("FeatureVectorizer", feature_vectorizer, domain=_ML),
 ]

@@ -109,11 +109,15 @@ def test_label_encoder_opset4_nan_key_matches_any_nan(compile_cache) -> None:
     _check(model, {"x": x}, expected, cache=compile_cache)
 
 
-def test_label_encoder_refuses_strings(tmp_path) -> None:
-    x = np.array([1, 2], np.int64)
-    model = _ml_model("LabelEncoder", {"x": x}, {"keys_int64s": [1], "values_strings": ["a"]}, 2,
-                      expected=[np.array(["a", ""])])
-    with pytest.raises(CompileError, match="(?i)string"):
+def test_label_encoder_opset_1_is_refused(tmp_path) -> None:
+    """Opset 1's LabelEncoder (a classes_strings table, strings <-> positions) is refused by name."""
+    from onnx import TensorProto
+
+    node = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", classes_strings=["a", "b"])
+    graph = helper.make_graph([node], "ml", [helper.make_tensor_value_info("x", TensorProto.STRING, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    with pytest.raises(CompileError, match="LabelEncoder"):
         compiled(model, tmp_path)
 
 

@@ -1,0 +1,125 @@
+"""String tensors: inputs and outputs as numpy arrays of str, compared in native code as code points.
+
+Each model is compiled once (the strings' length is a size variable) and run with strings of several
+lengths, empty, non-ASCII and beyond the basic plane; the oracle is onnxruntime (labels and strings
+exactly). Bad string inputs are ``InvalidInputError`` s, string operands of ops that do not take them an
+``UnsupportedOpError`` naming the op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import runtime_stub
+from compiler.errors import UnsupportedOpError
+from helpers_onnx import compiled, ort_reference
+
+T = onnx.TensorProto
+WORDS = ["a", "bb", "héllo", "", "🐈 cat", "a ", "bbb", "中文"]
+
+
+def _model(nodes, inputs, outputs, ml: int = 4, opset: int = 20) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "strings", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", ml)])
+    model.ir_version = 10
+    return model
+
+
+def _check(model: onnx.ModelProto, feeds_list: list[dict[str, np.ndarray]], cache, **options) -> None:
+    """One artifact for every feed; each result equal to onnxruntime's (dtype too)."""
+    with runtime_stub.InferenceSession(compiled(model, cache, **options)) as session:
+        for feeds in feeds_list:
+            got, want = session.run(None, feeds), ort_reference(model, feeds)
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+                np.testing.assert_array_equal(g, w)
+
+
+def _strings(*rows: list[str], dtype=object) -> np.ndarray:
+    return np.array(rows[0] if len(rows) == 1 else list(rows), dtype=dtype)
+
+
+def _encoder(**attrs) -> onnx.NodeProto:
+    return helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", **attrs)
+
+
+FEEDS_1D = [{"x": _strings(WORDS)}, {"x": _strings(["bb"])}, {"x": _strings(["a" * 40, "bb", "x"], dtype=str)},
+            {"x": np.array([], dtype=object)}]
+
+
+def test_label_encoder_strings_to_ints(compile_cache) -> None:
+    model = _model([_encoder(keys_strings=["a", "bb", "héllo", "🐈 cat", ""], values_int64s=[1, 2, 3, 4, 5],
+                             default_int64=-7)],
+                   [helper.make_tensor_value_info("x", T.STRING, ["N"])], [helper.make_tensor_value_info("y", T.INT64, ["N"])])
+    _check(model, FEEDS_1D, compile_cache, dim_bounds={"N": (0, None)})
+
+
+def test_label_encoder_strings_to_strings_2d(compile_cache) -> None:
+    """The default is the schema's '_Unused', longer than every value."""
+    model = _model([_encoder(keys_strings=["a", "bb"], values_strings=["Z", "YY"])],
+                   [helper.make_tensor_value_info("x", T.STRING, [2, "N"])],
+                   [helper.make_tensor_value_info("y", T.STRING, [2, "N"])])
+    _check(model, [{"x": _strings(["a", "bb", "c"], ["bb", "", "a"])}, {"x": _strings(["héllo"], ["a"])}],
+           compile_cache)
+
+
+def test_label_encoder_tensor_attributes_ints_to_strings(compile_cache) -> None:
+    keys = numpy_helper.from_array(np.array([3, 1, 4], np.int64), "keys_tensor")
+    values = helper.make_tensor("values_tensor", T.STRING, [3], [b"three", "\u00fcn".encode(), b"four"])
+    default = helper.make_tensor("default_tensor", T.STRING, [1], [b""])
+    model = _model([_encoder(keys_tensor=keys, values_tensor=values, default_tensor=default)],
+                   [helper.make_tensor_value_info("x", T.INT64, ["N"])], [helper.make_tensor_value_info("y", T.STRING, ["N"])])
+    _check(model, [{"x": np.array([1, 3, 4, 2, 1], np.int64)}, {"x": np.array([9], np.int64)}], compile_cache)
+
+
+@pytest.mark.parametrize("direction", ["to_int", "to_string"])
+def test_category_mapper(compile_cache, direction) -> None:
+    cats = {"cats_strings": ["red", "green", "blü"], "cats_int64s": [10, 20, 30]}
+    if direction == "to_int":
+        node = helper.make_node("CategoryMapper", ["x"], ["y"], domain="ai.onnx.ml", default_int64=-5, **cats)
+        io = (T.STRING, T.INT64)
+        feeds = [{"x": _strings(["green", "blü", "blue", "", "red"])}, {"x": _strings(["red"])}]
+    else:
+        node = helper.make_node("CategoryMapper", ["x"], ["y"], domain="ai.onnx.ml", **cats)
+        io = (T.INT64, T.STRING)
+        feeds = [{"x": np.array([30, 10, 0, 20], np.int64)}]
+    model = _model([node], [helper.make_tensor_value_info("x", io[0], ["N"])],
+                   [helper.make_tensor_value_info("y", io[1], ["N"])], ml=1)
+    _check(model, feeds, compile_cache)
+
+
+def test_equal_and_concat_broadcast_over_strings_of_any_length(compile_cache) -> None:
+    """Equal and StringConcat of a [N] and a [1] input: rows of different lengths, trailing spaces, empties."""
+    model = _model([helper.make_node("Equal", ["x", "z"], ["same"]), helper.make_node("StringConcat", ["x", "z"], ["both"]),
+                    helper.make_node("Identity", ["z"], ["z_again"])],
+                   [helper.make_tensor_value_info("x", T.STRING, ["N"]), helper.make_tensor_value_info("z", T.STRING, [1])],
+                   [helper.make_tensor_value_info("same", T.BOOL, ["N"]), helper.make_tensor_value_info("both", T.STRING, ["N"]),
+                    helper.make_tensor_value_info("z_again", T.STRING, [1])])
+    x = _strings(WORDS)
+    _check(model, [{"x": x, "z": _strings(["bb"])}, {"x": x, "z": _strings([""])},
+                   {"x": x, "z": _strings(["héllo, a longer one"])}], compile_cache)
+
+
+def test_string_input_checks(compile_cache) -> None:
+    from runtime_stub.errors import InvalidInputError
+
+    model = _model([_encoder(keys_strings=["a"], values_int64s=[1])],
+                   [helper.make_tensor_value_info("x", T.STRING, ["N"])], [helper.make_tensor_value_info("y", T.INT64, ["N"])])
+    with runtime_stub.InferenceSession(compiled(model, compile_cache)) as session:
+        assert session.get_inputs()[0].type == "tensor(string)" and session.get_inputs()[0].shape == ["N"]
+        for bad in (np.array([1, 2]), np.array([b"a", b"b"]), np.array(["a", 3], dtype=object)):
+            with pytest.raises(InvalidInputError, match="input 'x'"):
+                session.run(None, {"x": bad})
+        with pytest.raises(InvalidInputError, match="rank"):
+            session.run(None, {"x": _strings(["a"], ["b"])})
+
+
+def test_string_operand_of_an_op_that_takes_none_is_refused(tmp_path) -> None:
+    model = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                   [helper.make_tensor_value_info("x", T.STRING, [2]), helper.make_tensor_value_info("shape", T.INT64, [2])],
+                   [helper.make_tensor_value_info("y", T.STRING, [2])])
+    with pytest.raises(UnsupportedOpError, match=r"Reshape.*string tensor"):
+        compiled(model, tmp_path)
