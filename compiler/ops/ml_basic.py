@@ -154,6 +154,9 @@ def _string_values(ctx: LoweringContext, shape: tuple, found: Tensor | None, val
 
 def _label_tables(ctx: LoweringContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keys, values (1-D arrays, strings as ``<U``) and the default (a 0-d array of the values' type)."""
+    if ctx.opset < 2:
+        ctx.unsupported("opset 1's classes_strings table is not supported; convert with ai.onnx.ml opset 2 or later "
+                        "(keys_* / values_* attributes)")
     keys = _table(ctx, {"keys_floats": np.float32, "keys_int64s": np.int64, "keys_strings": str,
                         "keys_tensor": None}, "keys")
     values = _table(ctx, {"values_floats": np.float32, "values_int64s": np.int64, "values_strings": str,
