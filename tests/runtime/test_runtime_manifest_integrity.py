@@ -221,3 +221,40 @@ def test_the_unedited_value_artifact_runs(value_artifact: bytes) -> None:
 def test_value_size_manifest_edits_are_refused(value_artifact: bytes, attack: str) -> None:
     with pytest.raises(CorruptArtifactError):
         InferenceSession(edited(value_artifact, VALUE_ATTACKS[attack]))
+
+
+@pytest.fixture(scope="module")
+def text_artifact(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """LabelEncoder(x: string[n]) -> string[n] and a ZipMap'd [n, 2] probability output."""
+    encode = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "bb"],
+                              values_strings=["yes", "no"], default_string="?")
+    probs = helper.make_node("Constant", [], ["p"], value=numpy_helper.from_array(np.full((1, 2), 0.5, np.float32)))
+    zipmap = helper.make_node("ZipMap", ["p"], ["maps"], domain="ai.onnx.ml", classlabels_int64s=[3, 4])
+    maps = helper.make_value_info("maps", helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None))))
+    graph = helper.make_graph([encode, probs, zipmap], "text", [helper.make_tensor_value_info("x", TensorProto.STRING, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, ["n"]), maps])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    return compiler.compile(model, tmp_path_factory.mktemp("integrity") / "text.tilec").read_bytes()
+
+
+TEXT_ATTACKS = {
+    "an output's code points shortened": _set("outputs.0.chars", 1),
+    "an output's code points widened": _set("outputs.0.chars", 1000),
+    "an input's code points fixed": _set("inputs.0.chars", 2),
+    "a string output made an int output": _set("outputs.0.dtype", "int32"),
+    "the map keys swapped": _set("outputs.1.map_keys", [4, 3]),
+    "the map keys dropped": _set("outputs.1.map_keys", _DELETE),
+}
+
+
+def test_the_unedited_text_artifact_runs(text_artifact: bytes) -> None:
+    with InferenceSession(edited(text_artifact, lambda m: None)) as session:
+        y, maps = session.run(None, {"x": np.array(["bb", "a", "c"])})
+    assert y.tolist() == ["no", "yes", "?"] and maps == [{3: 0.5, 4: 0.5}]
+
+
+@pytest.mark.parametrize("attack", sorted(TEXT_ATTACKS))
+def test_text_manifest_edits_are_refused(text_artifact: bytes, attack: str) -> None:
+    with pytest.raises(CorruptArtifactError):
+        InferenceSession(edited(text_artifact, TEXT_ATTACKS[attack]))
