@@ -256,6 +256,7 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
                 raise DataDependentError(f"{exc}{hint}", values=runtime) from None
             _check_extent(label, values[out].type)
         node.outputs.append(values[out])
+    strings.move_code_points(node)
     return node
 
 

@@ -9,16 +9,24 @@ A STRING value has one axis more than ONNX gives it, its code points (``compiler
   categories), or its inputs' (Identity; StringConcat adds them up). It raises ``UnsupportedOpError`` for an op not in
   ``STRING_OPS``, which lists the ops whose lowerings read and write strings in this form.
 * ``check_string_operands(node)`` refuses, by name, a node outside ``STRING_OPS`` that reads a string.
+* ``move_code_points(node)`` makes a data-movement op over strings (``MOVES``: Gather, Concat, Slice,
+  Transpose, and the reshapes Reshape / Flatten / Squeeze / Unsqueeze) move whole strings: the code-point
+  axis stays last, untouched. Axes are counted in ONNX's rank (a negative one from its end, not from the
+  code points), a transpose keeps the last axis in place, and every reshape becomes a Reshape to its
+  inferred shape with the code points appended; concatenated strings must have one length.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from compiler.dtypes import DType
 from compiler.errors import UnsupportedOpError
-from compiler.graph.ir import Node
-from compiler.loopir.sizes import Size, SizeVar
+from compiler.graph.ir import Node, TensorType, Value
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import Size, SizeVar, same_size
 
 _ML = "ai.onnx.ml"
 
@@ -32,8 +40,13 @@ _TABLES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...], str | Non
     (_ML, "CategoryMapper"): (("cats_strings",), ("default_string",), "_Unused"),
 }
 
+#: Data-movement ops that move whole strings once ``move_code_points`` has adapted them.
+MOVES = frozenset({"Gather", "Concat", "Slice", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+_RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
 #: Ops whose lowerings take string operands or give string results (code points on the last axis).
-STRING_OPS: frozenset[tuple[str, str]] = frozenset({*_TABLES, ("", "Identity"), ("", "Equal"), ("", "StringConcat")})
+STRING_OPS: frozenset[tuple[str, str]] = frozenset({*_TABLES, (_ML, "OneHotEncoder"), ("", "Identity"), ("", "Equal"),
+                                                   ("", "StringConcat"), *(("", op) for op in MOVES)})
 
 
 def input_chars(name: str) -> SizeVar:
@@ -51,11 +64,42 @@ def output_chars(node: Node, index: int) -> Size:
         texts = [s for name in tables for s in _strings(node.attr(name))] + (given or [schema_default or ""])
         return max(1, *(len(s) for s in texts))
     sources = [v for v in node.inputs if v is not None]
+    if node.op_type in MOVES and node.op_type != "Concat":
+        sources = sources[:1]  # the others are indices, shapes or axes
     if not sources or any(v.dtype is not DType.STRING for v in sources):
         raise UnsupportedOpError(f"{node.describe()}: a string output of a non-string input")
     if node.op_type == "StringConcat":
         return sources[0].shape[-1] + sources[1].shape[-1]
+    if node.op_type == "Concat" and any(not same_size(v.shape[-1], sources[0].shape[-1]) for v in sources):
+        raise UnsupportedOpError(f"{node.describe()}: its strings have different lengths (code points "
+                                 f"{', '.join(format_size(v.shape[-1]) for v in sources)}); tilec concatenates "
+                                 "strings of one input or one length only")
     return sources[0].shape[-1]
+
+
+def move_code_points(node: Node) -> None:
+    """Adapt a data-movement ``node`` over strings, its inputs and outputs typed (see the module docstring)."""
+    if node.domain or node.op_type not in MOVES or not node.outputs or node.outputs[0].dtype is not DType.STRING:
+        return
+    x, out = node.inputs[0], node.outputs[0]
+    rank = len(x.shape) - 1
+    if node.op_type in _RESHAPES:
+        dims = np.empty(len(out.shape), dtype=object)
+        dims[:] = list(out.shape)  # the inferred shape, code points last; symbolic sizes as size values
+        shape = dims.astype(np.int64) if all(isinstance(d, int) for d in out.shape) else dims
+        node.op_type, node.attrs = "Reshape", {}
+        node.inputs = [x, Value(f"{node.name}__string_shape", TensorType(DType.I64, (len(out.shape),)), const=shape)]
+    elif node.op_type == "Transpose":
+        perm = node.attr("perm", list(reversed(range(rank))))
+        node.attrs["perm"] = [*(int(p) % rank for p in perm), rank]
+    elif node.op_type in ("Gather", "Concat"):
+        node.attrs["axis"] = int(node.attr("axis", 0)) % rank
+    elif node.op_type == "Slice" and len(node.inputs) > 3 and node.inputs[3] is not None:
+        axes = node.inputs[3]
+        if axes.const is None:
+            raise UnsupportedOpError(f"{node.describe()}: slicing strings along axes known only at run time")
+        node.inputs = [*node.inputs[:3], Value(f"{node.name}__string_axes", axes.type,
+                                                const=np.asarray(axes.const) % rank), *node.inputs[4:]]
 
 
 def check_string_operands(node: Node) -> None:

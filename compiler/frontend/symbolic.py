@@ -20,7 +20,8 @@ Contract:
   (dtype=object); None where it cannot be decided at compile time.
 * ``output_types(node, dims, types, values)``: the output types of a node whose shape operand
   (Reshape's shape, Expand's shape, ConstantOfShape's input, Range's bounds, Slice's starts/ends,
-  Tile's repeats) is such a value, which onnx's inference cannot know.
+  Tile's repeats) is such a value, which onnx's inference cannot know; and of Flatten, pools and
+  convolutions over symbolic dims, whose products and windows onnx leaves unknown.
 """
 
 from __future__ import annotations
@@ -475,6 +476,15 @@ def output_types(node: onnx.NodeProto, dims: SymbolicDims, types: Mapping[str, o
         shape = _windowed_shape(node, data, types, dims, values)
         return {} if shape is None else {o: dims.tensor_type(data_type.tensor_type.elem_type, shape)
                                          for o in node.output[:1]}
+    if node.op_type == "Flatten" and node.input and node.output and node.output[0]:
+        data_type = types.get(node.input[0])
+        data = shape_of(data_type, dims)
+        if data is None or all(isinstance(d, int) for d in data):
+            return {}
+        axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
+        axis = axis + len(data) if axis < 0 else axis
+        return {node.output[0]: dims.tensor_type(data_type.tensor_type.elem_type,
+                                                 [size_prod(data[:axis]), size_prod(data[axis:])])}
     if node.op_type in _BROADCASTING and not any(n in values and is_symbolic(values[n]) for n in node.input):
         return _unified_broadcast(node, dims, types, values)
     if node.op_type == "Concat" and not any(n in values and is_symbolic(values[n]) for n in node.input):

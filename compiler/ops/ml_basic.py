@@ -24,10 +24,10 @@ gather of the values table (string values: their code points); both tables are
 compile-time constants.
 
 * ``OneHotEncoder``: a new last axis, 1.0 where the element equals the
-  category (``cats_int64s``; float inputs are truncated to integers first, as
-  onnxruntime does). With ``zeros=0`` a value outside the categories fails
-  the run (``InvalidInputError``), else it gives a row of zeros. String
-  categories are refused.
+  category (``cats_int64s``, float inputs truncated to integers first as
+  onnxruntime does; or ``cats_strings`` for a string input). With ``zeros=0`` a
+  value outside the categories fails the run (``InvalidInputError``), else it
+  gives a row of zeros.
 * ``FeatureVectorizer``: the inputs' columns side by side as float, input
   ``k`` giving ``inputdimensions[k]`` columns (cut, or zero-padded where it has
   fewer); a 1-D input is one row.
@@ -196,28 +196,37 @@ def _texts(array: np.ndarray) -> np.ndarray:
 
 def one_hot_encoder(ctx: LoweringContext) -> list[Tensor]:
     x, out = ctx.input(0), ctx.output_type(0)
-    if ctx.attr("cats_strings") is not None:
-        ctx.unsupported("string categories (cats_strings) are not supported: tilec has no string tensors")
-    cats = ctx.attr("cats_int64s")
-    if cats is None or len(cats) == 0:
-        ctx.unsupported("cats_int64s is required")
-    table = ctx.add_constant(np.asarray(cats, np.int64), "one_hot_categories")
-    count = len(cats)
-    if tuple(out.shape) != (*x.shape, count):
+    names, ints = ctx.attr("cats_strings"), ctx.attr("cats_int64s")
+    if (names is None) == (ints is None) or len(names if ints is None else ints) == 0:
+        ctx.unsupported("exactly one of cats_int64s and cats_strings is required, and not empty")
+    text = names is not None
+    if text != (ctx.input_value(0).dtype is DType.STRING):
+        ctx.unsupported(f"{'string' if text else 'integer'} categories for a {ctx.input_value(0).dtype.value} input")
+    shape = x.shape[:-1] if text else x.shape
+    count = len(names) if text else len(ints)
+    if tuple(out.shape) != (*shape, count):
         ctx.unsupported(f"the output shape {list(out.shape)} is not the input's plus {count} categories")
+    if text:
+        differ = mismatches(ctx, (*shape, count), x, lambda i: i[:-1],
+                            ctx.add_constant(string_codes(names), "one_hot_categories"), lambda i: (i[-1],),
+                            name="one_hot_mismatch")
 
-    def value(i: Index) -> Expr:
-        return cast(x[i], DType.I64)  # a float category is truncated (onnxruntime's static_cast)
+        def matches(i: Index) -> Expr:
+            return compare("eq", differ[i], const(0, DType.U8))
+    else:
+        table = ctx.add_constant(np.asarray(ints, np.int64), "one_hot_categories")
+
+        def matches(i: Index) -> Expr:  # a float category is truncated (onnxruntime's static_cast)
+            return compare("eq", cast(x[i[:-1]], DType.I64), table[i[-1]])
 
     if not int(ctx.attr("zeros", 1)):
-        hits = ctx.reduce(x.shape, [count], lambda i, r: select(compare("eq", value(i), table[r[0]]),
-                                                                   const(1, DType.U8), const(0, DType.U8)),
+        hits = ctx.reduce(shape, [count], lambda i, r: select(matches((*i, r[0])), const(1, DType.U8),
+                                                              const(0, DType.U8)),
                           "max", name="one_hot_known", materialize=True)
-        ctx.check(x.shape, lambda i: compare("eq", hits[i], 0),
-                  "an input value is not one of the categories (cats_int64s), and zeros=0 forbids that")
+        ctx.check(shape, lambda i: compare("eq", hits[i], 0),
+                  "an input value is not one of the categories, and zeros=0 forbids that")
     one, zero = const(1.0, out.dtype), const(0.0, out.dtype)
-    return [ctx.compute(out.shape, lambda i: select(compare("eq", value(i[:-1]), table[i[-1]]), one, zero),
-                        dtype=out.dtype, name="one_hot_encoder")]
+    return [ctx.compute(out.shape, lambda i: select(matches(i), one, zero), dtype=out.dtype, name="one_hot_encoder")]
 
 
 def feature_vectorizer(ctx: LoweringContext) -> list[Tensor]:

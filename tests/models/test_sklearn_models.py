@@ -241,3 +241,28 @@ def test_a_zipmap_read_by_another_node_is_refused(tmp_path) -> None:
     graph.output.append(helper.make_value_info("again", graph.output[1].type))
     with pytest.raises(UnsupportedOpError, match=r"ZipMap.*read by another node"):
         compiled(onnx_model, tmp_path)
+
+
+def test_one_hot_encoder_on_string_columns(compile_cache) -> None:
+    """OneHotEncoder(handle_unknown='ignore') over a string input (skl2onnx Gathers each column, one-hot encodes
+    it against its categories, concatenates), LogisticRegression with string labels, default ZipMap."""
+    from skl2onnx.common.data_types import StringTensorType
+
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.choice(["red", "green", "blü"], 300), rng.choice(["S", "M", "XL", ""], 300)], axis=1)
+    y = np.where((x[:, 0] == "red") | (x[:, 1] == "S"), "yes", "no")
+    model = make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression()).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_model = to_onnx(model, initial_types=[("X", StringTensorType([None, 2]))],
+                             target_opset={"": 17, "ai.onnx.ml": 3})
+    feeds = {"X": np.concatenate([x, [["unknown colour", "S"], ["green", "XXL"]]]).astype(object)}
+    import onnxruntime
+
+    want = onnxruntime.InferenceSession(onnx_model.SerializeToString()).run(None, feeds)
+    got = _run(onnx_model, feeds, compile_cache)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0][:300], model.predict(x))
+    for mine, theirs in zip(got[1], want[1]):
+        assert list(mine) == list(theirs)
+        np.testing.assert_allclose(list(mine.values()), list(theirs.values()), atol=TOLERANCE)

@@ -123,3 +123,25 @@ def test_string_operand_of_an_op_that_takes_none_is_refused(tmp_path) -> None:
                    [helper.make_tensor_value_info("y", T.STRING, [2])])
     with pytest.raises(UnsupportedOpError, match=r"Reshape.*string tensor"):
         compiled(model, tmp_path)
+
+
+def test_data_movement_moves_whole_strings(compile_cache) -> None:
+    """Gather, Slice, Concat along negative axes (counted in ONNX's rank, not the code points'), Transpose, and the
+    reshapes (Reshape, Flatten, Squeeze, Unsqueeze) keep each string whole."""
+    const = lambda name, values: numpy_helper.from_array(np.asarray(values, np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Gather", ["x", "cols"], ["picked"], axis=-1),
+             helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["sliced"]),
+             helper.make_node("Concat", ["picked", "sliced"], ["joined"], axis=-1),
+             helper.make_node("Transpose", ["joined"], ["flipped"], perm=[2, 0, 1]),
+             helper.make_node("Flatten", ["flipped"], ["flat"], axis=1),
+             helper.make_node("Unsqueeze", ["flat", "one"], ["tall"]),
+             helper.make_node("Squeeze", ["tall", "one"], ["back"]),
+             helper.make_node("Reshape", ["back", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "moves", [helper.make_tensor_value_info("x", T.STRING, [2, "N", 3])],
+                              [helper.make_tensor_value_info("y", T.STRING, [-1]),
+                               helper.make_tensor_value_info("flipped", T.STRING, [None, 2, None])],
+                              [const("cols", [2, 0]), const("starts", [-1]), const("ends", [3]), const("axes", [-1]),
+                               const("one", [1]), const("shape", [-1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    words = np.array(WORDS * 3, dtype=object)
+    _check(model, [{"x": words[:12].reshape(2, 2, 3)}, {"x": words[5:23].reshape(2, 3, 3)}], compile_cache)
