@@ -649,7 +649,8 @@ def support_rows() -> list[tuple[str, str, str, str, str]]:
     import onnx
 
     from compiler.dtypes import DType
-    from compiler.frontend.expand import EXPANDERS
+    from compiler.frontend.expand import EXPANDERS, REFUSED
+    from compiler.frontend.strings import STRING_OPS
     from compiler.ops.registry import OPS
 
     schemas: dict[tuple[str, str], list[onnx.defs.OpSchema]] = {}
@@ -666,6 +667,8 @@ def support_rows() -> list[tuple[str, str, str, str, str]]:
                     names.add(DType.from_onnx(onnx_types.get(inner, -1)).value)
                 except KeyError:
                     continue  # a type tilec does not have (or a sequence/optional type)
+        if (schema.domain, schema.name) not in STRING_OPS:
+            names.discard(DType.STRING.value)  # only those ops' lowerings take strings
         return ", ".join(sorted(names))
 
     rows = []
@@ -674,7 +677,7 @@ def support_rows() -> list[tuple[str, str, str, str, str]]:
         versions = [str(s.since_version) for s in history if s.since_version >= op.since]
         rows.append((op.op_type, op.domain or "ai.onnx", op.kind, ", ".join(versions) or str(op.since),
                      dtypes_of(history[-1]) if history else ""))
-    for domain, op_type in EXPANDERS:
+    for domain, op_type in set(EXPANDERS) - set(REFUSED):
         history = sorted(schemas.get((domain, op_type), []), key=lambda s: s.since_version)
         rows.append((op_type, domain or "ai.onnx", "expanded", ", ".join(str(s.since_version) for s in history) or "1",
                      dtypes_of(history[-1]) if history else ""))

@@ -27,20 +27,21 @@ if TYPE_CHECKING:
 
 Expander = Callable[[onnx.NodeProto, "FoldedGraph", Builder], None]
 
-def _refuse_maps(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) -> None:
-    """No expansion: a reason for ai.onnx.ml's map and string ops, which converters emit by default."""
-    raise NotExpandable(_MAP_OPS[node.op_type])
+def _refuse(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) -> None:
+    """No expansion: the reason a converter's default op is refused (``REFUSED``)."""
+    raise NotExpandable(REFUSED[(normalize_domain(node.domain), node.op_type)])
 
 
-_MAP_OPS = {
-    "DictVectorizer": "its input is a map, which tilec cannot take yet; feed the features as a tensor",
+#: Ops converters emit by default that tilec refuses, with what to do instead.
+REFUSED = {
+    ("ai.onnx.ml", "DictVectorizer"): "its input is a map, which tilec cannot take yet; feed the features as a tensor",
 }
 
 #: (domain, op type) -> its expander.
 EXPANDERS: dict[tuple[str, str], Expander] = {
     **{("", op): f for op, f in {**control_flow.EXPANDERS, **recurrent.EXPANDERS}.items()},
     **{(contrib.DOMAIN, op): f for op, f in contrib.EXPANDERS.items()},
-    **{("ai.onnx.ml", op): _refuse_maps for op in _MAP_OPS},
+    **{key: _refuse for key in REFUSED},
     ("ai.onnx.ml", "ZipMap"): maps.expand_zipmap,
 }
 
