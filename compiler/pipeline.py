@@ -160,6 +160,10 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, l
         # CUDA kernels take no dims yet: a shape-setting input must be fixed there (a declared output shape).
         graph = load_graph(model, input_shapes, lambda op, domain: lookup(op, domain) is not None, constant_inputs,
                            dim_bounds, read_values=tgt.kind != "cuda")
+    text = [v.name for v in graph.inputs if v.dtype is DType.STRING]
+    if tgt.kind == "cuda" and text:
+        raise CompileError(f"string input(s) {', '.join(map(repr, text))}: CUDA targets take numeric tensors only; "
+                           "compile for the CPU")
     if tgt.kind == "cuda" and graph.sizes:
         raise CompileError(f"symbolic dimensions ({', '.join(graph.sizes)}) are not supported on CUDA targets yet; "
                            "bind them with input_shapes= / --input-shape")

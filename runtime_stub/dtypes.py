@@ -96,7 +96,7 @@ class StringType(ElementType):
     def as_api_array(self, array: np.ndarray) -> np.ndarray | None:
         if array.dtype.kind == "U":
             return array
-        if array.dtype.kind == "O" and all(type(v) is str for v in array.reshape(-1)):
+        if array.dtype.kind == "O" and all(isinstance(v, str) for v in array.reshape(-1)):
             return array
         return None
 

@@ -145,3 +145,12 @@ def test_data_movement_moves_whole_strings(compile_cache) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     words = np.array(WORDS * 3, dtype=object)
     _check(model, [{"x": words[:12].reshape(2, 2, 3)}, {"x": words[5:23].reshape(2, 3, 3)}], compile_cache)
+
+
+def test_string_inputs_on_cuda_are_refused_by_name(tmp_path) -> None:
+    from compiler.errors import CompileError
+
+    model = _model([_encoder(keys_strings=["a"], values_int64s=[1])],
+                   [helper.make_tensor_value_info("x", T.STRING, [4])], [helper.make_tensor_value_info("y", T.INT64, [4])])
+    with pytest.raises(CompileError, match="string input.*'x'.*CPU"):
+        compiled(model, tmp_path, target="cuda")
