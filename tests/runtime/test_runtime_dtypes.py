@@ -44,3 +44,18 @@ def test_inputs_accept_ml_dtypes_arrays_and_codes_only():
     assert etype.as_api_array(x.astype(ml_dtypes.float8_e5m2)) is None
     # numpy's own types match exactly: a byte-swapped float32 is not silently accepted.
     assert element_type("float32").as_api_array(np.zeros(2, ">f4")) is None
+
+
+@pytest.mark.parametrize("values", [["a", "", "héllo", "🐈x"], [["ab"], ["c"]], "zero-d", []])
+def test_strings_cross_as_code_points(values):
+    """str / object arrays in, numpy's <U code points (one more, last axis) natively, object arrays of str out."""
+    etype = element_type("string")
+    text = np.array("zero-d") if values == "zero-d" else np.array(values, dtype=object)
+    native = etype.to_native(etype.as_api_array(text))
+    assert native.dtype == np.uint32 and native.shape == (*text.shape, max(1, max((len(s) for s in text.reshape(-1)),
+                                                                                  default=1)))
+    assert native.reshape(-1, native.shape[-1])[:, 0].tolist() == [ord(s[0]) if s else 0 for s in text.reshape(-1)]
+    back = etype.from_native(native, list(native.shape))
+    assert back.dtype == object and back.shape == text.shape and back.tolist() == text.tolist()
+    assert etype.as_api_array(np.array(["a", 1], dtype=object)) is None
+    assert etype.as_api_array(np.array([b"a"])) is None and etype.as_api_array(np.array([1])) is None
