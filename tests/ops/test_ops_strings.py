@@ -118,10 +118,10 @@ def test_string_input_checks(compile_cache) -> None:
 
 
 def test_string_operand_of_an_op_that_takes_none_is_refused(tmp_path) -> None:
-    model = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                   [helper.make_tensor_value_info("x", T.STRING, [2]), helper.make_tensor_value_info("shape", T.INT64, [2])],
-                   [helper.make_tensor_value_info("y", T.STRING, [2])])
-    with pytest.raises(UnsupportedOpError, match=r"Reshape.*string tensor"):
+    model = _model([helper.make_node("Tile", ["x", "repeats"], ["y"])],
+                   [helper.make_tensor_value_info("x", T.STRING, [2]), helper.make_tensor_value_info("repeats", T.INT64, [1])],
+                   [helper.make_tensor_value_info("y", T.STRING, [4])])
+    with pytest.raises(UnsupportedOpError, match=r"Tile.*string tensor"):
         compiled(model, tmp_path)
 
 
