@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import functools
 import os
 import tempfile
 import weakref
@@ -106,8 +107,8 @@ class NativeModule:
         returns its status (0 = success)."""
         if self.closed:
             raise ExecutionError("the native module is closed")
-        in_array = (_vp * len(inputs))(*inputs)
-        out_array = (_vp * len(outputs))(*outputs)
+        in_array = _pointers(len(inputs))(*inputs)
+        out_array = _pointers(len(outputs))(*outputs)
         # ctypes drops the GIL for the call; the pool's threads run without Python.
         return int(self._run(self._ctx if context is None else context, in_array, out_array, weights, workspace,
                              dims or None))
@@ -127,6 +128,12 @@ class NativeModule:
 
     def close(self) -> None:
         self._finalizer()
+
+
+@functools.lru_cache(maxsize=None)
+def _pointers(count: int) -> type:
+    """The ctypes array type of ``count`` pointers (made once: building the type costs more than filling it)."""
+    return _vp * count
 
 
 def _bind(lib: ctypes.CDLL) -> dict[str, Callable]:

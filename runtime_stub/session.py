@@ -39,13 +39,13 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import copy
 import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -161,8 +161,20 @@ def _allocate(what: str, nbytes: Callable[[], int], allocate: Callable[[], Any])
 
 
 def _output_buffer(arg: "NodeArg", shape: list[int]) -> np.ndarray:
-    return _allocate(f"output {arg.name!r}", lambda: arg.element_type.shape_nbytes(shape),
-                     lambda: arg.element_type.native_empty(shape))
+    try:
+        return arg.element_type.native_empty(shape)
+    except (MemoryError, ValueError):  # again, to say which output and how large
+        return _allocate(f"output {arg.name!r}", lambda: arg.element_type.shape_nbytes(shape),
+                         lambda: arg.element_type.native_empty(shape))
+
+
+def _address(array: np.ndarray) -> int:
+    """The address of a C-contiguous array's first byte. ``ctypes.c_char.from_buffer`` costs a third of
+    ``ndarray.ctypes.data``, which a run pays for every buffer; it needs a writable, non-empty buffer."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):  # read-only or empty
+        return array.ctypes.data
 
 
 def _gib(nbytes: int) -> str:
@@ -184,6 +196,10 @@ class _Slot:
 
     context: int
     workspace: np.ndarray
+    address: int = 0  # the workspace's
+
+    def __post_init__(self) -> None:
+        self.address = self.workspace.ctypes.data
 
 
 class CpuExecutor:
@@ -272,16 +288,17 @@ class CpuExecutor:
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], dims: np.ndarray | None = None,
             workspace_size: int = 0) -> None:
-        in_ptrs = [a.ctypes.data for a in inputs]
-        out_ptrs = [a.ctypes.data for a in outputs]
+        in_ptrs = [_address(a) for a in inputs]
+        out_ptrs = [_address(a) for a in outputs]
         slot = self._take_slot()
         try:
             if workspace_size > slot.workspace.size:
                 # A larger run than this slot has seen: grow it once, for this run and the smaller ones after.
                 slot.workspace = _aligned_empty(workspace_size, what="the workspace")
-            status = self._native.run(in_ptrs, out_ptrs, self._weights_address, slot.workspace.ctypes.data,
-                                      context=slot.context, dims=0 if dims is None else dims.ctypes.data)
-            failed = [c.message for c in self._checks if slot.workspace[c.offset]]
+                slot.address = slot.workspace.ctypes.data
+            status = self._native.run(in_ptrs, out_ptrs, self._weights_address, slot.address,
+                                      context=slot.context, dims=0 if dims is None else _address(dims))
+            failed = [c.message for c in self._checks if slot.workspace[c.offset]] if self._checks else []
             self.profiled_runs += 1  # only counted for profiled artifacts, whose one slot makes runs serial
         finally:
             self._return_slot(slot)
@@ -426,7 +443,9 @@ class InferenceSession:
         """Run the model; ``run_options`` is accepted for onnxruntime compatibility and ignored."""
         executor = self._open_executor()
         selected = self._output_indices(output_names)
-        with self._marshaled_inputs(input_feed, executor) as (inputs, dims):
+        views: list[DeviceView] = []  # DLPack tensors, given back to their producers after the run
+        try:
+            inputs, dims = self._marshaled_inputs(input_feed, executor, views)
             if self._sizes:
                 workspace_size, shapes = executor.plan(dims)
             else:
@@ -436,6 +455,9 @@ class InferenceSession:
                 executor.run(inputs, outputs, dims, workspace_size)
             else:
                 executor.run(inputs, outputs)
+        finally:
+            for view in views:
+                view.release()
         results, seen = [], set()
         for i in selected:
             result = self._outputs[i].result(outputs[i], shapes[i])
@@ -456,8 +478,13 @@ class InferenceSession:
                                              "below one byte per element on the device; fetch it with run()")
         memory = {i: executor.allocate(self._outputs[i].element_type.shape_nbytes(self._outputs[i].shape))
                   for i in selected}
-        with self._marshaled_inputs(input_feed, executor) as (inputs, _):
+        views: list[DeviceView] = []
+        try:
+            inputs, _ = self._marshaled_inputs(input_feed, executor, views)
             executor.run(inputs, [memory.get(i) for i in range(len(self._outputs))])
+        finally:
+            for view in views:
+                view.release()
         return [CudaArray(memory[i], self._outputs[i].shape, self._outputs[i].dtype, self._outputs[i].name)
                 for i in selected]
 
@@ -520,10 +547,10 @@ class InferenceSession:
     def _expected_inputs(self) -> str:
         return "; ".join(arg.describe() for arg in self._inputs) or "none"
 
-    @contextlib.contextmanager
-    def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor) -> Iterator[tuple[list[Any], list[int]]]:
-        """The inputs as the executor takes them and the size variables' values they set; DLPack tensors go
-        back to their producers afterwards."""
+    def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor,
+                          views: list[DeviceView]) -> tuple[list[Any], np.ndarray | None]:
+        """The inputs as the executor takes them and the size variables' values they set; the GPU tensors'
+        views are added to ``views`` (the caller releases them, whatever happens)."""
         if type(input_feed) is not dict and not isinstance(input_feed, Mapping):  # dict first: the ABC check costs
             raise InvalidInputError(f"input_feed must be a dict of name -> numpy array, got {type(input_feed).__name__}")
         known = self._known_inputs
@@ -536,27 +563,23 @@ class InferenceSession:
         if missing:
             raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: "
                                     f"{self._expected_inputs()}")
-        views: list[DeviceView] = []
-        try:
-            inputs, shapes = [], []
-            for arg in self._inputs:
-                try:
-                    view = device_view(input_feed[arg.name])
-                except InvalidInputError as exc:  # a malformed GPU tensor: say which input it is
-                    raise InvalidInputError(f"input {arg.name!r}: {exc}") from None
-                if view is None:
-                    native, shape = _checked_array(arg, input_feed[arg.name])
-                    inputs.append(native)
-                    shapes.append(shape)
-                else:
-                    views.append(view)
-                    inputs.append(_checked_view(arg, view, executor.device_io))
-            dims = np.array(self._sizes.bind(self._input_names, self._input_shapes, shapes, inputs), dtype=np.int64) \
-                if self._sizes else None
-            yield inputs, dims
-        finally:
-            for view in views:
-                view.release()
+        inputs, shapes = [], []
+        for arg in self._inputs:
+            value = input_feed[arg.name]
+            try:
+                view = None if type(value) is np.ndarray else device_view(value)
+            except InvalidInputError as exc:  # a malformed GPU tensor: say which input it is
+                raise InvalidInputError(f"input {arg.name!r}: {exc}") from None
+            if view is None:
+                native, shape = _checked_array(arg, value)
+                inputs.append(native)
+                shapes.append(shape)
+            else:
+                views.append(view)
+                inputs.append(_checked_view(arg, view, executor.device_io))
+        dims = np.array(self._sizes.bind(self._input_names, self._input_shapes, shapes, inputs), dtype=np.int64) \
+            if self._sizes else None
+        return inputs, dims
 
 
 def _checked_view(arg: NodeArg, view: DeviceView, device_io: bool) -> DeviceView:
