@@ -331,6 +331,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_input_names(feed, session)
     missing = [arg for arg in session.get_inputs() if arg.name not in feed]
     if missing and (args.random or not feed):
+        symbolic = [arg for arg in missing if any(isinstance(d, str) for d in arg.shape)]
+        if symbolic:
+            raise CliError(f"input {symbolic[0].name!r} has symbolic shape {_shape_str(symbolic[0].shape)}, so a "
+                           f"random one has no size; give it with --input {symbolic[0].name}=FILE.npy")
         feed.update(random_inputs(missing, seed=args.seed))
         _eprint(f"random inputs (seed {args.seed}): " + ", ".join(
             f"{arg.name} {arg.type} {_shape_str(arg.shape)}" for arg in missing))
@@ -338,6 +342,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs = session.run(None, feed)
     latency = (time.perf_counter() - start) * 1e3
     for arg, value in zip(session.get_outputs(), outputs):
+        if isinstance(value, list):  # ZipMap's maps
+            print(f"{arg.name}: {arg.type}, {len(value)} map(s)")
+            print(f"  first: {value[0] if value else None}")
+            continue
         print(f"{arg.name}: {arg.type} {_shape_str(value.shape)} ({value.dtype})")
         for line in _summary_lines(value):
             print(line)

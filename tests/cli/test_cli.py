@@ -370,3 +370,25 @@ def test_compile_for_cuda(models, tmp_path, capsys, target):
 def test_unknown_cuda_arch_is_a_usage_error(capsys):
     assert cli.main(["compile", "m.onnx", "-o", "o.tilec", "--target", "cuda:sm_70"]) == 2
     assert "cuda:sm_90" in capsys.readouterr().err  # the valid choices are listed
+
+
+def test_run_summarizes_strings_and_maps_and_asks_for_symbolic_inputs(tmp_path, capsys):
+    """A string input from a .npy file, a string output, ZipMap's maps; a symbolic input with no file is a usage
+    error naming it (random inputs have no size to take)."""
+    encode = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "bb"],
+                              values_strings=["yes", "no"], default_string="?")
+    probs = helper.make_node("Constant", [], ["p"], value=onnx.numpy_helper.from_array(np.full((1, 2), 0.5, np.float32)))
+    zipmap = helper.make_node("ZipMap", ["p"], ["maps"], domain="ai.onnx.ml", classlabels_int64s=[3, 4])
+    maps = helper.make_value_info("maps", helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None))))
+    graph = helper.make_graph([encode, probs, zipmap], "text", [helper.make_tensor_value_info("x", TensorProto.STRING, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, ["n"]), maps])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    artifact = compiler.compile(model, tmp_path / "text.tilec")
+    np.save(tmp_path / "x.npy", np.array(["bb", "a", "c"]))
+    assert cli.main(["run", str(artifact), "--input", f"x={tmp_path / 'x.npy'}", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "y: tensor(string) [3] (object)" in out and "values: [no, yes, ?]" in out
+    assert "maps: seq(map(int64,tensor(float))), 1 map(s)" in out and "{3: 0.5, 4: 0.5}" in out
+    assert cli.main(["run", str(artifact), "--threads", "1"]) == 1
+    assert "input 'x' has symbolic shape [n]" in _one_error_line(capsys.readouterr().err)
