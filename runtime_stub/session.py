@@ -81,6 +81,7 @@ class NodeArg:
     native_shape: list[int | str] = field(repr=False, compare=False)  # with a string's code-point axis
     # A ZipMap output: each row of the native [N, C] buffer is returned as a dict of these keys to its values.
     map_keys: tuple[int | str, ...] | None = field(default=None, repr=False, compare=False)
+    symbolic: bool = field(default=False, repr=False, compare=False)  # a dim of ``shape`` is a size variable
 
     def describe(self) -> str:
         return f"{self.name} ({self.type}, shape {self.shape})"
@@ -113,7 +114,8 @@ def _node_arg(entry: Any, role: str) -> NodeArg:
         key_type = "string" if keys and isinstance(keys[0], str) else "int64"
         return NodeArg(name, [], f"seq(map({key_type},tensor({etype.ort_name})))", etype.api_dtype, etype, native,
                        keys)
-    return NodeArg(name, shape, f"tensor({etype.ort_name})", etype.api_dtype, etype, native)
+    return NodeArg(name, shape, f"tensor({etype.ort_name})", etype.api_dtype, etype, native,
+                   symbolic=any(isinstance(d, str) for d in shape))
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,7 @@ class CpuExecutor:
         """For a run with these size-variable values (int64): the workspace bytes and every output's shape,
         as the native code computes them."""
         out = np.empty(1 + sum(self._output_ranks), dtype=np.int64)
-        self._native.sizes(dims.ctypes.data, out.ctypes.data)
+        self._native.sizes(_address(dims), _address(out))
         values = out.tolist()
         if values[0] == -1:  # tilec_sizes: a size overflowed int64
             raise InvalidInputError(f"the input shapes (dims {list(dims)}) make tensors too large to address")
@@ -409,6 +411,7 @@ class InferenceSession:
         self._input_names = [arg.name for arg in self._inputs]
         self._known_inputs = frozenset(self._input_names)
         self._input_shapes = [arg.native_shape for arg in self._inputs]
+        self._bind = self._sizes.binder(self._input_names, self._input_shapes)
         target = self._manifest.get("target")
         kind = target.get("kind") if isinstance(target, dict) else None
         factory = _EXECUTORS.get(kind)  # type: ignore[arg-type]
@@ -577,8 +580,7 @@ class InferenceSession:
             else:
                 views.append(view)
                 inputs.append(_checked_view(arg, view, executor.device_io))
-        dims = np.array(self._sizes.bind(self._input_names, self._input_shapes, shapes, inputs), dtype=np.int64) \
-            if self._sizes else None
+        dims = np.array(self._bind(shapes, inputs), dtype=np.int64) if self._sizes else None
         return inputs, dims
 
 
@@ -612,7 +614,7 @@ def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
     if (type(value) is np.ndarray and value.dtype == etype.api_dtype and etype.elements_per_byte == 1
             and not etype.code_axis and value.flags.c_contiguous and value.flags.aligned):
         # The common case, already the native buffer: what the checks below would conclude, without their cost.
-        if list(value.shape) != arg.shape and not any(isinstance(d, str) for d in arg.shape):
+        if not arg.symbolic and list(value.shape) != arg.shape:
             raise InvalidInputError(f"input {arg.name!r} has shape {list(value.shape)}, expected {arg.shape}")
         return value, list(value.shape)
     if not isinstance(value, (np.ndarray, np.generic)):
@@ -632,8 +634,7 @@ def _checked_array(arg: NodeArg, value: Any) -> tuple[np.ndarray, list[int]]:
             f"input {arg.name!r} has dtype {array.dtype}, expected {arg.dtype}{alternative} ({arg.type}); "
             f"tilec does not convert silently, use .astype(np.{arg.dtype.name})"
         )
-    symbolic = any(isinstance(d, str) for d in arg.shape)
-    if not symbolic and list(array.shape) != arg.shape:
+    if not arg.symbolic and list(array.shape) != arg.shape:
         raise InvalidInputError(f"input {arg.name!r} has shape {list(array.shape)}, expected {arg.shape}")
     native = etype.to_native(converted)
     return native, list(native.shape if etype.code_axis else array.shape)

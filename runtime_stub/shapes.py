@@ -8,13 +8,14 @@ passed and the array itself, and returns the value of every size variable as the
 or raises ``InvalidInputError`` naming the input, the axis (or element), the variable, and its range or
 the conflicting value: a wrong rank or fixed dim, two inputs that disagree on one variable, a value
 outside the variable's range, a variable no input sets. Reading a value size is the one look at input
-data here: bookkeeping, no arithmetic. Only the standard library: the caller makes the int64 array.
+data here: bookkeeping, no arithmetic. ``binder(names, declared)`` is ``bind`` planned once for a
+session's inputs. Only the standard library: the caller makes the int64 array.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from runtime_stub.errors import CorruptArtifactError, InvalidInputError
 
@@ -59,6 +60,46 @@ class SizeVariables:
         for d in shape:
             if isinstance(d, str) and d not in self._index:
                 raise CorruptArtifactError(f"input {name!r} has dim {d!r}, which is no size variable of the manifest")
+
+    def binder(self, names: Sequence[str], declared: Sequence[Sequence[Dim]]) -> Callable[[Sequence[Sequence[int]],
+                                                                                         Sequence[Any]], list[int]]:
+        """``bind`` for these inputs, planned once: a run's shapes are checked against per-input lists of
+        fixed dims and variables; anything amiss is handed to ``bind`` for its message."""
+        position = {name: k for k, name in enumerate(names)}
+        values = [(k, position[r.value[0]], r.value[1], r.lo, r.hi) for k, r in enumerate(self.ranges)
+                  if r.value is not None]
+        plan = [(len(want), [(axis, d) for axis, d in enumerate(want) if isinstance(d, int)],
+                 [(axis, self._index[d]) for axis, d in enumerate(want) if not isinstance(d, int)]) for want in declared]
+        lo = [r.lo for r in self.ranges]
+        hi = [r.hi for r in self.ranges]
+        count = len(self.ranges)
+
+        def bind_fast(shapes: Sequence[Sequence[int]], arrays: Sequence[Any]) -> list[int]:
+            bound: list[Any] = [None] * count
+            try:
+                for k, source, element, low, high in values:
+                    n = int(arrays[source].reshape(-1)[element])
+                    if not low <= n <= high:
+                        raise ValueError
+                    bound[k] = n
+                for (rank, fixed, variables), have in zip(plan, shapes):
+                    if len(have) != rank or any(have[axis] != d for axis, d in fixed):
+                        raise ValueError
+                    for axis, k in variables:
+                        n, v = have[axis], bound[k]
+                        if v is None:
+                            if not lo[k] <= n <= hi[k]:
+                                raise ValueError
+                            bound[k] = n
+                        elif v != n:
+                            raise ValueError
+                if None in bound:
+                    raise ValueError
+            except (ValueError, OverflowError, TypeError):
+                return self.bind(names, declared, shapes, arrays)  # raises the error that names the problem
+            return bound
+
+        return bind_fast
 
     def bind(self, names: Sequence[str], declared: Sequence[Sequence[Dim]], shapes: Sequence[Sequence[int]],
              arrays: Sequence[Any]) -> list[int]:
