@@ -89,14 +89,23 @@ def _dim_entry(name: str, r: SizeRange) -> dict[str, Any]:
     return entry
 
 
-def _manifest(program: Program, maps: Mapping[int, Sequence[int | str]], target: Target, options: Mapping[str, Any],
+def _input_spec(program: Program, maps: Mapping[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    """The inputs' entries; one the run makes of a dict (``Graph.input_maps``) says which and which part."""
+    specs = _io_spec(program.inputs)
+    for spec in specs:
+        if spec["name"] in maps:
+            spec["map"] = list(maps[spec["name"]])
+    return specs
+
+
+def _manifest(program: Program, graph: Graph, target: Target, options: Mapping[str, Any],
               profile: bool) -> dict[str, Any]:
     manifest = {
         "compiler_version": __version__,
         "target": {"kind": target.kind, "triple": target.triple, "arch": target.arch, "cpu": target.cpu,
                    "features": list(target.required_flags)},
-        "inputs": _io_spec(program.inputs),
-        "outputs": _output_spec(program, maps),
+        "inputs": _input_spec(program, graph.input_maps),
+        "outputs": _output_spec(program, graph.output_maps),
         "workspace_size": program.workspace_size,
         "dims": [_dim_entry(name, r) for name, r in program.sizes.items()],
         "size_constraints": [c.message for c in program.constraints],
@@ -143,7 +152,7 @@ def compile_model(model: ModelSource, output: str | os.PathLike, *, target: str 
         build_options["constant_inputs"] = sorted(constant_inputs)
     if dim_bounds:
         build_options["dim_bounds"] = dict(dim_bounds)
-    manifest = _manifest(program, graph.output_maps, tgt, build_options, profile)
+    manifest = _manifest(program, graph, tgt, build_options, profile)
     sections = (_cuda_sections(program, tgt, log, manifest, dump_ir) if cuda
                 else _cpu_sections(program, tgt, log, profile, native_signature(manifest, len(program.weights))))
     with log.stage("write artifact"):

@@ -82,6 +82,8 @@ class NodeArg:
     # A ZipMap output: each row of the native [N, C] buffer is returned as a dict of these keys to its values.
     map_keys: tuple[int | str, ...] | None = field(default=None, repr=False, compare=False)
     symbolic: bool = field(default=False, repr=False, compare=False)  # a dim of ``shape`` is a size variable
+    # An input the run makes of a dict (DictVectorizer's): (the dict's name, "keys" or "values").
+    map_part: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         return f"{self.name} ({self.type}, shape {self.shape})"
@@ -102,6 +104,10 @@ def _node_arg(entry: Any, role: str) -> NodeArg:
         native = [d if isinstance(d, str) else int(d) for d in native_shape(entry)]
         keys = entry.get("map_keys")
         keys = None if keys is None else tuple(k if isinstance(k, str) else int(k) for k in keys)
+        part = entry.get("map")
+        part = None if part is None else (str(part[0]), str(part[1]))
+        if part is not None and (role != "input" or part[1] not in ("keys", "values")):
+            raise ValueError
     except (TypeError, KeyError, ValueError):
         raise CorruptArtifactError(f"the manifest has a malformed {role} entry: {entry!r}") from None
     etype = element_type(dtype_name)
@@ -115,7 +121,50 @@ def _node_arg(entry: Any, role: str) -> NodeArg:
         return NodeArg(name, [], f"seq(map({key_type},tensor({etype.ort_name})))", etype.api_dtype, etype, native,
                        keys)
     return NodeArg(name, shape, f"tensor({etype.ort_name})", etype.api_dtype, etype, native,
-                   symbolic=any(isinstance(d, str) for d in shape))
+                   symbolic=any(isinstance(d, str) for d in shape), map_part=part)
+
+
+def _api_inputs(inputs: list[NodeArg]) -> list[NodeArg]:
+    """The inputs as run() takes them: a dict input once, for the keys and values inputs made of it."""
+    parts: dict[str, dict[str, NodeArg]] = {}
+    for arg in inputs:
+        if arg.map_part is not None:
+            parts.setdefault(arg.map_part[0], {})[arg.map_part[1]] = arg
+    api, seen = [], set()
+    for arg in inputs:
+        if arg.map_part is None:
+            api.append(arg)
+            continue
+        name = arg.map_part[0]
+        if name in seen:
+            continue
+        seen.add(name)
+        pair = parts[name]
+        if set(pair) != {"keys", "values"}:
+            raise CorruptArtifactError(f"the manifest's dict input {name!r} lacks its keys or values")
+        keys, values = pair["keys"].element_type, pair["values"].element_type
+        api.append(NodeArg(name, [], f"map({keys.ort_name},tensor({values.ort_name}))", values.api_dtype, values, []))
+    return api
+
+
+def _map_part(arg: NodeArg, value: Any) -> np.ndarray:
+    """The keys or the values of the dict ``value`` given for ``arg``'s map input, as an array (in the dict's
+    order, so the two agree)."""
+    name, part = arg.map_part
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"input {name!r} must be a dict of key -> value, got {type(value).__name__}")
+    items = list(value.keys() if part == "keys" else value.values())
+    if arg.element_type.code_axis:
+        wrong = [k for k in items if not isinstance(k, str)]
+        expected = "str"
+    else:
+        integral = arg.dtype.kind in "iu"
+        wrong = [v for v in items if isinstance(v, (bool, np.bool_)) or not isinstance(
+            v, (int, np.integer) if integral else (int, float, np.integer, np.floating))]
+        expected = "int" if integral else "a real number"
+    if wrong:
+        raise InvalidInputError(f"input {name!r}: its {part} must each be {expected}; got {wrong[0]!r}")
+    return np.array(items, dtype=object if arg.element_type.code_axis else arg.dtype)
 
 
 @dataclass(frozen=True)
@@ -403,13 +452,14 @@ class InferenceSession:
         device_id = _device_id(_provider_options(providers, provider_options).get(CUDA_PROVIDER, {}))
         artifact = read_artifact(path_or_bytes)
         self._manifest = artifact.manifest
-        self._inputs = [_node_arg(e, "input") for e in self._manifest.get("inputs", [])]
+        self._inputs = [_node_arg(e, "input") for e in self._manifest.get("inputs", [])]  # as the native code has them
+        self._api_inputs = _api_inputs(self._inputs)
         self._outputs = [_node_arg(e, "output") for e in self._manifest.get("outputs", [])]
         self._sizes = SizeVariables(self._manifest)
         for arg in self._inputs:
             self._sizes.check_declared(arg.name, arg.native_shape)
         self._input_names = [arg.name for arg in self._inputs]
-        self._known_inputs = frozenset(self._input_names)
+        self._known_inputs = frozenset(arg.name for arg in self._api_inputs)
         self._input_shapes = [arg.native_shape for arg in self._inputs]
         self._bind = self._sizes.binder(self._input_names, self._input_shapes)
         target = self._manifest.get("target")
@@ -425,7 +475,7 @@ class InferenceSession:
     # --- introspection ------------------------------------------------------------
 
     def get_inputs(self) -> list[NodeArg]:
-        return list(self._inputs)
+        return list(self._api_inputs)
 
     def get_outputs(self) -> list[NodeArg]:
         return list(self._outputs)
@@ -548,7 +598,7 @@ class InferenceSession:
         return selected
 
     def _expected_inputs(self) -> str:
-        return "; ".join(arg.describe() for arg in self._inputs) or "none"
+        return "; ".join(arg.describe() for arg in self._api_inputs) or "none"
 
     def _marshaled_inputs(self, input_feed: Mapping[str, Any], executor: Executor,
                           views: list[DeviceView]) -> tuple[list[Any], np.ndarray | None]:
@@ -562,13 +612,13 @@ class InferenceSession:
         if unknown:
             raise InvalidInputError(f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are: "
                                     f"{self._expected_inputs()}")
-        missing = [arg.name for arg in self._inputs if arg.name not in input_feed]
+        missing = [arg.name for arg in self._api_inputs if arg.name not in input_feed]
         if missing:
             raise InvalidInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are: "
                                     f"{self._expected_inputs()}")
         inputs, shapes = [], []
         for arg in self._inputs:
-            value = input_feed[arg.name]
+            value = input_feed[arg.name] if arg.map_part is None else _map_part(arg, input_feed[arg.map_part[0]])
             try:
                 view = None if type(value) is np.ndarray else device_view(value)
             except InvalidInputError as exc:  # a malformed GPU tensor: say which input it is

@@ -3,7 +3,7 @@
 Contract: ``native_signature(manifest, weights_size)`` is the canonical bytes (JSON, sorted
 keys, no spaces) of what the native code was compiled to read and write: the ABI version, the
 name, element type and native shape of every input and output in order (a symbolic dim by its name or
-expression; ``native_shape``: a string tensor's code-point axis last), an output's map keys (ZipMap), the size variables with their ranges (and, for a value size, the input element it is read from), the static workspace size, the weights
+expression; ``native_shape``: a string tensor's code-point axis last), an output's map keys (ZipMap), the dict an input is made of (DictVectorizer's), the size variables with their ranges (and, for a value size, the input element it is read from), the static workspace size, the weights
 section's size, the kernel count (profiling counters) and the run-time checks' flag offsets. The
 compiler embeds it in the shared object, returned by ``tilec_signature()``; the CPU executor
 recomputes it from the manifest it read and refuses the artifact with ``CorruptArtifactError``
@@ -30,7 +30,7 @@ def native_shape(entry: Mapping[str, Any]) -> list[Any]:
 
 def _io_facts(entry: Mapping[str, Any]) -> list[Any]:
     facts = [entry["name"], entry["dtype"], native_shape(entry)]
-    return [*facts, entry["map_keys"]] if "map_keys" in entry else facts
+    return [*facts, *(entry[k] for k in ("map_keys", "map") if k in entry)]
 
 
 def native_signature(manifest: Mapping[str, Any], weights_size: int) -> bytes:

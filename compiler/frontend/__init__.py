@@ -1,7 +1,8 @@
 """Stage 1, the frontend: an ONNX model -> the graph IR, every shape known (static or symbolic).
 
 ``load_graph`` chains the steps: :mod:`.loader` (read, check, bind input
-shapes, convert the opset, infer shapes), :mod:`.sequences` (tensor sequences
+shapes, convert the opset, infer shapes), :mod:`.maps` (a dict input becomes its keys and values),
+:mod:`.sequences` (tensor sequences
 known at compile time become tensor ops), :mod:`.qdq` (QDQ models' contractions
 over dequantized 8-bit values become integer contractions), :mod:`.folding` (compile-time
 constant folding to a fixpoint with shape inference) and :mod:`.importer`
@@ -19,6 +20,7 @@ from compiler.frontend.importer import import_graph
 from compiler.frontend.loader import ConstantInputs, InputShapes, ModelSource, load_model
 from compiler.errors import DataDependentError, ShapeError, UnsupportedOpError, describe_node
 from compiler.frontend.loader import normalize_domain
+from compiler.frontend.maps import map_inputs
 from compiler.frontend.qdq import integer_contractions
 from compiler.frontend.rewrite import NameSource
 from compiler.frontend.sequences import resolve_sequences
@@ -48,7 +50,9 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
     Raises ModelLoadError for an unreadable or invalid model, UnsupportedOpError,
     ShapeError for a bad binding or a shape that stays unknown.
     """
-    loaded = integer_contractions(resolve_sequences(load_model(model, input_shapes, constant_inputs)))
+    loaded = load_model(model, input_shapes, constant_inputs)
+    input_maps = map_inputs(loaded)
+    loaded = integer_contractions(resolve_sequences(loaded))
     folded = fold_model(loaded, is_supported, read_values)
     if is_supported is not None:
         # A Phi (a run-time If's output) is the frontend's own node, lowered by the driver.
@@ -63,7 +67,9 @@ def load_graph(model: ModelSource, input_shapes: InputShapes | None = None,
                                          values=tuple(v for _, why in waiting for v in why.values))
             lines = sorted({f"  {where}" + (f": {why}" if why else "") for where, why in reasons})
             raise UnsupportedOpError(f"{len(missing)} node(s) use unsupported operators:\n" + "\n".join(lines))
-    return import_graph(folded, size_ranges(dim_bounds or {}))
+    graph = import_graph(folded, size_ranges(dim_bounds or {}))
+    graph.input_maps = {v.name: input_maps[v.name] for v in graph.inputs if v.name in input_maps}
+    return graph
 
 
 def size_ranges(dim_bounds: DimBounds) -> dict[str, SizeRange]:

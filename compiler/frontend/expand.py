@@ -34,7 +34,8 @@ def _refuse(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) -> Non
 
 #: Ops converters emit by default that tilec refuses, with what to do instead.
 REFUSED = {
-    ("ai.onnx.ml", "DictVectorizer"): "its input is a map, which tilec cannot take yet; feed the features as a tensor",
+    ("ai.onnx.ml", "DictVectorizer"): "tilec takes a dict (map) graph input that only DictVectorizers read; this "
+                                      "one reads another value",
 }
 
 #: (domain, op type) -> its expander.

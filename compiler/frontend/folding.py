@@ -45,7 +45,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from compiler.dtypes import DType
+from compiler.dtypes import DType, string_codes
 from compiler.frontend.expand import expand_node
 from compiler.frontend.narrow_cast import NARROW_TARGETS, narrow_cast
 from compiler.frontend.loader import (

@@ -34,7 +34,7 @@ from onnx import helper, numpy_helper
 
 from compiler.dtypes import DType
 from compiler.errors import CompileError, DataDependentError, ShapeError, UnsupportedOpError, describe_node
-from compiler.frontend import strings
+from compiler.frontend import maps, strings
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import input_dim_names, normalize_domain, topological_sort
 from compiler.frontend.symbolic import SymbolicDims
@@ -80,7 +80,7 @@ def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str,
     if unknown:
         raise ShapeError(f"dim_bounds names {', '.join(repr(n) for n in unknown)}, which no graph input has as a "
                          f"symbolic dimension (symbolic dimensions: {', '.join(repr(n) for n in names) or 'none'})")
-    ranges = {name: dim_bounds.get(name, SizeRange()) for name in names}
+    ranges = {name: dim_bounds.get(name, SizeRange(0 if maps.is_entries_dim(name) else 1)) for name in names}
     # numpy gives even an array of empty strings one code point per element
     ranges.update((strings.input_chars(vi.name).name, SizeRange()) for vi in inputs
                   if vi.type.tensor_type.elem_type == onnx.TensorProto.STRING)

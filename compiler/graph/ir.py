@@ -126,6 +126,8 @@ class Graph:
     conditions: dict[str, Value] = field(default_factory=dict)
     # Outputs the run returns as a list of dicts (ZipMap): output position -> the keys of its [N, C] columns.
     output_maps: dict[int, tuple[int | str, ...]] = field(default_factory=dict)
+    # Inputs the run makes of a dict (DictVectorizer's): input name -> (the dict's name, "keys" or "values").
+    input_maps: dict[str, tuple[str, str]] = field(default_factory=dict)
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def fresh_name(self, hint: str) -> str:

@@ -266,3 +266,33 @@ def test_one_hot_encoder_on_string_columns(compile_cache) -> None:
     for mine, theirs in zip(got[1], want[1]):
         assert list(mine) == list(theirs)
         np.testing.assert_allclose(list(mine.values()), list(theirs.values()), atol=TOLERANCE)
+
+
+def test_dict_vectorizer_pipeline_takes_a_dict(compile_cache) -> None:
+    """DictVectorizer + LogisticRegression with a dict input ({feature name: value}, as onnxruntime takes it):
+    unknown keys ignored, missing ones 0, one artifact for dicts of any size; bad dicts are InvalidInputErrors."""
+    import onnxruntime
+    from sklearn.feature_extraction import DictVectorizer
+    from skl2onnx.common.data_types import DictionaryType, FloatTensorType, StringTensorType
+
+    rng = np.random.default_rng(4)
+    names = ["a", "bb", "ü", "d"]
+    data = [{k: float(rng.standard_normal()) for k in rng.choice(names, rng.integers(1, 4), replace=False)}
+            for _ in range(60)]
+    y = [int(sum(d.values()) > 0) for d in data]
+    model = make_pipeline(DictVectorizer(sparse=False), LogisticRegression()).fit(data, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_model = to_onnx(model, initial_types=[("X", DictionaryType(StringTensorType([1]), FloatTensorType([1])))],
+                             target_opset={"": 17, "ai.onnx.ml": 3})
+    reference = onnxruntime.InferenceSession(onnx_model.SerializeToString())
+    with runtime_stub.InferenceSession(compiled(onnx_model, compile_cache)) as session:
+        assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [("X", "map(string,tensor(float))", [])]
+        for d in [*data[:8], {"a": 2.0, "unknown": 5.0}, {"ü": -1.0, "bb": 1, "a": np.float32(0.5), "d": 3.0}]:
+            got, want = session.run(None, {"X": d}), reference.run(None, {"X": d})
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_allclose(list(got[1][0].values()), list(want[1][0].values()), atol=TOLERANCE)
+        for bad, why in [({"a": "x"}, "values must each be a real number"), ({1: 2.0}, "keys must each be str"),
+                         ([("a", 1.0)], "must be a dict")]:
+            with pytest.raises(runtime_stub.InvalidInputError, match=f"input 'X'.*{why}"):
+                session.run(None, {"X": bad})

@@ -641,3 +641,23 @@ def test_feature_vectorizer(compile_cache) -> None:
     got = run_compiled(model, feeds, cache_dir=compile_cache)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[0][:, 4], 0.0)
+
+
+def test_dict_vectorizer_int64_keys(compile_cache) -> None:
+    """A map(int64, float) input into DictVectorizer (int64_vocabulary): the [1, V] row of each key's value."""
+    from onnx import TensorProto
+
+    import runtime_stub
+
+    node = helper.make_node("DictVectorizer", ["X"], ["y"], domain="ai.onnx.ml", int64_vocabulary=[7, -2, 40])
+    x = helper.make_value_info("X", helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(
+        TensorProto.FLOAT, [1])))
+    graph = helper.make_graph([node], "dv", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    ort = pytest.importorskip("onnxruntime")
+    reference = ort.InferenceSession(model.SerializeToString())
+    with runtime_stub.InferenceSession(compiled(model, compile_cache)) as session:
+        for d in [{7: 1.5, 40: -2.0}, {-2: 3.0, 5: 9.0}, {40: float("nan")}]:
+            got, want = session.run(None, {"X": d})[0], reference.run(None, {"X": d})[0]
+            assert got.dtype == want.dtype and got.shape == want.shape == (1, 3)
+            np.testing.assert_array_equal(got, want)
