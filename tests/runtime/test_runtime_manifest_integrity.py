@@ -258,3 +258,33 @@ def test_the_unedited_text_artifact_runs(text_artifact: bytes) -> None:
 def test_text_manifest_edits_are_refused(text_artifact: bytes, attack: str) -> None:
     with pytest.raises(CorruptArtifactError):
         InferenceSession(edited(text_artifact, TEXT_ATTACKS[attack]))
+
+
+@pytest.fixture(scope="module")
+def dict_artifact(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """DictVectorizer over a map(int64, float) input: the run makes two native inputs of one dict."""
+    node = helper.make_node("DictVectorizer", ["X"], ["y"], domain="ai.onnx.ml", int64_vocabulary=[7, 9])
+    x = helper.make_value_info("X", helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(
+        TensorProto.FLOAT, [1])))
+    graph = helper.make_graph([node], "dv", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    return compiler.compile(model, tmp_path_factory.mktemp("integrity") / "dv.tilec").read_bytes()
+
+
+DICT_ATTACKS = {
+    "the keys read as the values": _set("inputs.0.map.1", "values"),
+    "the dict parts made plain inputs": _set("inputs.0.map", _DELETE),
+    "the keys assigned to another dict": _set("inputs.0.map.0", "Y"),
+}
+
+
+def test_the_unedited_dict_artifact_runs(dict_artifact: bytes) -> None:
+    with InferenceSession(edited(dict_artifact, lambda m: None)) as session:
+        (y,) = session.run(None, {"X": {9: 2.5, 3: 1.0}})
+    assert y.tolist() == [[0.0, 2.5]]
+
+
+@pytest.mark.parametrize("attack", sorted(DICT_ATTACKS))
+def test_dict_manifest_edits_are_refused(dict_artifact: bytes, attack: str) -> None:
+    with pytest.raises(CorruptArtifactError):
+        InferenceSession(edited(dict_artifact, DICT_ATTACKS[attack]))
