@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from fuzz_support import bounded, fuzz_settings
+from hypothesis import given
+from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import runtime_stub
@@ -154,3 +157,41 @@ def test_string_inputs_on_cuda_are_refused_by_name(tmp_path) -> None:
                    [helper.make_tensor_value_info("x", T.STRING, [4])], [helper.make_tensor_value_info("y", T.INT64, [4])])
     with pytest.raises(CompileError, match="string input.*'x'.*CPU"):
         compiled(model, tmp_path, target="cuda")
+
+
+# --- fuzzed: any Unicode, any lengths, one artifact --------------------------------------------------
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)  # numpy <U drops trailing NULs
+_KEYS = ["a", "ab", "ü", "🐈", "", "a\u0301", "long key of twenty ch"]
+_WORDS = st.one_of(st.sampled_from(_KEYS), st.sampled_from([k + "x" for k in _KEYS]), _TEXT)
+
+
+@pytest.fixture(scope="module")
+def fuzz_session(tmp_path_factory):
+    """Two string inputs (their widths differ per run): LabelEncoder of the first, Equal, StringConcat."""
+    nodes = [helper.make_node("LabelEncoder", ["x"], ["codes"], domain="ai.onnx.ml", keys_strings=_KEYS,
+                              values_int64s=list(range(len(_KEYS)))),
+             helper.make_node("Equal", ["x", "z"], ["same"]),
+             helper.make_node("StringConcat", ["x", "z"], ["both"])]
+    graph = helper.make_graph(nodes, "fuzz", [helper.make_tensor_value_info("x", T.STRING, ["N"]),
+                                              helper.make_tensor_value_info("z", T.STRING, ["N"])],
+                              [helper.make_tensor_value_info("codes", T.INT64, ["N"]),
+                               helper.make_tensor_value_info("same", T.BOOL, ["N"]),
+                               helper.make_tensor_value_info("both", T.STRING, ["N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("ai.onnx.ml", 4)])
+    with runtime_stub.InferenceSession(compiled(model, tmp_path_factory.mktemp("fuzz"))) as session:
+        yield session
+
+
+@fuzz_settings(300)
+@given(rows=st.lists(st.tuples(_WORDS, _WORDS), min_size=1, max_size=9), as_object=st.booleans())
+@bounded(60)
+def test_fuzz_strings_against_python(fuzz_session, rows, as_object, *, stats) -> None:
+    """Python's own ``==``, ``+`` and dict lookup are the oracle, for every row."""
+    dtype = object if as_object else str
+    x, z = (np.array([row[k] for row in rows], dtype=dtype) for k in (0, 1))
+    codes, same, both = fuzz_session.run(None, {"x": x, "z": z})
+    assert codes.tolist() == [_KEYS.index(a) if a in _KEYS else -1 for a, _ in rows]
+    assert same.tolist() == [a == b for a, b in rows]
+    assert both.tolist() == [a + b for a, b in rows]
+    stats.count("ran")
