@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from compiler.dtypes import DType
-from compiler.errors import UnsupportedOpError
+from compiler.errors import ModelLoadError, UnsupportedOpError
 from compiler.graph.ir import Node, TensorType, Value
 from compiler.loopir.printer import format_size
 from compiler.loopir.sizes import Size, SizeVar, same_size
@@ -91,15 +91,25 @@ def move_code_points(node: Node) -> None:
         node.inputs = [x, Value(f"{node.name}__string_shape", TensorType(DType.I64, (len(out.shape),)), const=shape)]
     elif node.op_type == "Transpose":
         perm = node.attr("perm", list(reversed(range(rank))))
-        node.attrs["perm"] = [*(int(p) % rank for p in perm), rank]
+        node.attrs["perm"] = [*(_axis(node, p, rank) for p in perm), rank]
     elif node.op_type in ("Gather", "Concat"):
-        node.attrs["axis"] = int(node.attr("axis", 0)) % rank
+        node.attrs["axis"] = _axis(node, node.attr("axis", 0), rank)
     elif node.op_type == "Slice" and len(node.inputs) > 3 and node.inputs[3] is not None:
         axes = node.inputs[3]
         if axes.const is None:
             raise UnsupportedOpError(f"{node.describe()}: slicing strings along axes known only at run time")
-        node.inputs = [*node.inputs[:3], Value(f"{node.name}__string_axes", axes.type,
-                                                const=np.asarray(axes.const) % rank), *node.inputs[4:]]
+        counted = np.array([_axis(node, a, rank) for a in np.asarray(axes.const).reshape(-1)], dtype=axes.const.dtype)
+        node.inputs = [*node.inputs[:3], Value(f"{node.name}__string_axes", axes.type, const=counted),
+                       *node.inputs[4:]]
+
+
+def _axis(node: Node, value: Any, rank: int) -> int:
+    """An axis of the strings' ONNX rank in [0, rank); one out of [-rank, rank) is an invalid node (taken modulo
+    the rank it would move another axis, or the code points)."""
+    axis = int(value)
+    if not -rank <= axis < rank:
+        raise ModelLoadError(f"{node.describe()}: invalid ONNX node: axis {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
 
 
 def check_string_operands(node: Node) -> None:
