@@ -160,14 +160,22 @@ def summarize(times_ms: Sequence[float]) -> TimingSummary:
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     """``max|a - b| / max|b|`` (``b`` is the reference); plain ``max|a - b|`` when ``b`` is all zeros.
 
-    NaNs in the same places compare equal; a shape mismatch is ``inf``.
+    NaNs in the same places compare equal; a shape mismatch is ``inf``. Strings compare exactly (0 or
+    ``inf``); ZipMap's lists of dicts by their keys (exactly) and values.
     """
+    if isinstance(a, list) or isinstance(b, list):
+        if not (isinstance(a, list) and isinstance(b, list)) or len(a) != len(b) or \
+                any(list(x) != list(y) for x, y in zip(a, b)):
+            return float("inf")
+        a, b = [list(x.values()) for x in a], [list(y.values()) for y in b]
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         return float("inf")
     if a.size == 0:
         return 0.0
+    if a.dtype.kind in "OUS" or b.dtype.kind in "OUS":
+        return 0.0 if a.tolist() == b.tolist() else float("inf")
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
     both_nan = np.isnan(a64) & np.isnan(b64)

@@ -420,6 +420,11 @@ def compare_arrays(got: np.ndarray, want: np.ndarray, dtype: str, rtol: float = 
         if not per_element:
             scale = np.full_like(scale, scale.max())
         bad = ~(same | (finite & (diff <= atol + rtol * scale)))
+    elif dtype == DType.STRING.value:  # equal or not: a mismatch is infinitely far
+        bad = np.asarray(a.tolist(), dtype=object) != np.asarray(b.tolist(), dtype=object)
+        diff = np.where(bad, np.inf, 0.0)
+        magnitude = np.zeros(b.shape)
+        finite = np.ones(b.shape, bool)
     else:
         bad = a != b
         diff = np.abs(a.astype(np.float64) - b.astype(np.float64))

@@ -38,9 +38,11 @@ def expand_zipmap(node: onnx.NodeProto, state: "FoldedGraph", builder: Builder) 
     if (ints is None) == (strings is None):
         raise NotExpandable("it needs exactly one of classlabels_int64s and classlabels_strings")
     positions = [k for k, o in enumerate(state.outputs) if o.name == out]
-    if not positions or any(out in node_reads(n) for n in state.nodes if n is not node):
+    if any(out in node_reads(n) for n in state.nodes if n is not node):
         raise NotExpandable("its sequence of maps is read by another node; tilec returns ZipMap's maps only as a "
                             "graph output (convert with zipmap=False for the probabilities as a tensor)")
+    if not positions:
+        return  # nothing reads the maps: the node goes
     keys = [int(k) for k in ints] if ints is not None else [s.decode("utf-8") for s in strings]
     builder.op("Identity", [node.input[0]], out)
     for k in positions:

@@ -353,3 +353,14 @@ def test_bench_thread_list_and_peak_parsing(capsys):
     assert cli.build_parser().parse_args(["bench", "--suite", "--peak-gflops", "50"]).peak_gflops == 50.0
     assert cli.main(["bench", "--suite", "--peak-gflops", "-1"]) == 2
     assert cli.main(["bench", "--suite", "--threads", ","]) == 2
+
+
+def test_compare_outputs_of_strings_and_maps():
+    """String outputs compare exactly; ZipMap's lists of dicts by their keys, then their values."""
+    labels = np.array(["cat", "dög"], dtype=object)
+    assert bench.compare_outputs([labels], [labels.copy()]) == 0.0
+    assert bench.compare_outputs([labels], [np.array(["cat", "dog"], dtype=object)]) == float("inf")
+    maps = [{"a": 0.25, "b": 0.75}, {"a": 1.0, "b": 0.0}]
+    assert bench.compare_outputs([maps], [[dict(m) for m in maps]]) == 0.0
+    assert bench.compare_outputs([[{"a": 0.25, "b": 0.5}, maps[1]]], [maps]) == pytest.approx(0.25)
+    assert bench.compare_outputs([[{"b": 0.75, "a": 0.25}, maps[1]]], [maps]) == float("inf")

@@ -353,3 +353,10 @@ def test_narrow_float_intermediates_are_compared_as_their_values():
     assert [(r.output, r.dtype, r.status) for r in result.rows] == [
         ("b", "bfloat16", Status.OK), ("f8", "float8_e4m3fn", Status.OK), ("y", "float32", Status.OK)]
     assert all(r.max_abs == 0 for r in result.rows)
+
+
+def test_string_values_compare_exactly():
+    got, want = np.array(["a", "bb"], dtype=object), np.array(["a", "b"], dtype=object)
+    assert compare_arrays(got, got.copy(), "string")["status"] is Status.OK
+    row = compare_arrays(got, want, "string")
+    assert row["status"] is Status.DIVERGED and row["first_bad"] == (1,) and row["got"] == "bb"
