@@ -178,3 +178,18 @@ def ort_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> li
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return [np.asarray(r) for r in session.run(None, dict(feeds))]
+
+
+def strings_and_maps_model() -> onnx.ModelProto:
+    """LabelEncoder(x: string[n]) -> y: string[n] ('a' -> 'yes', 'bb' -> 'no', else '?') and ZipMap's maps of a
+    constant [1, 2] of 0.5 with keys 3 and 4: a string input and output and a list-of-dicts output."""
+    encode = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "bb"],
+                              values_strings=["yes", "no"], default_string="?")
+    probs = helper.make_node("Constant", [], ["p"], value=numpy_helper.from_array(np.full((1, 2), 0.5, np.float32)))
+    zipmap = helper.make_node("ZipMap", ["p"], ["maps"], domain="ai.onnx.ml", classlabels_int64s=[3, 4])
+    maps = helper.make_value_info("maps", helper.make_sequence_type_proto(helper.make_map_type_proto(
+        onnx.TensorProto.INT64, helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, None))))
+    graph = helper.make_graph([encode, probs, zipmap], "text",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.STRING, ["n"])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.STRING, ["n"]), maps])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])

@@ -18,6 +18,7 @@ import compiler
 from compiler import cli
 import runtime_stub
 from runtime_stub.artifact import read_artifact
+from helpers_onnx import strings_and_maps_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 W = np.arange(32, dtype=np.float32).reshape(8, 4) / 16 - 1
@@ -375,15 +376,7 @@ def test_unknown_cuda_arch_is_a_usage_error(capsys):
 def test_run_summarizes_strings_and_maps_and_asks_for_symbolic_inputs(tmp_path, capsys):
     """A string input from a .npy file, a string output, ZipMap's maps; a symbolic input with no file is a usage
     error naming it (random inputs have no size to take)."""
-    encode = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "bb"],
-                              values_strings=["yes", "no"], default_string="?")
-    probs = helper.make_node("Constant", [], ["p"], value=onnx.numpy_helper.from_array(np.full((1, 2), 0.5, np.float32)))
-    zipmap = helper.make_node("ZipMap", ["p"], ["maps"], domain="ai.onnx.ml", classlabels_int64s=[3, 4])
-    maps = helper.make_value_info("maps", helper.make_sequence_type_proto(helper.make_map_type_proto(
-        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None))))
-    graph = helper.make_graph([encode, probs, zipmap], "text", [helper.make_tensor_value_info("x", TensorProto.STRING, ["n"])],
-                              [helper.make_tensor_value_info("y", TensorProto.STRING, ["n"]), maps])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model = strings_and_maps_model()
     artifact = compiler.compile(model, tmp_path / "text.tilec")
     np.save(tmp_path / "x.npy", np.array(["bb", "a", "c"]))
     assert cli.main(["run", str(artifact), "--input", f"x={tmp_path / 'x.npy'}", "--threads", "1"]) == 0

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import compiler
 from runtime_stub import CorruptArtifactError, InferenceSession
 from runtime_stub.artifact import HEADER_SIZE, file_digest
+from helpers_onnx import strings_and_maps_model
 
 
 @pytest.fixture(scope="module")
@@ -226,15 +227,7 @@ def test_value_size_manifest_edits_are_refused(value_artifact: bytes, attack: st
 @pytest.fixture(scope="module")
 def text_artifact(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """LabelEncoder(x: string[n]) -> string[n] and a ZipMap'd [n, 2] probability output."""
-    encode = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "bb"],
-                              values_strings=["yes", "no"], default_string="?")
-    probs = helper.make_node("Constant", [], ["p"], value=numpy_helper.from_array(np.full((1, 2), 0.5, np.float32)))
-    zipmap = helper.make_node("ZipMap", ["p"], ["maps"], domain="ai.onnx.ml", classlabels_int64s=[3, 4])
-    maps = helper.make_value_info("maps", helper.make_sequence_type_proto(helper.make_map_type_proto(
-        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None))))
-    graph = helper.make_graph([encode, probs, zipmap], "text", [helper.make_tensor_value_info("x", TensorProto.STRING, ["n"])],
-                              [helper.make_tensor_value_info("y", TensorProto.STRING, ["n"]), maps])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model = strings_and_maps_model()
     return compiler.compile(model, tmp_path_factory.mktemp("integrity") / "text.tilec").read_bytes()
 
 
