@@ -210,6 +210,14 @@ def constant_storage(values: np.ndarray, dtype: DType) -> np.ndarray:
     return np.asarray(values).astype(dtype.numpy)
 
 
+def decoded_strings(values: object) -> np.ndarray:
+    """ONNX string data (UTF-8 bytes or str, as objects, nested lists or a scalar) as a numpy ``<U`` array of
+    the same shape."""
+    array = np.asarray(values, dtype=object)
+    text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+    return np.asarray(text, dtype=str).reshape(array.shape)
+
+
 def string_codes(strings: object) -> np.ndarray:
     """Strings (a nested list or array of ``str``) as a STRING constant: their code points on one more axis."""
     text = np.asarray(strings, dtype=str)

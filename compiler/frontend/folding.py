@@ -45,7 +45,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from compiler.dtypes import DType, string_codes
+from compiler.dtypes import DType, decoded_strings, string_codes
 from compiler.frontend.expand import expand_node
 from compiler.frontend.narrow_cast import NARROW_TARGETS, narrow_cast
 from compiler.frontend.loader import (
@@ -533,8 +533,7 @@ def ir_constant(array: np.ndarray) -> tuple[DType, np.ndarray]:
     if array.dtype == np.dtype(ml_dtypes.bfloat16):
         return DType.BF16, array.view(np.uint16)
     if array.dtype.kind in "OSU" and all(isinstance(v, (str, bytes)) for v in array.reshape(-1)):
-        text = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
-        return DType.STRING, string_codes(np.asarray(text, dtype=str).reshape(array.shape))
+        return DType.STRING, string_codes(decoded_strings(array))
     return DType.from_numpy(array.dtype), array
 
 

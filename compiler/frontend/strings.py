@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.dtypes import DType
+from compiler.dtypes import DType, decoded_strings
 from compiler.errors import ModelLoadError, UnsupportedOpError
 from compiler.graph.ir import Node, TensorType, Value
 from compiler.loopir.printer import format_size
@@ -125,12 +125,7 @@ def _strings(value: Any) -> list[str]:
     """The strings of an attribute (a list of str, a str, or a string tensor); none for other types."""
     if value is None:
         return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, bytes):
-        return [value.decode("utf-8")]
-    try:
-        items = list(value.reshape(-1)) if hasattr(value, "reshape") else list(value)
-    except TypeError:
-        return []
-    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in items if isinstance(s, (str, bytes))]
+    array = np.asarray(value, dtype=object).reshape(-1)
+    if not all(isinstance(v, (str, bytes)) for v in array):
+        return []  # a number tensor (values_tensor of ints)
+    return decoded_strings(array).tolist()

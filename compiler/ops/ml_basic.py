@@ -39,13 +39,13 @@ import math
 
 import numpy as np
 
-from compiler.dtypes import DType, string_codes
+from compiler.dtypes import DType, decoded_strings, string_codes
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, logical_and, max_, select
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.indexing import wrap_index
 from compiler.ops.registry import OpDef, defop
 from compiler.ops.shape import _unravel
-from compiler.ops.text import mismatches
+from compiler.ops.text import mismatches, strings_at
 
 _ML = "ai.onnx.ml"
 UNUSED = "_Unused"  # the schemas' default string value
@@ -136,20 +136,13 @@ def _positions(ctx: LoweringContext, x: Tensor, shape: tuple, keys: np.ndarray) 
 
 
 def _string_values(ctx: LoweringContext, shape: tuple, found: Tensor | None, values: np.ndarray) -> Tensor:
-    """The strings ``values[found]`` (``values[-1]``, the default, where ``found`` is -1), padded to the
-    output's code-point axis."""
-    chars = ctx.output_type(0).shape[-1]
-    codes = string_codes(values)
-    if not isinstance(chars, int) or codes.shape[1] > chars:
-        ctx.unsupported(f"the output holds {chars} code points per string, its values need {codes.shape[1]}")
-    table = ctx.add_constant(np.pad(codes, ((0, 0), (0, chars - codes.shape[1]))), "label_value_strings")
+    """The strings ``values[found]`` (``values[-1]``, the default, where ``found`` is -1)."""
     fallback = Const(len(values) - 1)
 
-    def code(i: Index) -> Expr:
-        row = fallback if found is None else select(compare("ge", found[i[:-1]], 0), found[i[:-1]], fallback)
-        return table[row, i[-1]]
+    def row(i: Index) -> Expr:
+        return fallback if found is None else select(compare("ge", found[i], 0), found[i], fallback)
 
-    return ctx.compute((*shape, chars), code, dtype=DType.U32, name="label_encoder_strings")
+    return strings_at(ctx, values, shape, row, "label_encoder_strings")
 
 
 def _label_tables(ctx: LoweringContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,10 +181,7 @@ def _table(ctx: LoweringContext, attrs: dict[str, type | None], what: str) -> np
 
 def _texts(array: np.ndarray) -> np.ndarray:
     """A string tensor attribute (ONNX's UTF-8 bytes, as objects) as ``<U``; any other array as it is."""
-    if array.dtype.kind in "OS":
-        return np.asarray([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)],
-                          dtype=str).reshape(array.shape)
-    return array
+    return decoded_strings(array) if array.dtype.kind in "OS" else array
 
 
 def one_hot_encoder(ctx: LoweringContext) -> list[Tensor]:

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler.dtypes import DType, string_codes
+from compiler.dtypes import DType
 from compiler.loopir.expr import Const, Expr, call, compare, const, select
 from compiler.ops.api import Index, LoweringContext, Tensor
+from compiler.ops.text import strings_at
 
 NONE, SOFTMAX, LOGISTIC, SOFTMAX_ZERO, PROBIT = range(5)
 _TRANSFORMS = {"NONE": NONE, "SOFTMAX": SOFTMAX, "LOGISTIC": LOGISTIC, "SOFTMAX_ZERO": SOFTMAX_ZERO, "PROBIT": PROBIT}
@@ -76,14 +77,12 @@ def named_labels(ctx: LoweringContext, label: Tensor, strings: str) -> Tensor:
     names = ctx.attr(strings)
     if names is None:
         return label
-    table = ctx.add_constant(string_codes(names), "ml_label_names")
     last = len(names) - 1
 
-    def code(i: Index) -> Expr:
-        position = label[i[:-1]]
-        return table[select(compare("gt", position, last), Const(last), position), i[-1]]
+    def row(i: Index) -> Expr:
+        return select(compare("gt", label[i], last), Const(last), label[i])
 
-    return ctx.compute((*label.shape, table.shape[1]), code, dtype=DType.U32, name="ml_label_name")
+    return strings_at(ctx, np.asarray(names, dtype=str), label.shape, row, "ml_label_name")
 
 
 def logistic(v: Expr) -> Expr:

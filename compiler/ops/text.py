@@ -1,4 +1,5 @@
-"""Strings in lowerings: comparing and joining code-point rows (Equal of strings, StringConcat).
+"""Strings in lowerings: comparing and joining code-point rows (Equal of strings, StringConcat), and string
+outputs gathered from compile-time tables (``strings_at``: class labels, LabelEncoder values).
 
 A string tensor reaches a lowering as a uint32 tensor with one more, last axis: each string's code points,
 zero-padded to that axis's length (``compiler/dtypes.py``), which is a size variable for a graph input's
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from compiler.dtypes import DType
+import numpy as np
+
+from compiler.dtypes import DType, string_codes
 from compiler.loopir.expr import Const, Expr, compare, const, max_, min_, select
 from compiler.loopir.sizes import Size, is_one
 from compiler.ops.api import Index, LoweringContext, Tensor, size_value
@@ -39,6 +42,18 @@ def mismatches(ctx: LoweringContext, shape: Sequence[Size], a: Tensor, a_at: Ind
     return ctx.reduce(shape, [b.shape[-1]], differs(b, b_at, a, a_at), "max",
                       epilogue=lambda acc, i: max_(acc, past_a[i]),
                       name=name, materialize=True)
+
+
+def strings_at(ctx: LoweringContext, strings: np.ndarray, shape: Sequence[Size], row: Callable[[Index], Expr],
+               name: str) -> Tensor:
+    """The node's string output 0, ``[shape]``: at each index the string ``strings[row(index)]`` of a compile-time
+    table, its code points padded to the output's code-point axis (``frontend/strings.output_chars``)."""
+    chars = ctx.output_type(0).shape[-1]
+    codes = string_codes(strings)
+    if not isinstance(chars, int) or codes.shape[1] > chars:
+        ctx.unsupported(f"the output holds {chars} code points per string, its strings need {codes.shape[1]}")
+    table = ctx.add_constant(np.pad(codes, ((0, 0), (0, chars - codes.shape[1]))), f"{name}_table")
+    return ctx.compute((*shape, chars), lambda i: table[row(i[:-1]), i[-1]], dtype=DType.U32, name=name)
 
 
 def _broadcast(ctx: LoweringContext, t: Tensor, out_shape: Sequence[Size]) -> IndexMap:
