@@ -190,7 +190,7 @@ def _lower(model: ModelSource, input_shapes, constant_inputs, dim_bounds, tgt, l
 def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool, signature: bytes) -> dict[str, bytes]:
     layout = RunLayout(tuple(program.sizes), program.workspace_size, tuple(program.slots),
                        tuple(tuple(v.shape) for v in program.outputs), tuple(program.constraints),
-                       tuple(program.conditions.items()))
+                       tuple(program.conditions.items()), tuple(program.loops))
     with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
         obj = compile_module(build_module(program.calls, tgt, profile=profile, signature=signature, layout=layout),
                              tgt, log.timings)

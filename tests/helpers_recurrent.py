@@ -15,10 +15,13 @@ T, B, I, H = 4, 3, 5, 6
 
 def recurrent_model(op: str, attrs: dict[str, Any], *, bias: bool = True, initial: bool = True,
                     lens: list[int] | None = None, peepholes: bool = False, layout: int = 0,
-                    opset: int = 17) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """One ``op`` node with every output; the same random data whatever the layout."""
+                    opset: int = 17, steps: int = T, batch: int = B,
+                    symbolic: bool = False) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """One ``op`` node with every output; the same random data whatever the layout. ``symbolic``: the
+    sequence and batch dims are declared as ``T`` and ``N`` (the feeds have ``steps`` and ``batch``)."""
     dirs = 2 if attrs.get("direction") == "bidirectional" else 1
     rng = np.random.default_rng(0)
+    T, B = steps, batch
     feeds = {"X": rng.standard_normal((T, B, I)).astype(np.float32)}
     inits = {"W": 0.5 * rng.standard_normal((dirs, GATES[op] * H, I)).astype(np.float32),
              "R": 0.5 * rng.standard_normal((dirs, GATES[op] * H, H)).astype(np.float32)}
@@ -42,11 +45,16 @@ def recurrent_model(op: str, attrs: dict[str, Any], *, bias: bool = True, initia
     if layout:
         feeds = {k: v.transpose(1, 0, 2) if k in ("X", "H0", "C0") else v for k, v in feeds.items()}
         attrs = {**attrs, "layout": 1}
+    if symbolic:
+        T, B = "T", "N"
     shapes = {"Y": [B, T, dirs, H] if layout else [T, dirs, B, H]}
     node = helper.make_node(op, names, outputs, name="rec", hidden_size=H, **attrs)
+    declared = {"X": [B, T, I] if layout else [T, B, I], "L": [B],
+                **{k: [B, dirs, H] if layout else [dirs, B, H] for k in ("H0", "C0")}}
     graph = helper.make_graph(
         [node], "g",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), declared[k])
+         for k, v in feeds.items()],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, shapes.get(o, [B, dirs, H] if layout else [dirs, B, H]))
          for o in outputs],
         [numpy_helper.from_array(v, k) for k, v in inits.items()])

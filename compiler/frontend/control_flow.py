@@ -1,4 +1,4 @@
-"""Control flow as plain nodes: ``If`` becomes a branch or a select, ``Scan`` and ``Loop`` are unrolled.
+"""Control flow as plain nodes: ``If`` becomes a branch or a select, ``Scan`` and ``Loop`` loops of the run.
 
 Contract of the expanders (called by :mod:`.expand` during folding, each
 emitting into a :class:`~compiler.frontend.rewrite.Builder` or raising
@@ -24,21 +24,27 @@ emitting into a :class:`~compiler.frontend.rewrite.Builder` or raising
   branches' nodes are recorded as speculative (``FoldedGraph.speculative``):
   they run whether taken or not, so their lowerings add no run-time checks.
   Sequence/optional outputs refuse.
-* ``Scan`` (opset 8 with its batch axis and ``sequence_lens``, opsets 9+ with
-  input/output axes and directions): the body inlined once per step of the
-  static sequence length, states chained, each step's input slices taken
-  with ``Gather`` and each scan output stacked with ``Unsqueeze``+``Concat``.
-  Opset 8 unrolls every batch entry too and needs ``sequence_lens`` absent or
-  constant and equal to the sequence length.
-* ``Loop``: unrolled ``M`` times when ``M`` is a compile-time constant and the
-  loop provably never stops early: the initial condition is absent or a
-  constant, and the body's condition output is its condition input (through
-  ``Identity``) or a constant true. Otherwise, where a scan output's type has
-  a static leading dimension N (declared by the model: inference cannot know
-  it), the loop is unrolled N times: like every other data-dependent size,
-  tilec trusts the model's declared shapes, and only N iterations produce
-  that type. Anything else with a run-time trip count or condition, an
-  unbounded loop, and sequence/optional loop values refuse.
+* ``Scan`` (opsets 9+, input/output axes and directions): the body once, as a
+  loop of the run over the sequence length, which may be symbolic
+  (:mod:`.run_loops`); or, where ``keeps_loop`` says so (a short static
+  length, or CUDA), inlined once per step, states chained, each step's input
+  slices taken with ``Gather`` and each scan output stacked with
+  ``Unsqueeze``+``Concat``. Opset 8, with its batch axis and
+  ``sequence_lens``, is always unrolled, per batch entry too, and needs
+  ``sequence_lens`` absent or constant and equal to the sequence length.
+* ``Loop``: unrolled ``M`` times when ``M`` is a short compile-time constant
+  (``keeps_loop``) and the loop provably never stops early (the initial
+  condition is absent or a constant, and the body's condition output is its
+  condition input, through ``Identity``, or a constant true), and also where
+  the body's shapes depend on the iteration number (a Slice from ``i``: its
+  buffers could not be sized once). Otherwise a loop of the run: ``M`` a
+  constant, a dim or a graph input read per run (a negative one runs no
+  iteration; without M the loop runs until its condition fails); a body
+  condition computed at run time becomes a carried bool state that the run
+  tests before each iteration, which only loops without scan outputs may
+  have (their length must be known before the run). A trip count computed
+  from tensor data, an unbounded loop that never stops, and sequence/optional
+  loop values refuse.
 
 Bodies read outer-scope values freely: those names are left as they are.
 """
@@ -53,11 +59,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from compiler.dtypes import DType
-from compiler.frontend.loader import infer_types, outer_names
+from compiler.frontend.loader import infer_types, node_reads, outer_names
+from compiler.frontend import symbolic
 from compiler.frontend.rewrite import Builder, NotExpandable, subgraph
+from compiler.frontend.run_loops import LoopBuilder, keeps_loop
 from compiler.graph.ir import PHI_DOMAIN
 from compiler.loopir.expr import Const, Expr, binary, compare, select, walk
-from compiler.loopir.sizes import ConditionVar, Size, ValueVar, negation, predicate, size_expr
+from compiler.loopir.printer import format_size
+from compiler.loopir.sizes import (VALUE_LIMIT, ConditionVar, Size, ValueVar, as_size, negation, predicate,
+                                   same_size, size_expr)
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -271,9 +281,9 @@ def expand_scan(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     num_outputs = len(body.output) - num_states
     _require_tensors(node, state, inputs)
     states, scans = inputs[:num_states], inputs[num_states:]
-    shapes = [_static_shape(state, x, "scan input") for x in scans]
     outs = list(node.output) + [""] * (len(body.output) - len(node.output))
     if batched:
+        shapes = [_static_shape(state, x, "scan input") for x in scans]
         steps = _common_length(s[1] for s in shapes)
         _check_sequence_lens(node, state, steps)
         plan = _ScanPlan(steps, [0] * num_scan, list(attrs.get("directions", [0] * num_scan)),
@@ -289,32 +299,56 @@ def expand_scan(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
             if out:
                 b.stack([results[k] for results in per_batch], 0, out)
         return
+    shapes = [_shape(state, x, "scan input") for x in scans]
+    for s in states:
+        _shape(state, s, "scan state")  # the states' buffers are sized before the loop
     in_axes = [_axis(a, len(s)) for a, s in zip(attrs.get("scan_input_axes", [0] * num_scan), shapes)]
     steps = _common_length(s[a] for s, a in zip(shapes, in_axes))
     plan = _ScanPlan(steps, in_axes, list(attrs.get("scan_input_directions", [0] * num_scan)),
                      list(attrs.get("scan_output_axes", [0] * num_outputs)),
                      list(attrs.get("scan_output_directions", [0] * num_outputs)))
+    if keeps_loop(steps, state):
+        _scan_loop(b, state, body, states, scans, plan, outs)
+        return
+    if not isinstance(steps, int):
+        raise NotExpandable("the sequence length is only known at run time and on this target tilec unrolls "
+                            "scans over static lengths only")
     _unroll_scan(b, body, states, scans, plan, outs)
+
+
+def _scan_loop(b: Builder, state: "FoldedGraph", body: onnx.GraphProto, states: list[str], scans: list[str],
+               plan: "_ScanPlan", outs: Sequence[str]) -> None:
+    """The body once, as a loop of the run over the steps (run_loops.py)."""
+    loop = LoopBuilder(b, state, plan.steps)
+    carried = [loop.carry(s) for s in states]
+    loop.begin()
+    bindings = {i.name: s for i, s in zip(body.input, carried)}
+    for i, x, axis, reverse in zip(body.input[len(states):], scans, plan.in_axes, plan.in_reverse):
+        bindings[i.name] = loop.scan_slice(x, axis, bool(reverse))
+    results = [b.fresh(f"state{k}_next") if k < len(states) else b.fresh(f"out{k - len(states)}_step")
+               for k in range(len(body.output))]
+    b.inline(body, bindings, results)
+    scanned = list(zip(results[len(states):], plan.out_axes, map(bool, plan.out_reverse)))
+    loop.end(results[:len(states)], scanned, outs)
 
 
 @dataclass
 class _ScanPlan:
-    """How one unrolled scan walks its inputs (axes, reversed or not) and stacks its outputs."""
+    """How a scan walks its inputs (axes, reversed or not) and stacks its outputs."""
 
-    steps: int
+    steps: Size
     in_axes: list[int]
     in_reverse: list[int]
     out_axes: list[int]
     out_reverse: list[int]
 
-    def __post_init__(self) -> None:
-        if self.steps == 0:
-            raise NotExpandable("the sequence length is 0; tilec does not build empty scan outputs")
 
 
 def _unroll_scan(b: Builder, body: onnx.GraphProto, states: list[str], scans: list[str], plan: _ScanPlan,
                  outs: Sequence[str]) -> None:
     """Inline ``body`` once per step; ``outs`` names the final states, then the stacked scan outputs."""
+    if plan.steps == 0:
+        raise NotExpandable("the sequence length is 0; tilec does not unroll into empty scan outputs")
     num_states = len(states)
     per_step: list[list[str]] = []
     for t in range(plan.steps):
@@ -343,11 +377,14 @@ def _check_sequence_lens(node: onnx.NodeProto, state: "FoldedGraph", steps: int)
                             f"{steps}; tilec unrolls equal-length sequences only")
 
 
-def _common_length(lengths: Iterable[int]) -> int:
-    distinct = set(lengths)
+def _common_length(lengths: Iterable[Size]) -> Size:
+    distinct: list[Size] = []
+    for n in lengths:
+        if not any(same_size(n, d) for d in distinct):
+            distinct.append(n)
     if len(distinct) != 1:
-        raise NotExpandable(f"the scan inputs have different sequence lengths {sorted(distinct)}")
-    return distinct.pop()
+        raise NotExpandable(f"the scan inputs have different sequence lengths {[format_size(d) for d in distinct]}")
+    return distinct[0]
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -364,7 +401,16 @@ def expand_loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     _require_tensors(node, state, carried)
     outs = list(node.output) + [""] * (len(body.output) - 1 - len(node.output))
     num_scan = len(outs) - len(carried)
-    steps = _static_trip_count(trip_count, cond, body, state)
+    try:
+        steps = _static_trip_count(trip_count, cond, body, state)
+    except NotExpandable:
+        if not state.read_values:
+            raise
+        _loop(node, state, b, body, outs)
+        return
+    if steps > 0 and keeps_loop(steps, state) and not _shapes_follow(body, body.input[0].name):
+        _loop(node, state, b, body, outs)
+        return
     if steps <= 0:
         if any(outs[len(carried):]):
             raise NotExpandable("the loop runs zero times; tilec does not build empty scan outputs")
@@ -385,6 +431,68 @@ def expand_loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     for k, out in enumerate(outs[len(carried):]):
         if out:
             b.stack([step[k] for step in per_step], 0, out)
+
+
+def _loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder, body: onnx.GraphProto, outs: list[str]) -> None:
+    """The body once, as a loop of the run (run_loops.py): M a size (a constant, a dim, a graph input read per
+    run); a condition that may turn false at run time becomes a carried bool state the run reads before each
+    iteration, for loops without scan outputs (their length would only be known after the run)."""
+    trip_count, cond = (list(node.input) + ["", ""])[:2]
+    carried = list(node.input[2:])
+    for v in carried:
+        _shape(state, v, "loop-carried value")  # the states' buffers are sized before the loop
+    if _shapes_follow(body, body.input[0].name):
+        raise NotExpandable("the body's shapes depend on the iteration number; tilec unrolls such loops, which "
+                            "needs a compile-time trip count",
+                            values=tuple(n for n in (trip_count, cond) if n and n not in state.constants))
+    body_keeps = _condition_stays_true(body, state)
+    # A body that passes its condition on runs all M iterations or, where the initial one is false, none.
+    initially = Const(True, DType.BOOL) if not cond else size_predicate(
+        cond, state, {o: n for n in state.nodes for o in n.output})
+    stays_true = body_keeps and initially is not None
+    trip = _size_scalar(trip_count, state) if trip_count else None
+    if trip_count and trip is None:
+        raise NotExpandable(f"the trip count M ('{trip_count}') is computed from tensor data; tilec runs loops "
+                            "whose trip count is a constant, a dim or a graph input", values=(trip_count,))
+    if trip is None and body_keeps:
+        raise NotExpandable("the loop has no trip count and its condition never turns false: it never ends")
+    scans = outs[len(carried):]
+    if not stays_true and len(body.output) > 1 + len(carried):
+        raise NotExpandable("the loop's condition is computed at run time and it has scan outputs, whose length "
+                            "tilec must know before the run; tilec runs such loops with loop-carried values only",
+                            values=(cond,) if cond and body_keeps else ())
+    # A negative M runs no iteration (and stacks no rows).
+    trip = VALUE_LIMIT if trip is None else as_size(binary("max", size_expr(trip), Const(0)))
+    if stays_true and initially is not None:
+        trip = as_size(select(initially, size_expr(trip), Const(0)))
+    loop = LoopBuilder(b, state, trip)
+    states = [loop.carry(v) for v in carried]
+    if not stays_true:
+        states.append(loop.carry(cond or b.const(np.array(True), "cond")))
+    loop.begin()
+    bindings = {body.input[0].name: loop.iteration(),
+                body.input[1].name: states[-1] if not stays_true else b.const(np.array(True), "cond")}
+    bindings.update((inp.name, v) for inp, v in zip(body.input[2:], states))
+    results = [b.fresh(f"cond_next")] + [b.fresh(f"v{k}_next") for k in range(len(carried))] \
+        + [b.fresh(f"scan{k}_step") for k in range(len(scans))]
+    b.inline(body, bindings, results)
+    updates = results[1:1 + len(carried)] + ([results[0]] if not stays_true else [])
+    finals = outs[:len(carried)] + ([""] if not stays_true else [])
+    loop.end(updates, [(v, 0, False) for v in results[1 + len(carried):]], finals + scans,
+             condition=None if stays_true else len(carried))
+
+
+def _shapes_follow(body: onnx.GraphProto, name: str) -> bool:
+    """Whether a shape-setting operand of a node in ``body`` (a Slice's starts) is computed from ``name``:
+    the body's buffers would then change size from one iteration to the next."""
+    derived = {name}
+    for node in body.node:
+        if not derived.isdisjoint(node_reads(node)):
+            positions = symbolic.SHAPE_OPERANDS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+            if any(k < len(node.input) and node.input[k] in derived for k in positions):
+                return True
+            derived.update(o for o in node.output if o)
+    return False
 
 
 def _static_trip_count(trip_count: str, cond: str, body: onnx.GraphProto, state: "FoldedGraph") -> int:
@@ -439,6 +547,14 @@ def _require_tensors(node: onnx.NodeProto, state: "FoldedGraph", names: Sequence
         if t is not None and t.WhichOneof("value") != "tensor_type":
             raise NotExpandable(f"'{name}' is a {t.WhichOneof('value')}; tilec unrolls {node.op_type} over "
                                 "tensors only")
+
+
+def _shape(state: "FoldedGraph", name: str, what: str) -> list[Size]:
+    shape = symbolic.shape_of(state.types.get(name), state.dims) if name not in state.constants \
+        else list(state.constants[name].shape)
+    if shape is None:
+        raise NotExpandable(f"the shape of {what} '{name}' is not known (yet)")
+    return shape
 
 
 def _static_shape(state: "FoldedGraph", name: str, what: str) -> tuple[int, ...]:

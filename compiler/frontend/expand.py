@@ -62,6 +62,10 @@ def expand_node(node: onnx.NodeProto, state: "FoldedGraph", names: NameSource) -
     if outer is not None:  # what a guarded node expands into runs under its guard (and its own, if nested)
         for n in builder.nodes:
             state.guards[n.name] = logical_and(outer, state.guards[n.name]) if n.name in state.guards else outer
+    around = state.in_loops.get(node.name)
+    if around is not None:  # what a body node expands into is in its loops too (and in its own, if a loop)
+        for n in builder.nodes:
+            state.in_loops[n.name] = around + state.in_loops.get(n.name, ())
     return builder.nodes
 
 

@@ -57,11 +57,12 @@ from compiler.frontend.loader import (
     opsets_of,
     outer_names,
 )
-from compiler.frontend import symbolic
+from compiler.frontend import run_loops, symbolic
 from compiler.frontend.rewrite import NameSource, all_names, has_subgraph
 from compiler.frontend.symbolic import SymbolicDims
 from compiler.graph.ir import PHI_DOMAIN, Graph, Node, Value
 from compiler.loopir.expr import Expr
+from compiler.loopir.run_loops import RunLoop
 from compiler.loopir.sizes import ValueSource, ValueVar, choose, same_size, size_prod
 
 #: Ops whose result differs per run: folding would freeze one sample.
@@ -100,6 +101,10 @@ class FoldedGraph:
     phis: dict[str, Expr] = field(default_factory=dict)
     # The data conditions those guards read (``ConditionVar``): one-element bool values computed in the run.
     conditions: set[str] = field(default_factory=set)
+    # Loops kept as loops of the run (run_loops.py) by name, and the loops around each body node, by node name
+    # (outermost first).
+    run_loops: dict[str, RunLoop] = field(default_factory=dict)
+    in_loops: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Whether run-time values steer the native code: small graph inputs that set shapes or pick an If's branch
     # are read as value sizes, and an If on a data condition runs only its taken branch (not so on CUDA).
     read_values: bool = True
@@ -122,8 +127,13 @@ class FoldedGraph:
                  for name, array in self.sizes.items()}
         values = {**self.constants, **self.sizes}
         self.types = infer_types(self.as_graph(), self.opsets, self.constants, typed,
-                                 lambda node, types: self._phi_types(node, types) if node.domain == PHI_DOMAIN
+                                 lambda node, types: self._tilec_types(node, types) if node.domain == PHI_DOMAIN
                                  else symbolic.output_types(node, self.dims, types, values))
+
+    def _tilec_types(self, node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
+        if node.op_type == "Phi":
+            return self._phi_types(node, types)
+        return run_loops.loop_node_types(node, self, types)
 
     def _phi_types(self, node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
         """A Phi's output: its inputs' element type, each dim ``select(predicate, then_dim, else_dim)``."""

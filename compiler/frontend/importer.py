@@ -38,8 +38,8 @@ from compiler.frontend import maps, strings
 from compiler.frontend.folding import FoldedGraph, ir_constant
 from compiler.frontend.loader import input_dim_names, normalize_domain, topological_sort
 from compiler.frontend.symbolic import SymbolicDims
-from compiler.graph.ir import Graph, Node, TensorType, Value
-from compiler.loopir.sizes import SizeRange, SizeVar
+from compiler.graph.ir import PHI_DOMAIN, Graph, Node, TensorType, Value
+from compiler.loopir.sizes import SizeRange, SizeVar, same_size
 
 
 #: No value may take more bytes: a user process of x86-64 or aarch64 Linux has 2^47 bytes of address space,
@@ -69,8 +69,24 @@ def import_graph(folded: FoldedGraph, dim_bounds: Mapping[str, SizeRange] | None
         if not outputs[k].dtype.is_float or len(outputs[k].shape) != 2 or outputs[k].shape[1] != len(keys):
             raise ShapeError(f"graph output '{outputs[k].name}': ZipMap takes a float [N, {len(keys)}] tensor for its "
                              f"{len(keys)} keys, got {outputs[k].type}")
-    return Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes, conditions,
-                 dict(folded.output_maps))
+    graph = Graph(folded.name or "main", nodes, inputs, outputs, dict(folded.opsets), sizes, conditions,
+                  dict(folded.output_maps))
+    graph.loops = {name: loop for name, loop in folded.run_loops.items() if any(name in n.loops for n in nodes)}
+    for node in nodes:
+        if node.op_type == "LoopEnd" and node.domain == PHI_DOMAIN:
+            _check_loop_states(node)
+    return graph
+
+
+def _check_loop_states(end: Node) -> None:
+    """A loop's state keeps its shape from one iteration to the next: its buffer is sized once."""
+    count = end.attrs["states"]
+    for k, (state, update) in enumerate(zip(end.inputs[:count], end.inputs[count:2 * count])):
+        if state.dtype is not update.dtype or len(state.shape) != len(update.shape) or not all(
+                same_size(a, b) for a, b in zip(state.shape, update.shape)):
+            raise ShapeError(f"loop-carried value {k} ('{state.name}') is {state.type} going into an iteration and "
+                             f"{update.type} coming out; tilec runs loops whose carried values keep their type "
+                             "and shape")
 
 
 def _size_ranges(inputs: Sequence[onnx.ValueInfoProto], dim_bounds: Mapping[str, SizeRange]) -> dict[str, SizeRange]:
@@ -224,6 +240,9 @@ def _import_node(proto: onnx.NodeProto, name: str, folded: FoldedGraph, values: 
                 speculative=proto.name in folded.speculative, guard=folded.guards.get(proto.name))
     if proto.name in folded.phis:
         node.attrs["predicate"] = folded.phis[proto.name]
+    node.loops = folded.in_loops.get(proto.name, ())
+    if domain == PHI_DOMAIN and "loop" in node.attrs:
+        node.attrs["run_loop"] = folded.run_loops[node.attrs["loop"]]
     reader = describe_node(proto.op_type, name, opset, domain)
     node.inputs = [None if not n else _lookup(n, folded, values, reader) for n in proto.input]
     strings.check_string_operands(node)

@@ -1,4 +1,4 @@
-"""RNN, GRU and LSTM as plain nodes, unrolled over the static sequence length.
+"""RNN, GRU and LSTM as plain nodes: a loop of the run over the steps, or unrolled where short.
 
 Contract of :func:`expand_recurrent` (called by :mod:`.expand` during folding):
 given an ``RNN``/``GRU``/``LSTM`` node whose X, W and R have static shapes, it
@@ -11,7 +11,10 @@ peepholes and ``input_forget``; ``initial_h``/``initial_c``; ``layout`` 0/1;
 any subset of the Y/Y_h/Y_c outputs).
 
 Per direction, ``X @ W^T + biases`` is one MatMul over every step; each step
-then adds ``H @ R^T`` and applies the gates. ``sequence_lens`` (constant or
+then adds ``H @ R^T`` and applies the gates: the step's nodes once, as the body
+of a loop of the run (:mod:`.run_loops`: the sequence length, and the batch,
+may be symbolic), or once per step where ``keeps_loop`` says to unroll (a short
+static sequence, or CUDA). ``sequence_lens`` (constant or
 not) masks the steps at or past each batch entry's length: the state stays as
 it was and Y is zero there, which for the reverse direction also makes each
 entry start at its own last step, as the spec requires. Weights that are
@@ -27,7 +30,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from compiler.frontend import symbolic
 from compiler.frontend.rewrite import Builder, NotExpandable
+from compiler.frontend.run_loops import LoopBuilder, keeps_loop
+from compiler.loopir.sizes import Size
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -57,7 +63,8 @@ def expand_recurrent(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> 
     attrs = {a.name: _attr(a) for a in node.attribute}
     x, w, r, bias, lens, h0, c0, peepholes = (list(node.input) + [""] * 8)[:8]
     y_out, yh_out, yc_out = (list(node.output) + [""] * 3)[:3]
-    x_shape, w_shape, r_shape = (_shape(state, v, label) for v, label in ((x, "X"), (w, "W"), (r, "R")))
+    w_shape, r_shape = (_shape(state, v, label) for v, label in ((w, "W"), (r, "R")))
+    x_shape = _input_shape(state, x)
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise NotExpandable(f"unknown direction '{direction}'")
@@ -73,12 +80,16 @@ def expand_recurrent(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> 
         h0 = h0 and b.transpose(h0, [1, 0, 2])
         c0 = c0 and b.transpose(c0, [1, 0, 2])
     steps, batch = (x_shape[1], x_shape[0]) if layout else x_shape[:2]
+    looped = keeps_loop(steps, state)
+    if not looped and not isinstance(steps, int):
+        raise NotExpandable("the sequence length is only known at run time and on this target tilec unrolls "
+                            "recurrences over a static sequence length only")
     if steps == 0:
         raise NotExpandable("the sequence length is 0")
     cell = _Cell(b, op, attrs, hidden, dtype)
     activations = _activations(op, attrs, dirs)
-    masks = _step_masks(b, state, lens, steps)
-    zeros = b.const(np.zeros((batch, hidden), dtype), "zeros")
+    lens64 = _lengths(b, state, lens, steps)
+    zeros = _zero_state(b, x, batch, hidden, dtype)
     y_parts, h_finals, c_finals = [], [], []
     for d in range(dirs):
         reverse = direction == "reverse" or d == 1
@@ -86,6 +97,14 @@ def expand_recurrent(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> 
         xw = weights.input_projection(x)
         h = b.gather(h0, d, 0) if h0 else zeros
         c = b.gather(c0, d, 0) if c0 else zeros
+        if looped:
+            h, c, y = _direction_loop(b, state, cell, weights, activations[d], (xw, h, c), lens64, steps, reverse)
+            y_parts.append(y)
+            h_finals.append(h)
+            c_finals.append(c)
+            continue
+        masks = None if lens64 is None else [
+            b.unsqueeze(b.op("Less", [b.const(np.array(t, np.int64), "step"), lens64]), [1]) for t in range(steps)]
         ys: dict[int, str] = {}
         for t in (reversed(range(steps)) if reverse else range(steps)):
             h_new, c_new = cell.step(weights, activations[d], b.gather(xw, t, 0), h, c)
@@ -234,12 +253,50 @@ def _activations(op: str, attrs: dict[str, Any], dirs: int) -> list[list[_Activa
     return [parsed[d * per_direction:(d + 1) * per_direction] for d in range(dirs)]
 
 
-def _step_masks(b: Builder, state: "FoldedGraph", lens: str, steps: int) -> list[str] | None:
-    """Per step, [batch, 1] booleans 'this step is within the entry's length'; None when every entry is full."""
+def _direction_loop(b: Builder, state: "FoldedGraph", cell: "_Cell", weights: _Weights, acts: list[_Activation],
+                    start: tuple[str, str, str], lens64: str | None, steps: Size,
+                    reverse: bool) -> tuple[str, str, str]:
+    """One direction as a loop of the run (run_loops.py) over the steps of ``xw`` (``start``: xw, h0, c0):
+    its final h and c, and Y ([steps, batch, hidden]), each step's row at its own position."""
+    xw, h0, c0 = start
+    loop = LoopBuilder(b, state, steps)
+    h = loop.carry(h0)
+    c = loop.carry(c0) if cell.op == "LSTM" else c0
+    loop.begin()
+    h_new, c_new = cell.step(weights, acts, loop.scan_slice(xw, 0, reverse), h, c)
+    y = h_new
+    if lens64 is not None:
+        mask = b.unsqueeze(b.op("Less", [loop.iteration(reverse), lens64]), [1])
+        h_new, y = b.op("Where", [mask, h_new, h]), b.op("Where", [mask, h_new, cell.zero])
+        c_new = b.op("Where", [mask, c_new, c]) if cell.op == "LSTM" else c_new
+    finals = [b.fresh("h_final")] + ([b.fresh("c_final")] if cell.op == "LSTM" else [])
+    ys = b.fresh("y")
+    loop.end([h_new] + ([c_new] if cell.op == "LSTM" else []), [(y, 0, reverse)], finals + [ys])
+    return finals[0], finals[1] if cell.op == "LSTM" else c0, ys
+
+
+def _lengths(b: Builder, state: "FoldedGraph", lens: str, steps: Size) -> str | None:
+    """``sequence_lens`` as int64, where some entry may be shorter than the sequence (else None)."""
     if not lens or (lens in state.constants and np.all(state.constants[lens] == steps)):
         return None
-    lens64 = b.op("Cast", [lens], to=onnx.TensorProto.INT64)
-    return [b.unsqueeze(b.op("Less", [b.const(np.array(t, np.int64), "step"), lens64]), [1]) for t in range(steps)]
+    return b.op("Cast", [lens], to=onnx.TensorProto.INT64)
+
+
+def _zero_state(b: Builder, x: str, batch: Size, hidden: int, dtype: np.dtype) -> str:
+    """The [batch, hidden] zeros a state starts from without an initial value (batch may be symbolic)."""
+    if isinstance(batch, int):
+        return b.const(np.zeros((batch, hidden), dtype), "zeros")
+    shape = b.concat([b.slice(b.op("Shape", [x]), 1, 2, 0), b.ints([hidden], "hidden")], 0)
+    return b.op("Expand", [b.const(np.zeros((1, hidden), dtype), "zeros"), shape])
+
+
+def _input_shape(state: "FoldedGraph", x: str) -> list[Size]:
+    """X's shape; its sequence and batch dims may be symbolic (a loop of the run steps over them)."""
+    shape = symbolic.shape_of(state.types.get(x), state.dims) if x and x not in state.constants else (
+        list(state.constants[x].shape) if x else None)
+    if shape is None or len(shape) != 3 or not isinstance(shape[2], int):
+        raise NotExpandable(f"the shape of X ('{x}') is not a rank-3 shape with a static input size (yet)")
+    return shape
 
 
 def _shape(state: "FoldedGraph", name: str, label: str) -> tuple[int, ...]:

@@ -23,12 +23,14 @@ from compiler.dtypes import DType
 from compiler.errors import describe_node
 from compiler.loopir.expr import Expr
 from compiler.loopir.printer import format_expr, format_size
+from compiler.loopir.run_loops import RunLoop
 from compiler.loopir.sizes import Size, SizeRange, size_nbytes, size_prod
 
 
 #: The domain of the nodes the frontend makes for tilec's own use: ``Phi(then, else)`` is the output of an If
 #: whose condition is known at run time (attribute ``predicate``): ``then`` where it holds, else ``else``,
-#: whose dims may differ (the Phi's are ``select(predicate, then_dim, else_dim)``).
+#: whose dims may differ (the Phi's are ``select(predicate, then_dim, else_dim)``). The nodes of a loop of
+#: the run (``compiler.ops.run_loop``: LoopState, LoopIteration, ScanSlice, LoopEnd) are in it too.
 PHI_DOMAIN = "tilec"
 
 
@@ -98,6 +100,9 @@ class Node:
     # Runs only where this predicate holds (an If branch under a run-time condition: an expression over size
     # variables and data conditions, ``sizes.ConditionVar``); None: always.
     guard: Expr | None = None
+    # The loops of the run around it (``Graph.loops`` names, outermost first): a body node of a Loop, Scan
+    # or recurrence kept as a loop runs once per iteration.
+    loops: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return describe_node(self.op_type, self.name, self.opset, self.domain)
@@ -128,6 +133,8 @@ class Graph:
     output_maps: dict[int, tuple[int | str, ...]] = field(default_factory=dict)
     # Inputs the run makes of a dict (DictVectorizer's): input name -> (the dict's name, "keys" or "values").
     input_maps: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The loops of the run (``Node.loops``) by name.
+    loops: dict[str, RunLoop] = field(default_factory=dict)
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def fresh_name(self, hint: str) -> str:
@@ -175,6 +182,7 @@ class Graph:
             args = ", ".join("_" if v is None else f"%{v.name}" for v in node.inputs)
             outs = ", ".join(repr(o) for o in node.outputs)
             when = f" when {format_expr(node.guard)}" if node.guard is not None else ""
+            when += f" in {'/'.join(node.loops)}" if node.loops else ""
             lines.append(f"  {outs} = {node.op_type}({args}){when}")
         lines.append(f"  return {', '.join('%' + v.name for v in self.outputs)}")
         return "\n".join(lines)

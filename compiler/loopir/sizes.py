@@ -41,6 +41,13 @@ class ValueVar(SizeVar):
 
 
 @dataclass(frozen=True)
+class IterVar(SizeVar):
+    """The counter of a loop of the run (``run_loops.RunLoop``, a Loop/Scan/recurrence kept as a loop):
+    ``tilec_run`` sets it before each iteration. Kernels of the loop's body read it like a dim (an index
+    offset: the step's slice of a scan input, its row of a scan output); no shape depends on it."""
+
+
+@dataclass(frozen=True)
 class ConditionVar(Var):
     """An If's condition computed from tensor data: the one-element bool value ``name`` (``Graph.conditions``),
     which ``tilec_run`` reads from its buffer after the kernel computing it and before the kernels it guards.

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from compiler.artifact.memory_plan import BufferLifetime, SymbolicSlot, plan_arena, plan_symbolic_slots
-from compiler.codegen.llvm.module import BufferRef, KernelCall
+from compiler.codegen.llvm.module import BufferRef, KernelCall, LoopSpan
 from compiler.codegen.target import Target
 from compiler.dtypes import DType, storage_bytes
 from compiler.errors import CompileError, ShapeError, UnsupportedOpError
@@ -40,8 +40,9 @@ from compiler.loopir.compute import Computation
 from compiler.loopir.expr import (Buffer, Const, Expr, Load, Var, binary, cast, compare, const, flat_index,
                                   logical_and, map_loads, select, substitute, walk)
 from compiler.loopir.printer import format_size
-from compiler.loopir.sizes import (ConditionVar, SizeConstraint, SizeRange, as_size, has_conditions, has_values,
-                                   negation, same_size, size_expr, size_nbytes)
+from compiler.loopir.run_loops import RunLoop
+from compiler.loopir.sizes import (ConditionVar, SizeConstraint, SizeRange, SizeVar, as_size, has_conditions,
+                                   has_values, negation, same_size, size_expr, size_nbytes, size_vars)
 from compiler.loopir.stmt import Kernel, Stmt, kernel_size_vars, loads_and_stores, seq
 from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
@@ -80,6 +81,8 @@ class Program:
     constraints: list[SizeConstraint] = field(default_factory=list)
     # Where the run reads each data condition of a run-time If (``ConditionVar`` in guards), by name.
     conditions: dict[str, BufferRef] = field(default_factory=dict)
+    # The loops of the run: which stretch of ``calls`` each repeats.
+    loops: list[LoopSpan] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +105,9 @@ class _State:
     checks: list[tuple[str, str]] = field(default_factory=list)  # (flag buffer, message), as LoweringContext.checks
     constraints: dict[tuple, SizeConstraint] = field(default_factory=dict)  # by (lhs, relation, rhs, when)
     conditions: dict[str, str] = field(default_factory=dict)  # data condition → its buffer
+    step_loops: dict[int, tuple[str, ...]] = field(default_factory=dict)  # step → the loops of the run around it
+    loop_ends: dict[str, Node] = field(default_factory=dict)  # loop name → its LoopEnd
+    loop_conditions: dict[str, str] = field(default_factory=dict)  # loop name → its condition state's buffer
 
 
 def _namer() -> Callable[[str], str]:
@@ -115,14 +121,22 @@ def _namer() -> Callable[[str], str]:
 
 
 def _kind(node: Node) -> str:
-    """How the fusion pass may group ``node`` (``OpDef.kind``; ``phi`` for a run-time If's output)."""
-    return "phi" if node.domain == PHI_DOMAIN else lookup(node.op_type, node.domain).kind
+    """How the fusion pass may group ``node`` (``OpDef.kind``; ``phi`` for a run-time If's output, ``loop_end``
+    for the last node of a loop's body)."""
+    if node.domain == PHI_DOMAIN and node.op_type in _DRIVER_NODES:
+        return _DRIVER_NODES[node.op_type]
+    return lookup(node.op_type, node.domain).kind
+
+
+#: The tilec nodes the driver lowers itself (they write buffers other nodes own), by the kind fusion sees.
+_DRIVER_NODES = {"Phi": "phi", "LoopEnd": "loop_end"}
 
 
 def check_supported(graph: Graph) -> None:
     """Refuse, all at once, nodes with no lowering (the frontend does this earlier for whole models)."""
     missing = sorted({"  " + n.describe() for n in graph.nodes
-                      if n.domain != PHI_DOMAIN and lookup(n.op_type, n.domain) is None})
+                      if not (n.domain == PHI_DOMAIN and n.op_type in _DRIVER_NODES)
+                      and lookup(n.op_type, n.domain) is None})
     if missing:
         raise UnsupportedOpError("unsupported operators:\n" + "\n".join(missing))
 
@@ -151,10 +165,12 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
         state.storage[name] = _Storage("weights", key=name)
     outputs = _output_buffers(graph, buffer_of, state)
     direct = _alias_phi_inputs(graph, buffer_of, state)
+    _alias_loop_states(graph, buffer_of, state)
     groups = fuse_groups(graph, _kind)
     for step, group in enumerate(groups):
         if progress:
             progress(f"lowering {step + 1}/{len(groups)}: {group.label}")
+        state.step_loops[step] = group.nodes[-1].loops
         # A view to a shape read at run time is a copy, whose lowering checks the element count per run.
         if group.kind == "view" and not any(has_values(d) for d in group.nodes[0].outputs[0].type.shape):
             node = group.nodes[0]
@@ -167,6 +183,9 @@ def lower_graph(graph: Graph, target: Target, progress: Callable[[str], None] | 
             continue
         if group.kind == "phi":
             _lower_phi(group.nodes[0], step, buffer_of, state, direct)
+            continue
+        if group.kind == "loop_end":
+            _lower_loop_end(group.nodes[0], step, buffer_of, state)
             continue
         _lower_group(group, step, buffer_of, state)
     for k, (value, copy_from) in enumerate(outputs):
@@ -239,7 +258,7 @@ def _alias_phi_inputs(graph: Graph, buffer_of: Callable[[Value], Buffer], state:
     kept = {id(v) for v in [*graph.outputs, *graph.conditions.values()]}
     direct: set[int] = set()
     for node in reversed(graph.nodes):
-        if node.domain != PHI_DOMAIN:
+        if node.domain != PHI_DOMAIN or node.op_type != "Phi":
             continue
         out = buffer_of(node.outputs[0])
         storage = state.storage.setdefault(out.name, _Storage("arena", key=out.name))
@@ -263,6 +282,57 @@ def _lower_phi(node: Node, step: int, buffer_of: Callable[[Value], Buffer], stat
             continue
         src = buffer_of(value)
         _emit_copy(src, replace(out, shape=src.shape), step, state, guard, state.names(f"{node.name}_{src.name}"))
+
+
+def _alias_loop_states(graph: Graph, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
+    """A loop's final state is its state's buffer after the last iteration: the two share storage (the
+    output slot, where the final state is a graph output)."""
+    for node in graph.nodes:
+        if node.domain != PHI_DOMAIN or node.op_type != "LoopEnd":
+            continue
+        loop = node.attrs["run_loop"]
+        state.loop_ends[loop.name] = node
+        count = node.attrs["states"]
+        if loop.condition is not None:
+            carried = [v for v in node.inputs[:count] if v.name == loop.condition]
+            if len(carried) != 1:
+                raise CompileError(f"loop {loop.name} has lost its condition state (a compiler bug)")
+            state.loop_conditions[loop.name] = buffer_of(carried[0]).name
+        for carried, final in zip(node.inputs[:count], node.outputs[:count]):
+            inner, outer = buffer_of(carried).name, buffer_of(final).name
+            if outer in state.storage:
+                state.storage[inner] = state.storage[outer]
+            else:
+                state.storage[outer] = state.storage.setdefault(inner, _Storage("arena", key=inner))
+
+
+def _lower_loop_end(node: Node, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
+    """The last kernel of an iteration: each scan value stored into its row of the stacked output, then each
+    state's buffer set to its update (all at once: an update that is another state is staged first)."""
+    loop, count = node.attrs["run_loop"], node.attrs["states"]
+    comps = []
+    for value, out, axis, reverse in zip(node.inputs[2 * count:], node.outputs[count:], node.attr("axes", []),
+                                         node.attr("reverse", [])):
+        src, dst = buffer_of(value), buffer_of(out)
+        axis %= len(dst.shape)
+        index = tuple(Var(f"l{k}") for k in range(len(dst.shape)))
+        comps.append(Computation(dst, index, Load(src, index[:axis] + index[axis + 1:]),
+                                 extents=tuple(1 if k == axis else d for k, d in enumerate(dst.shape)),
+                                 offsets=tuple(loop.position(bool(reverse)) if k == axis else 0
+                                               for k in range(len(dst.shape)))))
+    updates = [(buffer_of(v), buffer_of(u)) for v, u in zip(node.inputs[:count], node.inputs[count:2 * count])
+               if state.storage.get(buffer_of(u).name) is not state.storage[buffer_of(v).name]]
+    carried = [state.storage[dst.name] for dst, _ in updates]
+    staged: set[str] = set()
+    for k, (dst, src) in enumerate(updates):
+        if any(state.storage.get(src.name) is s for s in carried):
+            temp = Buffer(state.names(f"{dst.name}_next"), src.dtype, src.shape)
+            comps.append(_copy_computation(Tensor(src), temp))
+            updates[k] = (dst, temp)
+            staged.add(temp.name)
+    comps.extend(_copy_computation(Tensor(src), dst) for dst, src in updates)
+    if comps:
+        _add_kernel(comps, state.names(f"k_{node.name}"), "LoopEnd", step, state, staged, node.guard)
 
 
 def _lower_group(group: FusedGroup, step: int, buffer_of: Callable[[Value], Buffer], state: _State) -> None:
@@ -464,6 +534,8 @@ def _finish(graph: Graph, state: _State) -> Program:
     end = max((step for _, step in state.calls), default=0)
     for name, _ in state.checks:
         state.arena[state.storage[name].key][2] = end
+    spans = _loop_spans(graph, state)
+    _extend_over_loops(spans, state)
     lifetimes = [BufferLifetime(k, size, first, last) for k, (size, first, last) in sorted(state.arena.items())]
     plan = plan_arena([b for b in lifetimes if isinstance(b.size, int)])
     slots = plan_symbolic_slots([b for b in lifetimes if not isinstance(b.size, int)])
@@ -488,25 +560,65 @@ def _finish(graph: Graph, state: _State) -> Program:
 
     calls = []
     flags = {state.storage[name].key for name, _ in state.checks}
-    for kernel, _ in state.calls:
+    looped = {k for span in spans for k in range(span[1], span[2] + 1)}
+    for k, (kernel, _) in enumerate(state.calls):
         refs = [ref(b.name) for b in kernel.params]
-        # A skipped kernel's check flags must read 0 (the runtime reads every flag after the run).
-        clears = tuple(sorted({plan.offsets[state.storage[b.name].key] for b in kernel.params
-                               if state.storage[b.name].kind == "arena" and state.storage[b.name].key in flags}))
-        calls.append(KernelCall(kernel, tuple(refs), clears if kernel.guard is not None else ()))
+        written = tuple(sorted({plan.offsets[state.storage[b.name].key] for b in kernel.params
+                                if state.storage[b.name].kind == "arena" and state.storage[b.name].key in flags}))
+        # A skipped kernel's check flags must read 0 (the runtime reads every flag after the run); in a loop,
+        # the next iteration would overwrite a failed check, so the run stops there.
+        calls.append(KernelCall(kernel, tuple(refs), written if kernel.guard is not None else (),
+                                written if k in looped else ()))
     checks = [RunCheck(plan.offsets[state.storage[name].key], message) for name, message in state.checks]
+    loops = [LoopSpan(loop, first, last, None if condition is None else ref(condition), guard)
+             for loop, first, last, condition, guard in spans]
     return Program(calls, bytes(blob), plan.size, list(graph.inputs), list(graph.outputs), checks,
-                   _output_sources(graph, state), slots, dict(graph.sizes), list(state.constraints.values()),
-                   {name: ref(buffer) for name, buffer in state.conditions.items()})
+                   _output_sources(graph, state, spans), slots, dict(graph.sizes), list(state.constraints.values()),
+                   {name: ref(buffer) for name, buffer in state.conditions.items()}, loops)
 
 
-def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
+_Span = tuple[RunLoop, int, int, "str | None", "Expr | None"]  # loop, first and last call, condition, guard
+
+
+def _loop_spans(graph: Graph, state: _State) -> list[_Span]:
+    """Each loop of the run that has kernels: its stretch of calls (contiguous, as fusion keeps a body's
+    nodes together), the buffer of its condition state, and the guard it runs under (an If around it)."""
+    spans: list[_Span] = []
+    for name, loop in graph.loops.items():
+        inside = [k for k, (_, step) in enumerate(state.calls) if name in state.step_loops.get(step, ())]
+        if not inside:
+            continue
+        first, last = inside[0], inside[-1]
+        if inside != list(range(first, last + 1)):
+            raise CompileError(f"the kernels of loop {name} are not contiguous (a compiler bug)")
+        condition = state.loop_conditions.get(name)
+        if condition is not None:
+            # The run reads it before every iteration: live from its LoopState to the loop's end.
+            key = state.storage[condition].key
+            if key in state.arena:
+                state.arena[key][2] = max(state.arena[key][2], state.calls[last][1])
+        spans.append((loop, first, last, condition, state.loop_ends[name].guard))
+    return spans
+
+
+def _extend_over_loops(spans: list[_Span], state: _State) -> None:
+    """A buffer live across a loop's boundary is live over the whole loop: each iteration reads the
+    outer values and states again, and the stacked outputs fill up row by row (inner loops first)."""
+    for _, first, last, _, _ in sorted(spans, key=lambda s: s[2] - s[1]):
+        a, b = state.calls[first][1], state.calls[last][1]
+        for entry in state.arena.values():
+            if entry[1] <= b and entry[2] >= a and not (a <= entry[1] and entry[2] <= b):
+                entry[1], entry[2] = min(entry[1], a), max(entry[2], b)
+
+
+def _output_sources(graph: Graph, state: _State, spans: list[_Span]) -> list[tuple[int, ...]]:
     """Per graph output, the graph inputs whose run-time data reaches it through the kernels.
 
     A data-flow walk over the kernels in run order, at kernel granularity: everything a kernel stores
     depends on everything it loads (its global buffers, by storage, so views and their roots are one
     value), added to what the stored buffer already depended on (several kernels may write parts of
-    it), and on what its guard reads (a run-time If's condition: the taken branch depends on it). Weights
+    it), and on what its guard reads (a run-time If's condition: the taken branch depends on it) and what
+    decides how often it runs (a loop's trip count and condition state). Weights
     depend on nothing. Zero-element tensors carry no data: an empty input is no source and an empty output
     has none."""
     def where(name: str) -> tuple[str, int, str]:
@@ -518,8 +630,31 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
     position = {v.name: k for k, v in enumerate(graph.inputs)}
     # A value size is an input's data too: a kernel that reads one (Range's start, a Reduce's axes) reads it.
     value_input = {name: position[r.source.input] for name, r in graph.sizes.items() if r.source is not None}
-    for kernel, _ in state.calls:
+    # A loop's kernels read what decides how often they run.
+    steered: dict[int, list[SizeVar | str]] = {}
+    for loop, first, last, condition, _ in spans:
+        for k in range(first, last + 1):
+            steered.setdefault(k, []).extend([*size_vars(loop.trip), *([condition] if condition else [])])
+    # To a fixpoint: a loop's kernels read, in the next iteration, what later ones wrote.
+    changed = True
+    while changed:
+        changed = _propagate_sources(state, sources, value_input, where, steered)
+    return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel != 0 else ()
+            for k, v in enumerate(graph.outputs)]
+
+
+def _propagate_sources(state: _State, sources: dict[tuple[str, int, str], frozenset[int]],
+                       value_input: dict[str, int], where: Callable[[str], tuple[str, int, str]],
+                       steered: dict[int, list[SizeVar | str]]) -> bool:
+    """One pass of ``_output_sources``'s walk over the kernels; True if any buffer gained a source."""
+    changed = False
+    for k, (kernel, _) in enumerate(state.calls):
         read: set[int] = {value_input[v.name] for v in kernel_size_vars(kernel) if v.name in value_input}
+        for v in steered.get(k, ()):
+            if isinstance(v, str):
+                read |= sources.get(where(v), frozenset())
+            elif v.name in value_input:
+                read.add(value_input[v.name])
         # What a guarded kernel stores depends on what decided that it runs (a run-time If's condition).
         for v in walk(kernel.guard) if kernel.guard is not None else ():
             if isinstance(v, ConditionVar):
@@ -535,6 +670,8 @@ def _output_sources(graph: Graph, state: _State) -> list[tuple[int, ...]]:
             else:
                 read |= sources.get(where(buffer.name), frozenset())
         for place in written:
-            sources[place] = sources.get(place, frozenset()) | read
-    return [tuple(sorted(sources.get(("output", k, ""), ()))) if v.type.numel != 0 else ()
-            for k, v in enumerate(graph.outputs)]
+            before = sources.get(place, frozenset())
+            if not read <= before:
+                sources[place] = before | read
+                changed = True
+    return changed

@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 from compiler.errors import DataDependentError, UnsupportedOpError
 from compiler.frontend import load_graph
 from compiler.frontend.folding import graph_to_model
+from compiler.loopir.sizes import size_vars
 
 CONTROL_FLOW = {"If", "Loop", "Scan"}
 
@@ -171,25 +172,39 @@ def _refusal(model: onnx.ModelProto) -> str:
     return str(info.value)
 
 
-def test_loop_with_runtime_trip_count_names_it_and_constant_inputs_fix_it():
+def _run_loops(graph) -> list:
+    return [n for n in graph.nodes if n.op_type == "LoopEnd"]
+
+
+def test_loop_with_runtime_trip_count_stays_a_loop_and_a_constant_input_unrolls_it():
     body = _loop_body(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
     node = helper.make_node("Loop", ["m", "", "v0"], ["v"], name="loop", body=body)
     model = _model([node], [_i64("m", []), _f32("v0", [3]), _f32("x", [6, 3])], [_f32("v", [3])])
-    with pytest.raises(DataDependentError, match=r"Loop 'loop' \(opset 17\): the trip count M \('m'\) is only "
-                                                 "known at run time") as info:
-        load_graph(model, is_supported=lambda op, domain: op not in CONTROL_FLOW)
-    assert info.value.values == ("m",)
-    graph = load_graph(model, is_supported=lambda op, domain: op not in CONTROL_FLOW,
-                       constant_inputs={"m": np.array(2, np.int64)})
-    assert not any(n.op_type == "Loop" for n in graph.nodes)
+    graph = load_graph(model)
+    end, = _run_loops(graph)
+    # The trip count is read from the input per run (never below 0 iterations).
+    assert {v.name for v in size_vars(graph.loops[end.attrs["loop"]].trip)} == set(graph.sizes)
+    assert {n.op_type for n in graph.nodes}.isdisjoint(CONTROL_FLOW)
+    graph = load_graph(model, constant_inputs={"m": np.array(2, np.int64)})
+    assert not _run_loops(graph) and not any(n.op_type == "Loop" for n in graph.nodes)
 
 
-def test_loop_with_data_dependent_condition_is_refused():
-    body = _loop_body(helper.make_node("Less", ["i", "limit"], ["cond_out"]))
+def test_loop_with_data_dependent_condition_becomes_a_while_loop():
+    body = _loop_body(helper.make_node("Less", ["i", "limit"], ["cond_out"]), scan_output=False)
     inits = [numpy_helper.from_array(np.array(4, np.int64), "m"), numpy_helper.from_array(np.array(2, np.int64), "limit")]
     node = helper.make_node("Loop", ["m", "", "v0"], ["v"], name="loop", body=body)
     model = _model([node], [_f32("v0", [3]), _f32("x", [6, 3])], [_f32("v", [3])], inits)
-    assert "Loop 'loop' (opset 17): the body computes its condition output at run time" in _refusal(model)
+    end, = _run_loops(load_graph(model))
+    assert end.attrs["run_loop"].condition is not None
+
+
+def test_loop_with_data_dependent_condition_and_scan_outputs_is_refused():
+    body = _loop_body(helper.make_node("Less", ["i", "limit"], ["cond_out"]))
+    inits = [numpy_helper.from_array(np.array(4, np.int64), "m"), numpy_helper.from_array(np.array(2, np.int64), "limit")]
+    node = helper.make_node("Loop", ["m", "", "v0"], ["v", "twice"], name="loop", body=body)
+    model = _model([node], [_f32("v0", [3]), _f32("x", [6, 3])], [_f32("v", [3]), _f32("twice", [None, 3])], inits)
+    assert "Loop 'loop' (opset 17): the loop's condition is computed at run time and it has scan outputs" \
+        in _refusal(model)
 
 
 def test_loop_without_trip_count_or_stopping_condition_is_refused():

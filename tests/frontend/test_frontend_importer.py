@@ -73,7 +73,10 @@ def test_attributes_become_plain_python_values():
 
 def test_tensor_attribute_is_a_numpy_array():
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
-             # A Loop with a run-time trip count is not unrolled, so its GRAPH attribute reaches the IR.
+             # A Loop whose trip count is computed from tensor data is not expanded, so its GRAPH attribute
+             # reaches the IR.
+             helper.make_node("ArgMax", ["x"], ["argmax"], axis=0, keepdims=0),
+             helper.make_node("ReduceMax", ["argmax"], ["m"], keepdims=0),
              helper.make_node("Loop", ["m", "", "s"], ["z"], name="loop",
                               body=helper.make_graph(
                                   [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
@@ -88,7 +91,7 @@ def test_tensor_attribute_is_a_numpy_array():
     # ConstantOfShape on a run-time shape (value sizes) is not foldable, so its TENSOR attribute reaches the IR.
     nodes.append(helper.make_node("ConstantOfShape", ["shape_in"], ["filled"], name="fill",
                                   value=numpy_helper.from_array(np.array([3], np.int32))))
-    model = _model(nodes, [_f32("x", [2, 2]), helper.make_tensor_value_info("m", TensorProto.INT64, []), _f32("s", []),
+    model = _model(nodes, [_f32("x", [2, 2]), _f32("s", []),
                            helper.make_tensor_value_info("shape_in", TensorProto.INT64, [1])],
                    [_f32("eye", [2, 2]), _f32("z", []), helper.make_tensor_value_info("filled", TensorProto.INT32, ["k"])])
     graph = load_graph(model)

@@ -65,10 +65,20 @@ def test_constant_weights_fold_and_only_read_outputs_are_built():
     assert sum(n.op_type == "Concat" for n in graph.nodes) == 1
 
 
-def test_runtime_sequence_length_is_refused_with_the_reason():
+def test_runtime_sequence_length_becomes_one_loop_of_the_run_per_direction():
+    model, _ = recurrent_model("LSTM", {"direction": "bidirectional"}, symbolic=True)
+    graph = load_graph(model)
+    ends = [n for n in graph.nodes if n.op_type == "LoopEnd"]
+    assert len(ends) == 2 and len(graph.loops) == 2
+    # One step's gates, not one per step: a single recurrent MatMul per direction.
+    assert sum(n.op_type == "MatMul" and n.loops != () for n in graph.nodes) == 2
+
+
+def test_input_size_must_be_static():
     model, _ = recurrent_model("LSTM", {})
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "T"
-    with pytest.raises(UnsupportedOpError, match=r"LSTM 'rec' \(opset 17\): the shape of X \('X'\) is not a static"):
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "I"
+    with pytest.raises(UnsupportedOpError, match=r"LSTM 'rec' \(opset 17\): the shape of X \('X'\) is not a rank-3 "
+                                                 "shape with a static input size"):
         load_graph(model, is_supported=lambda op, domain: op not in GATES)
 
 

@@ -11,8 +11,10 @@ arithmetic is overflow-checked, and an overflow writes -1 first (the inputs ask
 for more than int64 sizes can address), a violated size constraint ``k``
 (``RunLayout.constraints``) ``-2 - k``, so ``tilec_run`` is only ever called
 with sizes that fit and that the kernels were built for. Kernels equal up to names
-(``canonical_kernel``: the same layer repeated) share one function. A kernel with a guard (a branch of a run-time If) is called only where the guard, a predicate over the
-dims, holds. ``tilec_signature()`` returns the
+(``canonical_kernel``: the same layer repeated) share one function. A kernel with a guard (a branch of a run-time If) is called only where the guard, a
+predicate over the dims, holds. A loop of the run (``LoopSpan``: a Loop, Scan or recurrence kept as a loop)
+repeats its stretch of calls, its counter stored in a copy of ``dims`` after the run's own sizes, where its
+body's kernels read it. ``tilec_signature()`` returns the
 ``signature`` bytes (runtime_stub/signature.py), NUL-terminated, for the runtime
 to hold against the manifest. With ``profile=True`` each call is
 bracketed by ``tilec_profile_begin`` / ``tilec_profile_end`` (support library), which
@@ -32,7 +34,8 @@ from compiler.codegen.llvm.types import I32, I64, PTR
 from compiler.codegen.target import Target
 from compiler.errors import ToolchainError
 from compiler.artifact.memory_plan import SymbolicSlot
-from compiler.loopir.expr import Binary, Const, Select
+from compiler.loopir.expr import Binary, Const, Expr, Select
+from compiler.loopir.run_loops import RunLoop
 from compiler.loopir.sizes import ConditionVar, Size, SizeConstraint, SizeVar
 from compiler.loopir.stmt import Kernel, canonical_kernel
 
@@ -54,6 +57,21 @@ class KernelCall:
     args: tuple[BufferRef, ...]
     # Workspace offsets of the check flags the kernel writes, zeroed where its guard skips it.
     clears: tuple[int, ...] = ()
+    # Those of a kernel in a loop of the run: the run stops where one is set (a later iteration would
+    # overwrite it); the runtime then reports it.
+    stops: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoopSpan:
+    """A loop of the run: ``tilec_run`` repeats ``calls[first..last]`` ``loop.trip`` times, while the bool
+    byte at ``condition`` (where given) holds, and not at all where ``guard`` does not."""
+
+    loop: RunLoop
+    first: int
+    last: int
+    condition: BufferRef | None = None
+    guard: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,7 @@ class RunLayout:
     constraints: tuple[SizeConstraint, ...] = ()
     # Where ``tilec_run`` reads the data conditions of guards (``ConditionVar``), by name.
     conditions: tuple[tuple[str, BufferRef], ...] = ()
+    loops: tuple[LoopSpan, ...] = ()
 
 
 def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
@@ -78,7 +97,9 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
     module.triple = target.triple
     _add_signature(module, signature)
     _add_sizes(module, layout)
-    emitter = ModuleEmitter(module, dims=layout.dims, features=target.features)
+    # A loop's counter is one more dim to its body's kernels, after the run's own.
+    counters = tuple(span.loop.name for span in layout.loops)
+    emitter = ModuleEmitter(module, dims=layout.dims + counters, features=target.features)
     # A kernel equal to an earlier one up to names (a repeated layer) calls that one's function.
     by_form: dict[Kernel, ir.Function] = {}
     functions = []
@@ -88,35 +109,128 @@ def build_module(calls: list[KernelCall], target: Target, name: str = "model", p
             by_form[form] = emitter.add_kernel(call.kernel)
         functions.append(by_form[form])
     run = ir.Function(module, ir.FunctionType(I32, [PTR] * 6), "tilec_run")
-    ctx, inputs, outputs, weights, workspace, dims = run.args
     b = ir.IRBuilder(run.append_basic_block("entry"))
-    sizes = _Sizes(b, dims, layout.dims)
+    run_args = tuple(run.args)
+    if counters:
+        run_args = run_args[:5] + (_dims_with_counters(b, run.args[5], len(layout.dims), len(counters)),)
+    sizes = _Sizes(b, run_args[5], layout.dims + counters)
     slot_offsets, _ = _slot_offsets(sizes, layout)
-    sizes.conditions = {name: _pointer(b, ref, run.args, slot_offsets) for name, ref in layout.conditions}
+    sizes.conditions = {name: _pointer(b, ref, run_args, slot_offsets) for name, ref in layout.conditions}
     profiling = None
     if profile:
         profiling = (emitter.declare("tilec_profile_begin", I64, [PTR]),
                      emitter.declare("tilec_profile_end", ir.VoidType(), [PTR, I32, I64]))
+    loops = _RunLoops(b, sizes, calls, run_args, slot_offsets, layout.loops, len(layout.dims))
     for k, (fn, call) in enumerate(zip(functions, calls)):
+        loops.enter(k)
         if call.kernel.guard is None:
-            _call(b, fn, call, k, run.args, slot_offsets, profiling)
-            continue
-        # A branch of a run-time If: called where its guard holds; elsewhere its check flags read 0.
-        with b.if_else(sizes.value(call.kernel.guard)) as (taken, skipped):
-            with taken:
-                _call(b, fn, call, k, run.args, slot_offsets, profiling)
-            with skipped:
-                for offset in call.clears:
-                    b.store(ir.Constant(ir.IntType(8), 0),
-                            b.gep(workspace, [ir.Constant(I64, offset)], source_etype=ir.IntType(8)))
+            _call(b, fn, call, k, run_args, slot_offsets, profiling)
+        else:
+            # A branch of a run-time If: called where its guard holds; elsewhere its check flags read 0.
+            with b.if_else(sizes.value(call.kernel.guard)) as (taken, skipped):
+                with taken:
+                    _call(b, fn, call, k, run_args, slot_offsets, profiling)
+                with skipped:
+                    for offset in call.clears:
+                        b.store(ir.Constant(ir.IntType(8), 0), _byte(b, run_args[4], offset))
+        loops.stop_on_failure(call.stops)
+        loops.leave(k)
     b.ret(ir.Constant(I32, 0))
     return module
+
+
+def _byte(b: ir.IRBuilder, base: ir.Value, offset: int) -> ir.Value:
+    return b.gep(base, [ir.Constant(I64, offset)], source_etype=ir.IntType(8))
+
+
+def _dims_with_counters(b: ir.IRBuilder, dims: ir.Value, count: int, counters: int) -> ir.Value:
+    """A copy of the run's dims with a slot for each loop counter after them (the caller's array is
+    read-only to the run)."""
+    local = b.alloca(I64, size=ir.Constant(I64, count + counters))
+    for k in range(count):
+        b.store(b.load(b.gep(dims, [ir.Constant(I64, k)], source_etype=I64), typ=I64),
+                b.gep(local, [ir.Constant(I64, k)]))
+    return local
+
+
+@dataclass
+class _RunLoops:
+    """Emits the loops of the run around ``tilec_run``'s calls: a counter per loop, its header's test
+    (counter < trip, the condition byte, the guard), the counter stored where its body's kernels read it;
+    the body's check flags cleared before the first iteration."""
+
+    b: ir.IRBuilder
+    sizes: "_Sizes"
+    calls: list[KernelCall]
+    run_args: tuple[ir.Value, ...]
+    slot_offsets: dict[str, ir.Value]
+    spans: tuple[LoopSpan, ...]
+    first_counter: int
+    open: list[tuple[LoopSpan, ir.Value, ir.Block, ir.Block]] = field(default_factory=list)
+    failed: ir.Block | None = None
+
+    def enter(self, k: int) -> None:
+        b = self.b
+        # Outer loops open first: of two spans starting here, the longer.
+        for span in sorted((s for s in self.spans if s.first == k), key=lambda s: -s.last):
+            slot = self.first_counter + self.spans.index(span)
+            with b.goto_entry_block():
+                counter = b.alloca(I64)
+            trip = self.sizes.value(span.loop.trip)
+            b.store(ir.Constant(I64, 0), counter)
+            # The body's check flags read 0 where it runs no iteration (the runtime reads every flag).
+            for call in self.calls[span.first:span.last + 1]:
+                for offset in call.stops:
+                    b.store(ir.Constant(ir.IntType(8), 0), _byte(b, self.run_args[4], offset))
+            header = b.append_basic_block(f"{span.loop.name}_header")
+            body = b.append_basic_block(f"{span.loop.name}_body")
+            done = b.append_basic_block(f"{span.loop.name}_done")
+            b.branch(header)
+            b.position_at_end(header)
+            i = b.load(counter, typ=I64)
+            go = b.icmp_signed("<", i, trip)
+            if span.condition is not None:
+                flag = b.load(_pointer(b, span.condition, self.run_args, self.slot_offsets), typ=ir.IntType(8))
+                go = b.and_(go, b.icmp_unsigned("!=", flag, ir.Constant(ir.IntType(8), 0)))
+            if span.guard is not None:
+                go = b.and_(go, self.sizes.value(span.guard))
+            b.cbranch(go, body, done)
+            b.position_at_end(body)
+            b.store(i, b.gep(self.sizes.dims, [ir.Constant(I64, slot)], source_etype=I64))
+            self.open.append((span, counter, header, done))
+
+    def leave(self, k: int) -> None:
+        b = self.b
+        while self.open and self.open[-1][0].last == k:
+            _, counter, header, done = self.open.pop()
+            b.store(b.add(b.load(counter, typ=I64), ir.Constant(I64, 1)), counter)
+            b.branch(header)
+            b.position_at_end(done)
+
+    def stop_on_failure(self, offsets: tuple[int, ...]) -> None:
+        """Return from the run where a check flag at ``offsets`` is set (the runtime reports it)."""
+        if not offsets:
+            return
+        b = self.b
+        workspace = self.run_args[4]
+        failed = b.icmp_unsigned("!=", b.load(_byte(b, workspace, offsets[0]), typ=ir.IntType(8)),
+                                 ir.Constant(ir.IntType(8), 0))
+        for offset in offsets[1:]:
+            failed = b.or_(failed, b.icmp_unsigned("!=", b.load(_byte(b, workspace, offset), typ=ir.IntType(8)),
+                                                   ir.Constant(ir.IntType(8), 0)))
+        if self.failed is None:
+            self.failed = b.function.append_basic_block("check_failed")
+            with b.goto_block(self.failed):
+                b.ret(ir.Constant(I32, 0))
+        go_on = b.append_basic_block("checked")
+        b.cbranch(failed, self.failed, go_on)
+        b.position_at_end(go_on)
 
 
 def _call(b: ir.IRBuilder, fn: ir.Function, call: KernelCall, k: int, run_args: tuple[ir.Value, ...],
           slot_offsets: dict[str, ir.Value], profiling: tuple[ir.Function, ir.Function] | None) -> None:
     """One kernel call of ``tilec_run``, bracketed by the profile calls (``profiling``: begin, end) if given."""
-    ctx, inputs, outputs, weights, workspace, dims = run_args
+    ctx, dims = run_args[0], run_args[5]
     if profiling is not None:
         started = b.call(profiling[0], [ctx])
     args = [ctx] + ([dims] if len(fn.args) == len(call.args) + 2 else [])

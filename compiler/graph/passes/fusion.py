@@ -8,7 +8,8 @@ lowering then inlines the elementwise work into the producer's store. View
 ops (Reshape & co.) stay alone: they produce no kernel at all; so does a
 ``phi`` (the output of a run-time If, whose copies the driver emits). Nodes
 with different guards (the branches of a run-time If) never share a group:
-a kernel runs or is skipped whole.
+a kernel runs or is skipped whole; nor do nodes in different loops of the run
+(a loop repeats whole kernels).
 
 A group runs at the position of its last node; every value a group reads from
 outside is produced before that, and its only visible output is the last
@@ -59,9 +60,9 @@ def _fusable_producer(node: Node, users: dict[int, list[Node]], outputs: set[int
         if value is None or value.producer is None or id(value) in outputs:
             continue
         group = group_of.get(id(value.producer))
-        if group is None or group.kind in ("view", "phi") or group.nodes[-1] is not value.producer:
+        if group is None or group.kind in ("view", "phi", "loop_end") or group.nodes[-1] is not value.producer:
             continue
-        if value.producer.guard != node.guard:
+        if value.producer.guard != node.guard or value.producer.loops != node.loops:
             continue
         if len(users.get(id(value), [])) != 1 or value.shape != out_shape:
             continue

@@ -35,12 +35,12 @@ _OPERANDS = {"MatMul": (0, 1), "Gemm": (0, 1), "Conv": (0, 1)}
 
 def contractions_in_bf16(graph: Graph) -> Graph:
     """Apply the bfloat16 rewrite (in place) and return ``graph``."""
-    rounded: dict[int, Value] = {}  # id(float32 value) -> its bfloat16 version
+    rounded: dict[tuple[int, tuple[str, ...]], Value] = {}  # (id(float32 value), loops) -> its bfloat16 version
     nodes: list[Node] = []
     for node in graph.nodes:
         if _takes_bf16(node):
             for k in _OPERANDS[node.op_type]:
-                node.inputs[k] = _converted(graph, node.inputs[k], DType.BF16, rounded, nodes)
+                node.inputs[k] = _converted(graph, node.inputs[k], DType.BF16, rounded, nodes, node.loops)
         nodes.append(node)
     graph.nodes = nodes
     return graph
@@ -48,31 +48,36 @@ def contractions_in_bf16(graph: Graph) -> Graph:
 
 def half_contractions_in_float32(graph: Graph) -> Graph:
     """Apply the float16 rewrite (in place) and return ``graph``."""
-    widened: dict[int, Value] = {}  # id(float16 value) -> its float32 version
+    widened: dict[tuple[int, tuple[str, ...]], Value] = {}  # (id(float16 value), loops) -> its float32 version
     nodes: list[Node] = []
     for node in graph.nodes:
         if not _takes_float32(node):
             nodes.append(node)
             continue
-        node.inputs = [None if v is None else _converted(graph, v, DType.F32, widened, nodes) for v in node.inputs]
+        node.inputs = [None if v is None else _converted(graph, v, DType.F32, widened, nodes, node.loops)
+                       for v in node.inputs]
         half = node.outputs[0]
         wide = Value(graph.fresh_name(f"{half.name}_f32"), TensorType(DType.F32, half.shape), producer=node)
         node.outputs[0] = wide
         nodes.append(node)
         narrow = Node("Cast", graph.fresh_name("to_f16"), [wide], [half], {"to": TensorProto.FLOAT16},
-                      opset=graph.opsets.get("", 0), guard=node.guard)
+                      opset=graph.opsets.get("", 0), guard=node.guard, loops=node.loops)
         half.producer = narrow
         nodes.append(narrow)
     graph.nodes = nodes
     return graph
 
 
-def _converted(graph: Graph, value: Value | None, dtype: DType, done: dict[int, Value], nodes: list[Node]) -> Value:
-    """``value`` in ``dtype``: a converted constant, or the output of one Cast appended to ``nodes``."""
+def _converted(graph: Graph, value: Value | None, dtype: DType, done: dict[tuple[int, tuple[str, ...]], Value],
+               nodes: list[Node], loops: tuple[str, ...]) -> Value:
+    """``value`` in ``dtype``: a converted constant, or the output of one Cast appended to ``nodes`` (one per
+    loop of the run its readers are in: a Cast in a loop's body is not computed where the loop runs no
+    iteration)."""
     assert value is not None
-    if id(value) not in done:
-        done[id(value)] = _constant(graph, value, dtype) if value.is_const else _cast(graph, value, dtype, nodes)
-    return done[id(value)]
+    key = (id(value), loops)
+    if key not in done:
+        done[key] = _constant(graph, value, dtype) if value.is_const else _cast(graph, value, dtype, nodes, loops)
+    return done[key]
 
 
 def _takes_bf16(node: Node) -> bool:
@@ -94,10 +99,11 @@ def _constant(graph: Graph, value: Value, dtype: DType) -> Value:
     return Value(graph.fresh_name(f"{value.name}_{dtype.value}"), TensorType(dtype, value.shape), const=array)
 
 
-def _cast(graph: Graph, value: Value, dtype: DType, nodes: list[Node]) -> Value:
+def _cast(graph: Graph, value: Value, dtype: DType, nodes: list[Node], loops: tuple[str, ...]) -> Value:
     out = Value(graph.fresh_name(f"{value.name}_{dtype.value}"), TensorType(dtype, value.shape))
     cast = Node("Cast", graph.fresh_name(f"to_{dtype.value}"), [value], [out], {"to": dtype.onnx},
-                opset=graph.opsets.get("", 0), guard=value.producer.guard if value.producer is not None else None)
+                opset=graph.opsets.get("", 0), guard=value.producer.guard if value.producer is not None else None,
+                loops=loops)
     out.producer = cast
     nodes.append(cast)
     return out
