@@ -95,6 +95,29 @@ def node_model(op_type: str, inputs: Sequence[str], feeds: Mapping[str, np.ndarr
 # --- compile cache ------------------------------------------------------------------------
 
 
+def f32(name: str, shape: Sequence[int | str | None]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
+
+
+def i64(name: str, shape: Sequence[int | str | None]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, onnx.TensorProto.INT64, shape)
+
+
+def bool_scalar(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, [])
+
+
+def model_of(nodes: Sequence[onnx.NodeProto], inputs: Sequence[onnx.ValueInfoProto],
+             outputs: Sequence[onnx.ValueInfoProto], inits: Sequence[onnx.TensorProto] = (),
+             opset: int = 17) -> onnx.ModelProto:
+    """A model of graph ``g`` with the given typed inputs and outputs (IR version 8, the default domain at
+    ``opset``)."""
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def default_cache_dir() -> pathlib.Path:
     """A per-process fallback cache (the conftest fixture gives a per-test-session one)."""
     path = pathlib.Path(tempfile.gettempdir()) / f"tilec-test-cache-{os.getpid()}"

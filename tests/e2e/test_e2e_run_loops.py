@@ -18,30 +18,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import compiler
 from compiler.frontend import load_graph
+from helpers_onnx import bool_scalar as _bool, f32 as _f32, i64 as _i64, model_of as _model
 from helpers_recurrent import recurrent_model
 from runtime_stub import InferenceSession
 from runtime_stub.errors import InvalidInputError
 
 RTOL = 1e-4
-
-
-def _f32(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-
-def _i64(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
-
-
-def _bool(name):
-    return helper.make_tensor_value_info(name, TensorProto.BOOL, [])
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
-    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
-                              opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def _compiled(model: onnx.ModelProto, tmp_path: pathlib.Path, **options) -> InferenceSession:

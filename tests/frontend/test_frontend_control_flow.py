@@ -14,31 +14,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from compiler.errors import DataDependentError, UnsupportedOpError
+from compiler.errors import UnsupportedOpError
 from compiler.frontend import load_graph
 from compiler.frontend.folding import graph_to_model
 from compiler.loopir.sizes import size_vars
+from helpers_onnx import bool_scalar as _bool, f32 as _f32, i64 as _i64, model_of as _model
 
 CONTROL_FLOW = {"If", "Loop", "Scan"}
-
-
-def _f32(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-
-def _i64(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
-
-
-def _bool(name):
-    return helper.make_tensor_value_info(name, TensorProto.BOOL, [])
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
-    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
-                              opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def _check_unrolled(model: onnx.ModelProto, feeds: dict[str, np.ndarray], oracle: str = "onnxruntime") -> None:
