@@ -473,7 +473,7 @@ def _loop(node: onnx.NodeProto, state: "FoldedGraph", b: Builder, body: onnx.Gra
     bindings = {body.input[0].name: loop.iteration(),
                 body.input[1].name: states[-1] if not stays_true else b.const(np.array(True), "cond")}
     bindings.update((inp.name, v) for inp, v in zip(body.input[2:], states))
-    results = [b.fresh(f"cond_next")] + [b.fresh(f"v{k}_next") for k in range(len(carried))] \
+    results = [b.fresh("cond_next")] + [b.fresh(f"v{k}_next") for k in range(len(carried))] \
         + [b.fresh(f"scan{k}_step") for k in range(len(scans))]
     b.inline(body, bindings, results)
     updates = results[1:1 + len(carried)] + ([results[0]] if not stays_true else [])
@@ -550,8 +550,7 @@ def _require_tensors(node: onnx.NodeProto, state: "FoldedGraph", names: Sequence
 
 
 def _shape(state: "FoldedGraph", name: str, what: str) -> list[Size]:
-    shape = symbolic.shape_of(state.types.get(name), state.dims) if name not in state.constants \
-        else list(state.constants[name].shape)
+    shape = state.symbolic_shape(name)
     if shape is None:
         raise NotExpandable(f"the shape of {what} '{name}' is not known (yet)")
     return shape

@@ -63,7 +63,7 @@ from compiler.frontend.symbolic import SymbolicDims
 from compiler.graph.ir import PHI_DOMAIN, Graph, Node, Value
 from compiler.loopir.expr import Expr
 from compiler.loopir.run_loops import RunLoop
-from compiler.loopir.sizes import ValueSource, ValueVar, choose, same_size, size_prod
+from compiler.loopir.sizes import Size, ValueSource, ValueVar, choose, same_size, size_prod
 
 #: Ops whose result differs per run: folding would freeze one sample.
 RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -173,6 +173,12 @@ class FoldedGraph:
             return tuple(self.constants[name].shape)
         t = self.types.get(name)
         return static_shape(t) if t is not None else None
+
+    def symbolic_shape(self, name: str) -> list[Size] | None:
+        """A value's shape, its dims ints or size expressions; None while it is not known."""
+        if name in self.constants:
+            return list(self.constants[name].shape)
+        return symbolic.shape_of(self.types.get(name), self.dims)
 
     def element_type(self, name: str) -> np.dtype | None:
         """The numpy dtype of a value (a constant's, or the inferred one); None where it is not known."""

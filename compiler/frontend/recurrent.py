@@ -30,7 +30,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from compiler.frontend import symbolic
 from compiler.frontend.rewrite import Builder, NotExpandable
 from compiler.frontend.run_loops import LoopBuilder, keeps_loop
 from compiler.loopir.sizes import Size
@@ -292,8 +291,7 @@ def _zero_state(b: Builder, x: str, batch: Size, hidden: int, dtype: np.dtype) -
 
 def _input_shape(state: "FoldedGraph", x: str) -> list[Size]:
     """X's shape; its sequence and batch dims may be symbolic (a loop of the run steps over them)."""
-    shape = symbolic.shape_of(state.types.get(x), state.dims) if x and x not in state.constants else (
-        list(state.constants[x].shape) if x else None)
+    shape = state.symbolic_shape(x) if x else None
     if shape is None or len(shape) != 3 or not isinstance(shape[2], int):
         raise NotExpandable(f"the shape of X ('{x}') is not a rank-3 shape with a static input size (yet)")
     return shape

@@ -50,7 +50,7 @@ def _rewrite(graph: Graph, matmul: Node) -> list[Node] | None:
         return None
     rows, depth = a.shape[2], a.shape[3]
     keep = dict(guard=matmul.guard, loops=matmul.loops, opset=matmul.opset)
-    grouped = _view(graph, a, (batch, kv, size_mul(groups, rows), depth), matmul, keep)
+    grouped = _view(graph, a, (batch, kv, size_mul(groups, rows), depth), keep)
     new: list[Node] = [grouped.producer]
     operand = x
     if transposed is not None:
@@ -91,7 +91,7 @@ def _repeated(value: Value) -> tuple[Value, Size] | None:
     return x, groups
 
 
-def _view(graph: Graph, value: Value, shape: tuple[Size, ...], reader: Node, keep: dict) -> Value:
+def _view(graph: Graph, value: Value, shape: tuple[Size, ...], keep: dict) -> Value:
     out = Value(graph.fresh_name(f"{value.name}_grouped"), TensorType(value.dtype, shape))
     out.producer = Node("Reshape", graph.fresh_name("group_heads"), [value, _shape_const(graph, shape)], [out], **keep)
     return out
