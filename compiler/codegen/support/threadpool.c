@@ -26,9 +26,17 @@
  * in the word makes a late worker's claim for a finished job fail instead of running
  * the next job's chunks with stale arguments. Each finished chunk decrements
  * `remaining`; the one that reaches 0 signals `done`, which the caller waits for only
- * while chunks that others claimed are still running. Workers spin on `generation` for
- * a bounded number of iterations (fork latency of a few hundred nanoseconds between
- * back-to-back kernels), then sleep on `wake`.
+ * while chunks that others claimed are still running.
+ *
+ * Waking: workers spin on `generation` for TILEC_SPIN_NS after their last chunk (a fork
+ * costs a few hundred nanoseconds between back-to-back kernels), then sleep on `wake`.
+ * Bumping `generation` reaches the spinning workers only; the sleeping ones are woken by
+ * the caller after its first chunk, and only when what is left of the job (its chunks
+ * still unclaimed times the caller's time per chunk) exceeds what a wake-up has cost
+ * the caller so far (`wake_ns`, a running mean). A wake-up is a futex call that, on a
+ * virtual machine whose other vCPU is halted, has been measured to hold the caller for
+ * 130-190 us, longer than most kernels of a decoding step: waking for every small kernel
+ * made a 2-thread region 10x slower than the caller alone.
  *
  * Only libc + pthreads + C11 atomics, so it builds with `zig cc` for every Linux target.
  */
@@ -44,8 +52,11 @@
 #define TILEC_ABI_VERSION 3
 /* Upper bound on threads: protects against absurd requests, not a tuning knob. */
 #define TILEC_MAX_THREADS 1024
-/* Spin iterations before sleeping; with a pause instruction this is roughly 50-500 us. */
-#define TILEC_SPIN_ITERATIONS 4096
+/* How long a worker spins for the next job before sleeping, and how often it reads the clock. */
+#define TILEC_SPIN_NS 300000
+#define TILEC_SPIN_CHECK_EVERY 64
+/* The cost of a wake-up assumed before one was measured (bare metal: a few us). */
+#define TILEC_WAKE_NS_INITIAL 20000
 /* Chunks per thread: enough to rebalance when a thread starts late, few enough that the
    per-chunk call stays negligible. At most 0xFFFF chunks fit the claim word. */
 #define TILEC_CHUNKS_PER_THREAD 4
@@ -67,7 +78,11 @@ struct tilec_context {
     pthread_mutex_t mutex;
     pthread_cond_t wake; /* workers sleep here waiting for a new generation */
     pthread_cond_t done; /* the caller sleeps here waiting for remaining == 0 */
-    int32_t sleepers;    /* workers blocked on `wake`, guarded by mutex */
+    _Atomic int32_t sleepers; /* workers blocked on `wake`, changed under mutex */
+    /* The caller's alone (so are the jobs): */
+    int64_t wake_ns;          /* running mean of what waking the sleepers cost the caller */
+    int64_t alone_ns;         /* time the caller ran jobs alone since the workers slept */
+    int64_t last_job_end_ns;
 
     /* The current job: written by the caller before the release-store of generation. */
     tilec_body_fn fn;
@@ -96,45 +111,98 @@ static inline void tilec_cpu_relax(void) {
 #endif
 }
 
-/* Claim and run chunks of job `job` until none is left. */
-static void tilec_work(tilec_context *ctx, uint32_t job) {
+static int64_t tilec_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Claim the next chunk of job `job`: its number, or -1 when none is left. `*unclaimed`
+   receives how many chunks are left after it. */
+static int64_t tilec_claim(tilec_context *ctx, uint32_t job, int64_t *unclaimed) {
     uint64_t word = atomic_load_explicit(&ctx->claim, memory_order_acquire);
     for (;;) {
         uint64_t next = (word >> 16) & 0xFFFF, parts = word & 0xFFFF;
-        if ((uint32_t)(word >> 32) != job || next >= parts) return;
-        if (!atomic_compare_exchange_weak_explicit(&ctx->claim, &word, word + (1u << 16),
-                                                   memory_order_acq_rel, memory_order_acquire))
-            continue; /* word now holds the current value: retry with it */
-        /* The job cannot finish while this chunk is unfinished, so its fields are stable. */
-        int64_t begin = (int64_t)next * ctx->chunk;
-        int64_t end = begin + ctx->chunk;
-        if (end > ctx->n) end = ctx->n;
-        if (begin < end) ctx->fn(ctx->closure, begin, end);
-        if (atomic_fetch_sub_explicit(&ctx->remaining, 1, memory_order_acq_rel) == 1) {
-            /* Last chunk done: the mutex orders this signal after the caller's check. */
-            pthread_mutex_lock(&ctx->mutex);
-            pthread_cond_signal(&ctx->done);
-            pthread_mutex_unlock(&ctx->mutex);
+        if ((uint32_t)(word >> 32) != job || next >= parts) return -1;
+        if (atomic_compare_exchange_weak_explicit(&ctx->claim, &word, word + (1u << 16),
+                                                  memory_order_acq_rel, memory_order_acquire)) {
+            *unclaimed = (int64_t)(parts - next - 1);
+            return (int64_t)next;
         }
-        word = atomic_load_explicit(&ctx->claim, memory_order_acquire);
+        /* word now holds the current value: retry with it */
     }
+}
+
+/* Run chunk `next` of the current job and count it done. */
+static void tilec_run_chunk(tilec_context *ctx, int64_t next) {
+    /* The job cannot finish while this chunk is unfinished, so its fields are stable. */
+    int64_t begin = next * ctx->chunk;
+    int64_t end = begin + ctx->chunk;
+    if (end > ctx->n) end = ctx->n;
+    if (begin < end) ctx->fn(ctx->closure, begin, end);
+    if (atomic_fetch_sub_explicit(&ctx->remaining, 1, memory_order_acq_rel) == 1) {
+        /* Last chunk done: the mutex orders this signal after the caller's check. */
+        pthread_mutex_lock(&ctx->mutex);
+        pthread_cond_signal(&ctx->done);
+        pthread_mutex_unlock(&ctx->mutex);
+    }
+}
+
+/* A worker: claim and run chunks of job `job` until none is left. */
+static void tilec_work(tilec_context *ctx, uint32_t job) {
+    int64_t next, unclaimed;
+    while ((next = tilec_claim(ctx, job, &unclaimed)) >= 0) tilec_run_chunk(ctx, next);
+}
+
+/* Wake the sleeping workers (for the current job, or for shutdown). */
+static void tilec_wake(tilec_context *ctx) {
+    pthread_mutex_lock(&ctx->mutex);
+    pthread_cond_broadcast(&ctx->wake);
+    pthread_mutex_unlock(&ctx->mutex);
+}
+
+/* The caller: claim and run chunks of job `job` until none is left. Sleeping workers are
+   woken once, after a chunk, when the work the caller has done alone lately (this job's
+   chunks so far and those left, and earlier jobs that came without a gap a worker would
+   sleep through) exceeds what a wake-up costs: one wake-up then serves a stream of small
+   kernels, and a lone small kernel runs on the caller. */
+static void tilec_lead(tilec_context *ctx, uint32_t job) {
+    int64_t start = tilec_now_ns(), now = start, ran = 0, next, unclaimed;
+    int woken = 0;
+    if (start - ctx->last_job_end_ns > TILEC_SPIN_NS) ctx->alone_ns = 0;
+    while ((next = tilec_claim(ctx, job, &unclaimed)) >= 0) {
+        tilec_run_chunk(ctx, next);
+        ++ran;
+        /* seq_cst: either this load sees a worker about to sleep, or that worker sees the
+           new generation; missing one only costs speed, the caller runs every chunk left. */
+        if (woken || unclaimed == 0 || atomic_load(&ctx->sleepers) == 0) continue;
+        now = tilec_now_ns();
+        if (ctx->alone_ns + (now - start) / ran * (ran + unclaimed) <= ctx->wake_ns) continue;
+        tilec_wake(ctx);
+        int64_t after = tilec_now_ns();
+        ctx->wake_ns += (after - now - ctx->wake_ns) / 4;
+        woken = 1;
+    }
+    ctx->last_job_end_ns = tilec_now_ns();
+    ctx->alone_ns = woken || atomic_load(&ctx->sleepers) == 0 ? 0 : ctx->alone_ns + ctx->last_job_end_ns - start;
 }
 
 /* Wait until generation differs from `seen`; returns the new generation. */
 static uint64_t tilec_wait_for_job(tilec_context *ctx, uint64_t seen) {
-    for (int i = 0; i < TILEC_SPIN_ITERATIONS; ++i) {
+    int64_t deadline = tilec_now_ns() + TILEC_SPIN_NS;
+    for (int i = 1;; ++i) {
         uint64_t gen = atomic_load_explicit(&ctx->generation, memory_order_acquire);
         if (gen != seen) return gen;
+        if (i % TILEC_SPIN_CHECK_EVERY == 0 && tilec_now_ns() > deadline) break;
         tilec_cpu_relax();
     }
     pthread_mutex_lock(&ctx->mutex);
     uint64_t gen;
-    /* Checked under the mutex the caller holds while bumping, so no wake-up is lost. */
-    while ((gen = atomic_load_explicit(&ctx->generation, memory_order_acquire)) == seen) {
-        ctx->sleepers++;
-        pthread_cond_wait(&ctx->wake, &ctx->mutex);
-        ctx->sleepers--;
-    }
+    atomic_fetch_add(&ctx->sleepers, 1);
+    /* A job published without a wake-up (too small to pay for one) is not waited for:
+       the caller runs it; this worker sleeps until a wake-up names a newer generation. */
+    while ((gen = atomic_load(&ctx->generation)) == seen) pthread_cond_wait(&ctx->wake, &ctx->mutex);
+    atomic_fetch_sub(&ctx->sleepers, 1);
     pthread_mutex_unlock(&ctx->mutex);
     return gen;
 }
@@ -152,8 +220,10 @@ static void *tilec_worker_main(void *arg) {
 
 /* Wait for the chunks other threads claimed and are still running. */
 static void tilec_wait_for_chunks(tilec_context *ctx) {
-    for (int i = 0; i < TILEC_SPIN_ITERATIONS; ++i) {
+    int64_t deadline = tilec_now_ns() + TILEC_SPIN_NS;
+    for (int i = 1;; ++i) {
         if (atomic_load_explicit(&ctx->remaining, memory_order_acquire) == 0) return;
+        if (i % TILEC_SPIN_CHECK_EVERY == 0 && tilec_now_ns() > deadline) break;
         tilec_cpu_relax();
     }
     pthread_mutex_lock(&ctx->mutex);
@@ -162,17 +232,10 @@ static void tilec_wait_for_chunks(tilec_context *ctx) {
     pthread_mutex_unlock(&ctx->mutex);
 }
 
-/* Wake every worker for job number `job`, already stored in ctx (or for shutdown). */
-static void tilec_publish(tilec_context *ctx, uint32_t job) {
-    pthread_mutex_lock(&ctx->mutex);
-    atomic_store_explicit(&ctx->generation, job, memory_order_release);
-    if (ctx->sleepers > 0) pthread_cond_broadcast(&ctx->wake);
-    pthread_mutex_unlock(&ctx->mutex);
-}
-
 static void tilec_stop_workers(tilec_context *ctx, int32_t started) {
     atomic_store_explicit(&ctx->stop, 1, memory_order_release);
-    tilec_publish(ctx, ++ctx->jobs);
+    atomic_store(&ctx->generation, ++ctx->jobs);
+    tilec_wake(ctx);
     for (int32_t i = 0; i < started; ++i) pthread_join(ctx->workers[i].thread, NULL);
 }
 
@@ -193,6 +256,8 @@ void *tilec_create(int32_t num_threads) {
     atomic_init(&ctx->remaining, 0);
     atomic_init(&ctx->busy, 0);
     atomic_init(&ctx->stop, 0);
+    atomic_init(&ctx->sleepers, 0);
+    ctx->wake_ns = TILEC_WAKE_NS_INITIAL;
     if (pthread_mutex_init(&ctx->mutex, NULL) != 0) goto fail_mutex;
     if (pthread_cond_init(&ctx->wake, NULL) != 0) goto fail_wake;
     if (pthread_cond_init(&ctx->done, NULL) != 0) goto fail_done;
@@ -263,8 +328,8 @@ void tilec_parallel_for(void *opaque, tilec_body_fn fn, void *closure, int64_t n
     ctx->chunk = chunk;
     atomic_store_explicit(&ctx->remaining, (int64_t)parts, memory_order_relaxed);
     atomic_store_explicit(&ctx->claim, ((uint64_t)job << 32) | parts, memory_order_release);
-    tilec_publish(ctx, job);
-    tilec_work(ctx, job);
+    atomic_store(&ctx->generation, job); /* the spinning workers start; tilec_lead wakes the others */
+    tilec_lead(ctx, job);
     tilec_wait_for_chunks(ctx);
     atomic_store_explicit(&ctx->busy, 0, memory_order_release);
 }
@@ -274,12 +339,6 @@ void tilec_set_profile(void *opaque, int64_t *ns, int32_t n) {
     if (!ctx) return;
     ctx->profile_ns = n > 0 ? ns : NULL;
     ctx->profile_len = n > 0 ? n : 0;
-}
-
-static int64_t tilec_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int64_t tilec_profile_begin(void *opaque) {
