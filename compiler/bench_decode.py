@@ -21,6 +21,7 @@ import onnx
 
 from compiler import bench
 from compiler.models.decoder import DecoderShape, gpt2_decoder_model, llama_decoder_model, step_feeds
+from compiler.models.quantized import weights_to_4bit
 
 MAX_PAST = 1024
 VOCAB = 8192
@@ -29,7 +30,14 @@ VOCAB = 8192
 CASES: dict[str, Callable[[], tuple[onnx.ModelProto, DecoderShape]]] = {
     "llama_gqa": lambda: llama_decoder_model(layers=4, hidden=512, heads=8, kv_heads=2, intermediate=1408, vocab=VOCAB),
     "gpt2_small": lambda: gpt2_decoder_model(layers=12, hidden=768, heads=12, vocab=VOCAB, max_positions=MAX_PAST + 128),
+    # llama_gqa with 4-bit weights (MatMulNBits), as onnxruntime's weight-only quantizer writes them
+    "llama_gqa_int4": lambda: _int4(CASES["llama_gqa"]()),
 }
+
+
+def _int4(case: tuple[onnx.ModelProto, DecoderShape]) -> tuple[onnx.ModelProto, DecoderShape]:
+    model, shape = case
+    return weights_to_4bit(model), shape
 
 # (phase label, past length, new tokens)
 PHASES = (("decode", 16, 1), ("decode", 128, 1), ("decode", 512, 1), ("prefill", 0, 128))

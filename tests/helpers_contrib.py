@@ -49,3 +49,13 @@ def single_node_model(op: str, feeds: Mapping[str, np.ndarray], consts: Mapping[
     names = list(inputs) if inputs is not None else [*feeds, *(consts or {})]
     node = contrib_node(op, names, outputs, domain, **attrs)
     return contrib_model([node], feeds, [o for o in outputs if o], consts, opset, expected)
+
+
+def nbits_weights(n: int, k: int, bits: int, block: int, seed: int) -> dict[str, np.ndarray]:
+    """MatMulNBits' constants: packed codes [N, blocks, block * bits / 8], scales [N * blocks], packed zero points."""
+    rng = np.random.default_rng(seed)
+    blocks = -(-k // block)
+    zero_bytes = -(-blocks * bits // 8)
+    return {"w": rng.integers(0, 256, (n, blocks, block * bits // 8)).astype(np.uint8),
+            "s": (rng.random(n * blocks) * 0.1 + 0.01).astype(np.float32),
+            "z": rng.integers(0, 256, (n * zero_bytes,)).astype(np.uint8)}

@@ -51,9 +51,11 @@ unless refused here):
   [3*batch+2] and 4-D mask forms.
 * ``MatMulNBits``: 2-, 4- and 8-bit block-quantized constant weights (packed or
   float zero points, ``g_idx`` (refused with packed zero points, which
-  onnxruntime then ignores), ``bias``), dequantized at compile time into a
-  MatMul of A's type; ``accuracy_level`` (onnxruntime's leave to quantize A) is
-  ignored: tilec computes in A's type.
+  onnxruntime then ignores), ``bias``): a MatMul of A's type whose weight is a
+  ``tilec.BlockDequantize`` of the codes, so the codes stay in the artifact and
+  the product reads them (with ``g_idx``, weights dequantized at compile time);
+  ``accuracy_level`` (onnxruntime's leave to quantize A) is ignored: tilec
+  computes in A's type.
 * ``RotaryEmbedding``: input [batch, length, hidden] (``num_heads``) or
   [batch, heads, length, head]; ``position_ids`` [batch, length] or [1] (the
   first position); halves or ``interleaved`` pairs; partial
@@ -70,12 +72,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper
 
 from compiler.frontend.loader import ORT_DOMAIN
 from compiler.frontend.rewrite import Builder, NotExpandable
+from compiler.graph.ir import PHI_DOMAIN
 
 if TYPE_CHECKING:
     from compiler.frontend.folding import FoldedGraph
@@ -231,8 +235,10 @@ def _unpacked_codes(packed: np.ndarray, bits: int, rows: int) -> np.ndarray:
 
 def expand_matmul_nbits(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) -> None:
     """``A @ dequantize(B)^T (+ bias)``: B's ``bits``-bit codes (N rows of K, in blocks of ``block_size``
-    along K) dequantized at compile time as onnxruntime's kernels read them, ``(code - zero point) * scale``
-    per block (zero points packed codes or floats; 2^(bits-1) without), ``g_idx`` naming each K's block."""
+    along K) dequantized as onnxruntime's kernels read them, ``(code - zero point) * scale`` per block (zero
+    points packed codes or floats; 2^(bits-1) without). The codes stay codes: a ``tilec.BlockDequantize``
+    of them, transposed to [K, N] at compile time, which the product reads where it reads a weight. With
+    ``g_idx`` (each K's block, in any order) the weights are dequantized at compile time instead."""
     a, packed, scales, zeros, g_idx, bias = _args(node.input, 6)
     attrs = _attrs(node)
     k, n, bits, block = attrs.get("K"), attrs.get("N"), attrs.get("bits", 4), attrs.get("block_size")
@@ -262,15 +268,29 @@ def expand_matmul_nbits(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) 
         zero = _unpacked_codes(state.constants[zeros], bits, n)[:, :blocks].astype(np.float32)
     else:
         zero = np.asarray(state.constants[zeros]).astype(np.float32).reshape(n, blocks)
-    block_of = (np.asarray(state.constants[g_idx]).astype(np.int64).reshape(k) if g_idx
-                else np.arange(k) // block)
-    if block_of.min(initial=0) < 0 or block_of.max(initial=0) >= blocks:
-        raise NotExpandable(f"g_idx names blocks outside 0..{blocks - 1}")
-    weight = (codes[:, :k].astype(np.float32) - zero[:, block_of]) * scale[:, block_of]
-    product = b.op("MatMul", [a, b.const(weight.T.astype(_dtype(state, a)), "dequantized_b")],
-                   "" if bias else node.output[0])
+    dtype = _dtype(state, a)
+    if g_idx:
+        block_of = np.asarray(state.constants[g_idx]).astype(np.int64).reshape(k)
+        if block_of.min(initial=0) < 0 or block_of.max(initial=0) >= blocks:
+            raise NotExpandable(f"g_idx names blocks outside 0..{blocks - 1}")
+        weight = b.const(((codes[:, :k].astype(np.float32) - zero[:, block_of]) * scale[:, block_of]).T.astype(dtype),
+                         "dequantized_b")
+    else:
+        weight = b.fresh("dequantized_b")
+        state.opsets.setdefault(PHI_DOMAIN, 1)
+        b.nodes.append(helper.make_node(
+            "BlockDequantize", [b.const(np.ascontiguousarray(codes[:, :k].T).astype(_CODE_TYPES[bits]), "codes"),
+                                b.const(np.ascontiguousarray(scale.T), "scales"),
+                                b.const(np.ascontiguousarray((-zero * scale).T), "offsets")],
+            [weight], name=b.fresh("BlockDequantize"), domain=PHI_DOMAIN, block_size=block,
+            to=helper.np_dtype_to_tensor_dtype(dtype)))
+    product = b.op("MatMul", [a, weight], "" if bias else node.output[0])
     if bias:
         b.op("Add", [product, bias], node.output[0])
+
+
+# The element type that holds MatMulNBits' codes of each width (ml_dtypes' sub-byte types are packed in memory).
+_CODE_TYPES = {2: ml_dtypes.uint2, 4: ml_dtypes.uint4, 8: np.uint8}
 
 
 def _activation(b: Builder, name: str, params: dict[str, float], x: str, dtype: np.dtype, out: str) -> None:

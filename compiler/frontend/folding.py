@@ -91,6 +91,8 @@ class FoldedGraph:
     opsets: dict[str, int]
     types: dict[str, onnx.TypeProto] = field(default_factory=dict)
     declared: list[onnx.ValueInfoProto] = field(default_factory=list)  # value_info, fallback types
+    # Each node output's producer, as of the last ``infer`` (a round replaces nodes only at its end).
+    producers: dict[str, onnx.NodeProto] = field(default_factory=dict)
     # Whether tilec lowers (op_type, domain); None: every op counts as lowered.
     is_supported: Callable[[str, str], bool] | None = None
     # Nodes computed whether or not their results are used (a branch of an If whose condition is tensor data).
@@ -129,10 +131,25 @@ class FoldedGraph:
         self.types = infer_types(self.as_graph(), self.opsets, self.constants, typed,
                                  lambda node, types: self._tilec_types(node, types) if node.domain == PHI_DOMAIN
                                  else symbolic.output_types(node, self.dims, types, values))
+        self.producers = {out: node for node in self.nodes for out in node.output if out}
+
+    def shape_type(self, name: str) -> onnx.TypeProto | None:
+        """``name``'s type for reading its shape (Shape, Size), or None while an input of its producer has no
+        type: the type then stands only by the model's declaration (a graph output's), whose symbolic dims
+        can name sizes otherwise than inference will (optimum declares the presents' length with the
+        attention mask's name, inference gives past + new), and folded into a shape value they would stay."""
+        producer = self.producers.get(name)
+        if producer is not None and any(n and n not in self.types and n not in self.constants and n not in self.sizes
+                                        for n in producer.input):
+            return None
+        return self.types.get(name)
 
     def _tilec_types(self, node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
         if node.op_type == "Phi":
             return self._phi_types(node, types)
+        if node.op_type == "BlockDequantize":  # weights decoded where they are read (contrib.expand_matmul_nbits)
+            to = next(a.i for a in node.attribute if a.name == "to")
+            return {node.output[0]: helper.make_tensor_type_proto(to, list(self.constants[node.input[0]].shape))}
         return run_loops.loop_node_types(node, self, types)
 
     def _phi_types(self, node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> dict[str, onnx.TypeProto]:
@@ -317,7 +334,8 @@ def _fold_shape_query(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarr
     """Shape/Size of a value whose shape is static, even if its data is not."""
     if node.op_type not in ("Shape", "Size"):
         return None
-    shape = state.static_shape(node.input[0])
+    shape = state.static_shape(node.input[0]) if state.shape_type(node.input[0]) is not None \
+        or node.input[0] in state.constants else None
     if shape is None:
         return None
     if node.op_type == "Size":
@@ -333,7 +351,7 @@ def _fold_sizes(node: onnx.NodeProto, state: FoldedGraph) -> list[onnx.NodeProto
     if node.domain not in ("", "ai.onnx") or not node.output or not node.output[0]:
         return None
     if node.op_type in ("Shape", "Size"):
-        shape = symbolic.shape_of(state.types.get(node.input[0]), state.dims)
+        shape = symbolic.shape_of(state.shape_type(node.input[0]), state.dims)
         if shape is None:
             return None
         if node.op_type == "Size":
@@ -576,8 +594,10 @@ def graph_to_model(graph: Graph) -> onnx.ModelProto:
     proto = helper.make_graph([node_to_proto(n) for n in graph.nodes], graph.name, [info(v) for v in graph.inputs],
                               [info(v) for v in graph.outputs], initializers)
     opsets = [helper.make_opsetid(d, v) for d, v in graph.opsets.items()]
-    # The oldest IR version that can express these opsets, so that older runtimes accept the dump.
-    return helper.make_model(proto, opset_imports=opsets, ir_version=max(helper.find_min_ir_version_for(opsets), 4))
+    # The oldest IR version that can express these opsets (tilec's own domain counts for none), so that older
+    # runtimes accept the dump.
+    ir_version = helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+    return helper.make_model(proto, opset_imports=opsets, ir_version=max(ir_version, 4))
 
 
 def _make_attribute(node: Node, key: str, value: Any) -> onnx.AttributeProto:

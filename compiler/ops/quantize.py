@@ -1,5 +1,6 @@
 """Linear quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger,
-QLinearMatMul and QLinearConv.
+QLinearMatMul and QLinearConv; and tilec's BlockDequantize, the weights of a weight-only quantized
+product (com.microsoft MatMulNBits) read from their codes where the product reads them.
 
 ``y = saturate(round(x / scale) + zero_point)`` and ``x = (y - zero_point) * scale``,
 where rounding is half to even (``round`` is llvm.roundeven) and saturation clamps
@@ -23,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from compiler.dtypes import DType
+from compiler.graph.ir import PHI_DOMAIN as TILEC_DOMAIN
 from compiler.loopir.expr import Const, Expr, call, cast, compare, const, max_, min_, select
 from compiler.loopir.sizes import Size
 from compiler.ops.api import Index, LoweringContext, Tensor, size_value
@@ -322,7 +324,28 @@ def qlinear_conv(ctx: LoweringContext) -> list[Tensor]:
     return [integer_conv(ctx, (0, 3, 2, 5), epilogue)]
 
 
+def block_dequantize(ctx: LoweringContext) -> list[Tensor]:
+    """``w[k, n] = codes[k, n] * scale[k // block_size, n] + offset[k // block_size, n]`` (``offset`` is
+    ``-zero_point * scale``, folded at compile time so a weight costs one multiply-add), in the type ``to``.
+    Fusion puts it in the group of the product that reads it (its inputs are all weights): the product then
+    streams the 2-, 4- or 8-bit codes instead of float weights."""
+    codes, scale, offset = ctx.input(0), ctx.input(1), ctx.input(2)
+    block = int(ctx.attr("block_size", 0))
+    out = ctx.output_type(0)
+    if codes.rank != 2 or block <= 0 or scale.shape != (-(-codes.shape[0] // block), codes.shape[1]) \
+            or offset.shape != scale.shape:
+        ctx.invalid(f"codes {codes.shape} in blocks of {block} rows need scales and offsets of one row per block, "
+                    f"got {scale.shape} and {offset.shape}")
+
+    def value(i: Index) -> Expr:
+        row = (i[0] // block, i[1])
+        return cast(cast(codes[i], DType.F32) * scale[row] + offset[row], out.dtype)
+
+    return [ctx.compute(out.shape, value, dtype=out.dtype, name="weights")]
+
+
 OPS: list[OpDef] = [
+    defop("BlockDequantize", block_dequantize, "elementwise", domain=TILEC_DOMAIN),
     defop("QuantizeLinear", quantize_linear, "elementwise", since=10),
     defop("DequantizeLinear", dequantize_linear, "elementwise", since=10),
     defop("DynamicQuantizeLinear", dynamic_quantize_linear, since=11),

@@ -1,10 +1,13 @@
-"""The contraction schedule really becomes vector FMAs on each target: NEON fmla on aarch64, zmm on znver4."""
+"""The contraction schedule really becomes vector FMAs on each target: NEON fmla on aarch64, zmm on znver4;
+byte dot products for int8, bfdot for bf16, and whole-byte loads of 4-bit weights."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import compiler  # noqa: F401  (sets up llvmlite's IR layer)
 from compiler.codegen.llvm.module import build_module, emit_assembly
@@ -12,8 +15,7 @@ from compiler.codegen.target import resolve_target
 from compiler.frontend import load_graph
 from compiler.graph.passes import run_passes
 from compiler.lowering.driver import lower_graph
-from onnx import TensorProto, helper, numpy_helper
-import numpy as np
+from helpers_contrib import contrib_model, contrib_node, nbits_weights
 
 
 def _conv_and_gemm_model():
@@ -101,3 +103,19 @@ def test_int8_contractions_use_byte_dot_products_on_arm(cpu: str, instruction: s
 def test_int8_contractions_widen_without_the_dot_product_extension() -> None:
     asm = _int8_assembly(None)
     assert not re.search(r"\bu?s?dot\s", asm) and re.search(r"\bs?mlal2?\s|\bmla\s", asm)
+
+
+@pytest.mark.parametrize("target, cpu, byte_load", [("x86_64-linux-gnu", "znver4", r"\bmovzbl\b|\bv?pinsrb\b"),
+                                                    ("x86_64-linux-gnu", "x86-64-v3", r"\bmovzbl\b|\bv?pinsrb\b"),
+                                                    ("aarch64-linux-gnu", "neoverse-n1", r"\bldrb\b")])
+def test_four_bit_weights_load_as_whole_bytes(target: str, cpu: str, byte_load: str) -> None:
+    """A MatMulNBits product reads its 4-bit codes a vector of bytes at a time (one load, shifts and a
+    shuffle), not lane by lane (a byte load and an insert per code)."""
+    k, n = 256, 64
+    node = contrib_node("MatMulNBits", ["a", "w", "s", "z"], K=k, N=n, bits=4, block_size=32)
+    model, _ = contrib_model([node], {"a": np.zeros((1, k), np.float32)}, ["y"], nbits_weights(n, k, 4, 32, seed=3),
+                             expected=[np.zeros((1, n), np.float32)])
+    tgt = resolve_target(target, cpu)
+    asm = emit_assembly(build_module(lower_graph(run_passes(load_graph(model)), tgt).calls, tgt), tgt)
+    assert not re.search(byte_load, asm)
+    assert re.search(r"\bvcvtdq2ps\b|\bucvtf\b", asm)  # the codes do reach the product, as floats

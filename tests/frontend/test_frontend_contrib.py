@@ -13,11 +13,13 @@ import onnx
 import pytest
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
 
 from compiler.errors import UnsupportedOpError
 from compiler.frontend import load_graph, load_model
 from compiler.frontend.contrib import EXPANDERS
 from compiler.frontend.folding import graph_to_model
+from compiler.graph.ir import PHI_DOMAIN
 from compiler.ops.registry import lookup
 from helpers_contrib import MS, single_node_model
 from helpers_onnx import rand
@@ -27,10 +29,22 @@ def _lowered(op: str, domain: str) -> bool:
     return lookup(op, domain) is not None
 
 
+class BlockDequantize(OpRun):
+    """tilec.BlockDequantize for the reference evaluator: ``codes * scale + offset``, one scale per block of rows."""
+
+    op_domain = PHI_DOMAIN
+
+    def _run(self, codes, scale, offset, block_size=None, to=None):
+        rows = np.arange(codes.shape[0]) // block_size
+        weights = codes.astype(np.float32) * scale[rows] + offset[rows]
+        return (weights.astype(helper.tensor_dtype_to_np_dtype(to)),)
+
+
 def _expanded(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The expanded graph IR as a model of default-domain nodes only."""
+    """The expanded graph IR as a model of default-domain nodes and tilec's BlockDequantize only."""
     graph = load_graph(model, is_supported=_lowered)
-    assert all(n.domain in ("", "ai.onnx") for n in graph.nodes), [(n.op_type, n.domain) for n in graph.nodes]
+    assert all(n.domain in ("", "ai.onnx") or (n.domain, n.op_type) == (PHI_DOMAIN, "BlockDequantize")
+               for n in graph.nodes), [(n.op_type, n.domain) for n in graph.nodes]
     graph.opsets.pop(MS)  # nothing reads it any more (and onnx's IR-version table does not know it)
     return graph_to_model(graph)
 
@@ -98,7 +112,7 @@ def test_every_expander_has_a_case():
 def test_expansion_leaves_standard_ops_that_match_onnxruntime(op):
     feeds, consts, kwargs = CASES[op]
     model, expected = single_node_model(op, feeds, consts, **kwargs)
-    got = ReferenceEvaluator(_expanded(model)).run(None, feeds)
+    got = ReferenceEvaluator(_expanded(model), new_ops=[BlockDequantize]).run(None, feeds)
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert g.shape == e.shape and g.dtype == e.dtype

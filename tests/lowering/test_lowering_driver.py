@@ -21,6 +21,7 @@ from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
 from compiler.loopir.stmt import Alloc, walk_stmts
 from compiler.lowering.driver import Program, lower_graph
+from helpers_contrib import contrib_model, contrib_node, nbits_weights
 from helpers_onnx import graph_model, node_model, rand
 from runtime_stub.native import NativeModule
 
@@ -123,6 +124,35 @@ def test_empty_tensors_carry_no_data():
     nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=1), helper.make_node("Relu", ["x"], ["r"])]
     program = lower_graph(_graph(graph_model(nodes, {"x": x}, ["s", "r"], opset=11)), AVX2)
     assert program.output_sources == [(), ()]
+
+
+def _nbits_model(k: int, n: int, rows: int):
+    """A 4-bit MatMulNBits (packed zero points, bias) and its weights, dequantized as onnxruntime reads them."""
+    consts = nbits_weights(n, k, bits=4, block=32, seed=3)
+    consts["bias"] = rand((n,), seed=4)
+    node = contrib_node("MatMulNBits", ["a", "w", "s", "z", "", "bias"], K=k, N=n, bits=4, block_size=32)
+    feeds = {"a": rand((rows, k), seed=1)}
+    codes = ((consts["w"].reshape(n, -1)[:, :, None] >> np.array([0, 4], np.uint8)) & 15).reshape(n, -1)
+    zeros = ((consts["z"].reshape(n, -1)[:, :, None] >> np.array([0, 4], np.uint8)) & 15).reshape(n, -1)
+    blocks = k // 32
+    weight = (codes.astype(np.float64) - np.repeat(zeros[:, :blocks], 32, 1)) * np.repeat(consts["s"].reshape(n, blocks), 32, 1)
+    want = feeds["a"].astype(np.float64) @ weight.T + consts["bias"]
+    model, _ = contrib_model([node], feeds, ["y"], consts, expected=[want.astype(np.float32)])
+    return model, feeds, want
+
+
+def test_block_quantized_weights_stay_codes_read_by_the_product():
+    """MatMulNBits' weights decode inside the product's kernel: the weights section holds the 4-bit codes
+    (with a scale and offset per block), not float weights, and no kernel writes decoded weights."""
+    k, n = 256, 48
+    model, feeds, want = _nbits_model(k, n, rows=3)
+    program = lower_graph(_graph(model), HOST)
+    assert [c.kernel.label for c in program.calls] == ["BlockDequantize+MatMul+Add"]
+    assert program.workspace_size == 0
+    codes, per_block = k * n // 2, 2 * 4 * n * (k // 32)
+    assert len(program.weights) < codes + per_block + 4 * n + 4096  # float32 weights would be 4 * k * n
+    (got,) = run_program(program, list(feeds.values()))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_unsupported_ops_are_reported_together():

@@ -1,5 +1,5 @@
-"""KV-cache decoders (GPT-2-style and LLaMA-style with grouped-query attention and rotary embeddings),
-each compiled once and driven through a whole generation loop next to onnxruntime.
+"""KV-cache decoders (GPT-2-style and LLaMA-style with grouped-query attention and rotary embeddings, the
+latter also with 4-bit weights), each compiled once and driven through a whole generation loop next to onnxruntime.
 
 The models are built as exporters write them (``compiler.models.decoder``): a symbolic batch, past
 length and new-token length; the causal mask, positions, head splits and ``repeat_kv`` computed from
@@ -16,6 +16,7 @@ import pytest
 
 import compiler
 from compiler.models.decoder import gpt2_decoder_model, greedy_generate, llama_decoder_model, step_feeds
+from compiler.models.quantized import weights_to_4bit
 from runtime_stub import InferenceSession
 from runtime_stub.errors import InvalidInputError
 
@@ -23,7 +24,15 @@ pytestmark = pytest.mark.slow
 
 RTOL = 1e-4
 MAX_PAST = 512
-DECODERS = {"gpt2": gpt2_decoder_model, "llama_gqa": llama_decoder_model}
+
+
+def _llama_int4():
+    """The LLaMA-style decoder with 4-bit weights (MatMulNBits), as onnxruntime's weight-only quantizer writes it."""
+    model, shape = llama_decoder_model()
+    return weights_to_4bit(model), shape
+
+
+DECODERS = {"gpt2": gpt2_decoder_model, "llama_gqa": llama_decoder_model, "llama_gqa_int4": _llama_int4}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from helpers_contrib import contrib_model, contrib_node, single_node_model
+from helpers_contrib import contrib_model, contrib_node, nbits_weights, single_node_model
 from helpers_onnx import rand
 
 ATTENTION_TOL = {"rtol": 1e-4, "atol": 2e-5}
@@ -308,16 +308,6 @@ def test_rotary_embedding(check, shape, positions, width, attrs):
 # --- MatMulNBits ------------------------------------------------------------------------------------
 
 
-def _nbits_weights(n: int, k: int, bits: int, block: int, seed: int) -> dict[str, np.ndarray]:
-    """Packed codes [N, blocks, block * bits / 8], scales [N * blocks], packed zero points."""
-    rng = np.random.default_rng(seed)
-    blocks = -(-k // block)
-    zero_bytes = -(-blocks * bits // 8)
-    return {"w": rng.integers(0, 256, (n, blocks, block * bits // 8)).astype(np.uint8),
-            "s": (rng.random(n * blocks) * 0.1 + 0.01).astype(np.float32),
-            "z": rng.integers(0, 256, (n * zero_bytes,)).astype(np.uint8)}
-
-
 @pytest.mark.parametrize("bits, block, k, zeros, shape", [
     (4, 32, 64, "packed", (1, 64)),          # a decoding step
     (4, 32, 80, "none", (2, 7, 80)),         # K not a multiple of the block; rank-3 A
@@ -328,7 +318,7 @@ def _nbits_weights(n: int, k: int, bits: int, block: int, seed: int) -> dict[str
 def test_matmul_nbits(check, bits, block, k, zeros, shape):
     """Block-quantized weights against onnxruntime's kernel (accuracy_level 0: A stays float)."""
     n = 24
-    consts = _nbits_weights(n, k, bits, block, seed=bits + k)
+    consts = nbits_weights(n, k, bits, block, seed=bits + k)
     blocks = -(-k // block)
     if zeros == "none":
         consts.pop("z")
@@ -340,7 +330,7 @@ def test_matmul_nbits(check, bits, block, k, zeros, shape):
 
 
 def test_matmul_nbits_with_bias_and_g_idx(check):
-    consts = _nbits_weights(8, 64, 4, 32, seed=5)
+    consts = nbits_weights(8, 64, 4, 32, seed=5)
     consts["z"] = np.random.default_rng(7).uniform(0, 15, 16).astype(np.float32)
     consts["g"] = (np.arange(64) // 32).astype(np.int32)[::-1].copy()  # each K's block, reordered
     consts["bias"] = rand((8,), seed=6)

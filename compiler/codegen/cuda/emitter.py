@@ -65,6 +65,8 @@ _VALUE_TYPES = {
     DType.BOOL: "bool", DType.I8: "signed char", DType.I16: "short", DType.I32: "int", DType.I64: "tl_i64",
     DType.U8: "unsigned char", DType.U16: "unsigned short", DType.U32: "unsigned int", DType.U64: "tl_u64",
     DType.F16: "float", DType.BF16: "float", DType.F32: "float", DType.F64: "double",
+    # Sub-byte codes (weights of a weight-only quantized product): read from their bytes, never stored.
+    DType.U4: "unsigned char", DType.U2: "unsigned char",
 }
 _MEMORY_TYPES = {**_VALUE_TYPES, DType.BOOL: "unsigned char", DType.F16: "unsigned short",
                  DType.BF16: "unsigned short"}
@@ -398,6 +400,9 @@ class StmtEmitter:
         self.line(depth, "}")
 
     def store(self, s: Store, depth: int) -> None:
+        if s.buffer.dtype.elements_per_byte > 1 and s.buffer.scope == "global":
+            raise UnsupportedOpError(f"the CUDA backend does not store {s.buffer.dtype.value} tensors yet "
+                                     "(the CPU backend does)")
         value = self.expr(s.value)
         self.line(depth, f"{self.address(s.buffer, s.indices)} = {self.to_memory(value, s.buffer)};")
 
@@ -419,10 +424,12 @@ class StmtEmitter:
         return value
 
     def load(self, e: Load) -> str:
+        d = e.buffer.dtype
+        if d.elements_per_byte > 1 and e.buffer.scope == "global":
+            return self._load_code(e)
         text = self.address(e.buffer, e.indices)
         if e.buffer.scope != "global" and e.buffer.name not in self.packed:
             return text
-        d = e.buffer.dtype
         if d is DType.BOOL:
             return f"({text} != 0)"
         if d is DType.F16:
@@ -430,6 +437,14 @@ class StmtEmitter:
         if d is DType.BF16:
             return f"tl_bf2f({text})"
         return text
+
+    def _load_code(self, e: Load) -> str:
+        """An unsigned sub-byte element: its bits of byte ``flat / per`` (low bits first)."""
+        d = e.buffer.dtype
+        flat = self.index(flat_index(e.buffer, e.indices))
+        per = d.elements_per_byte
+        field = f"({_name(e.buffer)}[({flat}) >> {per.bit_length() - 1}] >> ((({flat}) & {per - 1}) * {d.bits}))"
+        return f"((unsigned char)({field} & {(1 << d.bits) - 1}))"
 
     # --- expressions ----------------------------------------------------------------
 

@@ -386,6 +386,9 @@ class FunctionEmitter:
     def _load_packed(self, e: Load) -> ir.Value:
         """The element's code (``i<bits>``; a vector in a vectorized loop), extracted from its byte."""
         code_t = ir.IntType(e.buffer.dtype.bits)
+        whole_bytes = self._whole_bytes(e)
+        if whole_bytes is not None:
+            return self._unpacked_bytes(whole_bytes, e.buffer.dtype)
         codes = [self.b.trunc(self.b.lshr(self.b.load(ptr, typ=I8), shift), code_t)
                  for ptr, shift in self._packed_field(e.buffer, e.indices)]
         if len(codes) == 1 and self.vector is None:
@@ -396,6 +399,39 @@ class FunctionEmitter:
         for k, code in enumerate(codes):
             result = self.b.insert_element(result, code, ir.Constant(I32, k))
         return result
+
+    def _whole_bytes(self, e: Load) -> ir.Value | None:
+        """For a vector part whose lanes are consecutive elements starting on a byte boundary (a
+        weight-only quantized product's codes): a pointer to their first byte; None otherwise."""
+        part, per = self.vector, e.buffer.dtype.elements_per_byte
+        if part is None or part.masked or part.width % per:
+            return None
+        offset = flat_index(e.buffer, e.indices)
+        if linear_coefficient(offset, part.var) != 1:
+            return None
+        start = substitute(offset, {part.var: Const(part.first)})
+        if not _multiple_of(start, per):
+            return None
+        byte = self.b.lshr(self.index(start), ir.Constant(I64, per.bit_length() - 1))
+        return self.b.gep(self.pointers[e.buffer.name], [byte], inbounds=True, source_etype=I8)
+
+    def _unpacked_bytes(self, pointer: ir.Value, dtype: DType) -> ir.Value:
+        """The part's ``width`` codes from the ``width / per`` bytes at ``pointer``: one load, a shift and
+        mask per field, and one shuffle that puts element ``k`` (field ``k % per`` of byte ``k // per``) in
+        lane ``k``."""
+        width, per, bits = self.vector.width, dtype.elements_per_byte, dtype.bits
+        count = width // per
+        packed = self.b.load(pointer, typ=ir.VectorType(I8, count), align=1)
+        fields = [self.b.and_(self.b.lshr(packed, self.broadcast(ir.Constant(I8, bits * j), count)),
+                              self.broadcast(ir.Constant(I8, (1 << bits) - 1), count)) for j in range(per)]
+        while len(fields) > 1:  # concatenate: fields[0] | fields[1] | ...
+            n = fields[0].type.count
+            fields = [self.b.shuffle_vector(fields[j], fields[j + 1], ir.Constant(ir.VectorType(I32, 2 * n),
+                                                                                 list(range(2 * n))))
+                      for j in range(0, len(fields), 2)]
+        order = ir.Constant(ir.VectorType(I32, width), [(k % per) * count + k // per for k in range(width)])
+        codes = self.b.shuffle_vector(fields[0], ir.Constant(fields[0].type, None), order)
+        return self.b.trunc(codes, ir.VectorType(ir.IntType(bits), width))
 
     def _store_packed(self, s: Store, value: ir.Value) -> None:
         fields = self._packed_field(s.buffer, s.indices)
@@ -781,6 +817,17 @@ def _offset_difference(x: Expr, y: Expr) -> int | None:
     if isinstance(x, Binary) and isinstance(y, Binary) and x.op == y.op == "add" and x.a == y.a:
         return _offset_difference(x.b, y.b)
     return None
+
+
+def _multiple_of(e: Expr, m: int) -> bool:
+    """Whether index expression ``e`` is a multiple of ``m`` for every value of its variables."""
+    if isinstance(e, Const):
+        return int(e.value) % m == 0
+    if isinstance(e, Binary) and e.op in ("add", "sub"):
+        return _multiple_of(e.a, m) and _multiple_of(e.b, m)
+    if isinstance(e, Binary) and e.op == "mul":
+        return _multiple_of(e.a, m) or _multiple_of(e.b, m)
+    return False
 
 
 def _is_packed(buffer: Buffer) -> bool:

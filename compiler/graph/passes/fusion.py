@@ -11,6 +11,12 @@ with different guards (the branches of a run-time If) never share a group:
 a kernel runs or is skipped whole; nor do nodes in different loops of the run
 (a loop repeats whole kernels).
 
+A decompression of weights (an elementwise node reading only constants and
+producing more bytes than it reads: ``tilec.BlockDequantize`` of 4-bit codes)
+is computed where it is read: the node reading it joins its group, so the
+lowering inlines it into that node's loads and the kernel streams the compact
+codes instead of storing and re-reading the decoded weights.
+
 A group runs at the position of its last node; every value a group reads from
 outside is produced before that, and its only visible output is the last
 node's, so the order stays topological.
@@ -41,7 +47,10 @@ def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup
     groups: list[FusedGroup] = []
     for node in graph.nodes:
         kind = kind_of(node)
-        target = _fusable_producer(node, users, outputs, group_of) if kind == "elementwise" else None
+        target = (_fusable_producer(node, users, outputs, group_of) if kind == "elementwise"
+                  else _decompressed_weights(node, users, outputs, group_of))
+        if target is not None and kind != "elementwise":
+            target.kind = kind
         if target is None:
             target = FusedGroup(kind=kind)
             groups.append(target)
@@ -51,6 +60,26 @@ def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup
     position = {id(n): k for k, n in enumerate(graph.nodes)}
     groups.sort(key=lambda g: position[id(g.nodes[-1])])
     return groups
+
+
+def _decompressed_weights(node: Node, users: dict[int, list[Node]], outputs: set[int],
+                          group_of: dict[int, FusedGroup]) -> FusedGroup | None:
+    """The group of a weight decompression ``node`` alone reads, if any."""
+    for value in node.inputs:
+        if value is None or value.producer is None or id(value) in outputs or len(users.get(id(value), [])) != 1:
+            continue
+        producer = value.producer
+        group = group_of.get(id(producer))
+        if group is None or group.kind != "elementwise" or group.nodes != [producer] or len(producer.outputs) != 1:
+            continue
+        if producer.guard != node.guard or producer.loops != node.loops:
+            continue
+        sources = [v for v in producer.inputs if v is not None]
+        if not all(v.is_const for v in sources) or not value.type.is_static:
+            continue
+        if sum(v.type.nbytes for v in sources) < value.type.nbytes:
+            return group
+    return None
 
 
 def _fusable_producer(node: Node, users: dict[int, list[Node]], outputs: set[int],
