@@ -282,7 +282,7 @@ def expand_matmul_nbits(node: onnx.NodeProto, state: "FoldedGraph", b: Builder) 
             "BlockDequantize", [b.const(np.ascontiguousarray(codes[:, :k].T).astype(_CODE_TYPES[bits]), "codes"),
                                 b.const(np.ascontiguousarray(scale.T), "scales"),
                                 b.const(np.ascontiguousarray((-zero * scale).T), "offsets")],
-            [weight], name=b.fresh("BlockDequantize"), domain=PHI_DOMAIN, block_size=block,
+            [weight], name=b.fresh("BlockDequantize"), domain=PHI_DOMAIN, axis=0, block_size=block,
             to=helper.np_dtype_to_tensor_dtype(dtype)))
     product = b.op("MatMul", [a, weight], "" if bias else node.output[0])
     if bias:

@@ -321,6 +321,8 @@ def _fold_node(node: onnx.NodeProto, state: FoldedGraph, names: NameSource) -> l
         return expanded
     folded = _fold_shape_query(node, state)
     if folded is None and all(not n or n in state.constants for n in node.input):
+        if _keeps_codes(node, state):
+            return [_block_dequantize(node, state, names)]
         folded = _try_evaluate(node, state)
     if folded is None:
         return _fold_sizes(node, state)
@@ -380,6 +382,36 @@ def _fold_sizes(node: onnx.NodeProto, state: FoldedGraph) -> list[onnx.NodeProto
             dtype = np.bool_ if array.dtype == bool else helper.tensor_dtype_to_np_dtype(elem)
             state.constants[name] = array.astype(dtype)
     return []
+
+
+def _keeps_codes(node: onnx.NodeProto, state: FoldedGraph) -> bool:
+    """A DequantizeLinear of 2- or 4-bit constant codes read by one node, which then reads the codes: folded,
+    its float result would take 8-16x their bytes (fusion computes it inside the reader's kernel)."""
+    if node.op_type != "DequantizeLinear" or normalize_domain(node.domain) != "" or node.input[0] not in state.constants:
+        return False
+    codes = state.constants[node.input[0]].dtype
+    if codes.name not in _SUB_BYTE_NAMES:
+        return False
+    readers = sum(name == node.output[0] for n in state.nodes for name in n.input)
+    return readers + sum(o.name == node.output[0] for o in state.outputs) == 1
+
+
+def _block_dequantize(node: onnx.NodeProto, state: FoldedGraph, names: NameSource) -> onnx.NodeProto:
+    """``node`` (see ``_keeps_codes``) as tilec.BlockDequantize, its zero point folded into the offsets."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    scale = np.asarray(state.constants[node.input[1]])
+    zero = (np.asarray(state.constants[node.input[2]]).astype(np.float32) if len(node.input) > 2 and node.input[2]
+            else np.zeros(scale.shape, np.float32))
+    offset_name = names.fresh(f"{node.input[0]}_offsets")
+    state.constants[offset_name] = (-zero * scale.astype(np.float32)).astype(scale.dtype)
+    state.opsets.setdefault(PHI_DOMAIN, 1)
+    to = attrs.get("output_dtype") or helper.np_dtype_to_tensor_dtype(scale.dtype)
+    return helper.make_node("BlockDequantize", [node.input[0], node.input[1], offset_name], [node.output[0]],
+                            name=node.name, domain=PHI_DOMAIN, axis=attrs.get("axis", 1),
+                            block_size=attrs.get("block_size", 0), to=to)
+
+
+_SUB_BYTE_NAMES = frozenset(d.value for d in DType if d.elements_per_byte > 1)
 
 
 def _try_evaluate(node: onnx.NodeProto, state: FoldedGraph) -> list[np.ndarray] | None:

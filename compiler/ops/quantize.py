@@ -325,21 +325,20 @@ def qlinear_conv(ctx: LoweringContext) -> list[Tensor]:
 
 
 def block_dequantize(ctx: LoweringContext) -> list[Tensor]:
-    """``w[k, n] = codes[k, n] * scale[k // block_size, n] + offset[k // block_size, n]`` (``offset`` is
-    ``-zero_point * scale``, folded at compile time so a weight costs one multiply-add), in the type ``to``.
-    Fusion puts it in the group of the product that reads it (its inputs are all weights): the product then
-    streams the 2-, 4- or 8-bit codes instead of float weights."""
+    """``codes * scale + offset`` in the type ``to``: DequantizeLinear with the zero point folded into
+    ``offset = -zero_point * scale`` at compile time (one multiply-add per weight), the parameters per tensor,
+    per ``axis`` or in blocks of ``block_size`` along it (``quant_param``). Made for 2- and 4-bit weights
+    (MatMulNBits, DequantizeLinear of constant codes): fusion puts it in the group of the node that reads it,
+    which then streams the codes instead of float weights."""
     codes, scale, offset = ctx.input(0), ctx.input(1), ctx.input(2)
-    block = int(ctx.attr("block_size", 0))
+    axis, block = _axis(ctx, codes.rank), int(ctx.attr("block_size", 0))
+    if offset.shape != scale.shape:
+        ctx.invalid(f"offsets of shape {offset.shape} for scales of shape {scale.shape}")
     out = ctx.output_type(0)
-    if codes.rank != 2 or block <= 0 or scale.shape != (-(-codes.shape[0] // block), codes.shape[1]) \
-            or offset.shape != scale.shape:
-        ctx.invalid(f"codes {codes.shape} in blocks of {block} rows need scales and offsets of one row per block, "
-                    f"got {scale.shape} and {offset.shape}")
 
     def value(i: Index) -> Expr:
-        row = (i[0] // block, i[1])
-        return cast(cast(codes[i], DType.F32) * scale[row] + offset[row], out.dtype)
+        s, o = (quant_param(ctx, t, codes.shape, i, axis, block) for t in (scale, offset))
+        return cast(cast(codes[i], DType.F32) * cast(s, DType.F32) + cast(o, DType.F32), out.dtype)
 
     return [ctx.compute(out.shape, value, dtype=out.dtype, name="weights")]
 

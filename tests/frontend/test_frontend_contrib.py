@@ -34,7 +34,8 @@ class BlockDequantize(OpRun):
 
     op_domain = PHI_DOMAIN
 
-    def _run(self, codes, scale, offset, block_size=None, to=None):
+    def _run(self, codes, scale, offset, axis=None, block_size=None, to=None):
+        assert axis == 0 and codes.ndim == 2  # the form MatMulNBits' expansion writes
         rows = np.arange(codes.shape[0]) // block_size
         weights = codes.astype(np.float32) * scale[rows] + offset[rows]
         return (weights.astype(helper.tensor_dtype_to_np_dtype(to)),)

@@ -8,6 +8,7 @@ runs the lowered program directly with the LLVM codegen and NativeModule.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from onnx import helper
@@ -22,7 +23,7 @@ from compiler.graph.passes import run_passes
 from compiler.loopir.stmt import Alloc, walk_stmts
 from compiler.lowering.driver import Program, lower_graph
 from helpers_contrib import contrib_model, contrib_node, nbits_weights
-from helpers_onnx import graph_model, node_model, rand
+from helpers_onnx import graph_model, node_model, rand, reference
 from runtime_stub.native import NativeModule
 
 HOST = resolve_target("host")
@@ -153,6 +154,48 @@ def test_block_quantized_weights_stay_codes_read_by_the_product():
     assert len(program.weights) < codes + per_block + 4 * n + 4096  # float32 weights would be 4 * k * n
     (got,) = run_program(program, list(feeds.values()))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def _qdq_4bit_model(codes_type, with_zero: bool, readers: int):
+    """A weight-only 4-bit QDQ product as onnxruntime's 4-bit quantizer writes it in QDQ form (opset 21,
+    blocked along K); with two readers the dequantized weight also feeds a second MatMul."""
+    k, n, block = 64, 24, 16
+    rng = np.random.default_rng(7)
+    low = -8 if codes_type is ml_dtypes.int4 else 0
+    consts = {"w": rng.integers(low, low + 16, (k, n)).astype(codes_type),
+              "s": (rng.random((k // block, n)) * 0.1 + 0.01).astype(np.float32)}
+    if with_zero:
+        consts["z"] = rng.integers(low, low + 16, (k // block, n)).astype(codes_type)
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"] if with_zero else ["w", "s"], ["wf"], axis=0,
+                              block_size=block), helper.make_node("MatMul", ["x", "wf"], ["y"])]
+    outputs = ["y"]
+    if readers == 2:
+        nodes.append(helper.make_node("MatMul", ["x", "wf"], ["y2"]))
+        outputs.append("y2")
+    return graph_model(nodes, {"x": rand((3, k), seed=1)}, outputs, consts, opset=21), k * n
+
+
+@pytest.mark.parametrize("codes_type, with_zero", [(ml_dtypes.int4, True), (ml_dtypes.uint4, False)])
+def test_dequantized_4bit_weights_stay_codes_read_by_their_product(codes_type, with_zero):
+    """A DequantizeLinear of 4-bit constant codes with one reader is not folded into float weights: it runs
+    inside the product's kernel (zero point folded into per-block offsets), as MatMulNBits does."""
+    model, elements = _qdq_4bit_model(codes_type, with_zero, readers=1)
+    program = lower_graph(_graph(model), HOST)
+    assert [c.kernel.label for c in program.calls] == ["BlockDequantize+MatMul"]
+    # The codes at half a byte each, a float scale and offset per block of 16: float weights would take 4 * elements.
+    assert len(program.weights) <= elements // 2 + 2 * 4 * elements // 16
+    feeds = {"x": rand((3, 64), seed=1)}
+    (got,) = run_program(program, list(feeds.values()))
+    (want,) = reference(model, feeds)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_dequantized_weights_read_twice_fold_into_floats():
+    """Read by two nodes the codes would be decoded by a kernel of their own in every run: they fold."""
+    model, elements = _qdq_4bit_model(ml_dtypes.int4, True, readers=2)
+    program = lower_graph(_graph(model), HOST)
+    assert all("BlockDequantize" not in c.kernel.label for c in program.calls)
+    assert len(program.weights) >= 4 * elements
 
 
 def test_unsupported_ops_are_reported_together():
