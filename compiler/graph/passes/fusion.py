@@ -13,8 +13,8 @@ a kernel runs or is skipped whole; nor do nodes in different loops of the run
 
 A decompression of weights (an elementwise node reading only constants and
 producing more bytes than it reads: ``tilec.BlockDequantize`` of 4-bit codes)
-is computed where it is read: the node reading it joins its group, so the
-lowering inlines it into that node's loads and the kernel streams the compact
+is computed where it is read: the node reading it (a kernel of its own, not a
+view) joins its group, so the lowering inlines it into that node's loads and the kernel streams the compact
 codes instead of storing and re-reading the decoded weights.
 
 A group runs at the position of its last node; every value a group reads from
@@ -47,10 +47,12 @@ def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup
     groups: list[FusedGroup] = []
     for node in graph.nodes:
         kind = kind_of(node)
-        target = (_fusable_producer(node, users, outputs, group_of) if kind == "elementwise"
-                  else _decompressed_weights(node, users, outputs, group_of))
-        if target is not None and kind != "elementwise":
-            target.kind = kind
+        if kind == "elementwise":
+            target = _fusable_producer(node, users, outputs, group_of)
+        else:
+            target = _decompressed_weights(node, users, outputs, group_of) if kind == "compute" else None
+            if target is not None:
+                target.kind = kind  # the weights' group becomes the reader's kernel
         if target is None:
             target = FusedGroup(kind=kind)
             groups.append(target)
