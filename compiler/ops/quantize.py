@@ -1,6 +1,7 @@
 """Linear quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger,
-QLinearMatMul and QLinearConv; and tilec's BlockDequantize, the weights of a weight-only quantized
-product (com.microsoft MatMulNBits) read from their codes where the product reads them.
+QLinearMatMul and QLinearConv; and tilec's BlockDequantize, the 2- or 4-bit weights of a weight-only
+quantized product (com.microsoft MatMulNBits, a DequantizeLinear of constant codes) decoded where the
+product reads them.
 
 ``y = saturate(round(x / scale) + zero_point)`` and ``x = (y - zero_point) * scale``,
 where rounding is half to even (``round`` is llvm.roundeven) and saturation clamps
