@@ -281,8 +281,8 @@ class CpuExecutor:
         self._constraints = [str(m) for m in artifact.manifest.get("size_constraints", [])]
         self._dim_names = [str(d.get("name")) for d in artifact.manifest.get("dims", [])]
         self._free = [_Slot(self._native.primary_context, _aligned_empty(self._workspace_size, what="the workspace"))]
-        self._changed = threading.Condition()  # guards the free slots, the run count and closing
-        self._running = 0
+        self._slots = 1  # made so far: a run holds a slot exactly while len(self._free) < self._slots
+        self._changed = threading.Condition()  # guards making slots, waiting for one and closing
         self._closed = False
         self.profile_ns: np.ndarray | None = None
         self.profiled_runs = 0
@@ -295,25 +295,35 @@ class CpuExecutor:
         return self._native.num_threads
 
     def _take_slot(self) -> _Slot:
+        # The common case takes a free slot without the lock: list.pop is atomic. Taken first and checked
+        # after, a slot cannot be in use once close() has seen every slot free with the session closed.
+        try:
+            slot = self._free.pop()
+        except IndexError:
+            return self._new_or_waited_slot()
+        if self._closed:
+            self._return_slot(slot)
+            raise ExecutionError("the session is closed")
+        return slot
+
+    def _new_or_waited_slot(self) -> _Slot:
         with self._changed:
             while True:
                 if self._closed:
                     raise ExecutionError("the session is closed")
                 if self._free:
-                    slot = self._free.pop()
-                    break
+                    return self._free.pop()
                 if self.profile_ns is None:
                     slot = _Slot(self._native.new_context(), _aligned_empty(self._workspace_size, what="the workspace"))
-                    break
+                    self._slots += 1  # counted once made: a failed allocation leaves nothing for close() to wait on
+                    return slot
                 self._changed.wait()
-            self._running += 1
-            return slot
 
     def _return_slot(self, slot: _Slot) -> None:
-        with self._changed:
-            self._free.append(slot)
-            self._running -= 1
-            self._changed.notify_all()
+        self._free.append(slot)
+        if self._closed or self.profile_ns is not None:  # someone may be waiting: close(), or a profiled run
+            with self._changed:
+                self._changed.notify_all()
 
     def plan(self, dims: np.ndarray) -> tuple[int, list[list[int]]]:
         """For a run with these size-variable values (int64): the workspace bytes and every output's shape,
@@ -361,7 +371,7 @@ class CpuExecutor:
     def close(self) -> None:
         with self._changed:  # never unload the library under a running call
             self._closed = True
-            while self._running:
+            while len(self._free) < self._slots:
                 self._changed.wait()
             self._native.close()
 
