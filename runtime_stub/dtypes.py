@@ -19,6 +19,7 @@ Contract (numpy only; ml_dtypes is never imported, so this works with any numpy 
 
 from __future__ import annotations
 
+import functools
 import math
 
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class ElementType:
     ort_name: str  # onnxruntime's spelling in NodeArg.type, tensor(<ort_name>)
     code_axis: bool = False  # the native buffer has one more axis: a string's code points
 
-    @property
+    @functools.cached_property  # read several times per run for every input and output
     def elements_per_byte(self) -> int:
         return 8 // self.bits if self.bits < 8 else 1
 

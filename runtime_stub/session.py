@@ -465,6 +465,7 @@ class InferenceSession:
         self._inputs = [_node_arg(e, "input") for e in self._manifest.get("inputs", [])]  # as the native code has them
         self._api_inputs = _api_inputs(self._inputs)
         self._outputs = [_node_arg(e, "output") for e in self._manifest.get("outputs", [])]
+        self._output_positions = {arg.name: i for i, arg in enumerate(self._outputs)}
         self._sizes = SizeVariables(self._manifest)
         for arg in self._inputs:
             self._sizes.check_declared(arg.name, arg.native_shape)
@@ -594,18 +595,21 @@ class InferenceSession:
         except TypeError:
             raise InvalidOutputNameError(f"output_names must be a list of output names or None, "
                                          f"got {type(output_names).__name__}") from None
-        index = {arg.name: i for i, arg in enumerate(self._outputs)}
-        valid = ", ".join(repr(arg.name) for arg in self._outputs)
+        index = self._output_positions
         selected = []
         for name in names:
             # Checked before the lookup: an unhashable entry (a nested list) must not escape as TypeError.
             if not isinstance(name, str):
                 raise InvalidOutputNameError(f"output_names holds {name!r} ({type(name).__name__}), not an output "
-                                             f"name; the model's outputs are: {valid}")
+                                             f"name; the model's outputs are: {self._output_list()}")
             if name not in index:
-                raise InvalidOutputNameError(f"the model has no output {name!r}; its outputs are: {valid}")
+                raise InvalidOutputNameError(f"the model has no output {name!r}; its outputs are: "
+                                             f"{self._output_list()}")
             selected.append(index[name])
         return selected
+
+    def _output_list(self) -> str:
+        return ", ".join(repr(arg.name) for arg in self._outputs)
 
     def _expected_inputs(self) -> str:
         return "; ".join(arg.describe() for arg in self._api_inputs) or "none"
