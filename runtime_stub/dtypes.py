@@ -77,8 +77,12 @@ class ElementType:
             return np.empty(shape, dtype=self.api_dtype)
         return np.empty(self.shape_nbytes(shape), dtype=np.uint8)
 
+    def native_view(self, raw: np.ndarray, shape: list[int]) -> np.ndarray:
+        """``native_empty``'s buffer on the bytes ``raw`` (uint8, ``shape_nbytes(shape)`` of them)."""
+        return raw.view(self.api_dtype).reshape(shape) if self.elements_per_byte == 1 else raw
+
     def from_native(self, buffer: np.ndarray, shape: list[int]) -> np.ndarray:
-        """The API-form array of an output buffer from ``native_empty``."""
+        """The API-form array of an output buffer from ``native_empty`` or ``native_view``."""
         per = self.elements_per_byte
         if per == 1:
             return buffer
@@ -109,6 +113,9 @@ class StringType(ElementType):
 
     def native_empty(self, shape: list[int]) -> np.ndarray:
         return np.empty(shape, dtype=np.uint32)
+
+    def native_view(self, raw: np.ndarray, shape: list[int]) -> np.ndarray:
+        return raw.view(np.uint32).reshape(shape)
 
     def from_native(self, buffer: np.ndarray, shape: list[int]) -> np.ndarray:
         codes = np.ascontiguousarray(buffer, dtype=np.uint32).reshape(shape)

@@ -23,7 +23,9 @@ Contract:
   ``output_names`` is None) as new numpy arrays. bfloat16 tensors are carried as
   uint16 bit patterns, the float8 / float4 / int4 / int2 types as uint8 codes, one
   element per byte (runtime_stub/dtypes.py); an ml_dtypes array of the exact type is
-  accepted as an input too.
+  accepted as an input too. Outputs of 64 KiB and more are placed in memory recycled from earlier
+  outputs the caller has dropped (runtime_stub/output_memory.py: no page faults per run), so they are
+  views (``base`` is set) rather than arrays owning their data.
 * CUDA artifacts also take inputs that live in GPU memory (any object with
   ``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch, JAX, ``CudaArray``),
   read in place without a copy; they must have the exact dtype and shape and be
@@ -60,6 +62,7 @@ from runtime_stub.errors import (
     InvalidOutputNameError,
 )
 from runtime_stub.native import NativeModule
+from runtime_stub.output_memory import MIN_BYTES as MIN_RECYCLED_BYTES, OutputMemory
 from runtime_stub.platform_check import check_target
 from runtime_stub.shapes import SizeVariables
 from runtime_stub.signature import native_shape, native_signature
@@ -211,8 +214,11 @@ def _allocate(what: str, nbytes: Callable[[], int], allocate: Callable[[], Any])
         raise ExecutionError(f"cannot allocate {what} of {size} bytes ({_gib(size)}): {exc}") from None
 
 
-def _output_buffer(arg: "NodeArg", shape: list[int]) -> np.ndarray:
+def _output_buffer(arg: "NodeArg", shape: list[int], memory: OutputMemory) -> np.ndarray:
     try:
+        nbytes = arg.element_type.shape_nbytes(shape)
+        if nbytes >= MIN_RECYCLED_BYTES:
+            return arg.element_type.native_view(memory.take(nbytes), shape)
         return arg.element_type.native_empty(shape)
     except (MemoryError, ValueError):  # again, to say which output and how large
         return _allocate(f"output {arg.name!r}", lambda: arg.element_type.shape_nbytes(shape),
@@ -482,6 +488,7 @@ class InferenceSession:
                 f"{', '.join(sorted(_EXECUTORS))}"
             )
         self._executor: Executor | None = factory(artifact, ExecutorOptions(threads or _default_threads(), device_id))
+        self._output_memory = OutputMemory()
 
     # --- introspection ------------------------------------------------------------
 
@@ -514,7 +521,10 @@ class InferenceSession:
                 workspace_size, shapes = executor.plan(dims)
             else:
                 shapes = [arg.native_shape for arg in self._outputs]
-            outputs = [_output_buffer(arg, shape) for arg, shape in zip(self._outputs, shapes)]
+            outputs = [_output_buffer(arg, shape, self._output_memory) for arg, shape in zip(self._outputs, shapes)]
+            taken = sum(a.nbytes for a in outputs if a.nbytes >= MIN_RECYCLED_BYTES)
+            if taken:
+                self._output_memory.end_run(taken)
             if self._sizes:
                 executor.run(inputs, outputs, dims, workspace_size)
             else:
