@@ -214,11 +214,11 @@ def _allocate(what: str, nbytes: Callable[[], int], allocate: Callable[[], Any])
         raise ExecutionError(f"cannot allocate {what} of {size} bytes ({_gib(size)}): {exc}") from None
 
 
-def _output_buffer(arg: "NodeArg", shape: list[int], memory: OutputMemory) -> np.ndarray:
+def _output_buffer(arg: "NodeArg", shape: list[int], memory: OutputMemory, index: int) -> np.ndarray:
     try:
         nbytes = arg.element_type.shape_nbytes(shape)
         if nbytes >= MIN_RECYCLED_BYTES:
-            return arg.element_type.native_view(memory.take(nbytes), shape)
+            return arg.element_type.native_view(memory.take(index, nbytes), shape)
         return arg.element_type.native_empty(shape)
     except (MemoryError, ValueError):  # again, to say which output and how large
         return _allocate(f"output {arg.name!r}", lambda: arg.element_type.shape_nbytes(shape),
@@ -488,7 +488,7 @@ class InferenceSession:
                 f"{', '.join(sorted(_EXECUTORS))}"
             )
         self._executor: Executor | None = factory(artifact, ExecutorOptions(threads or _default_threads(), device_id))
-        self._output_memory = OutputMemory()
+        self._output_memory = OutputMemory(len(self._outputs))
 
     # --- introspection ------------------------------------------------------------
 
@@ -521,10 +521,8 @@ class InferenceSession:
                 workspace_size, shapes = executor.plan(dims)
             else:
                 shapes = [arg.native_shape for arg in self._outputs]
-            outputs = [_output_buffer(arg, shape, self._output_memory) for arg, shape in zip(self._outputs, shapes)]
-            taken = sum(a.nbytes for a in outputs if a.nbytes >= MIN_RECYCLED_BYTES)
-            if taken:
-                self._output_memory.end_run(taken)
+            outputs = [_output_buffer(arg, shape, self._output_memory, i)
+                       for i, (arg, shape) in enumerate(zip(self._outputs, shapes))]
             if self._sizes:
                 executor.run(inputs, outputs, dims, workspace_size)
             else:

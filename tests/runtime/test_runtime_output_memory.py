@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 import compiler
 from runtime_stub import InferenceSession
-from runtime_stub.output_memory import MIN_BYTES, TRACKED_RUNS, OutputMemory
+from runtime_stub.output_memory import MIN_BYTES, TRACKED, OutputMemory
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +80,14 @@ def test_concurrent_runs_never_share_an_output(cache_artifact: str) -> None:
             assert all(pool.map(run, range(64)))
 
 
-def test_the_pool_keeps_at_most_one_run_idle_and_three_runs_tracked() -> None:
-    memory = OutputMemory()
-    run_bytes = 4 * MIN_BYTES
-    kept = [memory.take(MIN_BYTES) for _ in range(40)]  # ten runs of four outputs, all held by the caller
-    for _ in range(10):
-        memory.end_run(run_bytes)
-    tracked = sum(b.size for b in memory._blocks)
-    assert tracked <= TRACKED_RUNS * run_bytes * 1.25
+def test_each_output_tracks_at_most_three_blocks_and_drops_idle_ones_first() -> None:
+    memory = OutputMemory(2)
+    kept = [memory.take(0, MIN_BYTES) for _ in range(10)]  # ten runs' outputs, all held by the caller
+    assert len(memory._blocks[0]) == TRACKED and not memory._blocks[1]
     del kept
-    memory.end_run(run_bytes)  # everything idle now: one run's worth stays
-    assert sum(b.size for b in memory._blocks) <= run_bytes * 1.25
-    again = [memory.take(MIN_BYTES) for _ in range(3)]
-    assert len({a.ctypes.data for a in again}) == 3  # three live arrays, three blocks
-    assert all(a.size == MIN_BYTES for a in again)
+    grown = memory.take(0, 3 * MIN_BYTES)  # the old blocks are idle but too small: one of them goes
+    assert len(memory._blocks[0]) == TRACKED and memory._blocks[0][-1][0].size >= grown.size
+    small = memory.take(0, MIN_BYTES)
+    again = memory.take(0, MIN_BYTES)
+    assert len({a.ctypes.data for a in (grown, small, again)}) == 3  # three live arrays, three blocks
+    assert all(a.ctypes.data % 64 == 0 for a in (grown, small, again))
