@@ -103,6 +103,7 @@ class ModuleEmitter:
         leading = 2 if sizes else 1  # ctx[, dims]
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (leading + len(kernel.params))), kernel.name)
         fn.linkage = "internal"
+        fn.attributes.add("noinline")
         fn.attributes.add("nounwind")
         for i, arg in enumerate(fn.args[leading:]):
             arg.add_attribute("noalias")
