@@ -24,7 +24,8 @@ import onnx
 from compiler import __version__
 from compiler.artifact.format import write_artifact
 from compiler.codegen.link import link_shared_object
-from compiler.codegen.llvm.module import RunLayout, build_module, compile_module
+from compiler.codegen.llvm.module import RunLayout, build_kernel_module, build_module, compile_module, kernel_parts
+from compiler.codegen.llvm.parallel import run_jobs
 from compiler.codegen.target import Target, dot_product_forms, resolve_target
 from compiler.dtypes import DType
 from compiler.errors import CompileError, TilecWarning
@@ -34,6 +35,7 @@ from compiler.graph.passes import run_passes
 from compiler.graph.passes.precision import PRECISIONS, contractions_in_bf16, half_contractions_in_float32
 from compiler.loopir.printer import format_kernel, format_size
 from compiler.loopir.sizes import SizeRange
+from compiler.loopir.stmt import Kernel
 from compiler.lowering.driver import Program, lower_graph
 from compiler.ops.registry import lookup
 from runtime_stub.signature import native_signature
@@ -191,11 +193,30 @@ def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool, s
     layout = RunLayout(tuple(program.sizes), program.workspace_size, tuple(program.slots),
                        tuple(tuple(v.shape) for v in program.outputs), tuple(program.constraints),
                        tuple(program.conditions.items()), tuple(program.loops))
-    with log.stage(f"llvm codegen ({len(program.calls)} kernels)"):
-        obj = compile_module(build_module(program.calls, tgt, profile=profile, signature=signature, layout=layout),
-                             tgt, log.timings)
+    parts = kernel_parts(program.calls)
+    elsewhere = frozenset(k.name for part in parts[1:] for k in part)
+
+    def run_module() -> tuple[bytes, dict[str, float]]:
+        timings: dict[str, float] = {}
+        module = build_module(program.calls, tgt, profile=profile, signature=signature, layout=layout,
+                              elsewhere=elsewhere)
+        return compile_module(module, tgt, timings, hidden=elsewhere), timings
+
+    def kernel_module(part: list[Kernel]) -> Callable[[], tuple[bytes, dict[str, float]]]:
+        def job() -> tuple[bytes, dict[str, float]]:
+            timings: dict[str, float] = {}
+            module = build_kernel_module(part, tgt, layout)
+            return compile_module(module, tgt, timings, hidden=frozenset(k.name for k in part)), timings
+        return job
+
+    modules = f", {len(parts)} modules" if len(parts) > 1 else ""
+    with log.stage(f"llvm codegen ({len(program.calls)} kernels{modules})"):
+        compiled = run_jobs([run_module] + [kernel_module(part) for part in parts[1:]])
+        for _, timings in compiled:  # summed over the modules: CPU seconds, not the stage's wall time
+            for key, seconds in timings.items():
+                log.timings[key] = log.timings.get(key, 0.0) + seconds
     with log.stage("link"):
-        return {"native": link_shared_object([obj], tgt.triple, tgt.cpu)}
+        return {"native": link_shared_object([obj for obj, _ in compiled], tgt.triple, tgt.cpu)}
 
 
 def _resolve_cuda(target: str, cpu: str | None):

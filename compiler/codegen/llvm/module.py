@@ -37,7 +37,13 @@ from compiler.artifact.memory_plan import SymbolicSlot
 from compiler.loopir.expr import Binary, Const, Expr, Select
 from compiler.loopir.run_loops import RunLoop
 from compiler.loopir.sizes import ConditionVar, Size, SizeConstraint, SizeVar
-from compiler.loopir.stmt import Kernel, canonical_kernel
+from compiler.loopir.stmt import For, ForKind, Kernel, Stmt, canonical_kernel, stmt_children
+
+
+# An artifact's kernels go into one module per this many distinct kernels, at most MAX_PARTS
+# (kernel_parts): small models stay one module; large ones compile on several cores.
+KERNELS_PER_PART = 8
+MAX_PARTS = 8
 
 
 @dataclass(frozen=True)
@@ -89,24 +95,76 @@ class RunLayout:
     loops: tuple[LoopSpan, ...] = ()
 
 
+def distinct_kernels(calls: list[KernelCall]) -> list[Kernel]:
+    """The kernels that get a function: the first of each form (``canonical_kernel``), in plan order."""
+    firsts: dict[Kernel, Kernel] = {}
+    for call in calls:
+        firsts.setdefault(canonical_kernel(call.kernel), call.kernel)
+    return list(firsts.values())
+
+
+def kernel_parts(calls: list[KernelCall], kernels_per_part: int = KERNELS_PER_PART,
+                 max_parts: int = MAX_PARTS) -> list[list[Kernel]]:
+    """The distinct kernels in parts of about equal estimated code size (largest first onto the smallest
+    part), each in plan order: part 0 goes into the module with ``tilec_run`` (``build_module``), the others
+    into modules of their own (``build_kernel_module``), which LLVM can compile in parallel. How many parts
+    depends only on the kernels, so an artifact's bytes do not depend on the machine that built it."""
+    kernels = distinct_kernels(calls)
+    count = max(1, min(max_parts, len(kernels) // kernels_per_part))
+    sizes = [0] * count
+    assigned: list[list[int]] = [[] for _ in range(count)]
+    cost = [_code_size(k.body) for k in kernels]
+    for i in sorted(range(len(kernels)), key=lambda i: -cost[i]):
+        part = sizes.index(min(sizes))
+        sizes[part] += cost[i]
+        assigned[part].append(i)
+    return [[kernels[i] for i in sorted(part)] for part in assigned]
+
+
+def _code_size(s: Stmt) -> int:
+    """Statements of ``s`` as emitted: an unrolled loop's body counts once per iteration."""
+    if isinstance(s, For):
+        body = _code_size(s.body)
+        return 1 + body * (s.extent if s.kind is ForKind.UNROLLED and isinstance(s.extent, int) else 1)
+    return 1 + sum(_code_size(c) for c in stmt_children(s))
+
+
+def build_kernel_module(kernels: list[Kernel], target: Target, layout: RunLayout = RunLayout(),
+                        name: str = "kernels") -> ir.Module:
+    """A module defining ``kernels`` for the ``tilec_run`` of another module of the same artifact to call."""
+    module = ir.Module(name=name)
+    module.triple = target.triple
+    emitter = ModuleEmitter(module, dims=_module_dims(layout), features=target.features)
+    for kernel in kernels:
+        emitter.add_kernel(kernel, shared=True)
+    return module
+
+
+def _module_dims(layout: RunLayout) -> tuple[str, ...]:
+    # A loop's counter is one more dim to its body's kernels, after the run's own.
+    return layout.dims + tuple(span.loop.name for span in layout.loops)
+
+
 def build_module(calls: list[KernelCall], target: Target, name: str = "model", profile: bool = False,
-                 signature: bytes = b"", layout: RunLayout = RunLayout()) -> ir.Module:
+                 signature: bytes = b"", layout: RunLayout = RunLayout(),
+                 elsewhere: frozenset[str] = frozenset()) -> ir.Module:
     """The module of ``calls``; ``signature`` is what the pipeline declares for the runtime's cross-check
-    (an artifact's native code always has one; a module a test loads directly need not)."""
+    (an artifact's native code always has one; a module a test loads directly need not). The kernels
+    named in ``elsewhere`` are only declared: other modules of the artifact define them."""
     module = ir.Module(name=name)
     module.triple = target.triple
     _add_signature(module, signature)
     _add_sizes(module, layout)
-    # A loop's counter is one more dim to its body's kernels, after the run's own.
     counters = tuple(span.loop.name for span in layout.loops)
-    emitter = ModuleEmitter(module, dims=layout.dims + counters, features=target.features)
+    emitter = ModuleEmitter(module, dims=_module_dims(layout), features=target.features)
     # A kernel equal to an earlier one up to names (a repeated layer) calls that one's function.
     by_form: dict[Kernel, ir.Function] = {}
     functions = []
     for call in calls:
         form = canonical_kernel(call.kernel)
         if form not in by_form:
-            by_form[form] = emitter.add_kernel(call.kernel)
+            by_form[form] = (emitter.declare_kernel(call.kernel) if call.kernel.name in elsewhere
+                             else emitter.add_kernel(call.kernel))
         functions.append(by_form[form])
     run = ir.Function(module, ir.FunctionType(I32, [PTR] * 6), "tilec_run")
     b = ir.IRBuilder(run.append_basic_block("entry"))
@@ -373,13 +431,17 @@ def target_machine(target: Target) -> llvm.TargetMachine:
                                              reloc="pic", codemodel="default")
 
 
-def _optimized(module: ir.Module, target: Target, timings: dict[str, float]) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
+def _optimized(module: ir.Module, target: Target, timings: dict[str, float],
+               hidden: frozenset[str] = frozenset()) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
     start = time.perf_counter()
     try:
         parsed = llvm.parse_assembly(str(module))
         parsed.verify()
     except RuntimeError as exc:
         raise ToolchainError(f"generated LLVM IR is invalid (a compiler bug): {exc}") from None
+    for fn in parsed.functions:
+        if fn.name in hidden:  # one module's kernel called from another's tilec_run: not exported from the .so
+            fn.visibility = "hidden"
     tm = target_machine(target)
     timings["llvm.parse"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -395,10 +457,12 @@ def _optimized(module: ir.Module, target: Target, timings: dict[str, float]) -> 
     return parsed, tm
 
 
-def compile_module(module: ir.Module, target: Target, timings: dict[str, float] | None = None) -> bytes:
-    """Verify, optimize (O3) and emit an ELF object for ``target``."""
+def compile_module(module: ir.Module, target: Target, timings: dict[str, float] | None = None,
+                   hidden: frozenset[str] = frozenset()) -> bytes:
+    """Verify, optimize (O3) and emit an ELF object for ``target``; the functions named in ``hidden`` (kernels
+    shared between the artifact's modules) get hidden visibility."""
     timings = {} if timings is None else timings
-    parsed, tm = _optimized(module, target, timings)
+    parsed, tm = _optimized(module, target, timings, hidden)
     start = time.perf_counter()
     obj = tm.emit_object(parsed)
     timings["llvm.emit"] = time.perf_counter() - start
