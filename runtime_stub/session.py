@@ -214,9 +214,12 @@ def _allocate(what: str, nbytes: Callable[[], int], allocate: Callable[[], Any])
         raise ExecutionError(f"cannot allocate {what} of {size} bytes ({_gib(size)}): {exc}") from None
 
 
-def _output_buffer(arg: "NodeArg", shape: list[int], memory: OutputMemory, index: int) -> np.ndarray:
+def _output_buffer(arg: "NodeArg", shape: list[int], memory: OutputMemory, index: int,
+                   nbytes: int | None = None) -> np.ndarray:
+    """The native buffer for output ``index`` of a run (``nbytes``: its size, where known already)."""
     try:
-        nbytes = arg.element_type.shape_nbytes(shape)
+        if nbytes is None:
+            nbytes = arg.element_type.shape_nbytes(shape)
         if nbytes >= MIN_RECYCLED_BYTES:
             return arg.element_type.native_view(memory.take(index, nbytes), shape)
         return arg.element_type.native_empty(shape)
@@ -489,6 +492,10 @@ class InferenceSession:
             )
         self._executor: Executor | None = factory(artifact, ExecutorOptions(threads or _default_threads(), device_id))
         self._output_memory = OutputMemory(len(self._outputs))
+        if not self._sizes:
+            self._static_output_shapes = [arg.native_shape for arg in self._outputs]
+            self._static_output_bytes = [arg.element_type.shape_nbytes(shape) for arg, shape in
+                                         zip(self._outputs, self._static_output_shapes)]
 
     # --- introspection ------------------------------------------------------------
 
@@ -519,10 +526,12 @@ class InferenceSession:
             inputs, dims = self._marshaled_inputs(input_feed, executor, views)
             if self._sizes:
                 workspace_size, shapes = executor.plan(dims)
+                outputs = [_output_buffer(arg, shape, self._output_memory, i)
+                           for i, (arg, shape) in enumerate(zip(self._outputs, shapes))]
             else:
-                shapes = [arg.native_shape for arg in self._outputs]
-            outputs = [_output_buffer(arg, shape, self._output_memory, i)
-                       for i, (arg, shape) in enumerate(zip(self._outputs, shapes))]
+                shapes = self._static_output_shapes
+                outputs = [_output_buffer(arg, shape, self._output_memory, i, nbytes)
+                           for i, (arg, shape, nbytes) in enumerate(zip(self._outputs, shapes, self._static_output_bytes))]
             if self._sizes:
                 executor.run(inputs, outputs, dims, workspace_size)
             else:
