@@ -6,7 +6,10 @@
 * ``compare_outputs(a, b)``: the worst ``max|a - b| / max|b|`` over the outputs (``b`` is the reference).
 * ``ort_session(model, threads)``: an onnxruntime CPU session set up the way tilec is compared with
   (all graph optimisations, ``threads`` intra-op threads, one inter-op thread).
-* ``benchmark(tilec_session, ort_session, inputs, ...)``: all of the above, as a ``BenchResult``.
+* ``time_interleaved`` / ``time_after_gaps``: the contended and gap modes (``TIMING_MODES``): the sides
+  run by run with no pause, or each timed run after a 50 ms pause.
+* ``benchmark(tilec_session, ort_session, inputs, ..., mode=...)``: all of the above, as a ``BenchResult``.
+* ``concurrency_scaling(run, callers)``: runs/s of one session from one thread and from ``callers`` at once.
 * ``count_flops(model)``: 2 x the multiply-accumulates of a model's MatMul/Gemm/Conv/ConvTranspose.
 * ``measure_fma_peak(threads)``: this machine's fp32 FMA GFLOP/s, from a small kernel compiled here.
 
@@ -132,6 +135,53 @@ def time_alternating(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int
                 sink.append((clock() - start) / 1e6)
         round_ += 1
     return times_a, times_b
+
+
+def time_interleaved(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int = 20,
+                     warmup: int = 3) -> tuple[list[float], list[float]]:
+    """The contended mode: ``fn_a``, ``fn_b``, ``fn_a``, ... back to back with no pause, every run timed, so
+    each side runs while the other's pool threads still spin on the cores (a process sharing its cores
+    with another runtime, numpy's BLAS or a web server). Milliseconds per run of each."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    times_a: list[float] = []
+    times_b: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        for fn, sink in ((fn_a, times_a), (fn_b, times_b)):
+            start = clock()
+            fn()
+            sink.append((clock() - start) / 1e6)
+    return times_a, times_b
+
+
+# The pause before every timed run of the gap mode: a server seeing one request every 50 ms.
+GAP_S = 0.05
+
+
+def time_after_gaps(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int = 20, warmup: int = 3,
+                    gap_s: float = GAP_S) -> tuple[list[float], list[float]]:
+    """The gap mode: every timed run follows a pause of ``gap_s``, the sides taking turns, so each run
+    finds the pool's threads asleep (a server between requests). Milliseconds per run of each."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    times_a: list[float] = []
+    times_b: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        for fn, sink in ((fn_a, times_a), (fn_b, times_b)):
+            time.sleep(gap_s)
+            start = clock()
+            fn()
+            sink.append((clock() - start) / 1e6)
+    return times_a, times_b
+
+
+# How the runs of the two sides are timed (``benchmark(mode=...)``, ``tilec bench --mode``).
+TIMING_MODES: dict[str, Callable[..., tuple[list[float], list[float]]]] = {
+    "quiet": time_alternating, "contended": time_interleaved, "gap": time_after_gaps}
 
 
 @dataclass(frozen=True)
@@ -293,8 +343,11 @@ class BenchResult:
 
 
 def benchmark(tilec_session: Any, ort_sess: Any, inputs: Mapping[str, np.ndarray], *, runs: int = 20,
-              warmup: int = 3, threads: int = 0) -> BenchResult:
-    """Time ``tilec_session`` against ``ort_sess`` alternately on ``inputs`` and compare their outputs."""
+              warmup: int = 3, threads: int = 0, mode: str = "quiet") -> BenchResult:
+    """Time ``tilec_session`` against ``ort_sess`` on ``inputs`` (``mode``: a key of ``TIMING_MODES``) and
+    compare their outputs."""
+    if mode not in TIMING_MODES:
+        raise BenchError(f"unknown timing mode {mode!r}; known: {', '.join(TIMING_MODES)}")
     ort_inputs = {arg.name for arg in ort_sess.get_inputs()}
     ort_feed = {name: value for name, value in inputs.items() if name in ort_inputs}
     ort_names = [arg.name for arg in ort_sess.get_outputs()]
@@ -312,8 +365,51 @@ def benchmark(tilec_session: Any, ort_sess: Any, inputs: Mapping[str, np.ndarray
         diff = compare_outputs(out_t, out_o)
     else:
         diff = compare_outputs(list(out_t.values()), list(out_o.values()))
-    times_t, times_o = time_alternating(run_tilec, run_ort, runs, warmup)
+    times_t, times_o = TIMING_MODES[mode](run_tilec, run_ort, runs, warmup)
     return BenchResult(summarize(times_t), summarize(times_o), diff, threads)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Runs per second of one session called from 1 and from ``callers`` Python threads at once."""
+
+    callers: int
+    alone_per_s: float
+    together_per_s: float
+
+    @property
+    def factor(self) -> float:
+        return self.together_per_s / self.alone_per_s
+
+
+def concurrency_scaling(run: Callable[[], Any], callers: int = 2, seconds: float = 2.0) -> Scaling:
+    """How ``run`` (one session's ``run`` on fixed inputs) scales when ``callers`` threads call it at once:
+    each configuration runs for about ``seconds`` after one untimed call per thread."""
+    import threading
+
+    def rate(threads: int) -> float:
+        done = [0] * threads
+        start_line = threading.Barrier(threads + 1)
+        deadline = [math.inf]  # set once every thread has made its untimed call
+
+        def caller(k: int) -> None:
+            run()
+            start_line.wait()
+            while time.perf_counter() < deadline[0]:
+                run()
+                done[k] += 1
+
+        workers = [threading.Thread(target=caller, args=(k,)) for k in range(threads)]
+        for w in workers:
+            w.start()
+        start_line.wait()
+        began = time.perf_counter()
+        deadline[0] = began + seconds
+        for w in workers:
+            w.join()
+        return sum(done) / (time.perf_counter() - began)
+
+    return Scaling(callers, rate(1), rate(callers))
 
 
 # --- work and the machine's peak --------------------------------------------------

@@ -6,6 +6,12 @@ times the artifact against onnxruntime (CPUExecutionProvider, ORT_ENABLE_ALL, th
 thread count) with ``bench.benchmark``: alternating runs in one process, warm-up excluded,
 medians. A model that fails to build, compile or run gets a row with its error; the suite goes on.
 
+``mode`` picks how the runs are timed (``bench.TIMING_MODES``): ``quiet`` (alternating blocks after a
+pause), ``contended`` (run by run, no pause: each side beside the other's spinning threads) or ``gap``
+(a 50 ms pause before every timed run: a server between requests).
+``run_concurrency(names, callers)`` measures instead how one threads=1 session of each runtime scales
+when ``callers`` request threads call it at once (``ConcurrencyRow``).
+
 ``SuiteReport`` holds the rows and a description of the machine and run; ``table()`` gives the
 printed table's cells, ``geomean_ratios()`` the geometric-mean tilec/ort ratio per thread count,
 ``markdown()`` all of it as Markdown, and ``write(out_dir)`` writes perf_results.csv, .json, .md and
@@ -229,12 +235,13 @@ def _failure(exc: BaseException) -> str:
 
 
 def run_suite(names: Sequence[str], threads: Sequence[int], *, runs: int = 20, warmup: int = 3, seed: int = 0,
-              peak_gflops: float | None = DEFAULT_PEAK_GFLOPS,
+              peak_gflops: float | None = DEFAULT_PEAK_GFLOPS, mode: str = "quiet",
               progress: Callable[[str], None] | None = None) -> SuiteReport:
     """Benchmark the suite models ``names`` at each thread count of ``threads`` (see the module docstring).
 
     ``peak_gflops``: one core's FMA peak (scaled by the thread count), or None to measure the peak
-    at each thread count here. ``progress`` gets one line per step.
+    at each thread count here. ``mode``: how the runs are timed (``bench.TIMING_MODES``: quiet,
+    contended, gap). ``progress`` gets one line per step.
     """
     import compiler
     from compiler import models
@@ -249,7 +256,7 @@ def run_suite(names: Sequence[str], threads: Sequence[int], *, runs: int = 20, w
         say("measured FMA peak: " + ", ".join(f"{p:.1f} GFLOP/s on {t} thread(s)" for t, p in peaks.items()))
     else:
         peaks = {t: peak_gflops * t for t in threads}
-    report = SuiteReport(meta={**machine_description(), "runs": runs, "warmup": warmup, "seed": seed,
+    report = SuiteReport(meta={**machine_description(), "runs": runs, "warmup": warmup, "seed": seed, "mode": mode,
                                "threads": list(threads), "peak_source": "measured" if peak_gflops is None else "given",
                                "peak_gflops_per_core": peak_gflops, "peak_gflops": {str(t): p for t, p in peaks.items()}})
     for name in names:
@@ -264,7 +271,7 @@ def run_suite(names: Sequence[str], threads: Sequence[int], *, runs: int = 20, w
                 compile_s = time.perf_counter() - start
                 say(f"{name}: {gflop:.3f} GFLOP, compiled in {compile_s:.1f} s")
                 for t in threads:
-                    row = _bench_one(name, model, artifact, t, gflop, peaks[t], compile_s, runs, warmup, seed)
+                    row = _bench_one(name, model, artifact, t, gflop, peaks[t], compile_s, runs, warmup, seed, mode)
                     report.rows.append(dataclasses.replace(row, compile_stages=stages))
                     say(_progress_line(report.rows[-1]))
         except Exception as exc:  # noqa: BLE001 - any failure (a tilec bug included) is one model's result
@@ -276,13 +283,13 @@ def run_suite(names: Sequence[str], threads: Sequence[int], *, runs: int = 20, w
 
 
 def _bench_one(name: str, model: Any, artifact: pathlib.Path, threads: int, gflop: float, peak: float,
-               compile_s: float, runs: int, warmup: int, seed: int) -> SuiteRow:
+               compile_s: float, runs: int, warmup: int, seed: int, mode: str) -> SuiteRow:
     from runtime_stub import InferenceSession
 
     with InferenceSession(artifact, threads=threads) as session:
         inputs = bench.random_inputs(session.get_inputs(), seed=seed)
         result = bench.benchmark(session, bench.ort_session(model, threads), inputs, runs=runs, warmup=warmup,
-                                 threads=threads)
+                                 threads=threads, mode=mode)
     return SuiteRow(name, threads, gflop, peak, compile_s, result.tilec.median_ms, result.ort.median_ms,
                     result.tilec.min_ms, result.ort.min_ms, result.max_rel_diff)
 
@@ -290,3 +297,55 @@ def _bench_one(name: str, model: Any, artifact: pathlib.Path, threads: int, gflo
 def _progress_line(row: SuiteRow) -> str:
     return (f"{row.model} @ {row.threads} thread(s): tilec {row.tilec_ms:.3f} ms, ort {row.ort_ms:.3f} ms, "
             f"ratio {row.ratio:.2f}")
+
+
+@dataclass(frozen=True)
+class ConcurrencyRow:
+    """One session (threads=1) of each runtime called from 1 and from ``callers`` Python threads at once."""
+
+    model: str
+    tilec: bench.Scaling | None = None
+    ort: bench.Scaling | None = None
+    error: str | None = None
+
+    @staticmethod
+    def markdown_table(rows: Sequence["ConcurrencyRow"]) -> str:
+        lines = ["| model | tilec runs/s, 1 caller | tilec, 2 callers | tilec scaling | onnxruntime, 1 caller "
+                 "| onnxruntime, 2 callers | onnxruntime scaling |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            if r.error is not None or r.tilec is None or r.ort is None:
+                lines.append(f"| {r.model} | {r.error} | | | | | |")
+                continue
+            lines.append(f"| {r.model} | {r.tilec.alone_per_s:.1f} | {r.tilec.together_per_s:.1f} | "
+                         f"**{r.tilec.factor:.2f}x** | {r.ort.alone_per_s:.1f} | {r.ort.together_per_s:.1f} | "
+                         f"{r.ort.factor:.2f}x |")
+        return "\n".join(lines)
+
+
+def run_concurrency(names: Sequence[str], callers: int = 2, seconds: float = 2.0, seed: int = 0,
+                    progress: Callable[[str], None] | None = None) -> list[ConcurrencyRow]:
+    """For each suite model: the runs/s of one threads=1 session from 1 and from ``callers`` request threads,
+    tilec's and onnxruntime's (``bench.concurrency_scaling``), on the same random inputs."""
+    import compiler
+    from compiler import models
+    from runtime_stub import InferenceSession
+
+    say = progress or (lambda line: None)
+    rows = []
+    for name in names:
+        try:
+            model = models.build(name)
+            with tempfile.TemporaryDirectory(prefix="tilec-concurrency-") as tmp:
+                artifact = compiler.compile(model, pathlib.Path(tmp) / f"{name}.tilec")
+                with InferenceSession(artifact, threads=1) as session:
+                    inputs = bench.random_inputs(session.get_inputs(), seed=seed)
+                    tilec = bench.concurrency_scaling(lambda: session.run(None, inputs), callers, seconds)
+            ort = bench.ort_session(model, 1)
+            ort_feed = {arg.name: inputs[arg.name] for arg in ort.get_inputs()}
+            ort_scaling = bench.concurrency_scaling(lambda: ort.run(None, ort_feed), callers, seconds)
+            rows.append(ConcurrencyRow(name, tilec, ort_scaling))
+            say(f"{name}: tilec {tilec.factor:.2f}x, onnxruntime {ort_scaling.factor:.2f}x with {callers} callers")
+        except Exception as exc:  # noqa: BLE001 - one model's failure is its row
+            rows.append(ConcurrencyRow(name, error=_failure(exc)))
+            say(f"{name}: failed: {_failure(exc)}")
+    return rows

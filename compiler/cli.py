@@ -421,9 +421,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.suite:
         if args.model or args.onnx or args.input_shape:
             raise CliError("--suite benchmarks the built-in models: give no MODEL, --onnx or --input-shape")
-        return _bench_suite(args)
-    if args.models or args.out or args.peak_gflops is not None:
-        raise CliError("--models, --out and --peak-gflops go with --suite")
+        return _bench_concurrency(args) if args.concurrency else _bench_suite(args)
+    if args.models or args.out or args.peak_gflops is not None or args.concurrency:
+        raise CliError("--models, --out, --peak-gflops and --concurrency go with --suite")
     if not args.model:
         raise CliError("give a MODEL to benchmark, or --suite for the built-in models")
     return _bench_model(args)
@@ -461,7 +461,7 @@ def _bench_model(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     raise CliError(str(exc)) from None
                 result = bench.benchmark(tilec_session, ort, inputs, runs=args.runs, warmup=args.warmup,
-                                         threads=threads)
+                                         threads=threads, mode=args.mode)
             _print_bench_result(onnx_model, args, result)
     return EXIT_OK
 
@@ -515,14 +515,14 @@ def _bench_suite(args: argparse.Namespace) -> int:
     peak = {None: bench_suite.DEFAULT_PEAK_GFLOPS, "measure": None}.get(args.peak_gflops, args.peak_gflops)
     start = time.perf_counter()
     report = bench_suite.run_suite(names, threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
-                                   peak_gflops=peak,
+                                   peak_gflops=peak, mode=args.mode,
                                    progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
     meta = report.meta
     peaks = ", ".join(f"{p:.1f} on {t}" for t, p in meta["peak_gflops"].items())
     print(f"machine: {meta['cpu']} ({meta['llvm_cpu']}), {meta['usable_cpus']} usable CPU(s); "
           f"load average {' '.join(f'{x:.2f}' for x in meta['load_average'] or [])}")
     print(f"FMA peak GFLOP/s ({meta['peak_source']}): {peaks} thread(s); runs: {args.runs} "
-          f"(after {args.warmup} warmup, alternating); onnxruntime {meta['onnxruntime']}")
+          f"(after {args.warmup} warmup, {args.mode} mode); onnxruntime {meta['onnxruntime']}")
     print(_table(report.table(), header=bench_suite.TABLE_HEADER, indent="", align="lrrrrrrrl"))
     for t, ratio in report.geomean_ratios().items():
         print(f"geomean ratio tilec/ort at {t} thread(s): {ratio:.3f}")
@@ -533,6 +533,20 @@ def _bench_suite(args: argparse.Namespace) -> int:
         for path in report.write(args.out, note=lambda line: _eprint(f"note: {line}")):
             print(f"wrote {path}")
     return EXIT_OK if all(row.error is None for row in report.rows) else EXIT_ERROR
+
+
+def _bench_concurrency(args: argparse.Namespace) -> int:
+    from compiler import bench_suite, models
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(models.SUITE)
+    unknown = [n for n in names if n not in models.SUITE]
+    if unknown:
+        raise CliError(f"unknown suite model(s) {', '.join(unknown)}; known: {', '.join(models.SUITE)}")
+    start = time.perf_counter()
+    rows = bench_suite.run_concurrency(names, callers=args.concurrency, seed=args.seed,
+                                       progress=lambda line: _eprint(f"[{time.perf_counter() - start:7.1f}s] {line}"))
+    print(bench_suite.ConcurrencyRow.markdown_table(rows))
+    return EXIT_OK if all(row.error is None for row in rows) else EXIT_ERROR
 
 
 # --- profile ------------------------------------------------------------------------
@@ -797,6 +811,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", metavar="A,B", help="with --suite, --dynamic or --decode: only these models "
                                                     "(default: all of them)")
     p.add_argument("--out", metavar="DIR", help="with --suite: write the results (CSV, JSON, Markdown) and a plot (PNG) into DIR")
+    p.add_argument("--mode", choices=("quiet", "contended", "gap"), default="quiet",
+                   help="how runs are timed: quiet (alternating blocks after a pause; default), contended (run by "
+                        "run with no pause, beside the other runtime's spinning threads) or gap (a 50 ms pause "
+                        "before every timed run, as a server between requests)")
+    p.add_argument("--concurrency", type=_positive_int, metavar="N",
+                   help="with --suite: instead of latencies, the runs/s of one threads=1 session called from 1 and "
+                        "from N request threads at once, tilec's and onnxruntime's")
     p.add_argument("--peak-gflops", type=_peak_gflops, metavar="GFLOPS|measure",
                    help="with --suite: one core's fp32 FMA peak for '%% peak', times the threads (default: the "
                         "peak measured on the project's Zen 4 machine, docs/PERFORMANCE.md), or 'measure' "

@@ -364,3 +364,62 @@ def test_compare_outputs_of_strings_and_maps():
     assert bench.compare_outputs([maps], [[dict(m) for m in maps]]) == 0.0
     assert bench.compare_outputs([[{"a": 0.25, "b": 0.5}, maps[1]]], [maps]) == pytest.approx(0.25)
     assert bench.compare_outputs([[{"b": 0.75, "a": 0.25}, maps[1]]], [maps]) == float("inf")
+
+
+# --- timing modes and concurrency ---------------------------------------------------------
+
+
+def test_contended_mode_interleaves_run_by_run_and_gap_mode_pauses_before_each_run(monkeypatch):
+    calls: list[str] = []
+    times_a, times_b = bench.time_interleaved(lambda: calls.append("a"), lambda: calls.append("b"), runs=3, warmup=1)
+    assert calls == ["a", "b"] * 4 and len(times_a) == len(times_b) == 3
+
+    sleeps: list[float] = []
+    events: list[str] = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: (sleeps.append(s), events.append("pause")))
+    bench.time_after_gaps(lambda: events.append("a"), lambda: events.append("b"), runs=2, warmup=0)
+    assert events == ["pause", "a", "pause", "b"] * 2 and sleeps == [bench.GAP_S] * 4
+
+
+def test_benchmark_modes_and_an_unknown_mode(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from runtime_stub import InferenceSession
+
+    model = _gemm_model(tmp_path / "gemm.onnx")
+    artifact = compiler.compile(model, tmp_path / "gemm.tilec", input_shapes={"x": (3, 16)})
+    with InferenceSession(artifact, threads=1) as session:
+        inputs = bench.random_inputs(session.get_inputs(), seed=1)
+        ort = bench.ort_session(model, 1)
+        for mode in ("contended", "gap"):
+            result = bench.benchmark(session, ort, inputs, runs=2, warmup=0, threads=1, mode=mode)
+            assert result.tilec.runs == 2 and result.max_rel_diff < 1e-5
+        with pytest.raises(bench.BenchError, match="unknown timing mode 'loud'"):
+            bench.benchmark(session, ort, inputs, runs=2, mode="loud")
+
+
+def test_concurrency_scaling_counts_runs_from_every_caller():
+    import threading
+
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def run() -> None:
+        with lock:
+            seen.add(threading.current_thread().name)  # names, unlike idents, are never reused
+
+    scaling = bench.concurrency_scaling(run, callers=3, seconds=0.05)
+    assert scaling.callers == 3 and scaling.alone_per_s > 0 and scaling.together_per_s > 0
+    assert len(seen) == 4  # one thread alone, then three at once
+    assert scaling.factor == pytest.approx(scaling.together_per_s / scaling.alone_per_s)
+
+
+def test_bench_concurrency_table(capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from compiler import bench_suite
+
+    monkeypatch.setattr(bench_suite.bench, "concurrency_scaling",
+                        lambda run, callers, seconds: (run(), bench.Scaling(callers, 10.0, 18.0))[1])
+    assert cli.main(["bench", "--suite", "--concurrency", "2", "--models", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp | 10.0 | 18.0 | **1.80x** | 10.0 | 18.0 | 1.80x |" in out
+    assert cli.main(["bench", "--concurrency", "2"]) == 1  # without --suite
