@@ -33,7 +33,9 @@ Contract:
   ``CudaArray``s left in device memory (runtime_stub/device_arrays.py).
 * ``run`` may be called from several Python threads, and the calls run in parallel: each
   takes a native context and workspace of its own from a small pool grown on demand (the
-  same results as serial calls, bit for bit; a CUDA session serialises its calls).
+  same results as serial calls, bit for bit; a CUDA session serialises its calls). A model whose
+  native call takes microseconds keeps the GIL through it (runtime_stub/native.py): handing it over
+  and back would cost more than the call.
 * ``kernel_profile()``: for artifacts compiled with profiling (``tilec compile --profile``,
   ``tilec profile``), each kernel's mean wall time per run since loading (or the last reset).
 * ``close()`` / ``with`` release the native code; so does garbage collection.

@@ -120,3 +120,32 @@ def test_close_waits_for_running_calls_then_refuses(artifact: str) -> None:
                 assert "closed" in str(exc)
     with pytest.raises(ExecutionError, match="closed"):
         session.run(None, _feeds(0))
+
+
+def test_short_calls_keep_the_gil_and_long_ones_release_it(tmp_path) -> None:
+    """A model whose native call takes microseconds keeps the GIL for it (handing it to another request
+    thread and back would cost more than the call); one that takes milliseconds lets other Python threads
+    run meanwhile. Both give the same results either way."""
+    from runtime_stub import native
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])])
+    tiny = compiler.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                            tmp_path / "tiny.tilec")
+    x = np.linspace(-1, 1, 8, dtype=np.float32)
+    with InferenceSession(str(tiny), threads=1) as session:
+        for _ in range(40):
+            np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.maximum(x, 0))
+        assert session._executor._native._typical_ns < native.HOLD_GIL_BELOW_NS
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((512, 512)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [512, 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512, 512])], [weights])
+    big = compiler.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "big.tilec")
+    with InferenceSession(str(big), threads=1) as session:
+        x = rng.standard_normal((512, 512)).astype(np.float32)
+        for _ in range(3):
+            session.run(None, {"x": x})
+        assert session._executor._native._typical_ns >= native.HOLD_GIL_BELOW_NS  # 268 MFLOP: milliseconds
