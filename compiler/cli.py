@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 from compiler.codegen.cuda.target import CUDA_ARCHS
 from compiler.graph.passes.precision import PRECISIONS
 from compiler.compare import DEFAULT_ATOL, DEFAULT_RTOL, FUSION_NOTE, Row, Status, compare_model
+from compiler.progress import ProgressPrinter
 from runtime_stub.errors import InvalidInputError, TilecError
 
 EXIT_OK = 0
@@ -234,11 +235,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     import compiler
 
     start = time.perf_counter()
-    progress: Callable[[str], None] | None = None
-    if not args.quiet:
-        def progress(line: str) -> None:
-            _eprint(f"[{time.perf_counter() - start:7.2f}s] {line}")
-
+    progress = None if args.quiet else ProgressPrinter(sys.stderr, live=sys.stderr.isatty())
     model_path = pathlib.Path(args.model)
     if not model_path.exists():
         raise CliError(f"no such model file: {args.model}")
@@ -247,10 +244,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if pathlib.Path(args.output).is_dir():
         raise CliError(f"-o {args.output} is a directory; give the artifact's file name, e.g. {args.output}/model.tilec")
     timings: dict[str, float] = {}
-    out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
-                           input_shapes=_shapes_dict(args.input_shape), dim_bounds=_dims_dict(args.dim),
-                           constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None, dump_ir=args.dump_ir,
-                           progress=progress, timings=timings, profile=args.profile, precision=args.precision)
+    try:
+        out = compiler.compile(str(model_path), args.output, target=args.target, cpu=args.cpu,
+                               input_shapes=_shapes_dict(args.input_shape), dim_bounds=_dims_dict(args.dim),
+                               constant_inputs=_load_inputs(args.constant_input, "--constant-input") or None,
+                               dump_ir=args.dump_ir, progress=progress, timings=timings, profile=args.profile,
+                               precision=args.precision)
+    finally:
+        if progress is not None:
+            progress.close()
     elapsed = time.perf_counter() - start
     if args.time_passes:
         _eprint("stage timings:")

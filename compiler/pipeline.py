@@ -45,6 +45,9 @@ ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 @dataclass
 class BuildLog:
+    """Stage timings, and progress lines for ``progress``: each stage's name as it starts, and the steps of
+    a long stage as ``"<stage> <done>/<total>: <what>"`` (compiler/progress.py prints them)."""
+
     progress: Callable[[str], None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -211,7 +214,14 @@ def _cpu_sections(program: Program, tgt: Target, log: BuildLog, profile: bool, s
 
     modules = f", {len(parts)} modules" if len(parts) > 1 else ""
     with log.stage(f"llvm codegen ({len(program.calls)} kernels{modules})"):
-        compiled = run_jobs([run_module] + [kernel_module(part) for part in parts[1:]])
+        finished: list[int] = []
+
+        def done(index: int) -> None:
+            finished.append(index)
+            if log.progress and len(parts) > 1:
+                log.progress(f"llvm codegen {len(finished)}/{len(parts)}: module {index}")
+
+        compiled = run_jobs([run_module] + [kernel_module(part) for part in parts[1:]], done)
         for _, timings in compiled:  # summed over the modules: CPU seconds, not the stage's wall time
             for key, seconds in timings.items():
                 log.timings[key] = log.timings.get(key, 0.0) + seconds

@@ -61,7 +61,10 @@ def test_a_model_in_several_modules_is_right_and_the_same_bytes_serial_or_parall
     model = _model(12)
     monkeypatch.setattr(parallel.threading, "active_count", lambda: 1)  # fork even under a threaded runner
     monkeypatch.setenv("TILEC_COMPILE_JOBS", "2")
-    two = compiler.compile(model, tmp_path / "two.tilec")
+    lines: list[str] = []
+    two = compiler.compile(model, tmp_path / "two.tilec", progress=lines.append)
+    steps = [line for line in lines if line.startswith("llvm codegen ") and "/" in line.split()[2]]
+    assert len(steps) >= 2 and steps[-1].startswith(f"llvm codegen {len(steps)}/{len(steps)}: module ")
     monkeypatch.setenv("TILEC_COMPILE_JOBS", "1")
     one = compiler.compile(model, tmp_path / "one.tilec")
     assert two.read_bytes() == one.read_bytes()

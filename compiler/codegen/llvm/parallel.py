@@ -6,7 +6,8 @@ work; processes can. A forked child inherits the lowered kernels, so nothing but
 
 Contract:
 
-* ``run_jobs(jobs)`` is ``[job() for job in jobs]``, in order. With more than one job, more than one CPU
+* ``run_jobs(jobs, on_done)`` is ``[job() for job in jobs]``, in order, calling ``on_done(index)`` here as
+  each job finishes (progress). With more than one job, more than one CPU
   available to this process, ``fork`` on this platform and no other Python thread running (a child forked
   beside another thread could inherit a lock that thread holds, llvmlite's among them), the jobs run in
   forked children, as many at a time as there are CPUs (``TILEC_COMPILE_JOBS`` caps it; 1 means
@@ -32,11 +33,17 @@ T = TypeVar("T")
 POLL_S = 0.005  # a job takes 0.1-5 s; this is how late its end may be seen
 
 
-def run_jobs(jobs: Sequence[Callable[[], T]]) -> list[T]:
+def run_jobs(jobs: Sequence[Callable[[], T]], on_done: Callable[[int], None] | None = None) -> list[T]:
+    """``on_done(index)`` is called here as each job finishes."""
+    done = on_done or (lambda index: None)
     workers = _workers(len(jobs))
-    if workers <= 1:
-        return [job() for job in jobs]
-    return _forked(jobs, workers)
+    if workers > 1:
+        return _forked(jobs, workers, done)
+    results = []
+    for index, job in enumerate(jobs):
+        results.append(job())
+        done(index)
+    return results
 
 
 def _workers(jobs: int) -> int:
@@ -49,7 +56,7 @@ def _workers(jobs: int) -> int:
     return min(cpus, jobs)
 
 
-def _forked(jobs: Sequence[Callable[[], T]], workers: int) -> list[T]:
+def _forked(jobs: Sequence[Callable[[], T]], workers: int, on_done: Callable[[int], None] = lambda index: None) -> list[T]:
     results: list[T | None] = [None] * len(jobs)
     running: dict[int, int] = {}  # pid -> job index
     with tempfile.TemporaryDirectory(prefix="tilec-llvm-") as tmp:
@@ -63,6 +70,7 @@ def _forked(jobs: Sequence[Callable[[], T]], workers: int) -> list[T]:
                 ended = [(running.pop(pid), status) for pid, status in _finished(running)]
                 for index, status in ended:
                     results[index] = _result(paths[index], status, index)
+                    on_done(index)
         finally:
             for pid in running:  # still running after a failure or an interrupt
                 os.kill(pid, signal.SIGKILL)
