@@ -115,12 +115,7 @@ def time_alternating(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int
     if runs < 1 or warmup < 0 or block < 2:
         raise ValueError(f"need runs >= 1, warmup >= 0 and block >= 2, got runs={runs}, warmup={warmup}, "
                          f"block={block}")
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    times_a: list[float] = []
-    times_b: list[float] = []
-    clock = time.perf_counter_ns
+    times_a, times_b = _warmed_up(fn_a, fn_b, warmup)
     round_ = 0
     while len(times_a) < runs or len(times_b) < runs:
         sides = ((fn_a, times_a), (fn_b, times_b))
@@ -130,9 +125,7 @@ def time_alternating(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int
                 time.sleep(settle_s)  # the other side's threads stop spinning
                 fn()  # untimed: absorbs the switch from the other side
             for _ in range(todo):
-                start = clock()
-                fn()
-                sink.append((clock() - start) / 1e6)
+                _timed(fn, sink)
         round_ += 1
     return times_a, times_b
 
@@ -142,18 +135,7 @@ def time_interleaved(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int
     """The contended mode: ``fn_a``, ``fn_b``, ``fn_a``, ... back to back with no pause, every run timed, so
     each side runs while the other's pool threads still spin on the cores (a process sharing its cores
     with another runtime, numpy's BLAS or a web server). Milliseconds per run of each."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    times_a: list[float] = []
-    times_b: list[float] = []
-    clock = time.perf_counter_ns
-    for _ in range(runs):
-        for fn, sink in ((fn_a, times_a), (fn_b, times_b)):
-            start = clock()
-            fn()
-            sink.append((clock() - start) / 1e6)
-    return times_a, times_b
+    return time_after_gaps(fn_a, fn_b, runs, warmup, gap_s=0.0)
 
 
 # The pause before every timed run of the gap mode: a server seeing one request every 50 ms.
@@ -162,21 +144,29 @@ GAP_S = 0.05
 
 def time_after_gaps(fn_a: Callable[[], Any], fn_b: Callable[[], Any], runs: int = 20, warmup: int = 3,
                     gap_s: float = GAP_S) -> tuple[list[float], list[float]]:
-    """The gap mode: every timed run follows a pause of ``gap_s``, the sides taking turns, so each run
-    finds the pool's threads asleep (a server between requests). Milliseconds per run of each."""
+    """The gap mode: every timed run follows a pause of ``gap_s`` (none: the contended mode), the sides taking
+    turns, so each run finds the pool's threads asleep (a server between requests). Milliseconds per run."""
+    times_a, times_b = _warmed_up(fn_a, fn_b, warmup)
+    for _ in range(runs):
+        for fn, sink in ((fn_a, times_a), (fn_b, times_b)):
+            if gap_s:
+                time.sleep(gap_s)
+            _timed(fn, sink)
+    return times_a, times_b
+
+
+def _warmed_up(fn_a: Callable[[], Any], fn_b: Callable[[], Any], warmup: int) -> tuple[list[float], list[float]]:
+    """Run both ``warmup`` times, untimed; the empty lists of the timed runs to come."""
     for _ in range(warmup):
         fn_a()
         fn_b()
-    times_a: list[float] = []
-    times_b: list[float] = []
-    clock = time.perf_counter_ns
-    for _ in range(runs):
-        for fn, sink in ((fn_a, times_a), (fn_b, times_b)):
-            time.sleep(gap_s)
-            start = clock()
-            fn()
-            sink.append((clock() - start) / 1e6)
-    return times_a, times_b
+    return [], []
+
+
+def _timed(fn: Callable[[], Any], sink: list[float]) -> None:
+    start = time.perf_counter_ns()
+    fn()
+    sink.append((time.perf_counter_ns() - start) / 1e6)
 
 
 # How the runs of the two sides are timed (``benchmark(mode=...)``, ``tilec bench --mode``).

@@ -381,7 +381,8 @@ def test_contended_mode_interleaves_run_by_run_and_gap_mode_pauses_before_each_r
     assert events == ["pause", "a", "pause", "b"] * 2 and sleeps == [bench.GAP_S] * 4
 
 
-def test_benchmark_modes_and_an_unknown_mode(tmp_path):
+@pytest.mark.parametrize("mode", ["contended", "gap"])
+def test_benchmark_modes(tmp_path, mode):
     pytest.importorskip("onnxruntime")
     from runtime_stub import InferenceSession
 
@@ -389,12 +390,10 @@ def test_benchmark_modes_and_an_unknown_mode(tmp_path):
     artifact = compiler.compile(model, tmp_path / "gemm.tilec", input_shapes={"x": (3, 16)})
     with InferenceSession(artifact, threads=1) as session:
         inputs = bench.random_inputs(session.get_inputs(), seed=1)
-        ort = bench.ort_session(model, 1)
-        for mode in ("contended", "gap"):
-            result = bench.benchmark(session, ort, inputs, runs=2, warmup=0, threads=1, mode=mode)
-            assert result.tilec.runs == 2 and result.max_rel_diff < 1e-5
+        result = bench.benchmark(session, bench.ort_session(model, 1), inputs, runs=2, warmup=0, threads=1, mode=mode)
+        assert result.tilec.runs == 2 and result.max_rel_diff < 1e-5
         with pytest.raises(bench.BenchError, match="unknown timing mode 'loud'"):
-            bench.benchmark(session, ort, inputs, runs=2, mode="loud")
+            bench.benchmark(session, bench.ort_session(model, 1), inputs, runs=2, mode="loud")
 
 
 def test_concurrency_scaling_counts_runs_from_every_caller():
