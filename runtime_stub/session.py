@@ -528,12 +528,11 @@ class InferenceSession:
             inputs, dims = self._marshaled_inputs(input_feed, executor, views)
             if self._sizes:
                 workspace_size, shapes = executor.plan(dims)
-                outputs = [_output_buffer(arg, shape, self._output_memory, i)
-                           for i, (arg, shape) in enumerate(zip(self._outputs, shapes))]
+                sizes: list[int | None] = [None] * len(shapes)
             else:
-                shapes = self._static_output_shapes
-                outputs = [_output_buffer(arg, shape, self._output_memory, i, nbytes)
-                           for i, (arg, shape, nbytes) in enumerate(zip(self._outputs, shapes, self._static_output_bytes))]
+                shapes, sizes = self._static_output_shapes, self._static_output_bytes
+            outputs = [_output_buffer(arg, shape, self._output_memory, i, nbytes)
+                       for i, (arg, shape, nbytes) in enumerate(zip(self._outputs, shapes, sizes))]
             if self._sizes:
                 executor.run(inputs, outputs, dims, workspace_size)
             else:

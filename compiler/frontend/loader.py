@@ -854,7 +854,7 @@ def infer_types(graph: onnx.GraphProto, opsets: Mapping[str, int],
             break
         _pin(model.graph, fixes, pinned)
         pinned |= fixes.keys()
-        types, _ = _inferred_types(model, declared, True if data_prop else None)
+        types, _ = _inferred_types(model, declared, needs_data_prop=data_prop)
     for name in pinned:
         types.pop(_private_name(name), None)
     return types
@@ -869,19 +869,18 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
 
 
 def _inferred_types(model: onnx.ModelProto, declared: Mapping[str, onnx.TypeProto],
-                    data_prop: bool | None = None) -> tuple[dict[str, onnx.TypeProto], bool]:
-    """Every value's type, and whether it took data propagation (``data_prop``: None to find out; True where
-    an earlier round of the same graph needed it: pins only settle values, so it still does, and the
-    plain pass would be wasted)."""
-    inferred = None
+                    needs_data_prop: bool = False) -> tuple[dict[str, onnx.TypeProto], bool]:
+    """Every value's type, and whether it took data propagation. ``needs_data_prop``: an earlier round of the
+    same graph needed it (pins only settle values, so it still does, and the plain pass would be wasted)."""
+    data_prop = needs_data_prop
     if not data_prop:
         inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
-    if data_prop or (data_prop is None and not _all_outputs_static(inferred.graph, model.graph.node)):
+        data_prop = not _all_outputs_static(inferred.graph, model.graph.node)
+    if data_prop:
         # Data propagation (the values of shape tensors) can settle shapes plain inference leaves open. It
         # runs only then: onnx expands every 1-D tensor it meets element by element (~140 bytes each), so a
         # large 1-D activation would cost memory in proportion to its size.
         inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-        data_prop = True
     types = dict(declared)
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if not _has_type(vi.type):
@@ -892,7 +891,7 @@ def _inferred_types(model: onnx.ModelProto, declared: Mapping[str, onnx.TypeProt
                 and _refines(declared[vi.name], vi.type)):
             continue
         types[vi.name] = vi.type
-    return types, bool(data_prop)
+    return types, data_prop
 
 
 def _refines(static: onnx.TypeProto, inferred: onnx.TypeProto) -> bool:

@@ -110,8 +110,8 @@ class ModuleEmitter:
     def add_kernel(self, kernel: Kernel, shared: bool = False) -> ir.Function:
         """The kernel's function; ``shared``: external (another module of the artifact calls it), else internal."""
         sizes = sorted(kernel_size_vars(kernel), key=lambda v: self.dim_index(v))
-        leading = 2 if sizes else 1  # ctx[, dims]
         fn = ir.Function(self.module, self.kernel_type(kernel), kernel.name)
+        leading = len(fn.args) - len(kernel.params)  # ctx[, dims]
         if not shared:
             fn.linkage = "internal"
         # Called once from tilec_run: inlining every such kernel into it made one giant function for
