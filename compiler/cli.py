@@ -573,7 +573,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise CliError("give a MODEL, or --suite-model NAME")
     try:
         result = profile.profile_model(model, args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
-                                       input_shapes=_shapes_dict(args.input_shape), compare_ort=args.ort)
+                                       input_shapes=_shapes_dict(args.input_shape), compare_ort=args.ort,
+                                       dim_bounds=_dims_dict(args.dim))
     except ValueError as exc:  # a symbolic input without its run shape
         raise CliError(str(exc)) from None
     print(f"threads: {result.threads}  runs: {result.runs}  mean wall {result.wall_ms:.3f} ms "
@@ -838,6 +839,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ort", action="store_true", help="also profile onnxruntime and compare per op type")
     p.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=DIMS",
                    help="the run shape of an input with symbolic dims, e.g. x=2x64 (repeatable)")
+    p.add_argument("--dim", action="append", type=_dim_bound, metavar="NAME=MIN:MAX",
+                   help="the compiled range of a symbolic dim, as for compile (e.g. an empty past: past=0:1024)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.set_defaults(func=cmd_profile)
 

@@ -61,13 +61,14 @@ class Profile:
 
 
 def profile_model(model: Any, threads: int, runs: int = 20, warmup: int = 3, seed: int = 0,
-                  input_shapes: dict[str, tuple[int, ...]] | None = None, compare_ort: bool = False) -> Profile:
+                  input_shapes: dict[str, tuple[int, ...]] | None = None, compare_ort: bool = False,
+                  dim_bounds: dict[str, tuple[int | None, int | None]] | None = None) -> Profile:
     import compiler
 
     threads = threads or bench.default_threads()
     with tempfile.TemporaryDirectory(prefix="tilec-profile-") as tmp:
         # Symbolic dims stay symbolic; ``input_shapes`` are the run shapes.
-        artifact = compiler.compile(model, pathlib.Path(tmp) / "model.tilec", profile=True)
+        artifact = compiler.compile(model, pathlib.Path(tmp) / "model.tilec", profile=True, dim_bounds=dim_bounds)
         with InferenceSession(artifact, threads=threads) as session:
             inputs = bench.random_inputs(session.get_inputs(), seed=seed, shapes=input_shapes)
             _timed_runs(lambda: session.run(None, inputs), warmup)

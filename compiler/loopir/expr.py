@@ -272,6 +272,12 @@ def binary(op: str, a: Expr, b: Expr) -> Expr:
         raise TypeError(f"{op}: operand types differ ({a.dtype.value} vs {b.dtype.value})")
     if isinstance(a, Const) and isinstance(b, Const) and a.dtype is DType.I64 and op in _FOLD_INT:
         return Const(_FOLD_INT[op](a.value, b.value), DType.I64)
+    if op == "pow" and a.dtype in (DType.F32, DType.F64) and isinstance(b, Const) and b.value in (2.0, 3.0, 4.0):
+        # A vectorized llvm.pow is one libm call per lane unless fast-math allows the expansion, and
+        # exporters write x**3 (tanh-Gelu), x**2 (norms) as Pow: products are within 2 ulp, as
+        # onnxruntime's squared and cubed fast paths are.
+        square = Binary("mul", a, a)
+        return {2.0: square, 3.0: Binary("mul", square, a), 4.0: Binary("mul", square, square)}[b.value]
     return Binary(op, a, b)
 
 

@@ -48,6 +48,7 @@ from compiler.ops.api import LoweringContext, Tensor
 from compiler.ops.registry import lookup
 from compiler.ops.shape import reshape_copy
 from compiler.schedule.defaults import schedule, schedule_computation
+from compiler.schedule.fuse_siblings import fuse_siblings
 from compiler.schedule.localize import localize_slices
 from compiler.schedule.packing import evaluate
 
@@ -495,8 +496,8 @@ def _add_kernel(comps: list[Computation], name: str, label: str, step: int, stat
     body = seq(*(p for p in parts if p is not None))
     if own_schedule is None:
         checked = {name for name, _ in state.checks}  # the runtime reads check flags: never local
-        body = localize_slices(body, lambda n: n in temporaries and n not in checked
-                               and state.storage[n].kind == "arena")
+        body = fuse_siblings(localize_slices(body, lambda n: n in temporaries and n not in checked
+                                             and state.storage[n].kind == "arena"))
     params: dict[str, Buffer] = {}
     for buffer, _ in loads_and_stores(body):
         if buffer.scope == "global":

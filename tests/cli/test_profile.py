@@ -78,3 +78,18 @@ def test_profile_command_errors(tmp_path, capsys):
     assert "MODEL" in capsys.readouterr().err
     assert cli.main(["profile", "--suite-model", "nope"]) == 1
     assert "unknown suite model" in capsys.readouterr().err
+
+
+def test_profile_command_takes_dim_bounds(tmp_path, capsys):
+    """An empty past (a prefill) is outside the default [1, ...] range of a symbolic dim: --dim opens it."""
+    nodes = [helper.make_node("Concat", ["past", "new"], ["all"], axis=0), helper.make_node("Relu", ["all"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("past", TensorProto.FLOAT, ["p", 4]),
+                                           helper.make_tensor_value_info("new", TensorProto.FLOAT, ["s", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["p + s", 4])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    shapes = ["--input-shape", "past=0x4", "--input-shape", "new=3x4", "--runs", "2", "--warmup", "0"]
+    assert cli.main(["profile", str(path), *shapes]) == 1
+    assert "--dim p=MIN:MAX" in capsys.readouterr().err
+    assert cli.main(["profile", str(path), *shapes, "--dim", "p=0:16"]) == 0
+    assert "Relu" in capsys.readouterr().out

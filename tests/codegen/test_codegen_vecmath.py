@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import compiler  # noqa: F401  (sets up llvmlite's IR layer)
+from compiler.codegen.llvm.module import BufferRef, KernelCall, build_module, emit_assembly
+from compiler.codegen.target import Target, resolve_target
 from compiler.dtypes import DType
 from compiler.loopir.expr import Buffer, Var, call
-from compiler.loopir.stmt import For, ForKind, Store
+from compiler.loopir.stmt import For, ForKind, Kernel, Store
 from tests.schedule.test_schedule_transforms import run_nest
 
 i = Var("i")
 
 
-def _run(func: str, xs: np.ndarray, vectorized: bool) -> np.ndarray:
+def _without_avx512(target: Target) -> Target:
+    """The host target as the code generator sees one without AVX-512 (its generic exp scaling, which LLVM
+    still compiles for the host's CPU)."""
+    return replace(target, features=tuple(f for f in target.features if not f.startswith("avx512")))
+
+
+TARGETS = {"host": resolve_target("host"), "host-without-avx512": _without_avx512(resolve_target("host"))}
+
+
+def _run(func: str, xs: np.ndarray, vectorized: bool, target: str = "host") -> np.ndarray:
     """``func`` over ``xs`` (a multiple of 32 long) in 32-lane vectors, or one lane at a time."""
     x, y = Buffer("x", DType.F32, xs.shape), Buffer("y", DType.F32, xs.shape)
     if vectorized:
@@ -26,7 +38,7 @@ def _run(func: str, xs: np.ndarray, vectorized: bool) -> np.ndarray:
     else:
         nest = For(i, xs.size, Store(y, (i,), call(func, x[i])))
     out = np.full(xs.shape, np.nan, np.float32)
-    run_nest(nest, {"x": xs, "y": out})
+    run_nest(nest, {"x": xs, "y": out}, target=TARGETS[target])
     return out
 
 
@@ -43,11 +55,12 @@ def _inputs() -> np.ndarray:
 REFERENCE = {"exp": np.exp, "erf": np.vectorize(math.erf), "tanh": np.tanh}
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("vectorized", [True, False])
 @pytest.mark.parametrize("func", ["exp", "erf", "tanh"])
-def test_accuracy(func: str, vectorized: bool) -> None:
+def test_accuracy(func: str, vectorized: bool, target: str) -> None:
     xs = _inputs()
-    got = _run(func, xs, vectorized).astype(np.float64)
+    got = _run(func, xs, vectorized, target).astype(np.float64)
     with np.errstate(over="ignore", under="ignore"):
         want = REFERENCE[func](xs.astype(np.float64))
     if func == "exp":
@@ -63,10 +76,27 @@ def test_accuracy(func: str, vectorized: bool) -> None:
         assert np.max(err / np.maximum(np.abs(want), 1e-30)) <= 2e-6
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("func", ["exp", "erf", "tanh"])
-def test_special_values(func: str) -> None:
+def test_special_values(func: str, target: str) -> None:
     xs = np.array([np.nan, np.inf, -np.inf] * 11 + [0.0] * 31, np.float32)
-    got = _run(func, xs, True)
+    got = _run(func, xs, True, target)
     want = {"exp": [np.nan, np.inf, 0.0], "erf": [np.nan, 1.0, -1.0], "tanh": [np.nan, 1.0, -1.0]}[func] * 11
     want += [1.0 if func == "exp" else 0.0] * 31
     np.testing.assert_array_equal(got, np.array(want, np.float32))
+
+
+def _vector_exp_assembly(target: Target) -> str:
+    x, y = Buffer("x", DType.F32, (64,)), Buffer("y", DType.F32, (64,))
+    outer, lane = Var("o"), Var("l")
+    nest = For(outer, 2, For(lane, 32, Store(y, (outer * 32 + lane,), call("exp", x[outer * 32 + lane])),
+                             ForKind.VECTORIZED))
+    kernel = Kernel("k", (x, y), nest)
+    refs = (BufferRef("input", index=0), BufferRef("input", index=1))
+    return emit_assembly(build_module([KernelCall(kernel, refs)], target), target)
+
+
+def test_exp_scales_by_vscalef_with_avx512_and_in_the_exponent_field_without() -> None:
+    assert "vscalefps" in _vector_exp_assembly(resolve_target("x86_64-linux-gnu", "znver4"))
+    avx2 = _vector_exp_assembly(resolve_target("x86_64-linux-gnu", "x86-64-v3"))
+    assert "vscalef" not in avx2 and "ldexp" not in avx2 and "expf" not in avx2  # no libm call per lane

@@ -20,6 +20,7 @@ from compiler.errors import UnsupportedOpError
 from compiler.frontend import load_graph
 from compiler.graph.ir import Graph
 from compiler.graph.passes import run_passes
+from compiler.loopir.printer import format_kernel
 from compiler.loopir.stmt import Alloc, walk_stmts
 from compiler.lowering.driver import Program, lower_graph
 from helpers_contrib import contrib_model, contrib_node, nbits_weights
@@ -74,6 +75,24 @@ def test_matmul_add_relu_is_one_kernel_with_epilogue():
     program = lower_graph(_graph(graph_model(nodes, {"x": x}, ["y"], consts)), AVX2)
     assert [c.kernel.label for c in program.calls] == ["MatMul+Add+Relu"]
     assert program.workspace_size == 0
+
+
+def test_tanh_gelu_is_one_kernel_of_products():
+    """Both branches of a tanh-Gelu, x * 0.5 and 1 + tanh(...), join one kernel, and x**3 is a product
+    (no per-lane powf call)."""
+    x = rand((4, 64), seed=3)
+    consts = {"three": np.array(3.0, np.float32), "k": np.array(0.044715, np.float32),
+              "r": np.array(0.7978846, np.float32), "one": np.array(1.0, np.float32),
+              "half": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("Pow", ["x", "three"], ["p"]), helper.make_node("Mul", ["p", "k"], ["pk"]),
+             helper.make_node("Add", ["x", "pk"], ["s1"]), helper.make_node("Mul", ["s1", "r"], ["s2"]),
+             helper.make_node("Tanh", ["s2"], ["t"]), helper.make_node("Add", ["t", "one"], ["t1"]),
+             helper.make_node("Mul", ["x", "half"], ["xh"]), helper.make_node("Mul", ["xh", "t1"], ["y"])]
+    model = graph_model(nodes, {"x": x}, ["y"], consts)
+    program = lower_graph(_graph(model), HOST)
+    assert [c.kernel.label for c in program.calls] == ["Mul+Pow+Mul+Add+Mul+Tanh+Add+Mul"]
+    assert "pow(" not in format_kernel(program.calls[0].kernel)
+    np.testing.assert_allclose(run_program(program, [x])[0], reference(model, {"x": x})[0], rtol=2e-6, atol=1e-6)
 
 
 def test_shared_intermediate_is_not_fused_away():

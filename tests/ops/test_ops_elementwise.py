@@ -79,6 +79,15 @@ def test_pow(check):
     check(node_model("Pow", ["a", "b"], {"a": a, "b": b}), {"a": a, "b": b}, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("exponent", [2.0, 3.0, 4.0])
+def test_pow_by_a_small_integer_constant(check, exponent):
+    # Products, not a powf call per lane (within 2 ulp of pow): negative bases, zeros, infs, NaN, overflow.
+    a = np.concatenate([rand((40,), seed=11, low=-3.0, high=3.0),
+                        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e20, -1e-20, 1.0], np.float32)])
+    check(node_model("Pow", ["a", "b"], {"a": a}, consts={"b": np.array(exponent, np.float32)}), {"a": a},
+          rtol=3e-7, atol=0)
+
+
 def test_pow_integer_exponent_type(check):
     # Pow-12+: the exponent may have another type than the base.
     a = rand((2, 9), seed=10, low=0.5, high=2.0)

@@ -13,7 +13,7 @@ import pytest
 
 from compiler.codegen.link import link_shared_object
 from compiler.codegen.llvm.module import BufferRef, KernelCall, build_module, compile_module
-from compiler.codegen.target import resolve_target
+from compiler.codegen.target import Target, resolve_target
 from compiler.dtypes import DType
 from compiler.loopir.compute import Computation, ReduceAxis, acc_var, build_loops
 from compiler.loopir.expr import Buffer, Const, Var
@@ -41,14 +41,15 @@ def _matmul(m: int, kk: int, n: int) -> tuple[Computation, Buffer, Buffer, Buffe
     return Computation(y, (i, j), a[i, k] * b[k, j], (ReduceAxis(k, kk),), "sum"), a, b, y
 
 
-def run_nest(body: Stmt, arrays: dict[str, np.ndarray], threads: int = 1) -> None:
-    """Compile ``body`` as one kernel for the host and run it on ``arrays`` (written in place)."""
+def run_nest(body: Stmt, arrays: dict[str, np.ndarray], threads: int = 1, target: Target | None = None) -> None:
+    """Compile ``body`` as one kernel for ``target`` (the host's CPU and features, or some of them) and run
+    it on ``arrays`` (written in place)."""
     params: dict[str, Buffer] = {}
     for buffer, _ in loads_and_stores(body):
         if buffer.scope == "global":
             params.setdefault(buffer.name, buffer)
     kernel = Kernel("k", tuple(params.values()), body)
-    target = resolve_target("host")
+    target = target or resolve_target("host")
     call = KernelCall(kernel, tuple(BufferRef("input", index=n) for n in range(len(params))))
     native = link_shared_object([compile_module(build_module([call], target), target)], target.triple, target.cpu)
     module = NativeModule(native, threads)

@@ -671,6 +671,12 @@ class FunctionEmitter:
             if op in simple:
                 # contract: let LLVM fuse a*b+c into one FMA (one rounding instead of two).
                 return simple[op](a, b, flags=("contract",))
+            if op in ("min", "max") and "neon" not in self.mod.features:
+                # NaN-propagating as llvm.maximum/minimum, whose x86 lowering also orders signed zeros
+                # (five instructions on the accumulator's chain in a max-reduction): one vmaxps/vminps
+                # (which returns its second operand ``a`` when either is NaN) and a blend for a NaN ``b``.
+                picked = self.b.select(self.b.fcmp_ordered(">" if op == "max" else "<", b, a), b, a)
+                return self.b.select(self.b.fcmp_unordered("uno", b, b), b, picked)
             if op in ("min", "max", "pow"):
                 return self.b.call(self.mod.intrinsic(_INTRINSIC[op], a.type, 2), [a, b])
             if op == "atan2":
@@ -709,10 +715,10 @@ class FunctionEmitter:
                 return x
             return self.b.select(self.b.icmp_signed("<", x, ir.Constant(x.type, None)), self.b.neg(x), x)
         if f in vecmath.FUNCTIONS and isinstance(x.type.element if is_vector(x) else x.type, ir.FloatType):
-            return vecmath.emit(f, self.b, self.mod.module, x)
+            return vecmath.emit(f, self.b, self.mod.module, x, self.mod.features)
         if f in vecmath.FUNCTIONS and dtype is DType.F16 and len(args) == 1:
             # In float, rounded back to half as libm's float result would be (not lane by lane through libm).
-            wide = vecmath.emit(f, self.b, self.mod.module, self.cast(x, DType.F16, DType.F32))
+            wide = vecmath.emit(f, self.b, self.mod.module, self.cast(x, DType.F16, DType.F32), self.mod.features)
             return self.cast(wide, DType.F32, DType.F16)
         if f in _LIBM:
             return self.libm(f, dtype, args)

@@ -51,10 +51,12 @@ _TANH_ONE_FROM = 9.5  # tanh(x) rounds to 1.0f from x = 9.01
 class _Math:
     """Lane-wise float32 helpers on one builder; values are f32 scalars or <N x float> vectors."""
 
-    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value) -> None:
+    def __init__(self, b: ir.IRBuilder, module: ir.Module, like: ir.Value, features: tuple[str, ...]) -> None:
         self.b = b
         self.module = module
         self.lanes = like.type.count if isinstance(like.type, ir.VectorType) else None
+        # llvm.ldexp is vscalefps with AVX-512 and a libm call per lane elsewhere.
+        self.scales_in_one_step = "avx512f" in features and self.lanes is not None
 
     def f(self, value: float) -> ir.Value:
         c = ir.Constant(F32, value)
@@ -96,17 +98,30 @@ class _Math:
         return self.b.bitcast(bits, self.vtype(F32))
 
     def exp(self, x: ir.Value) -> ir.Value:
-        clamped = self.intrinsic("llvm.minnum", self.intrinsic("llvm.maxnum", x, self.f(_EXP_MIN)), self.f(_EXP_MAX))
+        # Compare-and-select clamps are one vmaxps/vminps each (llvm.maxnum's NaN rule costs a blend
+        # more); a NaN lane is restored at the end.
+        clamped = self.select_where(">", x, self.f(_EXP_MIN), x, self.f(_EXP_MIN))
+        clamped = self.select_where("<", clamped, self.f(_EXP_MAX), clamped, self.f(_EXP_MAX))
         n = self.intrinsic("llvm.roundeven", self.b.fmul(clamped, self.f(_LOG2E)))
         r = self.fma(n, self.f(-_LN2_HI), clamped)
         r = self.fma(n, self.f(-_LN2_LO), r)
         p = self.horner(r, _EXP_TAYLOR)
-        # 2^n in two halves: n reaches -150 (subnormal results), beyond one exponent field.
         k = self.b.fptosi(n, self.vtype(I32))
-        half = self.b.ashr(k, self.i(1))
-        scaled = self.b.fmul(self.b.fmul(p, self.pow2(half)), self.pow2(self.b.sub(k, half)))
+        if self.scales_in_one_step:
+            # vscalefps: p * 2^k in one instruction, subnormal results included.
+            scaled = self.ldexp(p, k)
+        else:
+            # 2^k in two halves: k reaches -150 (subnormal results), beyond one exponent field.
+            half = self.b.ashr(k, self.i(1))
+            scaled = self.b.fmul(self.b.fmul(p, self.pow2(half)), self.pow2(self.b.sub(k, half)))
         scaled = self.select_where(">", x, self.f(_EXP_MAX), self.f(math.inf), scaled)
         return self.keep_nan(x, scaled)
+
+    def ldexp(self, x: ir.Value, k: ir.Value) -> ir.Value:
+        suffix = f"v{self.lanes}f32.v{self.lanes}i32" if self.lanes is not None else "f32.i32"
+        name = f"llvm.ldexp.{suffix}"
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(x.type, [x.type, k.type]), name)
+        return self.b.call(fn, [x, k])
 
     def copysign(self, magnitude: ir.Value, sign_of: ir.Value) -> ir.Value:
         return self.intrinsic("llvm.copysign", magnitude, sign_of)
@@ -133,6 +148,7 @@ FUNCTIONS: dict[str, Callable[[_Math, ir.Value], ir.Value]] = {
 }
 
 
-def emit(name: str, b: ir.IRBuilder, module: ir.Module, x: ir.Value) -> ir.Value:
-    """``name(x)`` for a float32 scalar or vector ``x`` (``name`` in ``FUNCTIONS``)."""
-    return FUNCTIONS[name](_Math(b, module, x), x)
+def emit(name: str, b: ir.IRBuilder, module: ir.Module, x: ir.Value, features: tuple[str, ...] = ()) -> ir.Value:
+    """``name(x)`` for a float32 scalar or vector ``x`` (``name`` in ``FUNCTIONS``), using the instructions
+    of the target's LLVM ``features`` where they pay."""
+    return FUNCTIONS[name](_Math(b, module, x, features), x)

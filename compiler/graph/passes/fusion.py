@@ -3,7 +3,9 @@
 An elementwise node joins the group of the node producing one of its inputs
 when that input has no other reader, is not a graph output and has the node's
 output shape (so the producer's iteration space is the node's). Chains such as
-Conv → Add(bias) → Relu or MatMul → Add → Erf → Mul become one group; the
+Conv → Add(bias) → Relu or MatMul → Add → Erf → Mul become one group; an
+elementwise group ending in another such input merges in too (the two
+branches of a tanh-Gelu, ``(x * 0.5) * (1 + tanh(...))``, are one kernel); the
 lowering then inlines the elementwise work into the producer's store. View
 ops (Reshape & co.) stay alone: they produce no kernel at all; so does a
 ``phi`` (the output of a run-time If, whose copies the driver emits). Nodes
@@ -48,7 +50,11 @@ def fuse_groups(graph: Graph, kind_of: Callable[[Node], str]) -> list[FusedGroup
     for node in graph.nodes:
         kind = kind_of(node)
         if kind == "elementwise":
-            target = _fusable_producer(node, users, outputs, group_of)
+            producers = _fusable_producers(node, users, outputs, group_of)
+            target = producers[0] if producers else None
+            for other in producers[1:]:
+                if other.kind == "elementwise":
+                    _merge(other, target, groups, group_of)
         else:
             target = _decompressed_weights(node, users, outputs, group_of) if kind == "compute" else None
             if target is not None:
@@ -84,9 +90,20 @@ def _decompressed_weights(node: Node, users: dict[int, list[Node]], outputs: set
     return None
 
 
-def _fusable_producer(node: Node, users: dict[int, list[Node]], outputs: set[int],
-                      group_of: dict[int, FusedGroup]) -> FusedGroup | None:
+def _merge(source: FusedGroup, target: FusedGroup, groups: list[FusedGroup], group_of: dict[int, FusedGroup]) -> None:
+    """``source``'s nodes join ``target`` (both end in a value only the next node reads, so neither reads
+    the other's nodes and their concatenation stays in topological order)."""
+    target.nodes.extend(source.nodes)
+    for n in source.nodes:
+        group_of[id(n)] = target
+    groups.remove(source)
+
+
+def _fusable_producers(node: Node, users: dict[int, list[Node]], outputs: set[int],
+                       group_of: dict[int, FusedGroup]) -> list[FusedGroup]:
+    """The groups ``node`` may join, in input order: each ends in a value that ``node`` alone reads."""
     out_shape = node.outputs[0].shape
+    found: list[FusedGroup] = []
     for value in node.inputs:
         if value is None or value.producer is None or id(value) in outputs:
             continue
@@ -97,7 +114,7 @@ def _fusable_producer(node: Node, users: dict[int, list[Node]], outputs: set[int
             continue
         if len(users.get(id(value), [])) != 1 or value.shape != out_shape:
             continue
-        if len(value.producer.outputs) != 1:
+        if len(value.producer.outputs) != 1 or any(g is group for g in found):
             continue
-        return group
-    return None
+        found.append(group)
+    return found
