@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from compiler.dtypes import DType
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, PackWord, Select, Var, WordDot
-from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store
+from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Prefetch, Seq, Stmt, Store
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "lt": "<", "le": "<=", "gt": ">",
           "ge": ">=", "eq": "==", "ne": "!=", "and": "&&", "or": "||", "xor": "^", "shl": "<<", "shr": ">>"}
@@ -84,6 +84,8 @@ def _format_stmt(s: Stmt, indent: int, out: list[str]) -> None:
     elif isinstance(s, Store):
         target = f"{s.buffer.name}[{', '.join(format_expr(i) for i in s.indices)}]"
         out.append(f"{pad}{target} = {format_expr(s.value)}")
+    elif isinstance(s, Prefetch):
+        out.append(f"{pad}prefetch {format_expr(s.address)}")
     elif hasattr(s, "format_line"):
         # A statement a target defines for itself (CUDA's warp-level matrix ops) prints its own line.
         out.append(pad + s.format_line(format_expr))

@@ -79,6 +79,15 @@ class If(Stmt):
 
 
 @dataclass(frozen=True)
+class Prefetch(Stmt):
+    """A hint: bring the cache line holding ``address`` (a load, never evaluated as a value) toward the
+    core ahead of its use, into L2. It changes no value; schedules place it where a stream would
+    otherwise wait on memory (the next column panel of weights larger than the caches)."""
+
+    address: Load
+
+
+@dataclass(frozen=True)
 class Barrier(Stmt):
     """GPU: every thread of the block waits here until all have arrived (``__syncthreads``)."""
 
@@ -141,16 +150,33 @@ def map_stmts(s: Stmt, fn: Callable[[Stmt], Stmt | None]) -> Stmt:
     return s if out is None else out
 
 
-def substitute_stmt(s: Stmt, mapping: dict[Var, Expr]) -> Stmt:
-    def rewrite(node: Stmt) -> Stmt | None:
-        if isinstance(node, Store):
-            return Store(node.buffer, tuple(substitute(i, mapping) for i in node.indices),
-                         substitute(node.value, mapping))
-        if isinstance(node, If):
-            return If(substitute(node.cond, mapping), node.body)
-        return None
+def held_exprs(node: Stmt) -> tuple[Expr, ...]:
+    """The expressions ``node`` itself holds (not its children's): a store's indices and value, an If's
+    condition, a prefetch's address."""
+    if isinstance(node, Store):
+        return (*node.indices, node.value)
+    if isinstance(node, If):
+        return (node.cond,)
+    if isinstance(node, Prefetch):
+        return (node.address,)
+    return ()
 
-    return map_stmts(s, rewrite)
+
+def with_held_exprs(node: Stmt, fn: Callable[[Expr], Expr]) -> Stmt | None:
+    """``node`` with ``fn`` applied to each expression it holds; None for a node that holds none."""
+    if isinstance(node, Store):
+        return Store(node.buffer, tuple(fn(i) for i in node.indices), fn(node.value))
+    if isinstance(node, If):
+        return If(fn(node.cond), node.body)
+    if isinstance(node, Prefetch):
+        address = fn(node.address)
+        assert isinstance(address, Load)
+        return Prefetch(address)
+    return None
+
+
+def substitute_stmt(s: Stmt, mapping: dict[Var, Expr]) -> Stmt:
+    return map_stmts(s, lambda node: with_held_exprs(node, lambda e: substitute(e, mapping)))
 
 
 def rename_buffers(s: Stmt, names: Mapping[str, str]) -> Stmt:
@@ -162,14 +188,10 @@ def rename_buffers(s: Stmt, names: Mapping[str, str]) -> Stmt:
         return Load(buffer(e.buffer), e.indices)
 
     def rewrite(node: Stmt) -> Stmt | None:
-        if isinstance(node, Store):
-            return Store(buffer(node.buffer), tuple(map_loads(i, load) for i in node.indices),
-                         map_loads(node.value, load))
-        if isinstance(node, If):
-            return If(map_loads(node.cond, load), node.body)
         if isinstance(node, Alloc):
             return Alloc(buffer(node.buffer), node.body)
-        return None
+        held = with_held_exprs(node, lambda e: map_loads(e, load))
+        return replace(held, buffer=buffer(node.buffer)) if isinstance(held, Store) else held
 
     return map_stmts(s, rewrite)
 
@@ -196,25 +218,18 @@ def canonical_kernel(kernel: Kernel) -> Kernel:
 
 
 def stmt_exprs(s: Stmt) -> Iterator[Expr]:
-    """Every expression directly held by statements in ``s`` (store indices and values)."""
+    """Every expression directly held by statements in ``s`` (store indices and values, conditions,
+    prefetch addresses)."""
     for node in walk_stmts(s):
-        if isinstance(node, Store):
-            yield from node.indices
-            yield node.value
-        elif isinstance(node, If):
-            yield node.cond
+        yield from held_exprs(node)
 
 
 def loads_and_stores(s: Stmt) -> Iterator[tuple[Buffer, bool]]:
-    """(buffer, is_store) for every access in ``s``."""
+    """(buffer, is_store) for every access in ``s`` (a prefetch counts as a load)."""
     for node in walk_stmts(s):
-        exprs: tuple[Expr, ...] = ()
         if isinstance(node, Store):
             yield node.buffer, True
-            exprs = (*node.indices, node.value)
-        elif isinstance(node, If):
-            exprs = (node.cond,)
-        for e in exprs:
+        for e in held_exprs(node):
             for sub in walk(e):
                 if isinstance(sub, Load):
                     yield sub.buffer, False

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from compiler.loopir.expr import Binary, Expr, Load, Var, free_vars, walk
-from compiler.loopir.stmt import Alloc, For, ForKind, If, Seq, Stmt, Store, seq, substitute_stmt, walk_stmts
+from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, held_exprs, seq, substitute_stmt, walk_stmts
 
 _FUSABLE_KINDS = (ForKind.SERIAL, ForKind.PARALLEL)
 
@@ -34,13 +34,10 @@ _Accesses = dict[str, list[tuple[tuple[Expr, ...], bool]]]
 def _accesses(s: Stmt) -> _Accesses:
     found: _Accesses = {}
     for node in walk_stmts(s):
-        exprs: tuple[Expr, ...] = ()
         if isinstance(node, Store):
             found.setdefault(node.buffer.name, []).append((node.indices, True))
-            exprs = (*node.indices, node.value)
-        elif isinstance(node, If):
-            exprs = (node.cond,)
-        elif isinstance(node, For):
+        exprs = held_exprs(node)
+        if isinstance(node, For):
             exprs = tuple(e for e in (node.extent, node.work) if isinstance(e, Expr))
         for e in exprs:
             for x in walk(e):

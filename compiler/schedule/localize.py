@@ -28,8 +28,8 @@ from dataclasses import replace
 from typing import Callable
 
 from compiler.loopir.expr import Buffer, Expr, Load, Var, free_vars, map_loads, walk
-from compiler.loopir.stmt import (Alloc, For, ForKind, If, Seq, Stmt, Store, loads_and_stores, map_stmts, seq,
-                                  substitute_stmt, walk_stmts)
+from compiler.loopir.stmt import (Alloc, For, ForKind, Seq, Stmt, Store, held_exprs, loads_and_stores, map_stmts, seq,
+                                  substitute_stmt, walk_stmts, with_held_exprs)
 
 # Local buffers live on the stack of the thread running the loop body (8 MiB by default).
 MAX_SLICE_BYTES = 256 << 10
@@ -41,14 +41,10 @@ def _accesses(s: Stmt, name: str) -> list[tuple[tuple[Expr, ...], bool]]:
     """(indices, is_store) of every access to buffer ``name`` in ``s``."""
     found: list[tuple[tuple[Expr, ...], bool]] = []
     for node in walk_stmts(s):
-        exprs: tuple[Expr, ...] = ()
-        if isinstance(node, Store):
-            if node.buffer.name == name:
-                found.append((node.indices, True))
-            exprs = (*node.indices, node.value)
-        elif isinstance(node, If):
-            exprs = (node.cond,)
-        found += [(x.indices, False) for e in exprs for x in walk(e) if isinstance(x, Load) and x.buffer.name == name]
+        if isinstance(node, Store) and node.buffer.name == name:
+            found.append((node.indices, True))
+        found += [(x.indices, False) for e in held_exprs(node) for x in walk(e)
+                  if isinstance(x, Load) and x.buffer.name == name]
     return found
 
 
@@ -74,12 +70,9 @@ def _to_local(s: Stmt, buffer: Buffer, dim: int, local: Buffer) -> Stmt:
         return Load(local, drop(ld.indices)) if ld.buffer.name == buffer.name else None
 
     def rewrite(node: Stmt) -> Stmt | None:
-        if isinstance(node, Store):
-            target, indices = (local, drop(node.indices)) if node.buffer.name == buffer.name else (node.buffer, node.indices)
-            return Store(target, tuple(map_loads(i, load) for i in indices), map_loads(node.value, load))
-        if isinstance(node, If):
-            return If(map_loads(node.cond, load), node.body)
-        return None
+        if isinstance(node, Store) and node.buffer.name == buffer.name:
+            node = Store(local, drop(node.indices), node.value)
+        return with_held_exprs(node, lambda e: map_loads(e, load))
 
     return map_stmts(s, rewrite)
 

@@ -12,7 +12,7 @@ contiguous vector loads instead of per-lane divisions and gathers.
 from __future__ import annotations
 
 from compiler.loopir.expr import Binary, Const, Expr, Var, add, children, mul, rebuild
-from compiler.loopir.stmt import For, Stmt, Store, stmt_children, with_children
+from compiler.loopir.stmt import For, Prefetch, Stmt, Store, stmt_children, with_children, with_held_exprs
 
 Affine = tuple[dict[Var, int], int]
 
@@ -90,8 +90,8 @@ def simplify_expr(e: Expr, ranges: dict[Var, int]) -> Expr:
 
 def simplify_indices(s: Stmt, ranges: dict[Var, int] | None = None) -> Stmt:
     ranges = dict(ranges or {})
-    if isinstance(s, Store):
-        return Store(s.buffer, tuple(simplify_expr(i, ranges) for i in s.indices), simplify_expr(s.value, ranges))
+    if isinstance(s, (Store, Prefetch)):
+        return with_held_exprs(s, lambda e: simplify_expr(e, ranges))
     if isinstance(s, For):
         ranges[s.var] = s.extent
     kids = stmt_children(s)

@@ -86,10 +86,11 @@ kernel k_matmul_4 "MatMul" (a_0: float32[3, 5], b_1: float32[5, 8], y_2: float32
 
 
 def test_softmax_2x5():
+    # Max, exps, their sum's reciprocal and the scaled row: four passes fused over the rows (fuse_siblings).
     x = rand((2, 5))
     assert _kernel_texts(node_model("Softmax", ["x"], {"x": x})) == ["""\
-kernel k_softmax_5 "Softmax" (x_0: float32[2, 5], softmax_max_2: float32[2, 1], softmax_sum_3: float32[2, 1], \
-y_1: float32[2, 5]) {
+kernel k_softmax_6 "Softmax" (x_0: float32[2, 5], softmax_max_2: float32[2, 1], softmax_exp_3: float32[2, 5], \
+softmax_inverse_sum_4: float32[2, 1], y_1: float32[2, 5]) {
   for i0 in 0..2 {
     alloc softmax_max_2_acc: float32[1] local
     softmax_max_2_acc[0] = -inf
@@ -97,18 +98,17 @@ y_1: float32[2, 5]) {
       softmax_max_2_acc[0] = max(softmax_max_2_acc[0], x_0[i0, r2])
     }
     softmax_max_2[i0, 0] = softmax_max_2_acc[0]
-  }
-  for i3 in 0..2 {
-    alloc softmax_sum_3_acc: float32[1] local
-    softmax_sum_3_acc[0] = 0.0
-    for r5 in 0..5 {
-      softmax_sum_3_acc[0] = (softmax_sum_3_acc[0] + exp((x_0[i3, r5] - softmax_max_2[i3, 0])))
+    vectorized for i4 in 0..5 {
+      softmax_exp_3[i0, i4] = exp((x_0[i0, i4] - softmax_max_2[i0, 0]))
     }
-    softmax_sum_3[i3, 0] = softmax_sum_3_acc[0]
-  }
-  for i6 in 0..2 {
-    vectorized for i7 in 0..5 {
-      y_1[i6, i7] = (exp((x_0[i6, i7] - softmax_max_2[i6, 0])) / softmax_sum_3[i6, 0])
+    alloc softmax_inverse_sum_4_acc: float32[1] local
+    softmax_inverse_sum_4_acc[0] = 0.0
+    for r7 in 0..5 {
+      softmax_inverse_sum_4_acc[0] = (softmax_inverse_sum_4_acc[0] + softmax_exp_3[i0, r7])
+    }
+    softmax_inverse_sum_4[i0, 0] = (1.0 / softmax_inverse_sum_4_acc[0])
+    vectorized for i9 in 0..5 {
+      y_1[i0, i9] = (softmax_exp_3[i0, i9] * softmax_inverse_sum_4[i0, 0])
     }
   }
 }"""]

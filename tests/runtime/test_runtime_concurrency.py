@@ -18,6 +18,11 @@ import compiler
 from runtime_stub import ExecutionError, InferenceSession, InvalidInputError
 
 
+# Rows per run: enough work (25 MFLOP, 0.1-0.3 ms) that a call releases the GIL on any host
+# (runtime_stub/native.py keeps it for calls under HOLD_GIL_BELOW_NS), so calls can overlap at all.
+ROWS = 512
+
+
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> str:
     rng = np.random.default_rng(0)
@@ -28,16 +33,16 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> str:
              helper.make_node("Add", ["x", "e"], ["xe"]),
              helper.make_node("MatMul", ["xe", "w1"], ["h"]), helper.make_node("Tanh", ["h"], ["t"]),
              helper.make_node("MatMul", ["t", "w2"], ["l"]), helper.make_node("Softmax", ["l"], ["y"], axis=-1)]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 128]),
-                                             helper.make_tensor_value_info("ids", TensorProto.INT64, [64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])], inits)
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, 128]),
+                                             helper.make_tensor_value_info("ids", TensorProto.INT64, [ROWS])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [ROWS, 64])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return str(compiler.compile(model, tmp_path_factory.mktemp("concurrency") / "mlp.tilec"))
 
 
 def _feeds(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"x": rng.standard_normal((64, 128)).astype(np.float32), "ids": rng.integers(0, 50, 64).astype(np.int64)}
+    return {"x": rng.standard_normal((ROWS, 128)).astype(np.float32), "ids": rng.integers(0, 50, ROWS).astype(np.int64)}
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -115,7 +120,7 @@ def test_close_waits_for_running_calls_then_refuses(artifact: str) -> None:
         session.close()
         for f in futures:
             try:
-                assert f.result()[0].shape == (64, 64)
+                assert f.result()[0].shape == (ROWS, 64)
             except ExecutionError as exc:  # started after close(): refused cleanly
                 assert "closed" in str(exc)
     with pytest.raises(ExecutionError, match="closed"):

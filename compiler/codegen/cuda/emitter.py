@@ -57,7 +57,8 @@ from compiler.codegen.llvm.module import BufferRef, KernelCall
 from compiler.dtypes import DType
 from compiler.errors import UnsupportedOpError
 from compiler.loopir.expr import Binary, Buffer, Call, Cast, Const, Expr, Load, Select, Var, flat_index
-from compiler.loopir.stmt import Alloc, Barrier, For, ForKind, If, Kernel, Seq, Stmt, Store, loads_and_stores, walk_stmts
+from compiler.loopir.stmt import (Alloc, Barrier, For, ForKind, If, Kernel, Prefetch, Seq, Stmt, Store, loads_and_stores,
+                                  walk_stmts)
 
 TEMPLATE_DIR = TEMPLATES / "cuda"
 
@@ -343,6 +344,8 @@ class StmtEmitter:
                 self.stmt(child, depth)
         elif isinstance(s, Store):
             self.store(s, depth)
+        elif isinstance(s, Prefetch):
+            pass  # a CPU cache hint: GPU schedules stage their operands through shared memory instead
         elif isinstance(s, Alloc) and s.buffer.scope == "fragment":
             self.line(depth, "{")
             self.line(depth + 1, self.warp_op("declare", acc=_local_name(s.buffer), count=s.buffer.numel))

@@ -45,7 +45,7 @@ from compiler.dtypes import DType
 from compiler.loopir.expr import (Binary, Buffer, Call, Cast, Const, Expr, Load, PackWord, Select, Var, WordDot, flat_index,
                                   linear_coefficient, substitute, walk)
 from compiler.loopir.sizes import SizeVar, size_expr, static_value
-from compiler.loopir.stmt import (Alloc, For, ForKind, Kernel, Seq, Stmt, Store, kernel_size_vars, loads_and_stores,
+from compiler.loopir.stmt import (Alloc, For, ForKind, Kernel, Prefetch, Seq, Stmt, Store, kernel_size_vars, loads_and_stores,
                                   walk_stmts)
 from compiler.codegen.llvm import narrow, vecmath
 from compiler.codegen.llvm.types import I1, I8, I32, I64, PTR, VOID, is_vector, mangle, memory_type, value_type, vectorized
@@ -181,6 +181,8 @@ class FunctionEmitter:
             self.stmt(s.body)
         elif isinstance(s, For):
             self.loop(s)
+        elif isinstance(s, Prefetch):
+            self.prefetch(s)
         else:
             raise TypeError(f"cannot emit {type(s).__name__}")
 
@@ -354,6 +356,14 @@ class FunctionEmitter:
         # In ``high``, lane half + j sits at (lanes - 1 - (half - 1 - j)) * stride - high's offset.
         picks = [j * stride for j in range(half)] + [width + (width - 1) - (half - 1 - j) * stride for j in range(half)]
         return self.b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, lanes), picks))
+
+    def prefetch(self, s: Prefetch) -> None:
+        if self.vector is not None or _is_packed(s.address.buffer):
+            raise ValueError(f"prefetch of {s.address.buffer.name} inside vector lanes or of packed sub-byte elements")
+        _, where, _ = self._address(s.address.buffer, s.address.indices)
+        # llvm.prefetch(address, read, locality 2: keep in L2 (x86 prefetcht1, arm64 PLDL2KEEP), data)
+        fn = self.mod.declare("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
+        self.b.call(fn, [where, ir.Constant(I32, 0), ir.Constant(I32, 2), ir.Constant(I32, 1)])
 
     def store(self, s: Store) -> None:
         dtype = s.buffer.dtype
