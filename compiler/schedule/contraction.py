@@ -217,7 +217,7 @@ def _prefetch_next_panel(s: Stmt, c: Computation, tile: Tile) -> Stmt:
             if isinstance(ld, Load) and len(ld.indices) == 3 and isinstance(ld.indices[0], Var)
             and ld.indices[0].name == col_outer and ld.indices[1] == loop.var
             and ld.buffer.shape[2] == tile.width and isinstance(ld.buffer.shape[0], int)
-            and nominal(ld.buffer.numel) * ld.buffer.dtype.itemsize > L2_BUDGET))
+            and nominal(ld.buffer.numel) * ld.buffer.dtype.bits // 8 > L2_BUDGET))
 
     def rewrite(node: Stmt) -> Stmt | None:
         if not (isinstance(node, For) and node.var in axes and node.kind is ForKind.SERIAL):
@@ -226,7 +226,7 @@ def _prefetch_next_panel(s: Stmt, c: Computation, tile: Tile) -> Stmt:
         for ld in panel_rows(node):
             panels, width = ld.buffer.shape[0], ld.buffer.shape[2]
             following = min_(ld.indices[0] + 1, Const(panels - 1, DType.I64))
-            per_line = max(1, CACHE_LINE // ld.buffer.dtype.itemsize)
+            per_line = max(1, CACHE_LINE * 8 // ld.buffer.dtype.bits)
             hints += [Prefetch(Load(ld.buffer, (following, ld.indices[1], Const(k, DType.I64))))
                       for k in range(0, width, per_line)]
         return replace(node, body=seq(*hints, node.body)) if hints else None

@@ -49,3 +49,16 @@ def test_a_prefetching_kernel_computes_the_same():
     _, program = _lower(model, None, None, None, resolve_target("host"), BuildLog(), None)
     assert "prefetch" in format_kernel(program.calls[0].kernel)
     np.testing.assert_allclose(run_program(program, [x])[0], reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_four_bit_weight_panels_are_prefetched_by_the_byte():
+    """4-bit codes (MatMulNBits) beyond L2: one prefetch per panel row (32 codes are 16 bytes)."""
+    from tests.lowering.test_lowering_driver import _graph, _nbits_model, lower_graph
+
+    model, feeds, want = _nbits_model(1024, 1088, rows=16)  # 544 KiB of codes
+    program = lower_graph(_graph(model), resolve_target("host"))
+    text = "\n".join(format_kernel(c.kernel) for c in program.calls)
+    hints = [line.strip() for line in text.splitlines() if "prefetch" in line]
+    assert len(hints) == 1 and hints[0].endswith("[min((i1_o + 1), 33), r2, 0]"), hints
+    (got,) = run_program(program, list(feeds.values()))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -358,9 +358,15 @@ class FunctionEmitter:
         return self.b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, lanes), picks))
 
     def prefetch(self, s: Prefetch) -> None:
-        if self.vector is not None or _is_packed(s.address.buffer):
-            raise ValueError(f"prefetch of {s.address.buffer.name} inside vector lanes or of packed sub-byte elements")
-        _, where, _ = self._address(s.address.buffer, s.address.indices)
+        buffer, indices = s.address.buffer, s.address.indices
+        if self.vector is not None:
+            raise ValueError(f"prefetch of {buffer.name} inside vector lanes")
+        if _is_packed(buffer):  # the byte holding the element
+            shift = ir.Constant(I64, buffer.dtype.elements_per_byte.bit_length() - 1)
+            byte = self.b.lshr(self.index(flat_index(buffer, indices)), shift)
+            where = self.b.gep(self.pointers[buffer.name], [byte], inbounds=True, source_etype=I8)
+        else:
+            _, where, _ = self._address(buffer, indices)
         # llvm.prefetch(address, read, locality 2: keep in L2 (x86 prefetcht1, arm64 PLDL2KEEP), data)
         fn = self.mod.declare("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
         self.b.call(fn, [where, ir.Constant(I32, 0), ir.Constant(I32, 2), ir.Constant(I32, 1)])
