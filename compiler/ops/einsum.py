@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from compiler.loopir.expr import Const, Expr
+from compiler.loopir.sizes import Size, is_one, same_size
 from compiler.ops.api import Index, LoweringContext, Tensor
 from compiler.ops.registry import OpDef, defop
 
@@ -76,15 +77,17 @@ def einsum(ctx: LoweringContext) -> list[Tensor]:
         inputs, output = parse_equation(str(ctx.attr("equation")), [x.rank for x in operands])
     except ValueError as exc:
         ctx.unsupported(f"equation {ctx.attr('equation')!r}: {exc}")
-    sizes: dict[str, int] = {}
+    sizes: dict[str, Size] = {}
     for labels, x in zip(inputs, operands):
         for label, n in zip(labels, x.shape):
-            if sizes.get(label, 1) not in (1, n) and n != 1:
-                ctx.unsupported(f"label {label!r} has sizes {sizes[label]} and {n}")
-            sizes[label] = max(sizes.get(label, 1), n)
+            known = sizes.get(label)
+            if known is None or is_one(known):
+                sizes[label] = n
+            elif not is_one(n) and not same_size(known, n):
+                ctx.unsupported(f"label {label!r} has sizes {known} and {n}")
     if any(label not in sizes for label in output):
         ctx.unsupported(f"output label(s) {[lb for lb in output if lb not in sizes]} appear in no input")
-    if tuple(sizes[label] for label in output) != tuple(out.shape):
+    if not all(same_size(sizes[label], d) for label, d in zip(output, out.shape)) or len(output) != len(out.shape):
         ctx.unsupported(f"equation gives shape {[sizes[lb] for lb in output]}, output is {list(out.shape)}")
     summed = [label for label in sizes if label not in output]
 
@@ -93,7 +96,7 @@ def einsum(ctx: LoweringContext) -> list[Tensor]:
         product: Expr | None = None
         for labels, x in zip(inputs, operands):
             # A size-1 dim under a longer label broadcasts.
-            value = x[[Const(0) if n == 1 else env[label] for label, n in zip(labels, x.shape)]]
+            value = x[[Const(0) if is_one(n) else env[label] for label, n in zip(labels, x.shape)]]
             product = value if product is None else product * value
         return product
 
