@@ -225,9 +225,11 @@ def _schedule_static(c: Computation, target: Target, is_constant: Callable[[str]
         # Contiguous reduction axes (a pool's 7x7 window over a whole plane) read as one long row.
         c = flatten_reduction(c)
     live = _live_index(c)
-    if not live:
-        return Scheduled(build_loops(c), tuple(packs))
     lanes = target.vector_lanes(c.body.dtype.itemsize)
+    if not live:
+        # A reduction to one value (DynamicQuantizeLinear's min and max of a whole tensor) in vector lanes.
+        s = build_loops(c)
+        return Scheduled(_vectorize_along_reduction(c, s, lanes) if c.is_reduction else s, tuple(packs))
     contraction = c.is_reduction and (_is_contraction(c) or bool(packs))
     tile_var = _contraction_lanes(c, lanes) if contraction else None
     if tile_var is not None:
