@@ -166,8 +166,16 @@ def _outer_order(c: Computation, tile: Tile, others: list[Var]) -> list[str]:
     b_loops = [v.name for v in b_side] + [f"{tile.col.name}_o"]
     a_panels = math.prod(extents[v] for v in a_side) * -(-extents[tile.row] // tile.rows)
     b_panels = math.prod(extents[v] for v in b_side) * -(-extents[tile.col] // tile.width)
-    a_bytes = sum(nominal(ld.buffer.numel) * ld.buffer.dtype.itemsize for ld in dict.fromkeys(a_loads))
-    b_bytes = sum(nominal(ld.buffer.numel) * ld.buffer.dtype.itemsize for ld in dict.fromkeys(b_loads))
+    ranges = {**{v: nominal(n) for v, n in extents.items()}, **{a.var: nominal(a.extent) for a in c.axes}}
+
+    def footprint(ld: Load) -> int:
+        # The bytes the nest reads of it: at most one element per combination of the vars its index uses
+        # (a stride-2 1x1 conv reads a quarter of its input), at most the whole buffer.
+        used = set().union(*(free_vars(i) for i in ld.indices)) & ranges.keys()
+        return min(nominal(ld.buffer.numel), math.prod(ranges[v] for v in used)) * ld.buffer.dtype.itemsize
+
+    a_bytes = sum(footprint(ld) for ld in dict.fromkeys(a_loads))
+    b_bytes = sum(footprint(ld) for ld in dict.fromkeys(b_loads))
     b_outside = b_bytes + a_bytes * (b_panels if a_bytes > L2_BUDGET else 1)
     a_outside = a_bytes + b_bytes * (a_panels if b_bytes > L2_BUDGET else 1)
     return shared + (a_loops + b_loops if a_outside < b_outside else b_loops + a_loops)

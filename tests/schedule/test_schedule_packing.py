@@ -93,3 +93,22 @@ def test_packed_matmul_schedule_runs(m, kk, n, threads):
     assert bool(run_first) == (m * kk >= 1 << 14)
     run_nest(seq(*run_first, scheduled.body), arrays, threads)
     np.testing.assert_allclose(arrays["y"], arrays["a"] @ arrays["b"] * 0.5 + 1.0, rtol=1e-4, atol=1e-4)
+
+
+def test_a_strided_1x1_conv_reads_its_weights_once():
+    """ResNet-50's last downsampling conv (1x1, stride 2, 1024 -> 2048 channels onto 7x7): it reads a
+    quarter of its 800 KiB input, which stays in L2, so the 8 MiB of weight panels run outside and are
+    read once, not once per output row (the loop order counts the bytes a load touches, not its buffer's)."""
+    from onnx import helper
+
+    from compiler.codegen.target import resolve_target
+    from compiler.loopir.printer import format_kernel
+    from compiler.pipeline import BuildLog, _lower
+    from helpers_onnx import graph_model, rand
+
+    x, w = rand((1, 1024, 14, 14)), rand((2048, 1024, 1, 1), seed=1)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2])
+    _, program = _lower(graph_model([conv], {"x": x}, ["y"], {"w": w}), None, None, None,
+                        resolve_target("x86_64-linux-gnu", "znver4"), BuildLog(), None)
+    lines = format_kernel(program.calls[0].kernel).splitlines()
+    assert lines[1].startswith("  parallel for i1_o in 0..64 {"), lines[:3]  # the 64 weight panels outermost
