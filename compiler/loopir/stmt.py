@@ -224,6 +224,19 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
         yield from held_exprs(node)
 
 
+def accesses_by_buffer(s: Stmt) -> dict[str, list[tuple[tuple[Expr, ...], bool]]]:
+    """Buffer name -> (indices, is_store) of every access to it in ``s`` (a prefetch counts as a load)."""
+    found: dict[str, list[tuple[tuple[Expr, ...], bool]]] = {}
+    for node in walk_stmts(s):
+        if isinstance(node, Store):
+            found.setdefault(node.buffer.name, []).append((node.indices, True))
+        for e in held_exprs(node):
+            for sub in walk(e):
+                if isinstance(sub, Load):
+                    found.setdefault(sub.buffer.name, []).append((sub.indices, False))
+    return found
+
+
 def loads_and_stores(s: Stmt) -> Iterator[tuple[Buffer, bool]]:
     """(buffer, is_store) for every access in ``s`` (a prefetch counts as a load)."""
     for node in walk_stmts(s):

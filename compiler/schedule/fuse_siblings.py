@@ -22,29 +22,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from compiler.loopir.expr import Binary, Expr, Load, Var, free_vars, walk
-from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, Store, held_exprs, seq, substitute_stmt, walk_stmts
+from compiler.loopir.expr import Binary, Expr, Var, free_vars
+from compiler.loopir.stmt import Alloc, For, ForKind, Seq, Stmt, accesses_by_buffer, seq, substitute_stmt, walk_stmts
 
 _FUSABLE_KINDS = (ForKind.SERIAL, ForKind.PARALLEL)
-
-# buffer name -> (indices, is_store) of each access
-_Accesses = dict[str, list[tuple[tuple[Expr, ...], bool]]]
-
-
-def _accesses(s: Stmt) -> _Accesses:
-    found: _Accesses = {}
-    for node in walk_stmts(s):
-        if isinstance(node, Store):
-            found.setdefault(node.buffer.name, []).append((node.indices, True))
-        exprs = held_exprs(node)
-        if isinstance(node, For):
-            exprs = tuple(e for e in (node.extent, node.work) if isinstance(e, Expr))
-        for e in exprs:
-            for x in walk(e):
-                if isinstance(x, Load):
-                    found.setdefault(x.buffer.name, []).append((x.indices, False))
-    return found
-
 
 def _names_var(exprs: tuple[Expr, ...], var: Var) -> bool:
     """Whether ``exprs`` (the dims of an access that mention ``var``) determine ``var``."""
@@ -77,7 +58,7 @@ def _fusable(a: Stmt, b: Stmt) -> bool:
         return False
     if _allocated(a.body) & _allocated(b.body):
         return False
-    first, second = _accesses(a.body), _accesses(substitute_stmt(b.body, {b.var: a.var}))
+    first, second = accesses_by_buffer(a.body), accesses_by_buffer(substitute_stmt(b.body, {b.var: a.var}))
     for name in first.keys() & second.keys():
         uses = first[name] + second[name]
         if any(is_store for _, is_store in uses) and not _same_element_per_iteration(uses, a.var):

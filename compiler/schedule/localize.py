@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from compiler.loopir.expr import Buffer, Expr, Load, Var, free_vars, map_loads, walk
-from compiler.loopir.stmt import (Alloc, For, ForKind, Seq, Stmt, Store, held_exprs, loads_and_stores, map_stmts, seq,
-                                  substitute_stmt, walk_stmts, with_held_exprs)
+from compiler.loopir.expr import Buffer, Expr, Load, Var, free_vars, map_loads
+from compiler.loopir.stmt import (Alloc, For, ForKind, Seq, Stmt, Store, accesses_by_buffer, loads_and_stores, map_stmts,
+                                  seq, substitute_stmt, walk_stmts, with_held_exprs)
 
 # Local buffers live on the stack of the thread running the loop body (8 MiB by default).
 MAX_SLICE_BYTES = 256 << 10
@@ -39,13 +39,7 @@ _OUTER_KINDS = (ForKind.SERIAL, ForKind.PARALLEL)
 
 def _accesses(s: Stmt, name: str) -> list[tuple[tuple[Expr, ...], bool]]:
     """(indices, is_store) of every access to buffer ``name`` in ``s``."""
-    found: list[tuple[tuple[Expr, ...], bool]] = []
-    for node in walk_stmts(s):
-        if isinstance(node, Store) and node.buffer.name == name:
-            found.append((node.indices, True))
-        found += [(x.indices, False) for e in held_exprs(node) for x in walk(e)
-                  if isinstance(x, Load) and x.buffer.name == name]
-    return found
+    return accesses_by_buffer(s).get(name, [])
 
 
 def _slice_dim(accesses: list[tuple[tuple[Expr, ...], bool]], var: Var) -> int | None:

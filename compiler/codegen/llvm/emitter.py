@@ -362,9 +362,7 @@ class FunctionEmitter:
         if self.vector is not None:
             raise ValueError(f"prefetch of {buffer.name} inside vector lanes")
         if _is_packed(buffer):  # the byte holding the element
-            shift = ir.Constant(I64, buffer.dtype.elements_per_byte.bit_length() - 1)
-            byte = self.b.lshr(self.index(flat_index(buffer, indices)), shift)
-            where = self.b.gep(self.pointers[buffer.name], [byte], inbounds=True, source_etype=I8)
+            ((where, _),) = self._packed_field(buffer, indices)
         else:
             _, where, _ = self._address(buffer, indices)
         # llvm.prefetch(address, read, locality 2: keep in L2 (x86 prefetcht1, arm64 PLDL2KEEP), data)

@@ -73,8 +73,8 @@ def _rewrite(graph: Graph, matmul: Node, users: dict[int, list[Node]]) -> list[N
         out.producer = dot
         return [dot]
     dots = Value(graph.fresh_name(f"{out.name}_dots"), TensorType(out.dtype, out.shape))
-    few = compare("le", size_expr(a.shape[-2]), FEW_ROWS)
-    many = negation(few)
+    taken = compare("le", size_expr(a.shape[-2]), FEW_ROWS)  # the Phi's predicate: the dot form's result
+    few, many = taken, negation(taken)
     if matmul.guard is not None:
         few, many = logical_and(matmul.guard, few), logical_and(matmul.guard, many)
     tiled = Value(graph.fresh_name(f"{out.name}_tiled"), TensorType(out.dtype, out.shape))
@@ -82,7 +82,7 @@ def _rewrite(graph: Graph, matmul: Node, users: dict[int, list[Node]]) -> list[N
     transpose.guard = many
     gemm = Node("MatMul", matmul.name, [a, t], [tiled], dict(matmul.attrs), guard=many, opset=matmul.opset, **keep)
     phi = Node("Phi", graph.fresh_name("Phi"), [dots, tiled], [out],
-               {"predicate": compare("le", size_expr(a.shape[-2]), FEW_ROWS)}, domain=PHI_DOMAIN,
+               {"predicate": taken}, domain=PHI_DOMAIN,
                guard=matmul.guard, opset=matmul.opset, **keep)
     for node in (dot, gemm, phi):
         for value in node.outputs:
